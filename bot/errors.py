@@ -1,0 +1,56 @@
+"""Errors of the application layer. The whole tree is drawn in :mod:`models.errors`."""
+
+from __future__ import annotations
+
+from models.errors import CoverError
+
+
+class MissingSetting(CoverError):
+    def __init__(self, variable: str, purpose: str) -> None:
+        super().__init__(f"{variable} is not set; it is needed {purpose} (environment or .env file).")
+        self.variable = variable
+
+
+class InvalidPlaylistLink(CoverError):
+    """Raised with a message that says what was wrong with the text, e.g. an album link."""
+
+
+class SnapshotError(CoverError):
+    pass
+
+
+class SpotifyError(CoverError):
+    pass
+
+
+class PlaylistNotFound(SpotifyError):
+    def __init__(self, playlist_id: str) -> None:
+        super().__init__(
+            f"Spotify has no playlist {playlist_id} that this app may read: "
+            "it is missing, deleted or private."
+        )
+        self.playlist_id = playlist_id
+
+
+class EditorialPlaylist(SpotifyError):
+    def __init__(self, playlist_id: str) -> None:
+        super().__init__(
+            f"Playlist {playlist_id} is made by Spotify; Spotify closed its own editorial and "
+            "algorithmic playlists to third-party apps, so it can't be read."
+        )
+        self.playlist_id = playlist_id
+
+
+class SpotifyRateLimited(SpotifyError):
+    def __init__(self, retry_after: float) -> None:
+        wait = max(1, round(retry_after))
+        super().__init__(f"Spotify is rate-limiting this bot; try again in {wait} s.")
+        self.retry_after = retry_after
+
+
+class SpotifyAuthError(SpotifyError):
+    pass
+
+
+class SpotifyUnavailable(SpotifyError):
+    pass

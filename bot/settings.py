@@ -1,0 +1,84 @@
+"""Typed settings, read once from the environment and ``.env`` and passed down.
+
+Build one :class:`Settings` in ``__main__`` (or in a test) and hand it to whatever needs it;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import MissingSetting
+
+
+class Settings(BaseSettings):
+    """Every knob of the bot and the CLI. Environment names are given beside each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COVER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- secrets (never logged: SecretStr hides them in reprs) ---
+    discord_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DISCORD_TOKEN", "COVER_DISCORD_TOKEN")
+    )
+    spotify_client_id: str | None = Field(
+        None, validation_alias=AliasChoices("SPOTIFY_CLIENT_ID", "COVER_SPOTIFY_CLIENT_ID")
+    )
+    spotify_client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SPOTIFY_CLIENT_SECRET", "COVER_SPOTIFY_CLIENT_SECRET")
+    )
+
+    # --- Spotify endpoints (tests point these at a local fake server) ---
+    spotify_api_base: str = Field(
+        "https://api.spotify.com/v1",
+        validation_alias=AliasChoices("SPOTIFY_API_BASE", "COVER_SPOTIFY_API_BASE"),
+    )
+    spotify_token_url: str = Field(
+        "https://accounts.spotify.com/api/token",
+        validation_alias=AliasChoices("SPOTIFY_TOKEN_URL", "COVER_SPOTIFY_TOKEN_URL"),
+    )
+    spotify_timeout_s: float = 10.0  # per HTTP request
+    spotify_max_tries: int = 4  # attempts per request on 429/5xx/timeouts, first one included
+    spotify_max_wait_s: float = 20.0  # longest Retry-After we sleep through before giving up
+    spotify_max_items: int = 500  # playlist items read for genres/artists (paging stops there)
+
+    # --- storage and output ---
+    db_path: Path = Path("data/playlist-cover.db")
+    output_dir: Path = Path("covers")
+    cache_dir: Path = Path.home() / ".cache" / "playlist-cover"  # built embedded model lives here
+
+    # --- generation ---
+    default_model: str = "embedded"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    allow_downloads: bool = False  # fetch hub models that are not cached yet
+    black_retries: int = 2  # regenerations of an all-black (safety-checked) image
+
+    # --- queue ---
+    queue_max_pending: int = 64  # jobs waiting, all users together
+    queue_max_per_user: int = 2  # jobs one user may have waiting or running
+    queue_max_batch: int = 8  # images merged into one pipeline call
+    job_timeout_s: float = 600.0
+
+    @field_validator("queue_max_pending", "queue_max_per_user", "queue_max_batch")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    def require_spotify(self) -> tuple[str, SecretStr]:
+        """The Spotify client credentials, or a :class:`MissingSetting` naming the variable."""
+        if not self.spotify_client_id:
+            raise MissingSetting("SPOTIFY_CLIENT_ID", "to read playlists from Spotify")
+        if self.spotify_client_secret is None or not self.spotify_client_secret.get_secret_value():
+            raise MissingSetting("SPOTIFY_CLIENT_SECRET", "to read playlists from Spotify")
+        return self.spotify_client_id, self.spotify_client_secret
+
+    def require_discord_token(self) -> SecretStr:
+        if self.discord_token is None or not self.discord_token.get_secret_value():
+            raise MissingSetting("DISCORD_TOKEN", "to connect the bot to Discord")
+        return self.discord_token

@@ -1,0 +1,68 @@
+"""The one exception tree of the project. Its leaves' ``str()`` is a sentence fit for a user.
+
+    CoverError                      anything a user can be told about in plain words
+    ├── MissingSetting              (bot.errors) a required environment variable is unset
+    ├── InvalidPlaylistLink         (bot.errors) not a Spotify playlist link, URI or id
+    ├── SpotifyError                (bot.errors) Spotify said no or did not answer
+    │   ├── PlaylistNotFound        404: missing, private, or deleted
+    │   ├── EditorialPlaylist       Spotify-owned playlists are closed to third-party apps
+    │   ├── SpotifyRateLimited      429 for longer than we wait; carries retry_after
+    │   ├── SpotifyAuthError        the client credentials were refused
+    │   └── SpotifyUnavailable      5xx, timeouts, connection errors
+    ├── SnapshotError               (bot.errors) a playlist snapshot file is missing or malformed
+    ├── ModelUnavailable            a model name or path that cannot be loaded here
+    ├── QueueFull                   the generation queue holds its maximum
+    ├── PendingLimitReached         this user already has their maximum of jobs waiting
+    ├── QueueClosed                 the queue is shutting down
+    ├── JobCancelled                the job was cancelled before it finished
+    ├── JobTimedOut                 the job ran past its time limit
+    └── GenerationFailed            the pipeline raised (including out-of-memory at batch size 1)
+
+Callers catch :class:`CoverError` at exactly one place (the CLI's ``main``, the bot's error
+handler) and show ``str(error)``; anything else is a bug, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CoverError(Exception):
+    """Base of every error whose message is meant for the person who asked."""
+
+
+class ModelUnavailable(CoverError):
+    pass
+
+
+class QueueFull(CoverError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The generation queue is full ({limit} jobs waiting); try again in a few minutes.")
+        self.limit = limit
+
+
+class PendingLimitReached(CoverError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} cover job{'s' if limit != 1 else ''} waiting; "
+            "wait for one to finish before asking for another."
+        )
+        self.limit = limit
+
+
+class QueueClosed(CoverError):
+    def __init__(self) -> None:
+        super().__init__("The generator is shutting down; try again once it is back.")
+
+
+class JobCancelled(CoverError):
+    def __init__(self) -> None:
+        super().__init__("The cover job was cancelled.")
+
+
+class JobTimedOut(CoverError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The cover job took longer than {seconds:g} s and was stopped.")
+        self.seconds = seconds
+
+
+class GenerationFailed(CoverError):
+    pass
