@@ -11,6 +11,10 @@ class MissingSetting(CoverError):
         self.variable = variable
 
 
+class InvalidOption(CoverError, ValueError):
+    """A request option out of range; the message names the option and the value."""
+
+
 class InvalidPlaylistLink(CoverError):
     """Raised with a message that says what was wrong with the text, e.g. an album link."""
 

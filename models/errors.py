@@ -2,6 +2,7 @@
 
     CoverError                      anything a user can be told about in plain words
     ├── MissingSetting              (bot.errors) a required environment variable is unset
+    ├── InvalidOption               (bot.errors) a request option out of range (also a ValueError)
     ├── InvalidPlaylistLink         (bot.errors) not a Spotify playlist link, URI or id
     ├── SpotifyError                (bot.errors) Spotify said no or did not answer
     │   ├── PlaylistNotFound        404: missing, private, or deleted

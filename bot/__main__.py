@@ -1,0 +1,179 @@
+"""Command line: ``python -m bot cover <playlist>`` and ``python -m bot models``.
+
+Every :class:`~models.errors.CoverError` ends here as one line on stderr and exit status 1;
+anything else is a bug: logged with its traceback and an id to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from bot.prompts import STYLES
+from pydantic import ValidationError
+
+from models.errors import CoverError
+
+log = logging.getLogger("bot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Turn a Spotify playlist into candidate cover art.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cover = commands.add_parser(
+        "cover",
+        help="generate candidate covers for a playlist and write them to disk",
+        description=(
+            "Read a playlist (a Spotify link, URI or id – needs SPOTIFY_CLIENT_ID and "
+            "SPOTIFY_CLIENT_SECRET – or a snapshot file such as examples/playlists/*.json), "
+            "build prompts, generate the candidates and write PNGs, Spotify-ready JPEGs "
+            "(under 256 KB) and a 2x2 contact sheet."
+        ),
+    )
+    cover.add_argument("playlist", help="Spotify playlist link/URI/id, or a snapshot .json file")
+    cover.add_argument("--model", help="registry name or local diffusers folder (default: settings, 'embedded')")
+    cover.add_argument("--lora", help="LoRA .safetensors file applied on top of the model")
+    cover.add_argument("--count", type=int, default=4, help="number of candidates, 1-4 (default 4)")
+    cover.add_argument("--seed", type=int, help="base seed; candidate i uses seed+i (default: random, printed)")
+    cover.add_argument("--out", type=Path, help="output folder (default: settings' output_dir, 'covers')")
+    cover.add_argument(
+        "--prompt-style",
+        choices=STYLES,
+        default="seed",
+        help="how prompts are written: 'seed' is the seed paper's '<title> playlist cover image'; "
+        "'mix' gives each candidate a different style (default: seed)",
+    )
+    cover.add_argument("--title", action="store_true", help="set the playlist title onto the covers")
+    cover.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    cover.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    cover.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: settings, 'auto')")
+
+    commands.add_parser("models", help="list the model presets")
+    return parser
+
+
+async def run_cover(args: argparse.Namespace) -> int:
+    from bot.cover import CoverRequest, CoverService
+    from bot.settings import Settings
+    from bot.storage import Storage
+    from models.queue import GenerationQueue, Queued, Progress
+    from models.runner import DiffusersRunner
+
+    settings = Settings()
+    if args.device:
+        settings = settings.model_copy(update={"device": args.device})
+    request = CoverRequest(
+        playlist=args.playlist,
+        model=args.model,
+        lora=args.lora,
+        count=args.count,
+        seed=args.seed,
+        style=args.prompt_style,
+        title_overlay=args.title,
+        steps=args.steps,
+        guidance=args.guidance,
+    )
+    runner = DiffusersRunner(
+        device=settings.device,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        black_retries=settings.black_retries,
+    )
+    storage = Storage(settings.db_path)
+    try:
+        async with GenerationQueue(
+            runner,
+            max_pending=settings.queue_max_pending,
+            max_per_user=settings.queue_max_per_user,
+            max_batch=settings.queue_max_batch,
+            job_timeout_s=settings.job_timeout_s,
+        ) as queue:
+            service = CoverService(settings, queue, storage)
+            prepared = await service.prepare(request)
+            facts = prepared.facts
+            kind = "metadata only" if not facts.items_readable else f"{len(facts.tracks)} tracks"
+            print(f"Playlist: {facts.name!r} ({kind}); model {prepared.model.name}, "
+                  f"{request.count} candidate(s), seed {prepared.prompts[0].seed}", file=sys.stderr)
+            request_id, handle = service.submit(prepared)
+            progress = asyncio.create_task(_print_progress(handle, Queued, Progress))
+            try:
+                cover = await service.finish(prepared, request_id, handle, args.out)
+            finally:
+                progress.cancel()
+    finally:
+        storage.close()
+
+    for c in cover.candidates:
+        print(f"  {c.index}. [{c.prompt.style}] {c.prompt.text}  (seed {c.seed})", file=sys.stderr)
+    print(f"Wrote {len(cover.candidates)} candidate(s) in {cover.out_dir}", file=sys.stderr)
+    for c in cover.candidates:
+        print(c.png_path)
+        print(c.jpeg_path)
+    print(cover.sheet_path)
+    return 0
+
+
+async def _print_progress(handle, queued_type, progress_type) -> None:
+    """One updating line on stderr while the job waits and runs."""
+    last = None
+    async for event in handle.events():
+        if isinstance(event, queued_type):
+            line = f"queued, position {event.position}"
+        elif isinstance(event, progress_type):
+            line = f"generating: step {event.step}/{event.total}"
+        else:
+            continue
+        if line != last and sys.stderr.isatty():
+            print(f"\r{line:<40}", end="", file=sys.stderr, flush=True)
+        last = line
+    if last and sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+def run_models() -> int:
+    from models.registry import PRESETS
+
+    for preset in PRESETS.values():
+        print(f"{preset.name:<14} {preset.native_size:>4}px {preset.steps:>3} steps  {preset.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "cover":
+            return asyncio.run(run_cover(args))
+        return run_models()
+    except CoverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid setting ({problems})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        incident = uuid.uuid4().hex[:8]
+        log.exception("unexpected error (incident %s)", incident)
+        print(f"error: something went wrong on our side (incident {incident}); "
+              "the traceback is in the log above.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The main job, shared by the CLI and the Discord bot: playlist in, candidate covers out.
+
+    playlist text → PlaylistFacts → prompts → GenerationJob → queue → images → files + rows
+
+:class:`CoverService` owns none of the heavy parts; it is handed the queue, the storage and the
+settings, so the CLI (one job, then exit) and the bot (a long-lived queue shared by everyone)
+drive it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.errors import InvalidOption
+from bot.links import resolve_playlist_ref
+from bot.playlist import PlaylistFacts, load_snapshot
+from bot.prompts import STYLES, Prompt, build_prompts
+from bot.settings import Settings
+from bot.storage import Storage
+from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.queue import GenerationQueue, JobHandle
+from models.registry import ModelSpec, resolve_model
+
+log = logging.getLogger(__name__)
+
+OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
+MAX_CANDIDATES = 4  # one per vote reaction 1️⃣..4️⃣
+
+
+@dataclass(frozen=True)
+class CoverRequest:
+    """What a person asked for. ``playlist`` is a Spotify link/URI/id or a snapshot file path."""
+
+    playlist: str
+    user_id: str = "cli"
+    source: str = "cli"
+    model: str | None = None  # None → settings.default_model
+    lora: str | None = None
+    count: int = MAX_CANDIDATES
+    seed: int | None = None  # None → a fresh random seed, recorded so the run can be repeated
+    style: str = "seed"
+    title_overlay: bool = False
+    steps: int | None = None  # None → the model preset's
+    guidance: float | None = None
+    guild_id: str | None = None
+    channel_id: str | None = None
+
+    def check(self) -> None:
+        """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
+        if not 1 <= self.count <= MAX_CANDIDATES:
+            raise InvalidOption(f"`count` must be between 1 and {MAX_CANDIDATES}, got {self.count}")
+        if self.style not in STYLES:
+            raise InvalidOption(f"`style` must be one of {', '.join(STYLES)}, got {self.style!r}")
+        if self.steps is not None and not 1 <= self.steps <= 200:
+            raise InvalidOption(f"`steps` must be between 1 and 200, got {self.steps}")
+        if self.guidance is not None and not 0 <= self.guidance <= 30:
+            raise InvalidOption(f"`guidance` must be between 0 and 30, got {self.guidance}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise InvalidOption(f"`seed` must be a non-negative 64-bit integer, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class CoverCandidate:
+    index: int  # 1-based, matches the vote reaction
+    prompt: Prompt
+    seed: int  # the seed that made the image (differs from prompt.seed after a black retry)
+    black_retries: int
+    png_path: Path
+    jpeg_path: Path
+    jpeg_bytes: int
+    jpeg_quality: int
+
+
+@dataclass(frozen=True)
+class CoverResult:
+    request_id: str
+    facts: PlaylistFacts
+    model: ModelSpec
+    candidates: tuple[CoverCandidate, ...]
+    sheet_path: Path
+    out_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedCover:
+    """A request that passed every check and is ready to queue (see :meth:`CoverService.prepare`)."""
+
+    request: CoverRequest
+    facts: PlaylistFacts
+    model: ModelSpec
+    prompts: tuple[Prompt, ...]
+    job: GenerationJob
+    read_s: float
+
+
+def looks_like_snapshot(text: str) -> bool:
+    """A path to a JSON file, rather than a Spotify link/URI/id."""
+    text = text.strip()
+    return text.lower().endswith(".json") or Path(text).is_file()
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "playlist"
+
+
+class CoverService:
+    """Runs cover requests through the shared queue and keeps their results.
+
+    ``spotify`` is a factory so that snapshot files work with no Spotify credentials at all:
+    the reader (and its credential check) is only built when a link is given.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: GenerationQueue,
+        storage: Storage,
+        *,
+        spotify: Callable[[], object] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.storage = storage
+        self._spotify_factory = spotify
+        self._spotify = None
+
+    # 1. playlist text → facts
+    async def read_playlist(self, text: str) -> PlaylistFacts:
+        if looks_like_snapshot(text):
+            return await asyncio.to_thread(load_snapshot, text.strip())
+        playlist_id = await resolve_playlist_ref(text)
+        reader = self._spotify_reader()
+        facts = await reader.aread_playlist(playlist_id)
+        if facts.raw:
+            self.storage.save_snapshot(dict(facts.raw))
+        return facts
+
+    def _spotify_reader(self):
+        if self._spotify is None:
+            if self._spotify_factory is None:
+                from bot.spotify import SpotifyReader
+
+                self._spotify = SpotifyReader(self.settings)
+            else:
+                self._spotify = self._spotify_factory()
+        return self._spotify
+
+    # 2-3. facts → model + prompts → job (no GPU work yet; every error is raised here)
+    async def prepare(self, request: CoverRequest) -> PreparedCover:
+        request.check()
+        spec = resolve_model(request.model or self.settings.default_model, lora=request.lora)
+        started = time.perf_counter()
+        facts = await self.read_playlist(request.playlist)
+        read_s = time.perf_counter() - started
+
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        prompts = build_prompts(facts, count=request.count, style=request.style, seed=seed)
+        params = GenerationParams(
+            model=spec.name,
+            width=spec.native_size,
+            height=spec.native_size,
+            steps=request.steps or spec.steps,
+            guidance=spec.guidance if request.guidance is None else request.guidance,
+            lora=spec.lora,
+        )
+        job = GenerationJob(
+            user_id=request.user_id,
+            params=params,
+            images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
+            label=facts.name,
+        )
+        return PreparedCover(request, facts, spec, tuple(prompts), job, read_s)
+
+    # 4. job → queue. Raises QueueFull / PendingLimitReached before anything is recorded.
+    def submit(self, prepared: PreparedCover) -> tuple[str, JobHandle]:
+        handle = self.queue.submit(prepared.job)
+        request = prepared.request
+        request_id = self.storage.record_request(
+            source=request.source,
+            user_id=request.user_id,
+            playlist_id=prepared.facts.id,
+            playlist_name=prepared.facts.name,
+            model=prepared.model.name,
+            params={
+                "width": prepared.job.params.width,
+                "height": prepared.job.params.height,
+                "steps": prepared.job.params.steps,
+                "guidance": prepared.job.params.guidance,
+                "lora": prepared.job.params.lora,
+                "style": request.style,
+                "count": request.count,
+                "title_overlay": request.title_overlay,
+            },
+            prompts=[
+                {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
+                for p in prepared.prompts
+            ],
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+        )
+        return request_id, handle
+
+    # 5-6. images → files + rows
+    async def finish(
+        self, prepared: PreparedCover, request_id: str, handle: JobHandle, out_root: Path | None = None
+    ) -> CoverResult:
+        try:
+            result = await handle.result()
+        except Exception as exc:
+            self.storage.finish_request(
+                request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(exc)
+            )
+            raise
+        started = time.perf_counter()
+        out_dir = Path(out_root or self.settings.output_dir) / (
+            f"{slugify(prepared.facts.name)}-{request_id[:8]}"
+        )
+        candidates, sheet = await asyncio.to_thread(
+            write_candidates, prepared, result, out_dir, prepared.request.title_overlay
+        )
+        timings = {
+            "read_s": round(prepared.read_s, 3),
+            "wait_s": round(result.wait_s, 3),
+            "generate_s": round(result.run_s, 3),
+            "postprocess_s": round(time.perf_counter() - started, 3),
+        }
+        self.storage.add_candidates(
+            request_id,
+            [
+                {
+                    "index": c.index,
+                    "prompt": c.prompt.text,
+                    "negative": c.prompt.negative,
+                    "seed": c.seed,
+                    "png_path": str(c.png_path),
+                    "jpeg_path": str(c.jpeg_path),
+                    "black_retries": c.black_retries,
+                }
+                for c in candidates
+            ],
+        )
+        self.storage.finish_request(request_id, status="done", timings=timings)
+        cover = CoverResult(
+            request_id, prepared.facts, prepared.model, tuple(candidates), sheet, out_dir, timings
+        )
+        write_manifest(cover)
+        return cover
+
+    async def run(self, request: CoverRequest, out_root: Path | None = None) -> CoverResult:
+        """prepare → submit → finish, for callers that simply wait (the CLI)."""
+        prepared = await self.prepare(request)
+        request_id, handle = self.submit(prepared)
+        return await self.finish(prepared, request_id, handle, out_root)
+
+
+def write_candidates(
+    prepared: PreparedCover, result: JobResult, out_dir: Path, title_overlay: bool
+) -> tuple[list[CoverCandidate], Path]:
+    """Upscale, optionally title, and save each image as PNG and as a Spotify-ready JPEG."""
+    from models.postprocess import contact_sheet, encode_jpeg_under, overlay_title, upscale
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    candidates: list[CoverCandidate] = []
+    finals = []
+    for index, (prompt, generated) in enumerate(zip(prepared.prompts, result.images, strict=True), 1):
+        image = upscale(generated.image, OUTPUT_SIZE)
+        if title_overlay:
+            image = overlay_title(image, prepared.facts.name or "untitled")
+        png_path = out_dir / f"candidate-{index}.png"
+        jpeg_path = out_dir / f"candidate-{index}.jpg"
+        image.save(png_path, format="PNG", optimize=True)
+        data, quality = encode_jpeg_under(image)
+        jpeg_path.write_bytes(data)
+        finals.append(image)
+        candidates.append(
+            CoverCandidate(
+                index, prompt, generated.seed, generated.black_retries, png_path, jpeg_path,
+                len(data), quality,
+            )
+        )
+    sheet_path = out_dir / "sheet.png"
+    contact_sheet(finals).save(sheet_path, format="PNG", optimize=True)
+    return candidates, sheet_path
+
+
+def write_manifest(cover: CoverResult) -> Path:
+    """``cover.json`` beside the images: enough to reproduce the run with the same seeds."""
+    path = cover.out_dir / "cover.json"
+    manifest = {
+        "request_id": cover.request_id,
+        "playlist": {"id": cover.facts.id, "name": cover.facts.name, "source": cover.facts.source},
+        "model": cover.model.name,
+        "lora": cover.model.lora,
+        "timings": cover.timings,
+        "sheet": cover.sheet_path.name,
+        "candidates": [
+            {
+                "index": c.index,
+                "style": c.prompt.style,
+                "prompt": c.prompt.text,
+                "negative_prompt": c.prompt.negative,
+                "seed": c.seed,
+                "black_retries": c.black_retries,
+                "png": c.png_path.name,
+                "jpeg": c.jpeg_path.name,
+                "jpeg_bytes": c.jpeg_bytes,
+                "jpeg_quality": c.jpeg_quality,
+            }
+            for c in cover.candidates
+        ],
+    }
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+

@@ -1,0 +1,1 @@
+"""`python -m eval`: see `eval/__main__.py`."""

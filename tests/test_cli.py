@@ -1,0 +1,155 @@
+"""``python -m bot cover`` end to end: real snapshot files, the real embedded diffusers pipeline,
+the real queue, post-processing and a real SQLite file. Only the model build is shared (fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.__main__ import main
+from bot.storage import Storage
+from models.postprocess import SPOTIFY_JPEG_LIMIT
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path, cache_dir):
+    """A working directory and environment like a new user's: no credentials, no .env."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET", "DISCORD_TOKEN", "COVER_DEFAULT_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("COVER_DB_PATH", str(tmp_path / "data" / "covers.db"))
+    monkeypatch.setenv("COVER_OUTPUT_DIR", str(tmp_path / "covers"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def test_examples_exist():
+    assert len(EXAMPLES) >= 4, "the README promises a handful of example playlists"
+
+
+def test_cover_command_as_a_new_user(cli_env):
+    """The README's command in a subprocess: files, sizes, manifest and database rows."""
+    example = EXAMPLES[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "cover", str(example), "--seed", "7"],
+        capture_output=True, text=True, timeout=300, env=os.environ.copy(), cwd=cli_env,
+    )
+    assert done.returncode == 0, done.stderr
+    paths = [Path(line) for line in done.stdout.split()]
+    pngs = [p for p in paths if p.name.startswith("candidate-") and p.suffix == ".png"]
+    jpegs = [p for p in paths if p.suffix == ".jpg"]
+    sheets = [p for p in paths if p.name == "sheet.png"]
+    assert len(pngs) == 4 and len(jpegs) == 4 and len(sheets) == 1
+
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.size == (512, 512) and image.mode == "RGB"
+    for jpeg in jpegs:
+        assert 0 < jpeg.stat().st_size < SPOTIFY_JPEG_LIMIT
+        with Image.open(jpeg) as image:
+            assert image.format == "JPEG" and image.size == (512, 512)
+    with Image.open(sheets[0]) as sheet:
+        assert sheet.width > 2 * 512 and sheet.height > 2 * 512
+
+    manifest = json.loads((pngs[0].parent / "cover.json").read_text())
+    assert [c["seed"] for c in manifest["candidates"]] == [7, 8, 9, 10]
+    title = json.loads(example.read_text())["name"]
+    assert all(c["prompt"] == f"{title} playlist cover image" for c in manifest["candidates"])
+
+    storage = Storage(cli_env / "data" / "covers.db")
+    try:
+        request = storage.request(manifest["request_id"])
+        assert request["status"] == "done" and request["source"] == "cli"
+        assert len(storage.candidates(manifest["request_id"])) == 4
+    finally:
+        storage.close()
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_same_seed_same_covers_and_options(cli_env, capsys):
+    example = str(EXAMPLES[1])
+    args = ["cover", example, "--seed", "123", "--count", "2", "--prompt-style", "mix"]
+    code, out_a, err = _run([*args, "--out", "a"], capsys)
+    assert code == 0, err
+    code, out_b, err = _run([*args, "--out", "b"], capsys)
+    assert code == 0, err
+    files_a = [Path(p) for p in out_a.split() if p.endswith(".png")]
+    files_b = [Path(p) for p in out_b.split() if p.endswith(".png")]
+    assert len(files_a) == len(files_b) == 3  # two candidates and the sheet
+    for a, b in zip(files_a, files_b, strict=True):
+        assert np.array_equal(_pixels(a), _pixels(b))
+    # Two candidates with different seeds must not be the same picture.
+    assert not np.array_equal(_pixels(files_a[0]), _pixels(files_a[1]))
+    manifest = json.loads((files_a[0].parent / "cover.json").read_text())
+    assert len({c["style"] for c in manifest["candidates"]}) == 2
+
+
+def test_title_overlay_option(cli_env, capsys):
+    example = str(EXAMPLES[0])
+    code, plain, err = _run(["cover", example, "--seed", "5", "--count", "1", "--out", "p"], capsys)
+    assert code == 0, err
+    code, titled, err = _run(
+        ["cover", example, "--seed", "5", "--count", "1", "--out", "t", "--title"], capsys
+    )
+    assert code == 0, err
+    first = lambda out: Path(out.split()[0])  # noqa: E731
+    difference = np.abs(_pixels(first(plain)).astype(int) - _pixels(first(titled)).astype(int))
+    changed = (difference.max(axis=2) > 40).mean()
+    assert 0.005 < changed < 0.5, "the title should cover part of the image, not none or all of it"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["cover", "https://open.spotify.com/album/4aawyAB9vmqN3uQ7FjRGTy"], "album"),
+        (["cover", "missing-playlist.json"], "No playlist snapshot"),
+        (["cover", "https://open.spotify.com/playlist/37i9dQZF1DXcBWIGoYBM5M"], "SPOTIFY_CLIENT_ID"),
+        (["cover", "EXAMPLE", "--count", "5"], "count"),
+        (["cover", "EXAMPLE", "--model", "no-such-model"], "embedded"),
+        (["cover", "EXAMPLE", "--lora", "nowhere.safetensors"], "nowhere.safetensors"),
+        (["cover", "EXAMPLE", "--steps", "0"], "steps"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cli_env, capsys, argv, expected):
+    argv = [str(EXAMPLES[0]) if a == "EXAMPLE" else a for a in argv]
+    code, out, err = _run(argv, capsys)
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0]
+
+
+def test_broken_snapshot_file(cli_env, capsys):
+    broken = cli_env / "broken.json"
+    broken.write_text('{"id": "x", "name": ')
+    code, _, err = _run(["cover", str(broken)], capsys)
+    assert code == 1 and "not valid JSON" in err
+
+
+def test_models_command_lists_presets(capsys):
+    code, out, _ = _run(["models"], capsys)
+    assert code == 0
+    for name in ("embedded", "small-sd", "sd15", "sd-turbo", "deepfloyd-if"):
+        assert name in out

@@ -1,0 +1,1 @@
+"""`python -m training`: see `training/__main__.py`."""
