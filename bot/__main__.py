@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="Turn a Spotify playlist into candidate cover art.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cover = commands.add_parser(
@@ -40,11 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cover.add_argument("playlist", help="Spotify playlist link/URI/id, or a snapshot .json file")
-    cover.add_argument("--model", help="registry name or local diffusers folder (default: settings, 'embedded')")
+    cover.add_argument(
+        "--model", help="registry name or local diffusers folder (default: settings, 'embedded')"
+    )
     cover.add_argument("--lora", help="LoRA .safetensors file applied on top of the model")
     cover.add_argument("--count", type=int, default=4, help="number of candidates, 1-4 (default 4)")
-    cover.add_argument("--seed", type=int, help="base seed; candidate i uses seed+i (default: random, printed)")
-    cover.add_argument("--out", type=Path, help="output folder (default: settings' output_dir, 'covers')")
+    cover.add_argument(
+        "--seed", type=int, help="base seed; candidate i uses seed+i (default: random, printed)"
+    )
+    cover.add_argument(
+        "--out", type=Path, help="output folder (default: settings' output_dir, 'covers')"
+    )
     cover.add_argument(
         "--prompt-style",
         choices=STYLES,
@@ -52,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how prompts are written: 'seed' is the seed paper's '<title> playlist cover image'; "
         "'mix' gives each candidate a different style (default: seed)",
     )
-    cover.add_argument("--title", action="store_true", help="set the playlist title onto the covers")
+    cover.add_argument(
+        "--title", action="store_true", help="set the playlist title onto the covers"
+    )
     cover.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    cover.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
-    cover.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: settings, 'auto')")
+    cover.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the model's)"
+    )
+    cover.add_argument(
+        "--device", help="auto, cpu, cuda, cuda:N or mps (default: settings, 'auto')"
+    )
 
     commands.add_parser("models", help="list the model presets")
     return parser
@@ -101,8 +115,11 @@ async def run_cover(args: argparse.Namespace) -> int:
             prepared = await service.prepare(request)
             facts = prepared.facts
             kind = "metadata only" if not facts.items_readable else f"{len(facts.tracks)} tracks"
-            print(f"Playlist: {facts.name!r} ({kind}); model {prepared.model.name}, "
-                  f"{request.count} candidate(s), seed {prepared.prompts[0].seed}", file=sys.stderr)
+            print(
+                f"Playlist: {facts.name!r} ({kind}); model {prepared.model.name}, "
+                f"{request.count} candidate(s), seed {prepared.prompts[0].seed}",
+                file=sys.stderr,
+            )
             request_id, handle = service.submit(prepared)
             progress = asyncio.create_task(_print_progress(handle, Queued, Progress))
             try:
@@ -143,7 +160,9 @@ def run_models() -> int:
     from models.registry import PRESETS
 
     for preset in PRESETS.values():
-        print(f"{preset.name:<14} {preset.native_size:>4}px {preset.steps:>3} steps  {preset.description}")
+        print(
+            f"{preset.name:<14} {preset.native_size:>4}px {preset.steps:>3} steps  {preset.description}"
+        )
     return 0
 
 
@@ -161,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
         print(f"error: invalid setting ({problems})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -170,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         incident = uuid.uuid4().hex[:8]
         log.exception("unexpected error (incident %s)", incident)
-        print(f"error: something went wrong on our side (incident {incident}); "
-              "the traceback is in the log above.", file=sys.stderr)
+        print(
+            f"error: something went wrong on our side (incident {incident}); "
+            "the traceback is in the log above.",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -212,7 +212,11 @@ class CoverService:
 
     # 5-6. images → files + rows
     async def finish(
-        self, prepared: PreparedCover, request_id: str, handle: JobHandle, out_root: Path | None = None
+        self,
+        prepared: PreparedCover,
+        request_id: str,
+        handle: JobHandle,
+        out_root: Path | None = None,
     ) -> CoverResult:
         try:
             result = await handle.result()
@@ -272,7 +276,9 @@ def write_candidates(
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates: list[CoverCandidate] = []
     finals = []
-    for index, (prompt, generated) in enumerate(zip(prepared.prompts, result.images, strict=True), 1):
+    for index, (prompt, generated) in enumerate(
+        zip(prepared.prompts, result.images, strict=True), 1
+    ):
         image = upscale(generated.image, OUTPUT_SIZE)
         if title_overlay:
             image = overlay_title(image, prepared.facts.name or "untitled")
@@ -284,8 +290,14 @@ def write_candidates(
         finals.append(image)
         candidates.append(
             CoverCandidate(
-                index, prompt, generated.seed, generated.black_retries, png_path, jpeg_path,
-                len(data), quality,
+                index,
+                prompt,
+                generated.seed,
+                generated.black_retries,
+                png_path,
+                jpeg_path,
+                len(data),
+                quality,
             )
         )
     sheet_path = out_dir / "sheet.png"
@@ -321,4 +333,3 @@ def write_manifest(cover: CoverResult) -> Path:
     }
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
-

@@ -7,7 +7,9 @@ from models.errors import CoverError
 
 class MissingSetting(CoverError):
     def __init__(self, variable: str, purpose: str) -> None:
-        super().__init__(f"{variable} is not set; it is needed {purpose} (environment or .env file).")
+        super().__init__(
+            f"{variable} is not set; it is needed {purpose} (environment or .env file)."
+        )
         self.variable = variable
 
 

@@ -138,6 +138,4 @@ def load_snapshot(path: str | Path) -> PlaylistFacts:
         raise SnapshotError(f"{path} is not a Spotify playlist object (needs 'id' and 'name').")
     page = data.get("items") or data.get("tracks")
     items = page.get("items") if isinstance(page, dict) else None
-    return facts_from_spotify(
-        data, items, data.get("artists") or (), source=f"snapshot:{path}"
-    )
+    return facts_from_spotify(data, items, data.get("artists") or (), source=f"snapshot:{path}")

@@ -13,8 +13,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m eval",
-        description="Reproduce the seed paper's FID study. "
-        "Not available yet in this release.",
+        description="Reproduce the seed paper's FID study. Not available yet in this release.",
     )
     parser.parse_args(argv)
     print("error: evaluation is not available in this release yet.", file=sys.stderr)

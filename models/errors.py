@@ -36,7 +36,9 @@ class ModelUnavailable(CoverError):
 
 class QueueFull(CoverError):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"The generation queue is full ({limit} jobs waiting); try again in a few minutes.")
+        super().__init__(
+            f"The generation queue is full ({limit} jobs waiting); try again in a few minutes."
+        )
         self.limit = limit
 
 

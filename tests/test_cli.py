@@ -25,7 +25,12 @@ EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
 def cli_env(monkeypatch, tmp_path, cache_dir):
     """A working directory and environment like a new user's: no credentials, no .env."""
     monkeypatch.chdir(tmp_path)
-    for var in ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET", "DISCORD_TOKEN", "COVER_DEFAULT_MODEL"):
+    for var in (
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "DISCORD_TOKEN",
+        "COVER_DEFAULT_MODEL",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("COVER_DB_PATH", str(tmp_path / "data" / "covers.db"))
@@ -43,7 +48,11 @@ def test_cover_command_as_a_new_user(cli_env):
     example = EXAMPLES[0]
     done = subprocess.run(
         [sys.executable, "-m", "bot", "cover", str(example), "--seed", "7"],
-        capture_output=True, text=True, timeout=300, env=os.environ.copy(), cwd=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+        cwd=cli_env,
     )
     assert done.returncode == 0, done.stderr
     paths = [Path(line) for line in done.stdout.split()]
@@ -124,7 +133,10 @@ def test_title_overlay_option(cli_env, capsys):
     [
         (["cover", "https://open.spotify.com/album/4aawyAB9vmqN3uQ7FjRGTy"], "album"),
         (["cover", "missing-playlist.json"], "No playlist snapshot"),
-        (["cover", "https://open.spotify.com/playlist/37i9dQZF1DXcBWIGoYBM5M"], "SPOTIFY_CLIENT_ID"),
+        (
+            ["cover", "https://open.spotify.com/playlist/37i9dQZF1DXcBWIGoYBM5M"],
+            "SPOTIFY_CLIENT_ID",
+        ),
         (["cover", "EXAMPLE", "--count", "5"], "count"),
         (["cover", "EXAMPLE", "--model", "no-such-model"], "embedded"),
         (["cover", "EXAMPLE", "--lora", "nowhere.safetensors"], "nowhere.safetensors"),

@@ -1,0 +1,403 @@
+"""Which models exist, what they need, and how to load one onto a device.
+
+A name is either a preset below or a local diffusers folder (one holding ``model_index.json``).
+:func:`resolve_model` turns it into a :class:`ModelSpec` without touching torch, so the bot and the
+CLI can validate options cheaply; :func:`load_pipeline` does the heavy part.
+
+Hub models are read from the local Hugging Face cache only, unless downloads are allowed
+(``COVER_ALLOW_DOWNLOADS=true``): a bot must not stall on a multi-GB download in the middle of a
+user's request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from models.errors import ModelUnavailable
+
+Kind = Literal["sd", "if"]
+
+_INSTALL_HINT = "pip install 'playlist-cover[gen]'"
+_LORA_FILE = "pytorch_lora_weights.safetensors"  # what save_lora_weights writes into a folder
+_DTYPES = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A model the project knows by name, with the settings it works best with."""
+
+    name: str
+    repo_id: str | None  # Hugging Face repo; None for the embedded model
+    kind: Kind  # "sd": one diffusers text-to-image pipeline; "if": DeepFloyd's two stages
+    native_size: int  # px, square; what the model was trained at
+    steps: int
+    guidance: float
+    dtype_cuda: str  # "float16" | "bfloat16" | "float32": on CUDA (CPU always runs float32)
+    description: str
+    variant: str | None = None  # weights variant in the repo used on CUDA, e.g. "fp16"
+    stage2_repo_id: str | None = None  # DeepFloyd IF's super-resolution stage
+
+
+PRESETS: dict[str, ModelPreset] = {
+    preset.name: preset
+    for preset in (
+        ModelPreset(
+            name="embedded",
+            repo_id=None,
+            kind="sd",
+            native_size=128,
+            steps=20,
+            guidance=7.5,
+            dtype_cuda="float32",
+            description="Tiny built-in model, random weights: runs offline anywhere, makes noise.",
+        ),
+        ModelPreset(
+            name="small-sd",
+            repo_id="OFA-Sys/small-stable-diffusion-v0",
+            kind="sd",
+            native_size=256,  # the resolution the playlist-cover paper generated and fine-tuned at
+            steps=25,
+            guidance=7.5,
+            dtype_cuda="float16",
+            description="Distilled Stable Diffusion (~1.1 GB); best FID in the paper once tuned.",
+        ),
+        ModelPreset(
+            name="sd15",
+            repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            kind="sd",
+            native_size=512,
+            steps=25,
+            guidance=7.5,
+            dtype_cuda="float16",
+            description="Stable Diffusion 1.5 at 512 px.",
+            variant="fp16",
+        ),
+        ModelPreset(
+            name="sd-turbo",
+            repo_id="stabilityai/sd-turbo",
+            kind="sd",
+            native_size=512,
+            steps=1,  # distilled for 1-4 steps
+            guidance=0.0,  # trained without classifier-free guidance
+            dtype_cuda="float16",
+            description="SD 2.1 distilled for 1-4 steps without guidance: fastest at 512 px.",
+            variant="fp16",
+        ),
+        ModelPreset(
+            name="deepfloyd-if",
+            repo_id="DeepFloyd/IF-I-XL-v1.0",
+            kind="if",
+            native_size=256,  # stage II output; stage I makes 64 px
+            steps=25,
+            guidance=7.0,
+            dtype_cuda="float16",
+            description="DeepFloyd IF stages I+II (gated weights), loaded one at a time.",
+            variant="fp16",
+            stage2_repo_id="DeepFloyd/IF-II-L-v1.0",
+        ),
+    )
+}
+
+DEFAULT_MODEL = "embedded"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: what the user typed, the settings that apply, and where it lives."""
+
+    name: str  # what the user typed: a preset name or a folder
+    kind: Kind
+    native_size: int
+    steps: int
+    guidance: float
+    dtype_cuda: str
+    description: str
+    repo_id: str | None = None
+    variant: str | None = None
+    stage2_repo_id: str | None = None
+    path: Path | None = None  # a local diffusers folder; None for hub presets and "embedded"
+    lora: Path | None = None  # a LoRA .safetensors file applied on top
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.repo_id is None and self.path is None
+
+
+def list_models() -> list[str]:
+    """The preset names, default first (for option autocomplete)."""
+    return list(PRESETS)
+
+
+def resolve_model(name: str, *, lora: str | None = None) -> ModelSpec:
+    """Turn a preset name or a local diffusers folder (plus an optional LoRA) into a spec.
+
+    Raises :class:`ModelUnavailable` for an unknown name, a folder that is not a diffusers
+    pipeline, or a LoRA path that is not a ``.safetensors`` file.
+    """
+    lora_path = _resolve_lora(lora) if lora else None
+    preset = PRESETS.get(name.strip().lower())
+    if preset is not None and preset.kind == "if" and lora_path is not None:
+        raise ModelUnavailable(
+            f"A LoRA cannot be applied to {preset.name}; use a Stable Diffusion model."
+        )
+    if preset is not None:
+        return ModelSpec(
+            name=name,
+            kind=preset.kind,
+            native_size=preset.native_size,
+            steps=preset.steps,
+            guidance=preset.guidance,
+            dtype_cuda=preset.dtype_cuda,
+            description=preset.description,
+            repo_id=preset.repo_id,
+            variant=preset.variant,
+            stage2_repo_id=preset.stage2_repo_id,
+            lora=lora_path,
+        )
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return _local_spec(name, folder.resolve(), lora_path)
+    raise ModelUnavailable(
+        f"Unknown model {name!r}; use one of {', '.join(list_models())} "
+        "or the path of a local diffusers folder."
+    )
+
+
+def _local_spec(name: str, folder: Path, lora: Path | None) -> ModelSpec:
+    """A spec for a local diffusers folder; its native size comes from its own configs."""
+    if not (folder / "model_index.json").is_file():
+        raise ModelUnavailable(
+            f"The folder {str(folder)!r} is not a diffusers pipeline (it has no model_index.json)."
+        )
+    unet_config = _read_json(folder / "unet" / "config.json")
+    vae_config = _read_json(folder / "vae" / "config.json")
+    if unet_config is None or vae_config is None:
+        raise ModelUnavailable(
+            f"The folder {str(folder)!r} has no unet/ and vae/ configs; only Stable "
+            "Diffusion-style pipelines can be loaded from a folder."
+        )
+    sample_size = unet_config.get("sample_size", 64)
+    if isinstance(sample_size, list):  # some configs store (height, width)
+        sample_size = sample_size[0]
+    vae_scale = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
+    return ModelSpec(
+        name=name,
+        kind="sd",
+        native_size=int(sample_size) * vae_scale,
+        steps=25,
+        guidance=7.5,
+        dtype_cuda="float16",
+        description=f"Local diffusers pipeline at {folder}.",
+        path=folder,
+        lora=lora,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _resolve_lora(lora: str) -> Path:
+    """The LoRA weights file: a ``.safetensors`` file, or a folder holding save_lora_weights'."""
+    path = Path(lora).expanduser()
+    if path.is_dir() and (path / _LORA_FILE).is_file():
+        return (path / _LORA_FILE).resolve()
+    if path.is_file() and path.suffix == ".safetensors":
+        return path.resolve()
+    if not path.exists():
+        raise ModelUnavailable(f"The LoRA file {lora!r} does not exist.")
+    raise ModelUnavailable(
+        f"The LoRA path {lora!r} must be a .safetensors file or a folder holding {_LORA_FILE}."
+    )
+
+
+def pick_device(requested: str = "auto") -> str:
+    """The torch device to run on: ``auto`` picks cuda, then mps, then cpu.
+
+    Explicit values ("cpu", "cuda", "cuda:N", "mps") are checked against this machine.
+    """
+    torch = _import_torch()
+    value = requested.strip().lower()
+    if value == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available(torch):
+            return "mps"
+        return "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value == "mps":
+        if not _mps_available(torch):
+            raise ModelUnavailable("The device 'mps' was asked for but this machine has no MPS.")
+        return "mps"
+    if value == "cuda" or value.startswith("cuda:"):
+        index = value.partition(":")[2]
+        if index and not index.isdigit():
+            raise ModelUnavailable(f"The device {requested!r} is not valid; write cuda or cuda:N.")
+        if not torch.cuda.is_available():
+            raise ModelUnavailable(
+                f"The device {requested!r} was asked for but torch sees no CUDA GPU here."
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise ModelUnavailable(
+                f"The device {requested!r} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+        return value
+    raise ModelUnavailable(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.")
+
+
+def _mps_available(torch: Any) -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def torch_dtype(spec: ModelSpec, device: str) -> Any:
+    """Half precision on CUDA as the preset says, float32 elsewhere (never autocast: it makes
+    black images and runs slower than loading the weights in half precision)."""
+    torch = _import_torch()
+    if device.startswith("cuda") and spec.dtype_cuda in _DTYPES:
+        return getattr(torch, spec.dtype_cuda)
+    return torch.float32
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache as the environment says now (huggingface_hub reads it once, at
+    import, so a changed HF_HOME would otherwise go unnoticed)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return hf_home() / "hub"
+
+
+def hf_home() -> Path:
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface"
+
+
+def load_pipeline(
+    spec: ModelSpec,
+    *,
+    device: str,
+    cache_dir: Path,
+    allow_downloads: bool = False,
+    lora_scale: float = 1.0,
+) -> Any:
+    """Load ``spec`` onto ``device`` (a value from :func:`pick_device`), its LoRA fused at
+    ``lora_scale``, progress bars off. DeepFloyd IF has two pipelines: load those with
+    :func:`load_hub_pipeline`.
+
+    ``cache_dir`` is the project's cache, where the embedded model is built on first use.
+    """
+    if spec.kind == "if":
+        raise ValueError(
+            "load_pipeline got a DeepFloyd IF spec; IF's stages are loaded one at a time."
+        )
+    from models.embedded import ensure_embedded
+
+    diffusers = _import_diffusers()
+    dtype = torch_dtype(spec, device)
+    # 1. Find the weights: the embedded model (built on demand), a folder, or the hub cache.
+    if spec.is_embedded:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(
+            ensure_embedded(cache_dir), dtype=dtype, local_files_only=True
+        )
+    elif spec.path is not None:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(
+            spec.path, dtype=dtype, local_files_only=True
+        )
+    else:
+        assert spec.repo_id is not None
+        pipe = load_hub_pipeline(
+            diffusers.DiffusionPipeline,
+            spec.repo_id,
+            dtype=dtype,
+            variant=spec.variant,
+            allow_downloads=allow_downloads,
+        )
+    # 2. LoRA on top, fused: the cache keys pipelines by (model, lora, scale), so the scale is
+    #    fixed for this copy and fused weights run as fast as the base model.
+    if spec.lora is not None:
+        _apply_lora(pipe, spec.lora, scale=lora_scale)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _apply_lora(pipe: Any, lora: Path, *, scale: float) -> None:
+    """Load the LoRA file ``lora`` into ``pipe`` and fuse it at ``scale``."""
+    try:
+        pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="cover")
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ModelUnavailable(
+            f"The LoRA file {str(lora)!r} does not fit this model "
+            f"({type(error).__name__}: {error})."
+        ) from error
+    pipe.fuse_lora(lora_scale=scale, adapter_names=["cover"])
+    pipe.unload_lora_weights()  # drops the adapter layers; the fused weights stay
+
+
+def load_hub_pipeline(
+    pipeline_class: Any,
+    repo_id: str,
+    *,
+    dtype: Any,
+    variant: str | None,
+    allow_downloads: bool,
+    **kwargs: Any,
+) -> Any:
+    """``pipeline_class.from_pretrained(repo_id)`` from the local hub cache (or the network when
+    allowed), with a message that says what to do when the weights are not there."""
+    _import_diffusers()
+    torch = _import_torch()
+    # Half-precision variants are smaller to fetch, but only worth it when running in half.
+    use_variant = variant if dtype in (torch.float16, torch.bfloat16) else None
+    attempts = [use_variant, None] if use_variant else [None]
+    last_error: Exception | None = None
+    for attempt in attempts:  # a cache may hold only the full-precision files
+        try:
+            return pipeline_class.from_pretrained(
+                repo_id,
+                dtype=dtype,
+                variant=attempt,
+                cache_dir=hf_cache_dir(),
+                local_files_only=not allow_downloads,
+                **kwargs,
+            )
+        except (OSError, ValueError) as error:
+            last_error = error
+    if not allow_downloads:
+        raise ModelUnavailable(
+            f"The model {repo_id} is not in the local Hugging Face cache (HF_HOME={hf_home()}) "
+            f"and downloads are off; fetch it with `hf download {repo_id}` on a machine with "
+            "network or set COVER_ALLOW_DOWNLOADS=true."
+        ) from last_error
+    raise ModelUnavailable(
+        f"The model {repo_id} could not be downloaded ({type(last_error).__name__}: {last_error})."
+    ) from last_error
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise ModelUnavailable(f"Generating images needs torch; run {_INSTALL_HINT}.") from error
+    return torch
+
+
+def _import_diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError as error:
+        raise ModelUnavailable(
+            f"Generating images needs diffusers and transformers; run {_INSTALL_HINT}."
+        ) from error
+    return diffusers

@@ -1,0 +1,321 @@
+"""The real :class:`~models.jobs.Runner`: diffusers pipelines, cached, one call per batch.
+
+The queue calls :class:`DiffusersRunner` from its worker thread with a batch of image specs that
+share :class:`~models.jobs.GenerationParams`. The runner
+
+1. resolves the model and takes its pipeline from a small LRU cache (loading it on a miss);
+2. runs one pipeline call for the whole batch, one seeded generator per image, so an image does
+   not depend on what it was batched with, reporting every denoising step to the queue;
+3. regenerates black images (the safety checker's output) with new deterministic seeds, in
+   further pipeline calls whose progress counts from step 1 again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
+from models.registry import (
+    ModelSpec,
+    load_hub_pipeline,
+    load_pipeline,
+    pick_device,
+    resolve_model,
+    torch_dtype,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+RETRY_SEED_STRIDE = 1_000_003  # a prime: retry seeds of nearby user seeds never collide soon
+_SEED_MODULUS = 2**63  # torch generators take any 64-bit seed; stay clear of the sign bit
+
+# (model, lora, lora_scale): a pipeline with a fused LoRA is a different pipeline.
+PipelineKey = tuple[str, str | None, float]
+# What a generation pass returns per image: the image and whether it came out black.
+Outcome = tuple["Image.Image", bool]
+Generate = Callable[[Sequence[ImageSpec], Sequence[int]], list[Outcome]]
+
+
+def retry_seed(seed: int, attempt: int) -> int:
+    """The seed of black-image retry number ``attempt`` (1, 2, ...) for a user's ``seed``."""
+    return (seed + RETRY_SEED_STRIDE * attempt) % _SEED_MODULUS
+
+
+class DiffusersRunner:
+    """Generates images with diffusers; keeps up to ``max_loaded`` pipelines in memory.
+
+    ``device`` is "auto" or an explicit torch device (see :func:`models.registry.pick_device`);
+    ``cache_dir`` is the project's cache (the embedded model is built there on first use);
+    ``black_retries`` bounds how often one black image is regenerated.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        cache_dir: Path,
+        allow_downloads: bool = False,
+        black_retries: int = 2,
+        max_loaded: int = 1,
+    ) -> None:
+        if black_retries < 0:
+            raise ValueError(f"black_retries must be 0 or more, got {black_retries}.")
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be at least 1, got {max_loaded}.")
+        self.device = pick_device(device)
+        self.cache_dir = Path(cache_dir)
+        self.allow_downloads = allow_downloads
+        self.black_retries = black_retries
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[PipelineKey, Any] = OrderedDict()
+
+    @property
+    def loaded(self) -> list[PipelineKey]:
+        """Keys of the pipelines in memory, least recently used first."""
+        return list(self._loaded)
+
+    def __call__(
+        self, params: GenerationParams, specs: Sequence[ImageSpec], control: RunControl
+    ) -> list[GeneratedImage]:
+        """Generate one image per spec, in order (see the module docstring for the steps)."""
+        if not specs:
+            return []
+        model = resolve_model(params.model, lora=params.lora)
+        run = self._run_if if model.kind == "if" else self._run_sd
+
+        def generate(batch: Sequence[ImageSpec], seeds: Sequence[int]) -> list[Outcome]:
+            return run(model, params, batch, seeds, control)
+
+        return self._generate_with_retries(specs, generate)
+
+    # -- black images ------------------------------------------------------------------------
+
+    def _generate_with_retries(
+        self, specs: Sequence[ImageSpec], generate: Generate
+    ) -> list[GeneratedImage]:
+        """Run ``generate`` on all specs, then again on the black ones only, with new seeds,
+        at most ``black_retries`` times. An image still black at the end is kept as it is."""
+        seeds = [spec.seed for spec in specs]
+        outcomes = generate(specs, seeds)
+        retries = [0] * len(specs)
+        for attempt in range(1, self.black_retries + 1):
+            black = [i for i, (_, is_black) in enumerate(outcomes) if is_black]
+            if not black:
+                break
+            log.info("Regenerating %d black image(s), attempt %d", len(black), attempt)
+            new_seeds = [retry_seed(specs[i].seed, attempt) for i in black]
+            redone = generate([specs[i] for i in black], new_seeds)
+            for i, seed, outcome in zip(black, new_seeds, redone, strict=True):
+                outcomes[i], seeds[i], retries[i] = outcome, seed, attempt
+        still_black = sum(is_black for _, is_black in outcomes)
+        if still_black:
+            log.warning("%d image(s) still black after %d retries", still_black, self.black_retries)
+        return [
+            GeneratedImage(spec=spec, image=image, seed=seed, black_retries=count)
+            for spec, (image, _), seed, count in zip(specs, outcomes, seeds, retries, strict=True)
+        ]
+
+    # -- Stable Diffusion-style pipelines ----------------------------------------------------
+
+    def _run_sd(
+        self,
+        model: ModelSpec,
+        params: GenerationParams,
+        specs: Sequence[ImageSpec],
+        seeds: Sequence[int],
+        control: RunControl,
+    ) -> list[Outcome]:
+        """One pipeline call for the whole batch."""
+        pipe = self._pipeline(model, params.lora_scale)
+
+        def on_step_end(
+            pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+        ) -> dict[str, Any]:
+            # The scheduler may run a different number of steps than asked (e.g. strength).
+            total = getattr(pipeline, "num_timesteps", None) or params.steps
+            control.step(step + 1, total)  # raises RunInterrupted to stop the call
+            return callback_kwargs
+
+        with _out_of_memory_as_ours(self.device):
+            output = pipe(
+                prompt=[spec.prompt for spec in specs],
+                negative_prompt=[spec.negative_prompt for spec in specs],
+                generator=self._generators(seeds),
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                width=params.width,
+                height=params.height,
+                callback_on_step_end=on_step_end,
+                output_type="pil",
+            )
+        flagged = getattr(output, "nsfw_content_detected", None)
+        return _outcomes(output.images, flagged)
+
+    def _pipeline(self, model: ModelSpec, lora_scale: float) -> Any:
+        """The loaded pipeline for ``model``, from the LRU cache or freshly loaded."""
+        key: PipelineKey = (
+            model.name,
+            str(model.lora) if model.lora else None,
+            lora_scale if model.lora else 1.0,
+        )
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+        # Evict before loading: on a GPU the old weights must leave before the new ones fit.
+        while len(self._loaded) >= self.max_loaded:
+            evicted, _ = self._loaded.popitem(last=False)
+            log.info("Unloading %s", evicted)
+            self._free_memory()
+        log.info("Loading %s on %s", key, self.device)
+        self._loaded[key] = self._load(model, lora_scale)
+        return self._loaded[key]
+
+    def _load(self, model: ModelSpec, lora_scale: float) -> Any:
+        """Load one pipeline (a seam for tests that wrap the real pipeline)."""
+        return load_pipeline(
+            model,
+            device=self.device,
+            cache_dir=self.cache_dir,
+            allow_downloads=self.allow_downloads,
+            lora_scale=lora_scale,
+        )
+
+    def _generators(self, seeds: Sequence[int]) -> list[Any]:
+        """One generator per image, so each image's noise depends on its own seed only."""
+        import torch
+
+        # MPS generators are not reliably seedable; diffusers moves CPU noise to the device.
+        device = self.device if self.device.startswith("cuda") else "cpu"
+        return [torch.Generator(device).manual_seed(seed) for seed in seeds]
+
+    def _free_memory(self) -> None:
+        gc.collect()  # pipelines hold reference cycles; collect them before emptying caches
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- DeepFloyd IF ------------------------------------------------------------------------
+
+    def _run_if(
+        self,
+        model: ModelSpec,
+        params: GenerationParams,
+        specs: Sequence[ImageSpec],
+        seeds: Sequence[int],
+        control: RunControl,
+    ) -> list[Outcome]:
+        """DeepFloyd IF: stage I (T5 text encoder + 64 px pixel diffusion), then stage II
+        (super-resolution to 256 px), each loaded with model CPU offload and stage I freed before
+        stage II loads, as the playlist-cover paper had to do to fit in memory.
+
+        Honest limits: this path needs DeepFloyd's gated weights (accept the licence on Hugging
+        Face, then download them into the cache) and, in practice, a CUDA GPU (T5-XXL alone is
+        ~10 GB in fp16). No test covers it: the weights cannot be fetched in CI. Stages are
+        reloaded on every call (and on black-image retries); IF is slow here by design.
+        ``params.width``/``height`` are ignored: IF makes 256 px squares. Progress counts the
+        steps of both stages.
+        """
+        import diffusers
+
+        assert model.repo_id is not None and model.stage2_repo_id is not None
+        self._loaded.clear()  # IF needs all the memory there is
+        self._free_memory()
+        dtype = torch_dtype(model, self.device)
+        total = 2 * params.steps
+        prompts = [spec.prompt for spec in specs]
+        negatives = [spec.negative_prompt for spec in specs]
+
+        # 1. Stage I: encode the prompts once (stage II reuses the embeddings), make 64 px.
+        stage1 = self._load_if_stage(diffusers.IFPipeline, model.repo_id, model, dtype)
+        prompt_embeds, negative_embeds = stage1.encode_prompt(
+            prompts, negative_prompt=negatives, clean_caption=False
+        )
+        with _out_of_memory_as_ours(self.device):
+            small = stage1(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                generator=self._generators(seeds),
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                output_type="pt",
+                callback=lambda step, _t, _x: control.step(step + 1, total),
+            ).images  # (B, 3, 64, 64)
+        del stage1
+        self._free_memory()
+
+        # 2. Stage II: 64 → 256 px, without its own text encoder.
+        stage2 = self._load_if_stage(
+            diffusers.IFSuperResolutionPipeline,
+            model.stage2_repo_id,
+            model,
+            dtype,
+            text_encoder=None,
+        )
+        try:
+            with _out_of_memory_as_ours(self.device):
+                output = stage2(
+                    image=small,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_embeds,
+                    generator=self._generators(seeds),
+                    num_inference_steps=params.steps,
+                    output_type="pil",
+                    callback=lambda step, _t, _x: control.step(params.steps + step + 1, total),
+                )
+        finally:
+            del stage2
+            self._free_memory()
+        return _outcomes(output.images, getattr(output, "nsfw_detected", None))
+
+    def _load_if_stage(
+        self, pipeline_class: Any, repo_id: str, model: ModelSpec, dtype: Any, **kwargs: Any
+    ) -> Any:
+        pipe = load_hub_pipeline(
+            pipeline_class,
+            repo_id,
+            dtype=dtype,
+            variant=model.variant,
+            allow_downloads=self.allow_downloads,
+            **kwargs,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        if self.device.startswith("cuda"):
+            gpu_id = int(self.device.partition(":")[2] or 0)
+            pipe.enable_model_cpu_offload(gpu_id=gpu_id)  # one sub-model on the GPU at a time
+        else:
+            pipe.to(self.device)
+        return pipe
+
+
+def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> list[Outcome]:
+    """Pair each image with "is it black": flagged by a safety checker, or black pixels."""
+    from models.postprocess import is_black
+
+    flags = list(flagged) if flagged is not None else [False] * len(images)
+    return [
+        (image, bool(flag) or is_black(image)) for image, flag in zip(images, flags, strict=True)
+    ]
+
+
+@contextmanager
+def _out_of_memory_as_ours(device: str) -> Iterator[None]:
+    """Turn CUDA's out-of-memory error into :class:`OutOfMemory` (the queue then splits the
+    batch), emptying the allocator's cache first so the halves have room."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as error:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"Out of memory on {device}: {error}") from error

@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests never touch the network: the Hugging Face hub is switched off here,
+before any test module can import huggingface_hub (which reads the variable once, at import)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path
+
+import pytest
+
+# -- the embedded model (models/embedded.py) --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project cache root shared by the whole session; the embedded model lives in it, so
+    ``DiffusersRunner(cache_dir=cache_dir)`` finds it without rebuilding. Don't delete it."""
+    return tmp_path_factory.mktemp("cover-cache")
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(cache_dir: Path) -> Path:
+    """The embedded tiny pipeline, built once per session into ``cache_dir``."""
+    from models.embedded import ensure_embedded  # lazy: tests without it skip torch's import
+
+    return ensure_embedded(cache_dir)
