@@ -1,0 +1,444 @@
+"""A small local Spotify Web API, for tests that run the real spotipy (or anything else) against it.
+
+It serves what :mod:`bot.spotify` reads, shaped like Spotify's answers as of 2026 (see
+``shared/NOTES.md``)::
+
+    POST /api/token                   client credentials (HTTP Basic), 400 invalid_client otherwise
+    GET  /v1/playlists/{id}           playlist metadata; its ``items`` page holds the first items
+                                      unless the playlist refuses them (then only href and total)
+    GET  /v1/playlists/{id}/items     paged items ``{"item": track, ...}``, absolute ``next`` URLs;
+                                      403 when the playlist refuses items (not owned by the app)
+    GET  /v1/artists/{id}             full artist objects, genres included
+
+Every ``/v1`` call needs a bearer token that ``/api/token`` handed out. Failures are scripted per
+path: ``server.script("/v1/playlists/ID", [Reply(429, retry_after=1), 200])`` answers the next
+request with a 429 and the one after normally (``200`` or ``PASS`` means "serve normally");
+``server.script(path, Reply(500), forever=True)`` fails every request. ``server.requests`` logs
+every request as ``(method, path, query)``.
+
+The server runs on 127.0.0.1 at a random port, in a thread with its own event loop, so that both
+synchronous clients (spotipy) and async tests can use it. Use the ``fake_spotify`` fixture (import
+``fake_spotify_fixture`` into a test module or a conftest), or ``with FakeSpotify() as server:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import json
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from aiohttp import web
+
+CLIENT_ID = "fake-client-id"
+CLIENT_SECRET = "fake-client-secret-do-not-print"
+DEFAULT_LIMIT = 20  # Spotify's default page size for playlist items
+MAX_LIMIT = 50  # Spotify answers 400 to a larger limit
+EMBEDDED_ITEMS = 100  # items Spotify puts inside the playlist object's own page
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. ``body`` defaults to Spotify's error shape for the status."""
+
+    status: int
+    retry_after: float | str | None = None  # sent as the Retry-After header when given
+    body: Mapping[str, Any] | None = None
+    delay_s: float = 0.0  # wait before answering, to make a client time out
+
+
+PASS = Reply(200)  # in a script: serve this request normally
+
+
+class LoggedRequest(NamedTuple):
+    method: str
+    path: str
+    query: dict[str, str]
+
+
+@dataclass
+class FakePlaylist:
+    """A stored playlist: the metadata object (without items) and its items, kept apart."""
+
+    meta: dict[str, Any]
+    items: list[dict[str, Any]] = field(default_factory=list)
+    items_refused: bool = False  # Spotify 2026: items only for playlists the app's user owns
+
+
+@dataclass
+class _Script:
+    replies: deque[Reply]
+    forever: Reply | None = None
+
+
+_STATUS_MESSAGES = {
+    400: "Bad request",
+    401: "Invalid access token",
+    403: "Forbidden",
+    404: "Resource not found",
+    429: "API rate limit exceeded",
+    500: "Server error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+}
+
+
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    """Spotify's Web API error object."""
+    return {
+        "error": {"status": status, "message": message or _STATUS_MESSAGES.get(status, "Error")}
+    }
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    # Spotify sends "application/json; charset=utf-8", which is what aiohttp writes too.
+    return web.json_response(data, status=status, headers=dict(headers or {}))
+
+
+class FakeSpotify:
+    """The fake server; see the module docstring.
+
+    Fill the store and scripts from the test thread; requests are served on the server thread.
+    """
+
+    def __init__(self, *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.playlists: dict[str, FakePlaylist] = {}
+        self.artists: dict[str, dict[str, Any]] = {}
+        self.requests: list[LoggedRequest] = []
+        self.tokens_issued: list[str] = []
+        self._scripts: dict[str, _Script] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return self.base_url + "/v1"
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + "/api/token"
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def add_playlist(
+        self,
+        playlist: Mapping[str, Any],
+        items: Iterable[Mapping[str, Any]] = (),
+        *,
+        items_refused: bool = False,
+    ) -> FakePlaylist:
+        """Store a playlist object (its own ``items``/``tracks`` page is ignored) and its items."""
+        meta = {k: copy.deepcopy(v) for k, v in playlist.items() if k not in ("items", "tracks")}
+        stored = FakePlaylist(meta, [copy.deepcopy(dict(it)) for it in items], items_refused)
+        self.playlists[str(meta["id"])] = stored
+        return stored
+
+    def add_artist(self, artist: Mapping[str, Any]) -> None:
+        self.artists[str(artist["id"])] = copy.deepcopy(dict(artist))
+
+    def add_snapshot(self, snapshot: Mapping[str, Any] | str | Path) -> FakePlaylist:
+        """Store a snapshot (``examples/playlists/*.json`` shape): the playlist, its items if the
+        page lists them (else the playlist refuses items), and its ``artists``."""
+        if not isinstance(snapshot, Mapping):
+            snapshot = json.loads(Path(snapshot).read_text(encoding="utf-8"))
+        page = snapshot.get("items") or snapshot.get("tracks") or {}
+        items = page.get("items") if isinstance(page, Mapping) else None
+        for artist in snapshot.get("artists") or ():
+            self.add_artist(artist)
+        playlist = {k: v for k, v in snapshot.items() if k != "artists"}
+        return self.add_playlist(playlist, items or (), items_refused=items is None)
+
+    # -- scripted failures and the log ---------------------------------------------------------
+
+    def script(
+        self, path: str, replies: Reply | int | Sequence[Reply | int], *, forever: bool = False
+    ) -> None:
+        """Answer the next requests to ``path`` with ``replies`` in order, then normally again.
+
+        ``forever=True`` repeats the last reply for every later request. An int is a bare
+        status; 200 serves the request normally.
+        """
+        if isinstance(replies, Reply | int):
+            replies = [replies]
+        queue = deque(Reply(r) if isinstance(r, int) else r for r in replies)
+        if not queue:
+            raise ValueError("script() needs at least one reply")
+        with self._lock:
+            self._scripts[path] = _Script(queue, queue[-1] if forever else None)
+
+    def requests_to(self, path: str) -> list[LoggedRequest]:
+        return [r for r in list(self.requests) if r.path == path]
+
+    def _scripted(self, path: str) -> Reply | None:
+        with self._lock:
+            script = self._scripts.get(path)
+            if script is None:
+                return None
+            if script.replies:
+                return script.replies.popleft()
+            if script.forever is not None:
+                return script.forever
+            del self._scripts[path]
+            return None
+
+    # -- running -------------------------------------------------------------------------------
+
+    def start(self) -> FakeSpotify:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._start_site())
+            except BaseException as exc:  # reported to the starting thread below
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-spotify", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake Spotify server did not start within 10 s")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeSpotify:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _start_site(self) -> None:
+        app = web.Application(middlewares=[self._log_and_script])
+        app.router.add_post("/api/token", self._token)
+        app.router.add_get("/v1/playlists/{id}", self._playlist)
+        app.router.add_get("/v1/playlists/{id}/items", self._items)
+        app.router.add_get("/v1/artists/{id}", self._artist)
+        # Short shutdown: a handler stalled by a scripted delay must not hold the test up.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _log_and_script(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(LoggedRequest(request.method, request.path, dict(request.query)))
+        reply = self._scripted(request.path)
+        if reply is not None and reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply is not None and reply.status != 200:
+            return self._scripted_response(request.path, reply)
+        if request.path.startswith("/v1/") and not self._authorized(request):
+            return _json(error_body(401, "No token provided or invalid token"), 401)
+        return await handler(request)
+
+    def _scripted_response(self, path: str, reply: Reply) -> web.Response:
+        headers = {}
+        if reply.retry_after is not None:
+            retry_after = reply.retry_after
+            headers["Retry-After"] = (
+                f"{retry_after:g}" if isinstance(retry_after, float | int) else retry_after
+            )
+        body = reply.body
+        if body is None and path == "/api/token":
+            body = {"error": "invalid_client", "error_description": "Invalid client"}
+        return _json(body if body is not None else error_body(reply.status), reply.status, headers)
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme == "Bearer" and token in self.tokens_issued
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return _json(
+                {"error": "unsupported_grant_type", "error_description": "grant_type missing"}, 400
+            )
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Basic":
+            return _json({"error": "invalid_client", "error_description": "Invalid client"}, 401)
+        expected = f"{self.client_id}:{self.client_secret}".encode()
+        if base64.b64decode(encoded or "", validate=False) != expected:
+            return _json(
+                {"error": "invalid_client", "error_description": "Invalid client secret"}, 400
+            )
+        token = "fake-token-" + secrets.token_hex(8)
+        self.tokens_issued.append(token)
+        return _json({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+    async def _playlist(self, request: web.Request) -> web.Response:
+        stored = self.playlists.get(request.match_info["id"])
+        if stored is None:
+            return _json(error_body(404), 404)
+        body = copy.deepcopy(stored.meta)
+        href = f"{self.api_base}/playlists/{stored.meta['id']}/items"
+        if stored.items_refused:
+            body["items"] = {"href": href, "total": len(stored.items)}
+        else:
+            body["items"] = self._page(stored, href, 0, EMBEDDED_ITEMS)
+        return _json(body)
+
+    async def _items(self, request: web.Request) -> web.Response:
+        stored = self.playlists.get(request.match_info["id"])
+        if stored is None:
+            return _json(error_body(404), 404)
+        if stored.items_refused:
+            return _json(error_body(403, "Forbidden: playlist items are not available"), 403)
+        try:
+            limit = int(request.query.get("limit", DEFAULT_LIMIT))
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            return _json(error_body(400, "Invalid limit or offset"), 400)
+        if not 1 <= limit <= MAX_LIMIT or offset < 0:
+            return _json(error_body(400, f"Invalid limit {limit} or offset {offset}"), 400)
+        href = f"{self.api_base}/playlists/{stored.meta['id']}/items"
+        return _json(self._page(stored, href, offset, limit))
+
+    def _page(self, stored: FakePlaylist, href: str, offset: int, limit: int) -> dict[str, Any]:
+        total = len(stored.items)
+        end = min(offset + limit, total)
+
+        def url(at: int) -> str:
+            return f"{href}?offset={at}&limit={limit}"
+
+        return {
+            "href": url(offset),
+            "items": copy.deepcopy(stored.items[offset:end]),
+            "limit": limit,
+            "next": url(end) if end < total else None,
+            "offset": offset,
+            "previous": url(max(0, offset - limit)) if offset > 0 else None,
+            "total": total,
+        }
+
+    async def _artist(self, request: web.Request) -> web.Response:
+        artist = self.artists.get(request.match_info["id"])
+        if artist is None:
+            return _json(error_body(404), 404)
+        return _json(artist)
+
+
+# -- builders for test data ----------------------------------------------------------------------
+
+_ids = itertools.count()
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def fake_id(prefix: str = "") -> str:
+    """A fresh 22-character base62 id, starting with ``prefix``."""
+    n, digits = next(_ids), []
+    for _ in range(22 - len(prefix)):
+        n, digit = divmod(n, 62)
+        digits.append(_BASE62[digit])
+    return prefix + "".join(reversed(digits))
+
+
+def make_artist(name: str, genres: Sequence[str] = (), artist_id: str | None = None) -> dict:
+    artist_id = artist_id or fake_id("ar")
+    return {
+        "external_urls": {"spotify": f"https://open.spotify.com/artist/{artist_id}"},
+        "followers": {"href": None, "total": 1200},
+        "genres": list(genres),
+        "href": f"https://api.spotify.com/v1/artists/{artist_id}",
+        "id": artist_id,
+        "images": [],
+        "name": name,
+        "popularity": 31,
+        "type": "artist",
+        "uri": f"spotify:artist:{artist_id}",
+    }
+
+
+def make_item(name: str, *artists: Mapping[str, Any], album: str = "Single") -> dict:
+    """A playlist item as Spotify sends it since 2026 (``item``, not ``track``)."""
+    track_id = fake_id("tr")
+    simple = [
+        {k: a[k] for k in ("external_urls", "href", "id", "name", "type", "uri")} for a in artists
+    ]
+    return {
+        "added_at": "2026-03-01T20:15:00Z",
+        "added_by": {"id": "fakeowner", "type": "user"},
+        "is_local": False,
+        "item": {
+            "album": {"album_type": "single", "artists": simple, "name": album, "images": []},
+            "artists": simple,
+            "duration_ms": 201000,
+            "explicit": False,
+            "id": track_id,
+            "name": name,
+            "type": "track",
+            "uri": f"spotify:track:{track_id}",
+        },
+    }
+
+
+def make_playlist(
+    name: str, description: str = "", *, playlist_id: str | None = None, owner: str = "fakeowner"
+) -> dict:
+    playlist_id = playlist_id or fake_id("pl")
+    return {
+        "collaborative": False,
+        "description": description,
+        "external_urls": {"spotify": f"https://open.spotify.com/playlist/{playlist_id}"},
+        "followers": {"href": None, "total": 7},
+        "href": f"https://api.spotify.com/v1/playlists/{playlist_id}",
+        "id": playlist_id,
+        "images": [{"height": 640, "url": f"https://i.scdn.co/image/{playlist_id}", "width": 640}],
+        "name": name,
+        "owner": {
+            "display_name": owner.title(),
+            "external_urls": {"spotify": f"https://open.spotify.com/user/{owner}"},
+            "id": owner,
+            "type": "user",
+            "uri": f"spotify:user:{owner}",
+        },
+        "public": True,
+        "snapshot_id": "AAAAAbcdEfGhIjKlMnOpQrStUvWxYz01",
+        "type": "playlist",
+        "uri": f"spotify:playlist:{playlist_id}",
+    }
+
+
+@pytest.fixture(name="fake_spotify")
+def fake_spotify_fixture() -> Iterator[FakeSpotify]:
+    """A running :class:`FakeSpotify`, stopped after the test."""
+    with FakeSpotify() as server:
+        yield server
