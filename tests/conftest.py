@@ -28,3 +28,8 @@ def embedded_model_dir(cache_dir: Path) -> Path:
     from models.embedded import ensure_embedded  # lazy: tests without it skip torch's import
 
     return ensure_embedded(cache_dir)
+
+
+# -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
+
+from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)

@@ -22,7 +22,7 @@ EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
 
 
 @pytest.fixture
-def cli_env(monkeypatch, tmp_path, cache_dir):
+def cli_env(monkeypatch, tmp_path, cache_dir, embedded_model_dir):
     """A working directory and environment like a new user's: no credentials, no .env."""
     monkeypatch.chdir(tmp_path)
     for var in (
@@ -165,3 +165,33 @@ def test_models_command_lists_presets(capsys):
     assert code == 0
     for name in ("embedded", "small-sd", "sd15", "sd-turbo", "deepfloyd-if"):
         assert name in out
+
+
+def test_cover_from_a_spotify_link(cli_env, capsys, fake_spotify, monkeypatch):
+    """A link goes through the link parser, spotipy and the fake Spotify server; the playlist is
+    metadata-only (items refused, as for most playlists since 2026) and still gets its prompt."""
+    playlist = fake_spotify.add_snapshot(ROOT / "examples" / "playlists" / "rainy-day-lofi-study.json")
+    playlist_id = playlist.meta["id"]
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", fake_spotify.client_id)
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", fake_spotify.client_secret)
+    monkeypatch.setenv("SPOTIFY_API_BASE", fake_spotify.api_base)
+    monkeypatch.setenv("SPOTIFY_TOKEN_URL", fake_spotify.token_url)
+
+    link = f"<https://open.spotify.com/intl-de/playlist/{playlist_id}?si=abc>"
+    code, out, err = _run(["cover", link, "--seed", "1", "--count", "1"], capsys)
+    assert code == 0, err
+    assert "metadata only" in err
+    assert fake_spotify.client_secret not in err + out
+    manifest = json.loads((Path(out.split()[0]).parent / "cover.json").read_text())
+    assert manifest["playlist"]["id"] == playlist_id
+    assert manifest["candidates"][0]["prompt"] == f"{playlist.meta['name']} playlist cover image"
+
+    storage = Storage(cli_env / "data" / "covers.db")
+    try:
+        assert storage.latest_snapshot(playlist_id)["name"] == playlist.meta["name"]
+    finally:
+        storage.close()
+
+    fake_spotify.script(f"/v1/playlists/{playlist_id}", 404, forever=True)
+    code, _, err = _run(["cover", playlist_id], capsys)
+    assert code == 1 and "missing, deleted or private" in err
