@@ -13,9 +13,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from bot.prompts import STYLES
 from pydantic import ValidationError
 
+from bot.prompts import STYLES
 from models.errors import CoverError
 
 log = logging.getLogger("bot")
@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
+    from models.queue import GenerationQueue, Progress, Queued
+
     from bot.cover import CoverRequest, CoverService
     from bot.settings import Settings
     from bot.storage import Storage
-    from models.queue import GenerationQueue, Queued, Progress
     from models.runner import DiffusersRunner
 
     settings = Settings()

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.queue import GenerationQueue, JobHandle
+
 from bot.errors import InvalidOption
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
@@ -26,7 +28,6 @@ from bot.prompts import STYLES, Prompt, build_prompts
 from bot.settings import Settings
 from bot.storage import Storage
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
-from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ class CoverRequest:
             raise InvalidOption(f"`steps` must be between 1 and 200, got {self.steps}")
         if self.guidance is not None and not 0 <= self.guidance <= 30:
             raise InvalidOption(f"`guidance` must be between 0 and 30, got {self.guidance}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise InvalidOption(f"`seed` must be a non-negative 64-bit integer, got {self.seed}")
+        if self.seed is not None and not 0 <= self.seed < 2**62:
+            raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
 
 
 @dataclass(frozen=True)

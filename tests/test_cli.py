@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bot.__main__ import main
+from bot.prompts import clean_title
 from bot.storage import Storage
 from models.postprocess import SPOTIFY_JPEG_LIMIT
 
@@ -73,7 +74,7 @@ def test_cover_command_as_a_new_user(cli_env):
 
     manifest = json.loads((pngs[0].parent / "cover.json").read_text())
     assert [c["seed"] for c in manifest["candidates"]] == [7, 8, 9, 10]
-    title = json.loads(example.read_text())["name"]
+    title = clean_title(json.loads(example.read_text())["name"])
     assert all(c["prompt"] == f"{title} playlist cover image" for c in manifest["candidates"])
 
     storage = Storage(cli_env / "data" / "covers.db")
@@ -170,7 +171,9 @@ def test_models_command_lists_presets(capsys):
 def test_cover_from_a_spotify_link(cli_env, capsys, fake_spotify, monkeypatch):
     """A link goes through the link parser, spotipy and the fake Spotify server; the playlist is
     metadata-only (items refused, as for most playlists since 2026) and still gets its prompt."""
-    playlist = fake_spotify.add_snapshot(ROOT / "examples" / "playlists" / "rainy-day-lofi-study.json")
+    playlist = fake_spotify.add_snapshot(
+        ROOT / "examples" / "playlists" / "rainy-day-lofi-study.json"
+    )
     playlist_id = playlist.meta["id"]
     monkeypatch.setenv("SPOTIFY_CLIENT_ID", fake_spotify.client_id)
     monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", fake_spotify.client_secret)
@@ -184,7 +187,10 @@ def test_cover_from_a_spotify_link(cli_env, capsys, fake_spotify, monkeypatch):
     assert fake_spotify.client_secret not in err + out
     manifest = json.loads((Path(out.split()[0]).parent / "cover.json").read_text())
     assert manifest["playlist"]["id"] == playlist_id
-    assert manifest["candidates"][0]["prompt"] == f"{playlist.meta['name']} playlist cover image"
+    assert (
+        manifest["candidates"][0]["prompt"]
+        == f"{clean_title(playlist.meta['name'])} playlist cover image"
+    )
 
     storage = Storage(cli_env / "data" / "covers.db")
     try:

@@ -1,0 +1,501 @@
+"""Every SQL statement of the project: requests, candidates, playlist snapshots and votes.
+
+One SQLite file, schema changes as numbered sqlite-utils migrations (``m001_initial``, ...):
+a migration is applied once, in a transaction with the row that records it in
+``_sqlite_migrations``, so opening the same file again is harmless.
+
+    requests            one /cover or CLI run: who, which playlist, model, params, prompts, outcome
+    candidates          its images: (request_id, idx) → prompt, seed, files
+    playlist_snapshots  raw Spotify JSON, one row per distinct content of a playlist
+    cover_messages      a Discord message that shows a request's candidates and collects votes
+    votes               one row per (message, user): the database, not memory, keeps it to one
+
+Threads: a plain ``sqlite_utils.Database(path)`` is bound to the thread that opened it (STYLE
+§9). :class:`Storage` opens its connection with ``check_same_thread=False`` and serialises every
+call through one lock instead, so the bot may call it from the event loop (every call is short)
+and a worker thread or ``asyncio.to_thread`` may call it too.
+
+Timestamps are ISO 8601 strings in UTC with milliseconds, so they sort as text. JSON columns
+are TEXT holding JSON, decoded on the way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("playlist_cover")
+MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
+_INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
+
+_REQUEST_JSON_COLUMNS = ("params", "prompts", "timings")
+
+
+@MIGRATIONS()
+def m001_initial(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,                 -- uuid4 hex
+            created_at TEXT NOT NULL,
+            source TEXT NOT NULL,                -- "cli" or "discord"
+            user_id TEXT NOT NULL,
+            guild_id TEXT,
+            channel_id TEXT,
+            playlist_id TEXT NOT NULL,
+            playlist_name TEXT NOT NULL,
+            model TEXT NOT NULL,
+            params TEXT NOT NULL,                -- JSON object
+            prompts TEXT NOT NULL,               -- JSON list of {text, negative, style, seed}
+            status TEXT NOT NULL,                -- "queued", then "done" / "failed" / ...
+            timings TEXT,                        -- JSON object of seconds
+            error TEXT,
+            finished_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX requests_by_user ON requests (user_id, created_at)")
+    db.execute("CREATE INDEX requests_by_playlist ON requests (playlist_id, created_at)")
+    db.execute(
+        """
+        CREATE TABLE candidates (
+            request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,                -- 1-based, as the vote reactions
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL,
+            seed INTEGER NOT NULL,               -- the seed that made the image
+            png_path TEXT,
+            jpeg_path TEXT,
+            black_retries INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (request_id, idx)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE playlist_snapshots (
+            playlist_id TEXT NOT NULL,
+            content_hash TEXT NOT NULL,          -- sha256 of the canonical JSON
+            snapshot_id TEXT,                    -- Spotify's version id, when it sent one
+            name TEXT,
+            data TEXT NOT NULL,                  -- the playlist JSON as given
+            first_fetched_at TEXT NOT NULL,
+            fetched_at TEXT NOT NULL,            -- the last time this content was seen
+            PRIMARY KEY (playlist_id, content_hash)
+        )
+        """
+    )
+    db.execute("CREATE INDEX snapshots_by_time ON playlist_snapshots (playlist_id, fetched_at)")
+    db.execute(
+        f"""
+        CREATE TABLE cover_messages (
+            message_id TEXT PRIMARY KEY,
+            channel_id TEXT NOT NULL,
+            request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+            candidate_count INTEGER NOT NULL CHECK (candidate_count BETWEEN 1 AND {MAX_CANDIDATES}),
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+            winner INTEGER,
+            created_at TEXT NOT NULL,
+            closed_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE votes (
+            message_id TEXT NOT NULL REFERENCES cover_messages (message_id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            choice INTEGER NOT NULL,
+            voted_at TEXT NOT NULL,
+            UNIQUE (message_id, user_id)
+        )
+        """
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def content_hash(playlist: Mapping[str, Any]) -> str:
+    """sha256 of the playlist JSON with sorted keys, ignoring our own ``fetched_at`` key."""
+    content = {k: v for k, v in playlist.items() if k != "fetched_at"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Storage:
+    """The project's SQLite database. Build one per process and pass it down; :meth:`close` it.
+
+    Usable as a context manager. See the module docstring for threads and formats.
+    """
+
+    def __init__(self, path: str | Path, *, now: Callable[[], datetime] = _utc_now) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._now = now  # injectable clock: tests need distinct, ordered timestamps
+        self._lock = threading.RLock()
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        self.db = Database(conn, execute_plugins=False)
+        # Foreign keys are off by default in SQLite and can't be switched inside a transaction;
+        # WAL lets readers (a second process, the sqlite3 shell) work while the bot writes.
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.enable_wal()
+        # In WAL mode NORMAL loses at most the last commits on power loss, never consistency,
+        # and spares an fsync per vote.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.migrate()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Apply pending migrations; those already recorded are skipped."""
+        with self._lock:
+            MIGRATIONS.apply(self.db)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Database]:
+        with self._lock, self.db.atomic():
+            yield self.db
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def _stamp(self) -> str:
+        return _timestamp(self._now())
+
+    # --- requests and candidates ------------------------------------------------------------------
+
+    def record_request(
+        self,
+        *,
+        source: str,
+        user_id: str,
+        playlist_id: str,
+        playlist_name: str,
+        model: str,
+        params: Mapping[str, Any],
+        prompts: Sequence[Mapping[str, Any]],
+        guild_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> str:
+        """Record a request as ``queued`` and return its id (a uuid4 hex string)."""
+        request_id = uuid.uuid4().hex
+        with self._transaction() as db:
+            db.execute(
+                """
+                INSERT INTO requests (id, created_at, source, user_id, guild_id, channel_id,
+                    playlist_id, playlist_name, model, params, prompts, status)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+                """,
+                [
+                    request_id,
+                    self._stamp(),
+                    source,
+                    user_id,
+                    guild_id,
+                    channel_id,
+                    playlist_id,
+                    playlist_name,
+                    model,
+                    _dumps(dict(params)),
+                    _dumps([dict(p) for p in prompts]),
+                ],
+            )
+        return request_id
+
+    def finish_request(
+        self,
+        request_id: str,
+        *,
+        status: str,
+        timings: Mapping[str, Any],
+        error: str | None = None,
+    ) -> None:
+        """Set the outcome (``done``, ``failed``, ``cancelled``...) and the time it ended."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                """
+                UPDATE requests SET status = ?, timings = ?, error = ?, finished_at = ?
+                WHERE id = ?
+                """,
+                [status, _dumps(dict(timings)), error, self._stamp(), request_id],
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no request {request_id!r}")
+
+    def add_candidates(self, request_id: str, candidates: Sequence[Mapping[str, Any]]) -> None:
+        """Store a request's images. Each: index, prompt, negative, seed, png_path, jpeg_path,
+        black_retries. Adding an index again replaces that candidate."""
+        rows = [self._candidate_row(request_id, c) for c in candidates]
+        with self._transaction() as db:
+            if not self._exists(db, "requests", "id", request_id):
+                raise KeyError(f"no request {request_id!r}")
+            for row in rows:
+                db.execute(
+                    """
+                    INSERT INTO candidates (request_id, idx, prompt, negative, seed,
+                        png_path, jpeg_path, black_retries)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (request_id, idx) DO UPDATE SET
+                        prompt = excluded.prompt, negative = excluded.negative,
+                        seed = excluded.seed, png_path = excluded.png_path,
+                        jpeg_path = excluded.jpeg_path, black_retries = excluded.black_retries
+                    """,
+                    row,
+                )
+
+    @staticmethod
+    def _candidate_row(request_id: str, c: Mapping[str, Any]) -> list[Any]:
+        index, seed = int(c["index"]), int(c["seed"])
+        if index < 1:
+            raise ValueError(f"candidate index must be at least 1, got {index}")
+        if not _INT64[0] <= seed <= _INT64[1]:
+            raise ValueError(f"candidate seed must fit in a signed 64-bit integer, got {seed}")
+        return [
+            request_id,
+            index,
+            str(c["prompt"]),
+            str(c.get("negative") or ""),
+            seed,
+            None if c.get("png_path") is None else str(c["png_path"]),
+            None if c.get("jpeg_path") is None else str(c["jpeg_path"]),
+            int(c.get("black_retries") or 0),
+        ]
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        """The request row with ``params``, ``prompts`` and ``timings`` decoded, or None."""
+        rows = self._rows("SELECT * FROM requests WHERE id = ?", [request_id])
+        if not rows:
+            return None
+        row = rows[0]
+        for column in _REQUEST_JSON_COLUMNS:
+            if row[column] is not None:
+                row[column] = json.loads(row[column])
+        return row
+
+    def candidates(self, request_id: str) -> list[dict[str, Any]]:
+        """A request's candidates in order, each with ``index`` (1-based) like its input."""
+        return self._rows(
+            """
+            SELECT request_id, idx AS "index", prompt, negative, seed, png_path, jpeg_path,
+                black_retries
+            FROM candidates WHERE request_id = ? ORDER BY idx
+            """,
+            [request_id],
+        )
+
+    # --- playlist snapshots -----------------------------------------------------------------------
+
+    def save_snapshot(self, playlist: Mapping[str, Any]) -> None:
+        """Keep a playlist's raw JSON (the :mod:`bot.playlist` snapshot shape).
+
+        Idempotent: the same content is stored once per playlist (keyed by a hash of the JSON,
+        which covers Spotify's ``snapshot_id``); saving it again only moves its ``fetched_at``.
+        """
+        playlist_id = playlist.get("id")
+        if not isinstance(playlist_id, str) or not playlist_id:
+            raise ValueError("a playlist snapshot needs an 'id' string")
+        data = {k: v for k, v in playlist.items() if k != "fetched_at"}
+        now = self._stamp()
+        snapshot_id = playlist.get("snapshot_id")
+        with self._transaction() as db:
+            db.execute(
+                """
+                INSERT INTO playlist_snapshots (playlist_id, content_hash, snapshot_id, name,
+                    data, first_fetched_at, fetched_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (playlist_id, content_hash) DO UPDATE SET
+                    fetched_at = excluded.fetched_at
+                """,
+                [
+                    playlist_id,
+                    content_hash(data),
+                    snapshot_id if isinstance(snapshot_id, str) else None,
+                    str(playlist.get("name") or ""),
+                    _dumps(data),
+                    now,
+                    now,
+                ],
+            )
+
+    def latest_snapshot(self, playlist_id: str) -> dict[str, Any] | None:
+        """The most recently fetched JSON of a playlist, with ``fetched_at`` added, or None.
+
+        The result is again in the snapshot shape, so it can be written to a file and read
+        back with :func:`bot.playlist.load_snapshot`.
+        """
+        rows = self._rows(
+            """
+            SELECT data, fetched_at FROM playlist_snapshots WHERE playlist_id = ?
+            ORDER BY fetched_at DESC, rowid DESC LIMIT 1
+            """,
+            [playlist_id],
+        )
+        if not rows:
+            return None
+        return {**json.loads(rows[0]["data"]), "fetched_at": rows[0]["fetched_at"]}
+
+    # --- votes ------------------------------------------------------------------------------------
+
+    def register_cover_message(
+        self, *, message_id: str, channel_id: str, request_id: str, candidate_count: int
+    ) -> None:
+        """Open voting on a message that shows ``candidate_count`` candidates of a request."""
+        if not 1 <= candidate_count <= MAX_CANDIDATES:
+            raise ValueError(
+                f"candidate_count must be between 1 and {MAX_CANDIDATES}, got {candidate_count}"
+            )
+        with self._transaction() as db:
+            if not self._exists(db, "requests", "id", request_id):
+                raise KeyError(f"no request {request_id!r}")
+            if self._exists(db, "cover_messages", "message_id", message_id):
+                raise ValueError(f"message {message_id} is already registered")
+            db.execute(
+                """
+                INSERT INTO cover_messages (message_id, channel_id, request_id,
+                    candidate_count, created_at)
+                VALUES (?, ?, ?, ?, ?)
+                """,
+                [message_id, channel_id, request_id, candidate_count, self._stamp()],
+            )
+
+    def cover_message(self, message_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM cover_messages WHERE message_id = ?", [message_id])
+        return rows[0] if rows else None
+
+    def open_cover_messages(self) -> list[dict[str, Any]]:
+        """Messages still collecting votes, oldest first (for closing them after a restart)."""
+        return self._rows(
+            "SELECT * FROM cover_messages WHERE status = 'open' ORDER BY created_at, rowid"
+        )
+
+    def cast_vote(self, *, message_id: str, user_id: str, choice: int) -> bool:
+        """Record ``user_id``'s vote; a later vote by the same user replaces the earlier one.
+
+        Returns False, recording nothing, when the message is not a registered cover message
+        or its vote is closed: both happen in a reaction handler and are not errors. Raises
+        ``ValueError`` naming ``choice`` when it is not a candidate of the message.
+        """
+        with self._transaction() as db:
+            message = self._message(db, message_id)
+            if message is None or message["status"] != "open":
+                return False
+            if not 1 <= choice <= message["candidate_count"]:
+                raise ValueError(
+                    f"choice must be between 1 and {message['candidate_count']}, got {choice}"
+                )
+            # One row per (message, user) by the UNIQUE constraint: the upsert replaces it.
+            db.execute(
+                """
+                INSERT INTO votes (message_id, user_id, choice, voted_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (message_id, user_id) DO UPDATE SET
+                    choice = excluded.choice, voted_at = excluded.voted_at
+                """,
+                [message_id, user_id, choice, self._stamp()],
+            )
+        return True
+
+    def remove_vote(self, *, message_id: str, user_id: str, choice: int | None = None) -> bool:
+        """Withdraw a vote; with ``choice``, only if it is still the user's vote.
+
+        Returns whether a vote was removed. Removing the reaction of a vote the user already
+        replaced (their 1️⃣ after they moved to 2️⃣) must not cancel the newer vote. Votes of a
+        closed message are kept as they were when it closed.
+        """
+        with self._transaction() as db:
+            message = self._message(db, message_id)
+            if message is None or message["status"] != "open":
+                return False
+            sql = "DELETE FROM votes WHERE message_id = ? AND user_id = ?"
+            params: list[Any] = [message_id, user_id]
+            if choice is not None:
+                sql += " AND choice = ?"
+                params.append(choice)
+            return db.execute(sql, params).rowcount > 0
+
+    def vote_of(self, message_id: str, user_id: str) -> int | None:
+        """The user's current choice on a message, or None."""
+        rows = self._rows(
+            "SELECT choice FROM votes WHERE message_id = ? AND user_id = ?", [message_id, user_id]
+        )
+        return rows[0]["choice"] if rows else None
+
+    def tally(self, message_id: str) -> dict[int, int]:
+        """Votes per choice, every choice 1..candidate_count present (0 when nobody chose it);
+        empty for a message that is not registered."""
+        with self._lock:
+            message = self._message(self.db, message_id)
+            if message is None:
+                return {}
+            counts = {choice: 0 for choice in range(1, message["candidate_count"] + 1)}
+            for row in self.db.query(
+                "SELECT choice, COUNT(*) AS n FROM votes WHERE message_id = ? GROUP BY choice",
+                [message_id],
+            ):
+                counts[row["choice"]] = row["n"]
+            return counts
+
+    def close_vote(self, message_id: str, *, winner: int | None) -> None:
+        """Close voting and record the winner (None: no winner, e.g. nobody voted).
+
+        Closing is final: closing an already closed message changes nothing.
+        """
+        with self._transaction() as db:
+            message = self._message(db, message_id)
+            if message is None:
+                raise KeyError(f"no cover message {message_id!r}")
+            if winner is not None and not 1 <= winner <= message["candidate_count"]:
+                raise ValueError(
+                    f"winner must be between 1 and {message['candidate_count']}, got {winner}"
+                )
+            db.execute(
+                """
+                UPDATE cover_messages SET status = 'closed', winner = ?, closed_at = ?
+                WHERE message_id = ? AND status = 'open'
+                """,
+                [winner, self._stamp(), message_id],
+            )
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _message(db: Database, message_id: str) -> dict[str, Any] | None:
+        rows = list(db.query("SELECT * FROM cover_messages WHERE message_id = ?", [message_id]))
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _exists(db: Database, table: str, column: str, value: str) -> bool:
+        # table and column are our own literals, never user input
+        sql = f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1"
+        return db.execute(sql, [value]).fetchone() is not None

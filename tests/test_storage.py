@@ -1,0 +1,407 @@
+"""Storage on real SQLite files: migrations, requests and candidates, snapshots and votes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.storage import MIGRATIONS, Storage
+
+
+class Clock:
+    """Timestamps one second apart, so ordering by time is deterministic."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "dir" / "cover.db"  # parents do not exist yet
+
+
+@pytest.fixture
+def open_storage(db_path: Path) -> Iterator[Callable[[], Storage]]:
+    """Opens Storage on the same file as often as a test likes; closes them all afterwards."""
+    opened: list[Storage] = []
+
+    def _open() -> Storage:
+        storage = Storage(db_path, now=Clock())
+        opened.append(storage)
+        return storage
+
+    yield _open
+    for storage in opened:
+        storage.close()
+
+
+@pytest.fixture
+def storage(open_storage: Callable[[], Storage]) -> Storage:
+    return open_storage()
+
+
+def record(storage: Storage, **changes) -> str:
+    fields = dict(
+        source="discord",
+        user_id="111",
+        playlist_id="37i9dQZF1DX0XUsuxWHRQd",
+        playlist_name="late night drive 🌙",
+        model="embedded",
+        params={"width": 128, "steps": 20, "guidance": 7.5, "lora": None, "style": "mix"},
+        prompts=[
+            {
+                "text": "late night drive playlist cover image",
+                "negative": "",
+                "style": "seed",
+                "seed": 7,
+            },
+            {
+                "text": "late night drive, synthwave",
+                "negative": "blurry",
+                "style": "genre",
+                "seed": 8,
+            },
+        ],
+        guild_id="222",
+        channel_id="333",
+    )
+    fields.update(changes)
+    return storage.record_request(**fields)
+
+
+def schema(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+def migration_rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall()
+
+
+# --- migrations -----------------------------------------------------------------------------------
+
+
+def test_opening_creates_the_file_the_tables_wal_and_foreign_keys(storage: Storage, db_path: Path):
+    assert db_path.is_file()
+    names = set(storage.db.table_names())
+    assert {"requests", "candidates", "playlist_snapshots", "cover_messages", "votes"} <= names
+    assert storage.db.journal_mode == "wal"
+    assert storage.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert migration_rows(db_path) == [("playlist_cover", "m001_initial")]
+
+
+def test_migrations_run_twice_safely(open_storage, db_path: Path):
+    first = open_storage()
+    before = schema(db_path)
+    first.migrate()  # again on the same connection
+    first.close()
+    second = open_storage()  # and again from a fresh open of the same file
+    second.migrate()
+
+    assert schema(db_path) == before
+    assert migration_rows(db_path) == [("playlist_cover", "m001_initial")]
+    assert [m.name for m in MIGRATIONS.pending(second.db)] == []
+
+
+# --- requests and candidates ----------------------------------------------------------------------
+
+
+def test_a_request_round_trips_with_its_json_fields(storage: Storage):
+    request_id = record(storage)
+
+    row = storage.request(request_id)
+    assert row is not None
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert row["status"] == "queued"
+    assert row["playlist_name"] == "late night drive 🌙"
+    assert row["params"] == {
+        "width": 128,
+        "steps": 20,
+        "guidance": 7.5,
+        "lora": None,
+        "style": "mix",
+    }
+    assert row["prompts"][1] == {
+        "text": "late night drive, synthwave",
+        "negative": "blurry",
+        "style": "genre",
+        "seed": 8,
+    }
+    assert row["timings"] is None and row["finished_at"] is None
+    assert (row["guild_id"], row["channel_id"]) == ("222", "333")
+    assert row["created_at"] == "2026-03-01T12:00:01.000+00:00"
+
+    storage.finish_request(request_id, status="done", timings={"read_s": 0.2, "generate_s": 1.5})
+    row = storage.request(request_id)
+    assert row["status"] == "done"
+    assert row["timings"] == {"read_s": 0.2, "generate_s": 1.5}
+    assert row["error"] is None
+    assert row["finished_at"] > row["created_at"]
+
+
+def test_a_failed_request_keeps_its_error(storage: Storage):
+    request_id = record(storage, guild_id=None, channel_id=None, source="cli")
+    storage.finish_request(request_id, status="failed", timings={}, error="GPU out of memory")
+
+    row = storage.request(request_id)
+    assert (row["status"], row["error"], row["timings"]) == ("failed", "GPU out of memory", {})
+    assert row["guild_id"] is None
+
+
+def test_unknown_requests(storage: Storage):
+    assert storage.request("nope") is None
+    assert storage.candidates("nope") == []
+    with pytest.raises(KeyError, match="nope"):
+        storage.finish_request("nope", status="done", timings={})
+    with pytest.raises(KeyError, match="nope"):
+        storage.add_candidates("nope", [candidate(1)])
+
+
+def candidate(index: int, **changes) -> dict:
+    row = dict(
+        index=index,
+        prompt=f"prompt {index}",
+        negative="blurry",
+        seed=100 + index,
+        png_path=f"covers/x/candidate-{index}.png",
+        jpeg_path=f"covers/x/candidate-{index}.jpg",
+        black_retries=0,
+    )
+    row.update(changes)
+    return row
+
+
+def test_candidates_round_trip_in_order(storage: Storage):
+    request_id = record(storage)
+    storage.add_candidates(
+        request_id, [candidate(2, black_retries=1, seed=2**63 - 1), candidate(1)]
+    )
+
+    rows = storage.candidates(request_id)
+    assert [r["index"] for r in rows] == [1, 2]
+    assert rows[0] == {"request_id": request_id, **candidate(1)}
+    assert rows[1]["black_retries"] == 1 and rows[1]["seed"] == 2**63 - 1
+
+    storage.add_candidates(request_id, [candidate(1, prompt="redone")])  # replaces, no duplicate
+    assert [r["prompt"] for r in storage.candidates(request_id)] == ["redone", "prompt 2"]
+
+
+def test_candidate_values_are_checked(storage: Storage):
+    request_id = record(storage)
+    with pytest.raises(ValueError, match="seed"):
+        storage.add_candidates(request_id, [candidate(1, seed=2**64)])
+    with pytest.raises(ValueError, match="index"):
+        storage.add_candidates(request_id, [candidate(0)])
+    assert storage.candidates(request_id) == []
+
+
+# --- snapshots ------------------------------------------------------------------------------------
+
+
+def playlist_json(**changes) -> dict:
+    data = {
+        "id": "37i9dQZF1DX0XUsuxWHRQd",
+        "name": "late night drive",
+        "snapshot_id": "MTAsZDVmZDQ1",
+        "description": "neon &amp; slow jams",
+        "owner": {"id": "nightowl"},
+        "items": {"total": 1, "items": [{"item": {"name": "Tail Lights", "artists": []}}]},
+        "artists": [{"id": "a1", "name": "Velvet Odessa", "genres": ["synthwave"]}],
+    }
+    data.update(changes)
+    return data
+
+
+def test_snapshots_are_idempotent(storage: Storage):
+    storage.save_snapshot(playlist_json())
+    first = storage.latest_snapshot("37i9dQZF1DX0XUsuxWHRQd")
+    storage.save_snapshot(playlist_json())  # same content again
+    storage.save_snapshot({**playlist_json(), "fetched_at": "whenever"})  # our own key ignored
+
+    rows = list(storage.db.query("SELECT * FROM playlist_snapshots"))
+    assert len(rows) == 1
+    assert rows[0]["snapshot_id"] == "MTAsZDVmZDQ1"
+    latest = storage.latest_snapshot("37i9dQZF1DX0XUsuxWHRQd")
+    assert latest == {**playlist_json(), "fetched_at": latest["fetched_at"]}
+    assert latest["fetched_at"] > first["fetched_at"]  # seen again later
+    assert rows[0]["first_fetched_at"] == first["fetched_at"]
+
+
+def test_latest_snapshot_follows_changes(storage: Storage):
+    storage.save_snapshot(playlist_json())
+    storage.save_snapshot(playlist_json(name="late night drive II", snapshot_id="NEW"))
+    assert storage.latest_snapshot("37i9dQZF1DX0XUsuxWHRQd")["name"] == "late night drive II"
+    storage.save_snapshot(playlist_json())  # reverted on Spotify: the old content is latest again
+    assert storage.latest_snapshot("37i9dQZF1DX0XUsuxWHRQd")["name"] == "late night drive"
+
+    assert storage.db.execute("SELECT COUNT(*) FROM playlist_snapshots").fetchone()[0] == 2
+    assert storage.latest_snapshot("0000000000000000000000") is None
+
+
+def test_a_snapshot_needs_an_id(storage: Storage):
+    with pytest.raises(ValueError, match="'id'"):
+        storage.save_snapshot({"name": "no id"})
+
+
+def test_a_latest_snapshot_reads_back_as_playlist_facts(storage: Storage, tmp_path: Path):
+    import json
+
+    from bot.playlist import load_snapshot
+
+    storage.save_snapshot(playlist_json())
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(storage.latest_snapshot("37i9dQZF1DX0XUsuxWHRQd")), "utf-8")
+    facts = load_snapshot(path)
+    assert (facts.name, facts.description, facts.tracks[0].name) == (
+        "late night drive",
+        "neon & slow jams",
+        "Tail Lights",
+    )
+
+
+# --- votes ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def message(storage: Storage) -> str:
+    request_id = record(storage)
+    storage.register_cover_message(
+        message_id="9001", channel_id="333", request_id=request_id, candidate_count=4
+    )
+    return "9001"
+
+
+def test_a_registered_message_starts_open(storage: Storage, message: str):
+    row = storage.cover_message(message)
+    assert row["status"] == "open" and row["winner"] is None and row["closed_at"] is None
+    assert row["candidate_count"] == 4 and row["channel_id"] == "333"
+    assert storage.tally(message) == {1: 0, 2: 0, 3: 0, 4: 0}
+    assert [m["message_id"] for m in storage.open_cover_messages()] == [message]
+    assert storage.cover_message("unknown") is None
+
+
+def test_registering_checks_its_inputs(storage: Storage, message: str):
+    request_id = storage.cover_message(message)["request_id"]
+    with pytest.raises(ValueError, match="already registered"):
+        storage.register_cover_message(
+            message_id=message, channel_id="333", request_id=request_id, candidate_count=4
+        )
+    with pytest.raises(KeyError, match="nope"):
+        storage.register_cover_message(
+            message_id="9002", channel_id="333", request_id="nope", candidate_count=4
+        )
+    with pytest.raises(ValueError, match="candidate_count"):
+        storage.register_cover_message(
+            message_id="9003", channel_id="333", request_id=request_id, candidate_count=0
+        )
+
+
+def test_a_second_vote_by_the_same_user_replaces_the_first(storage: Storage, message: str):
+    assert storage.cast_vote(message_id=message, user_id="alice", choice=1)
+    assert storage.cast_vote(message_id=message, user_id="bob", choice=1)
+    assert storage.tally(message) == {1: 2, 2: 0, 3: 0, 4: 0}
+
+    assert storage.cast_vote(message_id=message, user_id="alice", choice=3)
+    assert storage.tally(message) == {1: 1, 2: 0, 3: 1, 4: 0}
+    assert storage.vote_of(message, "alice") == 3
+    count = storage.db.execute("SELECT COUNT(*) FROM votes WHERE user_id = 'alice'").fetchone()[0]
+    assert count == 1
+
+
+def test_the_database_itself_allows_one_vote_per_user(storage: Storage, message: str):
+    storage.cast_vote(message_id=message, user_id="alice", choice=1)
+    with pytest.raises(sqlite3.IntegrityError):
+        storage.db.execute(
+            "INSERT INTO votes (message_id, user_id, choice, voted_at) VALUES (?, 'alice', 2, 'x')",
+            [message],
+        )
+
+
+def test_remove_vote(storage: Storage, message: str):
+    storage.cast_vote(message_id=message, user_id="alice", choice=1)
+    storage.cast_vote(message_id=message, user_id="alice", choice=2)  # moved from 1 to 2
+
+    # The reaction 1 being taken off must not cancel the newer vote for 2.
+    assert not storage.remove_vote(message_id=message, user_id="alice", choice=1)
+    assert storage.tally(message)[2] == 1
+    assert storage.remove_vote(message_id=message, user_id="alice", choice=2)
+    assert storage.tally(message) == {1: 0, 2: 0, 3: 0, 4: 0}
+    assert storage.vote_of(message, "alice") is None
+
+    storage.cast_vote(message_id=message, user_id="bob", choice=4)
+    assert storage.remove_vote(message_id=message, user_id="bob")  # any choice
+    assert not storage.remove_vote(message_id=message, user_id="bob")
+    assert not storage.remove_vote(message_id="unknown", user_id="bob")
+
+
+@pytest.mark.parametrize("choice", [0, 5, -1])
+def test_a_choice_outside_the_candidates_is_refused(storage: Storage, message: str, choice: int):
+    with pytest.raises(ValueError, match=f"choice must be between 1 and 4, got {choice}"):
+        storage.cast_vote(message_id=message, user_id="alice", choice=choice)
+    assert storage.vote_of(message, "alice") is None
+
+
+def test_votes_on_unknown_messages_are_ignored(storage: Storage):
+    assert storage.cast_vote(message_id="not-a-cover", user_id="alice", choice=1) is False
+    assert storage.tally("not-a-cover") == {}
+
+
+def test_votes_survive_reopening_the_file(open_storage, message: str, storage: Storage):
+    storage.cast_vote(message_id=message, user_id="alice", choice=2)
+    storage.cast_vote(message_id=message, user_id="bob", choice=4)
+    storage.close()
+
+    reopened = open_storage()
+    assert reopened.tally(message) == {1: 0, 2: 1, 3: 0, 4: 1}
+    assert reopened.cast_vote(message_id=message, user_id="alice", choice=4)
+    assert reopened.tally(message) == {1: 0, 2: 0, 3: 0, 4: 2}
+
+
+def test_a_closed_vote_rejects_votes_and_keeps_its_result(storage: Storage, message: str):
+    storage.cast_vote(message_id=message, user_id="alice", choice=2)
+    storage.close_vote(message, winner=2)
+
+    closed = storage.cover_message(message)
+    assert (closed["status"], closed["winner"]) == ("closed", 2)
+    assert closed["closed_at"] > closed["created_at"]
+    assert storage.cast_vote(message_id=message, user_id="bob", choice=1) is False
+    assert storage.remove_vote(message_id=message, user_id="alice") is False
+    assert storage.tally(message) == {1: 0, 2: 1, 3: 0, 4: 0}
+    assert storage.open_cover_messages() == []
+
+    storage.close_vote(message, winner=3)  # closing is final
+    assert storage.cover_message(message)["winner"] == 2
+
+
+def test_close_vote_checks_its_inputs(storage: Storage, message: str):
+    with pytest.raises(ValueError, match="winner"):
+        storage.close_vote(message, winner=5)
+    with pytest.raises(KeyError, match="unknown"):
+        storage.close_vote("unknown", winner=None)
+    storage.close_vote(message, winner=None)
+    assert storage.cover_message(message)["winner"] is None
+
+
+def test_calls_from_other_threads_are_serialised(storage: Storage, message: str):
+    # asyncio.to_thread or a worker thread may use the same Storage (check_same_thread=False
+    # plus a lock): 8 threads x 25 voters each, all recorded.
+    def vote(thread: int) -> None:
+        for n in range(25):
+            storage.cast_vote(message_id=message, user_id=f"{thread}-{n}", choice=1 + n % 4)
+
+    threads = [threading.Thread(target=vote, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(storage.tally(message).values()) == 200
