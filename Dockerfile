@@ -1,0 +1,40 @@
+# One image for the bot, training and eval: change the command, not the image.
+#   docker build -t playlist-cover .
+#   docker run --rm --gpus all -v $PWD/data:/data playlist-cover python -m bot cover examples/playlists/gym-hype.json
+#   docker run --rm --gpus all -v $PWD/data:/data playlist-cover python -m training --help
+# Not built in CI (CI machines have no Docker engine).
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv $VIRTUAL_ENV
+
+WORKDIR /app
+# Dependencies first so code edits don't reinstall torch. torch from PyPI is the CUDA build here.
+COPY pyproject.toml README.md ./
+COPY bot/__init__.py bot/
+COPY models/__init__.py models/
+COPY training/__init__.py training/
+COPY eval/__init__.py eval/
+RUN pip install torch && pip install '.[gen,bot,training,eval]' && pip uninstall -y playlist-cover
+
+COPY . .
+RUN pip install --no-deps . \
+ && useradd --create-home --uid 10001 cover \
+ && mkdir -p /data && chown cover /data
+
+USER cover
+ENV COVER_DB_PATH=/data/playlist-cover.db \
+    COVER_OUTPUT_DIR=/data/covers \
+    COVER_CACHE_DIR=/data/cache \
+    HF_HOME=/data/hf
+VOLUME ["/data"]
+CMD ["python", "-m", "bot", "models"]
