@@ -76,11 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from models.queue import GenerationQueue, Progress, Queued
-
     from bot.cover import CoverRequest, CoverService
     from bot.settings import Settings
     from bot.storage import Storage
+    from models.queue import GenerationQueue, Progress, Queued
     from models.runner import DiffusersRunner
 
     settings = Settings()

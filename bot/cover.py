@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.queue import GenerationQueue, JobHandle
-
 from bot.errors import InvalidOption
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
@@ -28,6 +26,7 @@ from bot.prompts import STYLES, Prompt, build_prompts
 from bot.settings import Settings
 from bot.storage import Storage
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
