@@ -22,7 +22,7 @@ from pathlib import Path
 from bot.errors import InvalidOption
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
-from bot.prompts import STYLES, Prompt, build_prompts
+from bot.prompts import STYLES, Prompt, build_prompts, clean_title
 from bot.settings import Settings
 from bot.storage import Storage
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
@@ -281,7 +281,7 @@ def write_candidates(
     ):
         image = upscale(generated.image, OUTPUT_SIZE)
         if title_overlay:
-            image = overlay_title(image, prepared.facts.name or "untitled")
+            image = overlay_title(image, clean_title(prepared.facts.name))  # emoji have no glyphs
         png_path = out_dir / f"candidate-{index}.png"
         jpeg_path = out_dir / f"candidate-{index}.jpg"
         image.save(png_path, format="PNG", optimize=True)
