@@ -171,7 +171,7 @@ class CoverService:
             height=spec.native_size,
             steps=request.steps or spec.steps,
             guidance=spec.guidance if request.guidance is None else request.guidance,
-            lora=spec.lora,
+            lora=str(spec.lora) if spec.lora else None,  # params cross into JSON and SQL
         )
         job = GenerationJob(
             user_id=request.user_id,
@@ -312,7 +312,7 @@ def write_manifest(cover: CoverResult) -> Path:
         "request_id": cover.request_id,
         "playlist": {"id": cover.facts.id, "name": cover.facts.name, "source": cover.facts.source},
         "model": cover.model.name,
-        "lora": cover.model.lora,
+        "lora": str(cover.model.lora) if cover.model.lora else None,
         "timings": cover.timings,
         "sheet": cover.sheet_path.name,
         "candidates": [

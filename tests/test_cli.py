@@ -201,3 +201,26 @@ def test_cover_from_a_spotify_link(cli_env, capsys, fake_spotify, monkeypatch):
     fake_spotify.script(f"/v1/playlists/{playlist_id}", 404, forever=True)
     code, _, err = _run(["cover", playlist_id], capsys)
     assert code == 1 and "missing, deleted or private" in err
+
+
+def test_cover_with_a_lora_file(cli_env, capsys, embedded_model_dir):
+    """--lora goes through the registry, the queue (as a batch key) and into the records."""
+    from tests.test_pipeline import make_lora
+
+    lora = make_lora(embedded_model_dir, cli_env / "lora")
+    example = str(EXAMPLES[0])
+    code, base, err = _run(["cover", example, "--seed", "9", "--count", "1", "--out", "b"], capsys)
+    assert code == 0, err
+    code, tuned, err = _run(
+        ["cover", example, "--seed", "9", "--count", "1", "--out", "l", "--lora", str(lora)], capsys
+    )
+    assert code == 0, err
+    first = Path(tuned.split()[0])
+    assert not np.array_equal(_pixels(Path(base.split()[0])), _pixels(first))
+    manifest = json.loads((first.parent / "cover.json").read_text())
+    assert manifest["lora"] == str(lora.resolve())
+    storage = Storage(cli_env / "data" / "covers.db")
+    try:
+        assert storage.request(manifest["request_id"])["params"]["lora"] == str(lora.resolve())
+    finally:
+        storage.close()
