@@ -1,33 +1,40 @@
-"""The in-process async generation queue: one worker per device, fair, bounded, batching.
+"""The async generation queue: one worker per device, bounded, fair, batching.
 
-    submit(job) ──► lanes (by priority) ──► per-user FIFO, users taken in turn (round-robin)
+    submit(job) ─► lane of its priority ─► per-user FIFO; users take turns (round-robin)
                                                │
-        worker task: take the next job, add waiting jobs with equal params up to max_batch
+    worker task: take the next job in fair order, add waiting jobs with equal params
+                 (same priority, first fit) up to ``max_batch`` images
                                                │
-        runner(params, specs, control) in the queue's own thread ──► images back per job
+    runner(params, specs, control) in the queue's own thread ─► images split back per job
 
-Events for subscribers (:meth:`JobHandle.events`): ``Queued(position)`` whenever the position
-changes, ``Started``, ``Progress(step, total)`` from the runner's step callback, then exactly
-one of ``Finished`` or ``Failed``. Progress crosses from the worker thread to the event loop with
-``loop.call_soon_threadsafe``; nothing else in here is touched from another thread except the
-plain flags :class:`_Control` reads.
+A job ends exactly once, as one of: done (:class:`Finished`), cancelled, timed out, failed or
+closed (:class:`Failed` with the :class:`~models.errors.CoverError` that says why). Subscribers
+of :meth:`JobHandle.events` see ``Queued(position)`` whenever the position changes, then
+``Started``, ``Progress(step, total)`` from the runner's :meth:`RunControl.step`, then the final
+event.
 
-No exception escapes the worker: runner errors fail the jobs of that batch, out-of-memory splits
-the batch in halves and retries (one image that still does not fit fails only its job), and a
-bug in our own bookkeeping is logged and fails that batch. torch is never imported here.
+Threads: everything here runs on the event loop except the runner and :class:`_Control.step`,
+which run in the queue's single worker thread. That thread only *reads* a job's status and
+deadline and the queue's ``_aborting`` flag, and hands progress to the loop with
+``loop.call_soon_threadsafe``; results come back through ``run_in_executor``'s future.
+
+No exception ends the worker: runner errors fail the jobs of that call, out-of-memory splits
+the call in halves (a single image that still does not fit fails only its job), and a bug of
+our own is logged and fails the jobs it was working on. torch is never imported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import enum
 import logging
+import math
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from models.errors import (
     CoverError,
@@ -50,196 +57,284 @@ from models.jobs import (
 
 log = logging.getLogger(__name__)
 
-
 # -- events --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Queued:
-    position: int  # 1 = runs next
+    """The job waits; ``position`` 1 runs next. Sent again whenever the position changes."""
+
+    position: int
 
 
 @dataclass(frozen=True)
 class Started:
-    batch_size: int  # images in the pipeline call this job joined
+    """The job left the queue; ``batch_size`` is the images in its first pipeline call."""
+
+    batch_size: int
 
 
 @dataclass(frozen=True)
 class Progress:
+    """Denoising step ``step`` of ``total`` of the pipeline call the job is in."""
+
     step: int
     total: int
 
 
 @dataclass(frozen=True)
 class Finished:
+    """The job's images are ready (final event)."""
+
     result: JobResult
 
 
 @dataclass(frozen=True)
 class Failed:
+    """The job ended without images: cancelled, timed out, failed or closed (final event)."""
+
     error: CoverError
 
 
 QueueEvent = Queued | Started | Progress | Finished | Failed
-_FINAL = (Finished, Failed)
+_FINAL_EVENTS = (Finished, Failed)
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is. A ``StrEnum``: ``handle.status == "done"`` works."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # timed out, closed, or the generator failed
+    CANCELLED = "cancelled"
+
+
+_ENDED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 # -- one job -------------------------------------------------------------------------------
 
 
 class JobHandle:
-    """The submitter's view of one job: events, result, cancel."""
+    """The submitter's view of one job: its status, events, result, and a way to cancel it.
+
+    Created by :meth:`GenerationQueue.submit`; use it on the queue's event loop only.
+    """
 
     def __init__(self, queue: GenerationQueue, job: GenerationJob) -> None:
-        self.id = uuid.uuid4().hex
-        self.job = job
+        self.id: str = uuid.uuid4().hex
+        self.job: GenerationJob = job
         self._queue = queue
-        self._future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        # Nobody may await a cancelled job's result; don't let asyncio call that an error.
-        self._future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._subscribers: list[asyncio.Queue[QueueEvent]] = []
-        self._last: QueueEvent | None = None
-        self.status = "queued"  # queued → running → done | failed | cancelled
-        self.cancel_requested = False
-        self.submitted_at = time.monotonic()
-        self.started_at: float | None = None
-        self.deadline: float | None = None
-        self.unscheduled: deque[int] = deque(range(len(job.images)))  # spec indices not yet run
-        self.images: dict[int, GeneratedImage] = {}
-        self.batch_sizes: list[int] = []
+        self._status = JobStatus.QUEUED
+        self._outcome: JobResult | CoverError | None = None
+        self._ended = asyncio.Event()
+        # What a late subscriber is told first: the last Queued, or Started (+ last Progress),
+        # or the final event.
+        self._state: tuple[QueueEvent, ...] = ()
+        self._inboxes: list[asyncio.Queue[QueueEvent]] = []
+        self._position: int | None = None
+        # Written by the queue while the job runs. The worker thread reads _status and
+        # _deadline (plain attribute reads; the loop is their only writer).
+        self._submitted_at = time.monotonic()
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._first_call_at: float | None = None
+        self._last_call_end: float | None = None
+        self._images: list[GeneratedImage | None] = [None] * len(job.images)
+        self._batch_sizes: list[int] = []
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
 
     @property
     def done(self) -> bool:
-        return self._future.done()
+        """True once the job has ended, whichever way."""
+        return self._status in _ENDED
 
     @property
-    def user_id(self) -> str:
-        return self.job.user_id
+    def position(self) -> int | None:
+        """1 = runs next; None once it runs or has ended."""
+        return self._queue.position_of(self)
 
     def cancel(self) -> bool:
-        """Cancel the job: at once if it waits; a running batch drops its images. False if
-        it had already ended."""
+        """Cancel the job. A waiting job leaves the queue at once; a running one ends now with
+        :class:`JobCancelled` and its images are dropped (its batch goes on if other jobs in it
+        still want theirs, otherwise the runner is interrupted at its next step).
+        Returns False if the job had already ended."""
         return self._queue._cancel(self)
 
     async def result(self) -> JobResult:
-        """The result, or the :class:`CoverError` the job ended with."""
-        return await asyncio.shield(self._future)
+        """Wait for the job's images; raises the :class:`CoverError` it ended with instead."""
+        await self._ended.wait()
+        if isinstance(self._outcome, JobResult):
+            return self._outcome
+        assert self._outcome is not None
+        raise self._outcome
 
-    async def events(self) -> AsyncIterator[QueueEvent]:
-        """Every event from now on, starting with the current state; ends after the last one."""
+    def events(self) -> AsyncIterator[QueueEvent]:
+        """A new subscription: first the current state (e.g. the last ``Queued``), then every
+        event as it happens; it ends after the final :class:`Finished` or :class:`Failed`."""
         inbox: asyncio.Queue[QueueEvent] = asyncio.Queue()
-        if self._last is not None:
-            inbox.put_nowait(self._last)
-        if self._last is None or not isinstance(self._last, _FINAL):
-            self._subscribers.append(inbox)
+        for event in self._state:
+            inbox.put_nowait(event)
+        if not self.done:
+            self._inboxes.append(inbox)
+        return self._read(inbox)
+
+    async def _read(self, inbox: asyncio.Queue[QueueEvent]) -> AsyncIterator[QueueEvent]:
         try:
             while True:
                 event = await inbox.get()
                 yield event
-                if isinstance(event, _FINAL):
+                if isinstance(event, _FINAL_EVENTS):
                     return
         finally:
-            if inbox in self._subscribers:
-                self._subscribers.remove(inbox)
+            if inbox in self._inboxes:
+                self._inboxes.remove(inbox)
 
-    def _emit(self, event: QueueEvent) -> None:
-        if self.done and not isinstance(event, _FINAL):
-            return
-        self._last = event
-        for inbox in self._subscribers:
+    def _publish(self, event: QueueEvent) -> None:
+        if self.done:
+            return  # a late Progress from the worker thread after the job ended
+        if isinstance(event, Progress) and self._state and isinstance(self._state[0], Started):
+            self._state = (self._state[0], event)
+        else:
+            self._state = (event,)
+        for inbox in self._inboxes:
             inbox.put_nowait(event)
 
-    def _settle(self, status: str, outcome: JobResult | CoverError) -> bool:
-        if self.done:
-            return False
-        self.status = status
+    def _settle(self, outcome: JobResult | CoverError) -> None:
+        """End the job once: status, outcome, final event, waiters woken."""
+        final: QueueEvent
         if isinstance(outcome, JobResult):
-            self._future.set_result(outcome)
-            self._emit(Finished(outcome))
+            final = Finished(outcome)
+            status = JobStatus.DONE
         else:
-            self._future.set_exception(outcome)
-            self._emit(Failed(outcome))
-        return True
+            final = Failed(outcome)
+            status = JobStatus.CANCELLED if isinstance(outcome, JobCancelled) else JobStatus.FAILED
+        self._publish(final)
+        self._status = status
+        self._outcome = outcome
+        self._inboxes = []  # each got the final event; their readers stop there
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._ended.set()
+
+    def _result(self) -> JobResult:
+        first = self._first_call_at if self._first_call_at is not None else time.monotonic()
+        last = self._last_call_end if self._last_call_end is not None else first
+        images = tuple(image for image in self._images if image is not None)
+        return JobResult(
+            job_id=self.id,
+            images=images,
+            wait_s=first - self._submitted_at,
+            run_s=last - first,
+            batch_sizes=tuple(self._batch_sizes),
+        )
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.id[:8]} user={self.user_id} {self.status}>"
+        return f"<JobHandle {self.id[:8]} user={self.job.user_id!r} {self._status}>"
 
 
-@dataclass
+# -- waiting jobs --------------------------------------------------------------------------
+
+
 class _Lane:
-    """Jobs of one priority: a FIFO per user and the order in which users take turns."""
+    """The waiting jobs of one priority: a FIFO per user; users take turns in dict order."""
 
-    jobs: dict[str, deque[JobHandle]] = field(default_factory=dict)
-    turn: deque[str] = field(default_factory=deque)
+    def __init__(self) -> None:
+        self._users: OrderedDict[str, deque[JobHandle]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._users.values())
 
     def push(self, handle: JobHandle) -> None:
-        if handle.user_id not in self.jobs:
-            self.jobs[handle.user_id] = deque()
-            self.turn.append(handle.user_id)
-        self.jobs[handle.user_id].append(handle)
+        # A user with nothing waiting joins at the back of the turn order.
+        self._users.setdefault(handle.job.user_id, deque()).append(handle)
 
-    def remove(self, handle: JobHandle) -> None:
-        user_jobs = self.jobs.get(handle.user_id)
-        if user_jobs is None or handle not in user_jobs:
-            return
-        user_jobs.remove(handle)
-        if not user_jobs:
-            del self.jobs[handle.user_id]
-            self.turn.remove(handle.user_id)
-
-    def heads(self) -> Iterator[JobHandle]:
-        """Each user's oldest job, in turn order (only heads may run: per-user FIFO)."""
-        for user in self.turn:
-            yield self.jobs[user][0]
-
-    def took_turn(self, user: str) -> None:
-        """``user`` was served: to the back of the turn order."""
-        if user in self.jobs and self.turn and user in self.turn:
-            self.turn.remove(user)
-            self.turn.append(user)
+    def remove(self, handle: JobHandle, *, served: bool = False) -> None:
+        """Take ``handle`` out; ``served`` sends its user to the back of the turn order."""
+        user = handle.job.user_id
+        jobs = self._users[user]
+        jobs.remove(handle)
+        if not jobs:
+            del self._users[user]
+        elif served:
+            self._users.move_to_end(user)
 
     def fair_order(self) -> Iterator[JobHandle]:
-        """All waiting jobs in the order they would run if nothing else arrived."""
-        queues = [self.jobs[user] for user in self.turn]
-        for row in itertools.zip_longest(*queues):
-            yield from (handle for handle in row if handle is not None)
+        """Every waiting job, in the order they would run if nothing else arrived: each user's
+        oldest, in turn order, then each user's second oldest, and so on."""
+        queues = list(self._users.values())
+        depth = max((len(jobs) for jobs in queues), default=0)
+        for rank in range(depth):
+            for jobs in queues:
+                if rank < len(jobs):
+                    yield jobs[rank]
+
+
+# -- the runner's side ---------------------------------------------------------------------
 
 
 class _Control:
-    """The :class:`~models.jobs.RunControl` for one runner call (used from the worker thread)."""
+    """The :class:`~models.jobs.RunControl` of one runner call; used from the worker thread."""
 
-    def __init__(self, queue: GenerationQueue, handles: Sequence[JobHandle]) -> None:
+    def __init__(
+        self,
+        queue: GenerationQueue,
+        loop: asyncio.AbstractEventLoop,
+        handles: Sequence[JobHandle],
+    ) -> None:
         self._queue = queue
+        self._loop = loop
         self._handles = handles
-        self._loop = queue._loop
 
     def step(self, step: int, total: int) -> None:
-        self._loop.call_soon_threadsafe(self._queue._progress, self._handles, step, total)
-        if self.should_stop():
-            raise RunInterrupted
+        if self._should_stop():
+            raise RunInterrupted("every job of this batch was cancelled, timed out or closed")
+        try:
+            self._loop.call_soon_threadsafe(self._queue._progress, self._handles, step, total)
+        except RuntimeError as error:  # the event loop is closed: nobody waits for this call
+            raise RunInterrupted("the event loop is gone") from error
 
-    def should_stop(self) -> bool:
+    def _should_stop(self) -> bool:
         if self._queue._aborting:
             return True
         now = time.monotonic()
-        return all(
-            h.cancel_requested or h.done or (h.deadline is not None and now > h.deadline)
-            for h in self._handles
-        )
+        # Check the deadline here too, not only the loop's timer: the loop may be busy.
+        return all(h._status is not JobStatus.RUNNING or now >= h._deadline for h in self._handles)
 
 
-Entry = tuple[JobHandle, int]  # (job, index of one of its images)
+def _is_out_of_memory(error: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError is matched by name so that this module never imports torch.
+    return isinstance(error, OutOfMemory) or any(
+        cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__
+    )
+
+
+Slot = tuple[JobHandle, int]  # one image: its job and the index of its spec in the job
 
 
 # -- the queue -----------------------------------------------------------------------------
 
 
 class GenerationQueue:
-    """Bounded, fair, batching queue in front of one device's runner.
+    """A bounded, fair, batching queue in front of one device's :class:`~models.jobs.Runner`.
 
-    ``max_pending`` bounds the jobs waiting (all users), ``max_per_user`` the jobs one user may
-    have waiting or running, ``max_batch`` the images in one runner call. ``job_timeout_s``
-    counts from a job's first pipeline call.
+    - ``max_pending``: jobs waiting, all users together (more → :class:`QueueFull`);
+    - ``max_per_user``: jobs one user may have waiting or running (→ :class:`PendingLimitReached`);
+    - ``max_batch``: images in one runner call; waiting jobs with equal params are merged up to
+      it, and a job with more images is split over several calls;
+    - ``job_timeout_s``: a job's time limit from the moment it starts running (→ :class:`JobTimedOut`);
+    - ``name``: the device or worker name used in logs and the worker thread's name.
+
+    Order: lower ``priority`` first (a job with priority 1 runs only when no priority-0 job
+    waits); within a priority users take turns, and each user's jobs run in submission order.
+
+    Use it on one event loop: ``async with GenerationQueue(runner) as queue: ...``, or
+    :meth:`start` and :meth:`close`. Jobs submitted before :meth:`start` wait for it.
     """
 
     def __init__(
@@ -258,55 +353,65 @@ class GenerationQueue:
             ("max_batch", max_batch),
         ):
             if value < 1:
-                raise ValueError(f"`{argument}` must be at least 1, got {value}")
-        if job_timeout_s <= 0:
-            raise ValueError(f"`job_timeout_s` must be positive, got {job_timeout_s}")
-        self._runner = runner
+                raise ValueError(f"`{argument}` must be at least 1, got {value}.")
+        if not job_timeout_s > 0:
+            raise ValueError(f"`job_timeout_s` must be positive, got {job_timeout_s}.")
         self.max_pending = max_pending
         self.max_per_user = max_per_user
         self.max_batch = max_batch
         self.job_timeout_s = job_timeout_s
         self.name = name
-        self._lanes: dict[int, _Lane] = {}
-        self._active: dict[str, int] = {}  # user → jobs waiting or running
-        self._waiting = 0
-        self._running: list[JobHandle] = []
-        self._positions: dict[str, int] = {}
-        self._closing = False
-        self._aborting = False
+        self._runner = runner
+        self._lanes: dict[int, _Lane] = {}  # priority → waiting jobs
+        self._running: list[JobHandle] = []  # the jobs the worker took last (some may have ended)
+        self._closing = False  # no more submissions
+        self._aborting = False  # stop the running call too (close without drain)
         self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._worker: asyncio.Task[None] | None = None
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the worker task and its thread. Idempotent; :class:`QueueClosed` once closed."""
+        if self._closing:
+            raise QueueClosed()
         if self._worker is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{self.name}")
-        self._worker = asyncio.create_task(self._work(), name=f"queue-{self.name}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gen-{self.name}")
+        self._worker = self._loop.create_task(self._work(), name=f"queue-{self.name}")
 
     async def close(self, *, drain: bool = True, timeout_s: float | None = None) -> None:
-        """Stop taking jobs. ``drain``: finish the waiting ones; otherwise fail them with
-        :class:`QueueClosed` and interrupt the running batch at its next step. Idempotent."""
+        """Stop accepting jobs and let the worker end. Idempotent.
+
+        ``drain=True`` runs the waiting jobs first; ``drain=False`` fails them with
+        :class:`QueueClosed` at once, ends the running ones the same way and interrupts the
+        runner at its next step. After ``timeout_s`` (None: no limit) whatever is left is
+        failed with :class:`QueueClosed` and the worker is cancelled; a runner that never
+        calls ``control.step`` may then keep the worker thread busy until it returns.
+        """
+        if not self._closing:
+            log.info("Queue %s: closing (%s)", self.name, "draining" if drain else "not draining")
         self._closing = True
         if not drain:
-            self._aborting = True
-            for lane in self._lanes.values():
-                for handle in list(lane.fair_order()):
-                    self._end(handle, "failed", QueueClosed())
+            self._abort()
         self._wakeup.set()
-        if self._worker is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._worker), timeout_s)
-            except TimeoutError:
+        worker = self._worker
+        if worker is None:
+            self._abort()  # never started: nothing would ever run the waiting jobs
+        else:
+            finished, _ = await asyncio.wait({worker}, timeout=timeout_s)
+            if not finished:
                 log.warning(
-                    "Queue %s did not stop within %s s; cancelling it", self.name, timeout_s
+                    "Queue %s: still busy after %g s of closing; failing what is left",
+                    self.name,
+                    timeout_s,
                 )
-                self._aborting = True
-                self._worker.cancel()
+                self._abort()
+                worker.cancel()
+                await asyncio.wait({worker})
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -314,233 +419,315 @@ class GenerationQueue:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # Leaving on an error (or a cancel) should not sit through everyone's queued jobs.
         await self.close(drain=exc_type is None)
 
-    # -- submitting and cancelling ------------------------------------------------------------
+    # -- what callers see ---------------------------------------------------------------
 
     @property
     def pending_count(self) -> int:
-        return self._waiting
+        """Jobs waiting to run (running jobs not included)."""
+        return sum(len(lane) for lane in self._lanes.values())
 
     @property
     def running(self) -> tuple[JobHandle, ...]:
-        return tuple(self._running)
+        """The jobs the worker is running now."""
+        return tuple(h for h in self._running if h.status is JobStatus.RUNNING)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
 
     def position_of(self, handle: JobHandle) -> int | None:
-        return self._positions.get(handle.id)
+        """1 = runs next; None if the job is not waiting (running or ended)."""
+        return handle._position if handle.status is JobStatus.QUEUED else None
 
     def submit(self, job: GenerationJob) -> JobHandle:
-        """Accept ``job`` or raise :class:`QueueClosed`, :class:`QueueFull` or
-        :class:`PendingLimitReached`. Must be called on the queue's event loop."""
-        if self._closing or self._worker is None:
+        """Queue ``job`` and return its handle. Call it on the queue's event loop.
+
+        Raises :class:`QueueClosed` after :meth:`close`, :class:`PendingLimitReached` when the
+        user already has ``max_per_user`` jobs waiting or running, :class:`QueueFull` when
+        ``max_pending`` jobs wait, and ``ValueError`` for a job without images.
+        """
+        if self._closing:
             raise QueueClosed()
         if not job.images:
-            raise ValueError("`job.images` is empty: a job must ask for at least one image")
-        if self._active.get(job.user_id, 0) >= self.max_per_user:
+            raise ValueError(f"`job.images` is empty for user {job.user_id!r}: ask for 1 or more.")
+        if self._active_jobs(job.user_id) >= self.max_per_user:
             raise PendingLimitReached(self.max_per_user)
-        if self._waiting >= self.max_pending:
+        if self.pending_count >= self.max_pending:
             raise QueueFull(self.max_pending)
         handle = JobHandle(self, job)
         self._lanes.setdefault(job.priority, _Lane()).push(handle)
-        self._waiting += 1
-        self._active[job.user_id] = self._active.get(job.user_id, 0) + 1
         log.info(
-            "Job %s accepted: user %s, %d image(s), %s",
+            "Queue %s: job %s accepted: user %s, %d image(s), priority %d, %s",
+            self.name,
             handle.id[:8],
             job.user_id,
             len(job.images),
+            job.priority,
             job.label or job.params.model,
         )
-        self._update_positions()
+        self._publish_positions()
         self._wakeup.set()
         return handle
+
+    # -- bookkeeping (event loop only) --------------------------------------------------
+
+    def _waiting_in_order(self) -> Iterator[JobHandle]:
+        for priority in sorted(self._lanes):
+            yield from self._lanes[priority].fair_order()
+
+    def _active_jobs(self, user_id: str) -> int:
+        waiting = sum(1 for h in self._waiting_in_order() if h.job.user_id == user_id)
+        return waiting + sum(1 for h in self.running if h.job.user_id == user_id)
+
+    def _unqueue(self, handle: JobHandle, *, served: bool = False) -> None:
+        lane = self._lanes[handle.job.priority]
+        lane.remove(handle, served=served)
+        if not len(lane):
+            del self._lanes[handle.job.priority]
+
+    def _publish_positions(self) -> None:
+        for position, handle in enumerate(self._waiting_in_order(), start=1):
+            if handle._position != position:
+                handle._position = position
+                handle._publish(Queued(position))
 
     def _cancel(self, handle: JobHandle) -> bool:
         if handle.done:
             return False
-        handle.cancel_requested = True  # a running batch sees this at its next step
-        self._end(handle, "cancelled", JobCancelled())
+        log.info("Queue %s: job %s cancelled while %s", self.name, handle.id[:8], handle.status)
+        return self._end(handle, JobCancelled())
+
+    def _end(self, handle: JobHandle, outcome: JobResult | CoverError) -> bool:
+        """End ``handle`` with ``outcome`` unless it has ended already; every ending passes
+        through here."""
+        if handle.done:
+            return False
+        was_waiting = handle.status is JobStatus.QUEUED
+        if was_waiting:
+            self._unqueue(handle)
+        handle._settle(outcome)
+        if isinstance(outcome, JobResult):
+            log.info(
+                "Queue %s: job %s done: %d image(s), waited %.2f s, ran %.2f s, calls %s",
+                self.name,
+                handle.id[:8],
+                len(outcome.images),
+                outcome.wait_s,
+                outcome.run_s,
+                list(outcome.batch_sizes),
+            )
+        elif not isinstance(outcome, JobCancelled):
+            log.warning("Queue %s: job %s failed: %s", self.name, handle.id[:8], outcome)
+        if was_waiting:
+            self._publish_positions()
         return True
 
-    def _end(self, handle: JobHandle, status: str, outcome: JobResult | CoverError) -> None:
-        """Settle ``handle`` once and release its place; every ending goes through here."""
-        if not handle._settle(status, outcome):
-            return
-        lane = self._lanes.get(handle.job.priority)
-        if lane is not None and handle.user_id in lane.jobs and handle in lane.jobs[handle.user_id]:
-            lane.remove(handle)
-            if handle.started_at is None:
-                self._waiting -= 1
-        left = self._active.get(handle.user_id, 1) - 1
-        if left:
-            self._active[handle.user_id] = left
-        else:
-            self._active.pop(handle.user_id, None)
-        if isinstance(outcome, CoverError):
-            log.info("Job %s %s: %s", handle.id[:8], status, outcome)
-        self._update_positions()
-
-    def _update_positions(self) -> None:
-        waiting = [
-            handle
-            for priority in sorted(self._lanes)
-            for handle in self._lanes[priority].fair_order()
-            if handle.started_at is None
-        ]
-        positions = {handle.id: n for n, handle in enumerate(waiting, 1)}
-        for handle in waiting:
-            if self._positions.get(handle.id) != positions[handle.id]:
-                handle._emit(Queued(positions[handle.id]))
-        self._positions = positions
+    def _abort(self) -> None:
+        """Fail every waiting and running job with :class:`QueueClosed`; stop the runner."""
+        self._aborting = True
+        for handle in [*self._waiting_in_order(), *self.running]:
+            self._end(handle, QueueClosed())
 
     def _progress(self, handles: Sequence[JobHandle], step: int, total: int) -> None:
         for handle in handles:
-            handle._emit(Progress(step, total))
+            if handle.status is JobStatus.RUNNING:
+                handle._publish(Progress(step, total))
 
-    # -- the worker ---------------------------------------------------------------------------
+    def _time_out(self, handle: JobHandle) -> None:
+        if handle.status is JobStatus.RUNNING:
+            self._end(handle, JobTimedOut(self.job_timeout_s))
+
+    # -- the worker ---------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if not batch:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+        log.info("Queue %s: worker started", self.name)
+        while (unit := await self._next_unit()) is not None:
             try:
-                await self._run_batch(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug of ours: never let it kill the worker
-                log.exception("Queue %s: batch bookkeeping failed", self.name)
-                for handle, _ in batch:
-                    self._end(handle, "failed", GenerationFailed("Generation failed on our side."))
+                await self._run_unit(unit)
+            except Exception:  # a bug of ours; CancelledError (close's timeout) still ends us
+                log.exception("Queue %s: internal error while running %s", self.name, unit)
+                for handle in unit:
+                    self._end(handle, GenerationFailed(_internal_error_message(handle)))
             finally:
                 self._running = []
+        log.info("Queue %s: worker stopped", self.name)
 
-    def _next_batch(self) -> list[Entry]:
-        """Take the next job in fair order, then more waiting jobs with equal params, up to
-        ``max_batch`` images. Only each user's oldest job is eligible (per-user FIFO)."""
-        if self._aborting:
-            return []
-        first = next((h for p in sorted(self._lanes) for h in self._lanes[p].heads()), None)
-        if first is None:
-            return []
-        params = first.job.params
-        batch: list[Entry] = []
-        taken = True
-        while taken and len(batch) < self.max_batch:
-            taken = False
-            for priority in sorted(self._lanes):
-                lane = self._lanes[priority]
-                for handle in list(lane.heads()):
-                    if handle.job.params != params or len(batch) >= self.max_batch:
-                        continue
-                    self._take(lane, handle, batch)
-                    taken = True
-        return batch
+    async def _next_unit(self) -> list[JobHandle] | None:
+        """The next jobs to run together, or None when the worker should stop."""
+        while True:
+            if self._aborting:
+                return None
+            if self._lanes:
+                return self._take_unit()
+            if self._closing:
+                return None  # drained
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
-    def _take(self, lane: _Lane, handle: JobHandle, batch: list[Entry]) -> None:
-        """Move as many of ``handle``'s images as fit into ``batch``."""
-        while handle.unscheduled and len(batch) < self.max_batch:
-            batch.append((handle, handle.unscheduled.popleft()))
-        if handle.started_at is None:
-            handle.started_at = time.monotonic()
-            handle.deadline = handle.started_at + self.job_timeout_s
-            handle.status = "running"
-            self._waiting -= 1
-        lane.took_turn(handle.user_id)
-        if not handle.unscheduled:
-            lane.remove(handle)  # the rest of it is in this batch
+    def _take_unit(self) -> list[JobHandle]:
+        """Take the next job in fair order and the waiting jobs that can share its calls.
 
-    async def _run_batch(self, batch: list[Entry]) -> None:
-        handles = list(dict.fromkeys(handle for handle, _ in batch))
-        self._running = handles
-        self._update_positions()
-        params = batch[0][0].job.params
-        log.info("Batch: %d job(s), %d image(s), model %s", len(handles), len(batch), params.model)
-        for handle in handles:
-            handle._emit(Started(len(batch)))
-        await self._attempt(params, batch)
+        Companions have the same priority (so a benchmark never rides along while users'
+        jobs wait) and equal params, and are taken first fit in fair order while the images
+        stay within ``max_batch``. A job larger than ``max_batch`` runs alone, in chunks.
+        """
+        order = list(self._waiting_in_order())
+        head = order[0]
+        unit, images = [head], len(head.job.images)
+        for other in order[1:]:
+            if images >= self.max_batch or other.job.priority != head.job.priority:
+                break
+            fits = images + len(other.job.images) <= self.max_batch
+            if fits and other.job.params == head.job.params:
+                unit.append(other)
+                images += len(other.job.images)
 
-        now = time.monotonic()
-        for handle in handles:
-            if handle.done:
+        assert self._loop is not None
+        first_call = min(images, self.max_batch)
+        for handle in unit:
+            self._unqueue(handle, served=True)
+            handle._status = JobStatus.RUNNING
+            handle._deadline = time.monotonic() + self.job_timeout_s
+            handle._timer = self._loop.call_later(self.job_timeout_s, self._time_out, handle)
+            handle._publish(Started(first_call))
+        self._running = unit
+        self._publish_positions()
+        return unit
+
+    async def _run_unit(self, unit: list[JobHandle]) -> None:
+        """Run every image of ``unit`` in calls of at most ``max_batch``; on out-of-memory,
+        retry the two halves of that call one after the other."""
+        params = unit[0].job.params
+        slots = [(handle, index) for handle in unit for index in range(len(handle.job.images))]
+        work = deque(slots[i : i + self.max_batch] for i in range(0, len(slots), self.max_batch))
+        while work:
+            # Images of jobs that ended meanwhile (cancelled, timed out, failed) are dropped.
+            chunk = [slot for slot in work.popleft() if slot[0].status is JobStatus.RUNNING]
+            if not chunk:
                 continue
-            if handle.deadline is not None and now > handle.deadline:
-                self._end(handle, "failed", JobTimedOut(self.job_timeout_s))
-            elif not handle.unscheduled and len(handle.images) == len(handle.job.images):
-                result = JobResult(
-                    job_id=handle.id,
-                    images=tuple(handle.images[i] for i in range(len(handle.job.images))),
-                    wait_s=(handle.started_at or now) - handle.submitted_at,
-                    run_s=now - (handle.started_at or now),
-                    batch_sizes=tuple(handle.batch_sizes),
+            if not await self._call(params, chunk):
+                continue
+            if len(chunk) == 1:
+                handle = chunk[0][0]
+                self._end(
+                    handle,
+                    GenerationFailed(
+                        f"Job {handle.id[:8]} ran out of GPU memory even at batch size 1 "
+                        f"({params.width}x{params.height}, model {params.model!r})."
+                    ),
                 )
-                self._end(handle, "done", result)
-            # else: more of its images wait in the lane for a later batch
+            else:
+                half = len(chunk) // 2
+                work.extendleft([chunk[half:], chunk[:half]])  # the first half runs first
 
-    async def _attempt(self, params: GenerationParams, entries: list[Entry]) -> None:
-        """One runner call; on out-of-memory, the halves one after the other."""
-        entries = [(h, i) for h, i in entries if not h.done]
-        if not entries:
-            return
-        handles = list(dict.fromkeys(handle for handle, _ in entries))
-        specs = [handle.job.images[index] for handle, index in entries]
-        assert self._loop is not None and self._executor is not None
+        for handle in unit:
+            if handle.status is JobStatus.RUNNING:  # every call is over, yet images are missing
+                log.error("Queue %s: job %s ended its calls without all images", self.name, handle)
+                self._end(handle, GenerationFailed(_internal_error_message(handle)))
+
+    async def _call(self, params: GenerationParams, chunk: list[Slot]) -> bool:
+        """One runner call for ``chunk``; stores the images or ends the jobs that failed.
+        Returns True when the call ran out of memory (the caller splits it)."""
+        assert self._loop is not None
+        handles = list(dict.fromkeys(handle for handle, _ in chunk))
+        specs = [handle.job.images[index] for handle, index in chunk]
+        control = _Control(self, self._loop, handles)
+        log.info(
+            "Queue %s: running %d image(s) for %d job(s) %s",
+            self.name,
+            len(specs),
+            len(handles),
+            [h.id[:8] for h in handles],
+        )
+        started = time.monotonic()
+        for handle in handles:
+            if handle._first_call_at is None:
+                handle._first_call_at = started
         try:
             images = await self._loop.run_in_executor(
-                self._executor, self._runner, params, specs, _Control(self, handles)
+                self._executor, self._runner, params, specs, control
             )
         except RunInterrupted:
+            self._end_interrupted(handles)
+            return False
+        except CoverError as error:  # e.g. ModelUnavailable: already a sentence for the user
             for handle in handles:
-                if self._aborting:
-                    self._end(handle, "failed", QueueClosed())
-                elif handle.deadline is not None and time.monotonic() > handle.deadline:
-                    self._end(handle, "failed", JobTimedOut(self.job_timeout_s))
-            return
-        except Exception as exc:
-            if _is_out_of_memory(exc):
-                if len(entries) == 1:
-                    self._end(
-                        entries[0][0],
-                        "failed",
-                        GenerationFailed(
-                            "The GPU ran out of memory even for a single image; try a smaller model."
-                        ),
-                    )
-                    return
-                log.warning("Out of memory at %d images; splitting the batch", len(entries))
-                half = len(entries) // 2
-                await self._attempt(params, entries[:half])
-                await self._attempt(params, entries[half:])
-                return
-            if isinstance(exc, CoverError):
-                error: CoverError = exc
-            else:
-                log.error("Runner failed on %d image(s)", len(entries), exc_info=exc)
-                error = GenerationFailed(f"Generation failed ({type(exc).__name__}).")
-            for handle in handles:
-                self._end(handle, "failed", error)
-            return
-        if len(images) != len(entries):
+                self._end(handle, error)
+            return False
+        except Exception as error:
+            if _is_out_of_memory(error):
+                log.warning(
+                    "Queue %s: out of GPU memory at %d image(s): %s", self.name, len(specs), error
+                )
+                return True
+            log.error(
+                "Queue %s: the runner failed on jobs %s",
+                self.name,
+                [h.id[:8] for h in handles],
+                exc_info=error,
+            )
             for handle in handles:
                 self._end(
                     handle,
-                    "failed",
                     GenerationFailed(
-                        f"Generation failed: the runner returned {len(images)} images for {len(entries)}."
+                        f"Generating the images of job {handle.id[:8]} failed "
+                        f"({type(error).__name__}); the details are in the log."
                     ),
                 )
-            return
-        for (handle, index), image in zip(entries, images, strict=True):
-            handle.images[index] = image
+            return False
+
+        if not isinstance(images, Sequence) or len(images) != len(specs):
+            count = len(images) if isinstance(images, Sequence) else type(images).__name__
+            log.error(
+                "Queue %s: the runner returned %s image(s) for %d", self.name, count, len(specs)
+            )
+            for handle in handles:
+                self._end(handle, GenerationFailed(_internal_error_message(handle)))
+            return False
+        self._collect(chunk, images, ended=time.monotonic())
+        return False
+
+    def _collect(self, chunk: list[Slot], images: Sequence[GeneratedImage], ended: float) -> None:
+        """Give each live job its images; finish the jobs that now have all of theirs."""
+        for (handle, index), image in zip(chunk, images, strict=True):
+            if handle.status is JobStatus.RUNNING:
+                handle._images[index] = image
+        for handle in dict.fromkeys(handle for handle, _ in chunk):
+            if handle.status is not JobStatus.RUNNING:
+                continue  # cancelled or timed out during the call: its images are dropped
+            handle._last_call_end = ended
+            handle._batch_sizes.append(len(chunk))
+            if ended >= handle._deadline:
+                self._end(handle, JobTimedOut(self.job_timeout_s))
+            elif all(image is not None for image in handle._images):
+                self._end(handle, handle._result())
+
+    def _end_interrupted(self, handles: Sequence[JobHandle]) -> None:
+        """The runner stopped at our request (or on its own): tell each job why."""
+        now = time.monotonic()
         for handle in handles:
-            handle.batch_sizes.append(len(entries))
+            if handle.status is not JobStatus.RUNNING:
+                continue
+            if self._aborting:
+                self._end(handle, QueueClosed())
+            elif now >= handle._deadline:
+                self._end(handle, JobTimedOut(self.job_timeout_s))
+            else:  # the runner raised RunInterrupted although nobody asked it to stop
+                self._end(handle, GenerationFailed(_internal_error_message(handle)))
+
+    def __repr__(self) -> str:
+        return (
+            f"<GenerationQueue {self.name} waiting={self.pending_count} "
+            f"running={len(self.running)} closed={self._closing}>"
+        )
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError, matched by name so this module never imports torch.
-    return isinstance(exc, OutOfMemory) or type(exc).__name__ == "OutOfMemoryError"
+def _internal_error_message(handle: JobHandle) -> str:
+    return (
+        f"Generating the images of job {handle.id[:8]} failed on our side; "
+        "the details are in the log."
+    )

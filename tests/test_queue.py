@@ -1,13 +1,15 @@
 """The generation queue with a fake runner: ordering, batching, limits and every way a job ends.
 
 The fake runner is ours and records what it was asked; the queue under test is the real one,
-with its real worker thread and event-loop hand-off.
+with its real worker thread and event-loop hand-off. Every wait is guarded, so a bug fails a
+test instead of hanging the suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -22,48 +24,73 @@ from models.errors import (
     QueueClosed,
     QueueFull,
 )
-from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, OutOfMemory
-from models.queue import Failed, Finished, GenerationQueue, Progress, Queued, Started
+from models.jobs import (
+    GeneratedImage,
+    GenerationJob,
+    GenerationParams,
+    ImageSpec,
+    OutOfMemory,
+    RunControl,
+    RunInterrupted,
+)
+from models.queue import Failed, Finished, GenerationQueue, JobHandle, Progress, Queued, Started
 
-GUARD_S = 5.0  # no test waits longer than this for anything: a bug fails, it never hangs
+GUARD_S = 5.0  # no test waits longer than this for anything
 
 A = GenerationParams(model="tiny", width=8, height=8, steps=3, guidance=1.0)
 B = GenerationParams(model="other", width=8, height=8, steps=3, guidance=1.0)
 
 
 class FakeRunner:
-    """Records calls; optionally blocks until released, OOMs above a size, or crashes."""
+    """A runner that records its calls and can be held at a gate, paused mid-run (still
+    calling ``control.step``, so it stays interruptible), run out of memory above a batch
+    size, or crash on a prompt containing "crash"."""
 
-    def __init__(
-        self, *, steps: int = 3, oom_above: int | None = None, crash_on: str | None = None
-    ):
-        self.calls: list[tuple[GenerationParams, list[str]]] = []
+    def __init__(self, *, steps: int = 3, oom_above: int | None = None) -> None:
         self.steps = steps
         self.oom_above = oom_above
-        self.crash_on = crash_on
-        self.gate = threading.Event()
+        self.calls: list[tuple[GenerationParams, list[str]]] = []
+        self.interrupted = 0
+        self.returned = 0
+        self.entered = threading.Event()  # set when a call begins
+        self.gate = threading.Event()  # a call waits here (not stepping) until it is set
         self.gate.set()
-        self.entered = threading.Event()
-        self.step_delay = 0.0
+        self.resume = threading.Event()  # cleared: a call keeps stepping at step 1 until set
+        self.resume.set()
 
-    def __call__(self, params, specs: Sequence[ImageSpec], control) -> list[GeneratedImage]:
-        prompts = [s.prompt for s in specs]
+    def __call__(
+        self, params: GenerationParams, specs: Sequence[ImageSpec], control: RunControl
+    ) -> list[GeneratedImage]:
+        prompts = [spec.prompt for spec in specs]
         self.calls.append((params, prompts))
         self.entered.set()
         if not self.gate.wait(GUARD_S):
             raise RuntimeError("test gate never opened")
-        if self.crash_on and any(self.crash_on in p for p in prompts):
+        if any("crash" in prompt for prompt in prompts):
             raise RuntimeError("runner exploded")
         if self.oom_above is not None and len(specs) > self.oom_above:
-            raise OutOfMemory()
+            raise OutOfMemory(f"{len(specs)} images do not fit")
+        try:
+            self._denoise(control)
+        except RunInterrupted:
+            self.interrupted += 1
+            raise
+        self.returned += 1
+        return [GeneratedImage(spec, Image.new("RGB", (8, 8)), spec.seed) for spec in specs]
+
+    def _denoise(self, control: RunControl) -> None:
+        give_up = time.monotonic() + GUARD_S
         for step in range(1, self.steps + 1):
-            if self.step_delay:
-                threading.Event().wait(self.step_delay)
             control.step(step, self.steps)
-        return [GeneratedImage(s, Image.new("RGB", (8, 8)), s.seed) for s in specs]
+            while not self.resume.wait(0.002):
+                if time.monotonic() > give_up:
+                    raise RuntimeError("test never resumed the runner")
+                control.step(step, self.steps)
 
 
-def job(user: str, name: str, images: int = 1, params: GenerationParams = A, priority: int = 0):
+def job(
+    user: str, name: str, images: int = 1, params: GenerationParams = A, priority: int = 0
+) -> GenerationJob:
     specs = tuple(ImageSpec(f"{name}#{i}", seed=i) for i in range(images))
     return GenerationJob(user_id=user, params=params, images=specs, priority=priority, label=name)
 
@@ -79,7 +106,11 @@ def ran(runner: FakeRunner) -> list[str]:
     return names
 
 
-async def wait_all(*handles):
+def call_sizes(runner: FakeRunner) -> list[int]:
+    return [len(prompts) for _, prompts in runner.calls]
+
+
+async def wait_all(*handles: JobHandle) -> list:
     return await asyncio.wait_for(
         asyncio.gather(*(h.result() for h in handles), return_exceptions=True), GUARD_S
     )
@@ -91,13 +122,21 @@ async def started_queue(runner, **kwargs) -> GenerationQueue:
     return queue
 
 
-async def hold_worker(queue: GenerationQueue, runner: FakeRunner):
-    """Occupy the worker with a blocker job so that the next submissions all wait together."""
+async def hold_worker(queue: GenerationQueue, runner: FakeRunner) -> JobHandle:
+    """Occupy the worker with a blocker job (params B) so that the next submissions all wait
+    together; ``runner.gate.set()`` lets it go."""
     runner.gate.clear()
     runner.entered.clear()
     blocker = queue.submit(job("blocker", "blocker", params=B))
     assert await asyncio.to_thread(runner.entered.wait, GUARD_S)
     return blocker
+
+
+async def entered(runner: FakeRunner) -> None:
+    assert await asyncio.to_thread(runner.entered.wait, GUARD_S)
+
+
+# -- order -----------------------------------------------------------------------------------
 
 
 async def test_fifo_per_user_and_round_robin_between_users():
@@ -108,11 +147,43 @@ async def test_fifo_per_user_and_round_robin_between_users():
     handles.append(queue.submit(job("bob", "b0")))
     handles.append(queue.submit(job("carol", "c0")))
     handles.append(queue.submit(job("bob", "b1")))
+    assert [queue.position_of(h) for h in handles] == [1, 4, 6, 7, 2, 3, 5]
     runner.gate.set()
     results = await wait_all(blocker, *handles)
     assert not any(isinstance(r, Exception) for r in results)
     assert ran(runner) == ["blocker", "a0", "b0", "c0", "a1", "b1", "a2", "a3"]
     await queue.close()
+
+
+async def test_jobs_submitted_before_start_wait_for_it():
+    runner = FakeRunner()
+    queue = GenerationQueue(runner, max_batch=1, max_per_user=5)
+    handles = [queue.submit(job("alice", "a0")), queue.submit(job("alice", "a1"))]
+    handles.append(queue.submit(job("bob", "b0")))
+    assert queue.pending_count == 3 and runner.calls == []
+    await queue.start()
+    await wait_all(*handles)
+    assert ran(runner) == ["a0", "b0", "a1"]
+    await queue.close()
+
+
+async def test_priority_jobs_wait_for_users_and_never_ride_along():
+    runner = FakeRunner()
+    queue = await started_queue(runner, max_batch=8)
+    blocker = await hold_worker(queue, runner)
+    bench = queue.submit(job("admin", "bench", params=A, priority=1))
+    first = queue.submit(job("u0", "u0", params=A))
+    second = queue.submit(job("u1", "u1", params=B))
+    assert [queue.position_of(h) for h in (first, second, bench)] == [1, 2, 3]
+    runner.gate.set()
+    await wait_all(blocker, bench, first, second)
+    # bench has u0's params and would fit its call, but u1 (priority 0) still waited then.
+    assert ran(runner) == ["blocker", "u0", "u1", "bench"]
+    assert call_sizes(runner) == [1, 1, 1, 1]
+    await queue.close()
+
+
+# -- batching --------------------------------------------------------------------------------
 
 
 async def test_equal_params_share_one_call_up_to_max_batch():
@@ -123,35 +194,49 @@ async def test_equal_params_share_one_call_up_to_max_batch():
     different = queue.submit(job("dave", "d", images=2, params=B))
     runner.gate.set()
     results = await wait_all(blocker, *same, different)
-    sizes = [len(prompts) for _, prompts in runner.calls]
-    assert sizes == [1, 8, 4, 2]  # blocker; s0+s1 merged; s2 alone (cap 8); d with other params
-    assert {p.model for p, _ in runner.calls[1:3]} == {"tiny"}
+    # blocker; s0+s1 merged; s2 alone (8 is the cap); d has other params than s2.
+    assert call_sizes(runner) == [1, 8, 4, 2]
+    assert [p.model for p, _ in runner.calls] == ["other", "tiny", "tiny", "other"]
     assert results[1].batch_sizes == (8,) and results[3].batch_sizes == (4,)
-    assert [img.spec.prompt for img in results[2].images] == [f"s1#{i}" for i in range(4)]
+    # Results are split back per job, in the job's own order.
+    for n, result in enumerate(results[1:4]):
+        assert [img.spec.prompt for img in result.images] == [f"s{n}#{i}" for i in range(4)]
+        assert result.job_id == same[n].id
+    await queue.close()
+
+
+async def test_batching_takes_later_jobs_that_still_fit():
+    runner = FakeRunner()
+    queue = await started_queue(runner, max_batch=8)
+    blocker = await hold_worker(queue, runner)
+    handles = [
+        queue.submit(job("x", "x", images=6)),
+        queue.submit(job("y", "y", images=4)),  # 6 + 4 > 8: waits for the next call
+        queue.submit(job("z", "z", images=2)),  # 6 + 2 fits
+    ]
+    runner.gate.set()
+    await wait_all(blocker, *handles)
+    assert runner.calls[1][1] == [f"x#{i}" for i in range(6)] + ["z#0", "z#1"]
+    assert call_sizes(runner) == [1, 8, 4]
     await queue.close()
 
 
 async def test_a_job_larger_than_max_batch_is_split_and_completes_once():
     runner = FakeRunner()
     queue = await started_queue(runner, max_batch=3)
-    handle = queue.submit(job("alice", "big", images=4))
+    handle = queue.submit(job("alice", "big", images=7))
+    events = handle.events()
     result = await asyncio.wait_for(handle.result(), GUARD_S)
-    assert [len(p) for _, p in runner.calls] == [3, 1]
-    assert [i.spec.prompt for i in result.images] == [f"big#{i}" for i in range(4)]
-    assert result.batch_sizes == (3, 1)
+    assert call_sizes(runner) == [3, 3, 1]
+    assert [i.spec.prompt for i in result.images] == [f"big#{i}" for i in range(7)]
+    assert result.batch_sizes == (3, 3, 1)
+    seen = [event async for event in events]
+    assert [e for e in seen if isinstance(e, Started)] == [Started(3)]  # started once
+    assert sum(isinstance(e, Finished) for e in seen) == 1
     await queue.close()
 
 
-async def test_priority_jobs_wait_for_users():
-    runner = FakeRunner()
-    queue = await started_queue(runner, max_batch=1)
-    blocker = await hold_worker(queue, runner)
-    low = queue.submit(job("admin", "bench", params=B, priority=1))
-    users = [queue.submit(job(f"u{i}", f"u{i}", params=B)) for i in range(2)]
-    runner.gate.set()
-    await wait_all(blocker, low, *users)
-    assert ran(runner) == ["blocker", "u0", "u1", "bench"]
-    await queue.close()
+# -- limits ----------------------------------------------------------------------------------
 
 
 async def test_bound_and_per_user_limit():
@@ -164,33 +249,87 @@ async def test_bound_and_per_user_limit():
     with pytest.raises(PendingLimitReached, match="2 cover jobs"):
         queue.submit(job("alice", "a2"))
     queue.submit(job("bob", "b0"))
-    with pytest.raises(QueueFull, match="full"):
+    with pytest.raises(QueueFull, match=r"full \(3 jobs"):
         queue.submit(job("carol", "c0"))
-    assert queue.pending_count == 3
+    assert queue.pending_count == 3 and queue.running == (blocker,)
     runner.gate.set()
     await asyncio.wait_for(first.result(), GUARD_S)
     queue.submit(job("alice", "a2"))  # a finished job frees the user's slot
-    await queue.close()
+    await asyncio.wait_for(queue.close(), GUARD_S)
     assert blocker.status == "done"
 
 
+async def test_running_jobs_count_against_the_per_user_limit():
+    runner = FakeRunner()
+    queue = GenerationQueue(runner, max_per_user=1)
+    await queue.start()
+    blocker = await hold_worker(queue, runner)
+    with pytest.raises(PendingLimitReached, match="1 cover job waiting"):
+        queue.submit(job("blocker", "again"))
+    blocker.cancel()  # a cancelled job frees the slot at once
+    queue.submit(job("blocker", "again"))
+    runner.gate.set()
+    await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+def test_bad_settings_and_empty_jobs_are_refused():
+    runner = FakeRunner()
+    with pytest.raises(ValueError, match="max_batch"):
+        GenerationQueue(runner, max_batch=0)
+    with pytest.raises(ValueError, match="job_timeout_s"):
+        GenerationQueue(runner, job_timeout_s=0)
+    queue = GenerationQueue(runner)
+    with pytest.raises(ValueError, match="images"):
+        queue.submit(GenerationJob(user_id="alice", params=A, images=()))
+
+
+# -- cancelling ------------------------------------------------------------------------------
+
+
 async def test_cancel_waiting_and_running_jobs():
-    runner = FakeRunner(steps=50)
-    runner.step_delay = 0.01
+    runner = FakeRunner()
+    runner.resume.clear()
     queue = await started_queue(runner, max_batch=1)
     running = queue.submit(job("alice", "run"))
     waiting = queue.submit(job("bob", "wait"))
-    assert await asyncio.to_thread(runner.entered.wait, GUARD_S)
+    await entered(runner)
+    assert queue.position_of(waiting) == 1
     assert waiting.cancel() is True
+    assert queue.pending_count == 0 and queue.position_of(waiting) is None
     assert running.cancel() is True
     assert running.cancel() is False  # already ended
     for handle in (waiting, running):
         with pytest.raises(JobCancelled):
             await asyncio.wait_for(handle.result(), GUARD_S)
+        assert handle.status == "cancelled"
+    runner.resume.set()
     after = queue.submit(job("carol", "after"))
     await asyncio.wait_for(after.result(), GUARD_S)
+    assert runner.interrupted == 1  # the running call stopped at its next step
     assert ran(runner) == ["run", "after"]  # the waiting job never ran
     await queue.close()
+
+
+async def test_cancelling_one_job_of_a_batch_keeps_the_others():
+    runner = FakeRunner()
+    runner.resume.clear()
+    queue = await started_queue(runner, max_batch=8)
+    dropped = queue.submit(job("alice", "x", images=2))
+    kept = queue.submit(job("bob", "y", images=2))
+    await entered(runner)
+    assert set(queue.running) == {dropped, kept}
+    dropped.cancel()
+    assert queue.running == (kept,)
+    runner.resume.set()
+    result = await asyncio.wait_for(kept.result(), GUARD_S)
+    assert [i.spec.prompt for i in result.images] == ["y#0", "y#1"]
+    assert call_sizes(runner) == [4] and runner.interrupted == 0
+    with pytest.raises(JobCancelled):
+        await dropped.result()
+    await queue.close()
+
+
+# -- failures --------------------------------------------------------------------------------
 
 
 async def test_out_of_memory_splits_the_batch():
@@ -200,18 +339,25 @@ async def test_out_of_memory_splits_the_batch():
     handles = [queue.submit(job(f"user{i}", f"j{i}", images=4)) for i in range(2)]
     runner.gate.set()
     results = await wait_all(blocker, *handles)
-    assert all(len(r.images) == 4 for r in results[1:])
-    assert [len(p) for _, p in runner.calls] == [1, 8, 4, 2, 2, 4, 2, 2]
+    assert [[i.spec.prompt for i in r.images] for r in results[1:]] == [
+        [f"j{n}#{i}" for i in range(4)] for n in range(2)
+    ]
+    # 8 → OOM; 4 → OOM, 2, 2; 4 → OOM, 2, 2: four calls did the work.
+    assert call_sizes(runner) == [1, 8, 4, 2, 2, 4, 2, 2]
+    assert runner.returned == 5  # the blocker and the four calls of 2
     assert results[1].batch_sizes == (2, 2)
     await queue.close()
 
 
 async def test_out_of_memory_at_one_image_fails_only_that_job():
+    class OutOfMemoryError(RuntimeError):  # what torch.cuda raises, matched by its name
+        pass
+
     class PickyRunner(FakeRunner):
         def __call__(self, params, specs, control):
             if any("huge" in s.prompt for s in specs):
                 self.calls.append((params, [s.prompt for s in specs]))
-                raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory")
+                raise OutOfMemoryError("CUDA out of memory")
             return super().__call__(params, specs, control)
 
     runner = PickyRunner()
@@ -221,41 +367,90 @@ async def test_out_of_memory_at_one_image_fails_only_that_job():
     fine = queue.submit(job("bob", "fine", images=3))
     runner.gate.set()
     results = await wait_all(blocker, huge, fine)
-    assert isinstance(results[1], GenerationFailed) and "memory" in str(results[1])
-    assert len(results[2].images) == 3
+    assert isinstance(results[1], GenerationFailed)
+    assert "ran out of GPU memory even at batch size 1" in str(results[1])
+    assert [i.spec.prompt for i in results[2].images] == ["fine#0", "fine#1", "fine#2"]
+    assert call_sizes(runner) == [1, 4, 2, 1, 1, 2]
     await queue.close()
 
 
 async def test_a_crashing_runner_fails_its_batch_and_the_worker_lives_on(caplog):
-    runner = FakeRunner(crash_on="boom")
-    queue = await started_queue(runner, max_batch=1)
-    crash = queue.submit(job("alice", "boom"))
-    with pytest.raises(GenerationFailed, match="RuntimeError"):
-        await asyncio.wait_for(crash.result(), GUARD_S)
+    runner = FakeRunner()
+    queue = await started_queue(runner, max_batch=8)
+    blocker = await hold_worker(queue, runner)
+    crash = queue.submit(job("alice", "crash"))
+    neighbour = queue.submit(job("bob", "neighbour"))  # same call as the crash
+    runner.gate.set()
+    results = await wait_all(blocker, crash, neighbour)
+    for error in results[1:]:
+        assert isinstance(error, GenerationFailed) and "RuntimeError" in str(error)
     assert "runner exploded" in caplog.text  # logged with its traceback
     fine = queue.submit(job("alice", "fine"))
     assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
+    await queue.close()
 
 
 async def test_cover_errors_from_the_runner_reach_the_job_as_they_are():
+    refusal = ModelUnavailable("The model 'x' is not cached here.")
+
     def runner(params, specs, control):
-        raise ModelUnavailable("model 'x' is not cached")
+        raise refusal
 
     queue = await started_queue(runner)
     handle = queue.submit(job("alice", "a"))
-    with pytest.raises(ModelUnavailable, match="not cached"):
+    with pytest.raises(ModelUnavailable) as caught:
         await asyncio.wait_for(handle.result(), GUARD_S)
+    assert caught.value is refusal
     await queue.close()
+
+
+async def test_a_runner_returning_the_wrong_number_of_images_fails_cleanly():
+    answers = iter([[], None])
+
+    def runner(params, specs, control):
+        images = next(answers)
+        return images if images is not None else [GeneratedImage(s, None, s.seed) for s in specs]
+
+    queue = await started_queue(runner)
+    broken = queue.submit(job("alice", "a"))
+    with pytest.raises(GenerationFailed, match="on our side"):
+        await asyncio.wait_for(broken.result(), GUARD_S)
+    fine = queue.submit(job("alice", "b"))
+    assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
+    await queue.close()
+
+
+# -- time limits -----------------------------------------------------------------------------
 
 
 async def test_job_timeout_interrupts_the_run():
-    runner = FakeRunner(steps=1000)
-    runner.step_delay = 0.005
-    queue = await started_queue(runner, job_timeout_s=0.1)
+    runner = FakeRunner()
+    runner.resume.clear()  # steps forever until interrupted
+    queue = await started_queue(runner, job_timeout_s=0.05)
     handle = queue.submit(job("alice", "slow"))
-    with pytest.raises(JobTimedOut, match=r"0\.1 s"):
+    with pytest.raises(JobTimedOut, match=r"0\.05 s"):
         await asyncio.wait_for(handle.result(), GUARD_S)
+    assert handle.status == "failed"
+    await asyncio.wait_for(queue.close(), GUARD_S)  # the worker got its call back
+    assert runner.interrupted == 1
+
+
+async def test_a_runner_that_ignores_control_still_times_the_job_out():
+    runner = FakeRunner()
+    runner.gate.clear()  # blocks without calling control.step
+    queue = await started_queue(runner, job_timeout_s=0.05)
+    slow = queue.submit(job("alice", "slow"))
+    with pytest.raises(JobTimedOut):
+        await asyncio.wait_for(slow.result(), GUARD_S)
+    assert runner.returned == 0 and runner.interrupted == 0  # the result did not wait for it
+    runner.gate.set()
+    fine = queue.submit(job("bob", "fine"))
+    assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
+    assert runner.interrupted == 1  # its first step after the gate saw the job had ended
     await queue.close()
+
+
+# -- events ----------------------------------------------------------------------------------
 
 
 async def test_events_tell_the_whole_story():
@@ -264,26 +459,48 @@ async def test_events_tell_the_whole_story():
     blocker = await hold_worker(queue, runner)
     first = queue.submit(job("alice", "first"))
     second = queue.submit(job("bob", "second"))
-    events: list = []
-
-    async def collect():
-        async for event in second.events():
-            events.append(event)
-
-    collector = asyncio.create_task(collect())
-    await asyncio.sleep(0)
+    events = second.events()
     first.cancel()  # second moves up from position 2 to 1
     runner.gate.set()
-    await wait_all(blocker, second)
-    await asyncio.wait_for(collector, GUARD_S)
-    assert events[0] == Queued(2) and events[1] == Queued(1)
-    assert events[2] == Started(1)
-    assert events[3:6] == [Progress(1, 3), Progress(2, 3), Progress(3, 3)]
-    assert isinstance(events[6], Finished) and len(events) == 7
-    # A late subscriber still learns how it ended.
-    late = [event async for event in second.events()]
-    assert len(late) == 1 and isinstance(late[0], Finished)
+    result = await asyncio.wait_for(second.result(), GUARD_S)
+    seen = await asyncio.wait_for(_collect(events), GUARD_S)
+    assert seen == [
+        Queued(2),
+        Queued(1),
+        Started(1),
+        Progress(1, 3),
+        Progress(2, 3),
+        Progress(3, 3),
+        Finished(result),
+    ]
+    assert result.wait_s > 0 and result.run_s >= 0 and result.batch_sizes == (1,)
+    # A late subscriber still learns how it ended, and nothing else.
+    assert await _collect(second.events()) == [Finished(result)]
+    await wait_all(blocker)
     await queue.close()
+
+
+async def test_a_late_subscriber_first_gets_the_current_state():
+    runner = FakeRunner()
+    runner.resume.clear()
+    queue = await started_queue(runner, max_batch=1)
+    running = queue.submit(job("alice", "a"))
+    waiting = queue.submit(job("bob", "b"))
+    await entered(runner)
+    assert await asyncio.wait_for(anext(waiting.events()), GUARD_S) == Queued(1)
+    late = running.events()
+    assert await asyncio.wait_for(anext(late), GUARD_S) == Started(1)
+    assert isinstance(await asyncio.wait_for(anext(late), GUARD_S), Progress)
+    runner.resume.set()
+    await wait_all(running, waiting)
+    await queue.close()
+
+
+async def _collect(events) -> list:
+    return [event async for event in events]
+
+
+# -- shutting down ---------------------------------------------------------------------------
 
 
 async def test_close_with_drain_finishes_the_work():
@@ -294,30 +511,59 @@ async def test_close_with_drain_finishes_the_work():
     assert all(h.status == "done" for h in handles)
     with pytest.raises(QueueClosed):
         queue.submit(job("late", "late"))
-    await queue.close()  # idempotent
+    await asyncio.wait_for(queue.close(), GUARD_S)  # idempotent
 
 
 async def test_close_without_drain_fails_waiting_and_interrupts_running():
-    runner = FakeRunner(steps=1000)
-    runner.step_delay = 0.005
+    runner = FakeRunner()
+    runner.resume.clear()
     queue = await started_queue(runner, max_batch=1)
     running = queue.submit(job("alice", "running"))
     waiting = queue.submit(job("bob", "waiting"))
-    events = []
-
-    async def collect():
-        async for event in waiting.events():
-            events.append(event)
-
-    collector = asyncio.create_task(collect())
-    assert await asyncio.to_thread(runner.entered.wait, GUARD_S)
+    events = waiting.events()
+    await entered(runner)
     await asyncio.wait_for(queue.close(drain=False), GUARD_S)
     for handle in (running, waiting):
         with pytest.raises(QueueClosed):
             await handle.result()
-    await asyncio.wait_for(collector, GUARD_S)
-    assert isinstance(events[-1], Failed) and isinstance(events[-1].error, QueueClosed)
-    assert len(runner.calls) == 1
+    seen = await asyncio.wait_for(_collect(events), GUARD_S)
+    assert seen[:2] == [Queued(2), Queued(1)] and isinstance(seen[-1], Failed)
+    assert isinstance(seen[-1].error, QueueClosed)
+    assert len(runner.calls) == 1 and runner.interrupted == 1
+    with pytest.raises(QueueClosed):
+        queue.submit(job("carol", "late"))
+
+
+async def test_close_timeout_fails_what_is_left():
+    runner = FakeRunner()
+    runner.gate.clear()  # a call that never steps: only the timeout ends the close
+    queue = await started_queue(runner)
+    stuck = queue.submit(job("alice", "stuck"))
+    await entered(runner)
+    await asyncio.wait_for(queue.close(timeout_s=0.05), GUARD_S)
+    with pytest.raises(QueueClosed):
+        await asyncio.wait_for(stuck.result(), GUARD_S)
+    runner.gate.set()  # let the thread finish; its next step is interrupted
+
+
+async def test_a_queue_closed_before_it_started_fails_its_jobs():
+    queue = GenerationQueue(FakeRunner())
+    waiting = queue.submit(job("alice", "a"))
+    await queue.close()
+    with pytest.raises(QueueClosed):
+        await asyncio.wait_for(waiting.result(), GUARD_S)
+    with pytest.raises(QueueClosed):
+        await queue.start()
+
+
+async def test_context_manager_drains_on_a_clean_exit():
+    runner = FakeRunner()
+    async with GenerationQueue(runner) as queue:
+        handle = queue.submit(job("alice", "a", images=2))
+    assert handle.status == "done" and queue.closed
+
+
+# -- under load ------------------------------------------------------------------------------
 
 
 async def test_many_users_at_once_nothing_lost_or_duplicated():
@@ -327,7 +573,11 @@ async def test_many_users_at_once_nothing_lost_or_duplicated():
         queue.submit(job(f"user{u}", f"u{u}j{j}", images=4)) for u in range(6) for j in range(5)
     ]
     results = await wait_all(*handles)
-    assert all(len(r.images) == 4 for r in results)
+    for handle, result in zip(handles, results, strict=True):
+        assert [i.spec.prompt for i in result.images] == [
+            f"{handle.job.label}#{i}" for i in range(4)
+        ]
     prompts = [p for _, ps in runner.calls for p in ps]
     assert len(prompts) == len(set(prompts)) == 6 * 5 * 4
+    assert max(call_sizes(runner)) == 8
     await queue.close()
