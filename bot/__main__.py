@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", help="auto, cpu, cuda, cuda:N or mps (default: settings, 'auto')"
     )
 
+    commands.add_parser(
+        "run",
+        help="run the Discord bot (needs DISCORD_TOKEN)",
+        description="Connect to Discord (or the server in COVER_DISCORD_API_BASE / "
+        "COVER_DISCORD_GATEWAY_URL) and serve /cover until stopped.",
+    )
     commands.add_parser("models", help="list the model presets")
     return parser
 
@@ -156,6 +162,42 @@ async def _print_progress(handle, queued_type, progress_type) -> None:
         print(file=sys.stderr)
 
 
+async def run_bot() -> int:
+    from bot.settings import Settings
+
+    settings = Settings()
+    token = settings.require_discord_token()  # before anything heavy: a missing token is one line
+
+    from bot.cover import CoverService
+    from bot.discord_app import CoverBot, point_discord_at
+    from bot.storage import Storage
+    from models.queue import GenerationQueue
+    from models.runner import DiffusersRunner
+
+    runner = DiffusersRunner(
+        device=settings.device,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        black_retries=settings.black_retries,
+    )
+    queue = GenerationQueue(
+        runner,
+        max_pending=settings.queue_max_pending,
+        max_per_user=settings.queue_max_per_user,
+        max_batch=settings.queue_max_batch,
+        job_timeout_s=settings.job_timeout_s,
+    )
+    storage = Storage(settings.db_path)
+    point_discord_at(settings)
+    bot = CoverBot(settings, queue, storage, CoverService(settings, queue, storage))
+    try:
+        async with bot:
+            await bot.start(token.get_secret_value())
+    finally:
+        storage.close()
+    return 0
+
+
 def run_models() -> int:
     from models.registry import PRESETS
 
@@ -175,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cover":
             return asyncio.run(run_cover(args))
+        if args.command == "run":
+            return asyncio.run(run_bot())
         return run_models()
     except CoverError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SPOTIFY_CLIENT_SECRET", "COVER_SPOTIFY_CLIENT_SECRET")
     )
 
+    # --- Discord endpoints (Discord's by default; Discord-compatible servers and tests differ) ---
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg"
+    discord_guild_id: int | None = None  # sync slash commands to this guild only (instant)
+    vote_close_after_s: float = 24 * 3600.0  # an open vote closes itself after this long
+    status_edit_interval_s: float = 2.0  # least time between edits of a job's status message
+
     # --- Spotify endpoints (tests point these at a local fake server) ---
     spotify_api_base: str = Field(
         "https://api.spotify.com/v1",

@@ -466,10 +466,11 @@ class Storage:
                 counts[row["choice"]] = row["n"]
             return counts
 
-    def close_vote(self, message_id: str, *, winner: int | None) -> None:
+    def close_vote(self, message_id: str, *, winner: int | None) -> bool:
         """Close voting and record the winner (None: no winner, e.g. nobody voted).
 
-        Closing is final: closing an already closed message changes nothing.
+        Closing is final: closing an already closed message changes nothing and returns False,
+        so exactly one caller (the one that gets True) announces the winner.
         """
         with self._transaction() as db:
             message = self._message(db, message_id)
@@ -479,13 +480,14 @@ class Storage:
                 raise ValueError(
                     f"winner must be between 1 and {message['candidate_count']}, got {winner}"
                 )
-            db.execute(
+            cursor = db.execute(
                 """
                 UPDATE cover_messages SET status = 'closed', winner = ?, closed_at = ?
                 WHERE message_id = ? AND status = 'open'
                 """,
                 [winner, self._stamp(), message_id],
             )
+            return cursor.rowcount == 1
 
     # --- helpers ----------------------------------------------------------------------------------
 

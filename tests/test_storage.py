@@ -369,7 +369,7 @@ def test_votes_survive_reopening_the_file(open_storage, message: str, storage: S
 
 def test_a_closed_vote_rejects_votes_and_keeps_its_result(storage: Storage, message: str):
     storage.cast_vote(message_id=message, user_id="alice", choice=2)
-    storage.close_vote(message, winner=2)
+    assert storage.close_vote(message, winner=2) is True
 
     closed = storage.cover_message(message)
     assert (closed["status"], closed["winner"]) == ("closed", 2)
@@ -379,7 +379,7 @@ def test_a_closed_vote_rejects_votes_and_keeps_its_result(storage: Storage, mess
     assert storage.tally(message) == {1: 0, 2: 1, 3: 0, 4: 0}
     assert storage.open_cover_messages() == []
 
-    storage.close_vote(message, winner=3)  # closing is final
+    assert storage.close_vote(message, winner=3) is False  # closing is final
     assert storage.cover_message(message)["winner"] == 2
 
 
