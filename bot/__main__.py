@@ -168,33 +168,11 @@ async def run_bot() -> int:
     settings = Settings()
     token = settings.require_discord_token()  # before anything heavy: a missing token is one line
 
-    from bot.cover import CoverService
-    from bot.discord_app import CoverBot, point_discord_at
-    from bot.storage import Storage
-    from models.queue import GenerationQueue
-    from models.runner import DiffusersRunner
+    from bot.discord_app import build_bot
 
-    runner = DiffusersRunner(
-        device=settings.device,
-        cache_dir=settings.cache_dir,
-        allow_downloads=settings.allow_downloads,
-        black_retries=settings.black_retries,
-    )
-    queue = GenerationQueue(
-        runner,
-        max_pending=settings.queue_max_pending,
-        max_per_user=settings.queue_max_per_user,
-        max_batch=settings.queue_max_batch,
-        job_timeout_s=settings.job_timeout_s,
-    )
-    storage = Storage(settings.db_path)
-    point_discord_at(settings)
-    bot = CoverBot(settings, queue, storage, CoverService(settings, queue, storage))
-    try:
-        async with bot:
-            await bot.start(token.get_secret_value())
-    finally:
-        storage.close()
+    bot = build_bot(settings)
+    async with bot:
+        await bot.start(token.get_secret_value())
     return 0
 
 

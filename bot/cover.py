@@ -17,14 +17,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.errors import InvalidOption
+from bot.errors import CooldownActive, InvalidOption
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
 from bot.prompts import STYLES, Prompt, build_prompts, clean_title
 from bot.settings import Settings
 from bot.storage import Storage
+from models.errors import QueueClosed
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
 from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
@@ -135,8 +137,10 @@ class CoverService:
         self._spotify = None
 
     # 1. playlist text → facts
-    async def read_playlist(self, text: str) -> PlaylistFacts:
-        if looks_like_snapshot(text):
+    async def read_playlist(self, text: str, *, allow_files: bool = True) -> PlaylistFacts:
+        """``allow_files=False`` for people on Discord: their text must never name a file on
+        the bot's machine, so it is parsed as a Spotify link whatever it looks like."""
+        if allow_files and looks_like_snapshot(text):
             return await asyncio.to_thread(load_snapshot, text.strip())
         playlist_id = await resolve_playlist_ref(text)
         reader = self._spotify_reader()
@@ -158,9 +162,10 @@ class CoverService:
     # 2-3. facts → model + prompts → job (no GPU work yet; every error is raised here)
     async def prepare(self, request: CoverRequest) -> PreparedCover:
         request.check()
+        self._check_cooldown(request)  # early, so a refused request costs no Spotify call
         spec = resolve_model(request.model or self.settings.default_model, lora=request.lora)
         started = time.perf_counter()
-        facts = await self.read_playlist(request.playlist)
+        facts = await self.read_playlist(request.playlist, allow_files=request.source == "cli")
         read_s = time.perf_counter() - started
 
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
@@ -183,8 +188,11 @@ class CoverService:
 
     # 4. job → queue. Raises QueueFull / PendingLimitReached before anything is recorded.
     def submit(self, prepared: PreparedCover) -> tuple[str, JobHandle]:
-        handle = self.queue.submit(prepared.job)
         request = prepared.request
+        # Again here: between this check and the row below nothing awaits, so two requests
+        # sent at once cannot both slip through.
+        self._check_cooldown(request)
+        handle = self.queue.submit(prepared.job)
         request_id = self.storage.record_request(
             source=request.source,
             user_id=request.user_id,
@@ -210,6 +218,58 @@ class CoverService:
         )
         return request_id, handle
 
+    def _check_cooldown(self, request: CoverRequest) -> None:
+        """People (not the CLI) wait ``cooldown_s`` between accepted requests."""
+        cooldown = self.settings.cooldown_s
+        if request.source == "cli" or cooldown <= 0:
+            return
+        last = self.storage.last_request_at(request.user_id, request.source)
+        if last is None:
+            return
+        waited = (datetime.now(UTC) - last).total_seconds()
+        if waited < cooldown:
+            raise CooldownActive(cooldown - waited)
+
+    def resume(self, row: dict) -> tuple[PreparedCover, JobHandle]:
+        """Queue a stored request again after a restart, with the prompts and seeds it had.
+
+        The playlist is not read again: the covers are made from what was accepted. Raises
+        what :meth:`GenerationQueue.submit` raises (queue full, closed).
+        """
+        params = row["params"]
+        spec = resolve_model(row["model"], lora=params.get("lora"))
+        prompts = tuple(
+            Prompt(p["text"], p["negative"], p["style"], p["seed"]) for p in row["prompts"]
+        )
+        facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
+        request = CoverRequest(
+            playlist=row["playlist_id"],
+            user_id=row["user_id"],
+            source=row["source"],
+            model=row["model"],
+            lora=params.get("lora"),
+            count=len(prompts),
+            style=params.get("style", "seed"),
+            title_overlay=bool(params.get("title_overlay")),
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+        )
+        job = GenerationJob(
+            user_id=row["user_id"],
+            params=GenerationParams(
+                model=spec.name,
+                width=params["width"],
+                height=params["height"],
+                steps=params["steps"],
+                guidance=params["guidance"],
+                lora=params.get("lora"),
+            ),
+            images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
+            label=row["playlist_name"],
+        )
+        prepared = PreparedCover(request, facts, spec, prompts, job, read_s=0.0)
+        return prepared, self.queue.submit(job)
+
     # 5-6. images → files + rows
     async def finish(
         self,
@@ -220,6 +280,8 @@ class CoverService:
     ) -> CoverResult:
         try:
             result = await handle.result()
+        except QueueClosed:
+            raise  # shutting down: the row stays "queued" and the next start resumes it
         except Exception as exc:
             self.storage.finish_request(
                 request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(exc)

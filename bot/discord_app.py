@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import discord
 import yarl
@@ -19,13 +20,44 @@ from bot.cover import CoverService
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import CoverError
+from models.jobs import Runner
 from models.queue import GenerationQueue
+from models.registry import list_models
 
 log = logging.getLogger(__name__)
 
 NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")  # vote reactions, one per candidate
 CLOSE_EMOJI = "✅"  # the requester closes the vote with it
 NO_MENTIONS = discord.AllowedMentions.none()  # messages quote user text: never ping anyone
+
+
+COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark")
+
+
+def build_bot(settings: Settings, *, runner: Runner | None = None, **options: Any) -> CoverBot:
+    """The bot with its queue, storage and cover service, pointed where ``settings`` say.
+
+    ``runner`` defaults to diffusers on ``settings.device``; tests may pass another.
+    """
+    if runner is None:
+        from models.runner import DiffusersRunner
+
+        runner = DiffusersRunner(
+            device=settings.device,
+            cache_dir=settings.cache_dir,
+            allow_downloads=settings.allow_downloads,
+            black_retries=settings.black_retries,
+        )
+    queue = GenerationQueue(
+        runner,
+        max_pending=settings.queue_max_pending,
+        max_per_user=settings.queue_max_per_user,
+        max_batch=settings.queue_max_batch,
+        job_timeout_s=settings.job_timeout_s,
+    )
+    storage = Storage(settings.db_path)
+    point_discord_at(settings)
+    return CoverBot(settings, queue, storage, CoverService(settings, queue, storage), **options)
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -39,10 +71,18 @@ def point_discord_at(settings: Settings) -> None:
 
 
 class CoverBot(commands.Bot):
-    """A bot with the cover and vote cogs, sharing one generation queue."""
+    """A bot with the cover, vote and benchmark cogs, sharing one generation queue.
+
+    ``options`` go to :class:`discord.ext.commands.Bot` (tests shorten ``guild_ready_timeout``).
+    """
 
     def __init__(
-        self, settings: Settings, queue: GenerationQueue, storage: Storage, service: CoverService
+        self,
+        settings: Settings,
+        queue: GenerationQueue,
+        storage: Storage,
+        service: CoverService,
+        **options: Any,
     ) -> None:
         intents = discord.Intents.default()
         intents.members = False  # would trigger member chunking; votes need only raw events
@@ -52,20 +92,19 @@ class CoverBot(commands.Bot):
             intents=intents,
             allowed_mentions=NO_MENTIONS,
             help_command=None,
+            **options,
         )
         self.settings = settings
         self.queue = queue
         self.storage = storage
         self.service = service
+        self.device = getattr(queue.runner, "device", settings.device)  # what /benchmark reports
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
         await self.queue.start()
-        from bot.cogs.cover import CoverCog
-        from bot.cogs.votes import VotesCog
-
-        await self.add_cog(CoverCog(self))
-        await self.add_cog(VotesCog(self))
+        for extension in COGS:
+            await self.load_extension(extension)
         guild = self.settings.discord_guild_id
         if guild is not None:
             target = discord.Object(id=guild)
@@ -75,8 +114,11 @@ class CoverBot(commands.Bot):
             await self.tree.sync()
 
     async def close(self) -> None:
-        await super().close()
+        # The queue first, while Discord is still reachable: jobs it ends stay "queued" in the
+        # database and the next start resumes them (see CoverCog.resume_unfinished).
         await self.queue.close(drain=False, timeout_s=30)
+        await super().close()
+        self.storage.close()
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -114,6 +156,12 @@ async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool 
             )
     except discord.HTTPException:
         log.warning("Could not reply to interaction %s", interaction.id, exc_info=True)
+
+
+def model_choices(current: str) -> list[app_commands.Choice[str]]:
+    """Registry names containing what was typed so far (Discord shows at most 25)."""
+    names = [name for name in list_models() if current.lower() in name.lower()]
+    return [app_commands.Choice(name=name, value=name) for name in names[:25]]
 
 
 def _command_name(interaction: discord.Interaction) -> str:

@@ -60,3 +60,10 @@ class SpotifyAuthError(SpotifyError):
 
 class SpotifyUnavailable(SpotifyError):
     pass
+
+
+class CooldownActive(CoverError):
+    def __init__(self, retry_after: float) -> None:
+        wait = max(1, round(retry_after))
+        super().__init__(f"You asked for covers a moment ago; try again in {wait} s.")
+        self.retry_after = retry_after

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     discord_guild_id: int | None = None  # sync slash commands to this guild only (instant)
     vote_close_after_s: float = 24 * 3600.0  # an open vote closes itself after this long
     status_edit_interval_s: float = 2.0  # least time between edits of a job's status message
+    cooldown_s: float = 30.0  # least time between one person's accepted /cover requests
+    benchmark_steps: int | None = None  # /benchmark's denoising steps (None: the model preset's)
+    benchmark_requests: tuple[int, ...] = (1, 4, 8)  # /benchmark's workloads: concurrent requests
 
     # --- Spotify endpoints (tests point these at a local fake server) ---
     spotify_api_base: str = Field(
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     queue_max_per_user: int = 2  # jobs one user may have waiting or running
     queue_max_batch: int = 8  # images merged into one pipeline call
     job_timeout_s: float = 600.0
+
+    @field_validator("cooldown_s", "vote_close_after_s", "status_edit_interval_s")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
 
     @field_validator("queue_max_pending", "queue_max_per_user", "queue_max_batch")
     @classmethod

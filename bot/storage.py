@@ -304,6 +304,22 @@ class Storage:
                 row[column] = json.loads(row[column])
         return row
 
+    def unfinished_requests(self, source: str) -> list[dict[str, Any]]:
+        """Requests from ``source`` still ``queued`` (a restart interrupted them), oldest first."""
+        ids = self._rows(
+            "SELECT id FROM requests WHERE source = ? AND status = 'queued' ORDER BY created_at",
+            [source],
+        )
+        return [row for row in (self.request(r["id"]) for r in ids) if row is not None]
+
+    def last_request_at(self, user_id: str, source: str) -> datetime | None:
+        """When ``user_id`` last had a request accepted from ``source`` (None: never)."""
+        rows = self._rows(
+            "SELECT max(created_at) AS at FROM requests WHERE user_id = ? AND source = ?",
+            [user_id, source],
+        )
+        return datetime.fromisoformat(rows[0]["at"]) if rows and rows[0]["at"] else None
+
     def candidates(self, request_id: str) -> list[dict[str, Any]]:
         """A request's candidates in order, each with ``index`` (1-based) like its input."""
         return self._rows(

@@ -4,6 +4,7 @@
     ├── MissingSetting              (bot.errors) a required environment variable is unset
     ├── InvalidOption               (bot.errors) a request option out of range (also a ValueError)
     ├── InvalidPlaylistLink         (bot.errors) not a Spotify playlist link, URI or id
+    ├── CooldownActive              (bot.errors) this user's last request was too recent
     ├── SpotifyError                (bot.errors) Spotify said no or did not answer
     │   ├── PlaylistNotFound        404: missing, private, or deleted
     │   ├── EditorialPlaylist       Spotify-owned playlists are closed to third-party apps

@@ -426,6 +426,10 @@ class GenerationQueue:
     # -- what callers see ---------------------------------------------------------------
 
     @property
+    def runner(self) -> Runner:
+        return self._runner
+
+    @property
     def pending_count(self) -> int:
         """Jobs waiting to run (running jobs not included)."""
         return sum(len(lane) for lane in self._lanes.values())

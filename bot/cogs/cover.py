@@ -11,11 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult
-from bot.discord_app import NO_MENTIONS, NUMBER_EMOJI
+from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult, PreparedCover
+from bot.discord_app import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI, model_choices, reply
 from bot.prompts import STYLES
+from models.errors import CoverError, QueueClosed
 from models.queue import Failed, Finished, JobHandle, Progress, Queued, Started
-from models.registry import list_models
 
 if TYPE_CHECKING:
     from bot.discord_app import CoverBot
@@ -64,24 +64,31 @@ class CoverCog(commands.Cog):
             channel_id=str(interaction.channel_id),
         )
         prepared = await service.prepare(request)  # bad link, private playlist, rate limit…
-        request_id, handle = service.submit(prepared)  # queue full, your own limit…
+        request_id, handle = service.submit(prepared)  # queue full, your own limit, cooldown…
         await interaction.edit_original_response(
-            content=f"Making {count} cover(s) for **{discord.utils.escape_markdown(prepared.facts.name)}**…",
+            content=f"Making {count} cover(s) for **{_escape(prepared.facts.name)}**…",
             allowed_mentions=NO_MENTIONS,
         )
         status = asyncio.create_task(self._show_status(interaction, handle, started))
         try:
             cover = await service.finish(prepared, request_id, handle)
+        except QueueClosed:
+            await reply(
+                interaction, "The bot is restarting; your covers will be made once it is back."
+            )
+            return
         finally:
             status.cancel()
-        await self._post(interaction, cover, started)
+        late = time.monotonic() - started >= TOKEN_LIFETIME_S
+        await self._post(
+            cover, interaction.user.id, interaction.channel_id, None if late else interaction
+        )
 
     @cover.autocomplete("model")
     async def _model_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        names = [name for name in list_models() if current.lower() in name.lower()]
-        return [app_commands.Choice(name=name, value=name) for name in names[:25]]
+        return model_choices(current)
 
     async def _show_status(
         self, interaction: discord.Interaction, handle: JobHandle, started: float
@@ -111,34 +118,118 @@ class CoverCog(commands.Cog):
                 log.info("Could not edit the status of %s", handle.id[:8], exc_info=True)
 
     async def _post(
-        self, interaction: discord.Interaction, cover: CoverResult, started: float
+        self,
+        cover: CoverResult,
+        user_id: int,
+        channel_id: int,
+        interaction: discord.Interaction | None = None,
     ) -> None:
-        """Post the candidates with the sheet, add one number reaction each, open the vote."""
+        """Post the candidates with the sheet, add one number reaction each, open the vote.
+
+        Through the interaction while its token lives; as a plain channel message otherwise
+        (a job that outlived the token, or one resumed after a restart).
+        """
         files = [
             discord.File(c.png_path, filename=f"cover-{c.index}.png") for c in cover.candidates
         ]
         files.append(discord.File(cover.sheet_path, filename="sheet.png"))
         numbers = " ".join(NUMBER_EMOJI[: len(cover.candidates)])
         content = (
-            f"<@{interaction.user.id}>: covers for **{discord.utils.escape_markdown(cover.facts.name)}**. "
-            f"Vote with {numbers}; the requester closes the vote with ✅."
+            f"<@{user_id}>: covers for **{_escape(cover.facts.name)}**. "
+            f"Vote with {numbers}; the requester closes the vote with {CLOSE_EMOJI}."
         )
-        mentions = discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False)
-        if time.monotonic() - started < TOKEN_LIFETIME_S:
+        mentions = discord.AllowedMentions(
+            users=[discord.Object(id=user_id)], everyone=False, roles=False
+        )
+        if interaction is not None:
             message = await interaction.followup.send(
                 content, files=files, wait=True, allowed_mentions=mentions
             )
         else:
-            channel = self.bot.get_partial_messageable(interaction.channel_id)
+            channel = self.bot.get_partial_messageable(channel_id)
             message = await channel.send(content, files=files, allowed_mentions=mentions)
         self.bot.storage.register_cover_message(
             message_id=str(message.id),
-            channel_id=str(interaction.channel_id),
+            channel_id=str(channel_id),
             request_id=cover.request_id,
             candidate_count=len(cover.candidates),
         )
         for emoji in NUMBER_EMOJI[: len(cover.candidates)]:
             await message.add_reaction(emoji)
+
+    # -- restarts ----------------------------------------------------------------------------
+
+    async def resume_unfinished(self) -> None:
+        """Queue again what a restart interrupted, and tell each requester in their channel.
+
+        Requests that can no longer run (the model is gone, the queue is full) are marked
+        failed and their requesters told why; nothing is dropped silently.
+        """
+        storage, service = self.bot.storage, self.bot.service
+        for row in storage.unfinished_requests("discord"):
+            channel = self.bot.get_partial_messageable(int(row["channel_id"]))
+            who = f"<@{row['user_id']}>"
+            name = _escape(row["playlist_name"])
+            try:
+                prepared, handle = service.resume(row)
+            except CoverError as exc:
+                storage.finish_request(row["id"], status="failed", timings={}, error=str(exc))
+                await _say(
+                    channel,
+                    f"{who}: the bot restarted before your covers for **{name}** "
+                    f"were made, and they can't be made now: {exc}",
+                    row["user_id"],
+                )
+                continue
+            log.info("Resumed request %s for user %s", row["id"][:8], row["user_id"])
+            await _say(
+                channel,
+                f"{who}: the bot restarted while your covers for **{name}** "
+                "were waiting; they are being made now.",
+                row["user_id"],
+            )
+            self._resumed.add(asyncio.create_task(self._finish_resumed(prepared, row, handle)))
+
+    async def _finish_resumed(self, prepared: PreparedCover, row: dict, handle: JobHandle) -> None:
+        channel = self.bot.get_partial_messageable(int(row["channel_id"]))
+        try:
+            cover = await self.bot.service.finish(prepared, row["id"], handle)
+            await self._post(cover, int(row["user_id"]), int(row["channel_id"]))
+        except QueueClosed:
+            return  # restarting again: the next start picks it up
+        except CoverError as exc:
+            await _say(
+                channel,
+                f"<@{row['user_id']}>: your covers for "
+                f"**{_escape(row['playlist_name'])}** failed: {exc}",
+                row["user_id"],
+            )
+        except Exception:
+            log.exception("Resumed request %s failed", row["id"][:8])
+
+    async def cog_load(self) -> None:
+        self._resumed: set[asyncio.Task[None]] = set()
+        self._resuming = asyncio.create_task(self.resume_unfinished())
+
+    async def cog_unload(self) -> None:
+        self._resuming.cancel()
+        for task in self._resumed:
+            task.cancel()
+
+
+async def _say(channel: discord.abc.Messageable, text: str, user_id: str) -> None:
+    """A channel message that may ping exactly one person; failures are logged, not raised."""
+    mentions = discord.AllowedMentions(
+        users=[discord.Object(id=int(user_id))], everyone=False, roles=False
+    )
+    try:
+        await channel.send(text, allowed_mentions=mentions)
+    except discord.HTTPException:
+        log.warning("Could not post to channel %s", getattr(channel, "id", "?"), exc_info=True)
+
+
+def _escape(text: str) -> str:
+    return discord.utils.escape_markdown(text)
 
 
 async def setup(bot: CoverBot) -> None:

@@ -1,0 +1,61 @@
+"""Start the real bot (discord.py, the queue, SQLite, a tiny real pipeline) against the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot.discord_app import CoverBot, build_bot
+from bot.settings import Settings
+from models.jobs import Runner
+from tests.fake_discord import FakeDiscord
+from tests.fake_spotify import CLIENT_ID, CLIENT_SECRET, FakeSpotify
+
+
+def bot_settings(
+    discord: FakeDiscord, spotify: FakeSpotify | None, tmp: Path, cache_dir: Path, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "discord_token": "fake-discord-token-do-not-print",
+        "discord_api_base": discord.api_base,
+        "discord_gateway_url": discord.gateway_url,
+        "db_path": tmp / "bot.db",
+        "output_dir": tmp / "covers",
+        "cache_dir": cache_dir,
+        "device": "cpu",
+        "status_edit_interval_s": 0.0,
+        "cooldown_s": 0.0,
+        "spotify_max_wait_s": 2.0,
+    }
+    if spotify is not None:
+        values |= {
+            "spotify_client_id": CLIENT_ID,
+            "spotify_client_secret": CLIENT_SECRET,
+            "spotify_api_base": spotify.api_base,
+            "spotify_token_url": spotify.token_url,
+        }
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    settings: Settings, discord: FakeDiscord, *, runner: Runner | None = None
+) -> AsyncIterator[CoverBot]:
+    """The bot logged in, commands synced, gateway READY; closed (queue first) on exit."""
+    sessions = discord.identified
+    bot = build_bot(settings, runner=runner, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start(settings.require_discord_token().get_secret_value()))
+    try:
+        await discord.wait_for(lambda: task.done() or discord.identified > sessions, timeout=60)
+        if task.done():
+            task.result()  # login failed: raise why
+        async with asyncio.timeout(30):
+            await bot.wait_until_ready()
+        yield bot
+    finally:
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,560 @@
+"""A local stand-in for Discord: the REST routes and the gateway websocket discord.py uses.
+
+The real discord.py client connects to it through the bot's settings
+(``discord_api_base``, ``discord_gateway_url``), exactly as it would to a Discord-compatible
+self-hosted server. The fake plays the part of Discord and of the people in one channel:
+
+- it answers login, command sync, interaction callbacks, webhook follow-ups and edits, channel
+  messages and reactions, and keeps what it was sent (messages with their attachment bytes,
+  every status edit, every reaction) for tests to inspect;
+- it sends gateway events: READY, then whatever a test makes people do – run a slash command
+  (:meth:`FakeDiscord.slash`), react or take a reaction back (:meth:`react`, :meth:`unreact`).
+  Reactions the bot adds come back to it as gateway events, as on Discord, so the bot must
+  ignore its own.
+
+A request to a route it does not know is answered 404 and kept in :attr:`FakeDiscord.unknown`,
+so a test can assert the bot only used what it meant to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+ADMINISTRATOR = 1 << 3
+MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 6) | (1 << 15)  # view, send, react, attach
+_snowflakes = itertools.count(1_300_000_000_000_000_000)
+
+
+def snowflake() -> int:
+    return next(_snowflakes)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # discord.py requires exactly "application/json": aiohttp's json_response adds a charset.
+    return web.Response(status=status, body=json.dumps(data), content_type="application/json")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class FakeUser:
+    id: int
+    name: str
+    admin: bool = False
+    bot: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "username": self.name,
+            "global_name": self.name,
+            "discriminator": "0",
+            "avatar": None,
+            "bot": self.bot,
+        }
+
+    def member(self) -> dict[str, Any]:
+        permissions = MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
+        return {
+            "user": self.payload(),
+            "roles": [],
+            "joined_at": "2026-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": str(permissions),
+        }
+
+
+@dataclass
+class Attachment:
+    filename: str
+    data: bytes
+
+
+@dataclass
+class Message:
+    id: int
+    channel_id: int
+    author: FakeUser
+    content: str
+    attachments: list[Attachment] = field(default_factory=list)
+    interaction_id: int | None = None  # set on an interaction's original response
+    reference_id: int | None = None  # the message it replies to
+    ephemeral: bool = False
+    edits: list[str] = field(default_factory=list)  # every content it was edited to, in order
+    created: float = field(default_factory=time.monotonic)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "channel_id": str(self.channel_id),
+            "type": 0 if self.reference_id is None else 19,
+            "content": self.content,
+            "author": self.author.payload(),
+            "attachments": [
+                {
+                    "id": str(self.id + n + 1),
+                    "filename": a.filename,
+                    "size": len(a.data),
+                    "url": f"https://cdn.invalid/{self.id}/{a.filename}",
+                    "proxy_url": f"https://media.invalid/{self.id}/{a.filename}",
+                }
+                for n, a in enumerate(self.attachments)
+            ],
+            "embeds": [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "flags": 64 if self.ephemeral else 0,
+            "components": [],
+            **(
+                {"message_reference": {"message_id": str(self.reference_id)}}
+                if self.reference_id
+                else {}
+            ),
+        }
+
+
+@dataclass
+class Interaction:
+    """One slash command a person ran, and how the bot acknowledged it."""
+
+    id: int
+    token: str
+    user: FakeUser
+    command: str
+    options: dict[str, Any]
+    sent_at: float
+    acked_at: float | None = None
+    response_type: int | None = None  # 4 message, 5 deferred, 8 autocomplete result
+    response: dict[str, Any] | None = None
+    original: Message | None = None
+
+    @property
+    def ack_latency_s(self) -> float | None:
+        return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+class FakeDiscord:
+    """Discord for one bot in one guild with one text channel. Use as an async context manager."""
+
+    def __init__(self) -> None:
+        self.bot_user = FakeUser(snowflake(), "CoverBot", bot=True)
+        self.application_id = snowflake()
+        self.guild_id = snowflake()
+        self.channel_id = snowflake()
+        self.messages: dict[int, Message] = {}
+        self.interactions: dict[int, Interaction] = {}
+        self.reactions: dict[int, list[tuple[int, str]]] = {}  # message → (user id, emoji)
+        self.commands: list[dict[str, Any]] = []  # as the bot last synced them
+        self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
+        self.identified = 0  # gateway sessions started (IDENTIFY received)
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._seq = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for socket in list(self._sockets):
+            await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # -- what people do ----------------------------------------------------------------------
+
+    async def slash(self, user: FakeUser, command: str, **options: Any) -> Interaction:
+        """``user`` runs ``/command`` with ``options`` (None values are left out, as Discord does)."""
+        given = {name: value for name, value in options.items() if value is not None}
+        interaction = Interaction(
+            snowflake(), f"token-{snowflake()}", user, command, given, time.monotonic()
+        )
+        self.interactions[interaction.id] = interaction
+        await self._dispatch("INTERACTION_CREATE", self._interaction_payload(interaction, 2))
+        return interaction
+
+    async def autocomplete(
+        self, user: FakeUser, command: str, option: str, typed: str
+    ) -> Interaction:
+        interaction = Interaction(
+            snowflake(), f"token-{snowflake()}", user, command, {option: typed}, time.monotonic()
+        )
+        self.interactions[interaction.id] = interaction
+        await self._dispatch(
+            "INTERACTION_CREATE", self._interaction_payload(interaction, 4, focused=option)
+        )
+        return interaction
+
+    async def react(self, user: FakeUser, message_id: int, emoji: str) -> None:
+        self.reactions.setdefault(message_id, []).append((user.id, emoji))
+        await self._dispatch(
+            "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji)
+        )
+
+    async def unreact(self, user: FakeUser, message_id: int, emoji: str) -> None:
+        self.reactions[message_id].remove((user.id, emoji))
+        payload = self._reaction_payload(user, message_id, emoji)
+        payload.pop("member")
+        await self._dispatch("MESSAGE_REACTION_REMOVE", payload)
+
+    # -- what tests look at ------------------------------------------------------------------
+
+    async def wait_for(self, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Wait until ``condition()`` is truthy: checked after every request the bot makes and
+        every tenth of a second (for conditions on the bot's side, such as its database)."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                while not (result := condition()):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.1)
+                return result
+
+    def channel_messages(self) -> list[Message]:
+        """Messages visible in the channel, in order (ephemeral replies left out)."""
+        return [m for m in self.messages.values() if not m.ephemeral]
+
+    def bot_reactions(self, message_id: int) -> list[str]:
+        return [e for user, e in self.reactions.get(message_id, []) if user == self.bot_user.id]
+
+    def followups(self, interaction: Interaction) -> list[Message]:
+        return [
+            m
+            for m in self.messages.values()
+            if m.interaction_id == interaction.id and m is not interaction.original
+        ]
+
+    # -- gateway -----------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._sockets.add(socket)
+        try:
+            await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41_250}}))
+            async for frame in socket:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                message = json.loads(frame.data)
+                if message["op"] == 1:  # heartbeat
+                    await socket.send_str(json.dumps({"op": 11}))
+                elif message["op"] == 2:  # identify
+                    self.identified += 1
+                    await self._send(socket, "READY", self._ready_payload())
+                    await self._notify()
+                elif message["op"] == 6:  # resume
+                    await self._send(socket, "RESUMED", {})
+        finally:
+            self._sockets.discard(socket)
+        return socket
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _ready_payload(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": self.bot_user.payload(),
+            "guilds": [],  # the guild arrives with interactions, partially, as for a new bot
+            "session_id": f"session-{snowflake()}",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+        }
+
+    async def _send(self, socket: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
+        self._seq += 1
+        await socket.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+
+    async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
+        if not self._sockets:
+            raise RuntimeError(f"no bot is connected to receive {event}")
+        for socket in list(self._sockets):
+            await self._send(socket, event, data)
+
+    def _interaction_payload(
+        self, interaction: Interaction, kind: int, *, focused: str | None = None
+    ) -> dict[str, Any]:
+        options = [
+            {"name": name, "type": _option_type(value), "value": value}
+            | ({"focused": True} if name == focused else {})
+            for name, value in interaction.options.items()
+        ]
+        command = next((c for c in self.commands if c["name"] == interaction.command), None)
+        return {
+            "id": str(interaction.id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "token": interaction.token,
+            "version": 1,
+            "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id),
+            "channel": {
+                "id": str(self.channel_id),
+                "type": 0,
+                "guild_id": str(self.guild_id),
+                "name": "covers",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+            },
+            "member": interaction.user.member(),
+            "app_permissions": str(MEMBER_PERMISSIONS),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024**2,
+            "data": {
+                "id": command["id"] if command else str(snowflake()),
+                "name": interaction.command,
+                "type": 1,
+                "options": options,
+            },
+        }
+
+    def _reaction_payload(self, user: FakeUser, message_id: int, emoji: str) -> dict[str, Any]:
+        message = self.messages[message_id]
+        return {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message_id),
+            "guild_id": str(self.guild_id),
+            "emoji": {"id": None, "name": emoji},
+            "member": user.member(),
+            "message_author_id": str(message.author.id),
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,
+        }
+
+    # -- REST --------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        try:
+            response = await self._route(request, path.split("/")[1:])
+        finally:
+            await self._notify()
+        if response is None:
+            self.unknown.append(f"{request.method} {path}")
+            return _json({"message": "404: Not Found", "code": 0}, status=404)
+        return response
+
+    async def _route(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
+        method = request.method
+        match parts:
+            case ["users", "@me"] if method == "GET":
+                return _json(self.bot_user.payload())
+            case ["oauth2", "applications", "@me"] if method == "GET":
+                return _json(self._application())
+            case ["applications", _, "commands"] if method == "PUT":
+                return _json(self._sync(await request.json()))
+            case ["applications", _, "guilds", _, "commands"] if method == "PUT":
+                return _json(self._sync(await request.json()))
+            case ["interactions", interaction_id, token, "callback"] if method == "POST":
+                return await self._callback(request, int(interaction_id), token)
+            case ["webhooks", _, token] if method == "POST":
+                return await self._followup(request, token)
+            case ["webhooks", _, token, "messages", "@original"]:
+                return await self._original(request, token)
+            case ["channels", channel_id, "messages"] if method == "POST":
+                body, files = await _read_body(request)
+                message = self._store(int(channel_id), body, files)
+                return _json(message.payload())
+            case ["channels", _, "messages", message_id, "reactions", emoji, "@me"]:
+                return self._own_reaction(request, int(message_id), emoji)
+        return None
+
+    def _application(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": "CoverBot",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": {**self.bot_user.payload(), "bot": False},
+            "verify_key": "0" * 64,
+            "flags": 0,
+        }
+
+    def _sync(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.commands = [
+            {
+                **c,
+                "id": str(snowflake()),
+                "application_id": str(self.application_id),
+                "version": "1",
+            }
+            for c in commands
+        ]
+        return self.commands
+
+    async def _callback(
+        self, request: web.Request, interaction_id: int, token: str
+    ) -> web.Response:
+        interaction = self.interactions.get(interaction_id)
+        if interaction is None or interaction.token != token:
+            return _json({"message": "Unknown interaction", "code": 10062}, status=404)
+        if interaction.acked_at is not None:
+            return _json(
+                {"message": "Interaction has already been acknowledged.", "code": 40060}, 400
+            )
+        interaction.acked_at = time.monotonic()
+        body, files = await _read_body(request)
+        interaction.response_type = body["type"]
+        interaction.response = body.get("data") or {}
+        if body["type"] in (4, 5):
+            data = interaction.response
+            interaction.original = self._store(
+                self.channel_id,
+                {"content": data.get("content", ""), "flags": data.get("flags", 0)},
+                files,
+                interaction_id=interaction.id,
+            )
+        if request.query.get("with_response") not in ("1", "true", "True"):
+            return web.Response(status=204)
+        return _json(
+            {
+                "interaction": {
+                    "id": str(interaction.id),
+                    "type": 2,
+                    "response_message_id": str(interaction.original.id)
+                    if interaction.original
+                    else None,
+                    "response_message_loading": body["type"] == 5,
+                    "response_message_ephemeral": bool(interaction.response.get("flags", 0) & 64),
+                }
+            }
+        )
+
+    def _by_token(self, token: str) -> Interaction | None:
+        return next((i for i in self.interactions.values() if i.token == token), None)
+
+    async def _followup(self, request: web.Request, token: str) -> web.Response:
+        interaction = self._by_token(token)
+        if interaction is None:
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        body, files = await _read_body(request)
+        message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
+        return _json(message.payload())
+
+    async def _original(self, request: web.Request, token: str) -> web.Response | None:
+        interaction = self._by_token(token)
+        if interaction is None or interaction.original is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        original = interaction.original
+        if request.method == "PATCH":
+            body, files = await _read_body(request)
+            if "content" in body and body["content"] is not None:
+                original.content = body["content"]
+                original.edits.append(body["content"])
+            if files:
+                original.attachments = files
+        elif request.method != "GET":
+            return None
+        return _json(original.payload())
+
+    def _own_reaction(self, request: web.Request, message_id: int, emoji: str) -> web.Response:
+        if message_id not in self.messages:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        entry = (self.bot_user.id, emoji)
+        if request.method == "PUT":
+            if entry not in self.reactions.setdefault(message_id, []):
+                self.reactions[message_id].append(entry)
+                # Discord tells the bot about its own reactions too.
+                payload = self._reaction_payload(self.bot_user, message_id, emoji)
+                asyncio.get_running_loop().create_task(
+                    self._dispatch("MESSAGE_REACTION_ADD", payload)
+                )
+        elif request.method == "DELETE":
+            with contextlib.suppress(ValueError):
+                self.reactions[message_id].remove(entry)
+        return web.Response(status=204)
+
+    def _store(
+        self,
+        channel_id: int,
+        body: dict[str, Any],
+        files: list[Attachment],
+        *,
+        interaction_id: int | None = None,
+    ) -> Message:
+        reference = (body.get("message_reference") or {}).get("message_id")
+        message = Message(
+            snowflake(),
+            channel_id,
+            self.bot_user,
+            body.get("content") or "",
+            files,
+            interaction_id=interaction_id,
+            reference_id=int(reference) if reference else None,
+            ephemeral=bool((body.get("flags") or 0) & 64),
+        )
+        self.messages[message.id] = message
+        return message
+
+
+async def _read_body(request: web.Request) -> tuple[dict[str, Any], list[Attachment]]:
+    """A JSON body, or multipart with ``payload_json`` and ``files[i]`` as discord.py sends."""
+    if not request.content_type.startswith("multipart/"):
+        text = await request.text()
+        return (json.loads(text) if text else {}), []
+    body: dict[str, Any] = {}
+    files: list[Attachment] = []
+    reader = await request.multipart()
+    async for part in reader:
+        if part.name == "payload_json":
+            body = json.loads(await part.text())
+        elif part.filename:
+            files.append(Attachment(part.filename, bytes(await part.read())))
+    return body, files
+
+
+def _option_type(value: Any) -> int:
+    if isinstance(value, bool):
+        return 5
+    if isinstance(value, int):
+        return 4
+    if isinstance(value, float):
+        return 10
+    return 3
