@@ -1,5 +1,6 @@
 # One image for the bot, training and eval: change the command, not the image.
 #   docker build -t playlist-cover .
+#   docker run -d --gpus all --env-file .env -v $PWD/data:/data playlist-cover        (the bot)
 #   docker run --rm --gpus all -v $PWD/data:/data playlist-cover python -m bot cover examples/playlists/gym-hype.json
 #   docker run --rm --gpus all -v $PWD/data:/data playlist-cover python -m training --help
 # Not built in CI (CI machines have no Docker engine).
@@ -24,7 +25,7 @@ COPY bot/__init__.py bot/
 COPY models/__init__.py models/
 COPY training/__init__.py training/
 COPY eval/__init__.py eval/
-RUN pip install torch && pip install '.[gen,bot,training,eval]' && pip uninstall -y playlist-cover
+RUN pip install torch==2.13.0 && pip install '.[gen,bot,training,eval]' && pip uninstall -y playlist-cover
 
 COPY . .
 RUN pip install --no-deps . \
@@ -37,4 +38,4 @@ ENV COVER_DB_PATH=/data/playlist-cover.db \
     COVER_CACHE_DIR=/data/cache \
     HF_HOME=/data/hf
 VOLUME ["/data"]
-CMD ["python", "-m", "bot", "models"]
+CMD ["python", "-m", "bot", "run"]

@@ -188,8 +188,10 @@ def run_models() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A long-running bot logs what it does (INFO); one-shot commands stay quiet unless asked.
+    verbosity = args.verbose + (1 if args.command == "run" else 0)
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")  # vote reactions, one per candidate
 CLOSE_EMOJI = "✅"  # the requester closes the vote with it
 NO_MENTIONS = discord.AllowedMentions.none()  # messages quote user text: never ping anyone
+# An interaction token lives 15 minutes; after 14 results go out with the bot's own token.
+TOKEN_LIFETIME_S = 14 * 60
 
 
 COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark")
@@ -113,6 +115,15 @@ class CoverBot(commands.Bot):
         else:
             await self.tree.sync()
 
+    async def on_ready(self) -> None:
+        log.info(
+            "Connected as %s (id %s); generating on %s with %r",
+            self.user,
+            self.user.id if self.user else "?",
+            self.device,
+            self.settings.default_model,
+        )
+
     async def close(self) -> None:
         # The queue first, while Discord is still reachable: jobs it ends stay "queued" in the
         # database and the next start resumes them (see CoverCog.resume_unfinished).
@@ -156,6 +167,25 @@ async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool 
             )
     except discord.HTTPException:
         log.warning("Could not reply to interaction %s", interaction.id, exc_info=True)
+
+
+async def post_result(
+    bot: commands.Bot,
+    interaction: discord.Interaction | None,
+    channel_id: int,
+    content: str,
+    *,
+    files: list[discord.File],
+    allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
+) -> discord.Message:
+    """A follow-up while the interaction's token lives (``interaction`` given), else a plain
+    channel message: for work that outlived the token, or was resumed after a restart."""
+    if interaction is not None:
+        return await interaction.followup.send(
+            content, files=files, wait=True, allowed_mentions=allowed_mentions
+        )
+    channel = bot.get_partial_messageable(channel_id)
+    return await channel.send(content, files=files, allowed_mentions=allowed_mentions)
 
 
 def model_choices(current: str) -> list[app_commands.Choice[str]]:

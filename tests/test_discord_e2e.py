@@ -378,3 +378,50 @@ async def test_thirty_requests_from_six_people_at_once(
         assert sorted(r["request_id"] for r in registered) == sorted(r["id"] for r in rows)
         assert sum(held.calls) == 12  # each image made once
         assert max(held.calls) > 1  # and people's jobs were batched together
+
+
+# -- the edges ---------------------------------------------------------------------------------
+
+
+async def test_work_that_outlives_the_interaction_token_is_posted_in_the_channel(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as running:
+        running.get_cog("CoverCog").token_lifetime_s = 0.0  # as if 15 minutes had passed
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        post = await discord.wait_for(
+            lambda: next((m for m in discord.channel_messages() if m.attachments), None)
+        )
+        assert post.interaction_id is None and f"<@{ALICE.id}>" in post.content
+        await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣"])
+        assert running.storage.cover_message(str(post.id))["status"] == "open"
+        assert discord.followups(interaction) == []
+
+
+async def test_an_unexpected_error_gives_an_incident_id_and_the_bot_carries_on(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        real_prepare = bot.service.prepare
+        calls = 0
+
+        async def prepare_with_a_bug(request):
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug of ours")
+            return await real_prepare(request)
+
+        bot.service.prepare = prepare_with_a_bug
+        broken = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        await discord.wait_for(lambda: broken.original and broken.original.edits)
+        [text] = broken.original.edits
+        incident = text.split("incident ")[1][:8]
+        assert "Something went wrong on our side" in text and "a bug of ours" not in text
+        logged = [r for r in caplog.records if incident in r.getMessage()]
+        assert logged and logged[0].exc_info is not None  # the traceback is in the log
+
+        fine = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        await cover_post(discord, fine)

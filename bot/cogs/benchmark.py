@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_app import NO_MENTIONS, model_choices
+from bot.discord_app import TOKEN_LIFETIME_S, model_choices, post_result
 from models.benchmark import Workload, run_queue_benchmark, write_report
 from models.jobs import GenerationParams
 from models.registry import resolve_model
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BENCHMARK_PRIORITY = 1  # users' jobs are priority 0: they always go first
-TOKEN_LIFETIME_S = 14 * 60
 
 
 class BenchmarkCog(commands.Cog):
@@ -58,21 +57,30 @@ class BenchmarkCog(commands.Cog):
                 steps=settings.benchmark_steps or spec.steps,
                 guidance=spec.guidance,
             )
-            workloads = [
-                Workload("lone request" if n == 1 else f"{n} concurrent x 4", n)
-                for n in settings.benchmark_requests
-            ]
-            await interaction.edit_original_response(
-                content=f"Benchmarking **{spec.name}** on `{self.bot.device}` "
+            workloads = [Workload.concurrent(n) for n in settings.benchmark_requests]
+            heading = (
+                f"Benchmarking **{spec.name}** on `{self.bot.device}` "
                 f"({', '.join(w.name for w in workloads)}); people's covers go first."
             )
+            await interaction.edit_original_response(content=heading)
+            edits: list[asyncio.Task[object]] = []
+
+            def show(stage: str) -> None:
+                edits.append(
+                    asyncio.create_task(
+                        interaction.edit_original_response(content=f"{heading}\nNow: {stage}.")
+                    )
+                )
+
             report = await run_queue_benchmark(
                 self.bot.queue,
                 params,
                 device=self.bot.device,
                 workloads=workloads,
                 priority=BENCHMARK_PRIORITY,
+                progress=show,
             )
+            await asyncio.gather(*edits, return_exceptions=True)  # a failed edit is no matter
             json_path, chart_path = await asyncio.to_thread(
                 write_report, report, settings.output_dir / "benchmarks"
             )
@@ -82,11 +90,10 @@ class BenchmarkCog(commands.Cog):
             discord.File(chart_path, filename="benchmark.png"),
             discord.File(json_path, filename="benchmark.json"),
         ]
-        if time.monotonic() - started < TOKEN_LIFETIME_S:
-            await interaction.followup.send(content, files=files, allowed_mentions=NO_MENTIONS)
-        else:
-            channel = self.bot.get_partial_messageable(interaction.channel_id)
-            await channel.send(content, files=files, allowed_mentions=NO_MENTIONS)
+        late = time.monotonic() - started >= TOKEN_LIFETIME_S
+        await post_result(
+            self.bot, None if late else interaction, interaction.channel_id, content, files=files
+        )
 
     @benchmark.autocomplete("model")
     async def _model_choices(

@@ -12,7 +12,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult, PreparedCover
-from bot.discord_app import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI, model_choices, reply
+from bot.discord_app import (
+    CLOSE_EMOJI,
+    NO_MENTIONS,
+    NUMBER_EMOJI,
+    TOKEN_LIFETIME_S,
+    model_choices,
+    post_result,
+    reply,
+)
 from bot.prompts import STYLES
 from models.errors import CoverError, QueueClosed
 from models.queue import Failed, Finished, JobHandle, Progress, Queued, Started
@@ -22,11 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The interaction token lives 15 minutes; after 14 we post with the bot's own token instead.
-TOKEN_LIFETIME_S = 14 * 60
-
 
 class CoverCog(commands.Cog):
+    token_lifetime_s = TOKEN_LIFETIME_S  # a class attribute so tests can pretend time passed
+
     def __init__(self, bot: CoverBot) -> None:
         self.bot = bot
 
@@ -79,7 +86,7 @@ class CoverCog(commands.Cog):
             return
         finally:
             status.cancel()
-        late = time.monotonic() - started >= TOKEN_LIFETIME_S
+        late = time.monotonic() - started >= self.token_lifetime_s
         await self._post(
             cover, interaction.user.id, interaction.channel_id, None if late else interaction
         )
@@ -109,7 +116,7 @@ class CoverCog(commands.Cog):
                 text = f"Generating: step {event.step}/{event.total}."
             else:
                 continue
-            if now - started > TOKEN_LIFETIME_S:
+            if now - started > self.token_lifetime_s:
                 return  # the token is about to expire; the result is posted in the channel
             try:
                 await interaction.edit_original_response(content=text)
@@ -141,13 +148,9 @@ class CoverCog(commands.Cog):
         mentions = discord.AllowedMentions(
             users=[discord.Object(id=user_id)], everyone=False, roles=False
         )
-        if interaction is not None:
-            message = await interaction.followup.send(
-                content, files=files, wait=True, allowed_mentions=mentions
-            )
-        else:
-            channel = self.bot.get_partial_messageable(channel_id)
-            message = await channel.send(content, files=files, allowed_mentions=mentions)
+        message = await post_result(
+            self.bot, interaction, channel_id, content, files=files, allowed_mentions=mentions
+        )
         self.bot.storage.register_cover_message(
             message_id=str(message.id),
             channel_id=str(channel_id),

@@ -1,0 +1,762 @@
+"""The generation benchmark: images per second and latency, measured through a GenerationQueue.
+
+It goes through the same queue users go through, so what it measures is what they get: the
+queue's batching of concurrent requests, its worker thread and the runner's real pipeline.
+
+    warm-up job (loads the pipeline; not counted)
+        │
+    for each Workload: submit ``requests`` jobs at once ─► queue ─► runner
+        │   per request: submit → result latency; per workload: first submit → last result
+        │   peak memory: CUDA's allocator counter, or the process RSS sampled in a thread
+        ▼
+    BenchmarkReport ─► table() for Discord, render_chart() and write_report() for the docs
+
+Two callers: the bot's admin ``/benchmark`` runs it on the bot's own, already running queue at a
+low priority (users' jobs go first, so their work shows up in the numbers as waiting time), and
+``python -m models.benchmark`` builds a queue of its own. torch is imported lazily, and only for
+CUDA's memory counters: the bot imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from PIL import Image, ImageDraw, ImageFont
+
+from models.errors import CoverError, ModelUnavailable
+from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+
+if TYPE_CHECKING:
+    from models.queue import GenerationQueue, JobHandle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Quiet Afternoon playlist cover image"  # the seed paper's prompt shape
+TABLE_LIMIT = 1500  # characters; a Discord message holds 2000, the table shares it with text
+CUDA_MEMORY = "cuda max allocated"
+SAMPLED_RSS = "process RSS peak (sampled)"
+LIFETIME_RSS = "process RSS peak (lifetime, getrusage)"
+NOT_MEASURED = "not measured"
+
+
+# -- what is measured ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """``requests`` requests submitted at once, each asking for ``images_per_request`` images."""
+
+    name: str  # e.g. "lone request", "4 concurrent x 4"
+    requests: int  # concurrent requests submitted at once
+    images_per_request: int = 4
+
+    def __post_init__(self) -> None:
+        if self.requests < 1:
+            raise ValueError(f"`requests` must be at least 1, got {self.requests}.")
+        if self.images_per_request < 1:
+            raise ValueError(
+                f"`images_per_request` must be at least 1, got {self.images_per_request}."
+            )
+
+    @classmethod
+    def concurrent(cls, requests: int, images_per_request: int = 4) -> Workload:
+        """The workload of ``requests`` concurrent requests, named the usual way."""
+        name = "lone request" if requests == 1 else f"{requests} concurrent x {images_per_request}"
+        return cls(name, requests, images_per_request)
+
+
+DEFAULT_WORKLOADS: tuple[Workload, ...] = (
+    Workload("lone request", 1),
+    Workload("4 concurrent x 4", 4),
+    Workload("8 concurrent x 4", 8),
+)
+
+
+@dataclass(frozen=True)
+class WorkloadResult:
+    workload: Workload
+    images: int
+    wall_s: float  # first submit -> last result
+    images_per_s: float
+    latency_p50_s: float  # per-request latency: submit -> result
+    latency_p95_s: float
+    batch_sizes: tuple[int, ...]  # the pipeline calls the queue made, largest first
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkloadResult:
+        return cls(
+            workload=Workload(**data["workload"]),
+            images=data["images"],
+            wall_s=data["wall_s"],
+            images_per_s=data["images_per_s"],
+            latency_p50_s=data["latency_p50_s"],
+            latency_p95_s=data["latency_p95_s"],
+            batch_sizes=tuple(data["batch_sizes"]),
+        )
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    model: str
+    device: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    results: tuple[WorkloadResult, ...]
+    peak_memory_bytes: int | None  # over the measured workloads, not the warm-up
+    memory_kind: str  # what peak_memory_bytes is: CUDA_MEMORY, SAMPLED_RSS, LIFETIME_RSS, ...
+    torch_version: str | None
+    started_at: str  # ISO 8601, UTC
+    total_s: float  # the whole run, warm-up included
+    max_batch: int | None = None  # the queue's cap on images per pipeline call
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain JSON types (lists, not tuples): ``json.dumps`` takes it as is."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchmarkReport:
+        """The inverse of :meth:`to_json` (e.g. to compare with a report in docs/benchmarks)."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"results"}
+        return cls(
+            **{name: data[name] for name in fields if name in data},
+            results=tuple(WorkloadResult.from_json(item) for item in data["results"]),
+        )
+
+    def table(self) -> str:
+        """A fixed-width table for a Discord code block (under :data:`TABLE_LIMIT` characters):
+        a header naming the setup, one row per workload, a footer with memory and totals."""
+        header = _clip(
+            f"{self.model} on {self.device} · {self.width}x{self.height} px · "
+            f"{self.steps} steps · guidance {self.guidance:g}"
+            + (f" · max batch {self.max_batch}" if self.max_batch else ""),
+            100,
+        )
+        name_width = min(28, max(len("workload"), *(len(r.workload.name) for r in self.results)))
+        row = f"{{:<{name_width}}} {{:>6}} {{:>7}} {{:>7}} {{:>7}}  {{}}"
+        columns = row.format("workload", "images", "img/s", "p50 s", "p95 s", "batches")
+        rows = [
+            row.format(
+                _clip(r.workload.name, name_width),
+                r.images,
+                _number(r.images_per_s),
+                _number(r.latency_p50_s),
+                _number(r.latency_p95_s),
+                _clip(_batches(r.batch_sizes), 24),
+            )
+            for r in self.results
+        ]
+        footer = _clip(
+            f"peak memory {_bytes(self.peak_memory_bytes)} ({self.memory_kind}) · "
+            f"total {self.total_s:.1f} s · torch {self.torch_version or 'not installed'}",
+            120,
+        )
+        # Many workloads would overflow a message: keep the first ones, say how many are left.
+        while rows:
+            hidden = len(self.results) - len(rows)
+            more = [f"… and {hidden} more workload(s) in the JSON"] if hidden else []
+            text = "\n".join([header, columns, *rows, *more, footer])
+            if len(text) < TABLE_LIMIT:
+                return text
+            rows.pop()
+        return "\n".join([header, f"{len(self.results)} workload(s): see the JSON", footer])
+
+
+# -- pure maths ----------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values`` by linear interpolation between the two
+    nearest ranks, as ``numpy.percentile``'s default method does:
+
+        x = sorted(values), p = (n - 1) * q / 100, i = floor(p)
+        percentile = x[i] + (p - i) * (x[i+1] - x[i])
+    """
+    if not values:
+        raise ValueError("`values` is empty: a percentile needs at least one value.")
+    if not 0 <= q <= 100:
+        raise ValueError(f"`q` must be within 0-100, got {q}.")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
+def pipeline_calls(results: Sequence[JobResult]) -> tuple[int, ...]:
+    """The sizes of the pipeline calls behind ``results``, largest first.
+
+    Each :class:`JobResult` lists the size of every call its job took part in, so a call of 8
+    shared by two jobs of 4 shows up twice. Per call size, add up the images each job put into
+    calls of that size, and divide by the size. Exact when a job shares one call with others or
+    is alone in each of its calls (the queue's two cases); after out-of-memory splits that mixed
+    jobs unevenly it is an estimate, as a job's images are then spread evenly over its calls.
+    """
+    images_in: defaultdict[int, float] = defaultdict(float)
+    for result in results:
+        sizes = result.batch_sizes
+        if not sizes:
+            continue
+        if sum(sizes) == len(result.images):  # alone in every call (or a single call)
+            shares: Sequence[float] = sizes
+        else:
+            shares = [len(result.images) / len(sizes)] * len(sizes)
+        for size, share in zip(sizes, shares, strict=True):
+            images_in[size] += share
+    calls: list[int] = []
+    for size in sorted(images_in, reverse=True):
+        calls += [size] * max(1, round(images_in[size] / size))
+    return tuple(calls)
+
+
+# -- running it ----------------------------------------------------------------------------
+
+
+async def run_queue_benchmark(
+    queue: GenerationQueue,
+    params: GenerationParams,
+    *,
+    device: str,
+    workloads: Sequence[Workload] = DEFAULT_WORKLOADS,
+    priority: int = 1,
+    warmup: bool = True,
+    prompt: str = DEFAULT_PROMPT,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkReport:
+    """Run ``workloads`` one after the other through ``queue`` (started, on this event loop).
+
+    Each request is a job of user ``benchmark-<i>`` at ``priority``: with 1 or more, users'
+    waiting jobs run first and never share a pipeline call with the benchmark's. ``device`` is
+    where the queue's runner runs (``runner.device``); it picks the memory probe. ``progress``
+    is told a short line as each stage starts.
+
+    Errors propagate after the benchmark's jobs still in the queue are cancelled: a
+    :class:`~models.errors.CoverError` when the queue refuses a job (``QueueFull``, ...) or a
+    job fails, ``ValueError`` for empty ``workloads``.
+    """
+    if not workloads:
+        raise ValueError("`workloads` is empty: give at least one Workload.")
+    say = progress or (lambda line: None)
+    started_at = datetime.now(UTC)
+    began = time.perf_counter()
+
+    # 1. Warm-up: the first call loads the pipeline (and on CUDA, picks its kernels).
+    if warmup:
+        say("warming up (loading the model)")
+        spec = ImageSpec(prompt, "", seed=0)
+        await _submit_and_wait(queue, [_job("benchmark-warmup", params, (spec,), priority)])
+
+    # 2. The workloads, with the memory probe watching only them.
+    probe = MemoryProbe(device)
+    results: list[WorkloadResult] = []
+    try:
+        for number, workload in enumerate(workloads, start=1):
+            say(f"workload {number}/{len(workloads)}: {workload.name}")
+            results.append(await _measure(queue, params, workload, prompt, priority))
+    finally:
+        peak, memory_kind = probe.stop()
+
+    return BenchmarkReport(
+        model=params.model,
+        device=device,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        guidance=params.guidance,
+        results=tuple(results),
+        peak_memory_bytes=peak,
+        memory_kind=memory_kind,
+        torch_version=_installed_version("torch"),
+        started_at=started_at.isoformat(timespec="seconds"),
+        total_s=time.perf_counter() - began,
+        max_batch=queue.max_batch,
+    )
+
+
+async def _measure(
+    queue: GenerationQueue,
+    params: GenerationParams,
+    workload: Workload,
+    prompt: str,
+    priority: int,
+) -> WorkloadResult:
+    per_request = workload.images_per_request
+    jobs = [
+        _job(
+            f"benchmark-{i}",  # one user per request: the per-user limit does not apply
+            params,
+            tuple(ImageSpec(prompt, "", seed=i * per_request + k) for k in range(per_request)),
+            priority,
+        )
+        for i in range(workload.requests)
+    ]
+    timed = await _submit_and_wait(queue, jobs)
+    first_submit = min(submitted for submitted, _, _ in timed)
+    last_result = max(finished for _, _, finished in timed)
+    wall_s = max(last_result - first_submit, 1e-9)
+    latencies = [finished - submitted for submitted, _, finished in timed]
+    results = [result for _, result, _ in timed]
+    images = sum(len(result.images) for result in results)
+    return WorkloadResult(
+        workload=workload,
+        images=images,
+        wall_s=wall_s,
+        images_per_s=images / wall_s,
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        batch_sizes=pipeline_calls(results),
+    )
+
+
+def _job(
+    user_id: str, params: GenerationParams, images: tuple[ImageSpec, ...], priority: int
+) -> GenerationJob:
+    return GenerationJob(
+        user_id=user_id, params=params, images=images, priority=priority, label="benchmark"
+    )
+
+
+async def _submit_and_wait(
+    queue: GenerationQueue, jobs: Sequence[GenerationJob]
+) -> list[tuple[float, JobResult, float]]:
+    """Submit ``jobs`` at once and wait for all: (submitted at, result, result at) per job, on
+    the ``time.perf_counter`` clock. Whatever happens (a refused submit, a failed job, this
+    coroutine cancelled), none of these jobs is left in the queue afterwards."""
+    handles: list[JobHandle] = []
+    submitted: list[float] = []
+    try:
+        for job in jobs:
+            submitted.append(time.perf_counter())
+            handles.append(queue.submit(job))
+        finished = await _results(handles)
+    finally:
+        for handle in handles:
+            handle.cancel()  # a no-op for jobs that have ended
+    return [(s, result, at) for s, (result, at) in zip(submitted, finished, strict=True)]
+
+
+async def _results(handles: Sequence[JobHandle]) -> list[tuple[JobResult, float]]:
+    """Each job's result and when it came, in order; the first failure is raised at once."""
+
+    async def result_of(handle: JobHandle) -> tuple[JobResult, float]:
+        result = await handle.result()
+        return result, time.perf_counter()
+
+    tasks = [asyncio.create_task(result_of(handle)) for handle in handles]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            error = task.exception() if task.done() else None
+            if error is not None:
+                raise error
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # retrieve what they raised
+
+
+# -- peak memory ---------------------------------------------------------------------------
+
+
+class MemoryProbe:
+    """Peak memory from now until :meth:`stop`, measured as well as this device allows:
+    CUDA's allocator counter (tensors only, not the caching allocator's reserve), else the
+    process's resident set size sampled every ``interval_s`` (peaks shorter than that can be
+    missed), else the process's lifetime RSS peak from ``getrusage``."""
+
+    def __init__(self, device: str, *, interval_s: float = 0.02) -> None:
+        self._cuda = device.startswith("cuda")
+        self._interval_s = interval_s
+        self._peak: int | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._cuda:
+            import torch  # lazily: only a CUDA device gets here, and its runner has loaded torch
+
+            torch.cuda.reset_peak_memory_stats(device)
+            self._device = device
+        elif (rss := read_rss_bytes()) is not None:
+            self._peak = rss
+            self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+            self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            rss = read_rss_bytes()
+            if rss is not None and (self._peak is None or rss > self._peak):
+                self._peak = rss
+
+    def stop(self) -> tuple[int | None, str]:
+        """The peak in bytes (None when nothing could measure it) and what kind of peak it is."""
+        if self._cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated(self._device)), CUDA_MEMORY
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join()
+            rss = read_rss_bytes()
+            peak = max(self._peak or 0, rss or 0)
+            return peak, SAMPLED_RSS
+        return _lifetime_rss_peak()
+
+
+def read_rss_bytes() -> int | None:
+    """This process's resident set size now, from ``/proc/self/statm`` (None off Linux)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _lifetime_rss_peak() -> tuple[int | None, str]:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None, NOT_MEASURED
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux counts KiB, macOS bytes.
+    return (peak if sys.platform == "darwin" else peak * 1024), LIFETIME_RSS
+
+
+def _installed_version(package: str) -> str | None:
+    """The installed version of ``package``, without importing it."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# -- presenting it -------------------------------------------------------------------------
+
+_BACKGROUND = (255, 255, 255)
+_INK = (33, 37, 41)
+_MUTED = (108, 117, 125)
+_GRID = (222, 226, 230)
+_BAR = (29, 185, 84)  # Spotify green
+_BAR_EDGE = (20, 130, 60)
+
+
+def render_chart(report: BenchmarkReport, *, width: int = 800, height: int = 450) -> Image.Image:
+    """A bar chart of images/s per workload, with each bar's p50/p95 latency over it and the
+    model, device and setup in the title. Pillow only."""
+    if width < 200 or height < 150:
+        raise ValueError(f"The chart needs at least 200x150 px, got {width}x{height}.")
+    image = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    title_font = _font(max(12, height // 22))
+    text_font = _font(max(10, height // 34))
+    line = _line_height(draw, text_font)
+
+    # 1. Title and the setup beneath it.
+    title = f"Generation benchmark: {report.model} on {report.device}"
+    draw.text((16, 12), _fit(draw, title, title_font, width - 32), font=title_font, fill=_INK)
+    setup = (
+        f"{report.width}x{report.height} px · {report.steps} steps · "
+        f"guidance {report.guidance:g} · peak memory {_bytes(report.peak_memory_bytes)} "
+        f"({report.memory_kind}) · {report.started_at}"
+    )
+    top = 12 + _line_height(draw, title_font) + 6
+    draw.text((16, top), _fit(draw, setup, text_font, width - 32), font=text_font, fill=_MUTED)
+
+    # 2. The plot area; the y scale leaves room above the tallest bar for its three labels.
+    left, right = 16 + int(draw.textlength("0000.0", font=text_font)) + 8, width - 16
+    plot_top, plot_bottom = top + 2 * line + 8, height - 2 * line - 16
+    plot_height = plot_bottom - plot_top
+    labels_height = 3 * line + 6
+    highest = max((r.images_per_s for r in report.results), default=0.0)
+    scale_top = _nice_ceiling(highest * plot_height / max(plot_height - labels_height, 1))
+    draw.text((16, plot_top - line - 4), "images / s", font=text_font, fill=_MUTED)
+
+    def y_of(value: float) -> float:
+        return plot_bottom - value / scale_top * plot_height
+
+    step = _nice_ceiling(scale_top / 5)
+    for tick in range(int(scale_top / step + 1e-9) + 1):
+        value = tick * step
+        y = y_of(value)
+        draw.line([(left, y), (right, y)], fill=_GRID, width=1)
+        draw.text((left - 6, y), f"{value:g}", font=text_font, fill=_MUTED, anchor="rm")
+
+    # 3. One bar per workload: images/s on top, then p50 and p95; the name below.
+    slot = (right - left) / max(len(report.results), 1)
+    for index, result in enumerate(report.results):
+        center = left + slot * (index + 0.5)
+        half = slot * 0.3
+        bar_top = y_of(result.images_per_s)
+        draw.rectangle(
+            [(center - half, bar_top), (center + half, plot_bottom)], fill=_BAR, outline=_BAR_EDGE
+        )
+        labels = [
+            (f"p95 {_number(result.latency_p95_s)} s", _MUTED),
+            (f"p50 {_number(result.latency_p50_s)} s", _MUTED),
+            (f"{_number(result.images_per_s)} img/s", _INK),
+        ]
+        for row, (text, colour) in enumerate(labels):
+            y = bar_top - 4 - (len(labels) - row) * line
+            text = _fit(draw, text, text_font, slot - 4)
+            draw.text((center, y), text, font=text_font, fill=colour, anchor="ma")
+        name = _fit(draw, result.workload.name, text_font, slot - 4)
+        draw.text((center, plot_bottom + 6), name, font=text_font, fill=_INK, anchor="ma")
+        count = _fit(draw, f"{result.images} images", text_font, slot - 4)
+        draw.text((center, plot_bottom + 6 + line), count, font=text_font, fill=_MUTED, anchor="ma")
+    draw.line([(left, plot_bottom), (right, plot_bottom)], fill=_INK, width=1)
+    return image
+
+
+def write_report(report: BenchmarkReport, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``benchmark-<start time>.json`` and its chart ``.png`` into ``out_dir`` (made if
+    missing; an earlier run's files are never overwritten). Returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.fromisoformat(report.started_at).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem, attempt = f"benchmark-{stamp}", 1
+    while (out_dir / f"{stem}.json").exists() or (out_dir / f"{stem}.png").exists():
+        attempt += 1
+        stem = f"benchmark-{stamp}-{attempt}"
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    render_chart(report).save(png_path)
+    return json_path, png_path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _number(value: float) -> str:
+    """Three significant digits or so, never in exponent notation."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "n/a"
+    if count >= 2**30:
+        return f"{count / 2**30:.2f} GiB"
+    return f"{count / 2**20:.0f} MiB"
+
+
+def _batches(sizes: Sequence[int]) -> str:
+    """Pipeline calls as "8+8", or "6×8+4" once there are many."""
+    if len(sizes) <= 4:
+        return "+".join(str(size) for size in sizes) or "-"
+    counts: dict[int, int] = {}
+    for size in sizes:
+        counts[size] = counts.get(size, 0) + 1
+    return "+".join(f"{n}×{size}" if n > 1 else str(size) for size, n in counts.items())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= ``value`` (1 for nothing to show)."""
+    if not value > 0:
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    for factor in (1, 2, 2.5, 5, 10):
+        if factor * power >= value * (1 - 1e-9):
+            return factor * power
+    return 10 * power
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at ``size`` px (its small bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _line_height(draw: ImageDraw.ImageDraw, font: Any) -> int:
+    _, top, _, bottom = draw.textbbox((0, 0), "Hg p95 0.1", font=font)
+    return bottom - top + 4
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, max_width: float) -> str:
+    """``text``, cut short with "…" until it is at most ``max_width`` px wide."""
+    if draw.textlength(text, font=font) <= max_width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > max_width:
+        text = text[:-1]
+    return text + "…" if text else ""
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr and exit status 2 (argparse prints its usage too)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _size(text: str) -> int:
+    value = _positive(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8 px, got {value}")
+    return value
+
+
+def _request_counts(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected request counts like 1,4,8 (whole numbers, at least 1), got {text!r}"
+        )
+    return [int(part) for part in parts]
+
+
+def default_cache_dir() -> Path:
+    """The project cache, as the bot's settings choose it (``COVER_CACHE_DIR``, else
+    ``~/.cache/playlist-cover``); replicated here because ``models`` never imports ``bot``."""
+    explicit = os.environ.get("COVER_CACHE_DIR")
+    return Path(explicit).expanduser() if explicit else Path.home() / ".cache" / "playlist-cover"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m models.benchmark",
+        description="Measure images/s and latency of a model through the generation queue, "
+        "print a table and write a JSON report and a bar chart.",
+    )
+    parser.add_argument("--model", default="embedded", help="registry name or diffusers folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--steps", type=_positive, help="denoising steps (default: the model's)")
+    parser.add_argument("--size", type=_size, help="image side in px (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    parser.add_argument(
+        "--workloads",
+        type=_request_counts,
+        default=[1, 4, 8],
+        help="concurrent requests per workload, comma-separated (default: 1,4,8)",
+    )
+    parser.add_argument("--images", type=_positive, default=4, help="images per request (4)")
+    parser.add_argument("--max-batch", type=_positive, default=8, help="images per call (8)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs/benchmarks"), help="report folder (docs/benchmarks)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="project cache with the embedded model (default: $COVER_CACHE_DIR or "
+        "~/.cache/playlist-cover, as the bot)",
+    )
+    parser.add_argument(
+        "--allow-downloads", action="store_true", help="fetch hub models missing from the cache"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.benchmark``: exit 0 with the table on stdout and the two written
+    paths after it; 2 for bad arguments (including an unknown model or device); 1 when the
+    run fails with a :class:`~models.errors.CoverError`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from models.queue import GenerationQueue
+    from models.registry import resolve_model
+    from models.runner import DiffusersRunner
+
+    # 1. Arguments that only the registry and torch can check.
+    try:
+        model = resolve_model(args.model)
+        runner = DiffusersRunner(
+            device=args.device,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            allow_downloads=args.allow_downloads,
+        )
+    except ModelUnavailable as error:
+        parser.error(str(error))
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    size = args.size or model.native_size
+    params = GenerationParams(
+        model=args.model,
+        width=size,
+        height=size,
+        steps=args.steps or model.steps,
+        guidance=model.guidance if args.guidance is None else args.guidance,
+    )
+    workloads = [Workload.concurrent(n, args.images) for n in args.workloads]
+
+    # 2. A queue of our own, big enough for the largest workload plus the warm-up.
+    async def run() -> BenchmarkReport:
+        async with GenerationQueue(
+            runner,
+            max_pending=max(w.requests for w in workloads) + 1,
+            max_per_user=1,
+            max_batch=args.max_batch,
+            job_timeout_s=3600.0,  # a big model on a CPU is slow, not stuck
+            name=runner.device,
+        ) as queue:
+            return await run_queue_benchmark(
+                queue,
+                params,
+                device=runner.device,
+                workloads=workloads,
+                progress=lambda line: print(f"benchmark: {line}", file=sys.stderr, flush=True),
+            )
+
+    try:
+        report = asyncio.run(run())
+    except CoverError as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 1
+
+    # 3. Show it and keep it.
+    print(report.table())
+    for path in write_report(report, args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
