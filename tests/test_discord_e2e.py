@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,8 @@ async def test_cover_happy_path(
 
         interaction = await discord.slash(ALICE, "cover", playlist=playlist_link)
         post = await cover_post(discord, interaction)
+        elapsed = time.monotonic() - interaction.sent_at
+        print(f"\n/cover end to end (4 candidates, tiny model): {elapsed:.2f} s")
 
         # Deferred ("thinking…") well inside Discord's budget, then the status was edited.
         assert interaction.response_type == 5
@@ -150,6 +153,7 @@ async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_d
         ("private playlist", "private"),
         ("rate limited", "try again in 60 s"),
         ("file on the bot's machine", "is not a Spotify playlist link"),
+        ("unknown model", "Unknown model 'sd99'"),
     ],
 )
 async def test_bad_input_gets_one_clear_reply_and_queues_nothing(
@@ -161,12 +165,14 @@ async def test_bad_input_gets_one_clear_reply_and_queues_nothing(
         "private playlist": f"https://open.spotify.com/playlist/{missing}",
         "rate limited": f"spotify:playlist:{missing}",
         "file on the bot's machine": str(EXAMPLES / "gym-hype.json"),
+        "unknown model": f"https://open.spotify.com/playlist/{missing}",
     }[case]
+    model = "sd99" if case == "unknown model" else None
     if case == "rate limited":
         fake_spotify.script(f"/v1/playlists/{missing}", Reply(429, retry_after=60), forever=True)
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        interaction = await discord.slash(ALICE, "cover", playlist=playlist)
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist, model=model)
         await discord.wait_for(lambda: interaction.original and interaction.original.edits)
         assert interaction.ack_latency_s < ACK_BUDGET_S
         [reply] = interaction.original.edits

@@ -7,7 +7,6 @@ they must keep counting after a restart). Every decision reads SQLite, never mem
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,18 +95,22 @@ class VotesCog(commands.Cog):
         candidate = next(
             c for c in storage.candidates(message["request_id"]) if c["index"] == winner
         )
-        files = [
-            discord.File(candidate["png_path"], filename=f"winner-{winner}.png"),
-            discord.File(candidate["jpeg_path"], filename=f"winner-{winner}-spotify.jpg"),
-        ]
-        size_kb = Path(candidate["jpeg_path"]).stat().st_size / 1024
-        await channel.send(
+        text = (
             f"Cover {NUMBER_EMOJI[winner - 1]} wins with {votes} vote{'s' if votes != 1 else ''} "
-            f"(closed by {closed_by}). The JPEG ({size_kb:.0f} KB) is ready for Spotify.",
-            files=files,
-            reference=reference,
-            allowed_mentions=NO_MENTIONS,
+            f"(closed by {closed_by})."
         )
+        png, jpeg = Path(candidate["png_path"]), Path(candidate["jpeg_path"])
+        if png.is_file() and jpeg.is_file():
+            text += f" The JPEG ({jpeg.stat().st_size / 1024:.0f} KB) is ready for Spotify."
+            files = [
+                discord.File(png, filename=f"winner-{winner}.png"),
+                discord.File(jpeg, filename=f"winner-{winner}-spotify.jpg"),
+            ]
+        else:  # someone cleaned the output folder; the choice is still recorded
+            log.warning("Winning cover files of %s are gone: %s", message_id, png.parent)
+            text += " Its image files are no longer on the bot's disk."
+            files = []
+        await channel.send(text, files=files, reference=reference, allowed_mentions=NO_MENTIONS)
 
     async def _close_expired_votes(self) -> None:
         """Close votes older than ``vote_close_after_s``, also those left open by a restart."""
@@ -118,8 +121,10 @@ class VotesCog(commands.Cog):
             for message in self.bot.storage.open_cover_messages():
                 opened = datetime.fromisoformat(message["created_at"])
                 if (now - opened).total_seconds() >= limit:
-                    with contextlib.suppress(discord.HTTPException):
+                    try:
                         await self.close_vote(message["message_id"], closed_by="the timer")
+                    except Exception:  # one bad message must not stop the sweeper for all
+                        log.exception("Could not close the vote on %s", message["message_id"])
             await asyncio.sleep(min(60.0, max(0.2, limit / 4)))
 
 
