@@ -7,8 +7,10 @@ runs it against Discord.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 from typing import Any
 
 import discord
@@ -72,6 +74,16 @@ def point_discord_at(settings: Settings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
+class _Tree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        # Remember the task running each command (and, after it, its error handler) so that
+        # shutting down can let their last replies out before the HTTP session closes.
+        task = asyncio.current_task()
+        if task is not None:
+            self.client.command_tasks.add(task)
+        return True
+
+
 class CoverBot(commands.Bot):
     """A bot with the cover, vote and benchmark cogs, sharing one generation queue.
 
@@ -94,8 +106,10 @@ class CoverBot(commands.Bot):
             intents=intents,
             allowed_mentions=NO_MENTIONS,
             help_command=None,
+            tree_cls=_Tree,
             **options,
         )
+        self.command_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self.settings = settings
         self.queue = queue
         self.storage = storage
@@ -128,6 +142,11 @@ class CoverBot(commands.Bot):
         # The queue first, while Discord is still reachable: jobs it ends stay "queued" in the
         # database and the next start resumes them (see CoverCog.resume_unfinished).
         await self.queue.close(drain=False, timeout_s=30)
+        running = [
+            t for t in self.command_tasks if not t.done() and t is not asyncio.current_task()
+        ]
+        if running:  # their replies ("restarting…") still need Discord
+            await asyncio.wait(running, timeout=5)
         await super().close()
         self.storage.close()
 
