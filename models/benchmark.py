@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import importlib.metadata
 import json
 import logging
@@ -41,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from models.errors import CoverError, ModelUnavailable
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.optimize import Optimizations
 
 if TYPE_CHECKING:
     from models.queue import GenerationQueue, JobHandle
@@ -126,6 +128,7 @@ class BenchmarkReport:
     started_at: str  # ISO 8601, UTC
     total_s: float  # the whole run, warm-up included
     max_batch: int | None = None  # the queue's cap on images per pipeline call
+    setup: str = "our queue"  # how the images were made (the baseline says so)
 
     def to_json(self) -> dict[str, Any]:
         """The report as plain JSON types (lists, not tuples): ``json.dumps`` takes it as is."""
@@ -373,6 +376,196 @@ async def _results(handles: Sequence[JobHandle]) -> list[tuple[JobResult, float]
         await asyncio.gather(*tasks, return_exceptions=True)  # retrieve what they raised
 
 
+# -- the baseline and the comparison ----------------------------------------------------
+
+
+def run_baseline(
+    pipe: Any,
+    params: GenerationParams,
+    *,
+    device: str,
+    workloads: Sequence[Workload] = DEFAULT_WORKLOADS,
+    prompt: str = DEFAULT_PROMPT,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkReport:
+    """The baseline, blocking: what a bot without our queue does. All of a workload's requests
+    arrive at once; each gets one plain ``pipe(...)`` call of its own, one after the other.
+
+    ``pipe`` is a pipeline as diffusers loads it (no :mod:`models.optimize` applied). A
+    request's latency runs from the common arrival to the end of its own call.
+    """
+    import torch
+
+    if not workloads:
+        raise ValueError("`workloads` is empty: give at least one Workload.")
+    say = progress or (lambda line: None)
+    started_at = datetime.now(UTC)
+    began = time.perf_counter()
+
+    def call(count: int, first_seed: int) -> None:
+        pipe(
+            prompt=[prompt] * count,
+            negative_prompt=[""] * count,
+            generator=[torch.Generator("cpu").manual_seed(first_seed + k) for k in range(count)],
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            width=params.width,
+            height=params.height,
+        )
+
+    say("baseline: warming up")
+    call(1, 0)
+    probe = MemoryProbe(device)
+    results: list[WorkloadResult] = []
+    try:
+        for number, workload in enumerate(workloads, start=1):
+            say(f"baseline workload {number}/{len(workloads)}: {workload.name}")
+            per_request = workload.images_per_request
+            arrived = time.perf_counter()
+            latencies = []
+            for request in range(workload.requests):
+                call(per_request, request * per_request)
+                latencies.append(time.perf_counter() - arrived)
+            wall_s = max(latencies[-1], 1e-9)
+            images = workload.requests * per_request
+            results.append(
+                WorkloadResult(
+                    workload=workload,
+                    images=images,
+                    wall_s=wall_s,
+                    images_per_s=images / wall_s,
+                    latency_p50_s=percentile(latencies, 50),
+                    latency_p95_s=percentile(latencies, 95),
+                    batch_sizes=(per_request,) * workload.requests,
+                )
+            )
+    finally:
+        peak, memory_kind = probe.stop()
+    return BenchmarkReport(
+        model=params.model,
+        device=device,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        guidance=params.guidance,
+        results=tuple(results),
+        peak_memory_bytes=peak,
+        memory_kind=memory_kind,
+        torch_version=_installed_version("torch"),
+        started_at=started_at.isoformat(timespec="seconds"),
+        total_s=time.perf_counter() - began,
+        max_batch=None,
+        setup="baseline: one plain diffusers call per request, in turn",
+    )
+
+
+def unet_flop_per_image(pipe: Any, params: GenerationParams) -> float:
+    """FLOPs the UNet spends on one image: one forward pass at batch 1, counted by
+    ``torch.utils.flop_counter``, times the steps, times 2 with classifier-free guidance
+    (the conditional and unconditional passes). Attention and convolutions dominate; the
+    scheduler's and the VAE's work is left out, so utilisation is slightly understated."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # count the eager module when compiled
+    factor = getattr(pipe, "vae_scale_factor", 8)
+    config = unet.config
+    device, dtype = unet.device, unet.dtype
+    latents = torch.zeros(
+        1,
+        config.in_channels,
+        params.height // factor,
+        params.width // factor,
+        device=device,
+        dtype=dtype,
+    )  # (1, C, H/8, W/8)
+    width = config.cross_attention_dim
+    context = torch.zeros(1, 77, width, device=device, dtype=dtype)  # (1, tokens, width)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        unet(latents, torch.tensor([500], device=device), encoder_hidden_states=context)
+    per_pass = float(counter.get_total_flops())
+    return per_pass * params.steps * (2 if params.guidance > 1 else 1)
+
+
+# Dense bf16/fp16 tensor-core peaks (vendor figures, without sparsity), for "share of peak".
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
+
+
+def peak_tflops(device: str) -> float | None:
+    """The GPU's published half-precision peak, when its name is in :data:`PEAK_TFLOPS`."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The same workloads run the baseline way and through our queue, in one process."""
+
+    baseline: BenchmarkReport
+    ours: BenchmarkReport
+    optimizations: str  # Optimizations.describe() of our side
+    unet_tflop_per_image: float | None = None
+    peak_tflops: float | None = None  # the GPU's, when known
+
+    def speedups(self) -> list[float]:
+        return [
+            ours.images_per_s / base.images_per_s
+            for base, ours in zip(self.baseline.results, self.ours.results, strict=True)
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline.to_json(),
+            "ours": self.ours.to_json(),
+            "optimizations": self.optimizations,
+            "unet_tflop_per_image": self.unet_tflop_per_image,
+            "peak_tflops": self.peak_tflops,
+            "speedups": self.speedups(),
+        }
+
+    def tflops(self, result: WorkloadResult) -> float | None:
+        if self.unet_tflop_per_image is None:
+            return None
+        return result.images_per_s * self.unet_tflop_per_image
+
+    def table(self) -> str:
+        """Side by side: images/s and latency both ways, the speed-up, and the UNet's
+        achieved TFLOP/s (and share of the GPU's peak, when known)."""
+        head = self.ours
+        lines = [
+            f"{head.model} on {head.device} · {head.width}x{head.height} px · {head.steps} steps"
+            f" · guidance {head.guidance:g} · max batch {head.max_batch}",
+            f"ours: {self.optimizations}",
+            f"{'workload':<18} {'base img/s':>10} {'ours img/s':>10} {'speed-up':>8} "
+            f"{'base p50/p95 s':>15} {'ours p50/p95 s':>15} {'TFLOP/s':>8}",
+        ]
+        for base, ours, speedup in zip(
+            self.baseline.results, self.ours.results, self.speedups(), strict=True
+        ):
+            achieved = self.tflops(ours)
+            flops = "–" if achieved is None else f"{achieved:.3g}"
+            if achieved is not None and self.peak_tflops:
+                flops += f" ({achieved / self.peak_tflops:.0%})"
+            lines.append(
+                f"{_clip(ours.workload.name, 18):<18} {_number(base.images_per_s):>10} "
+                f"{_number(ours.images_per_s):>10} {speedup:>7.2f}x "
+                f"{_number(base.latency_p50_s) + '/' + _number(base.latency_p95_s):>15} "
+                f"{_number(ours.latency_p50_s) + '/' + _number(ours.latency_p95_s):>15} "
+                f"{flops:>8}"
+            )
+        lines.append(
+            f"peak memory: baseline {_bytes(self.baseline.peak_memory_bytes)}, "
+            f"ours {_bytes(head.peak_memory_bytes)} ({head.memory_kind}) · "
+            f"torch {head.torch_version or '?'}"
+        )
+        return "\n".join(lines)
+
+
 # -- peak memory ---------------------------------------------------------------------------
 
 
@@ -540,6 +733,22 @@ def write_report(report: BenchmarkReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def write_comparison(comparison: Comparison, out_dir: Path, command: str) -> tuple[Path, Path]:
+    """Write ``compare-<start time>.json`` and a ``.md`` with the command and the table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.fromisoformat(comparison.ours.started_at).astimezone(UTC)
+    stem = f"compare-{comparison.ours.device.replace(':', '')}-{started:%Y%m%dT%H%M%SZ}"
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(comparison.to_json(), indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(
+        f"# Baseline vs our queue, {started:%Y-%m-%d}\n\n```\n{command}\n```\n\n"
+        f"```\n{comparison.table()}\n```\n",
+        encoding="utf-8",
+    )
+    return json_path, md_path
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
@@ -689,8 +898,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-downloads", action="store_true", help="fetch hub models missing from the cache"
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the baseline (one plain diffusers call per request, in turn) in the "
+        "same process and print both side by side",
+    )
+    parser.add_argument(
+        "--opt",
+        type=_optimizations,
+        default=Optimizations(),
+        metavar="NAME=VALUE,...",
+        help="switch optimisations of our side, e.g. channels_last=off,compile=on "
+        "(names: half_precision, sdpa, channels_last, compile, vae_slicing_from, prompt_cache)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
+
+
+def _optimizations(text: str) -> Optimizations:
+    try:
+        return Optimizations().replace(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -710,6 +940,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             cache_dir=args.cache_dir or default_cache_dir(),
             allow_downloads=args.allow_downloads,
+            optimizations=args.opt,
         )
     except ModelUnavailable as error:
         parser.error(str(error))
@@ -742,19 +973,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                 params,
                 device=runner.device,
                 workloads=workloads,
-                progress=lambda line: print(f"benchmark: {line}", file=sys.stderr, flush=True),
+                progress=say,
             )
 
+    def say(line: str) -> None:
+        print(f"benchmark: {line}", file=sys.stderr, flush=True)
+
     try:
+        # 3. The baseline first, with its own plain pipeline, freed before ours loads.
+        baseline = flop = None
+        if args.compare:
+            from models.registry import load_pipeline
+
+            pipe = load_pipeline(
+                model,
+                device=runner.device,
+                cache_dir=runner.cache_dir,
+                allow_downloads=args.allow_downloads,
+            )
+            baseline = run_baseline(
+                pipe, params, device=runner.device, workloads=workloads, progress=say
+            )
+            flop = unet_flop_per_image(pipe, params)
+            del pipe
+            gc.collect()
         report = asyncio.run(run())
     except CoverError as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 1
 
-    # 3. Show it and keep it.
+    # 4. Show it and keep it.
     print(report.table())
     for path in write_report(report, args.out):
         print(path)
+    if baseline is not None:
+        comparison = Comparison(
+            baseline,
+            report,
+            args.opt.describe(),
+            unet_tflop_per_image=flop / 1e12 if flop else None,
+            peak_tflops=peak_tflops(runner.device),
+        )
+        print()
+        print(comparison.table())
+        command = "python -m models.benchmark " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        for path in write_comparison(comparison, args.out, command):
+            print(path)
     return 0
 
 

@@ -259,11 +259,11 @@ def _mps_available(torch: Any) -> bool:
     return bool(backend and backend.is_available())
 
 
-def torch_dtype(spec: ModelSpec, device: str) -> Any:
+def torch_dtype(spec: ModelSpec, device: str, *, half_precision: bool = True) -> Any:
     """Half precision on CUDA as the preset says, float32 elsewhere (never autocast: it makes
     black images and runs slower than loading the weights in half precision)."""
     torch = _import_torch()
-    if device.startswith("cuda") and spec.dtype_cuda in _DTYPES:
+    if half_precision and device.startswith("cuda") and spec.dtype_cuda in _DTYPES:
         return getattr(torch, spec.dtype_cuda)
     return torch.float32
 
@@ -291,10 +291,11 @@ def load_pipeline(
     cache_dir: Path,
     allow_downloads: bool = False,
     lora_scale: float = 1.0,
+    half_precision: bool = True,
 ) -> Any:
     """Load ``spec`` onto ``device`` (a value from :func:`pick_device`), its LoRA fused at
     ``lora_scale``, progress bars off. DeepFloyd IF has two pipelines: load those with
-    :func:`load_hub_pipeline`.
+    :func:`load_hub_pipeline`. ``half_precision=False`` keeps CUDA weights in float32.
 
     ``cache_dir`` is the project's cache, where the embedded model is built on first use.
     """
@@ -305,7 +306,7 @@ def load_pipeline(
     from models.embedded import ensure_embedded
 
     diffusers = _import_diffusers()
-    dtype = torch_dtype(spec, device)
+    dtype = torch_dtype(spec, device, half_precision=half_precision)
     # 1. Find the weights: the embedded model (built on demand), a folder, or the hub cache.
     if spec.is_embedded:
         pipe = diffusers.DiffusionPipeline.from_pretrained(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
+from models.optimize import Optimizations
 from models.registry import (
     ModelSpec,
     load_hub_pipeline,
@@ -66,6 +67,7 @@ class DiffusersRunner:
         allow_downloads: bool = False,
         black_retries: int = 2,
         max_loaded: int = 1,
+        optimizations: Optimizations | None = None,
     ) -> None:
         if black_retries < 0:
             raise ValueError(f"black_retries must be 0 or more, got {black_retries}.")
@@ -76,7 +78,10 @@ class DiffusersRunner:
         self.allow_downloads = allow_downloads
         self.black_retries = black_retries
         self.max_loaded = max_loaded
+        self.optimizations = optimizations or Optimizations()
         self._loaded: OrderedDict[PipelineKey, Any] = OrderedDict()
+        # Per loaded pipeline: (prompt, negative, guided) → its text-encoder outputs.
+        self._embeddings: dict[PipelineKey, OrderedDict[tuple[str, str, bool], Any]] = {}
 
     @property
     def loaded(self) -> list[PipelineKey]:
@@ -134,8 +139,16 @@ class DiffusersRunner:
         seeds: Sequence[int],
         control: RunControl,
     ) -> list[Outcome]:
-        """One pipeline call for the whole batch."""
+        """One pipeline call for the whole batch (padded up to a compiled batch size)."""
         pipe = self._pipeline(model, params.lora_scale)
+        wanted = len(specs)
+        padded = self.optimizations.bucket(wanted)
+        if padded > wanted:  # repeat the last image; its copies are dropped below
+            specs = [*specs, *[specs[-1]] * (padded - wanted)]
+            seeds = [*seeds, *[seeds[-1]] * (padded - wanted)]
+        self.optimizations.slice_vae(pipe, padded)
+        guided = params.guidance > 1  # diffusers' rule for classifier-free guidance
+        prompts = self._prompt_inputs(pipe, model, params, specs, guided)
 
         def on_step_end(
             pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
@@ -147,8 +160,7 @@ class DiffusersRunner:
 
         with _out_of_memory_as_ours(self.device):
             output = pipe(
-                prompt=[spec.prompt for spec in specs],
-                negative_prompt=[spec.negative_prompt for spec in specs],
+                **prompts,
                 generator=self._generators(seeds),
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance,
@@ -158,21 +170,68 @@ class DiffusersRunner:
                 output_type="pil",
             )
         flagged = getattr(output, "nsfw_content_detected", None)
-        return _outcomes(output.images, flagged)
+        return _outcomes(output.images, flagged)[:wanted]
 
-    def _pipeline(self, model: ModelSpec, lora_scale: float) -> Any:
-        """The loaded pipeline for ``model``, from the LRU cache or freshly loaded."""
-        key: PipelineKey = (
+    def _prompt_inputs(
+        self,
+        pipe: Any,
+        model: ModelSpec,
+        params: GenerationParams,
+        specs: Sequence[ImageSpec],
+        guided: bool,
+    ) -> dict[str, Any]:
+        """The pipeline's prompt arguments: the texts, or their cached text-encoder outputs."""
+        capacity = self.optimizations.prompt_cache
+        if not capacity:
+            return {
+                "prompt": [spec.prompt for spec in specs],
+                "negative_prompt": [spec.negative_prompt for spec in specs],
+            }
+        import torch
+
+        cache = self._embeddings.setdefault(self._key(model, params.lora_scale), OrderedDict())
+        keys = [(spec.prompt, spec.negative_prompt, guided) for spec in specs]
+        missing = list(dict.fromkeys(key for key in keys if key not in cache))
+        if missing:
+            positive, negative = pipe.encode_prompt(
+                [prompt for prompt, _, _ in missing],
+                pipe._execution_device,
+                1,
+                guided,
+                negative_prompt=[negative for _, negative, _ in missing] if guided else None,
+            )
+            for row, key in enumerate(missing):
+                cache[key] = (
+                    positive[row : row + 1],  # (1, tokens, width)
+                    negative[row : row + 1] if negative is not None else None,
+                )
+        for key in keys:
+            cache.move_to_end(key)
+        while len(cache) > capacity:
+            cache.popitem(last=False)
+        inputs = {"prompt_embeds": torch.cat([cache[key][0] for key in keys])}  # (B, tokens, width)
+        if guided:
+            inputs["negative_prompt_embeds"] = torch.cat([cache[key][1] for key in keys])
+        return inputs
+
+    @staticmethod
+    def _key(model: ModelSpec, lora_scale: float) -> PipelineKey:
+        return (
             model.name,
             str(model.lora) if model.lora else None,
             lora_scale if model.lora else 1.0,
         )
+
+    def _pipeline(self, model: ModelSpec, lora_scale: float) -> Any:
+        """The loaded pipeline for ``model``, from the LRU cache or freshly loaded."""
+        key = self._key(model, lora_scale)
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         # Evict before loading: on a GPU the old weights must leave before the new ones fit.
         while len(self._loaded) >= self.max_loaded:
             evicted, _ = self._loaded.popitem(last=False)
+            self._embeddings.pop(evicted, None)
             log.info("Unloading %s", evicted)
             self._free_memory()
         log.info("Loading %s on %s", key, self.device)
@@ -181,13 +240,15 @@ class DiffusersRunner:
 
     def _load(self, model: ModelSpec, lora_scale: float) -> Any:
         """Load one pipeline (a seam for tests that wrap the real pipeline)."""
-        return load_pipeline(
+        pipe = load_pipeline(
             model,
             device=self.device,
             cache_dir=self.cache_dir,
             allow_downloads=self.allow_downloads,
             lora_scale=lora_scale,
+            half_precision=self.optimizations.half_precision,
         )
+        return self.optimizations.apply(pipe)
 
     def _generators(self, seeds: Sequence[int]) -> list[Any]:
         """One generator per image, so each image's noise depends on its own seed only."""

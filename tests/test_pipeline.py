@@ -240,6 +240,9 @@ class BlackeningPipeline:
         self.pipe, self.black_seeds, self.flag = pipe, black_seeds, flag
         self.calls: list[list[int]] = []
 
+    def __getattr__(self, name: str) -> Any:  # the rest (vae, encode_prompt…) is the real one's
+        return getattr(self.pipe, name)
+
     def __call__(self, **kwargs: Any) -> Any:
         from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 

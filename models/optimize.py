@@ -1,0 +1,126 @@
+"""What the runner does to make a pipeline fast, one switch per trick.
+
+Each switch is independent so the benchmark can show what each one buys
+(``python -m models.benchmark --compare --opt channels_last=off``). The baseline it compares
+with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
+
+- ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
+  gives black images and runs slower than half-precision weights (see ../shared/NOTES.md).
+- ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (fused
+  kernels) instead of diffusers' explicit softmax(QKᵀ)V.
+- ``channels_last``: UNet and VAE weights in NHWC memory order, which convolution kernels on
+  both CPUs (oneDNN) and GPUs (cuDNN) prefer.
+- ``compile``: ``torch.compile`` the UNet. The first call for each batch shape compiles, so
+  batches are padded up to a few bucket sizes (:data:`BATCH_BUCKETS`) and the runner can warm
+  them up once.
+- ``vae_slicing_from``: decode latents one image at a time for batches at least this big: the
+  VAE decoder's activations at 512² dominate peak memory in large batches.
+- ``prompt_cache``: text-encoder outputs kept per pipeline for this many prompts, so
+  ``/benchmark`` and people re-rolling the same playlist skip the text encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a batch is padded up to one
+
+
+@dataclass(frozen=True)
+class Optimizations:
+    half_precision: bool = True
+    sdpa: bool = True
+    channels_last: bool = True
+    compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
+    vae_slicing_from: int = 8  # 0: never slice
+    prompt_cache: int = 256  # prompts whose embeddings are kept; 0: encode every call
+
+    @classmethod
+    def plain(cls) -> Optimizations:
+        """Nothing switched on: a pipeline exactly as diffusers loads it (the baseline)."""
+        return cls(
+            half_precision=False,
+            sdpa=False,
+            channels_last=False,
+            compile=False,
+            vae_slicing_from=0,
+            prompt_cache=0,
+        )
+
+    def replace(self, text: str) -> Optimizations:
+        """These optimisations with ``text`` applied: comma-separated ``name=value`` pairs,
+        e.g. ``"channels_last=off,compile=on,vae_slicing_from=4"``.
+
+        Raises ``ValueError`` naming the unknown switch or the bad value.
+        """
+        changes: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            name, value = name.strip(), value.strip().lower()
+            if name not in fields:
+                raise ValueError(f"Unknown optimisation {name!r}; known: {', '.join(fields)}.")
+            if isinstance(getattr(self, name), bool):
+                if value not in _SWITCH:
+                    raise ValueError(f"`{name}` takes on or off, got {value!r}.")
+                changes[name] = _SWITCH[value]
+            else:
+                if not value.isdigit():
+                    raise ValueError(f"`{name}` takes a whole number, got {value!r}.")
+                changes[name] = int(value)
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """A short line of what is on, for reports."""
+        on = [
+            name
+            for name in ("half_precision", "sdpa", "channels_last", "compile")
+            if getattr(self, name)
+        ]
+        if self.vae_slicing_from:
+            on.append(f"vae_slicing≥{self.vae_slicing_from}")
+        if self.prompt_cache:
+            on.append("prompt_cache")
+        return ", ".join(on) or "none"
+
+    # -- applying them ---------------------------------------------------------------------
+
+    def apply(self, pipe: Any) -> Any:
+        """Set up a freshly loaded pipeline (already on its device) and return it."""
+        import torch
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        denoiser = pipe.unet
+        # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.
+        denoiser.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
+        if getattr(pipe, "vae", None) is not None:
+            pipe.vae.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
+        # 2. Memory order of the convolution weights.
+        if self.channels_last:
+            denoiser.to(memory_format=torch.channels_last)
+            if getattr(pipe, "vae", None) is not None:
+                pipe.vae.to(memory_format=torch.channels_last)
+        # 3. Compilation last, over the final module.
+        if self.compile:
+            pipe.unet = torch.compile(denoiser, dynamic=False)
+        return pipe
+
+    def bucket(self, batch: int) -> int:
+        """The batch size a call of ``batch`` images runs at (padded up when compiled)."""
+        if not self.compile:
+            return batch
+        return next((size for size in BATCH_BUCKETS if size >= batch), batch)
+
+    def slice_vae(self, pipe: Any, batch: int) -> None:
+        vae = getattr(pipe, "vae", None)
+        if vae is None:
+            return
+        if self.vae_slicing_from and batch >= self.vae_slicing_from:
+            vae.enable_slicing()
+        else:
+            vae.disable_slicing()
+
+
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
