@@ -82,11 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from bot.cover import CoverRequest, CoverService
+    from bot.cover import CoverRequest, CoverService, build_runner
     from bot.settings import Settings
     from bot.storage import Storage
     from models.queue import GenerationQueue, Progress, Queued
-    from models.runner import DiffusersRunner
 
     settings = Settings()
     if args.device:
@@ -102,12 +101,7 @@ async def run_cover(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
     )
-    runner = DiffusersRunner(
-        device=settings.device,
-        cache_dir=settings.cache_dir,
-        allow_downloads=settings.allow_downloads,
-        black_retries=settings.black_retries,
-    )
+    runner = build_runner(settings)
     storage = Storage(settings.db_path)
     try:
         async with GenerationQueue(

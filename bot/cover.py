@@ -27,7 +27,7 @@ from bot.prompts import STYLES, Prompt, build_prompts, clean_title
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import QueueClosed
-from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult, Runner
 from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
 
@@ -102,6 +102,20 @@ class PreparedCover:
     prompts: tuple[Prompt, ...]
     job: GenerationJob
     read_s: float
+
+
+def build_runner(settings: Settings) -> Runner:
+    """The diffusers runner the settings describe (device, cache, optimisation switches)."""
+    from models.optimize import Optimizations
+    from models.runner import DiffusersRunner
+
+    return DiffusersRunner(
+        device=settings.device,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        black_retries=settings.black_retries,
+        optimizations=Optimizations().replace(settings.optimizations),
+    )
 
 
 def looks_like_snapshot(text: str) -> bool:

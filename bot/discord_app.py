@@ -18,13 +18,13 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cover import CoverService
+from bot.cover import CoverService, build_runner
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import CoverError
-from models.jobs import Runner
+from models.jobs import GenerationJob, GenerationParams, ImageSpec, Runner
 from models.queue import GenerationQueue
-from models.registry import list_models
+from models.registry import list_models, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ CLOSE_EMOJI = "✅"  # the requester closes the vote with it
 NO_MENTIONS = discord.AllowedMentions.none()  # messages quote user text: never ping anyone
 # An interaction token lives 15 minutes; after 14 results go out with the bot's own token.
 TOKEN_LIFETIME_S = 14 * 60
+WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 
 
 COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark")
@@ -44,14 +45,7 @@ def build_bot(settings: Settings, *, runner: Runner | None = None, **options: An
     ``runner`` defaults to diffusers on ``settings.device``; tests may pass another.
     """
     if runner is None:
-        from models.runner import DiffusersRunner
-
-        runner = DiffusersRunner(
-            device=settings.device,
-            cache_dir=settings.cache_dir,
-            allow_downloads=settings.allow_downloads,
-            black_retries=settings.black_retries,
-        )
+        runner = build_runner(settings)
     queue = GenerationQueue(
         runner,
         max_pending=settings.queue_max_pending,
@@ -128,6 +122,29 @@ class CoverBot(commands.Bot):
             await self.tree.sync(guild=target)
         else:
             await self.tree.sync()
+        self._warming = asyncio.create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        """With a compiled UNet, compile each batch bucket now, behind everyone's jobs, rather
+        than during someone's first /cover of that size."""
+        optimizations = getattr(self.queue.runner, "optimizations", None)
+        if optimizations is None or not optimizations.compile:
+            return
+        from models.benchmark import warm_up_sizes
+
+        spec = resolve_model(self.settings.default_model)
+        params = GenerationParams(
+            spec.name, spec.native_size, spec.native_size, spec.steps, spec.guidance
+        )
+        for size in warm_up_sizes(self.queue):
+            images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
+            job = GenerationJob("warm-up", params, images, priority=WARM_UP_PRIORITY)
+            try:
+                await self.queue.submit(job).result()
+            except CoverError as error:
+                log.warning("Warm-up of batch size %d failed: %s", size, error)
+                return
+            log.info("Warmed up batch size %d", size)
 
     async def on_ready(self) -> None:
         log.info(

@@ -66,12 +66,21 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     allow_downloads: bool = False  # fetch hub models that are not cached yet
     black_retries: int = 2  # regenerations of an all-black (safety-checked) image
+    optimizations: str = ""  # switches over the defaults, e.g. "compile=on" (models/optimize.py)
 
     # --- queue ---
     queue_max_pending: int = 64  # jobs waiting, all users together
     queue_max_per_user: int = 2  # jobs one user may have waiting or running
     queue_max_batch: int = 8  # images merged into one pipeline call
     job_timeout_s: float = 600.0
+
+    @field_validator("optimizations")
+    @classmethod
+    def _known_optimizations(cls, value: str) -> str:
+        from models.optimize import Optimizations
+
+        Optimizations().replace(value)  # raises ValueError naming the bad switch
+        return value
 
     @field_validator("cooldown_s", "vote_close_after_s", "status_edit_interval_s")
     @classmethod

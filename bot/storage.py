@@ -517,3 +517,22 @@ class Storage:
         # table and column are our own literals, never user input
         sql = f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1"
         return db.execute(sql, [value]).fetchone() is not None
+
+    # --- training export --------------------------------------------------------------------------
+
+    def winning_covers(self) -> list[dict[str, Any]]:
+        """Every closed vote's winning candidate with the prompt that made it, oldest vote first:
+        ``message_id``, ``closed_at``, ``request_id``, ``playlist_id``, ``playlist_name``,
+        ``model``, ``index``, ``prompt``, ``seed``, ``png_path``, ``jpeg_path``."""
+        return self._rows(
+            """
+            SELECT m.message_id, m.closed_at, r.id AS request_id, r.playlist_id,
+                r.playlist_name, r.model, c.idx AS "index", c.prompt, c.seed, c.png_path,
+                c.jpeg_path
+            FROM cover_messages AS m
+            JOIN candidates AS c ON c.request_id = m.request_id AND c.idx = m.winner
+            JOIN requests AS r ON r.id = m.request_id
+            WHERE m.status = 'closed' AND m.winner IS NOT NULL
+            ORDER BY m.closed_at, m.rowid
+            """
+        )

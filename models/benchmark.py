@@ -262,9 +262,11 @@ async def run_queue_benchmark(
 
     # 1. Warm-up: the first call loads the pipeline (and on CUDA, picks its kernels).
     if warmup:
-        say("warming up (loading the model)")
-        spec = ImageSpec(prompt, "", seed=0)
-        await _submit_and_wait(queue, [_job("benchmark-warmup", params, (spec,), priority)])
+        sizes = warm_up_sizes(queue)
+        say(f"warming up (loading the model; batch sizes {', '.join(map(str, sizes))})")
+        for size in sizes:  # one after the other, so each runs at exactly its size
+            specs = tuple(ImageSpec(prompt, "", seed=k) for k in range(size))
+            await _submit_and_wait(queue, [_job("benchmark-warmup", params, specs, priority)])
 
     # 2. The workloads, with the memory probe watching only them.
     probe = MemoryProbe(device)
@@ -291,6 +293,15 @@ async def run_queue_benchmark(
         total_s=time.perf_counter() - began,
         max_batch=queue.max_batch,
     )
+
+
+def warm_up_sizes(queue: GenerationQueue) -> list[int]:
+    """Batch sizes to run once before measuring: 1 (loads the model), and with a compiled
+    UNet every bucket up to the queue's max batch, since each compiles on its first call."""
+    optimizations = getattr(queue.runner, "optimizations", None)
+    if optimizations is None or not optimizations.compile:
+        return [1]
+    return sorted({optimizations.bucket(n) for n in range(1, queue.max_batch + 1)})
 
 
 async def _measure(

@@ -62,3 +62,11 @@ def test_queue_limits_must_be_positive(monkeypatch):
     monkeypatch.setenv("COVER_QUEUE_MAX_PER_USER", "0")
     with pytest.raises(ValidationError, match="at least 1"):
         Settings()
+
+
+def test_optimisation_switches_are_checked_when_settings_are_read(monkeypatch):
+    monkeypatch.setenv("COVER_OPTIMIZATIONS", "compile=on,turbo=on")
+    with pytest.raises(ValidationError, match="Unknown optimisation 'turbo'"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("COVER_OPTIMIZATIONS", "compile=on,channels_last=off")
+    assert Settings(_env_file=None).optimizations == "compile=on,channels_last=off"
