@@ -9,6 +9,12 @@ It serves what :mod:`bot.spotify` reads, shaped like Spotify's answers as of 202
     GET  /v1/playlists/{id}/items     paged items ``{"item": track, ...}``, absolute ``next`` URLs;
                                       403 when the playlist refuses items (not owned by the app)
     GET  /v1/artists/{id}             full artist objects, genres included
+    GET  /v1/search?type=playlist     playlists whose name contains ``q`` (case-insensitive), paged
+                                      with ``limit`` ≤ 10 (Spotify's maximum since 2026) and
+                                      absolute ``next`` URLs; ``server.search_results[q]`` (a list
+                                      that may hold ``None``, as Spotify's does) overrides matching
+    GET  /images/{key}                image bytes stored with ``server.add_image`` (no token, like
+                                      Spotify's image CDN)
 
 Every ``/v1`` call needs a bearer token that ``/api/token`` handed out. Failures are scripted per
 path: ``server.script("/v1/playlists/ID", [Reply(429, retry_after=1), 200])`` answers the next
@@ -43,6 +49,8 @@ CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret-do-not-print"
 DEFAULT_LIMIT = 20  # Spotify's default page size for playlist items
 MAX_LIMIT = 50  # Spotify answers 400 to a larger limit
+SEARCH_MAX_LIMIT = 10  # search's page size cap since 2026
+SEARCH_MAX_OFFSET = 1000  # search pages stop there
 EMBEDDED_ITEMS = 100  # items Spotify puts inside the playlist object's own page
 
 
@@ -117,6 +125,8 @@ class FakeSpotify:
         self.artists: dict[str, dict[str, Any]] = {}
         self.requests: list[LoggedRequest] = []
         self.tokens_issued: list[str] = []
+        self.images: dict[str, tuple[bytes, str]] = {}
+        self.search_results: dict[str, list[Mapping[str, Any] | None]] = {}
         self._scripts: dict[str, _Script] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,6 +177,11 @@ class FakeSpotify:
             self.add_artist(artist)
         playlist = {k: v for k, v in snapshot.items() if k != "artists"}
         return self.add_playlist(playlist, items or (), items_refused=items is None)
+
+    def add_image(self, key: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """Store image bytes; returns their absolute URL on this server (start it first)."""
+        self.images[key] = (data, content_type)
+        return f"{self.base_url}/images/{key}"
 
     # -- scripted failures and the log ---------------------------------------------------------
 
@@ -249,6 +264,8 @@ class FakeSpotify:
         app.router.add_get("/v1/playlists/{id}", self._playlist)
         app.router.add_get("/v1/playlists/{id}/items", self._items)
         app.router.add_get("/v1/artists/{id}", self._artist)
+        app.router.add_get("/v1/search", self._search)
+        app.router.add_get("/images/{key}", self._image)
         # Short shutdown: a handler stalled by a scripted delay must not hold the test up.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -354,6 +371,52 @@ class FakeSpotify:
         if artist is None:
             return _json(error_body(404), 404)
         return _json(artist)
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "")
+        if not query or "playlist" not in request.query.get("type", "").split(","):
+            return _json(error_body(400, "Missing q or unsupported type"), 400)
+        try:
+            limit = int(request.query.get("limit", SEARCH_MAX_LIMIT))
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            return _json(error_body(400, "Invalid limit or offset"), 400)
+        if not 1 <= limit <= SEARCH_MAX_LIMIT or not 0 <= offset <= SEARCH_MAX_OFFSET:
+            return _json(error_body(400, f"Invalid limit {limit} or offset {offset}"), 400)
+        if query in self.search_results:
+            found = list(self.search_results[query])
+        else:
+            found = [
+                p.meta for p in self.playlists.values() if query.lower() in p.meta["name"].lower()
+            ]
+        total = min(len(found), SEARCH_MAX_OFFSET)
+        end = min(offset + limit, total)
+
+        def url(at: int) -> str:
+            return f"{self.api_base}/search?q={query}&type=playlist&offset={at}&limit={limit}"
+
+        page = {
+            "href": url(offset),
+            "items": [None if p is None else self._search_item(p) for p in found[offset:end]],
+            "limit": limit,
+            "next": url(end) if end < total else None,
+            "offset": offset,
+            "previous": url(max(0, offset - limit)) if offset > 0 else None,
+            "total": total,
+        }
+        return _json({"playlists": page})
+
+    def _search_item(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """A simplified playlist object: metadata and a link to its items."""
+        item = copy.deepcopy(dict(meta))
+        item["items"] = {"href": f"{self.api_base}/playlists/{meta['id']}/items", "total": 0}
+        return item
+
+    async def _image(self, request: web.Request) -> web.Response:
+        stored = self.images.get(request.match_info["key"])
+        if stored is None:
+            return web.Response(status=404, text="Not found")
+        return web.Response(body=stored[0], content_type=stored[1])
 
 
 # -- builders for test data ----------------------------------------------------------------------

@@ -1,24 +1,303 @@
-"""``python -m training``: fine-tuning (full with EMA, and LoRA) and dataset building.
+"""``python -m training``: fine-tune (full with EMA, or LoRA) and build datasets.
 
-The commands arrive with their own issue; until then this entry point says so plainly
-instead of pretending to train.
+    python -m training --preset seed001 --data DIR --base embedded --out runs/x [--method lora]
+    python -m training collect --out DIR --i-accept-spotify-terms-risk
+    python -m training export-votes --out DIR
+
+The same module runs under ``accelerate launch -m training …`` for several GPUs or nodes.
+Heavy libraries are imported only by the command that needs them, so ``--help`` is instant.
+Every expected failure is one line starting with ``error:`` and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from training.train import DEFAULT_PRESET, PRESETS, TrainConfig
+
+COMMANDS = ("train", "collect", "export-votes")
+
+
+# -- the training command: one flag per TrainConfig field --------------------------------------
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Fine-tune a Stable Diffusion model the way the seed papers did: a full "
+        "fine-tune (optionally with EMA) or LoRA. Other commands: 'python -m training collect' "
+        "(a playlist-cover dataset from Spotify search) and 'python -m training export-votes' "
+        "(the bot's voted winners as a dataset); add --help to either.",
+        epilog=_presets_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help=f"the seed paper whose parameters to start from (default: {DEFAULT_PRESET}); "
+        "every flag below overrides it",
+    )
+    hints = typing.get_type_hints(TrainConfig)
+    for spec in dataclasses.fields(TrainConfig):
+        _add_field(parser, spec, hints[spec.name])
+    return parser
+
+
+def _add_field(parser: argparse.ArgumentParser, spec: dataclasses.Field, hint: Any) -> None:
+    flag = "--" + spec.name.replace("_", "-")
+    default = spec.default if spec.default is not dataclasses.MISSING else []
+    text = spec.metadata["help"]
+    if isinstance(default, bool):
+        text += f" [default {'on' if default else 'off'}]"
+    elif default not in ("", None, []):
+        text += f" [default {default}]"
+    # SUPPRESS: only flags actually given override the preset.
+    kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text}
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    if base is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif typing.get_origin(base) is typing.Literal:
+        parser.add_argument(flag, choices=typing.get_args(base), **kwargs)
+    elif typing.get_origin(base) is list:
+        parser.add_argument(flag, nargs="+", metavar="TEXT", **kwargs)
+    else:
+        parser.add_argument(flag, type=base, metavar=spec.name.split("_")[-1].upper(), **kwargs)
+
+
+def _presets_table() -> str:
+    keys = sorted({k for values in PRESETS.values() for k in values})
+    names = sorted(PRESETS)
+    width = max(len(k) for k in keys) + 2
+    lines = ["presets (the values each seed paper set; everything else keeps its default):", ""]
+    lines.append("  " + "option".ljust(width) + "".join(n.ljust(12) for n in names))
+    for key in keys:
+        cells = [str(PRESETS[n].get(key, "-")) for n in names]
+        lines.append(
+            "  " + key.replace("_", "-").ljust(width) + "".join(c.ljust(12) for c in cells)
+        )
+    lines += [
+        "",
+        "examples:",
+        "  python -m training --preset seed001 --data dataset/ --base embedded --out runs/full",
+        "  python -m training --preset seed001 --method lora --lora-rank 8 --data dataset/ --out runs/lora",
+        "  accelerate launch --multi_gpu --num_processes 4 -m training --preset seed001 --data dataset/ --base sd15 --out runs/sd15",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_train(argv: list[str]) -> int:
+    from training.train import config_from_preset, train
+
+    args = vars(train_parser().parse_args(argv))
+    config = config_from_preset(args.pop("preset"), **args)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # loading bars; training has its own
+    diffusers_logging.set_verbosity_error()
+    result = train(config)
+    report = result.report
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return 0  # one report per machine is plenty
+    peak = report["peak_gpu_memory_bytes"] or report["peak_process_rss_bytes"]
+    kind = "GPU memory allocated" if report["peak_gpu_memory_bytes"] else "process RSS"
+    seconds = report["seconds_per_step"]
+    print(
+        f"Trained {report['steps']} steps ({report['method']}, {report['images_per_step']} "
+        f"images/step) on {report['device']}: {seconds:.3f} s/step "
+        f"({report['images_per_second']:.2f} images/s), peak {kind} {peak / 2**30:.2f} GiB, "
+        f"final loss {report['final_loss']:.4f}."
+    )
+    print(f"Report: {result.out_dir / 'training_report.json'}")
+    if config.method == "lora":
+        print(
+            f"LoRA: {result.output}\nUse it: python -m bot cover <playlist> --model {config.base} --lora {result.output}"
+        )
+    else:
+        print(
+            f"Model: {result.output}\nUse it: python -m bot cover <playlist> --model {result.output}"
+        )
+    return 0
+
+
+# -- collect -----------------------------------------------------------------------------------
+
+
+def collect_parser() -> argparse.ArgumentParser:
+    from training.collect import ACK_FLAG, TERMS_WARNING, CollectConfig
+
+    defaults = CollectConfig(out=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training collect",
+        description="Build a playlist-cover dataset from Spotify search the way seed 000 did: "
+        "genre/mood keywords and random 3-letter prefixes, no mosaics, templates or "
+        "Spotify-owned playlists, de-duplicated by id and by perceptual hash, split 80/10/10 by "
+        "playlist id, resumable. Needs SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET.\n\n"
+        + TERMS_WARNING,
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="dataset folder (created; an existing one is continued)",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=defaults.queries,
+        help=f"search queries in the plan (default {defaults.queries})",
+    )
+    parser.add_argument(
+        "--pages-per-query",
+        type=int,
+        default=defaults.pages_per_query,
+        help=f"result pages of 10 per query (default {defaults.pages_per_query})",
+    )
+    parser.add_argument(
+        "--keyword-share",
+        type=float,
+        default=defaults.keyword_share,
+        help="share of keyword queries; the rest are random prefixes (default 0.4)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="fixes the query plan (default 0)"
+    )
+    parser.add_argument(
+        "--max-playlists", type=int, default=None, help="stop once this many covers are kept"
+    )
+    parser.add_argument(
+        "--hash-distance",
+        type=int,
+        default=defaults.hash_distance,
+        help=f"covers within this many dHash bits are duplicates (default {defaults.hash_distance})",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=defaults.max_wait_s,
+        help=f"longest Retry-After waited out, seconds (default {defaults.max_wait_s:.0f}); a longer one stops the run, resumable",
+    )
+    parser.add_argument(ACK_FLAG, dest="acknowledged", action="store_true", help="you have read the warning above and take that decision")  # fmt: skip
+    return parser
+
+
+def run_collect(argv: list[str], *, sleep: Any = None) -> int:
+    from training.collect import TERMS_WARNING, CollectConfig, CollectError, Collector
+
+    args = collect_parser().parse_args(argv)
+    if not args.acknowledged:
+        print(f"error: {TERMS_WARNING}", file=sys.stderr)
+        return 2
+    for name in ("queries", "pages_per_query"):
+        if getattr(args, name) < 1:
+            raise CollectError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}."
+            )
+    from bot.settings import Settings
+
+    settings = Settings()
+    client_id, secret = settings.require_spotify()
+    config = CollectConfig(
+        out=args.out,
+        queries=args.queries,
+        pages_per_query=args.pages_per_query,
+        keyword_share=args.keyword_share,
+        seed=args.seed,
+        max_playlists=args.max_playlists,
+        hash_distance=args.hash_distance,
+        max_wait_s=args.max_wait,
+    )
+    collector = Collector(
+        config,
+        client_id=client_id,
+        client_secret=secret.get_secret_value(),
+        api_base=settings.spotify_api_base,
+        token_url=settings.spotify_token_url,
+        **({"sleep": sleep} if sleep is not None else {}),
+    )
+    print(TERMS_WARNING.rpartition(". To go ahead")[0] + ".", file=sys.stderr)
+    try:
+        stats = collector.run()
+    except KeyboardInterrupt:
+        print(f"Interrupted; {collector.kept} covers kept. Run the same command to continue.")
+        return 130
+    splits = ", ".join(f"{s} {n}" for s, n in sorted(stats.splits.items()))
+    skipped = ", ".join(f"{k} {n}" for k, n in sorted(stats.skipped.items())) or "none"
+    state = "done" if stats.finished else "stopped"
+    print(
+        f"{state}: {stats.kept} covers in {args.out} ({splits}); this run read {stats.pages} pages, skipped: {skipped}."
+    )
+    return 0
+
+
+# -- export-votes ------------------------------------------------------------------------------
+
+
+def run_export(argv: list[str]) -> int:
+    from training.export import export_votes
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training export-votes",
+        description="Write every closed vote's winning cover and its prompt as an image folder "
+        "with metadata.jsonl, ready for 'python -m training --data'.",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")  # fmt: skip
+    args = parser.parse_args(argv)
+    db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
+    result = export_votes(db, args.out)
+    print(f"Exported {result.exported} winning covers to {result.folder}.")
+    if result.missing:
+        print(
+            f"{len(result.missing)} winner image(s) no longer exist and were left out.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description="Reproduce the seeds' fine-tuning (full fine-tune with EMA, and LoRA). "
-        "Not available yet in this release.",
-    )
-    parser.parse_args(argv)
-    print("error: training is not available in this release yet.", file=sys.stderr)
-    return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("training").setLevel(logging.INFO)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    try:
+        if command == "collect":
+            return run_collect(argv)
+        if command == "export-votes":
+            return run_export(argv)
+        return run_train(argv)
+    except SystemExit:
+        raise  # argparse's --help and usage errors, before the except below imports anything
+    except _user_errors() as error:  # evaluated only when something was raised
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions whose message is meant for the user; anything else keeps its traceback."""
+    from models.errors import CoverError  # an unknown model, missing credentials, ...
+    from training.collect import CollectError
+    from training.data import DatasetError
+    from training.train import TrainingError
+
+    return (TrainingError, DatasetError, CollectError, CoverError, FileNotFoundError)
 
 
 if __name__ == "__main__":

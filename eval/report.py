@@ -1,0 +1,139 @@
+"""A study's results as people read them: a Markdown table shaped like seed 000's Table 2 and
+a bar chart with the confidence intervals (drawn with Pillow: no plotting library needed)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+UNRELIABLE = "†"  # marks a FID computed on fewer images than feature dimensions
+KID_SCALE = 1000.0  # KID values are ~1e-3; the table shows KID × 10³ as is customary
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _interval(metric: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    low, high = metric.get("low"), metric.get("high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    return f"{low * scale:.{digits}f} – {high * scale:.{digits}f}"
+
+
+def report_markdown(results: dict[str, Any]) -> str:
+    """The report: the table, its caption, then the notes and how it was measured."""
+    split = results["test_split"]
+    network = results["feature_network"]
+    lines = [
+        "| Model | FID Score | FID 95% CI | KID ×10³ (95% CI) | CLIP score (95% CI) "
+        "| Images used / dropped black |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["models"]:
+        fid, kid, clip = row.get("fid"), row.get("kid"), row.get("clip_score", {})
+        fid_cell = "–"
+        if fid:
+            fid_cell = _number(fid["value"]) + ("" if fid["reliable"] else f" {UNRELIABLE}")
+        kid_cell = "–"
+        if kid:
+            kid_cell = f"{_number(kid['value'] * KID_SCALE)} ({_interval(kid, KID_SCALE)})"
+        clip_cell = "skipped"
+        if "value" in clip:
+            clip_cell = f"{_number(clip['value'])} ({_interval(clip)})"
+        lines.append(
+            f"| {row['label']} | {fid_cell} | {_interval(fid) if fid else '–'} | {kid_cell} "
+            f"| {clip_cell} | {row['kept']} / {row['dropped_black']} |"
+        )
+    lines += [
+        "",
+        f"Table 2. FID scores for evaluated models on the test set (`{split['dir']}`, "
+        f"{split['images']} real images, one generated image per prompt, seeds "
+        f"{results['seed']}…{results['seed'] + split['images'] - 1}).",
+        "",
+        f"Features: `{network['name']}` ({network['dim']}-d, inputs resized to "
+        f"{network['input_size']} px with PIL bicubic + antialiasing in float, as clean-fid). "
+        f"Intervals: percentile bootstrap, {results['bootstrap_resamples']} resamples. "
+        f"{UNRELIABLE} = fewer images than feature dimensions: that FID is unreliable.",
+    ]
+    if results["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, Any], path: Path) -> None:
+    Path(path).write_text(report_markdown(results), encoding="utf-8")
+
+
+# -- the chart -------------------------------------------------------------------------------
+
+_WIDTH, _LABEL_W, _ROW_H, _PAD = 960, 260, 34, 24
+_BAR, _WHISKER, _INK, _GRID = (70, 110, 180), (20, 20, 20), (0, 0, 0), (225, 225, 225)
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """One panel per metric (FID, KID ×10³, CLIP score where measured): a bar per model and a
+    whisker for its 95% interval."""
+    rows = [row for row in results["models"] if "fid" in row]
+    panels = [("FID (lower is better)", [_bar(r["fid"]) for r in rows])]
+    panels.append(("KID x 1000 (lower is better)", [_bar(r["kid"], KID_SCALE) for r in rows]))
+    if any("value" in r["clip_score"] for r in rows):
+        panels.append(("CLIP score (higher is better)", [_bar(r["clip_score"]) for r in rows]))
+    labels = [r["label"] for r in rows]
+    panel_h = _PAD * 2 + _ROW_H * max(1, len(rows))
+    image = Image.new("RGB", (_WIDTH, panel_h * len(panels) + _PAD), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    for p, (title, bars) in enumerate(panels):
+        _panel(draw, font, title, labels, bars, top=p * panel_h + _PAD // 2, height=panel_h)
+    image.save(path)
+
+
+def _bar(metric: dict[str, Any], scale: float = 1.0) -> tuple[float, float, float]:
+    value = metric.get("value", float("nan"))
+    return value * scale, metric.get("low", value) * scale, metric.get("high", value) * scale
+
+
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    font: Any,
+    title: str,
+    labels: Sequence[str],
+    bars: Sequence[tuple[float, float, float]],
+    *,
+    top: int,
+    height: int,
+) -> None:
+    draw.text((_PAD, top), title, fill=_INK, font=font)
+    finite = [v for bar in bars for v in bar if math.isfinite(v)]
+    lowest = min([0.0, *finite])
+    highest = max([1e-12, *finite])
+    left, right = _LABEL_W, _WIDTH - _PAD - 70
+
+    def x_of(value: float) -> float:
+        return left + (value - lowest) / (highest - lowest) * (right - left)
+
+    draw.line([(x_of(0.0), top + _PAD), (x_of(0.0), top + height - _PAD // 2)], fill=_GRID)
+    for i, (label, (value, low, high)) in enumerate(zip(labels, bars, strict=True)):
+        y = top + _PAD + i * _ROW_H
+        draw.text((_PAD, y + 8), label[:32], fill=_INK, font=font)
+        if not math.isfinite(value):
+            continue
+        draw.rectangle([x_of(min(0.0, value)), y + 6, x_of(max(0.0, value)), y + _ROW_H - 6], _BAR)
+        if math.isfinite(low) and math.isfinite(high):
+            mid = y + _ROW_H // 2
+            draw.line([(x_of(low), mid), (x_of(high), mid)], fill=_WHISKER, width=2)
+            for end in (low, high):
+                draw.line([(x_of(end), mid - 6), (x_of(end), mid + 6)], fill=_WHISKER, width=2)
+        draw.text(
+            (x_of(max(value, high if math.isfinite(high) else value)) + 6, y + 8),
+            f"{value:.2f}",
+            fill=_INK,
+            font=font,
+        )

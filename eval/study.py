@@ -1,0 +1,464 @@
+"""The FID study of seed 000 (Table 2), for any set of models.
+
+    test split (metadata.jsonl) ─► prompts ─► models/ (one image per prompt per model, fixed
+    seeds, resumable) ─► drop all-black images ─► features (real ones cached by content)
+    ─► FID, KID, CLIP score with bootstrap intervals ─► results.json, report.md, chart.png
+
+Generation goes through :class:`models.runner.DiffusersRunner`, so every model name the project
+knows works: presets, local diffusers folders, and either of them with a LoRA. Under
+``accelerate launch`` each process generates its share of the prompts on its own GPU; the main
+process then computes the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.clip_score import ClipScorer
+from eval.features import FeatureExtractor, cached_features, describe
+from eval.images import TestSplit, read_split
+from eval.metrics import (
+    Estimate,
+    bootstrap,
+    frechet_distance_from_features,
+    kernel_inception_distance,
+)
+from eval.progress import progress
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+CHART_FILE = "chart.png"
+_LORA_MARK = "+lora="
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the study: a model (preset or folder), optionally with a LoRA file."""
+
+    model: str
+    lora: str | None = None
+
+    @property
+    def label(self) -> str:
+        base = Path(self.model).name if ("/" in self.model or "\\" in self.model) else self.model
+        return f"{base} + LoRA {Path(self.lora).stem}" if self.lora else base
+
+
+def parse_models(text: str) -> list[ModelEntry]:
+    """``"embedded,./my-finetune,small-sd+lora=covers.safetensors"`` → entries, in order."""
+    entries = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        model, _, lora = item.partition(_LORA_MARK)
+        if not model.strip() or (_LORA_MARK in item and not lora.strip()):
+            raise ValueError(f"--models entry {item!r} must read MODEL or MODEL+lora=FILE.")
+        entries.append(ModelEntry(model.strip(), lora.strip() or None))
+    if not entries:
+        raise ValueError(f"--models must name at least one model, got {text!r}.")
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"--models names a model twice: {text!r}.")
+    return entries
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    test_dir: Path
+    models: tuple[ModelEntry, ...]
+    out_dir: Path
+    seed: int = 0  # prompt i is generated with seed + i by every model
+    size: int | None = None  # px; default: each model's native size
+    steps: int | None = None  # default: each model's own
+    guidance: float | None = None  # default: each model's own
+    lora_scale: float = 1.0
+    batch_size: int = 8  # images per pipeline call
+    limit: int | None = None  # use the first N test prompts only
+    device: str = "auto"
+    feature_batch_size: int = 32
+    bootstrap: int = 100  # resamples per interval; 0 = no intervals
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    cache_dir: Path | None = None  # the project cache (embedded model; features in eval/)
+    allow_downloads: bool = False  # fetch hub models that are not cached
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """Where one model's images are and what they were made with."""
+
+    entry: ModelEntry
+    params: Any  # models.jobs.GenerationParams
+    folder: Path
+    images: tuple[Path, ...]  # one per prompt, index order
+
+
+def check_config(config: StudyConfig) -> None:
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {config.batch_size}.")
+    if config.size is not None and (config.size < 8 or config.size % 8):
+        raise ValueError(f"size must be a multiple of 8, at least 8, got {config.size}.")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {config.steps}.")
+    if config.bootstrap < 0:
+        raise ValueError(f"bootstrap must be 0 or more, got {config.bootstrap}.")
+    if not config.models:
+        raise ValueError("models must name at least one model.")
+
+
+# -- 1. generation ---------------------------------------------------------------------------
+
+
+def generation_params(config: StudyConfig, entry: ModelEntry) -> Any:
+    """The :class:`~models.jobs.GenerationParams` of one model: its own settings unless the
+    config overrides them."""
+    from models.jobs import GenerationParams
+    from models.registry import resolve_model
+
+    spec = resolve_model(entry.model, lora=entry.lora)
+    size = config.size or spec.native_size
+    return GenerationParams(
+        model=entry.model,
+        width=size,
+        height=size,
+        steps=config.steps or spec.steps,
+        guidance=spec.guidance if config.guidance is None else config.guidance,
+        lora=str(spec.lora) if spec.lora else None,
+        lora_scale=config.lora_scale,
+    )
+
+
+def image_folder(out_dir: Path, entry: ModelEntry, params: Any) -> Path:
+    """``out_dir/images/<label>-<hash of the settings>``: other settings, other images."""
+    settings = json.dumps(asdict(params), sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", entry.label).strip("-")[:60] or "model"
+    return Path(out_dir) / "images" / f"{slug}-{digest}"
+
+
+def image_path(folder: Path, index: int, seed: int) -> Path:
+    return folder / f"{index:05d}-seed{seed}.png"
+
+
+def generate_images(
+    config: StudyConfig,
+    entry: ModelEntry,
+    split: TestSplit,
+    runner: Any,
+    *,
+    indices: Sequence[int] | None = None,
+) -> ModelRun:
+    """Make one image per prompt (prompt i with seed ``config.seed + i``) into the model's folder,
+    skipping images already there, ``batch_size`` prompts per pipeline call. Black images are
+    written too – the metrics step drops and counts them – so a resumed run never redoes them.
+    ``indices`` limits this process to its share of the prompts."""
+    from models.jobs import ImageSpec
+
+    params = generation_params(config, entry)
+    folder = image_folder(config.out_dir, entry, params)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {"model": entry.model, "lora": entry.lora, "params": asdict(params)}
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    paths = tuple(image_path(folder, i, config.seed + i) for i in range(len(split)))
+    mine = range(len(split)) if indices is None else indices
+    missing = [i for i in mine if not paths[i].is_file()]
+    with progress(len(missing), f"generate {entry.label}", "img") as bar:
+        for start in range(0, len(missing), config.batch_size):
+            batch = missing[start : start + config.batch_size]
+            specs = [ImageSpec(prompt=split.prompts[i], seed=config.seed + i) for i in batch]
+            for i, made in zip(batch, runner(params, specs, _NoControl()), strict=True):
+                partial = paths[i].with_suffix(".tmp.png")
+                made.image.save(partial)
+                partial.replace(paths[i])  # atomic: an interrupted run leaves no half image
+            bar.update(len(batch))
+    return ModelRun(entry=entry, params=params, folder=folder, images=paths)
+
+
+class _NoControl:
+    """The runner's progress hook; a study is never cancelled midway (Ctrl-C is enough)."""
+
+    def step(self, step: int, total: int) -> None:
+        pass
+
+
+# -- 2. metrics ------------------------------------------------------------------------------
+
+
+def split_black(paths: Sequence[Path]) -> tuple[list[int], list[int]]:
+    """(indices kept, indices dropped): seed 000's policy drops all-black images (a safety
+    checker's replacement) before FID, for every model alike."""
+    from PIL import Image
+
+    from models.postprocess import is_black
+
+    kept, dropped = [], []
+    for index, path in enumerate(paths):
+        with Image.open(path) as image:
+            (dropped if is_black(image) else kept).append(index)
+    return kept, dropped
+
+
+def fid_estimate(real: np.ndarray, fake: np.ndarray, *, resamples: int, seed: int) -> Estimate:
+    return bootstrap(frechet_distance_from_features, (real, fake), resamples=resamples, seed=seed)
+
+
+def kid_estimate(
+    real: np.ndarray,
+    fake: np.ndarray,
+    *,
+    subsets: int,
+    subset_size: int,
+    resamples: int,
+    seed: int,
+) -> tuple[Estimate, float]:
+    """KID's mean over subsets with a bootstrap interval, and its standard deviation over the
+    subsets. Replicates use a tenth of the subsets (at least 5) to keep the cost bounded."""
+    mean, std = kernel_inception_distance(
+        real, fake, subsets=subsets, subset_size=subset_size, seed=seed
+    )
+    replicate_subsets = max(5, subsets // 10)
+
+    def statistic(a: np.ndarray, b: np.ndarray) -> float:
+        return kernel_inception_distance(
+            a, b, subsets=replicate_subsets, subset_size=subset_size, seed=seed
+        )[0]
+
+    interval = bootstrap(statistic, (real, fake), resamples=resamples, seed=seed)
+    return Estimate(mean, interval.low, interval.high), std
+
+
+def clip_estimate(
+    scorer: ClipScorer,
+    images: Sequence[Path],
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    resamples: int,
+    seed: int,
+) -> tuple[Estimate, int]:
+    """The mean CLIP score of ``images`` against their prompts, with a bootstrap interval."""
+    from PIL import Image
+
+    scores = []
+    with progress(len(images), "clip score", "img") as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            loaded = []
+            for path in chunk:
+                with Image.open(path) as image:
+                    loaded.append(image.convert("RGB"))
+            scores.append(scorer(loaded, prompts[start : start + batch_size]))
+            bar.update(len(chunk))
+    values = np.concatenate(scores) if scores else np.empty(0)
+
+    def mean(sample: np.ndarray) -> float:
+        return float(sample.mean())
+
+    return bootstrap(mean, (values,), resamples=resamples, seed=seed), len(values)
+
+
+def model_metrics(
+    config: StudyConfig,
+    run: ModelRun,
+    split: TestSplit,
+    real: np.ndarray,
+    extractor: FeatureExtractor,
+    clip: ClipScorer | str | None,
+    feature_cache: Path,
+) -> dict[str, Any]:
+    """Everything results.json says about one model."""
+    kept, dropped = split_black(run.images)
+    row: dict[str, Any] = {
+        "label": run.entry.label,
+        "model": run.entry.model,
+        "lora": run.entry.lora,
+        "params": asdict(run.params),
+        "images_dir": str(run.folder),
+        "prompts": len(split),
+        "generated": len(run.images),
+        "dropped_black": len(dropped),
+        "kept": len(kept),
+    }
+    if len(kept) < 2:
+        row["skipped"] = "fewer than 2 images left after dropping black ones"
+        return row
+    kept_paths = [run.images[i] for i in kept]
+    fake = cached_features(
+        kept_paths,
+        extractor,
+        feature_cache,
+        batch_size=config.feature_batch_size,
+        description=f"features {run.entry.label}",
+    )
+    fid = fid_estimate(real, fake, resamples=config.bootstrap, seed=config.seed)
+    row["fid"] = {
+        **asdict(fid),
+        "n_real": len(real),
+        "n_generated": len(fake),
+        "dim": extractor.dim,
+        "reliable": min(len(real), len(fake)) >= extractor.dim,
+    }
+    kid, kid_std = kid_estimate(
+        real,
+        fake,
+        subsets=config.kid_subsets,
+        subset_size=config.kid_subset_size,
+        resamples=config.bootstrap,
+        seed=config.seed,
+    )
+    row["kid"] = {
+        **asdict(kid),
+        "std_over_subsets": kid_std,
+        "subsets": config.kid_subsets,
+        "subset_size": min(config.kid_subset_size, len(real), len(fake)),
+        "n_real": len(real),
+        "n_generated": len(fake),
+    }
+    if isinstance(clip, ClipScorer):
+        score, count = clip_estimate(
+            clip,
+            kept_paths,
+            [split.prompts[i] for i in kept],
+            batch_size=config.feature_batch_size,
+            resamples=config.bootstrap,
+            seed=config.seed,
+        )
+        row["clip_score"] = {**asdict(score), "n": count, "model": clip.name}
+    else:
+        row["clip_score"] = {"skipped": clip or "not requested"}
+    return row
+
+
+# -- 3. the whole study ------------------------------------------------------------------------
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    load_extractor: Callable[[], FeatureExtractor],
+    load_clip: Callable[[], ClipScorer | str] | None = None,
+    runner: Any = None,
+) -> dict[str, Any] | None:
+    """Generate, measure and report; returns the results (None on non-main processes under
+    ``accelerate launch``). The feature network and CLIP are loaded (``load_extractor``,
+    ``load_clip``: a scorer, or the reason there is none) only once the images exist, after the
+    pipeline is released, so they never share memory with it. ``runner`` defaults to a
+    :class:`~models.runner.DiffusersRunner` without black-image retries."""
+    from eval.report import write_chart, write_report
+
+    check_config(config)
+    started = time.perf_counter()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = read_split(config.test_dir, limit=config.limit)
+    cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    feature_cache = cache_root / "eval"
+
+    # 1. Images: each process its share of the prompts; a run that stopped resumes here.
+    state = _distributed_state()
+    indices: list[int] | None = None
+    device = config.device
+    if state is not None:
+        with state.split_between_processes(list(range(len(split)))) as share:
+            indices = list(share)
+        device = str(state.device) if config.device == "auto" else config.device
+    if runner is None:
+        from models.runner import DiffusersRunner
+
+        # No black-image retries: the seed dropped black outputs instead, and so do we.
+        runner = DiffusersRunner(
+            device=device,
+            cache_dir=cache_root,
+            allow_downloads=config.allow_downloads,
+            black_retries=0,
+        )
+    runs = [
+        generate_images(config, entry, split, runner, indices=indices) for entry in config.models
+    ]
+    if state is not None:
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        runs = [generate_images(config, entry, split, runner) for entry in config.models]
+    del runner  # free the pipeline before the feature network loads
+
+    # 2. Features of the real images: cached by content, so the next study starts here.
+    extractor = load_extractor()
+    real = cached_features(
+        list(split.files),
+        extractor,
+        feature_cache,
+        batch_size=config.feature_batch_size,
+        description="features (real)",
+    )
+    clip = load_clip() if load_clip is not None else None
+
+    # 3. Metrics per model, then the three outputs.
+    rows = [model_metrics(config, run, split, real, extractor, clip, feature_cache) for run in runs]
+    results = {
+        "study": "seed 000 Table 2: FID of generated vs real test images",
+        "test_split": {"dir": str(split.root), "images": len(split)},
+        "seed": config.seed,
+        "bootstrap_resamples": config.bootstrap,
+        "confidence": 0.95,
+        "feature_network": describe(extractor),
+        "models": rows,
+        "notes": _notes(rows, extractor.dim),
+        "elapsed_s": round(time.perf_counter() - started, 2),
+    }
+    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_report(results, out_dir / REPORT_FILE)
+    write_chart(results, out_dir / CHART_FILE)
+    return results
+
+
+def _notes(rows: Sequence[dict[str, Any]], dim: int) -> list[str]:
+    notes = []
+    for row in rows:
+        if row.get("dropped_black"):
+            notes.append(
+                f"{row['label']}: {row['dropped_black']} of {row['generated']} images were "
+                "all black and were dropped before the metrics (seed 000's policy)."
+            )
+        fid = row.get("fid")
+        if fid and not fid["reliable"]:
+            notes.append(
+                f"{row['label']}: FID on {min(fid['n_real'], fid['n_generated'])} images, fewer "
+                f"than the {dim} feature dimensions – the covariance is singular and FID is "
+                "biased upwards; it is unreliable. Compare models by KID here."
+            )
+        if "skipped" in row:
+            notes.append(f"{row['label']}: no metrics – {row['skipped']}.")
+    skipped_clip = {
+        r["clip_score"]["skipped"] for r in rows if "skipped" in r.get("clip_score", {})
+    }
+    for reason in sorted(skipped_clip):
+        notes.append(f"CLIP score skipped: {reason}.")
+    return notes
+
+
+def _distributed_state() -> Any:
+    """accelerate's process state when launched with several processes, else None."""
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        return None
+    state = PartialState()
+    return state if state.num_processes > 1 else None
+
+
+def default_cache_dir() -> Path:
+    """The project cache, as the bot's ``COVER_CACHE_DIR`` setting defaults it."""
+    return Path(os.environ.get("COVER_CACHE_DIR") or "~/.cache/playlist-cover").expanduser()

@@ -1,0 +1,77 @@
+"""``python -m training export-votes``: closed votes' winners (and nothing else) become a dataset."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from bot.storage import Storage
+from training.__main__ import main
+from training.data import load_examples
+
+
+def _request(storage: Storage, tmp_path, name: str, count: int = 3) -> str:
+    request_id = storage.record_request(
+        source="discord",
+        user_id="u1",
+        playlist_id=f"pl-{name}",
+        playlist_name=name,
+        model="embedded",
+        params={},
+        prompts=[],
+    )
+    candidates = []
+    for index in range(1, count + 1):
+        png = tmp_path / f"{name}-{index}.png"
+        Image.new("RGB", (16, 16), (index * 60, 0, 0)).save(png)
+        prompt = f"{name} {index} playlist cover image"
+        candidates.append({"index": index, "prompt": prompt, "seed": index, "png_path": str(png)})
+    storage.add_candidates(request_id, candidates)
+    return request_id
+
+
+def test_export_votes_writes_the_winners_with_their_prompts(tmp_path, capsys):
+    db = tmp_path / "bot.db"
+    with Storage(db) as storage:
+        won = _request(storage, tmp_path, "winner")
+        storage.register_cover_message(
+            message_id="m1", channel_id="c", request_id=won, candidate_count=3
+        )
+        storage.close_vote("m1", winner=2)
+        for message_id, name, winner in (("m2", "open", None), ("m3", "nobody", None)):
+            request_id = _request(storage, tmp_path, name)
+            storage.register_cover_message(
+                message_id=message_id, channel_id="c", request_id=request_id, candidate_count=3
+            )
+            if name == "nobody":
+                storage.close_vote(message_id, winner=winner)
+        gone = _request(storage, tmp_path, "deleted")
+        storage.register_cover_message(
+            message_id="m4", channel_id="c", request_id=gone, candidate_count=3
+        )
+        storage.close_vote("m4", winner=1)
+        (tmp_path / "deleted-1.png").unlink()
+        assert [w["prompt"] for w in storage.winning_covers()] == [
+            "winner 2 playlist cover image",
+            "deleted 1 playlist cover image",
+        ]
+
+    assert main(["export-votes", "--db", str(db), "--out", str(tmp_path / "ds")]) == 0
+    out, err = capsys.readouterr()
+    assert "Exported 1 " in out and "1 winner image" in err
+    rows = [
+        json.loads(line) for line in (tmp_path / "ds" / "metadata.jsonl").read_text().splitlines()
+    ]
+    assert [(r["text"], r["playlist_id"]) for r in rows] == [
+        ("winner 2 playlist cover image", "pl-winner")
+    ]
+    examples = load_examples(tmp_path / "ds")
+    assert [e.caption for e in examples] == ["winner 2 playlist cover image"]
+    with Image.open(examples[0].image) as image:
+        assert image.getpixel((0, 0)) == (120, 0, 0)  # candidate 2's colour
+
+
+def test_export_votes_without_a_database_is_one_line(tmp_path, capsys):
+    assert main(["export-votes", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: There is no database")
