@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import gc
 import importlib.metadata
 import json
 import logging
@@ -398,6 +397,7 @@ def run_baseline(
     workloads: Sequence[Workload] = DEFAULT_WORKLOADS,
     prompt: str = DEFAULT_PROMPT,
     progress: Callable[[str], None] | None = None,
+    warmup: bool = True,
 ) -> BenchmarkReport:
     """The baseline, blocking: what a bot without our queue does. All of a workload's requests
     arrive at once; each gets one plain ``pipe(...)`` call of its own, one after the other.
@@ -424,8 +424,9 @@ def run_baseline(
             height=params.height,
         )
 
-    say("baseline: warming up")
-    call(1, 0)
+    if warmup:
+        say("baseline: warming up")
+        call(1, 0)
     probe = MemoryProbe(device)
     results: list[WorkloadResult] = []
     try:
@@ -468,6 +469,77 @@ def run_baseline(
         max_batch=None,
         setup="baseline: one plain diffusers call per request, in turn",
     )
+
+
+async def run_comparison(
+    pipe: Any,
+    queue: GenerationQueue,
+    params: GenerationParams,
+    *,
+    device: str,
+    workloads: Sequence[Workload] = DEFAULT_WORKLOADS,
+    repeats: int = 3,
+    optimizations: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Each workload ``repeats`` times each way, alternating baseline and ours, keeping each
+    side's median run (by images/s).
+
+    Alternating, and the median, because a shared machine's speed drifts by tens of percent
+    from minute to minute: one long baseline run followed by one long run of ours would
+    measure the drift. The baseline's calls run in a worker thread, as the queue's do.
+    """
+    say = progress or (lambda line: None)
+    began = time.perf_counter()
+    say("warming up both sides")
+    await asyncio.to_thread(run_baseline, pipe, params, device=device, workloads=workloads[:1])
+    warm = await run_queue_benchmark(queue, params, device=device, workloads=workloads[:1])
+    base_runs: list[BenchmarkReport] = []
+    our_runs: list[BenchmarkReport] = []
+    base_best: list[WorkloadResult] = []
+    our_best: list[WorkloadResult] = []
+    for number, workload in enumerate(workloads, start=1):
+        base_tries, our_tries = [], []
+        for attempt in range(1, repeats + 1):
+            say(f"workload {number}/{len(workloads)} ({workload.name}), run {attempt}/{repeats}")
+            base = await asyncio.to_thread(
+                run_baseline, pipe, params, device=device, workloads=[workload], warmup=False
+            )
+            ours = await run_queue_benchmark(
+                queue, params, device=device, workloads=[workload], warmup=False
+            )
+            base_runs.append(base)
+            our_runs.append(ours)
+            base_tries.append(base.results[0])
+            our_tries.append(ours.results[0])
+        base_best.append(_median_run(base_tries))
+        our_best.append(_median_run(our_tries))
+
+    def merged(runs: list[BenchmarkReport], results: list[WorkloadResult]) -> BenchmarkReport:
+        peaks = [r.peak_memory_bytes for r in runs if r.peak_memory_bytes is not None]
+        return dataclasses.replace(
+            runs[0],
+            results=tuple(results),
+            peak_memory_bytes=max(peaks) if peaks else None,
+            total_s=time.perf_counter() - began,
+            started_at=warm.started_at,
+        )
+
+    flop = await asyncio.to_thread(unet_flop_per_image, pipe, params)
+    return Comparison(
+        merged(base_runs, base_best),
+        merged(our_runs, our_best),
+        optimizations,
+        unet_tflop_per_image=flop / 1e12,
+        peak_tflops=peak_tflops(device),
+        repeats=repeats,
+    )
+
+
+def _median_run(runs: Sequence[WorkloadResult]) -> WorkloadResult:
+    """The run with the median images/s (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r.images_per_s)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def unet_flop_per_image(pipe: Any, params: GenerationParams) -> float:
@@ -522,6 +594,7 @@ class Comparison:
     optimizations: str  # Optimizations.describe() of our side
     unet_tflop_per_image: float | None = None
     peak_tflops: float | None = None  # the GPU's, when known
+    repeats: int = 1  # runs per workload and side; each side's median run is kept
 
     def speedups(self) -> list[float]:
         return [
@@ -536,6 +609,7 @@ class Comparison:
             "optimizations": self.optimizations,
             "unet_tflop_per_image": self.unet_tflop_per_image,
             "peak_tflops": self.peak_tflops,
+            "repeats": self.repeats,
             "speedups": self.speedups(),
         }
 
@@ -551,7 +625,7 @@ class Comparison:
         lines = [
             f"{head.model} on {head.device} · {head.width}x{head.height} px · {head.steps} steps"
             f" · guidance {head.guidance:g} · max batch {head.max_batch}",
-            f"ours: {self.optimizations}",
+            f"ours: {self.optimizations} · median of {self.repeats} alternating run(s) per side",
             f"{'workload':<18} {'base img/s':>10} {'ours img/s':>10} {'speed-up':>8} "
             f"{'base p50/p95 s':>15} {'ours p50/p95 s':>15} {'TFLOP/s':>8}",
         ]
@@ -916,6 +990,12 @@ def build_parser() -> argparse.ArgumentParser:
         "same process and print both side by side",
     )
     parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        help="with --compare: runs of each workload per side, alternating, median kept (3)",
+    )
+    parser.add_argument(
         "--opt",
         type=_optimizations,
         default=Optimizations(),
@@ -969,8 +1049,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     workloads = [Workload.concurrent(n, args.images) for n in args.workloads]
 
+    def say(line: str) -> None:
+        print(f"benchmark: {line}", file=sys.stderr, flush=True)
+
     # 2. A queue of our own, big enough for the largest workload plus the warm-up.
-    async def run() -> BenchmarkReport:
+    async def run() -> tuple[BenchmarkReport, Comparison | None]:
         async with GenerationQueue(
             runner,
             max_pending=max(w.requests for w in workloads) + 1,
@@ -979,21 +1062,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_timeout_s=3600.0,  # a big model on a CPU is slow, not stuck
             name=runner.device,
         ) as queue:
-            return await run_queue_benchmark(
-                queue,
-                params,
-                device=runner.device,
-                workloads=workloads,
-                progress=say,
-            )
-
-    def say(line: str) -> None:
-        print(f"benchmark: {line}", file=sys.stderr, flush=True)
-
-    try:
-        # 3. The baseline first, with its own plain pipeline, freed before ours loads.
-        baseline = flop = None
-        if args.compare:
+            if not args.compare:
+                report = await run_queue_benchmark(
+                    queue, params, device=runner.device, workloads=workloads, progress=say
+                )
+                return report, None
+            # 3. Side by side: a plain pipeline of its own for the baseline.
             from models.registry import load_pipeline
 
             pipe = load_pipeline(
@@ -1002,13 +1076,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache_dir=runner.cache_dir,
                 allow_downloads=args.allow_downloads,
             )
-            baseline = run_baseline(
-                pipe, params, device=runner.device, workloads=workloads, progress=say
+            comparison = await run_comparison(
+                pipe,
+                queue,
+                params,
+                device=runner.device,
+                workloads=workloads,
+                repeats=args.repeats,
+                optimizations=args.opt.describe(),
+                progress=say,
             )
-            flop = unet_flop_per_image(pipe, params)
-            del pipe
-            gc.collect()
-        report = asyncio.run(run())
+            return comparison.ours, comparison
+
+    try:
+        report, comparison = asyncio.run(run())
     except CoverError as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 1
@@ -1017,14 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.table())
     for path in write_report(report, args.out):
         print(path)
-    if baseline is not None:
-        comparison = Comparison(
-            baseline,
-            report,
-            args.opt.describe(),
-            unet_tflop_per_image=flop / 1e12 if flop else None,
-            peak_tflops=peak_tflops(runner.device),
-        )
+    if comparison is not None:
         print()
         print(comparison.table())
         command = "python -m models.benchmark " + " ".join(
