@@ -81,13 +81,7 @@ def frechet_distance_from_features(features1: np.ndarray, features2: np.ndarray)
         Tr((Σ₁ Σ₂)^½) = ‖A Bᵀ‖_*   (the nuclear norm: the sum of singular values of an N₁×N₂
                                      matrix instead of two D×D eigendecompositions).
     """
-    x1 = _as_features(features1, "features1")
-    x2 = _as_features(features2, "features2")
-    if x1.shape[1] != x2.shape[1]:
-        raise ValueError(
-            f"features1 and features2 must have the same width, got {x1.shape[1]} and "
-            f"{x2.shape[1]}."
-        )
+    x1, x2 = _feature_pair(features1, features2)
     if min(len(x1), len(x2)) < 2:
         raise ValueError("each feature set needs at least 2 rows for a covariance.")
     if max(len(x1), len(x2)) >= x1.shape[1]:
@@ -120,13 +114,7 @@ def kernel_inception_distance(
     may be negative) – unlike FID it is meaningful on small sets. Returns (mean, standard
     deviation over the subsets). Deterministic for a given ``seed``.
     """
-    x1 = _as_features(features1, "features1")
-    x2 = _as_features(features2, "features2")
-    if x1.shape[1] != x2.shape[1]:
-        raise ValueError(
-            f"features1 and features2 must have the same width, got {x1.shape[1]} and "
-            f"{x2.shape[1]}."
-        )
+    x1, x2 = _feature_pair(features1, features2)
     if subsets < 1:
         raise ValueError(f"subsets must be at least 1, got {subsets}.")
     m = min(subset_size, len(x1), len(x2))
@@ -184,6 +172,18 @@ def bootstrap(
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _feature_pair(features1: np.ndarray, features2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets checked, as float arrays of the same width."""
+    x1 = _as_features(features1, "features1")
+    x2 = _as_features(features2, "features2")
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(
+            f"features1 and features2 must have the same width, got {x1.shape[1]} and "
+            f"{x2.shape[1]}."
+        )
+    return x1, x2
 
 
 def _as_features(features: np.ndarray, name: str) -> np.ndarray:

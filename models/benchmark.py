@@ -129,6 +129,37 @@ class BenchmarkReport:
     max_batch: int | None = None  # the queue's cap on images per pipeline call
     setup: str = "our queue"  # how the images were made (the baseline says so)
 
+    @classmethod
+    def measured(
+        cls,
+        params: GenerationParams,
+        device: str,
+        results: Sequence[WorkloadResult],
+        memory: tuple[int | None, str],
+        started_at: datetime,
+        began: float,
+        *,
+        max_batch: int | None = None,
+        setup: str = "our queue",
+    ) -> BenchmarkReport:
+        """A report of a run that started at ``started_at`` (``began`` on perf_counter)."""
+        return cls(
+            model=params.model,
+            device=device,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance=params.guidance,
+            results=tuple(results),
+            peak_memory_bytes=memory[0],
+            memory_kind=memory[1],
+            torch_version=_installed_version("torch"),
+            started_at=started_at.isoformat(timespec="seconds"),
+            total_s=time.perf_counter() - began,
+            max_batch=max_batch,
+            setup=setup,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The report as plain JSON types (lists, not tuples): ``json.dumps`` takes it as is."""
         return _plain(dataclasses.asdict(self))
@@ -277,20 +308,8 @@ async def run_queue_benchmark(
     finally:
         peak, memory_kind = probe.stop()
 
-    return BenchmarkReport(
-        model=params.model,
-        device=device,
-        width=params.width,
-        height=params.height,
-        steps=params.steps,
-        guidance=params.guidance,
-        results=tuple(results),
-        peak_memory_bytes=peak,
-        memory_kind=memory_kind,
-        torch_version=_installed_version("torch"),
-        started_at=started_at.isoformat(timespec="seconds"),
-        total_s=time.perf_counter() - began,
-        max_batch=queue.max_batch,
+    return BenchmarkReport.measured(
+        params, device, results, (peak, memory_kind), started_at, began, max_batch=queue.max_batch
     )
 
 
@@ -453,20 +472,13 @@ def run_baseline(
             )
     finally:
         peak, memory_kind = probe.stop()
-    return BenchmarkReport(
-        model=params.model,
-        device=device,
-        width=params.width,
-        height=params.height,
-        steps=params.steps,
-        guidance=params.guidance,
-        results=tuple(results),
-        peak_memory_bytes=peak,
-        memory_kind=memory_kind,
-        torch_version=_installed_version("torch"),
-        started_at=started_at.isoformat(timespec="seconds"),
-        total_s=time.perf_counter() - began,
-        max_batch=None,
+    return BenchmarkReport.measured(
+        params,
+        device,
+        results,
+        (peak, memory_kind),
+        started_at,
+        began,
         setup="baseline: one plain diffusers call per request, in turn",
     )
 
