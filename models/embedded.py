@@ -97,12 +97,7 @@ def _info() -> dict[str, Any]:
 def _build_pipeline() -> StableDiffusionPipeline:
     """Assemble the pipeline in memory from configs; every component has its own fixed seed."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DPMSolverMultistepScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _build_tokenizer()
@@ -151,7 +146,14 @@ def _build_pipeline() -> StableDiffusionPipeline:
         )
     )
 
-    # SD 1.x's training schedule; DPM-Solver++ 2M samples it well in ~20 steps.
+    return _assemble(unet, vae, text_encoder, tokenizer)
+
+
+def _assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> StableDiffusionPipeline:
+    """The pipeline around the components, with SD 1.x's noise schedule sampled by
+    DPM-Solver++ 2M (clean results in ~20 steps) and no safety checker."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -162,7 +164,6 @@ def _build_pipeline() -> StableDiffusionPipeline:
         timestep_spacing="leading",
         steps_offset=1,
     )
-
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -188,3 +189,58 @@ def _build_tokenizer() -> Any:
     tokens = [*symbols, *(s + "</w>" for s in symbols), _BOS, _EOS]
     vocab = {token: index for index, token in enumerate(tokens)}
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=_MAX_TOKENS)
+
+
+# -- SD 1.5's architecture with random weights (for benchmarks) -----------------------------
+
+SD15_ARCHITECTURE = "sd15-random"
+
+
+def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusionPipeline:
+    """Stable Diffusion 1.5's shapes – an 860M-parameter UNet (320/640/1280/1280 channels,
+    cross-attention width 768), its 8x VAE (128/256/512/512) and a 12-layer, 768-wide CLIP text
+    encoder – with random weights, built in memory.
+
+    Speed does not depend on the weights' values, so this measures SD 1.5 without downloading
+    it (issue: the GPU benchmark). The tokenizer is the embedded byte tokenizer (a smaller
+    vocabulary than CLIP's 49,408 changes only the size of a lookup table). The weights are
+    made on ``device`` directly (~4 GB in float32; "meta" makes shapes only, for tests).
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _build_tokenizer()
+    with torch.device(device):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+        )  # the rest of UNet2DConditionModel's defaults are SD 1.x's
+        vae = AutoencoderKL(
+            sample_size=512,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+            scaling_factor=0.18215,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=_MAX_TOKENS,
+                hidden_act="quick_gelu",
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    return _assemble(unet, vae, text_encoder, tokenizer)

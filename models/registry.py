@@ -56,6 +56,17 @@ PRESETS: dict[str, ModelPreset] = {
             description="Tiny built-in model, random weights: runs offline anywhere, makes noise.",
         ),
         ModelPreset(
+            name="sd15-random",
+            repo_id=None,
+            kind="sd",
+            native_size=512,
+            steps=25,
+            guidance=7.5,
+            dtype_cuda="float16",
+            description="SD 1.5's architecture, random weights, built in memory: for "
+            "benchmarks without a download; makes noise.",
+        ),
+        ModelPreset(
             name="small-sd",
             repo_id="OFA-Sys/small-stable-diffusion-v0",
             kind="sd",
@@ -124,7 +135,12 @@ class ModelSpec:
 
     @property
     def is_embedded(self) -> bool:
-        return self.repo_id is None and self.path is None
+        return self.name == "embedded" and self.repo_id is None and self.path is None
+
+    @property
+    def is_built_in_memory(self) -> bool:
+        """Weights made here, never loaded from anywhere (the SD 1.5-shaped benchmark model)."""
+        return self.name == "sd15-random" and self.repo_id is None and self.path is None
 
 
 def list_models() -> list[str]:
@@ -307,8 +323,13 @@ def load_pipeline(
 
     diffusers = _import_diffusers()
     dtype = torch_dtype(spec, device, half_precision=half_precision)
-    # 1. Find the weights: the embedded model (built on demand), a folder, or the hub cache.
-    if spec.is_embedded:
+    # 1. Find the weights: the embedded model (built on demand), random SD 1.5 weights (built
+    #    in memory, for benchmarks), a folder, or the hub cache.
+    if spec.is_built_in_memory:
+        from models.embedded import build_sd15_architecture
+
+        pipe = build_sd15_architecture(device=device).to(dtype=dtype)
+    elif spec.is_embedded:
         pipe = diffusers.DiffusionPipeline.from_pretrained(
             ensure_embedded(cache_dir), dtype=dtype, local_files_only=True
         )

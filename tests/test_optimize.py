@@ -164,3 +164,19 @@ def test_the_median_run_is_kept() -> None:
     assert _median_run([run(3.0), run(1.0), run(2.0)]).images_per_s == 2.0
     assert _median_run([run(4.0), run(1.0), run(3.0), run(2.0)]).images_per_s == 2.0
     assert _median_run([run(5.0)]).images_per_s == 5.0
+
+
+def test_the_gpu_benchmark_model_has_sd15s_shapes() -> None:
+    """Built on the meta device (no memory, no time): the UNet has SD 1.5's 859.5M parameters
+    and 768-wide cross-attention, the VAE downsamples 8x, the text encoder has 12 layers."""
+    from models.embedded import build_sd15_architecture
+    from models.registry import resolve_model
+
+    pipe = build_sd15_architecture(device="meta")
+    unet_params = sum(p.numel() for p in pipe.unet.parameters())
+    assert 859_000_000 < unet_params < 860_000_000
+    assert pipe.unet.config.cross_attention_dim == 768
+    assert pipe.vae_scale_factor == 8
+    assert pipe.text_encoder.config.num_hidden_layers == 12
+    spec = resolve_model("sd15-random")
+    assert spec.is_built_in_memory and not spec.is_embedded and spec.native_size == 512

@@ -103,7 +103,14 @@ def test_ensure_embedded_reuses_the_built_folder(cache_dir: Path, embedded_model
 
 def test_resolve_presets() -> None:
     assert list_models()[0] == "embedded"
-    assert set(list_models()) == {"embedded", "small-sd", "sd15", "sd-turbo", "deepfloyd-if"}
+    assert set(list_models()) == {
+        "embedded",
+        "sd15-random",
+        "small-sd",
+        "sd15",
+        "sd-turbo",
+        "deepfloyd-if",
+    }
     embedded = resolve_model("embedded")
     assert (embedded.native_size, embedded.steps, embedded.guidance) == (128, 20, 7.5)
     assert embedded.is_embedded and embedded.repo_id is None
