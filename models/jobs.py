@@ -79,6 +79,9 @@ class RunControl(Protocol):
         """Report progress after denoising step ``step`` of ``total``; raises
         :class:`RunInterrupted` when every job in the batch was cancelled or timed out."""
 
+    def preview(self, step: int, images: Sequence[Image.Image]) -> None:
+        """Rough pictures of the batch as it stands at ``step``, one per spec, in order."""
+
 
 class Runner(Protocol):
     """Generates ``specs`` with shared ``params``, blocking; the queue calls it in its worker

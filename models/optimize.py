@@ -17,6 +17,9 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   VAE decoder's activations at 512² dominate peak memory in large batches.
 - ``prompt_cache``: text-encoder outputs kept per pipeline for this many prompts, so
   ``/benchmark`` and people re-rolling the same playlist skip the text encoder.
+- ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
+  the 4 latent channels to RGB, no VAE), sent to the queue as :class:`~models.queue.Preview`
+  events; the bot shows them in the status message. Off by default.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Optimizations:
     compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
     vae_slicing_from: int = 8  # 0: never slice
     prompt_cache: int = 256  # prompts whose embeddings are kept; 0: encode every call
+    previews_every: int = 0  # send a rough preview every N steps (0: none)
 
     @classmethod
     def plain(cls) -> Optimizations:
@@ -47,6 +51,7 @@ class Optimizations:
             compile=False,
             vae_slicing_from=0,
             prompt_cache=0,
+            previews_every=0,
         )
 
     def replace(self, text: str) -> Optimizations:
@@ -83,6 +88,8 @@ class Optimizations:
             on.append(f"vae_slicing≥{self.vae_slicing_from}")
         if self.prompt_cache:
             on.append("prompt_cache")
+        if self.previews_every:
+            on.append(f"previews/{self.previews_every}")
         return ", ".join(on) or "none"
 
     # -- applying them ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -31,8 +32,10 @@ __all__ = [
     "contrast_ratio",
     "encode_jpeg_under",
     "is_black",
+    "latent_previews",
     "overlay_title",
     "plan_title",
+    "preview_strip",
     "relative_luminance",
     "render_title",
     "title_mask",
@@ -642,3 +645,36 @@ def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont:
         # Without FreeType Pillow falls back to a tiny fixed bitmap font that ignores `size`.
         raise RuntimeError("Pillow was built without FreeType; install a standard Pillow wheel.")
     return font
+
+
+# SD 1.x latent channels → RGB, a linear fit (a widely shared community approximation): enough
+# to show composition and colour while denoising, at 1/8 of the image size, for free.
+_LATENT_RGB = (
+    (0.298, 0.207, 0.208),
+    (0.187, 0.286, 0.173),
+    (-0.158, 0.189, 0.264),
+    (-0.184, -0.271, -0.473),
+)
+
+
+def latent_previews(latents: Any) -> list[Image.Image]:
+    """Rough RGB pictures of SD-style latents (B, 4, h, w), one per image, h×w pixels each,
+    without running the VAE."""
+    import torch
+
+    factors = torch.tensor(_LATENT_RGB, dtype=torch.float32)  # (4, 3)
+    rgb = torch.einsum("bchw,cd->bhwd", latents.detach().float().cpu(), factors)  # (B, h, w, 3)
+    pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return [Image.fromarray(array, "RGB") for array in pixels]
+
+
+def preview_strip(images: Sequence[Image.Image], cell: int = 128) -> Image.Image:
+    """Previews side by side, each scaled to ``cell`` px with hard pixel edges (they are
+    rough; smoothing would pretend otherwise)."""
+    if not images:
+        raise ValueError("`images` is empty: a strip needs at least one preview.")
+    strip = Image.new("RGB", (cell * len(images), cell))
+    for position, image in enumerate(images):
+        scaled = image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+        strip.paste(scaled, (position * cell, 0))
+    return strip

@@ -26,6 +26,7 @@ our own is logged and fails the jobs it was working on. torch is never imported 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -35,6 +36,10 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from models.errors import (
     CoverError,
@@ -83,6 +88,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """Rough pictures of the job's images at ``step`` (only from runners that make them)."""
+
+    step: int
+    images: tuple[Image.Image, ...]
+
+
+@dataclass(frozen=True)
 class Finished:
     """The job's images are ready (final event)."""
 
@@ -96,7 +109,7 @@ class Failed:
     error: CoverError
 
 
-QueueEvent = Queued | Started | Progress | Finished | Failed
+QueueEvent = Queued | Started | Progress | Preview | Finished | Failed
 _FINAL_EVENTS = (Finished, Failed)
 
 
@@ -286,10 +299,12 @@ class _Control:
         queue: GenerationQueue,
         loop: asyncio.AbstractEventLoop,
         handles: Sequence[JobHandle],
+        chunk: Sequence[Slot] = (),
     ) -> None:
         self._queue = queue
         self._loop = loop
         self._handles = handles
+        self._chunk = chunk
 
     def step(self, step: int, total: int) -> None:
         if self._should_stop():
@@ -298,6 +313,16 @@ class _Control:
             self._loop.call_soon_threadsafe(self._queue._progress, self._handles, step, total)
         except RuntimeError as error:  # the event loop is closed: nobody waits for this call
             raise RunInterrupted("the event loop is gone") from error
+
+    def preview(self, step: int, images: Sequence[Image.Image]) -> None:
+        owners = [handle for handle, _ in self._chunk]
+        if len(images) < len(owners):
+            return  # a runner that padded nothing yet sent too few: not worth an error
+        per_job: dict[JobHandle, list[Image.Image]] = {}
+        for handle, image in zip(owners, images, strict=False):
+            per_job.setdefault(handle, []).append(image)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
+            self._loop.call_soon_threadsafe(self._queue._preview, per_job, step)
 
     def _should_stop(self) -> bool:
         if self._queue._aborting:
@@ -541,6 +566,11 @@ class GenerationQueue:
             if handle.status is JobStatus.RUNNING:
                 handle._publish(Progress(step, total))
 
+    def _preview(self, per_job: dict[JobHandle, list[Image.Image]], step: int) -> None:
+        for handle, images in per_job.items():
+            if handle.status is JobStatus.RUNNING:
+                handle._publish(Preview(step, tuple(images)))
+
     def _time_out(self, handle: JobHandle) -> None:
         if handle.status is JobStatus.RUNNING:
             self._end(handle, JobTimedOut(self.job_timeout_s))
@@ -639,7 +669,7 @@ class GenerationQueue:
         assert self._loop is not None
         handles = list(dict.fromkeys(handle for handle, _ in chunk))
         specs = [handle.job.images[index] for handle, index in chunk]
-        control = _Control(self, self._loop, handles)
+        control = _Control(self, self._loop, handles, chunk)
         log.info(
             "Queue %s: running %d image(s) for %d job(s) %s",
             self.name,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
 from models.optimize import Optimizations
+from models.postprocess import latent_previews
 from models.registry import (
     ModelSpec,
     load_hub_pipeline,
@@ -156,6 +157,10 @@ class DiffusersRunner:
             # The scheduler may run a different number of steps than asked (e.g. strength).
             total = getattr(pipeline, "num_timesteps", None) or params.steps
             control.step(step + 1, total)  # raises RunInterrupted to stop the call
+            every = self.optimizations.previews_every
+            if every and (step + 1) % every == 0 and step + 1 < total:
+                previews = latent_previews(callback_kwargs["latents"])  # (B, 4, h, w) → B images
+                control.preview(step + 1, previews[:wanted])
             return callback_kwargs
 
         with _out_of_memory_as_ours(self.device):

@@ -95,6 +95,7 @@ class Message:
     reference_id: int | None = None  # the message it replies to
     ephemeral: bool = False
     edits: list[str] = field(default_factory=list)  # every content it was edited to, in order
+    edit_files: list[list[str]] = field(default_factory=list)  # attachment names per edit
     created: float = field(default_factory=time.monotonic)
 
     def payload(self) -> dict[str, Any]:
@@ -488,7 +489,8 @@ class FakeDiscord:
             if "content" in body and body["content"] is not None:
                 original.content = body["content"]
                 original.edits.append(body["content"])
-            if files:
+                original.edit_files.append([f.filename for f in files])
+            if files or "attachments" in body:  # new files, or the list of those to keep
                 original.attachments = files
         elif request.method != "GET":
             return None

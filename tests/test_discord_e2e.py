@@ -136,6 +136,29 @@ async def test_cover_happy_path(
     assert discord.unknown == []
 
 
+async def test_status_shows_rough_previews_when_switched_on(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+):
+    settings = bot_settings(
+        discord, fake_spotify, tmp_path, cache_dir, optimizations="previews_every=5"
+    )
+    async with running_bot(settings, discord):
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        await cover_post(discord, interaction)
+        await discord.wait_for(lambda: interaction.original.content.startswith("Done in"))
+        original = interaction.original
+        previews = [
+            (text, files)
+            for text, files in zip(original.edits, original.edit_files, strict=True)
+            if files
+        ]
+        assert [text for text, _ in previews] == [
+            f"Generating: step {step}, rough preview:" for step in (5, 10, 15)
+        ]
+        assert all(files == ["preview.png"] for _, files in previews)
+        assert original.attachments == []  # the last edit took the stale preview away
+
+
 async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_dir):
     settings = bot_settings(discord, None, tmp_path, cache_dir)
     async with running_bot(settings, discord):

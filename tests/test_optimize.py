@@ -180,3 +180,28 @@ def test_the_gpu_benchmark_model_has_sd15s_shapes() -> None:
     assert pipe.text_encoder.config.num_hidden_layers == 12
     spec = resolve_model("sd15-random")
     assert spec.is_built_in_memory and not spec.is_embedded and spec.native_size == 512
+
+
+class RecordingControl(NoControl):
+    def __init__(self) -> None:
+        self.previews: list[tuple[int, list[Any]]] = []
+
+    def preview(self, step: int, images: Any) -> None:
+        self.previews.append((step, list(images)))
+
+
+def test_previews_every_n_steps_from_the_latents(cache_dir: Path, embedded_model_dir: Path) -> None:
+    control = RecordingControl()
+    runner = DiffusersRunner(
+        device="cpu", cache_dir=cache_dir, optimizations=Optimizations(previews_every=2)
+    )
+    done = runner(params(5), SPECS, control)
+    assert [step for step, _ in control.previews] == [2, 4]  # none at the last step
+    for _, images in control.previews:
+        assert [image.size for image in images] == [(8, 8)] * 3  # 64 px / 8, one per spec
+    assert len({np.asarray(i).tobytes() for i in control.previews[1][1]}) == 3  # each its own
+    assert len(done) == 3
+
+    quiet = RecordingControl()
+    DiffusersRunner(device="cpu", cache_dir=cache_dir)(params(3), SPECS[:1], quiet)
+    assert quiet.previews == []  # off by default

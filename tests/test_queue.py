@@ -581,3 +581,39 @@ async def test_many_users_at_once_nothing_lost_or_duplicated():
     assert len(prompts) == len(set(prompts)) == 6 * 5 * 4
     assert max(call_sizes(runner)) == 8
     await queue.close()
+
+
+class PreviewingRunner(FakeRunner):
+    """Sends one preview per image after step 1, each image's colour telling whose it is."""
+
+    def _denoise(self, control: RunControl) -> None:
+        control.step(1, 2)
+        colours = [(index * 40, 0, 0) for index in range(len(self.calls[-1][1]))]
+        control.preview(1, [Image.new("RGB", (4, 4), colour) for colour in colours])
+        control.step(2, 2)
+
+
+async def test_previews_reach_each_job_with_its_own_images():
+    runner = PreviewingRunner()
+    async with GenerationQueue(runner, max_batch=8) as queue:
+        first = queue.submit(job("u1", "first", images=2))
+        second = queue.submit(job("u2", "second", images=3))
+        seen: dict[str, list] = {"first": [], "second": []}
+
+        async def watch(name: str, handle: JobHandle) -> None:
+            async for event in handle.events():
+                if type(event).__name__ == "Preview":
+                    seen[name].append(event)
+
+        await asyncio.gather(watch("first", first), watch("second", second))
+    [prompts] = [p for _, p in runner.calls]
+    assert prompts == ["first#0", "first#1", "second#0", "second#1", "second#2"]  # one call
+    [preview_1] = seen["first"]
+    [preview_2] = seen["second"]
+    assert preview_1.step == 1
+
+    def reds(event) -> list[int]:
+        return [image.getpixel((0, 0))[0] for image in event.images]
+
+    assert reds(preview_1) == [0, 40]  # the call's first two images are the first job's
+    assert reds(preview_2) == [80, 120, 160]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ from bot.discord_app import (
 )
 from bot.prompts import STYLES
 from models.errors import CoverError, QueueClosed
-from models.queue import Failed, Finished, JobHandle, Progress, Queued, Started
+from models.queue import Failed, Finished, JobHandle, Preview, Progress, Queued, Started
 
 if TYPE_CHECKING:
     from bot.discord_app import CoverBot
@@ -90,6 +92,12 @@ class CoverCog(commands.Cog):
         await self._post(
             cover, interaction.user.id, interaction.channel_id, None if late else interaction
         )
+        if not late:  # the status message ends with the outcome, without a stale preview
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(
+                    content=f"Done in {time.monotonic() - started:.0f} s: the covers are below.",
+                    attachments=[],
+                )
 
     @cover.autocomplete("model")
     async def _model_choices(
@@ -104,6 +112,7 @@ class CoverCog(commands.Cog):
         for progress (Discord rate-limits edits), always for a change of state."""
         interval = self.bot.settings.status_edit_interval_s
         last_edit = 0.0
+        files: list[discord.File] = []  # a preview replaces the last; a text edit drops it
         async for event in handle.events():
             if isinstance(event, Finished | Failed):
                 return
@@ -114,13 +123,17 @@ class CoverCog(commands.Cog):
                 text = "Generating…"
             elif isinstance(event, Progress) and now - last_edit >= interval:
                 text = f"Generating: step {event.step}/{event.total}."
+            elif isinstance(event, Preview) and now - last_edit >= interval:
+                text = f"Generating: step {event.step}, rough preview:"
+                files = [_preview_file(event)]
             else:
                 continue
             if now - started > self.token_lifetime_s:
                 return  # the token is about to expire; the result is posted in the channel
             try:
-                await interaction.edit_original_response(content=text)
+                await interaction.edit_original_response(content=text, attachments=files)
                 last_edit = now
+                files = []
             except discord.HTTPException:
                 log.info("Could not edit the status of %s", handle.id[:8], exc_info=True)
 
@@ -229,6 +242,15 @@ async def _say(channel: discord.abc.Messageable, text: str, user_id: str) -> Non
         await channel.send(text, allowed_mentions=mentions)
     except discord.HTTPException:
         log.warning("Could not post to channel %s", getattr(channel, "id", "?"), exc_info=True)
+
+
+def _preview_file(event: Preview) -> discord.File:
+    from models.postprocess import preview_strip
+
+    data = io.BytesIO()
+    preview_strip(event.images).save(data, format="PNG")
+    data.seek(0)
+    return discord.File(data, filename="preview.png")
 
 
 def _escape(text: str) -> str:
