@@ -98,7 +98,6 @@ def _build_pipeline() -> StableDiffusionPipeline:
     """Assemble the pipeline in memory from configs; every component has its own fixed seed."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _build_tokenizer()
 
@@ -131,13 +130,22 @@ def _build_pipeline() -> StableDiffusionPipeline:
     )
 
     torch.manual_seed(_SEEDS["text_encoder"])
-    text_encoder = CLIPTextModel(
+    text_encoder = _clip_text_encoder(tokenizer, width=_TEXT_HIDDEN, layers=2, heads=4)
+
+    return _assemble(unet, vae, text_encoder, tokenizer)
+
+
+def _clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -> Any:
+    """A CLIP text transformer (quick-GELU, 4x wide MLPs, 77 positions) over ``tokenizer``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=_TEXT_HIDDEN,
-            intermediate_size=4 * _TEXT_HIDDEN,
-            num_hidden_layers=2,
-            num_attention_heads=4,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
             max_position_embeddings=_MAX_TOKENS,
             hidden_act="quick_gelu",
             bos_token_id=tokenizer.bos_token_id,
@@ -145,8 +153,6 @@ def _build_pipeline() -> StableDiffusionPipeline:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-
-    return _assemble(unet, vae, text_encoder, tokenizer)
 
 
 def _assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> StableDiffusionPipeline:
@@ -208,7 +214,6 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _build_tokenizer()
     with torch.device(device):
@@ -229,18 +234,5 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
             latent_channels=4,
             scaling_factor=0.18215,
         )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=_MAX_TOKENS,
-                hidden_act="quick_gelu",
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        text_encoder = _clip_text_encoder(tokenizer, width=768, layers=12, heads=12)
     return _assemble(unet, vae, text_encoder, tokenizer)
