@@ -15,6 +15,8 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   them up once.
 - ``vae_slicing_from``: decode latents one image at a time for batches at least this big: the
   VAE decoder's activations at 512² dominate peak memory in large batches.
+- ``vae_tiling_from``: decode in overlapping tiles for images at least this many px a side,
+  where even one image's decoder activations are too big.
 - ``prompt_cache``: text-encoder outputs kept per pipeline for this many prompts, so
   ``/benchmark`` and people re-rolling the same playlist skip the text encoder.
 - ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
@@ -38,6 +40,9 @@ class Optimizations:
     channels_last: bool = True
     compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
     vae_slicing_from: int = 8  # 0: never slice
+    vae_tiling_from: int = (
+        1024  # px: decode in overlapping tiles from this image side on (0: never)
+    )
     prompt_cache: int = 256  # prompts whose embeddings are kept; 0: encode every call
     previews_every: int = 0  # send a rough preview every N steps (0: none)
 
@@ -50,6 +55,7 @@ class Optimizations:
             channels_last=False,
             compile=False,
             vae_slicing_from=0,
+            vae_tiling_from=0,
             prompt_cache=0,
             previews_every=0,
         )
@@ -86,6 +92,8 @@ class Optimizations:
         ]
         if self.vae_slicing_from:
             on.append(f"vae_slicing≥{self.vae_slicing_from}")
+        if self.vae_tiling_from:
+            on.append(f"vae_tiling≥{self.vae_tiling_from}px")
         if self.prompt_cache:
             on.append("prompt_cache")
         if self.previews_every:
@@ -120,7 +128,8 @@ class Optimizations:
             return batch
         return next((size for size in BATCH_BUCKETS if size >= batch), batch)
 
-    def slice_vae(self, pipe: Any, batch: int) -> None:
+    def set_up_vae(self, pipe: Any, batch: int, side: int) -> None:
+        """Slicing for a batch this big, tiling for images this large (``side`` px)."""
         vae = getattr(pipe, "vae", None)
         if vae is None:
             return
@@ -128,6 +137,10 @@ class Optimizations:
             vae.enable_slicing()
         else:
             vae.disable_slicing()
+        if self.vae_tiling_from and side >= self.vae_tiling_from:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
 
 
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}

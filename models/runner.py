@@ -147,7 +147,7 @@ class DiffusersRunner:
         if padded > wanted:  # repeat the last image; its copies are dropped below
             specs = [*specs, *[specs[-1]] * (padded - wanted)]
             seeds = [*seeds, *[seeds[-1]] * (padded - wanted)]
-        self.optimizations.slice_vae(pipe, padded)
+        self.optimizations.set_up_vae(pipe, padded, max(params.width, params.height))
         guided = params.guidance > 1  # diffusers' rule for classifier-free guidance
         prompts = self._prompt_inputs(pipe, model, params, specs, guided)
 

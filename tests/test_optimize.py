@@ -106,13 +106,18 @@ def test_large_batches_decode_one_image_at_a_time(
     cache_dir: Path, embedded_model_dir: Path
 ) -> None:
     runner = DiffusersRunner(
-        device="cpu", cache_dir=cache_dir, optimizations=Optimizations(vae_slicing_from=3)
+        device="cpu",
+        cache_dir=cache_dir,
+        optimizations=Optimizations(vae_slicing_from=3, vae_tiling_from=128),
     )
     runner(params(1), SPECS[:2], NoControl())
     pipe = runner._loaded[runner.loaded[0]]
-    assert not pipe.vae.use_slicing
+    assert not pipe.vae.use_slicing and not pipe.vae.use_tiling
     runner(params(1), SPECS, NoControl())
-    assert pipe.vae.use_slicing
+    assert pipe.vae.use_slicing and not pipe.vae.use_tiling
+    big = GenerationParams(model="embedded", width=128, height=128, steps=1, guidance=7.5)
+    runner(big, SPECS[:1], NoControl())
+    assert pipe.vae.use_tiling and not pipe.vae.use_slicing
 
 
 # -- side by side ------------------------------------------------------------------------------
@@ -152,7 +157,7 @@ def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     [line] = done.stderr.strip().splitlines()
     assert line.endswith(
         "Unknown optimisation 'turbo'; known: half_precision, sdpa, channels_last, compile, "
-        "vae_slicing_from, prompt_cache, previews_every."
+        "vae_slicing_from, vae_tiling_from, prompt_cache, previews_every."
     )
 
 
