@@ -1013,7 +1013,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=Optimizations(),
         metavar="NAME=VALUE,...",
         help="switch optimisations of our side, e.g. channels_last=off,compile=on "
-        "(names: half_precision, sdpa, channels_last, compile, vae_slicing_from, vae_tiling_from, prompt_cache, previews_every)",
+        "(names: half_precision, sdpa, channels_last, compile, vae_slicing_from, "
+        "vae_tiling_from, prompt_cache, previews_every)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
