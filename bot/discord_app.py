@@ -130,13 +130,11 @@ class CoverBot(commands.Bot):
         optimizations = getattr(self.queue.runner, "optimizations", None)
         if optimizations is None or not optimizations.compile:
             return
-        from models.benchmark import warm_up_sizes
-
         spec = resolve_model(self.settings.default_model)
         params = GenerationParams(
             spec.name, spec.native_size, spec.native_size, spec.steps, spec.guidance
         )
-        for size in warm_up_sizes(self.queue):
+        for size in optimizations.warm_up_sizes(self.queue.max_batch):
             images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
             job = GenerationJob("warm-up", params, images, priority=WARM_UP_PRIORITY)
             try:

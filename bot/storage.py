@@ -136,6 +136,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _decode_request(row: dict[str, Any]) -> dict[str, Any]:
+    """A requests row with its JSON columns as Python objects."""
+    for column in _REQUEST_JSON_COLUMNS:
+        if row[column] is not None:
+            row[column] = json.loads(row[column])
+    return row
+
+
 def content_hash(playlist: Mapping[str, Any]) -> str:
     """sha256 of the playlist JSON with sorted keys, ignoring our own ``fetched_at`` key."""
     content = {k: v for k, v in playlist.items() if k != "fetched_at"}
@@ -298,19 +306,15 @@ class Storage:
         rows = self._rows("SELECT * FROM requests WHERE id = ?", [request_id])
         if not rows:
             return None
-        row = rows[0]
-        for column in _REQUEST_JSON_COLUMNS:
-            if row[column] is not None:
-                row[column] = json.loads(row[column])
-        return row
+        return _decode_request(rows[0])
 
     def unfinished_requests(self, source: str) -> list[dict[str, Any]]:
         """Requests from ``source`` still ``queued`` (a restart interrupted them), oldest first."""
-        ids = self._rows(
-            "SELECT id FROM requests WHERE source = ? AND status = 'queued' ORDER BY created_at",
+        rows = self._rows(
+            "SELECT * FROM requests WHERE source = ? AND status = 'queued' ORDER BY created_at",
             [source],
         )
-        return [row for row in (self.request(r["id"]) for r in ids) if row is not None]
+        return [_decode_request(row) for row in rows]
 
     def last_request_at(self, user_id: str, source: str) -> datetime | None:
         """When ``user_id`` last had a request accepted from ``source`` (None: never)."""

@@ -100,6 +100,27 @@ class WorkloadResult:
     batch_sizes: tuple[int, ...]  # the pipeline calls the queue made, largest first
 
     @classmethod
+    def timed(
+        cls,
+        workload: Workload,
+        images: int,
+        wall_s: float,
+        latencies: Sequence[float],
+        batch_sizes: tuple[int, ...],
+    ) -> WorkloadResult:
+        """A result from the run's wall time and each request's latency."""
+        wall_s = max(wall_s, 1e-9)
+        return cls(
+            workload=workload,
+            images=images,
+            wall_s=wall_s,
+            images_per_s=images / wall_s,
+            latency_p50_s=percentile(latencies, 50),
+            latency_p95_s=percentile(latencies, 95),
+            batch_sizes=batch_sizes,
+        )
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkloadResult:
         return cls(
             workload=Workload(**data["workload"]),
@@ -292,7 +313,9 @@ async def run_queue_benchmark(
 
     # 1. Warm-up: the first call loads the pipeline (and on CUDA, picks its kernels).
     if warmup:
-        sizes = warm_up_sizes(queue)
+        # 1 loads the model; a compiled UNet also compiles each batch bucket on first use.
+        optimizations = getattr(queue.runner, "optimizations", None) or Optimizations.plain()
+        sizes = optimizations.warm_up_sizes(queue.max_batch)
         say(f"warming up (loading the model; batch sizes {', '.join(map(str, sizes))})")
         for size in sizes:  # one after the other, so each runs at exactly its size
             specs = tuple(ImageSpec(prompt, "", seed=k) for k in range(size))
@@ -311,15 +334,6 @@ async def run_queue_benchmark(
     return BenchmarkReport.measured(
         params, device, results, (peak, memory_kind), started_at, began, max_batch=queue.max_batch
     )
-
-
-def warm_up_sizes(queue: GenerationQueue) -> list[int]:
-    """Batch sizes to run once before measuring: 1 (loads the model), and with a compiled
-    UNet every bucket up to the queue's max batch, since each compiles on its first call."""
-    optimizations = getattr(queue.runner, "optimizations", None)
-    if optimizations is None or not optimizations.compile:
-        return [1]
-    return sorted({optimizations.bucket(n) for n in range(1, queue.max_batch + 1)})
 
 
 async def _measure(
@@ -342,18 +356,11 @@ async def _measure(
     timed = await _submit_and_wait(queue, jobs)
     first_submit = min(submitted for submitted, _, _ in timed)
     last_result = max(finished for _, _, finished in timed)
-    wall_s = max(last_result - first_submit, 1e-9)
     latencies = [finished - submitted for submitted, _, finished in timed]
     results = [result for _, result, _ in timed]
     images = sum(len(result.images) for result in results)
-    return WorkloadResult(
-        workload=workload,
-        images=images,
-        wall_s=wall_s,
-        images_per_s=images / wall_s,
-        latency_p50_s=percentile(latencies, 50),
-        latency_p95_s=percentile(latencies, 95),
-        batch_sizes=pipeline_calls(results),
+    return WorkloadResult.timed(
+        workload, images, last_result - first_submit, latencies, pipeline_calls(results)
     )
 
 
@@ -457,17 +464,13 @@ def run_baseline(
             for request in range(workload.requests):
                 call(per_request, request * per_request)
                 latencies.append(time.perf_counter() - arrived)
-            wall_s = max(latencies[-1], 1e-9)
-            images = workload.requests * per_request
             results.append(
-                WorkloadResult(
-                    workload=workload,
-                    images=images,
-                    wall_s=wall_s,
-                    images_per_s=images / wall_s,
-                    latency_p50_s=percentile(latencies, 50),
-                    latency_p95_s=percentile(latencies, 95),
-                    batch_sizes=(per_request,) * workload.requests,
+                WorkloadResult.timed(
+                    workload,
+                    workload.requests * per_request,
+                    latencies[-1],
+                    latencies,
+                    (per_request,) * workload.requests,
                 )
             )
     finally:

@@ -132,7 +132,7 @@ def _build_pipeline() -> StableDiffusionPipeline:
     torch.manual_seed(_SEEDS["text_encoder"])
     text_encoder = _clip_text_encoder(tokenizer, width=_TEXT_HIDDEN, layers=2, heads=4)
 
-    return _assemble(unet, vae, text_encoder, tokenizer)
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer)
 
 
 def _clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -> Any:
@@ -155,21 +155,25 @@ def _clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -
     )
 
 
-def _assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> StableDiffusionPipeline:
-    """The pipeline around the components, with SD 1.x's noise schedule sampled by
-    DPM-Solver++ 2M (clean results in ~20 steps) and no safety checker."""
+def assemble_pipeline(
+    unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any = None
+) -> StableDiffusionPipeline:
+    """A text-to-image pipeline around the components, without a safety checker. ``scheduler``
+    defaults to SD 1.x's noise schedule sampled by DPM-Solver++ 2M (clean results in ~20
+    steps). Training's validation renders use it too, with the training scheduler."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        algorithm_type="dpmsolver++",
-        solver_order=2,
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
+    if scheduler is None:
+        scheduler = DPMSolverMultistepScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="leading",
+            steps_offset=1,
+        )
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -235,4 +239,4 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
             scaling_factor=0.18215,
         )
         text_encoder = _clip_text_encoder(tokenizer, width=768, layers=12, heads=12)
-    return _assemble(unet, vae, text_encoder, tokenizer)
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer)

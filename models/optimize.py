@@ -128,6 +128,13 @@ class Optimizations:
             return batch
         return next((size for size in BATCH_BUCKETS if size >= batch), batch)
 
+    def warm_up_sizes(self, max_batch: int) -> list[int]:
+        """Batch sizes to run once before real work: 1 (it loads the model), and with a
+        compiled UNet every bucket up to ``max_batch``, since each compiles on first use."""
+        if not self.compile:
+            return [1]
+        return sorted({self.bucket(n) for n in range(1, max_batch + 1)})
+
     def set_up_vae(self, pipe: Any, batch: int, side: int) -> None:
         """Slicing for a batch this big, tiling for images this large (``side`` px)."""
         vae = getattr(pipe, "vae", None)

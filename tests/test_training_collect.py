@@ -17,7 +17,6 @@ from tests.fake_spotify import (
     FakeSpotify,
     Reply,
     fake_id,
-    fake_spotify_fixture,  # noqa: F401  (provides the `fake_spotify` fixture)
     make_playlist,
 )
 from training.__main__ import main

@@ -740,18 +740,10 @@ def _render(
     when kept: those are what gets saved). Prompt *i* uses seed ``seed + i`` at every step, so
     successive renders show the training, not the noise."""
     import torch
-    from diffusers import StableDiffusionPipeline
 
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    from models.embedded import assemble_pipeline
+
+    pipeline = assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
     pipeline.set_progress_bar_config(disable=True)
     if ema is not None:
         ema.store(params)
