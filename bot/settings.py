@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "playlist-cover"  # built embedded model lives here
 
     # --- generation ---
-    default_model: str = "embedded"
+    default_model: str = "auto"  # a cached hub model on a GPU, else the embedded one
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     allow_downloads: bool = False  # fetch hub models that are not cached yet
     black_retries: int = 2  # regenerations of an all-black (safety-checked) image

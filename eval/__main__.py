@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default openai/clip-vit-large-patch14)",
     )
     study.add_argument("--no-clip", action="store_true", help="skip the CLIP score")
+    study.add_argument(
+        "--follow-label",
+        metavar="FIELD",
+        help="metadata field naming each prompt's class (e.g. genre): adds the palette test of "
+        "prompt following (docs/eval.md)",
+    )
     _network_options(study)
     return parser
 
@@ -213,13 +219,14 @@ def _study(args: argparse.Namespace) -> int:
         kid_subset_size=args.kid_subset_size,
         cache_dir=args.cache_dir,
         allow_downloads=allow_downloads,
+        follow_label=args.follow_label,
     )
     # Fail before hours of generation, not after: the split, the models, the Inception file.
     from eval.features import find_inception
     from eval.images import read_split
     from models.registry import resolve_model
 
-    read_split(args.test, limit=args.limit)
+    read_split(args.test, limit=args.limit, label=args.follow_label)
     for entry in config.models:
         resolve_model(entry.model, lora=entry.lora)
     find_inception(args.inception)

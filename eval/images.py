@@ -30,6 +30,7 @@ class TestSplit:
     root: Path
     files: tuple[Path, ...]
     prompts: tuple[str, ...]
+    labels: tuple[str, ...] = ()  # each image's ``label`` field, when read_split was asked for one
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,10 +47,11 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def read_split(folder: Path, *, limit: int | None = None) -> TestSplit:
+def read_split(folder: Path, *, limit: int | None = None, label: str | None = None) -> TestSplit:
     """Read a split folder: images beside a ``metadata.jsonl`` whose lines carry ``file_name``
     (relative to the folder) and ``text`` (the prompt) – the layout of the training dataset and
-    of Hugging Face's ``imagefolder``. ``limit`` keeps the first N lines."""
+    of Hugging Face's ``imagefolder``. ``limit`` keeps the first N lines; ``label`` names a
+    field every line must also carry (e.g. ``genre``), read into :attr:`TestSplit.labels`."""
     root = Path(folder)
     metadata = root / METADATA_FILE
     if not metadata.is_file():
@@ -61,6 +63,7 @@ def read_split(folder: Path, *, limit: int | None = None) -> TestSplit:
         raise ValueError(f"limit must be at least 1, got {limit}.")
     files: list[Path] = []
     prompts: list[str] = []
+    labels: list[str] = []
     lines = metadata.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -75,13 +78,17 @@ def read_split(folder: Path, *, limit: int | None = None) -> TestSplit:
         path = root / name
         if not path.is_file():
             raise FileNotFoundError(f"{metadata}:{number} names {name!r}, which does not exist.")
+        if label is not None:
+            if not isinstance(row.get(label), str):
+                raise ValueError(f"{metadata}:{number} has no {label!r} field (a string).")
+            labels.append(row[label])
         files.append(path)
         prompts.append(str(text))
         if limit is not None and len(files) >= limit:
             break
     if len(files) < 2:
         raise ValueError(f"The test split {str(root)!r} needs at least 2 images, has {len(files)}.")
-    return TestSplit(root=root, files=tuple(files), prompts=tuple(prompts))
+    return TestSplit(root=root, files=tuple(files), prompts=tuple(prompts), labels=tuple(labels))
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -31,10 +31,12 @@ def report_markdown(results: dict[str, Any]) -> str:
     """The report: the table, its caption, then the notes and how it was measured."""
     split = results["test_split"]
     network = results["feature_network"]
+    follow = [row["prompt_following"] for row in results["models"] if "prompt_following" in row]
+    follow_head = f" Prompt following, {follow[0]['label']} (95% CI) |" if follow else ""
     lines = [
         "| Model | FID Score | FID 95% CI | KID ×10³ (95% CI) | CLIP score (95% CI) "
-        "| Images used / dropped black |",
-        "|---|---|---|---|---|---|",
+        f"|{follow_head} Images used / dropped black |",
+        "|---|---|---|---|---|---|" + ("---|" if follow else ""),
     ]
     for row in results["models"]:
         fid, kid, clip = row.get("fid"), row.get("kid"), row.get("clip_score", {})
@@ -47,9 +49,16 @@ def report_markdown(results: dict[str, Any]) -> str:
         clip_cell = "skipped"
         if "value" in clip:
             clip_cell = f"{_number(clip['value'])} ({_interval(clip)})"
+        follow_cell = ""
+        if follow:
+            score = row.get("prompt_following")
+            follow_cell = " – |"
+            if score:
+                accuracy = score["accuracy"]
+                follow_cell = f" {accuracy['value']:.1%} ({_percent_interval(accuracy)}) |"
         lines.append(
             f"| {row['label']} | {fid_cell} | {_interval(fid) if fid else '–'} | {kid_cell} "
-            f"| {clip_cell} | {row['kept']} / {row['dropped_black']} |"
+            f"| {clip_cell} |{follow_cell} {row['kept']} / {row['dropped_black']} |"
         )
     lines += [
         "",
@@ -62,9 +71,22 @@ def report_markdown(results: dict[str, Any]) -> str:
         f"Intervals: percentile bootstrap, {results['bootstrap_resamples']} resamples. "
         f"{UNRELIABLE} = fewer images than feature dimensions: that FID is unreliable.",
     ]
+    if follow:
+        lines += [
+            "",
+            f"Prompt following: how often a generated image's colour histogram is nearest the "
+            f"real test images of its own prompt's {follow[0]['label']} (nearest centroid over "
+            f"{follow[0]['labels']} labels; docs/eval.md). Chance is {follow[0]['chance']:.1%}; "
+            f"the real images themselves score {follow[0]['real_ceiling']:.1%} (leave-one-out).",
+        ]
     if results["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _percent_interval(metric: dict[str, Any]) -> str:
+    low, high = metric.get("low"), metric.get("high")
+    return "–" if low is None or high is None else f"{low:.1%} – {high:.1%}"
 
 
 def write_report(results: dict[str, Any], path: Path) -> None:
@@ -85,6 +107,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     panels.append(("KID x 1000 (lower is better)", [_bar(r["kid"], KID_SCALE) for r in rows]))
     if any("value" in r["clip_score"] for r in rows):
         panels.append(("CLIP score (higher is better)", [_bar(r["clip_score"]) for r in rows]))
+    if all("prompt_following" in r for r in rows) and rows:
+        panels.append(
+            (
+                "Prompt following, % (higher is better)",
+                [_bar(r["prompt_following"]["accuracy"], 100.0) for r in rows],
+            )
+        )
     labels = [r["label"] for r in rows]
     panel_h = _PAD * 2 + _ROW_H * max(1, len(rows))
     image = Image.new("RGB", (_WIDTH, panel_h * len(panels) + _PAD), "white")

@@ -50,9 +50,12 @@ class ModelEntry:
 
     model: str
     lora: str | None = None
+    name: str | None = None  # the label in the report; default: derived from the paths
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         base = Path(self.model).name if ("/" in self.model or "\\" in self.model) else self.model
         return f"{base} + LoRA {Path(self.lora).stem}" if self.lora else base
 
@@ -93,6 +96,7 @@ class StudyConfig:
     kid_subset_size: int = 1000
     cache_dir: Path | None = None  # the project cache (embedded model; features in eval/)
     allow_downloads: bool = False  # fetch hub models that are not cached
+    follow_label: str | None = None  # a metadata field (e.g. "genre") for the palette test
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,28 @@ def model_metrics(
     return row
 
 
+def add_prompt_following(
+    config: StudyConfig, runs: Sequence[ModelRun], rows: list[dict[str, Any]], split: TestSplit
+) -> None:
+    """Add each row's palette test (:mod:`eval.prompt_following`) on its non-black images."""
+    from eval.prompt_following import histograms, prompt_following
+
+    real = histograms(split.files)
+    for run, row in zip(runs, rows, strict=True):
+        kept, _ = split_black(run.images)
+        if len(kept) < 2:
+            continue
+        result = prompt_following(
+            real,
+            split.labels,
+            histograms([run.images[i] for i in kept]),
+            [split.labels[i] for i in kept],
+            resamples=config.bootstrap,
+            seed=config.seed,
+        )
+        row["prompt_following"] = {"label": config.follow_label, **result.as_dict()}
+
+
 # -- 3. the whole study ------------------------------------------------------------------------
 
 
@@ -362,7 +388,7 @@ def run_study(
     started = time.perf_counter()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = read_split(config.test_dir, limit=config.limit)
+    split = read_split(config.test_dir, limit=config.limit, label=config.follow_label)
     cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     feature_cache = cache_root / "eval"
 
@@ -407,6 +433,8 @@ def run_study(
 
     # 3. Metrics per model, then the three outputs.
     rows = [model_metrics(config, run, split, real, extractor, clip, feature_cache) for run in runs]
+    if config.follow_label:
+        add_prompt_following(config, runs, rows, split)
     results = {
         "study": "seed 000 Table 2: FID of generated vs real test images",
         "test_split": {"dir": str(split.root), "images": len(split)},
@@ -414,6 +442,7 @@ def run_study(
         "bootstrap_resamples": config.bootstrap,
         "confidence": 0.95,
         "feature_network": describe(extractor),
+        "follow_label": config.follow_label,
         "models": rows,
         "notes": _notes(rows, extractor.dim),
         "elapsed_s": round(time.perf_counter() - started, 2),

@@ -1,18 +1,27 @@
-"""The embedded default model: a tiny Stable Diffusion-shaped pipeline built from configs.
+"""The embedded default model: a tiny Stable Diffusion trained here, on synthetic covers.
 
-It lets the bot, the CLI and the tests run end to end on any machine, offline, in about a second
-per batch on a laptop CPU. Its weights are random (seeded, so every build is byte-identical): it
-makes coloured noise, not covers, until a trained model ships under a new
-:data:`EMBEDDED_VERSION`.
+It lets the bot, the CLI and the tests run end to end on any machine, offline, in well under a
+second per image on a laptop CPU. Its weights ship inside the package (``assets/embedded/``,
+float16, about 8 MB): ``python -m training miniature`` trained them from scratch on CPU – a
+VAE, then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
+synthetic playlist covers (see ``docs/miniature.md``). Asked for "late night jazz drive" it
+paints a road under a dark-blue sky in jazz's oranges; it knows a few hundred words, not the
+world.
 
 Shape (the layout of SD 1.x, scaled down):
 
 * UNet2DConditionModel, block_out_channels (32, 64, 64), cross-attention in the first two down
-  and last two up blocks, sample_size 16 → 128 px images through an 8x VAE;
-* AutoencoderKL with four blocks (3 downsamplings → vae_scale_factor 8), 4 latent channels;
-* a 2-layer CLIPTextModel (hidden size 64) with a byte-level CLIP tokenizer built in memory
-  (256 byte symbols, each also as an end-of-word symbol, no merges), model_max_length 77;
+  and last two up blocks, sample_size 16 → 64 px images through a 4x VAE;
+* AutoencoderKL with three blocks (16, 32, 64; 2 downsamplings → vae_scale_factor 4), 4 latent
+  channels;
+* a 2-layer CLIPTextModel (width 32) over OpenAI CLIP's real 49,408-token BPE vocabulary
+  (:mod:`models.clip_tokenizer`), model_max_length 77;
 * DPMSolverMultistepScheduler (DPM-Solver++ 2M), which gives clean results at ~20 steps.
+
+On first use the packaged weights are written out as an ordinary float32 diffusers folder in the
+project cache (:func:`ensure_embedded`), which the registry then loads like any local model.
+A checkout without packaged weights (while a new model is being trained) gets the same
+architecture with seeded random weights instead, and says so in ``playlist_cover.json``.
 """
 
 from __future__ import annotations
@@ -26,18 +35,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
-EMBEDDED_VERSION = "tiny-random-v1"
-NATIVE_SIZE = 128  # px: unet sample_size 16 x vae_scale_factor 8
+PACKAGED = Path(__file__).parent / "assets" / "embedded"
+EMBEDDED_VERSION = "covers-mini-v1"
+NATIVE_SIZE = 64  # px: unet sample_size 16 x vae_scale_factor 4
 INFO_FILE = "playlist_cover.json"
+WEIGHTS_FILE = "weights.fp16.safetensors"  # per component, in PACKAGED
+COMPONENTS = ("unet", "vae", "text_encoder")
 
-_TEXT_HIDDEN = 64  # the UNet's cross_attention_dim must match the text encoder's width
-_MAX_TOKENS = 77  # CLIP's context length; SD pipelines pad every prompt to it
-_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
+TEXT_WIDTH = 32  # the UNet's cross_attention_dim must match the text encoder's width
 _SEEDS = {"unet": 0, "vae": 1, "text_encoder": 2}  # one fixed seed per component
 
 
 def ensure_embedded(cache_dir: Path) -> Path:
-    """Return ``cache_dir/models/EMBEDDED_VERSION``, building the model there first if missing.
+    """Return ``cache_dir/models/EMBEDDED_VERSION``, writing the model there first if missing.
 
     Safe for concurrent processes: each builds into its own temporary folder and renames it into
     place; a build that loses the race is discarded (both built the same bytes anyway).
@@ -52,7 +62,8 @@ def ensure_embedded(cache_dir: Path) -> Path:
 
 
 def build_embedded_pipeline(target_dir: Path) -> Path:
-    """Build the embedded pipeline and save it (safetensors) into ``target_dir``, atomically.
+    """Write the embedded pipeline (float32 safetensors) into ``target_dir``, atomically: the
+    packaged trained weights, or seeded random ones when the package has none.
 
     Raises :class:`FileExistsError` when ``target_dir`` already exists. Returns ``target_dir``.
     """
@@ -64,9 +75,12 @@ def build_embedded_pipeline(target_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (e.g. a Docker volume)
     try:
-        pipe = _build_pipeline()
+        if packaged_info() is not None:
+            pipe, info = _from_package(), packaged_info()
+        else:
+            pipe, info = build_architecture(), _untrained_info()
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / INFO_FILE).write_text(json.dumps(_info(), indent=2) + "\n", encoding="utf-8")
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         try:
             tmp.rename(target_dir)
         except OSError:
@@ -79,63 +93,119 @@ def build_embedded_pipeline(target_dir: Path) -> Path:
     return target_dir
 
 
-def _info() -> dict[str, Any]:
-    """What ``playlist_cover.json`` says about this folder, honestly."""
+def packaged_info() -> dict[str, Any] | None:
+    """What ``assets/embedded/playlist_cover.json`` says, or None when no weights are packaged."""
+    info = PACKAGED / INFO_FILE
+    if not info.is_file() or not all((PACKAGED / c / WEIGHTS_FILE).is_file() for c in COMPONENTS):
+        return None
+    return json.loads(info.read_text(encoding="utf-8"))
+
+
+def _untrained_info() -> dict[str, Any]:
     return {
         "name": "embedded",
         "version": EMBEDDED_VERSION,
         "native_size": NATIVE_SIZE,
         "trained": False,
         "note": (
-            "Random (untrained) weights in the shape of a tiny Stable Diffusion. It exercises "
-            "the whole generation path offline but makes noise, not covers, until a trained "
-            "model ships."
+            "Random (untrained) weights in the embedded model's shape: this checkout ships no "
+            "trained weights in models/assets/embedded/. It exercises the generation path but "
+            "makes noise; run `python -m training miniature --ship` to train them."
         ),
     }
 
 
-def _build_pipeline() -> StableDiffusionPipeline:
-    """Assemble the pipeline in memory from configs; every component has its own fixed seed."""
+def build_architecture(seed: int = 0) -> StableDiffusionPipeline:
+    """The embedded model's architecture with seeded random weights (what training starts
+    from); every component has its own seed derived from ``seed``."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    tokenizer = _build_tokenizer()
+    from models.clip_tokenizer import clip_tokenizer
 
-    torch.manual_seed(_SEEDS["unet"])
+    tokenizer = clip_tokenizer()
+
+    torch.manual_seed(seed * 10 + _SEEDS["unet"])
     unet = UNet2DConditionModel(
-        sample_size=NATIVE_SIZE // 8,
+        sample_size=16,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=_TEXT_HIDDEN,
+        cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8,
-        norm_num_groups=32,
+        norm_num_groups=16,
     )
 
-    torch.manual_seed(_SEEDS["vae"])
+    torch.manual_seed(seed * 10 + _SEEDS["vae"])
     vae = AutoencoderKL(
         sample_size=NATIVE_SIZE,
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        block_out_channels=(32, 32, 64, 64),  # 4 blocks → 2**3 = 8x downsampling
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 64),  # 3 blocks → 2**2 = 4x downsampling
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
         layers_per_block=1,
-        norm_num_groups=32,
-        scaling_factor=0.18215,
+        norm_num_groups=8,
+        scaling_factor=1.0,  # training measures the latents' spread and sets it
     )
 
-    torch.manual_seed(_SEEDS["text_encoder"])
-    text_encoder = _clip_text_encoder(tokenizer, width=_TEXT_HIDDEN, layers=2, heads=4)
+    torch.manual_seed(seed * 10 + _SEEDS["text_encoder"])
+    text_encoder = clip_text_encoder(tokenizer, width=TEXT_WIDTH, layers=2, heads=4)
 
     return assemble_pipeline(unet, vae, text_encoder, tokenizer)
 
 
-def _clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -> Any:
+def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folder: Path = PACKAGED) -> int:  # fmt: skip
+    """Write ``pipe``'s weights (float16) and configs into ``folder`` for shipping; returns the
+    bytes written. The tokenizer is not written: it is rebuilt from the bundled vocabulary."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    for component in COMPONENTS:
+        model = getattr(pipe, component)
+        part = folder / component
+        part.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").half().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, part / WEIGHTS_FILE)
+        config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+        (part / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    pipe.scheduler.save_config(folder / "scheduler")
+    (folder / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _from_package() -> StableDiffusionPipeline:
+    """The packaged model in float32, assembled in memory."""
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from models.clip_tokenizer import clip_tokenizer
+
+    def read(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        config = json.loads((PACKAGED / component / "config.json").read_text(encoding="utf-8"))
+        weights = load_file(PACKAGED / component / WEIGHTS_FILE)
+        return config, {k: v.to(torch.float32) for k, v in weights.items()}
+
+    config, weights = read("unet")
+    unet = UNet2DConditionModel.from_config(config)
+    unet.load_state_dict(weights)
+    config, weights = read("vae")
+    vae = AutoencoderKL.from_config(config)
+    vae.load_state_dict(weights)
+    config, weights = read("text_encoder")
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config))
+    text_encoder.load_state_dict(weights, strict=False)  # position_ids is a buffer, not saved
+    scheduler = DPMSolverMultistepScheduler.from_pretrained(PACKAGED / "scheduler")
+    return assemble_pipeline(unet, vae, text_encoder, clip_tokenizer(), scheduler)
+
+
+def clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -> Any:
     """A CLIP text transformer (quick-GELU, 4x wide MLPs, 77 positions) over ``tokenizer``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -146,7 +216,7 @@ def _clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -
             intermediate_size=4 * width,
             num_hidden_layers=layers,
             num_attention_heads=heads,
-            max_position_embeddings=_MAX_TOKENS,
+            max_position_embeddings=77,
             hidden_act="quick_gelu",
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -186,21 +256,6 @@ def assemble_pipeline(
     )
 
 
-def _build_tokenizer() -> Any:
-    """A CLIP tokenizer over bare bytes: every byte symbol alone and as end-of-word, no merges.
-
-    Any text encodes (byte-level BPE never needs an unknown token), one token per byte, which is
-    plenty for a model that does not read its prompt anyway.
-    """
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    symbols = sorted(ByteLevel.alphabet())  # the 256 printable stand-ins for bytes, in fixed order
-    tokens = [*symbols, *(s + "</w>" for s in symbols), _BOS, _EOS]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=_MAX_TOKENS)
-
-
 # -- SD 1.5's architecture with random weights (for benchmarks) -----------------------------
 
 SD15_ARCHITECTURE = "sd15-random"
@@ -212,14 +267,16 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
     encoder – with random weights, built in memory.
 
     Speed does not depend on the weights' values, so this measures SD 1.5 without downloading
-    it (issue: the GPU benchmark). The tokenizer is the embedded byte tokenizer (a smaller
-    vocabulary than CLIP's 49,408 changes only the size of a lookup table). The weights are
+    it (issue: the GPU benchmark). The tokenizer is CLIP's own (:mod:`models.clip_tokenizer`),
+    so prompts cost as many tokens as on the real model. The weights are
     made on ``device`` directly (~4 GB in float32; "meta" makes shapes only, for tests).
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    tokenizer = _build_tokenizer()
+    from models.clip_tokenizer import clip_tokenizer
+
+    tokenizer = clip_tokenizer()
     with torch.device(device):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
@@ -238,5 +295,5 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
             latent_channels=4,
             scaling_factor=0.18215,
         )
-        text_encoder = _clip_text_encoder(tokenizer, width=768, layers=12, heads=12)
+        text_encoder = clip_text_encoder(tokenizer, width=768, layers=12, heads=12)
     return assemble_pipeline(unet, vae, text_encoder, tokenizer)

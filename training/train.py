@@ -129,6 +129,11 @@ class TrainConfig:
     snr_gamma: float | None = _opt(
         "Min-SNR weighting gamma (5 is the paper's choice; unset: plain MSE)", default=None
     )
+    proportion_empty_prompts: float = _opt(
+        "share of captions replaced by the empty prompt, so guidance keeps an unconditional "
+        "prediction to push against (0: off)",
+        default=0.0,
+    )
     noise_offset: float = _opt(
         "noise offset (0.05-0.1 helps very dark/bright images; 0: off)", default=0.0
     )
@@ -258,6 +263,10 @@ def check_config(config: TrainConfig) -> None:
     if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:
         raise TrainingError(
             f"--checkpoints-total-limit must be at least 1, got {config.checkpoints_total_limit}."
+        )
+    if not 0 <= config.proportion_empty_prompts < 1:
+        raise TrainingError(
+            f"--proportion-empty-prompts must be in [0, 1), got {config.proportion_empty_prompts}."
         )
     if config.snr_gamma is not None and config.snr_gamma <= 0:
         raise TrainingError(f"--snr-gamma must be positive, got {config.snr_gamma}.")
@@ -579,7 +588,14 @@ def train(config: TrainConfig) -> TrainResult:
                     pixels = batch["pixel_values"].to(device, dtype=weight_dtype)  # (B, 3, R, R)
                     latents = vae.encode(pixels).latent_dist.sample(generator=generator)
                     latents = latents * vae.config.scaling_factor  # (B, 4, R/8, R/8)
-                    text = encode_prompts(batch["captions"])
+                    captions = batch["captions"]
+                    if config.proportion_empty_prompts:
+                        drop = torch.rand(len(captions), generator=generator, device=device)
+                        captions = [
+                            "" if d < config.proportion_empty_prompts else c
+                            for c, d in zip(captions, drop.tolist(), strict=True)
+                        ]
+                    text = encode_prompts(captions)
                 noise = torch.randn(
                     latents.shape, generator=generator, device=device, dtype=latents.dtype
                 )
