@@ -61,9 +61,9 @@ def ensure_embedded(cache_dir: Path) -> Path:
         return target  # another process finished first
 
 
-def build_embedded_pipeline(target_dir: Path) -> Path:
+def build_embedded_pipeline(target_dir: Path, *, package: Path = PACKAGED) -> Path:
     """Write the embedded pipeline (float32 safetensors) into ``target_dir``, atomically: the
-    packaged trained weights, or seeded random ones when the package has none.
+    trained weights packaged in ``package``, or seeded random ones when it has none.
 
     Raises :class:`FileExistsError` when ``target_dir`` already exists. Returns ``target_dir``.
     """
@@ -75,8 +75,9 @@ def build_embedded_pipeline(target_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (e.g. a Docker volume)
     try:
-        if packaged_info() is not None:
-            pipe, info = _from_package(), packaged_info()
+        info = packaged_info(package)
+        if info is not None:
+            pipe = _from_package(package)
         else:
             pipe, info = build_architecture(), _untrained_info()
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -93,10 +94,10 @@ def build_embedded_pipeline(target_dir: Path) -> Path:
     return target_dir
 
 
-def packaged_info() -> dict[str, Any] | None:
-    """What ``assets/embedded/playlist_cover.json`` says, or None when no weights are packaged."""
-    info = PACKAGED / INFO_FILE
-    if not info.is_file() or not all((PACKAGED / c / WEIGHTS_FILE).is_file() for c in COMPONENTS):
+def packaged_info(package: Path = PACKAGED) -> dict[str, Any] | None:
+    """What ``package/playlist_cover.json`` says, or None when no weights are packaged there."""
+    info = package / INFO_FILE
+    if not info.is_file() or not all((package / c / WEIGHTS_FILE).is_file() for c in COMPONENTS):
         return None
     return json.loads(info.read_text(encoding="utf-8"))
 
@@ -178,8 +179,8 @@ def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folde
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _from_package() -> StableDiffusionPipeline:
-    """The packaged model in float32, assembled in memory."""
+def _from_package(package: Path) -> StableDiffusionPipeline:
+    """The model packaged in ``package``, in float32, assembled in memory."""
     import torch
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
     from safetensors.torch import load_file
@@ -188,8 +189,8 @@ def _from_package() -> StableDiffusionPipeline:
     from models.clip_tokenizer import clip_tokenizer
 
     def read(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        config = json.loads((PACKAGED / component / "config.json").read_text(encoding="utf-8"))
-        weights = load_file(PACKAGED / component / WEIGHTS_FILE)
+        config = json.loads((package / component / "config.json").read_text(encoding="utf-8"))
+        weights = load_file(package / component / WEIGHTS_FILE)
         return config, {k: v.to(torch.float32) for k, v in weights.items()}
 
     config, weights = read("unet")
@@ -201,7 +202,7 @@ def _from_package() -> StableDiffusionPipeline:
     config, weights = read("text_encoder")
     text_encoder = CLIPTextModel(CLIPTextConfig(**config))
     text_encoder.load_state_dict(weights, strict=False)  # position_ids is a buffer, not saved
-    scheduler = DPMSolverMultistepScheduler.from_pretrained(PACKAGED / "scheduler")
+    scheduler = DPMSolverMultistepScheduler.from_pretrained(package / "scheduler")
     return assemble_pipeline(unet, vae, text_encoder, clip_tokenizer(), scheduler)
 
 

@@ -1,0 +1,104 @@
+"""``python -m training miniature`` at smoke size: every stage really runs (dataset → from-scratch
+pretraining → full and LoRA fine-tunes → study → shipping), on a few dozen images and a handful
+of steps, with a small stand-in for the Inception network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_eval_study import TinyFeatures
+from training.miniature import BASELINE, FULL, LORA, MiniatureConfig, run_miniature, ship
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MiniatureConfig, dict]:
+    out = tmp_path_factory.mktemp("miniature")
+    config = MiniatureConfig.quick(out)
+    lines: list[str] = []
+    summary = run_miniature(config, load_extractor=TinyFeatures, log=lines.append)
+    assert any("[pretrain] done" in line for line in lines)
+    return config, summary
+
+
+def test_every_stage_leaves_its_result(quick_run: tuple[MiniatureConfig, dict]) -> None:
+    config, summary = quick_run
+    out = Path(config.out)
+    assert (out / "data/covers/test/metadata.jsonl").is_file()
+    assert (out / "baseline/model/model_index.json").is_file()
+    assert (out / "full/model/model_index.json").is_file()
+    assert (out / "lora/lora/pytorch_lora_weights.safetensors").is_file()
+    report = json.loads((out / "baseline/pretrain_report.json").read_text())
+    assert report["vae_scaling_factor"] > 0 and np.isfinite(report["final_loss"])
+    assert set(summary["seconds"]) == {"dataset", "pretrain", "full", "lora", "study"}
+    assert set(summary["study"]) == {BASELINE, FULL, LORA}
+    for row in summary["study"].values():
+        assert row["kept"] == 24
+        assert row["kid"]["low"] <= row["kid"]["high"]
+        assert 0 <= row["prompt_following"]["value"] <= 1
+        assert row["chance"] == pytest.approx(1 / 12, abs=0.05)  # the genres in 24 test titles
+    markdown = (out / "study/report.md").read_text()
+    assert "Prompt following, genre" in markdown and "LoRA fine-tune" in markdown
+
+
+def test_the_pretrained_text_encoder_learned(quick_run: tuple[MiniatureConfig, dict]) -> None:
+    """From scratch means from scratch: the saved text encoder differs from its random init,
+    and the fine-tunes keep it frozen (seed 001's setting)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from models.embedded import build_architecture
+
+    config, _ = quick_run
+    out = Path(config.out)
+    initial = build_architecture(seed=config.seed).text_encoder.state_dict()
+    trained = load_file(out / "baseline/model/text_encoder/model.safetensors")
+    finetuned = load_file(out / "full/model/text_encoder/model.safetensors")
+    key = "text_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(initial[key], trained[key])
+    assert torch.equal(trained[key], finetuned[key])
+
+
+def test_a_rerun_skips_finished_stages(quick_run: tuple[MiniatureConfig, dict]) -> None:
+    config, summary = quick_run
+    lines: list[str] = []
+    again = run_miniature(config, load_extractor=TinyFeatures, log=lines.append)
+    assert sum("already done" in line for line in lines) == 5
+    assert again["study"] == summary["study"]
+
+
+def test_ship_packages_a_loadable_embedded_model(
+    quick_run: tuple[MiniatureConfig, dict], tmp_path: Path
+) -> None:
+    from models.embedded import build_embedded_pipeline, packaged_info
+    from models.jobs import GenerationParams, ImageSpec
+    from models.runner import DiffusersRunner
+
+    config, summary = quick_run
+    package = ship(config, summary, folder=tmp_path / "package")
+    size = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    assert size < 10_000_000
+    info = packaged_info(package)
+    assert info is not None and info["trained"] and info["method"] in {"full", "lora"}
+
+    built = build_embedded_pipeline(tmp_path / "cache/models/x", package=package)
+    runner = DiffusersRunner(device="cpu", cache_dir=tmp_path / "cache")
+    params = GenerationParams(model=str(built), width=64, height=64, steps=2, guidance=4.0)
+    specs = [ImageSpec(prompt="jazz drive playlist cover image", seed=1)]
+    images = runner(params, specs, _Quiet())
+    assert images[0].image.size == (64, 64)
+
+
+class _Quiet:
+    """A RunControl that ignores progress and previews."""
+
+    def step(self, step: int, total: int) -> None:
+        pass
+
+    def preview(self, step: int, images: object) -> None:
+        pass
