@@ -366,10 +366,12 @@ class SpotifyAccounts:
                 discord_user_id,
                 lambda token: self.client.upload_cover(token, request["playlist_id"], jpeg),
             )
-        except CoverError as exc:
+        except Exception as exc:
             status = "rate_limited" if isinstance(exc, SpotifyRateLimited) else "failed"
-            self.storage.record_upload(**attempt, status=status, error=str(exc))
-            log.info("Cover upload for message %s %s: %s", message_id, status, exc)
+            # A bug's own text stays in the log (with its traceback, where it is caught).
+            error = str(exc) if isinstance(exc, CoverError) else f"unexpected {type(exc).__name__}"
+            self.storage.record_upload(**attempt, status=status, error=error)
+            log.info("Cover upload for message %s %s: %s", message_id, status, error)
             raise
         upload_id = self.storage.record_upload(**attempt, status="applied")
         log.info(
