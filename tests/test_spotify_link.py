@@ -476,14 +476,16 @@ async def test_the_logs_of_the_link_flow_hold_no_secrets(
     assert "Refreshed the Spotify token" in caplog.text  # the flow did run, and was logged
     codes = [r["code"] for r in fake_spotify.token_requests if "code" in r]
     verifiers = [r["code_verifier"] for r in fake_spotify.token_requests if "code_verifier" in r]
+    states = [a["state"] for a in fake_spotify.authorizations]
     secrets = [
         CLIENT_SECRET,
         settings.token_key.get_secret_value(),
         *fake_spotify.user_tokens(),
         *codes,
         *verifiers,
+        *states,
     ]
-    assert len(secrets) == 2 + 4 + 1 + 1
+    assert len(secrets) == 2 + 4 + 1 + 1 + 1
     logged = "\n".join(
         [caplog.text, *(r.getMessage() for r in caplog.records), *map(repr, caplog.records)]
     )
