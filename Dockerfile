@@ -38,4 +38,7 @@ ENV COVER_DB_PATH=/data/playlist-cover.db \
     COVER_CACHE_DIR=/data/cache \
     HF_HOME=/data/hf
 VOLUME ["/data"]
+# The Spotify OAuth callback server (README "Link your Spotify account"): inside a container set
+# COVER_CALLBACK_HOST=0.0.0.0 and publish the port to the reverse proxy, e.g. -p 127.0.0.1:8888:8888.
+EXPOSE 8888
 CMD ["python", "-m", "bot", "run"]

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the Discord bot (needs DISCORD_TOKEN)",
         description="Connect to Discord (or the server in COVER_DISCORD_API_BASE / "
-        "COVER_DISCORD_GATEWAY_URL) and serve /cover until stopped.",
+        "COVER_DISCORD_GATEWAY_URL) and serve /cover until stopped; with COVER_TOKEN_KEY set, "
+        "also serve Spotify's OAuth callback for /spotify link.",
     )
     commands.add_parser("models", help="list the model presets")
     return parser

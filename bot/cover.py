@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import CooldownActive, InvalidOption
 from bot.links import resolve_playlist_ref
@@ -30,6 +31,9 @@ from models.errors import QueueClosed
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult, Runner
 from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
+
+if TYPE_CHECKING:
+    from bot.accounts import SpotifyAccounts
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,8 @@ class CoverService:
     """Runs cover requests through the shared queue and keeps their results.
 
     ``spotify`` is a factory so that snapshot files work with no Spotify credentials at all:
-    the reader (and its credential check) is only built when a link is given.
+    the reader (and its credential check) is only built when a link is given. ``accounts``
+    (the bot's linked Spotify accounts) lets a person's own playlists be read in full.
     """
 
     def __init__(
@@ -143,22 +148,35 @@ class CoverService:
         storage: Storage,
         *,
         spotify: Callable[[], object] | None = None,
+        accounts: SpotifyAccounts | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
         self.storage = storage
+        self.accounts = accounts
         self._spotify_factory = spotify
         self._spotify = None
 
     # 1. playlist text → facts
-    async def read_playlist(self, text: str, *, allow_files: bool = True) -> PlaylistFacts:
+    async def read_playlist(
+        self, text: str, *, allow_files: bool = True, user_id: str | None = None
+    ) -> PlaylistFacts:
         """``allow_files=False`` for people on Discord: their text must never name a file on
-        the bot's machine, so it is parsed as a Spotify link whatever it looks like."""
+        the bot's machine, so it is parsed as a Spotify link whatever it looks like.
+
+        Since 2026 the app reads only the metadata of most playlists. When ``user_id`` has a
+        linked Spotify account that owns the playlist, its items are read with that account
+        and their artists' genres added, so prompts can use them.
+        """
         if allow_files and looks_like_snapshot(text):
             return await asyncio.to_thread(load_snapshot, text.strip())
         playlist_id = await resolve_playlist_ref(text)
         reader = self._spotify_reader()
         facts = await reader.aread_playlist(playlist_id)
+        if not facts.items_readable and user_id is not None and self.accounts is not None:
+            items = await self.accounts.read_items(user_id, facts.raw)
+            if items is not None:
+                facts = await asyncio.to_thread(reader.add_items, facts.raw, items)
         if facts.raw:
             self.storage.save_snapshot(dict(facts.raw))
         return facts
@@ -179,7 +197,9 @@ class CoverService:
         self._check_cooldown(request)  # early, so a refused request costs no Spotify call
         spec = resolve_model(request.model or self.settings.default_model, lora=request.lora)
         started = time.perf_counter()
-        facts = await self.read_playlist(request.playlist, allow_files=request.source == "cli")
+        facts = await self.read_playlist(
+            request.playlist, allow_files=request.source == "cli", user_id=request.user_id
+        )
         read_s = time.perf_counter() - started
 
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)

@@ -18,6 +18,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot.accounts import SpotifyAccounts
 from bot.cover import CoverService, build_runner
 from bot.settings import Settings
 from bot.storage import Storage
@@ -36,7 +37,7 @@ TOKEN_LIFETIME_S = 14 * 60
 WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 
 
-COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark")
+COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark", "bot.cogs.spotify")
 
 
 def build_bot(settings: Settings, *, runner: Runner | None = None, **options: Any) -> CoverBot:
@@ -54,8 +55,10 @@ def build_bot(settings: Settings, *, runner: Runner | None = None, **options: An
         job_timeout_s=settings.job_timeout_s,
     )
     storage = Storage(settings.db_path)
+    accounts = SpotifyAccounts(settings, storage)
+    service = CoverService(settings, queue, storage, accounts=accounts)
     point_discord_at(settings)
-    return CoverBot(settings, queue, storage, CoverService(settings, queue, storage), **options)
+    return CoverBot(settings, queue, storage, service, accounts=accounts, **options)
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -79,7 +82,7 @@ class _Tree(app_commands.CommandTree):
 
 
 class CoverBot(commands.Bot):
-    """A bot with the cover, vote and benchmark cogs, sharing one generation queue.
+    """A bot with the cover, vote, benchmark and Spotify cogs, sharing one generation queue.
 
     ``options`` go to :class:`discord.ext.commands.Bot` (tests shorten ``guild_ready_timeout``).
     """
@@ -90,6 +93,8 @@ class CoverBot(commands.Bot):
         queue: GenerationQueue,
         storage: Storage,
         service: CoverService,
+        *,
+        accounts: SpotifyAccounts,
         **options: Any,
     ) -> None:
         intents = discord.Intents.default()
@@ -108,6 +113,7 @@ class CoverBot(commands.Bot):
         self.queue = queue
         self.storage = storage
         self.service = service
+        self.accounts = accounts
         self.device = getattr(queue.runner, "device", settings.device)  # what /benchmark reports
         self.tree.on_error = self.on_app_command_error
 
@@ -162,31 +168,33 @@ class CoverBot(commands.Bot):
         ]
         if running:  # their replies ("restarting…") still need Discord
             await asyncio.wait(running, timeout=5)
-        await super().close()
+        await super().close()  # unloads the cogs: the Spotify callback server stops there
+        await self.accounts.close()
         self.storage.close()
 
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        """Every slash-command error ends here: a plain sentence for what users can fix, an
-        incident id (and a logged traceback) for our bugs."""
-        cause = getattr(error, "original", error)
-        if isinstance(cause, CoverError):
-            text = str(cause)
-        elif isinstance(cause, app_commands.MissingPermissions):
-            text = "Only server administrators can use this command."
-        elif isinstance(cause, app_commands.CheckFailure):
-            text = "You can't use this command here."
-        else:
-            incident = uuid.uuid4().hex[:8]
-            log.error(
-                "Command %s failed (incident %s)",
-                _command_name(interaction),
-                incident,
-                exc_info=cause,
-            )
-            text = f"Something went wrong on our side (incident {incident}); please try again."
+        """Every slash-command error ends here (button presses too, through
+        :func:`error_text`): a plain sentence for what users can fix, an incident id (and a
+        logged traceback) for our bugs."""
+        text = error_text(error, f"Command {_command_name(interaction)}")
         await reply(interaction, text, ephemeral=True)
+
+
+def error_text(error: BaseException, what: str) -> str:
+    """The one translation of an error into what the person is told; ``what`` names the
+    command or button in the log line of an unexpected error."""
+    cause = getattr(error, "original", error)
+    if isinstance(cause, CoverError):
+        return str(cause)
+    if isinstance(cause, app_commands.MissingPermissions):
+        return "Only server administrators can use this command."
+    if isinstance(cause, app_commands.CheckFailure):
+        return "You can't use this command here."
+    incident = uuid.uuid4().hex[:8]
+    log.error("%s failed (incident %s)", what, incident, exc_info=cause)
+    return f"Something went wrong on our side (incident {incident}); please try again."
 
 
 async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:

@@ -67,3 +67,34 @@ class CooldownActive(CoverError):
         wait = max(1, round(retry_after))
         super().__init__(f"You asked for covers a moment ago; try again in {wait} s.")
         self.retry_after = retry_after
+
+
+# -- a person's own Spotify account (bot.accounts) ----------------------------------------------
+
+
+class LinkingDisabled(CoverError):
+    """The operator has not set up account linking (no encryption key, no client id), or the
+    callback server could not start; the message says which."""
+
+
+class LinkFailed(SpotifyError):
+    """The OAuth callback could not link an account: a forged, used or expired ``state``, the
+    person declined, Spotify refused the code, or fewer permissions were granted than needed."""
+
+
+class NotLinked(SpotifyError):
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message or "You have not linked a Spotify account; link one with /spotify link."
+        )
+
+
+class NotRequester(CoverError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Only the person who asked for these covers can apply the winner to Spotify."
+        )
+
+
+class UploadRefused(SpotifyError):
+    """Spotify (or our own check before it) refused a cover upload; the message says why."""

@@ -7,11 +7,17 @@ nothing reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.errors import MissingSetting
+from bot.errors import LinkingDisabled, MissingSetting
+
+GENERATE_KEY = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # Spotify refuses the word "localhost" (NOTES)
 
 
 class Settings(BaseSettings):
@@ -31,6 +37,9 @@ class Settings(BaseSettings):
     spotify_client_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SPOTIFY_CLIENT_SECRET", "COVER_SPOTIFY_CLIENT_SECRET")
     )
+    # COVER_TOKEN_KEY: the Fernet key that encrypts linked accounts' tokens at rest. Unset: no
+    # linking. Changing it makes every stored link unreadable: people link again.
+    token_key: SecretStr | None = None
 
     # --- Discord endpoints (Discord's by default; Discord-compatible servers and tests differ) ---
     discord_api_base: str = "https://discord.com/api/v10"
@@ -55,6 +64,23 @@ class Settings(BaseSettings):
     spotify_max_tries: int = 4  # attempts per request on 429/5xx/timeouts, first one included
     spotify_max_wait_s: float = 20.0  # longest Retry-After we sleep through before giving up
     spotify_max_items: int = 500  # playlist items read for genres/artists (paging stops there)
+
+    # --- linking a person's own Spotify account (bot/accounts.py, README "Link your Spotify") ---
+    spotify_authorize_url: str = Field(
+        "https://accounts.spotify.com/authorize",
+        validation_alias=AliasChoices("SPOTIFY_AUTHORIZE_URL", "COVER_SPOTIFY_AUTHORIZE_URL"),
+    )
+    # Must be listed, character for character, among the app's redirect URIs on Spotify's
+    # dashboard; the bot serves its path itself.
+    spotify_redirect_uri: str = Field(
+        "http://127.0.0.1:8888/spotify/callback",
+        validation_alias=AliasChoices("SPOTIFY_REDIRECT_URI", "COVER_SPOTIFY_REDIRECT_URI"),
+    )
+    # Where the callback server listens. Default: the redirect URI's own host and port for a
+    # loopback http:// URI; 127.0.0.1:8888 behind a reverse proxy for an https:// one.
+    callback_host: str | None = None
+    callback_port: int | None = None
+    link_state_ttl_s: float = 600.0  # an authorisation link is good for this long, once
 
     # --- storage and output ---
     db_path: Path = Path("data/playlist-cover.db")
@@ -89,6 +115,34 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 0 or more, got {value}")
         return value
 
+    @field_validator("link_state_ttl_s")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be more than 0, got {value}")
+        return value
+
+    @field_validator("spotify_redirect_uri")
+    @classmethod
+    def _redirect_uri(cls, value: str) -> str:
+        """Spotify's rule since 2025: HTTPS, or plain http only to a loopback IP literal."""
+        parts = urlsplit(value)
+        if parts.fragment or not parts.path.startswith("/"):
+            raise ValueError(f"must be an absolute URL with a path and no #fragment, got {value!r}")
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+            if parts.port is None:
+                raise ValueError(f"a loopback redirect URI needs its port, got {value!r}")
+            return value
+        if parts.scheme == "http" and parts.hostname == "localhost":
+            raise ValueError(
+                f"Spotify refuses 'localhost' in redirect URIs; use 127.0.0.1 instead, got {value!r}"
+            )
+        raise ValueError(
+            f"must be https://… or http://127.0.0.1:PORT/… (Spotify's rule), got {value!r}"
+        )
+
     @field_validator("queue_max_pending", "queue_max_per_user", "queue_max_batch")
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -103,6 +157,29 @@ class Settings(BaseSettings):
         if self.spotify_client_secret is None or not self.spotify_client_secret.get_secret_value():
             raise MissingSetting("SPOTIFY_CLIENT_SECRET", "to read playlists from Spotify")
         return self.spotify_client_id, self.spotify_client_secret
+
+    def require_linking(self) -> tuple[str, SecretStr]:
+        """The client id and token key that account linking needs, or :class:`LinkingDisabled`
+        naming what the operator must set. Never echoes the key."""
+        if not self.spotify_client_id:
+            raise LinkingDisabled(
+                "Linking Spotify accounts is switched off on this bot: its operator has not set "
+                "SPOTIFY_CLIENT_ID."
+            )
+        if self.token_key is None or not self.token_key.get_secret_value():
+            raise LinkingDisabled(
+                "Linking Spotify accounts is switched off on this bot: its operator has not set "
+                f"COVER_TOKEN_KEY (make one with: {GENERATE_KEY})."
+            )
+        return self.spotify_client_id, self.token_key
+
+    def callback_bind(self) -> tuple[str, int, str]:
+        """Host, port and path the OAuth callback server listens on (see the fields above)."""
+        parts = urlsplit(self.spotify_redirect_uri)
+        direct = parts.scheme == "http"  # loopback: the browser reaches the bot itself
+        host = self.callback_host or (parts.hostname if direct else "127.0.0.1")
+        port = self.callback_port or (parts.port if direct else 8888)
+        return str(host), int(port), parts.path
 
     def require_discord_token(self) -> SecretStr:
         if self.discord_token is None or not self.discord_token.get_secret_value():

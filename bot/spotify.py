@@ -129,7 +129,7 @@ def classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, SpotifyOauthError):
         return _token_failure(exc)
     if isinstance(exc, SpotifyException):
-        return _status_failure(exc.http_status, exc.headers or {}, exc.reason)
+        return status_failure(exc.http_status, exc.headers or {}, exc.reason)
     if isinstance(exc, requests.Timeout):
         return Failure("unavailable", "timeout")
     if isinstance(exc, requests.ConnectionError):
@@ -137,7 +137,9 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
-def _status_failure(status: int, headers: Mapping[str, str], reason: str | None) -> Failure | None:
+def status_failure(status: int, headers: Mapping[str, str], reason: str | None) -> Failure | None:
+    """The retryable :class:`Failure` an HTTP status stands for (429, 5xx), else None. Shared
+    with :mod:`bot.spotify_user`, whose requests are not spotipy's."""
     if status == 429:
         return Failure(
             "rate_limited",
@@ -156,7 +158,7 @@ def _token_failure(exc: SpotifyOauthError) -> Failure:
     cause = exc.__context__
     response = getattr(cause, "response", None) if isinstance(cause, requests.HTTPError) else None
     if response is not None:
-        failure = _status_failure(response.status_code, response.headers, None)
+        failure = status_failure(response.status_code, response.headers, None)
         if failure is not None:
             return failure
     # Only the short OAuth error code goes into the message: never anything that could hold
@@ -219,10 +221,14 @@ class SpotifyReader:
         :class:`PlaylistNotFound`, :class:`EditorialPlaylist`, :class:`SpotifyRateLimited`,
         :class:`SpotifyAuthError` or :class:`SpotifyUnavailable`.
         """
-        snapshot = self.snapshot(playlist_id)
-        page = snapshot.get("items")
-        items = page.get("items") if isinstance(page, Mapping) else None
-        return facts_from_spotify(snapshot, items, snapshot.get("artists") or ())
+        return _facts(self.snapshot(playlist_id))
+
+    def add_items(self, snapshot: Mapping[str, Any], items: list[dict[str, Any]]) -> PlaylistFacts:
+        """The facts of a playlist read as metadata only, now that another client read its items
+        (the owner's own token, :mod:`bot.accounts`): the items go into the snapshot and their
+        artists' genres are read with the app's credentials, as :meth:`snapshot` does."""
+        playlist = {k: v for k, v in snapshot.items() if k != "artists"}
+        return _facts(self._with_items(playlist, items))
 
     def snapshot(self, playlist_id: str) -> dict[str, Any]:
         """The playlist JSON with its ``items`` page filled in (no ``items`` list when Spotify
@@ -231,7 +237,11 @@ class SpotifyReader:
         # 1. metadata: the one request that must succeed
         playlist = dict(self._read_metadata(playlist_id))
         # 2. items: only for playlists the app may read (Spotify 2026); None otherwise
-        items = self._read_items(playlist_id)
+        return self._with_items(playlist, self._read_items(playlist_id))
+
+    def _with_items(
+        self, playlist: dict[str, Any], items: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
         page = playlist.get("items") or playlist.get("tracks")
         page = dict(page) if isinstance(page, Mapping) else {}
         page.pop("items", None)  # the metadata's own first page; ours replaces it, or none
@@ -336,6 +346,12 @@ class SpotifyReader:
             delay = retry_delay(failure, attempt, self.policy)
             log.info("Spotify %s; retrying in %.1f s (try %d)", failure.detail, delay, attempt + 1)
             self._sleep(delay)
+
+
+def _facts(snapshot: Mapping[str, Any]) -> PlaylistFacts:
+    page = snapshot.get("items")
+    items = page.get("items") if isinstance(page, Mapping) else None
+    return facts_from_spotify(snapshot, items, snapshot.get("artists") or ())
 
 
 class _TameSpotipyLogs(logging.Filter):

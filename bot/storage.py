@@ -9,6 +9,9 @@ a migration is applied once, in a transaction with the row that records it in
     playlist_snapshots  raw Spotify JSON, one row per distinct content of a playlist
     cover_messages      a Discord message that shows a request's candidates and collects votes
     votes               one row per (message, user): the database, not memory, keeps it to one
+    link_states         a pending Spotify authorisation: hashed ``state`` → Discord user (once)
+    spotify_accounts    a Discord user's linked Spotify account; its tokens encrypted (bot.accounts)
+    spotify_uploads     every attempt to put a winning cover on a playlist, and how it ended
 
 Threads: a plain ``sqlite_utils.Database(path)`` is bound to the thread that opened it (STYLE
 §9). :class:`Storage` opens its connection with ``check_same_thread=False`` and serialises every
@@ -16,7 +19,8 @@ call through one lock instead, so the bot may call it from the event loop (every
 and a worker thread or ``asyncio.to_thread`` may call it too.
 
 Timestamps are ISO 8601 strings in UTC with milliseconds, so they sort as text. JSON columns
-are TEXT holding JSON, decoded on the way out.
+are TEXT holding JSON, decoded on the way out. Secrets never reach this module in clear: the
+OAuth tokens and PKCE verifiers arrive as opaque encrypted blobs, the ``state`` as its hash.
 """
 
 from __future__ import annotations
@@ -124,6 +128,54 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m002_spotify_accounts(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE link_states (
+            state_hash TEXT PRIMARY KEY,         -- sha256 hex of the OAuth state
+            discord_user_id TEXT NOT NULL,
+            verifier BLOB NOT NULL,              -- the PKCE code verifier, encrypted
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX link_states_by_user ON link_states (discord_user_id)")
+    db.execute(
+        """
+        CREATE TABLE spotify_accounts (
+            discord_user_id TEXT PRIMARY KEY,
+            spotify_user_id TEXT NOT NULL,
+            display_name TEXT,
+            scopes TEXT NOT NULL,                -- space-separated, as Spotify granted them
+            tokens BLOB NOT NULL,                -- access and refresh token, encrypted
+            expires_at TEXT NOT NULL,            -- when the access token stops working
+            linked_at TEXT NOT NULL,
+            refreshed_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE spotify_uploads (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL REFERENCES cover_messages (message_id) ON DELETE CASCADE,
+            request_id TEXT NOT NULL,
+            playlist_id TEXT NOT NULL,
+            discord_user_id TEXT NOT NULL,
+            spotify_user_id TEXT,
+            candidate INTEGER,
+            jpeg_bytes INTEGER,
+            status TEXT NOT NULL CHECK (status IN ('applied', 'rate_limited', 'failed')),
+            error TEXT,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX uploads_by_message ON spotify_uploads (message_id, created_at)")
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -171,6 +223,9 @@ class Storage:
         # In WAL mode NORMAL loses at most the last commits on power loss, never consistency,
         # and spares an fsync per vote.
         self.db.execute("PRAGMA synchronous = NORMAL")
+        # Deleted rows are overwritten with zeros rather than left in free pages: unlinking a
+        # Spotify account must take its (encrypted) tokens out of the file, not just the index.
+        self.db.execute("PRAGMA secure_delete = ON")
         self.migrate()
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -508,6 +563,154 @@ class Storage:
                 [winner, self._stamp(), message_id],
             )
             return cursor.rowcount == 1
+
+    # --- linked Spotify accounts ------------------------------------------------------------------
+
+    def save_link_state(
+        self, *, state_hash: str, discord_user_id: str, verifier: bytes, expires_at: datetime
+    ) -> None:
+        """Remember a pending authorisation. A person has one at a time: a newer link replaces
+        theirs; expired ones of anybody are swept out on the way."""
+        now = self._stamp()
+        with self._transaction() as db:
+            db.execute("DELETE FROM link_states WHERE expires_at <= ?", [now])
+            db.execute("DELETE FROM link_states WHERE discord_user_id = ?", [discord_user_id])
+            db.execute(
+                """
+                INSERT INTO link_states (state_hash, discord_user_id, verifier, created_at,
+                    expires_at)
+                VALUES (?, ?, ?, ?, ?)
+                """,
+                [state_hash, discord_user_id, verifier, now, _timestamp(expires_at)],
+            )
+
+    def take_link_state(self, state_hash: str) -> dict[str, Any] | None:
+        """The pending authorisation with this state hash, deleted in the same transaction, so
+        a state works once whatever happens next; None when unknown or already used. The
+        caller checks ``expires_at`` (to tell an expired link from a forged one)."""
+        with self._transaction() as db:
+            rows = list(db.query("SELECT * FROM link_states WHERE state_hash = ?", [state_hash]))
+            if not rows:
+                return None
+            db.execute("DELETE FROM link_states WHERE state_hash = ?", [state_hash])
+        return rows[0]
+
+    def save_spotify_account(
+        self,
+        *,
+        discord_user_id: str,
+        spotify_user_id: str,
+        display_name: str | None,
+        scopes: str,
+        tokens: bytes,
+        expires_at: datetime,
+    ) -> None:
+        """Link (or link again: the row is replaced) a Discord user's Spotify account."""
+        now = self._stamp()
+        with self._transaction() as db:
+            db.execute(
+                """
+                INSERT INTO spotify_accounts (discord_user_id, spotify_user_id, display_name,
+                    scopes, tokens, expires_at, linked_at, refreshed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+                ON CONFLICT (discord_user_id) DO UPDATE SET
+                    spotify_user_id = excluded.spotify_user_id,
+                    display_name = excluded.display_name, scopes = excluded.scopes,
+                    tokens = excluded.tokens, expires_at = excluded.expires_at,
+                    linked_at = excluded.linked_at, refreshed_at = NULL
+                """,
+                [
+                    discord_user_id,
+                    spotify_user_id,
+                    display_name,
+                    scopes,
+                    tokens,
+                    _timestamp(expires_at),
+                    now,
+                ],
+            )
+
+    def spotify_account(self, discord_user_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT * FROM spotify_accounts WHERE discord_user_id = ?", [discord_user_id]
+        )
+        return rows[0] if rows else None
+
+    def update_spotify_tokens(
+        self, discord_user_id: str, *, tokens: bytes, expires_at: datetime, scopes: str
+    ) -> bool:
+        """Store refreshed tokens; False when the account was unlinked meanwhile."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                """
+                UPDATE spotify_accounts SET tokens = ?, expires_at = ?, scopes = ?,
+                    refreshed_at = ?
+                WHERE discord_user_id = ?
+                """,
+                [tokens, _timestamp(expires_at), scopes, self._stamp(), discord_user_id],
+            )
+            return cursor.rowcount == 1
+
+    def delete_spotify_account(self, discord_user_id: str) -> bool:
+        """Forget the account and its tokens (and any pending link); False if none was linked."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM link_states WHERE discord_user_id = ?", [discord_user_id])
+            cursor = db.execute(
+                "DELETE FROM spotify_accounts WHERE discord_user_id = ?", [discord_user_id]
+            )
+            deleted = cursor.rowcount == 1
+        if deleted:
+            # secure_delete zeroed the row in the main file's pages; the WAL still holds older
+            # copies of those pages until a checkpoint, so take it now and empty the WAL.
+            with self._lock:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
+    def record_upload(
+        self,
+        *,
+        message_id: str,
+        request_id: str,
+        playlist_id: str,
+        discord_user_id: str,
+        spotify_user_id: str | None,
+        candidate: int | None,
+        jpeg_bytes: int | None,
+        status: str,
+        error: str | None = None,
+    ) -> int:
+        """Record one attempt to apply a cover to a playlist; returns its row id."""
+        if status not in ("applied", "rate_limited", "failed"):
+            raise ValueError(f"status must be applied, rate_limited or failed, got {status!r}")
+        with self._transaction() as db:
+            cursor = db.execute(
+                """
+                INSERT INTO spotify_uploads (message_id, request_id, playlist_id,
+                    discord_user_id, spotify_user_id, candidate, jpeg_bytes, status, error,
+                    created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    message_id,
+                    request_id,
+                    playlist_id,
+                    discord_user_id,
+                    spotify_user_id,
+                    candidate,
+                    jpeg_bytes,
+                    status,
+                    error,
+                    self._stamp(),
+                ],
+            )
+            return int(cursor.lastrowid)
+
+    def uploads(self, message_id: str) -> list[dict[str, Any]]:
+        """The upload attempts for a cover message, oldest first."""
+        return self._rows(
+            "SELECT * FROM spotify_uploads WHERE message_id = ? ORDER BY created_at, id",
+            [message_id],
+        )
 
     # --- helpers ----------------------------------------------------------------------------------
 

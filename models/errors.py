@@ -10,7 +10,12 @@
     │   ├── EditorialPlaylist       Spotify-owned playlists are closed to third-party apps
     │   ├── SpotifyRateLimited      429 for longer than we wait; carries retry_after
     │   ├── SpotifyAuthError        the client credentials were refused
-    │   └── SpotifyUnavailable      5xx, timeouts, connection errors
+    │   ├── SpotifyUnavailable      5xx, timeouts, connection errors
+    │   ├── LinkFailed              the OAuth callback refused: bad/used/expired state, declined…
+    │   ├── NotLinked               no linked account, or its link no longer works (relink)
+    │   └── UploadRefused           a cover upload refused: not the owner, missing scope, bad image
+    ├── LinkingDisabled             (bot.errors) account linking is not set up on this bot
+    ├── NotRequester                (bot.errors) only the requester may apply the winning cover
     ├── SnapshotError               (bot.errors) a playlist snapshot file is missing or malformed
     ├── ModelUnavailable            a model name or path that cannot be loaded here
     ├── QueueFull                   the generation queue holds its maximum

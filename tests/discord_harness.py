@@ -11,7 +11,7 @@ from typing import Any
 from bot.discord_app import CoverBot, build_bot
 from bot.settings import Settings
 from models.jobs import Runner
-from tests.fake_discord import FakeDiscord
+from tests.fake_discord import FakeDiscord, Interaction, Message
 from tests.fake_spotify import CLIENT_ID, CLIENT_SECRET, FakeSpotify
 
 
@@ -59,3 +59,17 @@ async def running_bot(
         await bot.close()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def cover_post(discord: FakeDiscord, interaction: Interaction) -> Message:
+    """The follow-up carrying the candidates, once the bot has added its vote reactions."""
+
+    def posted() -> Message | None:
+        for message in discord.followups(interaction):
+            if message.attachments and len(discord.bot_reactions(message.id)) == sum(
+                a.filename.startswith("cover-") for a in message.attachments
+            ):
+                return message
+        return None
+
+    return await discord.wait_for(posted, timeout=60)

@@ -8,7 +8,8 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
   messages and reactions, and keeps what it was sent (messages with their attachment bytes,
   every status edit, every reaction) for tests to inspect;
 - it sends gateway events: READY, then whatever a test makes people do – run a slash command
-  (:meth:`FakeDiscord.slash`), react or take a reaction back (:meth:`react`, :meth:`unreact`).
+  (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
+  (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`).
   Reactions the bot adds come back to it as gateway events, as on Discord, so the bot must
   ignore its own.
 
@@ -96,7 +97,14 @@ class Message:
     ephemeral: bool = False
     edits: list[str] = field(default_factory=list)  # every content it was edited to, in order
     edit_files: list[list[str]] = field(default_factory=list)  # attachment names per edit
+    components: list[dict[str, Any]] = field(default_factory=list)  # action rows, as sent
     created: float = field(default_factory=time.monotonic)
+
+    def buttons(self) -> list[dict[str, Any]]:
+        """The buttons of every action row, in order."""
+        return [
+            c for row in self.components for c in row.get("components", ()) if c.get("type") == 2
+        ]
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -124,9 +132,15 @@ class Message:
             "timestamp": _now(),
             "edited_timestamp": None,
             "flags": 64 if self.ephemeral else 0,
-            "components": [],
+            "components": self.components,
             **(
-                {"message_reference": {"message_id": str(self.reference_id)}}
+                {
+                    "message_reference": {
+                        "type": 0,
+                        "message_id": str(self.reference_id),
+                        "channel_id": str(self.channel_id),  # discord.py needs it
+                    }
+                }
                 if self.reference_id
                 else {}
             ),
@@ -135,7 +149,8 @@ class Message:
 
 @dataclass
 class Interaction:
-    """One slash command a person ran, and how the bot acknowledged it."""
+    """One slash command a person ran (or button they pressed), and how the bot acknowledged
+    it."""
 
     id: int
     token: str
@@ -143,8 +158,11 @@ class Interaction:
     command: str
     options: dict[str, Any]
     sent_at: float
+    custom_id: str | None = None  # a button press: the button's custom_id
+    message_id: int | None = None  # a button press: the message the button is on
     acked_at: float | None = None
-    response_type: int | None = None  # 4 message, 5 deferred, 8 autocomplete result
+    # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result
+    response_type: int | None = None
     response: dict[str, Any] | None = None
     original: Message | None = None
 
@@ -222,6 +240,28 @@ class FakeDiscord:
         await self._dispatch(
             "INTERACTION_CREATE", self._interaction_payload(interaction, 4, focused=option)
         )
+        return interaction
+
+    async def press(self, user: FakeUser, message_id: int, custom_id: str) -> Interaction:
+        """``user`` presses the button ``custom_id`` on a message (it must carry that button)."""
+        message = self.messages[message_id]
+        if custom_id not in [b.get("custom_id") for b in message.buttons()]:
+            raise ValueError(f"message {message_id} has no button {custom_id!r}")
+        interaction = Interaction(
+            snowflake(),
+            f"token-{snowflake()}",
+            user,
+            "",
+            {},
+            time.monotonic(),
+            custom_id=custom_id,
+            message_id=message_id,
+        )
+        self.interactions[interaction.id] = interaction
+        payload = self._interaction_payload(interaction, 3)
+        payload["message"] = message.payload()
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
     async def react(self, user: FakeUser, message_id: int, emoji: str) -> None:
@@ -318,7 +358,10 @@ class FakeDiscord:
             | ({"focused": True} if name == focused else {})
             for name, value in interaction.options.items()
         ]
-        command = next((c for c in self.commands if c["name"] == interaction.command), None)
+        name, *subcommand = interaction.command.split() or [""]  # "": a button press
+        if subcommand:  # "/spotify link": the subcommand is the group's one option
+            options = [{"name": subcommand[0], "type": 1, "options": options}]
+        command = next((c for c in self.commands if c["name"] == name), None)
         return {
             "id": str(interaction.id),
             "application_id": str(self.application_id),
@@ -346,7 +389,7 @@ class FakeDiscord:
             "attachment_size_limit": 10 * 1024**2,
             "data": {
                 "id": command["id"] if command else str(snowflake()),
-                "name": interaction.command,
+                "name": name,
                 "type": 1,
                 "options": options,
             },
@@ -448,17 +491,24 @@ class FakeDiscord:
             data = interaction.response
             interaction.original = self._store(
                 self.channel_id,
-                {"content": data.get("content", ""), "flags": data.get("flags", 0)},
+                {
+                    "content": data.get("content", ""),
+                    "flags": data.get("flags", 0),
+                    "components": data.get("components"),
+                },
                 files,
                 interaction_id=interaction.id,
             )
+        elif body["type"] == 6 and interaction.message_id is not None:
+            # A button press acknowledged silently: its "original" is the button's message.
+            interaction.original = self.messages[interaction.message_id]
         if request.query.get("with_response") not in ("1", "true", "True"):
             return web.Response(status=204)
         return _json(
             {
                 "interaction": {
                     "id": str(interaction.id),
-                    "type": 2,
+                    "type": 3 if interaction.custom_id else 2,
                     "response_message_id": str(interaction.original.id)
                     if interaction.original
                     else None,
@@ -492,6 +542,8 @@ class FakeDiscord:
                 original.edit_files.append([f.filename for f in files])
             if files or "attachments" in body:  # new files, or the list of those to keep
                 original.attachments = files
+            if "components" in body:
+                original.components = body["components"] or []
         elif request.method != "GET":
             return None
         return _json(original.payload())
@@ -531,6 +583,7 @@ class FakeDiscord:
             interaction_id=interaction_id,
             reference_id=int(reference) if reference else None,
             ephemeral=bool((body.get("flags") or 0) & 64),
+            components=list(body.get("components") or []),
         )
         self.messages[message.id] = message
         return message

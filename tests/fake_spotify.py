@@ -16,7 +16,22 @@ It serves what :mod:`bot.spotify` reads, shaped like Spotify's answers as of 202
     GET  /images/{key}                image bytes stored with ``server.add_image`` (no token, like
                                       Spotify's image CDN)
 
-Every ``/v1`` call needs a bearer token that ``/api/token`` handed out. Failures are scripted per
+A person's own account (authorisation code with PKCE, as :mod:`bot.spotify_user` uses it)::
+
+    GET  /authorize                   the login-and-consent page, played by ``server.account``:
+                                      302 to the redirect URI with ``code`` and ``state`` (or
+                                      ``error=access_denied`` when ``server.consent`` is False);
+                                      400 for an unknown client or unregistered redirect URI
+    POST /api/token                   ``authorization_code`` (checks the verifier against the
+                                      challenge and the redirect URI; a code works once) and
+                                      ``refresh_token`` (rotates: the old refresh token dies)
+    GET  /v1/me                       the token's user
+    GET  /v1/playlists/{id}/items     also served to a user token of the owner or a collaborator
+    PUT  /v1/playlists/{id}/images    base64 JPEG, ≤ 256 KB, owner's token with ugc-image-upload
+                                      and playlist-modify-*; kept in ``server.uploads``; 202
+
+Every ``/v1`` call needs a bearer token that ``/api/token`` handed out (a user's expires after
+``server.user_token_lifetime_s``, or at once with ``server.expire_user_tokens()``). Failures are scripted per
 path: ``server.script("/v1/playlists/ID", [Reply(429, retry_after=1), 200])`` answers the next
 request with a 429 and the one after normally (``200`` or ``PASS`` means "serve normally");
 ``server.script(path, Reply(500), forever=True)`` fails every request. ``server.requests`` logs
@@ -31,19 +46,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import copy
+import hashlib
+import io
 import itertools
 import json
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
+from PIL import Image
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret-do-not-print"
@@ -52,6 +73,7 @@ MAX_LIMIT = 50  # Spotify answers 400 to a larger limit
 SEARCH_MAX_LIMIT = 10  # search's page size cap since 2026
 SEARCH_MAX_OFFSET = 1000  # search pages stop there
 EMBEDDED_ITEMS = 100  # items Spotify puts inside the playlist object's own page
+MAX_COVER_PAYLOAD = 256 * 1024  # base64 bytes Spotify takes for a playlist cover
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,47 @@ class FakePlaylist:
     meta: dict[str, Any]
     items: list[dict[str, Any]] = field(default_factory=list)
     items_refused: bool = False  # Spotify 2026: items only for playlists the app's user owns
+
+
+@dataclass
+class FakeAccount:
+    """A Spotify user who can log in at ``/authorize``."""
+
+    id: str = "fakeowner"  # make_playlist's default owner
+    display_name: str = "Fake Owner"
+
+
+@dataclass
+class Grant:
+    """What a person allowed one client: behind each code, access token and refresh token."""
+
+    account: FakeAccount
+    client_id: str
+    scopes: frozenset[str]
+
+
+@dataclass
+class _Code:
+    grant: Grant
+    redirect_uri: str
+    challenge: str
+    used: bool = False
+
+
+@dataclass
+class _AccessToken:
+    grant: Grant
+    expires_at: float  # time.monotonic()
+
+
+class Upload(NamedTuple):
+    """A cover that arrived through ``PUT /v1/playlists/{id}/images``."""
+
+    playlist_id: str
+    account_id: str
+    content_type: str
+    payload_bytes: int  # the base64 body's length
+    jpeg: bytes  # decoded
 
 
 @dataclass
@@ -127,6 +190,19 @@ class FakeSpotify:
         self.tokens_issued: list[str] = []
         self.images: dict[str, tuple[bytes, str]] = {}
         self.search_results: dict[str, list[Mapping[str, Any] | None]] = {}
+        # -- a person's own account (see the module docstring) --
+        self.account = FakeAccount()  # who is logged in at /authorize
+        self.consent = True  # False: the person presses "Cancel" on the consent page
+        self.granted_scopes: set[str] | None = None  # None: every scope asked for
+        self.redirect_uris: set[str] = set()  # as registered on the app's dashboard
+        self.user_token_lifetime_s = 3600.0
+        self.authorizations: list[dict[str, str]] = []  # the query of every /authorize
+        self.token_requests: list[dict[str, str]] = []  # every user-flow form to /api/token
+        self.uploads: list[Upload] = []
+        self.access_tokens: dict[str, _AccessToken] = {}
+        self.refresh_tokens: dict[str, Grant] = {}  # the ones still valid
+        self._codes: dict[str, _Code] = {}
+        self._all_user_tokens: list[str] = []
         self._scripts: dict[str, _Script] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,6 +253,26 @@ class FakeSpotify:
             self.add_artist(artist)
         playlist = {k: v for k, v in snapshot.items() if k != "artists"}
         return self.add_playlist(playlist, items or (), items_refused=items is None)
+
+    def register_redirect_uri(self, uri: str) -> None:
+        """Add a redirect URI to the app's settings, as on Spotify's dashboard."""
+        self.redirect_uris.add(uri)
+
+    def expire_user_tokens(self) -> None:
+        """Every user access token handed out so far stops working (refresh tokens still do)."""
+        with self._lock:
+            for token in self.access_tokens.values():
+                token.expires_at = 0.0
+
+    def revoke_user_tokens(self) -> None:
+        """The person removed the app on their account page: every user token dies."""
+        with self._lock:
+            self.access_tokens.clear()
+            self.refresh_tokens.clear()
+
+    def user_tokens(self) -> list[str]:
+        """Every access and refresh token handed to a user, valid or not (for leak checks)."""
+        return [*self._all_user_tokens]
 
     def add_image(self, key: str, data: bytes, content_type: str = "image/jpeg") -> str:
         """Store image bytes; returns their absolute URL on this server (start it first)."""
@@ -260,9 +356,12 @@ class FakeSpotify:
 
     async def _start_site(self) -> None:
         app = web.Application(middlewares=[self._log_and_script])
+        app.router.add_get("/authorize", self._authorize)
         app.router.add_post("/api/token", self._token)
+        app.router.add_get("/v1/me", self._me)
         app.router.add_get("/v1/playlists/{id}", self._playlist)
         app.router.add_get("/v1/playlists/{id}/items", self._items)
+        app.router.add_put("/v1/playlists/{id}/images", self._cover_upload)
         app.router.add_get("/v1/artists/{id}", self._artist)
         app.router.add_get("/v1/search", self._search)
         app.router.add_get("/images/{key}", self._image)
@@ -284,6 +383,8 @@ class FakeSpotify:
         if reply is not None and reply.status != 200:
             return self._scripted_response(request.path, reply)
         if request.path.startswith("/v1/") and not self._authorized(request):
+            if self._bearer(request) in self.access_tokens:
+                return _json(error_body(401, "The access token expired"), 401)
             return _json(error_body(401, "No token provided or invalid token"), 401)
         return await handler(request)
 
@@ -299,12 +400,145 @@ class FakeSpotify:
             body = {"error": "invalid_client", "error_description": "Invalid client"}
         return _json(body if body is not None else error_body(reply.status), reply.status, headers)
 
-    def _authorized(self, request: web.Request) -> bool:
+    @staticmethod
+    def _bearer(request: web.Request) -> str | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return scheme == "Bearer" and token in self.tokens_issued
+        return token if scheme == "Bearer" else None
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self._bearer(request)
+        return token in self.tokens_issued or self._grant(request) is not None
+
+    def _grant(self, request: web.Request) -> Grant | None:
+        """The person behind a valid user access token, else None (an app token, or none)."""
+        token = self.access_tokens.get(self._bearer(request) or "")
+        if token is None or token.expires_at <= time.monotonic():
+            return None
+        return token.grant
+
+    # -- the user flow ---------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        self.authorizations.append(query)
+        # Spotify shows its own error page, without redirecting, for these two.
+        if query.get("client_id") != self.client_id:
+            return web.Response(status=400, text="INVALID_CLIENT: Invalid client")
+        redirect_uri = query.get("redirect_uri", "")
+        if redirect_uri not in self.redirect_uris:
+            return web.Response(status=400, text="INVALID_CLIENT: Invalid redirect URI")
+        back: dict[str, str] = {}
+        if query.get("response_type") != "code":
+            back["error"] = "unsupported_response_type"
+        elif query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            back["error"] = "invalid_request"
+        elif not self.consent:
+            back["error"] = "access_denied"
+        else:
+            asked = frozenset(query.get("scope", "").split())
+            granted = asked if self.granted_scopes is None else asked & self.granted_scopes
+            code = "fake-code-" + secrets.token_urlsafe(16)
+            self._codes[code] = _Code(
+                Grant(self.account, self.client_id, granted),
+                redirect_uri,
+                query["code_challenge"],
+            )
+            back["code"] = code
+        if "state" in query:
+            back["state"] = query["state"]
+        raise web.HTTPFound(f"{redirect_uri}?{urlencode(back)}")
+
+    def _issue(self, grant: Grant) -> dict[str, Any]:
+        access = "fake-user-access-" + secrets.token_hex(12)
+        refresh = "fake-user-refresh-" + secrets.token_hex(12)
+        with self._lock:
+            expires = time.monotonic() + self.user_token_lifetime_s
+            self.access_tokens[access] = _AccessToken(grant, expires)
+            self.refresh_tokens[refresh] = grant
+            self._all_user_tokens += [access, refresh]
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "scope": " ".join(sorted(grant.scopes)),
+            "expires_in": int(self.user_token_lifetime_s),
+            "refresh_token": refresh,
+        }
+
+    def _user_token(self, form: Mapping[str, Any]) -> web.Response:
+        self.token_requests.append({k: str(v) for k, v in form.items()})
+
+        def refused(description: str) -> web.Response:
+            return _json({"error": "invalid_grant", "error_description": description}, 400)
+
+        if form.get("client_id") != self.client_id:
+            return _json({"error": "invalid_client", "error_description": "Invalid client"}, 400)
+        if form.get("grant_type") == "refresh_token":
+            with self._lock:
+                grant = self.refresh_tokens.pop(str(form.get("refresh_token")), None)
+            if grant is None:
+                return refused("Invalid refresh token")
+            return _json(self._issue(grant))  # a new refresh token: the old one is spent
+        code = self._codes.get(str(form.get("code")))
+        if code is None or code.used:
+            return refused("Invalid authorization code")
+        code.used = True
+        if form.get("redirect_uri") != code.redirect_uri:
+            return refused("Invalid redirect URI")
+        verifier = str(form.get("code_verifier") or "")
+        digest = hashlib.sha256(verifier.encode()).digest()
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != code.challenge:
+            return refused("code_verifier was incorrect")
+        return _json(self._issue(code.grant))
+
+    async def _me(self, request: web.Request) -> web.Response:
+        grant = self._grant(request)
+        if grant is None:
+            return _json(error_body(403, "This request requires user authentication"), 403)
+        account = grant.account
+        return _json(
+            {
+                "id": account.id,
+                "display_name": account.display_name,
+                "type": "user",
+                "uri": f"spotify:user:{account.id}",
+                "external_urls": {"spotify": f"https://open.spotify.com/user/{account.id}"},
+            }
+        )
+
+    async def _cover_upload(self, request: web.Request) -> web.Response:
+        grant = self._grant(request)
+        stored = self.playlists.get(request.match_info["id"])
+        if stored is None:
+            return _json(error_body(404), 404)
+        if grant is None or grant.account.id != stored.meta["owner"]["id"]:
+            return _json(error_body(403, "Forbidden"), 403)
+        modify = (
+            "playlist-modify-public" if stored.meta.get("public") else "playlist-modify-private"
+        )
+        if not {"ugc-image-upload", modify} <= grant.scopes:
+            return _json(error_body(403, "Insufficient client scope"), 403)
+        if request.content_type != "image/jpeg":
+            return _json(error_body(400, "Content-Type must be image/jpeg"), 400)
+        payload = await request.read()
+        if len(payload) > MAX_COVER_PAYLOAD:
+            return _json(error_body(413, "Maximum payload size is 256 KB"), 413)
+        try:
+            jpeg = base64.b64decode(payload, validate=True)
+            if Image.open(io.BytesIO(jpeg)).format != "JPEG":
+                raise ValueError("not a JPEG")
+        except (binascii.Error, ValueError, OSError):
+            return _json(error_body(400, "Image must be a base64-encoded JPEG"), 400)
+        self.uploads.append(
+            Upload(stored.meta["id"], grant.account.id, request.content_type, len(payload), jpeg)
+        )
+        url = self.add_image(f"cover-{stored.meta['id']}-{len(self.uploads)}", jpeg)
+        stored.meta["images"] = [{"url": url, "height": None, "width": None}]
+        return web.Response(status=202)
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if form.get("grant_type") in ("authorization_code", "refresh_token"):
+            return self._user_token(form)
         if form.get("grant_type") != "client_credentials":
             return _json(
                 {"error": "unsupported_grant_type", "error_description": "grant_type missing"}, 400
@@ -337,7 +571,11 @@ class FakeSpotify:
         stored = self.playlists.get(request.match_info["id"])
         if stored is None:
             return _json(error_body(404), 404)
-        if stored.items_refused:
+        grant = self._grant(request)
+        own = grant is not None and (
+            grant.account.id == stored.meta["owner"]["id"] or stored.meta.get("collaborative")
+        )
+        if stored.items_refused and not own:
             return _json(error_body(403, "Forbidden: playlist items are not available"), 403)
         try:
             limit = int(request.query.get("limit", DEFAULT_LIMIT))

@@ -20,8 +20,8 @@ from PIL import Image
 
 from bot.discord_app import NUMBER_EMOJI
 from models.runner import DiffusersRunner
-from tests.discord_harness import bot_settings, running_bot
-from tests.fake_discord import FakeDiscord, FakeUser, Interaction, Message
+from tests.discord_harness import bot_settings, cover_post, running_bot
+from tests.fake_discord import FakeDiscord, FakeUser, Message
 from tests.fake_spotify import FakeSpotify, Reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "playlists"
@@ -69,20 +69,6 @@ class GatedRunner:
 
 def gated_runner(cache_dir: Path) -> GatedRunner:
     return GatedRunner(DiffusersRunner(device="cpu", cache_dir=cache_dir))
-
-
-async def cover_post(discord: FakeDiscord, interaction: Interaction) -> Message:
-    """The follow-up carrying the candidates, once the bot has added its vote reactions."""
-
-    def posted() -> Message | None:
-        for message in discord.followups(interaction):
-            if message.attachments and len(discord.bot_reactions(message.id)) == sum(
-                a.filename.startswith("cover-") for a in message.attachments
-            ):
-                return message
-        return None
-
-    return await discord.wait_for(posted, timeout=60)
 
 
 def request_rows(bot) -> list[dict]:

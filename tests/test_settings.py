@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.errors import MissingSetting
+from bot.errors import LinkingDisabled, MissingSetting
 from bot.settings import Settings
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    for var in ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET", "DISCORD_TOKEN"):
+    for var in (
+        "SPOTIFY_CLIENT_ID",
+        "SPOTIFY_CLIENT_SECRET",
+        "DISCORD_TOKEN",
+        "COVER_TOKEN_KEY",
+        "SPOTIFY_REDIRECT_URI",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -70,3 +76,66 @@ def test_optimisation_switches_are_checked_when_settings_are_read(monkeypatch):
         Settings(_env_file=None)
     monkeypatch.setenv("COVER_OPTIMIZATIONS", "compile=on,channels_last=off")
     assert Settings(_env_file=None).optimizations == "compile=on,channels_last=off"
+
+
+# -- linking a Spotify account ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "bind"),
+    [
+        ("http://127.0.0.1:8888/spotify/callback", ("127.0.0.1", 8888, "/spotify/callback")),
+        ("http://[::1]:9000/cb", ("::1", 9000, "/cb")),
+        ("https://covers.example.org/spotify/callback", ("127.0.0.1", 8888, "/spotify/callback")),
+    ],
+)
+def test_redirect_uris_spotify_accepts(uri, bind):
+    settings = Settings(_env_file=None, spotify_redirect_uri=uri)
+    assert settings.spotify_redirect_uri == uri
+    assert settings.callback_bind() == bind
+
+
+def test_the_callback_server_can_listen_elsewhere_behind_a_proxy(monkeypatch):
+    monkeypatch.setenv("SPOTIFY_REDIRECT_URI", "https://covers.example.org/spotify/callback")
+    monkeypatch.setenv("COVER_CALLBACK_HOST", "0.0.0.0")
+    monkeypatch.setenv("COVER_CALLBACK_PORT", "8080")
+    assert Settings(_env_file=None).callback_bind() == ("0.0.0.0", 8080, "/spotify/callback")
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("http://localhost:8888/callback", "use 127.0.0.1 instead"),
+        ("http://example.org/callback", "must be https://"),
+        ("http://127.0.0.1/callback", "needs its port"),
+        ("https://example.org/callback#top", "no #fragment"),
+        ("ftp://example.org/callback", "must be https://"),
+        ("127.0.0.1:8888/callback", "must be"),
+    ],
+)
+def test_redirect_uris_spotify_refuses(monkeypatch, uri, reason):
+    monkeypatch.setenv("SPOTIFY_REDIRECT_URI", uri)
+    with pytest.raises(ValidationError, match=reason):
+        Settings(_env_file=None)
+
+
+def test_linking_needs_a_token_key_and_never_shows_it(monkeypatch):
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "id")
+    with pytest.raises(LinkingDisabled, match="has not set COVER_TOKEN_KEY") as caught:
+        Settings(_env_file=None).require_linking()
+    assert "Fernet.generate_key()" in str(caught.value)
+    monkeypatch.setenv("COVER_TOKEN_KEY", "token-key-value")
+    settings = Settings(_env_file=None)
+    client_id, key = settings.require_linking()
+    assert client_id == "id" and key.get_secret_value() == "token-key-value"
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "token-key-value" not in text
+    monkeypatch.delenv("SPOTIFY_CLIENT_ID")
+    with pytest.raises(LinkingDisabled, match="SPOTIFY_CLIENT_ID"):
+        Settings(_env_file=None).require_linking()
+
+
+def test_a_link_lasts_a_positive_time(monkeypatch):
+    monkeypatch.setenv("COVER_LINK_STATE_TTL_S", "0")
+    with pytest.raises(ValidationError, match="more than 0"):
+        Settings(_env_file=None)

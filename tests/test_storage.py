@@ -83,6 +83,12 @@ def schema(path: Path) -> list[tuple]:
         return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
 
 
+ALL_MIGRATIONS = [
+    ("playlist_cover", "m001_initial"),
+    ("playlist_cover", "m002_spotify_accounts"),
+]
+
+
 def migration_rows(path: Path) -> list[tuple]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall()
@@ -97,7 +103,7 @@ def test_opening_creates_the_file_the_tables_wal_and_foreign_keys(storage: Stora
     assert {"requests", "candidates", "playlist_snapshots", "cover_messages", "votes"} <= names
     assert storage.db.journal_mode == "wal"
     assert storage.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert migration_rows(db_path) == [("playlist_cover", "m001_initial")]
+    assert migration_rows(db_path) == ALL_MIGRATIONS
 
 
 def test_migrations_run_twice_safely(open_storage, db_path: Path):
@@ -109,8 +115,25 @@ def test_migrations_run_twice_safely(open_storage, db_path: Path):
     second.migrate()
 
     assert schema(db_path) == before
-    assert migration_rows(db_path) == [("playlist_cover", "m001_initial")]
+    assert migration_rows(db_path) == ALL_MIGRATIONS
     assert [m.name for m in MIGRATIONS.pending(second.db)] == []
+
+
+def test_a_database_of_the_first_release_is_upgraded_in_place(db_path: Path):
+    from sqlite_utils import Database
+
+    db_path.parent.mkdir(parents=True)
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="m002_spotify_accounts")
+    old.close()
+    assert migration_rows(db_path) == ALL_MIGRATIONS[:1]
+    with Storage(db_path) as storage:
+        request_id = record(storage)  # the old tables work, the new ones are there
+        assert {"link_states", "spotify_accounts", "spotify_uploads"} <= set(
+            storage.db.table_names()
+        )
+        assert storage.request(request_id)["status"] == "queued"
+    assert migration_rows(db_path) == ALL_MIGRATIONS
 
 
 # --- requests and candidates ----------------------------------------------------------------------
@@ -405,3 +428,104 @@ def test_calls_from_other_threads_are_serialised(storage: Storage, message: str)
     for t in threads:
         t.join()
     assert sum(storage.tally(message).values()) == 200
+
+
+# --- linked Spotify accounts ----------------------------------------------------------------------
+
+
+def test_a_link_state_is_taken_once(storage: Storage):
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    storage.save_link_state(
+        state_hash="h1", discord_user_id="111", verifier=b"sealed", expires_at=later
+    )
+    row = storage.take_link_state("h1")
+    assert (row["discord_user_id"], bytes(row["verifier"])) == ("111", b"sealed")
+    assert row["expires_at"].startswith("2030-01-01T00:00:00")
+    assert storage.take_link_state("h1") is None
+    assert storage.take_link_state("unknown") is None
+
+
+def test_one_pending_link_per_person_and_expired_ones_are_swept(storage: Storage):
+    past = datetime(2000, 1, 1, tzinfo=UTC)
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    storage.save_link_state(
+        state_hash="old", discord_user_id="111", verifier=b"v", expires_at=later
+    )
+    storage.save_link_state(
+        state_hash="stale", discord_user_id="222", verifier=b"v", expires_at=past
+    )
+    storage.save_link_state(
+        state_hash="new", discord_user_id="111", verifier=b"v", expires_at=later
+    )
+    assert storage.take_link_state("old") is None  # replaced by the newer link
+    assert storage.take_link_state("stale") is None  # swept: expired
+    assert storage.take_link_state("new") is not None
+
+
+def link_account(storage: Storage, user: str = "111", tokens: bytes = b"sealed-1") -> None:
+    storage.save_spotify_account(
+        discord_user_id=user,
+        spotify_user_id="spot",
+        display_name="Spot",
+        scopes="playlist-read-private ugc-image-upload",
+        tokens=tokens,
+        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_an_account_links_refreshes_relinks_and_unlinks(storage: Storage):
+    link_account(storage)
+    row = storage.spotify_account("111")
+    assert (row["spotify_user_id"], bytes(row["tokens"]), row["refreshed_at"]) == (
+        "spot",
+        b"sealed-1",
+        None,
+    )
+    later = datetime(2031, 1, 1, tzinfo=UTC)
+    assert storage.update_spotify_tokens("111", tokens=b"sealed-2", expires_at=later, scopes="x")
+    row = storage.spotify_account("111")
+    assert bytes(row["tokens"]) == b"sealed-2" and row["refreshed_at"] is not None
+    assert row["expires_at"].startswith("2031")
+    link_account(storage, tokens=b"sealed-3")  # linking again replaces the row
+    assert bytes(storage.spotify_account("111")["tokens"]) == b"sealed-3"
+    assert storage.spotify_account("111")["refreshed_at"] is None
+    assert storage.delete_spotify_account("111") is True
+    assert storage.spotify_account("111") is None
+    assert storage.delete_spotify_account("111") is False
+    assert not storage.update_spotify_tokens("111", tokens=b"t", expires_at=later, scopes="x")
+
+
+def test_an_unlinked_accounts_tokens_leave_the_file(storage: Storage, db_path: Path):
+    blob = b"sealed-token-blob-" + bytes(range(48, 122))
+    link_account(storage, tokens=blob)
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+
+    assert blob in on_disk()
+    storage.delete_spotify_account("111")
+    assert blob not in on_disk()
+
+
+def test_uploads_are_recorded_in_order(storage: Storage, message: str):
+    request_id = storage.cover_message(message)["request_id"]
+    common = dict(
+        message_id=message,
+        request_id=request_id,
+        playlist_id="pl",
+        discord_user_id="111",
+        spotify_user_id="spot",
+        candidate=2,
+        jpeg_bytes=1234,
+    )
+    first = storage.record_upload(**common, status="rate_limited", error="try again in 60 s")
+    second = storage.record_upload(**common, status="applied")
+    rows = storage.uploads(message)
+    assert [(r["id"], r["status"], r["error"]) for r in rows] == [
+        (first, "rate_limited", "try again in 60 s"),
+        (second, "applied", None),
+    ]
+    with pytest.raises(ValueError, match="status must be"):
+        storage.record_upload(**common, status="maybe")
+    with pytest.raises(sqlite3.IntegrityError):  # a cover message of ours, or nothing
+        storage.record_upload(**{**common, "message_id": "999"}, status="applied")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.cogs.spotify import apply_view
 from bot.discord_app import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ class VotesCog(commands.Cog):
             )
 
     async def close_vote(self, message_id: str, *, closed_by: str) -> None:
-        """Close the vote, then announce the winner with its image and Spotify-ready JPEG."""
+        """Close the vote, then announce the winner with its image and Spotify-ready JPEG, and,
+        when the requester's linked Spotify account owns the playlist, an "Apply to Spotify"
+        button (only the requester may use it; see :mod:`bot.cogs.spotify`)."""
         storage = self.bot.storage
         winner = pick_winner(storage.tally(message_id))
         if not storage.close_vote(message_id, winner=winner):
@@ -100,17 +103,27 @@ class VotesCog(commands.Cog):
             f"(closed by {closed_by})."
         )
         png, jpeg = Path(candidate["png_path"]), Path(candidate["jpeg_path"])
+        view = discord.utils.MISSING
         if png.is_file() and jpeg.is_file():
             text += f" The JPEG ({jpeg.stat().st_size / 1024:.0f} KB) is ready for Spotify."
             files = [
                 discord.File(png, filename=f"winner-{winner}.png"),
                 discord.File(jpeg, filename=f"winner-{winner}-spotify.jpg"),
             ]
+            request = storage.request(message["request_id"])
+            owner = request and self.bot.accounts.owner_account(
+                request["user_id"], request["playlist_id"]
+            )
+            if owner:
+                text += f" <@{request['user_id']}> can make it the playlist's cover on Spotify."
+                view = apply_view(int(message_id))
         else:  # someone cleaned the output folder; the choice is still recorded
             log.warning("Winning cover files of %s are gone: %s", message_id, png.parent)
             text += " Its image files are no longer on the bot's disk."
             files = []
-        await channel.send(text, files=files, reference=reference, allowed_mentions=NO_MENTIONS)
+        await channel.send(
+            text, files=files, view=view, reference=reference, allowed_mentions=NO_MENTIONS
+        )
 
     async def _close_expired_votes(self) -> None:
         """Close votes older than ``vote_close_after_s``, also those left open by a restart."""
