@@ -201,7 +201,7 @@ def _from_package(package: Path) -> StableDiffusionPipeline:
     vae.load_state_dict(weights)
     config, weights = read("text_encoder")
     text_encoder = CLIPTextModel(CLIPTextConfig(**config))
-    text_encoder.load_state_dict(weights, strict=False)  # position_ids is a buffer, not saved
+    text_encoder.load_state_dict(weights)
     scheduler = DPMSolverMultistepScheduler.from_pretrained(package / "scheduler")
     return assemble_pipeline(unet, vae, text_encoder, clip_tokenizer(), scheduler)
 

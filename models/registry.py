@@ -40,6 +40,9 @@ class ModelPreset:
     description: str
     variant: str | None = None  # weights variant in the repo used on CUDA, e.g. "fp16"
     stage2_repo_id: str | None = None  # DeepFloyd IF's super-resolution stage
+    # False for a model that never learned the words negative prompts use ("blurry, watermark,
+    # ..."): guiding away from text it cannot read pushes in a random direction.
+    negative_prompts: bool = True
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -55,6 +58,7 @@ PRESETS: dict[str, ModelPreset] = {
             dtype_cuda="float32",
             description="Tiny built-in model trained here on synthetic covers (64 px, ~8 MB): "
             "runs offline anywhere; follows genre, mood, era and activity words.",
+            negative_prompts=False,
         ),
         ModelPreset(
             name="sd15-random",
@@ -137,6 +141,7 @@ class ModelSpec:
     stage2_repo_id: str | None = None
     path: Path | None = None  # a local diffusers folder; None for hub presets and "embedded"
     lora: Path | None = None  # a LoRA .safetensors file applied on top
+    negative_prompts: bool = True  # see ModelPreset
 
     @property
     def is_embedded(self) -> bool:
@@ -211,6 +216,7 @@ def resolve_model(name: str, *, lora: str | None = None) -> ModelSpec:
             variant=preset.variant,
             stage2_repo_id=preset.stage2_repo_id,
             lora=lora_path,
+            negative_prompts=preset.negative_prompts,
         )
     folder = Path(name).expanduser()
     if folder.is_dir():

@@ -12,6 +12,7 @@ share :class:`~models.jobs.GenerationParams`. The runner
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections import OrderedDict
@@ -142,6 +143,8 @@ class DiffusersRunner:
     ) -> list[Outcome]:
         """One pipeline call for the whole batch (padded up to a compiled batch size)."""
         pipe = self._pipeline(model, params.lora_scale)
+        if not model.negative_prompts:
+            specs = [dataclasses.replace(spec, negative_prompt="") for spec in specs]
         wanted = len(specs)
         padded = self.optimizations.bucket(wanted)
         if padded > wanted:  # repeat the last image; its copies are dropped below

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.test_eval_study import TinyFeatures
 from training.miniature import BASELINE, FULL, LORA, MiniatureConfig, run_miniature, ship
@@ -35,13 +36,15 @@ def test_every_stage_leaves_its_result(quick_run: tuple[MiniatureConfig, dict]) 
     assert (out / "lora/lora/pytorch_lora_weights.safetensors").is_file()
     report = json.loads((out / "baseline/pretrain_report.json").read_text())
     assert report["vae_scaling_factor"] > 0 and np.isfinite(report["final_loss"])
-    assert set(summary["seconds"]) == {"dataset", "pretrain", "full", "lora", "study"}
+    assert set(summary["seconds"]) == {"dataset", "pretrain", "full", "lora", "study", "samples"}
     assert set(summary["study"]) == {BASELINE, FULL, LORA}
     for row in summary["study"].values():
         assert row["kept"] == 24
         assert row["kid"]["low"] <= row["kid"]["high"]
         assert 0 <= row["prompt_following"]["value"] <= 1
         assert row["chance"] == pytest.approx(1 / 12, abs=0.05)  # the genres in 24 test titles
+    with Image.open(out / "study/samples.png") as sheet:  # 6 titles x (3 models + the rule)
+        assert sheet.width > 6 * 64 and sheet.height > 4 * 64
     markdown = (out / "study/report.md").read_text()
     assert "Prompt following, genre" in markdown and "LoRA fine-tune" in markdown
 
@@ -50,25 +53,27 @@ def test_the_pretrained_text_encoder_learned(quick_run: tuple[MiniatureConfig, d
     """From scratch means from scratch: the saved text encoder differs from its random init,
     and the fine-tunes keep it frozen (seed 001's setting)."""
     import torch
-    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
 
     from models.embedded import build_architecture
 
     config, _ = quick_run
     out = Path(config.out)
-    initial = build_architecture(seed=config.seed).text_encoder.state_dict()
-    trained = load_file(out / "baseline/model/text_encoder/model.safetensors")
-    finetuned = load_file(out / "full/model/text_encoder/model.safetensors")
-    key = "text_model.encoder.layers.0.self_attn.q_proj.weight"
-    assert not torch.equal(initial[key], trained[key])
-    assert torch.equal(trained[key], finetuned[key])
+    key = "encoder.layers.0.self_attn.q_proj.weight"
+    initial = build_architecture(seed=config.seed).text_encoder.state_dict()[key]
+    trained, finetuned = (
+        CLIPTextModel.from_pretrained(out / run / "model/text_encoder").state_dict()[key]
+        for run in ("baseline", "full")
+    )
+    assert not torch.equal(initial, trained)
+    assert torch.equal(trained, finetuned)
 
 
 def test_a_rerun_skips_finished_stages(quick_run: tuple[MiniatureConfig, dict]) -> None:
     config, summary = quick_run
     lines: list[str] = []
     again = run_miniature(config, load_extractor=TinyFeatures, log=lines.append)
-    assert sum("already done" in line for line in lines) == 5
+    assert sum("already done" in line for line in lines) == 6
     assert again["study"] == summary["study"]
 
 

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from training.pretrain import PretrainConfig
-from training.synthetic import DatasetSizes
+from training.synthetic import CoverSpec, DatasetSizes
 from training.train import TrainConfig
 
 SUMMARY_FILE = "miniature.json"
 BASELINE, FULL, LORA = "baseline", "full fine-tune", "LoRA fine-tune"  # the study's labels
+SAMPLES_FILE = "samples.png"
 STUDY_STEPS = 20  # denoising steps of every generated test image
 FOLLOW_LABEL = "genre"  # the palette test scores the genre word
 
@@ -143,6 +144,17 @@ def run_miniature(
         and json.loads((study_dir / "results.json").read_text()).get("complete", False),
         lambda: _study(config, data, baseline, full, lora, study_dir, load_extractor),
     )
+    # 6. A picture of what the numbers mean: the same titles through each model.
+    samples = study_dir / SAMPLES_FILE
+    stage(
+        "samples",
+        samples.is_file(),
+        lambda: write_samples(
+            config,
+            {BASELINE: (baseline, None), FULL: (full, None), LORA: (baseline, lora)},
+            samples,
+        ),
+    )
     results = json.loads((study_dir / "results.json").read_text(encoding="utf-8"))
     summary["study"] = {row["label"]: _headline(row) for row in results["models"]}
     summary["total_seconds"] = round(sum(summary["seconds"].values()), 1)
@@ -215,6 +227,74 @@ def _study(
     assert results is not None  # one process
     results["complete"] = True
     (study_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+# Titles for the samples sheet, with the signatures the synthetic rules give them.
+SAMPLE_COVERS = (
+    CoverSpec("late night jazz drive", "jazz", "drive", "night", None),
+    CoverSpec("80s techno workout", "techno", "workout", None, "80s"),
+    CoverSpec("rainy day lofi study", "lofi", "study", "rain", None),
+    CoverSpec("summer reggae party", "reggae", "party", "summer", None),
+    CoverSpec("sad piano sleep", "classical", "sleep", "sad", None),
+    CoverSpec("90s punk", "punk", None, None, "90s"),
+)
+
+
+def write_samples(
+    config: MiniatureConfig, models: dict[str, tuple[Path, Path | None]], path: Path
+) -> None:
+    """A grid: one column per :data:`SAMPLE_COVERS` title, one row per model (same seed for
+    all) and a last row drawn by the synthetic rules themselves."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from models.jobs import GenerationParams, ImageSpec
+    from models.registry import pick_device
+    from models.runner import DiffusersRunner
+    from training.synthetic import render_cover
+
+    cell, label_w, head_h = 96, 130, 34
+    rows = [*models, "synthetic rule"]
+    sheet = Image.new(
+        "RGB", (label_w + cell * len(SAMPLE_COVERS), head_h + cell * len(rows)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=11)
+    for column, cover in enumerate(SAMPLE_COVERS):
+        words = cover.title.split()
+        half = (len(words) + 1) // 2
+        text = " ".join(words[:half]) + "\n" + " ".join(words[half:])
+        draw.multiline_text((label_w + column * cell + 4, 3), text, fill="black", font=font)
+    runner = DiffusersRunner(
+        device=pick_device(config.device), cache_dir=Path(config.out) / "cache", black_retries=0
+    )
+    specs = [ImageSpec(prompt=cover.caption, seed=config.seed) for cover in SAMPLE_COVERS]
+    images_by_row: list[list[Image.Image]] = []
+    for model, lora in models.values():
+        params = GenerationParams(
+            model=str(model), width=64, height=64, steps=STUDY_STEPS, guidance=config.guidance,
+            lora=str(lora) if lora else None,
+        )  # fmt: skip
+        images_by_row.append([made.image for made in runner(params, specs, _Quiet())])
+    rng = np.random.default_rng(config.seed)
+    images_by_row.append([render_cover(cover, rng, 64) for cover in SAMPLE_COVERS])
+    for row, (name, images) in enumerate(zip(rows, images_by_row, strict=True)):
+        top = head_h + row * cell
+        draw.text((4, top + cell // 2 - 7), name, fill="black", font=font)
+        for column, image in enumerate(images):
+            tile = image.resize((cell - 4, cell - 4), Image.Resampling.NEAREST)
+            sheet.paste(tile, (label_w + column * cell + 2, top + 2))
+    sheet.save(path)
+
+
+class _Quiet:
+    """The runner's progress hooks, unused here."""
+
+    def step(self, step: int, total: int) -> None:
+        pass
+
+    def preview(self, step: int, images: Any) -> None:
+        pass
 
 
 def _headline(row: dict[str, Any]) -> dict[str, Any]:
