@@ -52,8 +52,8 @@ class MiniatureConfig:
     pretrain: dict[str, Any] = field(default_factory=dict)  # PretrainConfig overrides
     finetune_steps: int = 500
     finetune_batch_size: int = 32
-    full_learning_rate: float = 2e-4
-    lora_learning_rate: float = 1e-3
+    full_learning_rate: float = 5e-4
+    lora_learning_rate: float = 2e-3
     lora_rank: int = 16
     bootstrap: int = 200  # resamples per interval
     kid_subset_size: int = 250
@@ -179,6 +179,9 @@ def finetune_config(config: MiniatureConfig, base: Path, method: str) -> TrainCo
         lr_scheduler="constant",
         lr_warmup_steps=0,
         use_ema=not lora,
+        # The base's text encoder never saw the cover words (they were not in its generic
+        # captions); the full fine-tune teaches it them, LoRA adapts the UNet alone.
+        train_text_encoder=not lora,
         ema_decay=0.995,
         lora_rank=config.lora_rank,
         snr_gamma=5.0,

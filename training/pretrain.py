@@ -41,7 +41,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     # --- 1. the VAE: L1 + L2 reconstruction of random crops, a whisper of KL (as SD's VAE) ---
-    vae_steps: int = 1000
+    vae_steps: int = 1500
     vae_batch_size: int = 32
     vae_crop: int = 32  # px; the VAE is convolutional, so crops teach it the whole image's job
     vae_learning_rate: float = 1e-3

@@ -76,6 +76,11 @@ class TrainConfig:
         "full: fine-tune every UNet weight; lora: train low-rank adapters on its attention",
         default="full",
     )
+    train_text_encoder: bool = _opt(
+        "full method: train the text encoder with the UNet (for words the base model never "
+        "learned; the seeds kept it frozen)",
+        default=False,
+    )
     image_column: str | None = _opt(
         "image column (default: file_name in metadata.jsonl, image in a datasets folder)",
         default=None,
@@ -264,6 +269,10 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError(
             f"--checkpoints-total-limit must be at least 1, got {config.checkpoints_total_limit}."
         )
+    if config.train_text_encoder and config.method == "lora":
+        raise TrainingError(
+            "--train-text-encoder works with --method full only (LoRA adapts the UNet)."
+        )
     if not 0 <= config.proportion_empty_prompts < 1:
         raise TrainingError(
             f"--proportion-empty-prompts must be in [0, 1), got {config.proportion_empty_prompts}."
@@ -422,9 +431,10 @@ def train(config: TrainConfig) -> TrainResult:
     unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     vae.requires_grad_(False)
-    text_encoder.requires_grad_(False)
     vae.to(device, dtype=weight_dtype)
-    text_encoder.to(device, dtype=weight_dtype)
+    text_encoder.requires_grad_(config.train_text_encoder)
+    # A trained text encoder keeps float32 weights, like the UNet.
+    text_encoder.to(device, dtype=torch.float32 if config.train_text_encoder else weight_dtype)
 
     # 3. What trains: every UNet weight, or LoRA adapters on its attention projections.
     set_seed(seed)  # global RNG is used only from here to the adapters' init; see the docstring
@@ -452,7 +462,10 @@ def train(config: TrainConfig) -> TrainResult:
     unet.train()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if config.train_text_encoder:
+        text_encoder.train()
     params = [p for p in unet.parameters() if p.requires_grad]
+    params += [p for p in text_encoder.parameters() if p.requires_grad]
     ema = EMAModel(params, decay=config.ema_decay) if config.use_ema else None
     if ema is not None:
         ema.to(device)
@@ -489,6 +502,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     # 5. Prepare: accelerate shards the batches across processes and wraps the model.
     unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
+    if config.train_text_encoder:
+        text_encoder = accelerator.prepare(text_encoder)
     batches_per_epoch = len(dataloader)  # per process, after sharding
     max_steps = config.max_train_steps or math.ceil(
         config.num_train_epochs * batches_per_epoch / config.gradient_accumulation_steps
@@ -545,7 +560,8 @@ def train(config: TrainConfig) -> TrainResult:
         if not config.validation_prompts or not accelerator.is_main_process:
             return
         images = _render(
-            accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, pipe.scheduler,
+            accelerator.unwrap_model(unet), vae, accelerator.unwrap_model(text_encoder),
+            tokenizer, pipe.scheduler,
             prompts=config.validation_prompts, resolution=config.resolution,
             steps=config.validation_inference_steps, seed=seed, ema=ema, params=params,
             accelerator=accelerator,
@@ -595,7 +611,8 @@ def train(config: TrainConfig) -> TrainResult:
                             "" if d < config.proportion_empty_prompts else c
                             for c, d in zip(captions, drop.tolist(), strict=True)
                         ]
-                    text = encode_prompts(captions)
+                with torch.set_grad_enabled(config.train_text_encoder):
+                    text = encode_prompts(captions)  # (B, 77, D)
                 noise = torch.randn(
                     latents.shape, generator=generator, device=device, dtype=latents.dtype
                 )
@@ -680,7 +697,10 @@ def train(config: TrainConfig) -> TrainResult:
         if config.method == "lora":
             output = _save_lora(trained, output)
         else:
-            _save_full(trained, spec, output, cache_dir, config)
+            trained_text = (
+                accelerator.unwrap_model(text_encoder) if config.train_text_encoder else None
+            )
+            _save_full(trained, trained_text, spec, output, cache_dir, config)
     report = _report(
         config, accelerator, step_times, last_loss, global_step, output, seed, mixed_precision
     )
@@ -802,15 +822,22 @@ def _save_lora(unet: Any, folder: Path) -> Path:
     return folder / "pytorch_lora_weights.safetensors"
 
 
-def _save_full(unet: Any, spec: Any, folder: Path, cache_dir: Path, config: TrainConfig) -> None:
+def _save_full(
+    unet: Any, text_encoder: Any, spec: Any, folder: Path, cache_dir: Path, config: TrainConfig
+) -> None:
     """A complete diffusers folder: the base pipeline reloaded in float32 (the frozen parts may
-    have run in half precision) with the trained UNet's weights."""
+    have run in half precision) with the trained UNet's weights, and the text encoder's when it
+    was trained (``text_encoder`` not None)."""
     from models.registry import load_pipeline
 
     final = load_pipeline(
         spec, device="cpu", cache_dir=cache_dir, allow_downloads=config.allow_downloads
     )
     final.unet.load_state_dict({k: v.detach().float().cpu() for k, v in unet.state_dict().items()})
+    if text_encoder is not None:
+        final.text_encoder.load_state_dict(
+            {k: v.detach().float().cpu() for k, v in text_encoder.state_dict().items()}
+        )
     # The model now knows the size it was trained at; the bot generates at that size.
     latent_size = config.resolution // final.vae_scale_factor
     if final.unet.config.sample_size != latent_size:
