@@ -2,11 +2,10 @@
 
 It lets the bot, the CLI and the tests run end to end on any machine, offline, in well under a
 second per image on a laptop CPU. Its weights ship inside the package (``assets/embedded/``,
-float16, about 8 MB): ``python -m training miniature`` trained them from scratch on CPU – a
-VAE, then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
-synthetic playlist covers (see ``docs/miniature.md``). Asked for "late night jazz drive" it
-paints a road under a dark-blue sky in jazz's oranges; it knows a few hundred words, not the
-world.
+float16, 7.6 MB): ``python -m training miniature`` trained them from scratch on CPU – a VAE,
+then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
+synthetic playlist covers (see ``docs/miniature.md``). At that budget it paints soft colour
+fields with the covers' overall statistics; it does not follow a prompt's words yet.
 
 Shape (the layout of SD 1.x, scaled down):
 

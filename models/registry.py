@@ -56,8 +56,8 @@ PRESETS: dict[str, ModelPreset] = {
             steps=20,
             guidance=4.0,
             dtype_cuda="float32",
-            description="Tiny built-in model trained here on synthetic covers (64 px, ~8 MB): "
-            "runs offline anywhere; follows genre, mood, era and activity words.",
+            description="Tiny built-in model trained here from scratch on synthetic covers "
+            "(64 px, ~8 MB): runs offline anywhere; soft colour fields, not art.",
             negative_prompts=False,
         ),
         ModelPreset(

@@ -430,7 +430,7 @@ def test_cli_on_the_embedded_model(tmp_path, cache_dir, embedded_model_dir):
     json_path, png_path = (Path(line) for line in done.stdout.strip().splitlines()[-2:])
     assert json_path.parent == out and png_path.suffix == ".png"
     report = BenchmarkReport.from_json(json.loads(json_path.read_text()))
-    assert (report.model, report.device, report.width, report.steps) == ("embedded", "cpu", 128, 2)
+    assert (report.model, report.device, report.width, report.steps) == ("embedded", "cpu", 64, 2)
     assert [r.images for r in report.results] == [4, 8]
     assert [r.batch_sizes for r in report.results] == [(4,), (8,)]
     for r in report.results:

@@ -156,3 +156,15 @@ def test_auto_resolves_to_a_real_spec_here() -> None:
     spec = resolve_model("auto")  # this machine: no GPU in CI
     assert spec.name in {"embedded", *AUTO_PREFERENCE}
     assert resolve_model("AUTO").name == spec.name
+
+
+def test_read_split_reads_labels_and_names_a_missing_one(tmp_path: Path) -> None:
+    from eval.images import read_split
+
+    sizes = DatasetSizes(covers=(0, 0, 3), generic=(0, 0, 2))
+    write_dataset(tmp_path, sizes=sizes, seed=0, size=16, log=lambda _: None)
+    covers = read_split(tmp_path / "covers/test", label="genre")
+    assert len(covers.labels) == 3 and set(covers.labels) <= {g.name for g in GENRES}
+    assert read_split(tmp_path / "covers/test").labels == ()
+    with pytest.raises(ValueError, match="'genre'"):
+        read_split(tmp_path / "generic/test", label="genre")

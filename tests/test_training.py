@@ -307,6 +307,8 @@ def test_help_is_quick_and_lists_presets():
         ({"max_train_steps": 0}, "--max-train-steps"),
         ({"learning_rate": 0.0}, "--learning-rate"),
         ({"ema_decay": 1.5}, "--ema-decay"),
+        ({"method": "lora", "train_text_encoder": True}, "--train-text-encoder"),
+        ({"proportion_empty_prompts": 1.0}, "--proportion-empty-prompts"),
     ],
 )
 def test_bad_options_are_named(options, expected):

@@ -342,7 +342,7 @@ def ship(config: MiniatureConfig, summary: dict[str, Any], *, folder: Path | Non
         "note": (
             "Trained from scratch by `python -m training miniature` on synthetic playlist covers "
             f"(VAE and UNet + CLIP text encoder on a generic domain, then a {method} fine-tune "
-            "on covers). It follows genre, mood, era and activity words; see docs/miniature.md."
+            "on covers). docs/miniature.md says what it learned at this budget, and what not."
         ),
     }
     export_to_package(pipe, info, target)
