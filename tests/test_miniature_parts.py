@@ -168,3 +168,11 @@ def test_read_split_reads_labels_and_names_a_missing_one(tmp_path: Path) -> None
     assert read_split(tmp_path / "covers/test").labels == ()
     with pytest.raises(ValueError, match="'genre'"):
         read_split(tmp_path / "generic/test", label="genre")
+
+
+def test_the_command_refuses_to_ship_a_smoke_test(tmp_path: Path, capsys) -> None:
+    from training.__main__ import main
+
+    assert main(["miniature", "--quick", "--ship", "--out", str(tmp_path / "run")]) == 1
+    assert "--ship with --quick" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything ran

@@ -312,6 +312,8 @@ def _miniature(args: argparse.Namespace) -> int:
 
     from training.miniature import MiniatureConfig, best_finetune, run_miniature, ship
 
+    if args.ship and args.quick:
+        raise ValueError("--ship with --quick would ship a smoke-test model; drop one of them.")
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     make = MiniatureConfig.quick if args.quick else MiniatureConfig
