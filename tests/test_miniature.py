@@ -83,6 +83,13 @@ def test_a_rerun_skips_finished_stages(quick_run: tuple[MiniatureConfig, dict]) 
     assert again["study"] == summary["study"]
 
 
+def test_a_run_folder_refuses_other_settings(quick_run: tuple[MiniatureConfig, dict]) -> None:
+    config, _ = quick_run
+    other = MiniatureConfig.quick(Path(config.out), seed=config.seed + 1)
+    with pytest.raises(ValueError, match="other settings"):
+        run_miniature(other, load_extractor=TinyFeatures, log=lambda _: None)
+
+
 def test_ship_packages_a_loadable_embedded_model(
     quick_run: tuple[MiniatureConfig, dict], tmp_path: Path
 ) -> None:

@@ -93,8 +93,15 @@ def run_miniature(
     summary: dict[str, Any] = (
         json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     )
+    settings = _jsonable(asdict(config))
+    earlier = summary.get("config", settings)
+    if {**earlier, "out": None} != {**settings, "out": None}:  # a moved folder is still fine
+        raise ValueError(
+            f"{out} holds a run made with other settings; continue it with those, or start "
+            "over with --fresh (or another --out)."
+        )
     summary.setdefault("seconds", {})
-    summary["config"] = _jsonable(asdict(config))
+    summary["config"] = settings
 
     def stage(name: str, done: bool, work: Callable[[], Any]) -> None:
         if done:
