@@ -168,7 +168,7 @@ def generate_images(
     skipping images already there, ``batch_size`` prompts per pipeline call. Black images are
     written too – the metrics step drops and counts them – so a resumed run never redoes them.
     ``indices`` limits this process to its share of the prompts."""
-    from models.jobs import ImageSpec
+    from models.jobs import ImageSpec, NoControl
 
     params = generation_params(config, entry)
     folder = image_folder(config.out_dir, entry, params)
@@ -182,19 +182,12 @@ def generate_images(
         for start in range(0, len(missing), config.batch_size):
             batch = missing[start : start + config.batch_size]
             specs = [ImageSpec(prompt=split.prompts[i], seed=config.seed + i) for i in batch]
-            for i, made in zip(batch, runner(params, specs, _NoControl()), strict=True):
+            for i, made in zip(batch, runner(params, specs, NoControl()), strict=True):
                 partial = paths[i].with_suffix(".tmp.png")
                 made.image.save(partial)
                 partial.replace(paths[i])  # atomic: an interrupted run leaves no half image
             bar.update(len(batch))
     return ModelRun(entry=entry, params=params, folder=folder, images=paths)
-
-
-class _NoControl:
-    """The runner's progress hook; a study is never cancelled midway (Ctrl-C is enough)."""
-
-    def step(self, step: int, total: int) -> None:
-        pass
 
 
 # -- 2. metrics ------------------------------------------------------------------------------

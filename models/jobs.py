@@ -83,6 +83,17 @@ class RunControl(Protocol):
         """Rough pictures of the batch as it stands at ``step``, one per spec, in order."""
 
 
+class NoControl:
+    """A :class:`RunControl` for callers outside the queue (a study, a samples sheet): progress
+    and previews are ignored, and nothing is ever cancelled."""
+
+    def step(self, step: int, total: int) -> None:
+        pass
+
+    def preview(self, step: int, images: Sequence[Image.Image]) -> None:
+        pass
+
+
 class Runner(Protocol):
     """Generates ``specs`` with shared ``params``, blocking; the queue calls it in its worker
     thread. Returns one :class:`GeneratedImage` per spec, in order."""

@@ -94,7 +94,7 @@ def test_ship_packages_a_loadable_embedded_model(
     quick_run: tuple[MiniatureConfig, dict], tmp_path: Path
 ) -> None:
     from models.embedded import build_embedded_pipeline, packaged_info
-    from models.jobs import GenerationParams, ImageSpec
+    from models.jobs import GenerationParams, ImageSpec, NoControl
     from models.runner import DiffusersRunner
 
     config, summary = quick_run
@@ -108,15 +108,5 @@ def test_ship_packages_a_loadable_embedded_model(
     runner = DiffusersRunner(device="cpu", cache_dir=tmp_path / "cache")
     params = GenerationParams(model=str(built), width=64, height=64, steps=2, guidance=4.0)
     specs = [ImageSpec(prompt="jazz drive playlist cover image", seed=1)]
-    images = runner(params, specs, _Quiet())
+    images = runner(params, specs, NoControl())
     assert images[0].image.size == (64, 64)
-
-
-class _Quiet:
-    """A RunControl that ignores progress and previews."""
-
-    def step(self, step: int, total: int) -> None:
-        pass
-
-    def preview(self, step: int, images: object) -> None:
-        pass

@@ -258,7 +258,7 @@ def write_samples(
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    from models.jobs import GenerationParams, ImageSpec
+    from models.jobs import GenerationParams, ImageSpec, NoControl
     from models.registry import pick_device
     from models.runner import DiffusersRunner
     from training.synthetic import render_cover
@@ -285,7 +285,7 @@ def write_samples(
             model=str(model), width=64, height=64, steps=STUDY_STEPS, guidance=config.guidance,
             lora=str(lora) if lora else None,
         )  # fmt: skip
-        images_by_row.append([made.image for made in runner(params, specs, _Quiet())])
+        images_by_row.append([made.image for made in runner(params, specs, NoControl())])
     rng = np.random.default_rng(config.seed)
     images_by_row.append([render_cover(cover, rng, 64) for cover in SAMPLE_COVERS])
     for row, (name, images) in enumerate(zip(rows, images_by_row, strict=True)):
@@ -295,16 +295,6 @@ def write_samples(
             tile = image.resize((cell - 4, cell - 4), Image.Resampling.NEAREST)
             sheet.paste(tile, (label_w + column * cell + 2, top + 2))
     sheet.save(path)
-
-
-class _Quiet:
-    """The runner's progress hooks, unused here."""
-
-    def step(self, step: int, total: int) -> None:
-        pass
-
-    def preview(self, step: int, images: Any) -> None:
-        pass
 
 
 def _headline(row: dict[str, Any]) -> dict[str, Any]:
