@@ -274,8 +274,10 @@ def model_metrics(
     extractor: FeatureExtractor,
     clip: ClipScorer | str | None,
     feature_cache: Path,
+    real_palettes: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Everything results.json says about one model."""
+    """Everything results.json says about one model. ``real_palettes`` (the real images' colour
+    histograms, when the study has a ``follow_label``) adds the palette test."""
     kept, dropped = split_black(run.images)
     row: dict[str, Any] = {
         "label": run.entry.label,
@@ -335,29 +337,19 @@ def model_metrics(
         row["clip_score"] = {**asdict(score), "n": count, "model": clip.name}
     else:
         row["clip_score"] = {"skipped": clip or "not requested"}
-    return row
+    if real_palettes is not None:
+        from eval.prompt_following import histograms, prompt_following
 
-
-def add_prompt_following(
-    config: StudyConfig, runs: Sequence[ModelRun], rows: list[dict[str, Any]], split: TestSplit
-) -> None:
-    """Add each row's palette test (:mod:`eval.prompt_following`) on its non-black images."""
-    from eval.prompt_following import histograms, prompt_following
-
-    real = histograms(split.files)
-    for run, row in zip(runs, rows, strict=True):
-        kept, _ = split_black(run.images)
-        if len(kept) < 2:
-            continue
         result = prompt_following(
-            real,
+            real_palettes,
             split.labels,
-            histograms([run.images[i] for i in kept]),
+            histograms(kept_paths),
             [split.labels[i] for i in kept],
             resamples=config.bootstrap,
             seed=config.seed,
         )
         row["prompt_following"] = {"label": config.follow_label, **result.as_dict()}
+    return row
 
 
 # -- 3. the whole study ------------------------------------------------------------------------
@@ -425,9 +417,15 @@ def run_study(
     clip = load_clip() if load_clip is not None else None
 
     # 3. Metrics per model, then the three outputs.
-    rows = [model_metrics(config, run, split, real, extractor, clip, feature_cache) for run in runs]
+    palettes = None
     if config.follow_label:
-        add_prompt_following(config, runs, rows, split)
+        from eval.prompt_following import histograms
+
+        palettes = histograms(split.files)
+    rows = [
+        model_metrics(config, run, split, real, extractor, clip, feature_cache, palettes)
+        for run in runs
+    ]
     results = {
         "study": "seed 000 Table 2: FID of generated vs real test images",
         "test_split": {"dir": str(split.root), "images": len(split)},
