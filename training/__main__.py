@@ -103,10 +103,7 @@ def run_train(argv: list[str]) -> int:
 
     args = vars(train_parser().parse_args(argv))
     config = config_from_preset(args.pop("preset"), **args)
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # loading bars; training has its own
-    diffusers_logging.set_verbosity_error()
+    _quiet_diffusers()
     result = train(config)
     report = result.report
     if os.environ.get("LOCAL_RANK", "0") != "0":
@@ -381,7 +378,7 @@ def run_pretrain(argv: list[str]) -> int:
 def _quiet_diffusers() -> None:
     from diffusers.utils import logging as diffusers_logging
 
-    diffusers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()  # loading bars; training has its own
     diffusers_logging.set_verbosity_error()
 
 
