@@ -176,3 +176,28 @@ def test_the_command_refuses_to_ship_a_smoke_test(tmp_path: Path, capsys) -> Non
     assert main(["miniature", "--quick", "--ship", "--out", str(tmp_path / "run")]) == 1
     assert "--ship with --quick" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+# -- the embedded model's noise schedule -------------------------------------------------------
+
+
+def test_the_last_training_step_hides_the_image_completely() -> None:
+    """Sampling starts from pure noise, so training's noisiest step must be pure noise too:
+    otherwise the network learns to read the image's colours from its input (SD's own schedule
+    leaves 7% of it there) and never from the prompt – the miniature study's first failure."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from models.embedded import embedded_scheduler
+
+    config = embedded_scheduler().config
+    assert config.prediction_type == "v_prediction"  # ε is the input itself at SNR 0
+    last = torch.tensor([config.num_train_timesteps - 1])
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    red, blue = torch.full_like(noise, 2.0), torch.full_like(noise, -2.0)
+    for scheduler, leaks in ((DDPMScheduler.from_config(config), False),
+                             (DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                            beta_end=0.012), True)):  # fmt: skip
+        gap = (scheduler.add_noise(red, noise, last) - scheduler.add_noise(blue, noise, last))
+        assert (gap.abs().max() > 0.1) == leaks
+

@@ -249,6 +249,16 @@ def test_min_snr_weights_match_the_formula():
         min_snr_weights(snr, 5.0, "sample")
 
 
+def test_min_snr_weights_are_finite_at_zero_terminal_snr():
+    import torch
+
+    snr = torch.tensor([0.0, 2.0])  # the last step of a zero-terminal-SNR schedule, and another
+    for prediction_type in ("epsilon", "v_prediction"):
+        weights = min_snr_weights(snr, 5.0, prediction_type)
+        assert torch.isfinite(weights).all(), prediction_type
+        assert weights[0] == 0
+
+
 def test_seed001_preset_is_the_papers_parameter_set():
     config = config_from_preset("seed001", data="x")
     assert (config.use_ema, config.resolution, config.center_crop, config.random_flip) == (

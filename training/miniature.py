@@ -191,7 +191,7 @@ def finetune_config(config: MiniatureConfig, base: Path, method: str) -> TrainCo
         train_text_encoder=not lora,
         ema_decay=0.995,
         lora_rank=config.lora_rank,
-        snr_gamma=5.0,
+        snr_gamma=None,  # as the pretraining: see PretrainConfig.snr_gamma
         proportion_empty_prompts=0.1,
         checkpointing_steps=0,
         seed=config.seed,

@@ -46,13 +46,16 @@ class PretrainConfig:
     vae_crop: int = 32  # px; the VAE is convolutional, so crops teach it the whole image's job
     vae_learning_rate: float = 1e-3
     kl_weight: float = 1e-6
-    # --- 3. UNet + text encoder: ε-prediction on SD's noise schedule, Min-SNR-5 weighting ---
+    # --- 3. UNet + text encoder: the scheduler's target (v-prediction on a zero-terminal-SNR
+    #     schedule, models.embedded.embedded_scheduler), plain MSE ---
     steps: int = 1200
     batch_size: int = 32
     learning_rate: float = 5e-4  # warm-up, then cosine decay to a tenth
     warmup_steps: int = 100
     weight_decay: float = 1e-2
-    snr_gamma: float = 5.0
+    # Min-SNR-γ weights (None: off). Off by default: they damp the high-noise steps in x₀ terms
+    # to weight SNR, and those are where the prompt has to decide the picture's colours.
+    snr_gamma: float | None = None
     proportion_empty_prompts: float = 0.1  # unconditional examples, for classifier-free guidance
     ema_decay: float = 0.999  # saved weights are the EMA's
     log_every: int = 50  # steps between progress lines
@@ -148,7 +151,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
     reconstruction_error = _reconstruction_error(vae, images[:256].to(device))
     log(f"vae: scaling factor {scaling:.4f}, reconstruction MAE {reconstruction_error:.4f}")
 
-    # 3. UNet and text encoder together, ε-prediction with Min-SNR-γ weights; an empty caption
+    # 3. UNet and text encoder together, on the scheduler's prediction target; an empty caption
     #    for a share of the examples teaches the unconditional prediction guidance needs.
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     token_ids = _tokenize(tokenizer, captions)  # (N, 77)
@@ -177,11 +180,16 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         text = text_encoder(ids.to(device), return_dict=False)[0]  # (B, 77, D)
         prediction = unet(noisy.to(device), timesteps.to(device), text, return_dict=False)[0]
-        weights = min_snr_weights(
-            signal_to_noise(alphas_cumprod, timesteps), config.snr_gamma, "epsilon"
-        ).to(device)
-        per_sample = F.mse_loss(prediction, noise.to(device), reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * weights).mean()
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        per_sample = F.mse_loss(prediction, target.to(device), reduction="none").mean(dim=(1, 2, 3))
+        if config.snr_gamma is not None:
+            snr = signal_to_noise(alphas_cumprod, timesteps)
+            prediction_type = noise_scheduler.config.prediction_type
+            per_sample = per_sample * min_snr_weights(snr, config.snr_gamma, prediction_type).to(device)
+        loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

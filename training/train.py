@@ -306,7 +306,9 @@ def min_snr_weights(snr: Any, gamma: float, prediction_type: str) -> Any:
     """
     clipped = snr.clamp(max=gamma)
     if prediction_type == "epsilon":
-        return clipped / snr
+        # A zero-terminal-SNR schedule has SNR 0 at its last step, where ε is the input itself:
+        # weight 0 there, not 0/0.
+        return clipped / snr.clamp(min=1e-12)
     if prediction_type == "v_prediction":
         return clipped / (snr + 1)
     raise ValueError(
