@@ -198,6 +198,5 @@ def test_the_last_training_step_hides_the_image_completely() -> None:
     for scheduler, leaks in ((DDPMScheduler.from_config(config), False),
                              (DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                             beta_end=0.012), True)):  # fmt: skip
-        gap = (scheduler.add_noise(red, noise, last) - scheduler.add_noise(blue, noise, last))
+        gap = scheduler.add_noise(red, noise, last) - scheduler.add_noise(blue, noise, last)
         assert (gap.abs().max() > 0.1) == leaks
-

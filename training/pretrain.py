@@ -187,8 +187,8 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
         per_sample = F.mse_loss(prediction, target.to(device), reduction="none").mean(dim=(1, 2, 3))
         if config.snr_gamma is not None:
             snr = signal_to_noise(alphas_cumprod, timesteps)
-            prediction_type = noise_scheduler.config.prediction_type
-            per_sample = per_sample * min_snr_weights(snr, config.snr_gamma, prediction_type).to(device)
+            kind = noise_scheduler.config.prediction_type
+            per_sample = per_sample * min_snr_weights(snr, config.snr_gamma, kind).to(device)
         loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
