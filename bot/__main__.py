@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cover.add_argument("playlist", help="Spotify playlist link/URI/id, or a snapshot .json file")
     cover.add_argument(
-        "--model", help="registry name or local diffusers folder (default: settings, 'embedded')"
+        "--model", help="registry name or local diffusers folder (default: settings, 'auto')"
     )
     cover.add_argument("--lora", help="LoRA .safetensors file applied on top of the model")
     cover.add_argument("--count", type=int, default=4, help="number of candidates, 1-4 (default 4)")

@@ -4,8 +4,8 @@ It lets the bot, the CLI and the tests run end to end on any machine, offline, i
 second per image on a laptop CPU. Its weights ship inside the package (``assets/embedded/``,
 float16, 7.6 MB): ``python -m training miniature`` trained them from scratch on CPU – a VAE,
 then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
-synthetic playlist covers (see ``docs/miniature.md``). At that budget it paints soft colour
-fields with the covers' overall statistics; it does not follow a prompt's words yet.
+synthetic playlist covers (see ``docs/miniature.md``). At that budget it follows a prompt's
+words in colour (the genre's palette, dark for night) but not yet in layout or motif.
 
 Shape (the layout of SD 1.x, scaled down):
 
@@ -15,7 +15,8 @@ Shape (the layout of SD 1.x, scaled down):
   channels;
 * a 2-layer CLIPTextModel (width 32) over OpenAI CLIP's real 49,408-token BPE vocabulary
   (:mod:`models.clip_tokenizer`), model_max_length 77;
-* DPMSolverMultistepScheduler (DPM-Solver++ 2M), which gives clean results at ~20 steps.
+* a zero-terminal-SNR, v-prediction noise schedule sampled by DPM-Solver++ 2M in ~20 steps
+  (:func:`embedded_scheduler` says why).
 
 On first use the packaged weights are written out as an ordinary float32 diffusers folder in the
 project cache (:func:`ensure_embedded`), which the registry then loads like any local model.

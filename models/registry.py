@@ -57,7 +57,7 @@ PRESETS: dict[str, ModelPreset] = {
             guidance=4.0,
             dtype_cuda="float32",
             description="Tiny built-in model trained here from scratch on synthetic covers "
-            "(64 px, ~8 MB): runs offline anywhere; soft colour fields, not art.",
+            "(64 px, ~8 MB): runs offline anywhere; the playlist's palette, not real covers.",
             negative_prompts=False,
         ),
         ModelPreset(
