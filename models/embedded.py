@@ -168,8 +168,8 @@ def embedded_scheduler() -> Any:
     Why not SD's own schedule: its last step keeps √ᾱ_T ≈ 0.07 of the image. On a 16x16 latent
     the average colour then still shows through the noise at nearly every training step, so the
     network learns to copy it from its input instead of reading it from the prompt – and at
-    sampling time, starting from pure noise, it has nothing to copy and paints grey-brown fields
-    whatever the words. With zero terminal SNR the last steps carry no image at all, and
+    sampling time, starting from pure noise, it has nothing to copy and paints the same colour
+    fields whatever the words. With zero terminal SNR the last steps carry no image at all, and
     v-prediction keeps their loss meaningful; measured in docs/miniature.md.
     """
     from diffusers import DPMSolverMultistepScheduler

@@ -3,7 +3,7 @@
     python -m training --preset seed001 --data DIR --base embedded --out runs/x [--method lora]
     python -m training collect --out DIR --i-accept-spotify-terms-risk
     python -m training export-votes --out DIR
-    python -m training miniature [--out runs/miniature] [--ship]   (the whole study, ~40 min CPU)
+    python -m training miniature [--out runs/miniature] [--ship]   (the whole study, 40-50 min CPU)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
 
@@ -281,7 +281,7 @@ def run_miniature_command(argv: list[str]) -> int:
         description="Reproduce the seeds' fine-tuning study in miniature, offline, on a CPU: a "
         "synthetic cover dataset, a tiny Stable Diffusion pretrained from scratch on a generic "
         "domain (the baseline), a full fine-tune with EMA and a LoRA fine-tune on the covers, "
-        "then FID/KID/prompt-following of all three on the covers' test split. About 40 "
+        "then FID/KID/prompt-following of all three on the covers' test split. About 40-50 "
         "minutes on 2 CPU cores; each finished stage is kept, so rerunning continues. "
         "docs/miniature.md has the committed results.",
     )
