@@ -173,3 +173,19 @@ def test_kid_whole_kernel_and_per_subset_kernels_agree(monkeypatch: pytest.Monke
     monkeypatch.setattr(eval.metrics, "KID_WHOLE_KERNEL_LIMIT", 0)
     per_subset = kernel_inception_distance(x, y, subsets=7, subset_size=20, seed=2)
     assert per_subset == pytest.approx(whole, rel=1e-12)
+
+
+def test_progress_in_a_log_is_a_line_per_quarter(capsys) -> None:
+    """Under pytest stderr is not a terminal: no bar, a plain line at each quarter of the work
+    (and none for empty work)."""
+    from eval.progress import progress
+
+    with progress(10, "generate baseline", "img") as bar:
+        for _ in range(10):
+            bar.update(1)
+    with progress(0, "nothing", "img") as bar:
+        bar.update(0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        f"generate baseline: {done}/10 img" for done in (3, 5, 8, 10)
+    ]
