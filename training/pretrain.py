@@ -76,6 +76,8 @@ def check_config(config: PretrainConfig) -> None:
             f"resolution ({config.resolution}) and vae_crop ({config.vae_crop}) must be "
             "multiples of 8 with vae_crop ≤ resolution."
         )
+    if config.snr_gamma is not None and config.snr_gamma <= 0:
+        raise TrainingError(f"snr_gamma must be positive (or None: off), got {config.snr_gamma}.")
     if not 0 <= config.proportion_empty_prompts < 1:
         raise TrainingError(
             f"proportion_empty_prompts must be in [0, 1), got {config.proportion_empty_prompts}."
