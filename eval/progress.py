@@ -43,24 +43,13 @@ class _Lines:
 @contextmanager
 def progress(total: int, description: str, unit: str = "it") -> Iterator[Any]:
     """A bar with ``update(n)``: tqdm's on a terminal (when installed, as with the ``eval``
-    extra), otherwise :class:`_Lines`. Nothing at all for empty work."""
-    if total <= 0:
-        yield _Silent()
-        return
+    extra), otherwise :class:`_Lines` (which prints nothing for empty work)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
-    if tqdm is None or not sys.stderr.isatty():
+    if tqdm is None or total <= 0 or not sys.stderr.isatty():
         yield _Lines(total, description, unit)
         return
     with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True) as bar:
         yield bar
-
-
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.train import TrainingError, min_snr_weights, signal_to_noise
+from training.train import TrainingError, min_snr_weights, prediction_target, signal_to_noise
 
 REPORT_FILE = "pretrain_report.json"
 
@@ -182,10 +182,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         text = text_encoder(ids.to(device), return_dict=False)[0]  # (B, 77, D)
         prediction = unet(noisy.to(device), timesteps.to(device), text, return_dict=False)[0]
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = prediction_target(noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(prediction, target.to(device), reduction="none").mean(dim=(1, 2, 3))
         if config.snr_gamma is not None:
             snr = signal_to_noise(alphas_cumprod, timesteps)

@@ -316,6 +316,14 @@ def min_snr_weights(snr: Any, gamma: float, prediction_type: str) -> Any:
     )
 
 
+def prediction_target(scheduler: Any, latents: Any, noise: Any, timesteps: Any) -> Any:
+    """What the UNet learns to predict, as the scheduler's ``prediction_type`` says: the
+    velocity αε − σx₀ for "v_prediction", the noise ε otherwise."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    return noise
+
+
 def signal_to_noise(alphas_cumprod: Any, timesteps: Any) -> Any:
     """SNR(t) = ᾱ_t / (1 − ᾱ_t) for each timestep (Kingma et al. 2021, eq. 1)."""
     alpha_bar = alphas_cumprod.to(timesteps.device)[timesteps].float()
@@ -633,10 +641,7 @@ def train(config: TrainConfig) -> TrainResult:
                     device=device,
                 )  # (B,)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                if noise_scheduler.config.prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, timesteps)
-                else:
-                    target = noise
+                target = prediction_target(noise_scheduler, latents, noise, timesteps)
                 prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (B, 4, h, w)
                 if config.snr_gamma is None:
                     loss = F.mse_loss(prediction.float(), target.float(), reduction="mean")
