@@ -311,8 +311,13 @@ def _clip_config() -> Any:
     tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
              "num_attention_heads": 4}  # fmt: skip
     return CLIPConfig(
-        text_config={**tower, "vocab_size": 1000, "bos_token_id": 0, "eos_token_id": 1,
-                     "pad_token_id": 1},  # fmt: skip
+        text_config={
+            **tower,
+            "vocab_size": 1000,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
         vision_config={**tower, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
