@@ -121,6 +121,11 @@ async def run_cover(args: argparse.Namespace) -> int:
                 f"{request.count} candidate(s), seed {prepared.prompts[0].seed}",
                 file=sys.stderr,
             )
+            if prepared.model.auto_reason:
+                print(
+                    f"Model: auto chose {prepared.model.name}: {prepared.model.auto_reason}.",
+                    file=sys.stderr,
+                )
             request_id, handle = service.submit(prepared)
             progress = asyncio.create_task(_print_progress(handle, Queued, Progress))
             try:
@@ -132,6 +137,8 @@ async def run_cover(args: argparse.Namespace) -> int:
 
     for c in cover.candidates:
         print(f"  {c.index}. [{c.prompt.style}] {c.prompt.text}  (seed {c.seed})", file=sys.stderr)
+    if cover.notice:
+        print(f"note: {cover.notice}", file=sys.stderr)
     print(f"Wrote {len(cover.candidates)} candidate(s) in {cover.out_dir}", file=sys.stderr)
     for c in cover.candidates:
         print(c.png_path)

@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import CooldownActive, InvalidOption
+from bot.errors import AllCandidatesBlocked, CooldownActive, InvalidOption
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
 from bot.prompts import STYLES, Prompt, build_prompts, clean_title
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import QueueClosed
-from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult, Runner
+from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, Runner
 from models.queue import GenerationQueue, JobHandle
 from models.registry import ModelSpec, resolve_model
 
@@ -94,6 +94,19 @@ class CoverResult:
     sheet_path: Path
     out_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    blocked: int = 0  # images the safety checker blacked out even after retries; dropped
+
+    @property
+    def notice(self) -> str | None:
+        """A sentence for the requester when fewer candidates came than were asked for."""
+        if not self.blocked:
+            return None
+        asked = self.blocked + len(self.candidates)
+        return (
+            f"{self.blocked} of {asked} candidates came out black (the model's safety checker "
+            f"flagged {'it' if self.blocked == 1 else 'them'}, also after retries with new "
+            f"seeds) and {'was' if self.blocked == 1 else 'were'} left out."
+        )
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,10 @@ class PreparedCover:
 def build_runner(settings: Settings) -> Runner:
     """The diffusers runner the settings describe (device, cache, optimisation switches)."""
     from models.optimize import Optimizations
+    from models.registry import quiet_libraries
     from models.runner import DiffusersRunner
 
+    quiet_libraries()
     return DiffusersRunner(
         device=settings.device,
         cache_dir=settings.cache_dir,
@@ -321,12 +336,26 @@ class CoverService:
                 request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(exc)
             )
             raise
+        # A black image is never a candidate (seed 000 dropped them too): keep the others, in
+        # order, or fail the request when none is left.
+        kept = [
+            (prompt, image)
+            for prompt, image in zip(prepared.prompts, result.images, strict=True)
+            if not image.blocked
+        ]
+        blocked = len(result.images) - len(kept)
+        if not kept:
+            error = AllCandidatesBlocked(blocked, self.settings.black_retries)
+            self.storage.finish_request(
+                request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(error)
+            )
+            raise error
         started = time.perf_counter()
         out_dir = Path(out_root or self.settings.output_dir) / (
             f"{slugify(prepared.facts.name)}-{request_id[:8]}"
         )
         candidates, sheet = await asyncio.to_thread(
-            write_candidates, prepared, result, out_dir, prepared.request.title_overlay
+            write_candidates, prepared.facts.name, kept, out_dir, prepared.request.title_overlay
         )
         timings = {
             "read_s": round(prepared.read_s, 3),
@@ -351,7 +380,14 @@ class CoverService:
         )
         self.storage.finish_request(request_id, status="done", timings=timings)
         cover = CoverResult(
-            request_id, prepared.facts, prepared.model, tuple(candidates), sheet, out_dir, timings
+            request_id,
+            prepared.facts,
+            prepared.model,
+            tuple(candidates),
+            sheet,
+            out_dir,
+            timings,
+            blocked=blocked,
         )
         write_manifest(cover)
         return cover
@@ -364,20 +400,22 @@ class CoverService:
 
 
 def write_candidates(
-    prepared: PreparedCover, result: JobResult, out_dir: Path, title_overlay: bool
+    title: str,
+    images: list[tuple[Prompt, GeneratedImage]],
+    out_dir: Path,
+    title_overlay: bool,
 ) -> tuple[list[CoverCandidate], Path]:
-    """Upscale, optionally title, and save each image as PNG and as a Spotify-ready JPEG."""
+    """Upscale, optionally set ``title`` on, and save each image as PNG and as a Spotify-ready
+    JPEG, numbered from 1 in the order given."""
     from models.postprocess import contact_sheet, encode_jpeg_under, overlay_title, upscale
 
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates: list[CoverCandidate] = []
     finals = []
-    for index, (prompt, generated) in enumerate(
-        zip(prepared.prompts, result.images, strict=True), 1
-    ):
+    for index, (prompt, generated) in enumerate(images, 1):
         image = upscale(generated.image, OUTPUT_SIZE)
         if title_overlay:
-            image = overlay_title(image, clean_title(prepared.facts.name))  # emoji have no glyphs
+            image = overlay_title(image, clean_title(title))  # emoji have no glyphs
         png_path = out_dir / f"candidate-{index}.png"
         jpeg_path = out_dir / f"candidate-{index}.jpg"
         image.save(png_path, format="PNG", optimize=True)
@@ -410,6 +448,7 @@ def write_manifest(cover: CoverResult) -> Path:
         "model": cover.model.name,
         "lora": str(cover.model.lora) if cover.model.lora else None,
         "timings": cover.timings,
+        "blocked": cover.blocked,
         "sheet": cover.sheet_path.name,
         "candidates": [
             {

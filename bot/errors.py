@@ -62,6 +62,20 @@ class SpotifyUnavailable(SpotifyError):
     pass
 
 
+class AllCandidatesBlocked(CoverError):
+    def __init__(self, count: int, retries: int) -> None:
+        tries = (
+            f", also after {retries} retr{'y' if retries == 1 else 'ies'} with new seeds"
+            if retries
+            else ""
+        )
+        super().__init__(
+            f"The model's safety checker blacked out every candidate ({count}){tries}, so "
+            "there is nothing to show; try another prompt style or model."
+        )
+        self.count = count
+
+
 class CooldownActive(CoverError):
     def __init__(self, retry_after: float) -> None:
         wait = max(1, round(retry_after))

@@ -23,6 +23,7 @@
     ├── QueueClosed                 the queue is shutting down
     ├── JobCancelled                the job was cancelled before it finished
     ├── JobTimedOut                 the job ran past its time limit
+    ├── AllCandidatesBlocked        (bot.errors) every image came out black (safety checker)
     └── GenerationFailed            the pipeline raised (including out-of-memory at batch size 1)
 
 Callers catch :class:`CoverError` at exactly one place (the CLI's ``main``, the bot's error

@@ -52,6 +52,9 @@ class GeneratedImage:
     image: Image.Image  # at the model's native size; post-processing upscales
     seed: int  # the seed that produced it (differs from spec.seed after a black-image retry)
     black_retries: int = 0
+    # Still black after every retry (a safety checker's verdict, or black pixels): never to be
+    # handed to anyone as a cover; the cover service drops it and says so.
+    blocked: bool = False
 
 
 @dataclass(frozen=True)

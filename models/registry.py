@@ -122,6 +122,8 @@ AUTO = "auto"
 # What "auto" picks on a machine with a CUDA GPU: the first of these in the local hub cache.
 # Stable Diffusion 1.5 first (the seeds' base), then the smaller and the faster alternatives.
 AUTO_PREFERENCE = ("sd15", "small-sd", "sd-turbo")
+# On a CPU only a one-step model is practical at 512 px (docs/benchmarks/presets-cpu-*.md).
+AUTO_PREFERENCE_CPU = ("sd-turbo",)
 DEFAULT_MODEL = AUTO
 
 
@@ -139,6 +141,7 @@ class ModelSpec:
     repo_id: str | None = None
     variant: str | None = None
     stage2_repo_id: str | None = None
+    auto_reason: str | None = None  # why "auto" chose this model; None when named directly
     path: Path | None = None  # a local diffusers folder; None for hub presets and "embedded"
     lora: Path | None = None  # a LoRA .safetensors file applied on top
     negative_prompts: bool = True  # see ModelPreset
@@ -159,17 +162,30 @@ def list_models() -> list[str]:
 
 
 def resolve_auto(*, gpu: bool | None = None) -> str:
-    """The preset ``auto`` stands for: on a machine with a CUDA GPU (``gpu``; default: ask
-    torch), the first model of :data:`AUTO_PREFERENCE` in the local hub cache; otherwise, or
-    when none is cached, the embedded model."""
+    """The preset ``auto`` stands for (see :func:`auto_choice`)."""
+    return auto_choice(gpu=gpu)[0]
+
+
+def auto_choice(*, gpu: bool | None = None) -> tuple[str, str]:
+    """What ``auto`` picks and why, in words for the person who asked: on a machine with a
+    CUDA GPU (``gpu``; default: ask torch) the first model of :data:`AUTO_PREFERENCE` in the
+    local hub cache; on a CPU a cached one-step model (:data:`AUTO_PREFERENCE_CPU`); otherwise
+    the embedded model, which runs anywhere."""
     if gpu is None:
         gpu = _cuda_available()
-    if gpu:
-        for name in AUTO_PREFERENCE:
-            repo_id = PRESETS[name].repo_id
-            if repo_id is not None and hub_cached(repo_id):
-                return name
-    return "embedded"
+    preference = AUTO_PREFERENCE if gpu else AUTO_PREFERENCE_CPU
+    for name in preference:
+        repo_id = PRESETS[name].repo_id
+        if repo_id is not None and hub_cached(repo_id):
+            if gpu:
+                return name, f"a CUDA GPU and {name} in the local Hugging Face cache"
+            return name, f"no CUDA GPU; {name} is cached and makes a cover in one step"
+    wanted = ", ".join(preference)
+    where = "a CUDA GPU but" if gpu else "no CUDA GPU and"
+    return "embedded", (
+        f"{where} none of {wanted} in the local Hugging Face cache "
+        f"(`python -m bot models pull {preference[0]}` fetches one)"
+    )
 
 
 def hub_cached(repo_id: str) -> bool:
@@ -196,8 +212,9 @@ def resolve_model(name: str, *, lora: str | None = None) -> ModelSpec:
     pipeline, or a LoRA path that is not a ``.safetensors`` file.
     """
     lora_path = _resolve_lora(lora) if lora else None
+    auto_reason = None
     if name.strip().lower() == AUTO:
-        name = resolve_auto()
+        name, auto_reason = auto_choice()
     preset = PRESETS.get(name.strip().lower())
     if preset is not None and preset.kind == "if" and lora_path is not None:
         raise ModelUnavailable(
@@ -215,6 +232,7 @@ def resolve_model(name: str, *, lora: str | None = None) -> ModelSpec:
             repo_id=preset.repo_id,
             variant=preset.variant,
             stage2_repo_id=preset.stage2_repo_id,
+            auto_reason=auto_reason,
             lora=lora_path,
             negative_prompts=preset.negative_prompts,
         )
@@ -420,35 +438,155 @@ def load_hub_pipeline(
     allow_downloads: bool,
     **kwargs: Any,
 ) -> Any:
-    """``pipeline_class.from_pretrained(repo_id)`` from the local hub cache (or the network when
-    allowed), with a message that says what to do when the weights are not there."""
+    """``pipeline_class.from_pretrained`` on ``repo_id``'s snapshot in the local hub cache
+    (fetched first when downloads are allowed).
+
+    Only a repository or file that is not there is reported as missing; anything else that
+    goes wrong while loading is reported as what it is. Steps:
+
+    1. find the snapshot (huggingface_hub resolves ``refs/main``), or say how to fetch it;
+    2. pick the weight files the snapshot has: ``variant`` (e.g. fp16) when running in half
+       precision and every component has it, else the full-precision files, else the variant
+       upcast to ``dtype`` (a cache pulled for a GPU, used on a CPU);
+    3. supply components that the installed libraries cannot build from the files as they are;
+    4. load, local files only.
+    """
     _import_diffusers()
     torch = _import_torch()
-    # Half-precision variants are smaller to fetch, but only worth it when running in half.
-    use_variant = variant if dtype in (torch.float16, torch.bfloat16) else None
-    attempts = [use_variant, None] if use_variant else [None]
-    last_error: Exception | None = None
-    for attempt in attempts:  # a cache may hold only the full-precision files
-        try:
-            return pipeline_class.from_pretrained(
-                repo_id,
-                dtype=dtype,
-                variant=attempt,
-                cache_dir=hf_cache_dir(),
-                local_files_only=not allow_downloads,
-                **kwargs,
-            )
-        except (OSError, ValueError) as error:
-            last_error = error
-    if not allow_downloads:
+    snapshot = _hub_snapshot(repo_id, allow_downloads=allow_downloads)  # 1.
+    index = _read_json(snapshot / "model_index.json") or {}
+    components = [name for name, entry in index.items() if _is_component(entry)]
+    missing = [name for name in components if name not in kwargs and not (snapshot / name).is_dir()]
+    if missing:
         raise ModelUnavailable(
-            f"The model {repo_id} is not in the local Hugging Face cache (HF_HOME={hf_home()}) "
-            f"and downloads are off; fetch it with `hf download {repo_id}` on a machine with "
-            "network or set COVER_ALLOW_DOWNLOADS=true."
-        ) from last_error
+            f"The model {repo_id} in the local Hugging Face cache is incomplete (no "
+            f"{', '.join(missing)}); fetch it again with `python -m bot models pull` or "
+            f"`hf download {repo_id}`."
+        )
+    half = dtype in (torch.float16, torch.bfloat16)
+    chosen = _pick_variant(snapshot, repo_id, [c for c in components if c not in kwargs],
+                           variant, half=half)  # fmt: skip  # 2.
+    kwargs = {**_component_overrides(snapshot, index, dtype=dtype, variant=chosen), **kwargs}  # 3.
+    try:  # 4.
+        return pipeline_class.from_pretrained(
+            snapshot, dtype=dtype, variant=chosen, local_files_only=True, **kwargs
+        )
+    except (ImportError, OSError, ValueError, KeyError, RuntimeError, AttributeError) as error:
+        raise ModelUnavailable(_load_failure(repo_id, error)) from error
+
+
+def _hub_snapshot(repo_id: str, *, allow_downloads: bool) -> Path:
+    """The snapshot folder of ``repo_id`` in the local cache; fetched when allowed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=hf_cache_dir(), local_files_only=True))
+    except LocalEntryNotFoundError as error:
+        if not allow_downloads:
+            raise ModelUnavailable(
+                f"The model {repo_id} is not in the local Hugging Face cache "
+                f"({hf_cache_dir()}) and downloads are off; fetch it with `python -m bot "
+                f"models pull` or `hf download {repo_id}` on a machine with network, or set "
+                "COVER_ALLOW_DOWNLOADS=true."
+            ) from error
+    from models.hub import pull_repo
+
+    return pull_repo(repo_id)
+
+
+def _is_component(entry: Any) -> bool:
+    """A model_index.json entry naming a component (``["diffusers", "UNet2DConditionModel"]``);
+    ``[null, null]`` marks an optional component the repo leaves out."""
+    return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _weight_variants(folder: Path) -> set[str | None]:
+    """The variants a component folder has weights for: ``None`` for the default files,
+    ``"fp16"`` for ``*.fp16.safetensors`` and so on (also sharded ``*.fp16-00001-of-…``)."""
+    found: set[str | None] = set()
+    for path in folder.iterdir():
+        if path.suffix not in _WEIGHT_SUFFIXES or path.name.endswith(".index.json"):
+            continue
+        parts = path.name[: -len(path.suffix)].split(".")
+        found.add(parts[-1].split("-")[0] if len(parts) > 1 else None)
+    return found
+
+
+def _pick_variant(
+    snapshot: Path, repo_id: str, components: list[str], variant: str | None, *, half: bool
+) -> str | None:
+    have = {
+        name: variants
+        for name in components
+        if (variants := _weight_variants(snapshot / name))  # components with weights only
+    }
+    wanted = [variant, None] if variant and half else [None, variant] if variant else [None]
+    for candidate in wanted:
+        if all(candidate in variants for variants in have.values()):
+            return candidate
+    lacking = sorted(name for name, variants in have.items() if None not in variants)
     raise ModelUnavailable(
-        f"The model {repo_id} could not be downloaded ({type(last_error).__name__}: {last_error})."
-    ) from last_error
+        f"The model {repo_id} in the local Hugging Face cache has no complete set of weights "
+        f"({', '.join(lacking)} lack the full-precision files and not every component has the "
+        f"{variant or 'default'} ones); fetch it again with `python -m bot models pull`."
+    )
+
+
+def _component_overrides(
+    snapshot: Path, index: dict[str, Any], *, dtype: Any, variant: str | None
+) -> dict[str, Any]:
+    """Components to build ourselves because the installed libraries cannot load them from the
+    files as they stand (each case says why)."""
+    overrides: dict[str, Any] = {}
+    if index.get("safety_checker") == ["deepfloyd_if", "IFSafetyChecker"]:
+        # diffusers' IFSafetyChecker never calls post_init(), which transformers 5 needs to load
+        # any weights (AttributeError 'all_tied_weights_keys'); the subclass calls it.
+        overrides["safety_checker"] = _if_safety_checker_class().from_pretrained(
+            snapshot / "safety_checker", dtype=dtype, variant=variant
+        )
+    return overrides
+
+
+def _if_safety_checker_class() -> Any:
+    from diffusers.pipelines.deepfloyd_if.safety_checker import IFSafetyChecker
+
+    class LoadableIFSafetyChecker(IFSafetyChecker):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.post_init()
+
+    return LoadableIFSafetyChecker
+
+
+def _load_failure(repo_id: str, error: BaseException) -> str:
+    """One sentence saying why a cached model did not load."""
+    text = str(error)
+    for package in ("sentencepiece", "protobuf"):
+        if package in text.lower():
+            return (
+                f"Loading {repo_id} needs the {package} package (its tokenizer is a "
+                f"SentencePiece model); run {_INSTALL_HINT}."
+            )
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return (
+        f"The model {repo_id} is in the local Hugging Face cache but could not be loaded "
+        f"({type(error).__name__}: {first_line[:300]})."
+    )
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' loading bars and notices (the CLI and the bot report
+    progress themselves; a warning that matters reaches our own log as an error)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.set_verbosity_error()
 
 
 def _import_torch() -> Any:

@@ -110,7 +110,8 @@ class DiffusersRunner:
         self, specs: Sequence[ImageSpec], generate: Generate
     ) -> list[GeneratedImage]:
         """Run ``generate`` on all specs, then again on the black ones only, with new seeds,
-        at most ``black_retries`` times. An image still black at the end is kept as it is."""
+        at most ``black_retries`` times. An image still black at the end comes back marked
+        ``blocked``; the caller must not hand it over (see bot/cover.py)."""
         seeds = [spec.seed for spec in specs]
         outcomes = generate(specs, seeds)
         retries = [0] * len(specs)
@@ -127,8 +128,10 @@ class DiffusersRunner:
         if still_black:
             log.warning("%d image(s) still black after %d retries", still_black, self.black_retries)
         return [
-            GeneratedImage(spec=spec, image=image, seed=seed, black_retries=count)
-            for spec, (image, _), seed, count in zip(specs, outcomes, seeds, retries, strict=True)
+            GeneratedImage(spec=spec, image=image, seed=seed, black_retries=count, blocked=black)
+            for spec, (image, black), seed, count in zip(
+                specs, outcomes, seeds, retries, strict=True
+            )
         ]
 
     # -- Stable Diffusion-style pipelines ----------------------------------------------------

@@ -440,3 +440,37 @@ async def test_an_unexpected_error_gives_an_incident_id_and_the_bot_carries_on(
 
         fine = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
         await cover_post(discord, fine)
+
+
+class SecondImageBlocked:
+    """The real runner, except that the second image of every call comes back as a safety
+    checker leaves it after every retry: black, and marked blocked."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.runner = DiffusersRunner(device="cpu", cache_dir=cache_dir)
+
+    def __call__(self, params, specs, control):
+        import dataclasses
+
+        images = self.runner(params, specs, control)
+        if len(images) > 1:
+            black = Image.new("RGB", images[1].image.size)
+            images[1] = dataclasses.replace(images[1], image=black, blocked=True)
+        return images
+
+
+async def test_a_blacked_out_candidate_is_never_posted(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord, runner=SecondImageBlocked(cache_dir)) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=3)
+        post = await cover_post(discord, interaction)
+        names = [a.filename for a in post.attachments]
+        assert names == ["cover-1.png", "cover-2.png", "sheet.png"]
+        for attachment in post.attachments[:2]:
+            assert max(Image.open(io.BytesIO(attachment.data)).convert("L").getextrema()) > 0
+        assert discord.bot_reactions(post.id) == list(NUMBER_EMOJI[:2])
+        assert "1 of 3 candidates came out black" in post.content
+        (row,) = bot.storage.db.query("SELECT candidate_count FROM cover_messages")
+        assert row["candidate_count"] == 2

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from eval.prompt_following import colour_histogram, leave_one_out_accuracy, prompt_following
-from models.registry import AUTO_PREFERENCE, PRESETS, resolve_auto, resolve_model
+from models.registry import AUTO_PREFERENCE, PRESETS, auto_choice, resolve_auto, resolve_model
 from training.synthetic import (
     CAPTION_SUFFIX,
     GENRES,
@@ -146,10 +146,12 @@ def test_auto_is_the_embedded_model_without_a_gpu_or_a_cached_model(
     assert resolve_auto(gpu=False) == "embedded"
     assert resolve_auto(gpu=True) == "embedded"  # a GPU, but nothing cached
     _cache_snapshot(tmp_path, PRESETS["sd-turbo"].repo_id)
-    assert resolve_auto(gpu=False) == "embedded"  # cached, but no GPU to run it
+    assert resolve_auto(gpu=False) == "sd-turbo"  # one step: practical on a CPU
     assert resolve_auto(gpu=True) == "sd-turbo"
+    assert "no CUDA GPU" in auto_choice(gpu=False)[1]
     _cache_snapshot(tmp_path, PRESETS[AUTO_PREFERENCE[0]].repo_id)
     assert resolve_auto(gpu=True) == AUTO_PREFERENCE[0]  # the preferred one wins
+    assert resolve_auto(gpu=False) == "sd-turbo"  # 25 steps of SD 1.5 are too slow on a CPU
 
 
 def test_auto_resolves_to_a_real_spec_here() -> None:

@@ -339,7 +339,7 @@ def test_black_retries_are_bounded(cache_dir: Path) -> None:
     assert runner.pipe is not None
     assert runner.pipe.calls == [[7], [retry_seed(7, 1)], [retry_seed(7, 2)]]
     assert generated.black_retries == 2 and generated.seed == retry_seed(7, 2)
-    assert is_all_black(generated)  # kept, and counted, rather than dropped
+    assert is_all_black(generated) and generated.blocked  # the cover service drops it
 
 
 # -- runner: LoRA ------------------------------------------------------------------------------

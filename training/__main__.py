@@ -376,10 +376,9 @@ def run_pretrain(argv: list[str]) -> int:
 
 
 def _quiet_diffusers() -> None:
-    from diffusers.utils import logging as diffusers_logging
+    from models.registry import quiet_libraries
 
-    diffusers_logging.disable_progress_bar()  # loading bars; training has its own
-    diffusers_logging.set_verbosity_error()
+    quiet_libraries()  # loading bars; training has its own
 
 
 # -- entry point -------------------------------------------------------------------------------

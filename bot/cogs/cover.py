@@ -74,8 +74,11 @@ class CoverCog(commands.Cog):
         )
         prepared = await service.prepare(request)  # bad link, private playlist, rate limit…
         request_id, handle = service.submit(prepared)  # queue full, your own limit, cooldown…
+        chosen = prepared.model
+        why = f" (auto: {chosen.auto_reason})" if chosen.auto_reason else ""
         await interaction.edit_original_response(
-            content=f"Making {count} cover(s) for **{_escape(prepared.facts.name)}**…",
+            content=f"Making {count} cover(s) for **{_escape(prepared.facts.name)}** "
+            f"with {chosen.name}{why}…",
             allowed_mentions=NO_MENTIONS,
         )
         status = asyncio.create_task(self._show_status(interaction, handle, started))
@@ -158,6 +161,8 @@ class CoverCog(commands.Cog):
             f"<@{user_id}>: covers for **{_escape(cover.facts.name)}**. "
             f"Vote with {numbers}; the requester closes the vote with {CLOSE_EMOJI}."
         )
+        if cover.notice:
+            content += f"\n{cover.notice}"
         mentions = discord.AllowedMentions(
             users=[discord.Object(id=user_id)], everyone=False, roles=False
         )
