@@ -21,7 +21,7 @@ from models.errors import JobCancelled, JobTimedOut, NoWorkers
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, OutOfMemory
 from models.optimize import Optimizations
 from models.queue import GenerationQueue, JobHandle, Preview, Progress
-from models.ray_workers import WorkerSpec, start_workers
+from models.ray_workers import RayRunner, WorkerSpec, start_workers
 from models.registry import resolve_model
 from models.runner import DiffusersRunner
 
@@ -176,3 +176,43 @@ def test_without_ray_installed_the_message_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray → ImportError
     with pytest.raises(NoWorkers, match=r"pip install 'playlist-cover\[ray\]'"):
         models.ray_workers.import_ray()
+
+
+# -- the bot's /cover through Ray, built from its settings --------------------------------
+
+
+async def test_the_bots_cover_goes_through_a_ray_worker_and_shutdown_stops_it(
+    ray_local, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    from tests.discord_harness import bot_settings, cover_post, running_bot
+    from tests.fake_discord import FakeDiscord, FakeUser
+    from tests.test_discord_e2e import EXAMPLES
+
+    stored = fake_spotify.add_snapshot(EXAMPLES / "late-night-drive.json")
+    async with FakeDiscord() as discord:
+        settings = bot_settings(
+            discord,
+            fake_spotify,
+            tmp_path,
+            cache_dir,
+            devices="none",  # nothing in-process: every image must come from the actor
+            ray_address="local",  # Ray already runs in this process (ray_local): joined as is
+            ray_workers=1,
+            ray_gpus_per_worker=0,
+            ray_cpus_per_worker=0.25,
+            ray_torch_threads=1,
+        )
+        async with running_bot(settings, discord) as bot:
+            [runner] = bot.queue.runners
+            assert isinstance(runner, RayRunner) and bot.device == runner.name
+            link = f"https://open.spotify.com/playlist/{stored.meta['id']}"
+            interaction = await discord.slash(FakeUser(1001, "alice"), "cover", playlist=link, count=2)
+            post = await cover_post(discord, interaction)
+            assert [a.filename for a in post.attachments] == ["cover-1.png", "cover-2.png", "sheet.png"]
+            assert any(e.startswith("Generating") for e in interaction.original.edits)
+            [row] = bot.storage._rows("SELECT status FROM requests")
+            assert row["status"] == "done"
+        # The bot killed its actor on the way out; the session's Ray itself lives on.
+        with pytest.raises(ray_local.exceptions.RayActorError):
+            ray_local.get(runner.actor.describe.remote(), timeout=30)
+        assert ray_local.is_initialized()
