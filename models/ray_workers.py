@@ -163,7 +163,9 @@ class RayRunner:
         except ray.exceptions.RayTaskError as error:
             # The runner's own exception (OutOfMemory, RunInterrupted, a CoverError, a bug):
             # raise it as it is, so the queue treats it exactly as a local one.
-            raise error.cause from None
+            if isinstance(error.cause, BaseException):
+                raise error.cause from None
+            raise  # an exception Ray could not bring back: a runner failure all the same
         except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError) as error:
             raise WorkerLost(f"Ray worker {self.name} died: {type(error).__name__}") from error
 
