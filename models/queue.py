@@ -24,9 +24,10 @@ deadline and the queue's ``_aborting`` flag, and hand progress to the loop with
 runner (:mod:`models.ray_workers`) is the same kind of runner: it blocks its worker's thread
 while the actor works and relays the actor's progress through the same ``control``.
 
-No exception ends the worker: runner errors fail the jobs of that call, out-of-memory splits
-the call in halves (a single image that still does not fit fails only its job), and a bug of
-our own is logged and fails the jobs it was working on. torch is never imported here.
+No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone): runner
+errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
+still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
+working on. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -782,6 +783,7 @@ class GenerationQueue:
             sum(h.status is JobStatus.RUNNING for h in work.unit),
         )
         if left:
+            # The jobs stay RUNNING with their deadlines: time lost on the dead worker counts.
             self._orphans.append(work)
             self._wakeup.set()
             return
