@@ -25,7 +25,7 @@ COPY bot/__init__.py bot/
 COPY models/__init__.py models/
 COPY training/__init__.py training/
 COPY eval/__init__.py eval/
-RUN pip install torch==2.13.0 && pip install '.[gen,bot,training,eval]' && pip uninstall -y playlist-cover
+RUN pip install torch==2.13.0 && pip install '.[gen,bot,training,eval,ray]' && pip uninstall -y playlist-cover
 
 COPY . .
 RUN pip install --no-deps . \

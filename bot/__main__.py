@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from bot.cover import CoverRequest, CoverService, build_runner
+    from bot.cover import CoverRequest, CoverService, build_runners
     from bot.settings import Settings
     from bot.storage import Storage
     from models.queue import GenerationQueue, Progress, Queued
@@ -102,11 +102,11 @@ async def run_cover(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
     )
-    runner = build_runner(settings)
+    runners, release = build_runners(settings)
     storage = Storage(settings.db_path)
     try:
         async with GenerationQueue(
-            runner,
+            runners,
             max_pending=settings.queue_max_pending,
             max_per_user=settings.queue_max_per_user,
             max_batch=settings.queue_max_batch,
@@ -134,6 +134,7 @@ async def run_cover(args: argparse.Namespace) -> int:
                 progress.cancel()
     finally:
         storage.close()
+        release()
 
     for c in cover.candidates:
         print(f"  {c.index}. [{c.prompt.style}] {c.prompt.text}  (seed {c.seed})", file=sys.stderr)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import discord
@@ -19,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.accounts import SpotifyAccounts
-from bot.cover import CoverService, build_runner
+from bot.cover import CoverService, build_runners
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import CoverError
@@ -40,13 +41,18 @@ WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark", "bot.cogs.spotify")
 
 
-def build_bot(settings: Settings, *, runner: Runner | None = None, **options: Any) -> CoverBot:
+def build_bot(
+    settings: Settings, *, runner: Runner | Sequence[Runner] | None = None, **options: Any
+) -> CoverBot:
     """The bot with its queue, storage and cover service, pointed where ``settings`` say.
 
-    ``runner`` defaults to diffusers on ``settings.device``; tests may pass another.
+    ``runner`` defaults to what the settings describe: diffusers on every local device
+    (``COVER_DEVICES``) and on Ray workers (``COVER_RAY_ADDRESS``), released when the bot
+    closes; tests may pass their own runner or runners.
     """
+    release: Callable[[], None] | None = None
     if runner is None:
-        runner = build_runner(settings)
+        runner, release = build_runners(settings)
     queue = GenerationQueue(
         runner,
         max_pending=settings.queue_max_pending,
@@ -58,7 +64,9 @@ def build_bot(settings: Settings, *, runner: Runner | None = None, **options: An
     accounts = SpotifyAccounts(settings, storage)
     service = CoverService(settings, queue, storage, accounts=accounts)
     point_discord_at(settings)
-    return CoverBot(settings, queue, storage, service, accounts=accounts, **options)
+    return CoverBot(
+        settings, queue, storage, service, accounts=accounts, release=release, **options
+    )
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -95,6 +103,7 @@ class CoverBot(commands.Bot):
         service: CoverService,
         *,
         accounts: SpotifyAccounts,
+        release: Callable[[], None] | None = None,
         **options: Any,
     ) -> None:
         intents = discord.Intents.default()
@@ -114,7 +123,12 @@ class CoverBot(commands.Bot):
         self.storage = storage
         self.service = service
         self.accounts = accounts
-        self.device = getattr(queue.runner, "device", settings.device)  # what /benchmark reports
+        self._release = release  # stops the runners' Ray actors, if any (bot/cover.py)
+        # What /benchmark and the log report: every worker's device.
+        self.device = ", ".join(
+            str(getattr(runner, "name", None) or getattr(runner, "device", settings.device))
+            for runner in queue.runners
+        )
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -163,6 +177,9 @@ class CoverBot(commands.Bot):
         # The queue first, while Discord is still reachable: jobs it ends stay "queued" in the
         # database and the next start resumes them (see CoverCog.resume_unfinished).
         await self.queue.close(drain=False, timeout_s=30)
+        if self._release is not None:
+            release, self._release = self._release, None
+            await asyncio.to_thread(release)  # ray.kill/shutdown block for a moment
         running = [
             t for t in self.command_tasks if not t.done() and t is not asyncio.current_task()
         ]

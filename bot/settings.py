@@ -94,6 +94,21 @@ class Settings(BaseSettings):
     black_retries: int = 2  # regenerations of an all-black (safety-checked) image
     optimizations: str = ""  # switches over the defaults, e.g. "compile=on" (models/optimize.py)
 
+    # --- where generation runs (docs/deployment.md) ---
+    # COVER_DEVICES: one queue worker per device. auto = every CUDA device, else COVER_DEVICE's
+    # choice (one device); with COVER_RAY_ADDRESS set, auto means local CUDA devices only.
+    # "none" = no local device (Ray workers only), or a list such as "cuda:0,cuda:1".
+    devices: str = "auto"
+    # COVER_RAY_ADDRESS: also run on Ray actors, one per GPU: "auto" (this node belongs to a
+    # cluster), "head-host:6379", "ray://head-host:10001", or "local" (a fresh one-machine Ray).
+    # Unset: no Ray, nothing imported.
+    ray_address: str | None = None
+    ray_workers: int = 0  # actors to start; 0 = one per GPU the cluster has
+    ray_gpus_per_worker: float = 1.0  # 0 for CPU-only actors (tests, the benchmark)
+    ray_cpus_per_worker: float = 1.0
+    ray_torch_threads: int = 0  # torch threads in each actor (0: torch's default)
+    ray_start_timeout_s: float = 120.0  # actors not ready by then are left out
+
     # --- queue ---
     queue_max_pending: int = 64  # jobs waiting, all users together
     queue_max_per_user: int = 2  # jobs one user may have waiting or running
@@ -142,6 +157,20 @@ class Settings(BaseSettings):
         raise ValueError(
             f"must be https://… or http://127.0.0.1:PORT/… (Spotify's rule), got {value!r}"
         )
+
+    @field_validator("ray_workers", "ray_torch_threads")
+    @classmethod
+    def _count(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
+
+    @field_validator("ray_gpus_per_worker", "ray_cpus_per_worker")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
 
     @field_validator("queue_max_pending", "queue_max_per_user", "queue_max_batch")
     @classmethod

@@ -98,6 +98,8 @@ class WorkloadResult:
     latency_p50_s: float  # per-request latency: submit -> result
     latency_p95_s: float
     batch_sizes: tuple[int, ...]  # the pipeline calls the queue made, largest first
+    # (worker, images) per queue worker (device or Ray actor) that made some, in worker order
+    per_worker: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def timed(
@@ -107,6 +109,7 @@ class WorkloadResult:
         wall_s: float,
         latencies: Sequence[float],
         batch_sizes: tuple[int, ...],
+        per_worker: tuple[tuple[str, int], ...] = (),
     ) -> WorkloadResult:
         """A result from the run's wall time and each request's latency."""
         wall_s = max(wall_s, 1e-9)
@@ -118,6 +121,7 @@ class WorkloadResult:
             latency_p50_s=percentile(latencies, 50),
             latency_p95_s=percentile(latencies, 95),
             batch_sizes=batch_sizes,
+            per_worker=per_worker,
         )
 
     @classmethod
@@ -130,6 +134,7 @@ class WorkloadResult:
             latency_p50_s=data["latency_p50_s"],
             latency_p95_s=data["latency_p95_s"],
             batch_sizes=tuple(data["batch_sizes"]),
+            per_worker=tuple((name, count) for name, count in data.get("per_worker", ())),
         )
 
 
@@ -217,7 +222,8 @@ class BenchmarkReport:
             )
             for r in self.results
         ]
-        footer = _clip(
+        per_device = self.per_device_line()
+        footer = per_device + _clip(
             f"peak memory {_bytes(self.peak_memory_bytes)} ({self.memory_kind}) · "
             f"total {self.total_s:.1f} s · torch {self.torch_version or 'not installed'}",
             120,
@@ -231,6 +237,19 @@ class BenchmarkReport:
                 return text
             rows.pop()
         return "\n".join([header, f"{len(self.results)} workload(s): see the JSON", footer])
+
+    def per_device_line(self) -> str:
+        """With several queue workers: each one's images and images/s over all workloads
+        (the rows above are the totals), then a newline; else nothing."""
+        images: defaultdict[str, int] = defaultdict(int)
+        for result in self.results:
+            for worker, count in result.per_worker:
+                images[worker] += count
+        if len(images) < 2:
+            return ""
+        wall = sum(result.wall_s for result in self.results)
+        parts = [f"{w} {n} img ({_number(n / wall)}/s)" for w, n in images.items()]
+        return _clip("per device: " + ", ".join(parts), 300) + "\n"
 
 
 # -- pure maths ----------------------------------------------------------------------------
@@ -278,6 +297,26 @@ def pipeline_calls(results: Sequence[JobResult]) -> tuple[int, ...]:
     for size in sorted(images_in, reverse=True):
         calls += [size] * max(1, round(images_in[size] / size))
     return tuple(calls)
+
+
+def images_per_worker(results: Sequence[JobResult]) -> tuple[tuple[str, int], ...]:
+    """How many of the images behind ``results`` each queue worker made, in first-seen order.
+
+    A job's images are spread over its calls as in :func:`pipeline_calls` (exact when the job
+    shares one call or is alone in each), then counted for the worker of each call.
+    """
+    made: dict[str, float] = {}
+    for result in results:
+        if not result.workers:
+            continue
+        sizes = result.batch_sizes
+        if sum(sizes) == len(result.images):
+            shares: Sequence[float] = sizes
+        else:
+            shares = [len(result.images) / len(sizes)] * len(sizes)
+        for worker, share in zip(result.workers, shares, strict=True):
+            made[worker] = made.get(worker, 0.0) + share
+    return tuple((worker, round(count)) for worker, count in made.items())
 
 
 # -- running it ----------------------------------------------------------------------------
@@ -360,7 +399,12 @@ async def _measure(
     results = [result for _, result, _ in timed]
     images = sum(len(result.images) for result in results)
     return WorkloadResult.timed(
-        workload, images, last_result - first_submit, latencies, pipeline_calls(results)
+        workload,
+        images,
+        last_result - first_submit,
+        latencies,
+        pipeline_calls(results),
+        images_per_worker(results),
     )
 
 
@@ -676,6 +720,7 @@ class MemoryProbe:
     missed), else the process's lifetime RSS peak from ``getrusage``."""
 
     def __init__(self, device: str, *, interval_s: float = 0.02) -> None:
+        device = device.split(",")[0].strip()  # several devices: the first one's counter
         self._cuda = device.startswith("cuda")
         self._interval_s = interval_s
         self._peak: int | None = None
@@ -975,6 +1020,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default="embedded", help="registry name or diffusers folder")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--devices",
+        help="several devices, one queue worker each, e.g. cuda:0,cuda:1 or auto (every CUDA "
+        "device); the table then adds each device's share (overrides --device)",
+    )
     parser.add_argument("--steps", type=_positive, help="denoising steps (default: the model's)")
     parser.add_argument("--size", type=_size, help="image side in px (default: the model's)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
@@ -1043,14 +1093,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. Arguments that only the registry and torch can check.
     try:
         model = resolve_model(args.model)
-        runner = DiffusersRunner(
-            device=args.device,
-            cache_dir=args.cache_dir or default_cache_dir(),
-            allow_downloads=args.allow_downloads,
-            optimizations=args.opt,
-        )
+        from models.registry import local_devices
+
+        devices = local_devices(args.devices) if args.devices else [args.device]
+        runners = [
+            DiffusersRunner(
+                device=device,
+                cache_dir=args.cache_dir or default_cache_dir(),
+                allow_downloads=args.allow_downloads,
+                optimizations=args.opt,
+            )
+            for device in devices
+        ]
     except ModelUnavailable as error:
         parser.error(str(error))
+    runner = runners[0]  # the baseline of --compare runs on the first device
+    device = ", ".join(r.device for r in runners)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1071,16 +1129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 2. A queue of our own, big enough for the largest workload plus the warm-up.
     async def run() -> tuple[BenchmarkReport, Comparison | None]:
         async with GenerationQueue(
-            runner,
+            runners,
             max_pending=max(w.requests for w in workloads) + 1,
             max_per_user=1,
             max_batch=args.max_batch,
             job_timeout_s=3600.0,  # a big model on a CPU is slow, not stuck
-            name=runner.device,
+            name=runner.device if len(runners) == 1 else "bench",
         ) as queue:
             if not args.compare:
                 report = await run_queue_benchmark(
-                    queue, params, device=runner.device, workloads=workloads, progress=say
+                    queue, params, device=device, workloads=workloads, progress=say
                 )
                 return report, None
             # 3. Side by side: a plain pipeline of its own for the baseline.

@@ -21,6 +21,7 @@
     ├── QueueFull                   the generation queue holds its maximum
     ├── PendingLimitReached         this user already has their maximum of jobs waiting
     ├── QueueClosed                 the queue is shutting down
+    ├── NoWorkers                   no device or remote worker is left to generate on
     ├── JobCancelled                the job was cancelled before it finished
     ├── JobTimedOut                 the job ran past its time limit
     ├── AllCandidatesBlocked        (bot.errors) every image came out black (safety checker)
@@ -61,6 +62,15 @@ class PendingLimitReached(CoverError):
 class QueueClosed(CoverError):
     def __init__(self) -> None:
         super().__init__("The generator is shutting down; try again once it is back.")
+
+
+class NoWorkers(CoverError):
+    def __init__(self, detail: str = "every worker has stopped") -> None:
+        super().__init__(
+            f"No generator is available right now ({detail}); try again once the bot's "
+            "operator has brought one back."
+        )
+        self.detail = detail
 
 
 class JobCancelled(CoverError):

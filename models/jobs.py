@@ -64,6 +64,7 @@ class JobResult:
     wait_s: float  # from submit to the start of its first pipeline call
     run_s: float  # from that start to the end of its last pipeline call
     batch_sizes: tuple[int, ...] = field(default=())  # images per pipeline call it took part in
+    workers: tuple[str, ...] = field(default=())  # the queue worker (device) of each of those calls
 
 
 class RunInterrupted(Exception):
@@ -73,6 +74,12 @@ class RunInterrupted(Exception):
 class OutOfMemory(Exception):
     """A runner raises this (or lets ``torch.cuda.OutOfMemoryError`` through) when a batch does
     not fit; the queue then splits the batch and tries the halves."""
+
+
+class WorkerLost(Exception):
+    """A runner raises this when the device or remote worker behind it is gone (a Ray actor
+    that died, a node that left). The queue stops using that runner and hands the batch, with
+    the images still missing, to another one: the jobs are not failed for it."""
 
 
 class RunControl(Protocol):

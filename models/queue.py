@@ -2,10 +2,14 @@
 
     submit(job) ─► lane of its priority ─► per-user FIFO; users take turns (round-robin)
                                                │
-    worker task: take the next job in fair order, add waiting jobs with equal params
-                 (same priority, first fit) up to ``max_batch`` images
+    the first free worker (one per runner: a local device or a remote Ray actor) takes the
+    next job in fair order and adds waiting jobs with equal params (same priority, first fit)
+    up to ``max_batch`` images; work a lost worker left behind is taken before new jobs
                                                │
-    runner(params, specs, control) in the queue's own thread ─► images split back per job
+    runner(params, specs, control) in that worker's own thread ─► images split back per job
+                                               │
+    runner raised WorkerLost ─► the worker leaves; its batch (the images still missing)
+                                goes to the next free worker; no worker left ─► NoWorkers
 
 A job ends exactly once, as one of: done (:class:`Finished`), cancelled, timed out, failed or
 closed (:class:`Failed` with the :class:`~models.errors.CoverError` that says why). Subscribers
@@ -13,14 +17,17 @@ of :meth:`JobHandle.events` see ``Queued(position)`` whenever the position chang
 ``Started``, ``Progress(step, total)`` from the runner's :meth:`RunControl.step`, then the final
 event.
 
-Threads: everything here runs on the event loop except the runner and :class:`_Control.step`,
-which run in the queue's single worker thread. That thread only *reads* a job's status and
-deadline and the queue's ``_aborting`` flag, and hands progress to the loop with
-``loop.call_soon_threadsafe``; results come back through ``run_in_executor``'s future.
+Threads: everything here runs on the event loop except the runners and :class:`_Control.step`,
+which run in each worker's own single thread. Those threads only *read* a job's status and
+deadline and the queue's ``_aborting`` flag, and hand progress to the loop with
+``loop.call_soon_threadsafe``; results come back through ``run_in_executor``'s future. A remote
+runner (:mod:`models.ray_workers`) is the same kind of runner: it blocks its worker's thread
+while the actor works and relays the actor's progress through the same ``control``.
 
-No exception ends the worker: runner errors fail the jobs of that call, out-of-memory splits
-the call in halves (a single image that still does not fit fails only its job), and a bug of
-our own is logged and fails the jobs it was working on. torch is never imported here.
+No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone): runner
+errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
+still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
+working on. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from models.errors import (
     GenerationFailed,
     JobCancelled,
     JobTimedOut,
+    NoWorkers,
     PendingLimitReached,
     QueueClosed,
     QueueFull,
@@ -58,6 +66,7 @@ from models.jobs import (
     OutOfMemory,
     RunInterrupted,
     Runner,
+    WorkerLost,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +165,8 @@ class JobHandle:
         self._last_call_end: float | None = None
         self._images: list[GeneratedImage | None] = [None] * len(job.images)
         self._batch_sizes: list[int] = []
+        self._workers: list[str] = []  # the worker of each call, beside _batch_sizes
+        self._losses = 0  # how often a worker was lost under this job (MAX_WORKER_LOSSES)
 
     @property
     def status(self) -> JobStatus:
@@ -245,6 +256,7 @@ class JobHandle:
             wait_s=first - self._submitted_at,
             run_s=last - first,
             batch_sizes=tuple(self._batch_sizes),
+            workers=tuple(self._workers),
         )
 
     def __repr__(self) -> str:
@@ -341,19 +353,63 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 Slot = tuple[JobHandle, int]  # one image: its job and the index of its spec in the job
 
+# A job whose batch lost its worker this often fails instead of moving on: a batch that kills
+# every worker it lands on (a poisoned input, a crashing driver) must not take them all down.
+MAX_WORKER_LOSSES = 2
+
+
+@dataclass
+class _Work:
+    """Jobs taken together and the runner calls they still need, first call first."""
+
+    unit: list[JobHandle]
+    chunks: deque[list[Slot]]
+
+
+class _Worker:
+    """One device slot: a runner, the single thread it runs in, the task feeding it, and the
+    jobs it is running now. ``lost`` once its runner raised :class:`WorkerLost`."""
+
+    def __init__(self, name: str, runner: Runner) -> None:
+        self.name = name
+        self.runner = runner
+        self.executor: ThreadPoolExecutor | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.running: list[JobHandle] = []  # the jobs it took last (some may have ended)
+        self.lost = False
+
+    def __repr__(self) -> str:
+        return f"<worker {self.name}{' lost' if self.lost else ''}>"
+
+
+def _worker_names(base: str, runners: Sequence[Runner]) -> list[str]:
+    """``base`` for a single runner (logs read as before); else ``base/<device>`` or ``base/i``."""
+    if len(runners) == 1:
+        return [base]
+    names = []
+    for index, runner in enumerate(runners):
+        label = getattr(runner, "name", None) or getattr(runner, "device", None) or str(index)
+        name = f"{base}/{label}"
+        names.append(name if name not in names else f"{name}#{index}")
+    return names
+
 
 # -- the queue -----------------------------------------------------------------------------
 
 
 class GenerationQueue:
-    """A bounded, fair, batching queue in front of one device's :class:`~models.jobs.Runner`.
+    """A bounded, fair, batching queue in front of one or more :class:`~models.jobs.Runner` objects.
+
+    ``runner`` is one runner or a sequence of them, one per device (or remote worker); each
+    gets a worker of its own and a batch goes to whichever is free first.
 
     - ``max_pending``: jobs waiting, all users together (more → :class:`QueueFull`);
     - ``max_per_user``: jobs one user may have waiting or running (→ :class:`PendingLimitReached`);
     - ``max_batch``: images in one runner call; waiting jobs with equal params are merged up to
       it, and a job with more images is split over several calls;
     - ``job_timeout_s``: a job's time limit from the moment it starts running (→ :class:`JobTimedOut`);
-    - ``name``: the device or worker name used in logs and the worker thread's name.
+    - ``name``: the queue's name in logs and worker threads (with several runners each worker
+      is ``name/<runner.name or runner.device>``).
 
     Order: lower ``priority`` first (a job with priority 1 runs only when no priority-0 job
     waits); within a priority users take turns, and each user's jobs run in submission order.
@@ -364,7 +420,7 @@ class GenerationQueue:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: Runner | Sequence[Runner],
         *,
         max_pending: int = 64,
         max_per_user: int = 2,
@@ -381,32 +437,42 @@ class GenerationQueue:
                 raise ValueError(f"`{argument}` must be at least 1, got {value}.")
         if not job_timeout_s > 0:
             raise ValueError(f"`job_timeout_s` must be positive, got {job_timeout_s}.")
+        runners = [runner] if callable(runner) else list(runner)
+        if not runners:
+            raise ValueError("`runner` is an empty sequence: give the queue at least one runner.")
         self.max_pending = max_pending
         self.max_per_user = max_per_user
         self.max_batch = max_batch
         self.job_timeout_s = job_timeout_s
         self.name = name
-        self._runner = runner
+        self._workers = [
+            _Worker(worker_name, each)
+            for worker_name, each in zip(_worker_names(name, runners), runners, strict=True)
+        ]
         self._lanes: dict[int, _Lane] = {}  # priority → waiting jobs
-        self._running: list[JobHandle] = []  # the jobs the worker took last (some may have ended)
+        self._orphans: deque[_Work] = deque()  # work whose worker was lost, oldest first
+        self._no_workers: NoWorkers | None = None  # set once the last worker was lost
         self._closing = False  # no more submissions
         self._aborting = False  # stop the running call too (close without drain)
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._started = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the worker task and its thread. Idempotent; :class:`QueueClosed` once closed."""
+        """Start each worker's task and thread. Idempotent; :class:`QueueClosed` once closed."""
         if self._closing:
             raise QueueClosed()
-        if self._worker is not None:
+        if self._started:
             return
+        self._started = True
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gen-{self.name}")
-        self._worker = self._loop.create_task(self._work(), name=f"queue-{self.name}")
+        for worker in self._workers:
+            worker.executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"gen-{worker.name}"
+            )
+            worker.task = self._loop.create_task(self._work(worker), name=f"queue-{worker.name}")
 
     async def close(self, *, drain: bool = True, timeout_s: float | None = None) -> None:
         """Stop accepting jobs and let the worker end. Idempotent.
@@ -423,22 +489,24 @@ class GenerationQueue:
         if not drain:
             self._abort()
         self._wakeup.set()
-        worker = self._worker
-        if worker is None:
+        tasks = {worker.task for worker in self._workers if worker.task is not None}
+        if not tasks:
             self._abort()  # never started: nothing would ever run the waiting jobs
         else:
-            finished, _ = await asyncio.wait({worker}, timeout=timeout_s)
-            if not finished:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:
                 log.warning(
                     "Queue %s: still busy after %g s of closing; failing what is left",
                     self.name,
                     timeout_s,
                 )
                 self._abort()
-                worker.cancel()
-                await asyncio.wait({worker})
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
+        for worker in self._workers:
+            if worker.executor is not None:
+                worker.executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> GenerationQueue:
         await self.start()
@@ -452,7 +520,18 @@ class GenerationQueue:
 
     @property
     def runner(self) -> Runner:
-        return self._runner
+        """The first runner (the only one, unless the queue was given several)."""
+        return self._workers[0].runner
+
+    @property
+    def runners(self) -> tuple[Runner, ...]:
+        """Every runner, lost ones included, in the order given."""
+        return tuple(worker.runner for worker in self._workers)
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        """The names of the workers still in service (they appear in :attr:`JobResult.workers`)."""
+        return tuple(worker.name for worker in self._workers if not worker.lost)
 
     @property
     def pending_count(self) -> int:
@@ -461,8 +540,10 @@ class GenerationQueue:
 
     @property
     def running(self) -> tuple[JobHandle, ...]:
-        """The jobs the worker is running now."""
-        return tuple(h for h in self._running if h.status is JobStatus.RUNNING)
+        """The jobs the workers are running now."""
+        return tuple(
+            h for worker in self._workers for h in worker.running if h.status is JobStatus.RUNNING
+        )
 
     @property
     def closed(self) -> bool:
@@ -477,10 +558,13 @@ class GenerationQueue:
 
         Raises :class:`QueueClosed` after :meth:`close`, :class:`PendingLimitReached` when the
         user already has ``max_per_user`` jobs waiting or running, :class:`QueueFull` when
-        ``max_pending`` jobs wait, and ``ValueError`` for a job without images.
+        ``max_pending`` jobs wait, :class:`NoWorkers` once every worker was lost, and
+        ``ValueError`` for a job without images.
         """
         if self._closing:
             raise QueueClosed()
+        if self._no_workers is not None:
+            raise self._no_workers
         if not job.images:
             raise ValueError(f"`job.images` is empty for user {job.user_id!r}: ask for 1 or more.")
         if self._active_jobs(job.user_id) >= self.max_per_user:
@@ -556,9 +640,11 @@ class GenerationQueue:
         return True
 
     def _abort(self) -> None:
-        """Fail every waiting and running job with :class:`QueueClosed`; stop the runner."""
+        """Fail every waiting and running job with :class:`QueueClosed`; stop the runners."""
         self._aborting = True
-        for handle in [*self._waiting_in_order(), *self.running]:
+        orphaned = [h for work in self._orphans for h in work.unit]
+        self._orphans.clear()
+        for handle in [*self._waiting_in_order(), *self.running, *orphaned]:
             self._end(handle, QueueClosed())
 
     def _progress(self, handles: Sequence[JobHandle], step: int, total: int) -> None:
@@ -575,34 +661,41 @@ class GenerationQueue:
         if handle.status is JobStatus.RUNNING:
             self._end(handle, JobTimedOut(self.job_timeout_s))
 
-    # -- the worker ---------------------------------------------------------------------
+    # -- the workers --------------------------------------------------------------------
 
-    async def _work(self) -> None:
-        log.info("Queue %s: worker started", self.name)
-        while (unit := await self._next_unit()) is not None:
+    async def _work(self, worker: _Worker) -> None:
+        log.info("Queue %s: worker started", worker.name)
+        while (work := await self._next_work()) is not None:
+            worker.running = work.unit
             try:
-                await self._run_unit(unit)
+                if await self._run_work(worker, work):
+                    self._lose(worker, work)
+                    return
             except Exception:  # a bug of ours; CancelledError (close's timeout) still ends us
-                log.exception("Queue %s: internal error while running %s", self.name, unit)
-                for handle in unit:
+                log.exception("Queue %s: internal error while running %s", worker.name, work.unit)
+                for handle in work.unit:
                     self._end(handle, GenerationFailed(_internal_error_message(handle)))
             finally:
-                self._running = []
-        log.info("Queue %s: worker stopped", self.name)
+                worker.running = []
+                self._wakeup.set()  # an idle worker waiting to close may now stop
+        log.info("Queue %s: worker stopped", worker.name)
 
-    async def _next_unit(self) -> list[JobHandle] | None:
-        """The next jobs to run together, or None when the worker should stop."""
+    async def _next_work(self) -> _Work | None:
+        """The next work for a free worker, or None when it should stop."""
         while True:
             if self._aborting:
                 return None
+            if self._orphans:
+                return self._orphans.popleft()
             if self._lanes:
                 return self._take_unit()
-            if self._closing:
-                return None  # drained
+            # Drained, unless a busy worker may still be lost and leave its work to us.
+            if self._closing and not any(w.running for w in self._workers if not w.lost):
+                return None
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def _take_unit(self) -> list[JobHandle]:
+    def _take_unit(self) -> _Work:
         """Take the next job in fair order and the waiting jobs that can share its calls.
 
         Companions have the same priority (so a benchmark never rides along while users'
@@ -628,22 +721,26 @@ class GenerationQueue:
             handle._deadline = time.monotonic() + self.job_timeout_s
             handle._timer = self._loop.call_later(self.job_timeout_s, self._time_out, handle)
             handle._publish(Started(first_call))
-        self._running = unit
         self._publish_positions()
-        return unit
-
-    async def _run_unit(self, unit: list[JobHandle]) -> None:
-        """Run every image of ``unit`` in calls of at most ``max_batch``; on out-of-memory,
-        retry the two halves of that call one after the other."""
-        params = unit[0].job.params
         slots = [(handle, index) for handle in unit for index in range(len(handle.job.images))]
-        work = deque(slots[i : i + self.max_batch] for i in range(0, len(slots), self.max_batch))
-        while work:
+        chunks = deque(slots[i : i + self.max_batch] for i in range(0, len(slots), self.max_batch))
+        return _Work(unit, chunks)
+
+    async def _run_work(self, worker: _Worker, work: _Work) -> bool:
+        """Run the calls of ``work`` on ``worker``; on out-of-memory, retry the two halves of
+        that call one after the other. Returns True when the worker was lost: the call that
+        was running is back at the front of ``work.chunks``."""
+        params = work.unit[0].job.params
+        while work.chunks:
             # Images of jobs that ended meanwhile (cancelled, timed out, failed) are dropped.
-            chunk = [slot for slot in work.popleft() if slot[0].status is JobStatus.RUNNING]
+            chunk = [slot for slot in work.chunks.popleft() if slot[0].status is JobStatus.RUNNING]
             if not chunk:
                 continue
-            if not await self._call(params, chunk):
+            outcome = await self._call(worker, params, chunk)
+            if outcome is _Call.LOST:
+                work.chunks.appendleft(chunk)
+                return True
+            if outcome is _Call.DONE:
                 continue
             if len(chunk) == 1:
                 handle = chunk[0][0]
@@ -656,23 +753,60 @@ class GenerationQueue:
                 )
             else:
                 half = len(chunk) // 2
-                work.extendleft([chunk[half:], chunk[:half]])  # the first half runs first
+                work.chunks.extendleft([chunk[half:], chunk[:half]])  # the first half runs first
 
-        for handle in unit:
+        for handle in work.unit:
             if handle.status is JobStatus.RUNNING:  # every call is over, yet images are missing
-                log.error("Queue %s: job %s ended its calls without all images", self.name, handle)
+                log.error(
+                    "Queue %s: job %s ended its calls without all images", worker.name, handle
+                )
                 self._end(handle, GenerationFailed(_internal_error_message(handle)))
+        return False
 
-    async def _call(self, params: GenerationParams, chunk: list[Slot]) -> bool:
-        """One runner call for ``chunk``; stores the images or ends the jobs that failed.
-        Returns True when the call ran out of memory (the caller splits it)."""
+    def _lose(self, worker: _Worker, work: _Work) -> None:
+        """``worker`` is gone: hand its work to the others, or fail everything if none is left."""
+        worker.lost = True
+        live = [h for h in work.unit if h.status is JobStatus.RUNNING]
+        for handle in live:
+            handle._losses += 1
+            if handle._losses > MAX_WORKER_LOSSES:
+                self._end(
+                    handle,
+                    GenerationFailed(
+                        f"Job {handle.id[:8]} lost its worker {handle._losses} times; "
+                        "it was stopped so that it cannot take more workers down."
+                    ),
+                )
+        left = [w for w in self._workers if not w.lost]
+        log.warning(
+            "Queue %s: worker lost; %d worker(s) left; %d job(s) move on",
+            worker.name,
+            len(left),
+            sum(h.status is JobStatus.RUNNING for h in work.unit),
+        )
+        if left:
+            # The jobs stay RUNNING with their deadlines: time lost on the dead worker counts.
+            self._orphans.append(work)
+            self._wakeup.set()
+            return
+        self._no_workers = NoWorkers("every worker of this bot was lost; the log says why")
+        for handle in [*work.unit, *(h for o in self._orphans for h in o.unit)]:
+            self._end(handle, self._no_workers)
+        self._orphans.clear()
+        for handle in list(self._waiting_in_order()):
+            self._end(handle, self._no_workers)
+
+    async def _call(self, worker: _Worker, params: GenerationParams, chunk: list[Slot]) -> _Call:
+        """One runner call for ``chunk`` on ``worker``; stores the images or ends the jobs that
+        failed. Says whether the call ran out of memory (the caller splits it) or lost its
+        worker (the caller hands the chunk on)."""
         assert self._loop is not None
         handles = list(dict.fromkeys(handle for handle, _ in chunk))
         specs = [handle.job.images[index] for handle, index in chunk]
         control = _Control(self, self._loop, handles, chunk)
         log.info(
             "Queue %s: running %d image(s) for %d job(s) %s",
-            self.name,
+            worker.name,
             len(specs),
             len(handles),
             [h.id[:8] for h in handles],
@@ -683,24 +817,27 @@ class GenerationQueue:
                 handle._first_call_at = started
         try:
             images = await self._loop.run_in_executor(
-                self._executor, self._runner, params, specs, control
+                worker.executor, worker.runner, params, specs, control
             )
         except RunInterrupted:
             self._end_interrupted(handles)
-            return False
+            return _Call.DONE
+        except WorkerLost as error:
+            log.warning("Queue %s: lost its worker during a call: %s", worker.name, error)
+            return _Call.LOST
         except CoverError as error:  # e.g. ModelUnavailable: already a sentence for the user
             for handle in handles:
                 self._end(handle, error)
-            return False
+            return _Call.DONE
         except Exception as error:
             if _is_out_of_memory(error):
                 log.warning(
-                    "Queue %s: out of GPU memory at %d image(s): %s", self.name, len(specs), error
+                    "Queue %s: out of GPU memory at %d image(s): %s", worker.name, len(specs), error
                 )
-                return True
+                return _Call.OUT_OF_MEMORY
             log.error(
                 "Queue %s: the runner failed on jobs %s",
-                self.name,
+                worker.name,
                 [h.id[:8] for h in handles],
                 exc_info=error,
             )
@@ -712,20 +849,22 @@ class GenerationQueue:
                         f"({type(error).__name__}); the details are in the log."
                     ),
                 )
-            return False
+            return _Call.DONE
 
         if not isinstance(images, Sequence) or len(images) != len(specs):
             count = len(images) if isinstance(images, Sequence) else type(images).__name__
             log.error(
-                "Queue %s: the runner returned %s image(s) for %d", self.name, count, len(specs)
+                "Queue %s: the runner returned %s image(s) for %d", worker.name, count, len(specs)
             )
             for handle in handles:
                 self._end(handle, GenerationFailed(_internal_error_message(handle)))
-            return False
-        self._collect(chunk, images, ended=time.monotonic())
-        return False
+            return _Call.DONE
+        self._collect(chunk, images, ended=time.monotonic(), worker=worker.name)
+        return _Call.DONE
 
-    def _collect(self, chunk: list[Slot], images: Sequence[GeneratedImage], ended: float) -> None:
+    def _collect(
+        self, chunk: list[Slot], images: Sequence[GeneratedImage], ended: float, worker: str
+    ) -> None:
         """Give each live job its images; finish the jobs that now have all of theirs."""
         for (handle, index), image in zip(chunk, images, strict=True):
             if handle.status is JobStatus.RUNNING:
@@ -735,6 +874,7 @@ class GenerationQueue:
                 continue  # cancelled or timed out during the call: its images are dropped
             handle._last_call_end = ended
             handle._batch_sizes.append(len(chunk))
+            handle._workers.append(worker)
             if ended >= handle._deadline:
                 self._end(handle, JobTimedOut(self.job_timeout_s))
             elif all(image is not None for image in handle._images):
@@ -756,8 +896,16 @@ class GenerationQueue:
     def __repr__(self) -> str:
         return (
             f"<GenerationQueue {self.name} waiting={self.pending_count} "
-            f"running={len(self.running)} closed={self._closing}>"
+            f"running={len(self.running)} workers={len(self.worker_names)} closed={self._closing}>"
         )
+
+
+class _Call(enum.Enum):
+    """How one runner call ended, for :meth:`GenerationQueue._run_work`."""
+
+    DONE = "done"  # images stored, or its jobs ended (failed, interrupted)
+    OUT_OF_MEMORY = "out of memory"  # split it and try the halves
+    LOST = "worker lost"  # run it on another worker
 
 
 def _internal_error_message(handle: JobHandle) -> str:

@@ -332,6 +332,32 @@ def pick_device(requested: str = "auto") -> str:
     raise ModelUnavailable(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.")
 
 
+def local_devices(requested: str = "auto", *, cuda_only: bool = False) -> list[str]:
+    """The devices of this machine the queue feeds, one worker each (``COVER_DEVICES``).
+
+    ``auto``: every CUDA device (``cuda:0``, ``cuda:1``, …), else the one device
+    :func:`pick_device` picks – or none with ``cuda_only`` (remote Ray workers carry the load,
+    and a CPU would only take batches a GPU does many times faster). ``none``: no local device.
+    Otherwise a comma-separated list, each checked by :func:`pick_device`; repeats are refused
+    (two workers on one device would only fight over its memory).
+    """
+    value = requested.strip().lower()
+    if value == "none":
+        return []
+    if value == "auto":
+        torch = _import_torch()
+        if torch.cuda.is_available():
+            return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+        return [] if cuda_only else [pick_device("auto")]
+    devices = [pick_device(item) for item in value.split(",") if item.strip()]
+    devices = ["cuda:0" if device == "cuda" else device for device in devices]
+    if not devices:
+        raise ModelUnavailable(f"No device in {requested!r}; use auto, none or e.g. cuda:0,cuda:1.")
+    if len(set(devices)) != len(devices):
+        raise ModelUnavailable(f"A device appears twice in {requested!r}; name each once.")
+    return devices
+
+
 def _mps_available(torch: Any) -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())

@@ -33,3 +33,18 @@ def embedded_model_dir(cache_dir: Path) -> Path:
 # -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
 
 from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
+
+# -- one local Ray instance for the session (models/ray_workers.py) ------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray, started once per session and shut down at its end: 2 logical CPUs
+    (tests' actors ask for fractions of one), no dashboard, token auth off (a local test
+    instance needs none; ../shared/NOTES.md). Not skipped when Ray is missing: CI installs it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

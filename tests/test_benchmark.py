@@ -34,6 +34,7 @@ from models.benchmark import (
     MemoryProbe,
     Workload,
     WorkloadResult,
+    images_per_worker,
     main,
     percentile,
     pipeline_calls,
@@ -191,6 +192,35 @@ def test_pipeline_calls_are_counted_once_however_many_jobs_shared_them():
     assert pipeline_calls([result(6, (8,)), result(2, (8,)), result(4, (4,))]) == (8, 4)
     assert pipeline_calls([result(7, (3, 3, 1))]) == (3, 3, 1)  # one job in chunks
     assert pipeline_calls([]) == ()
+
+
+def test_images_per_worker_counts_each_call_for_its_worker():
+    def on(images: int, sizes: tuple[int, ...], workers: tuple[str, ...]) -> JobResult:
+        return JobResult("id", result(images, sizes).images, 0.0, 0.0, sizes, workers)
+
+    assert images_per_worker([on(4, (4,), ("gpu0",)), on(4, (8,), ("gpu1",))]) == (
+        ("gpu0", 4),
+        ("gpu1", 4),
+    )
+    # A job in chunks on two workers (one was lost in between), and one without workers.
+    assert images_per_worker([on(6, (4, 2), ("gpu0", "gpu1")), result(2, (2,))]) == (
+        ("gpu0", 4),
+        ("gpu1", 2),
+    )
+
+
+async def test_several_workers_are_reported_per_device_and_in_total():
+    queue = await started_queue([FakeRunner(), FakeRunner()], max_batch=4)
+    try:
+        report = await bench(queue, workloads=[Workload.concurrent(4)])
+    finally:
+        await queue.close()
+    [row] = report.results
+    assert sum(count for _, count in row.per_worker) == row.images == 16
+    # Four calls at once: while one worker's call runs, the other takes the next.
+    assert sorted(name for name, _ in row.per_worker) == ["generator/0", "generator/1"]
+    assert "per device: generator/" in report.table()
+    assert BenchmarkReport.from_json(json.loads(json.dumps(report.to_json()))) == report
 
 
 def test_workload_names_and_checks():

@@ -20,6 +20,7 @@ from models.errors import (
     JobCancelled,
     JobTimedOut,
     ModelUnavailable,
+    NoWorkers,
     PendingLimitReached,
     QueueClosed,
     QueueFull,
@@ -32,6 +33,7 @@ from models.jobs import (
     OutOfMemory,
     RunControl,
     RunInterrupted,
+    WorkerLost,
 )
 from models.queue import Failed, Finished, GenerationQueue, JobHandle, Progress, Queued, Started
 
@@ -617,3 +619,119 @@ async def test_previews_reach_each_job_with_its_own_images():
 
     assert reds(preview_1) == [0, 40]  # the call's first two images are the first job's
     assert reds(preview_2) == [80, 120, 160]
+
+
+# -- several workers (one per device or remote worker) --------------------------------------
+
+
+class LosingRunner(FakeRunner):
+    """A runner whose device goes away: its first call that reaches ``lose_at`` steps raises
+    :class:`WorkerLost` (as models/ray_workers.py does for a dead actor)."""
+
+    def __init__(self, *, device: str, lose: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.device = device
+        self.lose = lose
+
+    def __call__(self, params, specs, control):
+        if self.lose:
+            self.calls.append((params, [spec.prompt for spec in specs]))
+            self.entered.set()
+            if not self.gate.wait(GUARD_S):
+                raise RuntimeError("test gate never opened")
+            raise WorkerLost(f"{self.device} went away")
+        return super().__call__(params, specs, control)
+
+
+async def test_batches_go_to_whichever_worker_is_free():
+    first, second = FakeRunner(), FakeRunner()
+    first.gate.clear()  # the first worker is held on its first call
+    queue = await started_queue([first, second], max_batch=4)
+    try:
+        assert queue.worker_names == ("generator/0", "generator/1")
+        held = queue.submit(job("alice", "a1", images=4))
+        await entered(first)
+        others = [queue.submit(job(user, f"{user}1", images=2)) for user in ("bob", "carol")]
+        # bob and carol share one call (4 images) on the second worker while the first is held.
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in others)), GUARD_S)
+        assert [r.workers for r in results] == [("generator/1",), ("generator/1",)]
+        assert held.status == "running"
+        first.gate.set()
+        assert (await asyncio.wait_for(held.result(), GUARD_S)).workers == ("generator/0",)
+    finally:
+        first.gate.set()
+        await queue.close()
+
+
+async def test_a_lost_worker_hands_its_batch_to_another_and_no_job_is_lost():
+    doomed = LosingRunner(device="cuda:0")
+    doomed.gate.clear()
+    healthy = LosingRunner(device="cuda:1", lose=False)
+    healthy.gate.clear()
+    queue = await started_queue([doomed, healthy], max_batch=2)
+    try:
+        assert queue.worker_names == ("generator/cuda:0", "generator/cuda:1")
+        handles = [queue.submit(job(user, f"{user}1", images=2)) for user in ("alice", "bob")]
+        await entered(doomed)
+        await entered(healthy)
+        doomed.gate.set()  # its call fails with WorkerLost; the batch waits for the healthy one
+        await asyncio.sleep(0.05)
+        assert not any(h.done for h in handles)
+        healthy.gate.set()
+        results = await wait_all(*handles)
+        assert all(isinstance(r, type(results[0])) and r.images for r in results)
+        assert sorted(r.workers for r in results) == [("generator/cuda:1",)] * 2
+        assert queue.worker_names == ("generator/cuda:1",)
+        # Later jobs still run, on the worker that is left.
+        later = queue.submit(job("carol", "c1"))
+        assert (await asyncio.wait_for(later.result(), GUARD_S)).workers == ("generator/cuda:1",)
+    finally:
+        doomed.gate.set()
+        healthy.gate.set()
+        await queue.close()
+
+
+async def test_losing_the_last_worker_fails_every_job_with_a_clear_message():
+    only = LosingRunner(device="cuda:0")
+    queue = await started_queue(only)
+    try:
+        running = queue.submit(job("alice", "a1"))
+        waiting = queue.submit(job("bob", "b1"))
+        outcomes = await wait_all(running, waiting)
+        assert all(isinstance(o, NoWorkers) for o in outcomes)
+        assert "No generator is available right now" in str(outcomes[0])
+        with pytest.raises(NoWorkers):
+            queue.submit(job("carol", "c1"))
+    finally:
+        await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+async def test_a_batch_that_kills_every_worker_it_meets_is_stopped():
+    runners = [LosingRunner(device=f"cuda:{i}") for i in range(4)]
+    queue = await started_queue(runners)
+    try:
+        [outcome] = await wait_all(queue.submit(job("alice", "a1")))
+        assert isinstance(outcome, GenerationFailed) and "lost its worker 3 times" in str(outcome)
+        assert [len(r.calls) for r in runners].count(1) == 3  # it took three workers down
+        assert len(queue.worker_names) == 1
+    finally:
+        await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+async def test_close_with_drain_waits_for_work_a_lost_worker_left():
+    doomed = LosingRunner(device="a")
+    doomed.gate.clear()
+    healthy = FakeRunner()
+    queue = await started_queue([doomed, healthy])
+    handle = queue.submit(job("alice", "a1"))
+    await entered(doomed)
+    closing = asyncio.create_task(queue.close())
+    await asyncio.sleep(0.05)  # the idle healthy worker must not stop while doomed is busy
+    doomed.gate.set()
+    await asyncio.wait_for(closing, GUARD_S)
+    assert (await handle.result()).workers == ("generator/1",)
+
+
+def test_a_queue_needs_a_runner():
+    with pytest.raises(ValueError, match="at least one runner"):
+        GenerationQueue([])

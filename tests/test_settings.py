@@ -139,3 +139,60 @@ def test_a_link_lasts_a_positive_time(monkeypatch):
     monkeypatch.setenv("COVER_LINK_STATE_TTL_S", "0")
     with pytest.raises(ValidationError, match="more than 0"):
         Settings(_env_file=None)
+
+
+# -- where generation runs (COVER_DEVICES, COVER_RAY_*; bot/cover.py build_runners) --------
+
+
+def test_devices_and_ray_settings_are_read_and_checked(monkeypatch):
+    assert (Settings().devices, Settings().ray_address) == ("auto", None)  # default: in-process
+    monkeypatch.setenv("COVER_DEVICES", "cuda:0,cuda:1")
+    monkeypatch.setenv("COVER_RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv("COVER_RAY_WORKERS", "3")
+    monkeypatch.setenv("COVER_RAY_GPUS_PER_WORKER", "0.5")
+    settings = Settings()
+    assert settings.devices == "cuda:0,cuda:1" and settings.ray_address == "ray://head:10001"
+    assert (settings.ray_workers, settings.ray_gpus_per_worker) == (3, 0.5)
+    monkeypatch.setenv("COVER_RAY_WORKERS", "-1")
+    with pytest.raises(ValidationError, match="ray_workers"):
+        Settings()
+
+
+def test_local_devices_follow_the_setting():
+    from models.errors import ModelUnavailable
+    from models.registry import local_devices
+
+    assert local_devices("auto") == ["cpu"]  # this machine has no CUDA device
+    assert local_devices("auto", cuda_only=True) == []  # with Ray, a CPU takes no batches
+    assert local_devices("none") == []
+    assert local_devices(" CPU ") == ["cpu"]
+    with pytest.raises(ModelUnavailable, match="twice"):
+        local_devices("cpu,cpu")
+    with pytest.raises(ModelUnavailable, match="no CUDA"):
+        local_devices("cuda:0,cuda:1")
+
+
+def test_build_runners_one_per_device_and_none_is_a_clear_error(tmp_path):
+    from bot.cover import build_runners
+    from models.errors import NoWorkers
+
+    settings = Settings(_env_file=None, cache_dir=tmp_path, device="cpu")  # type: ignore[call-arg]
+    runners, release = build_runners(settings)
+    assert [r.device for r in runners] == ["cpu"]
+    release()
+    with pytest.raises(NoWorkers, match="COVER_DEVICES names no device"):
+        build_runners(settings.model_copy(update={"devices": "none"}))
+
+
+def test_importing_bot_and_models_does_not_import_ray():
+    """Ray is an optional extra: only COVER_RAY_ADDRESS makes the bot import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bot, bot.__main__, bot.cover, bot.discord_app, bot.settings, models, "
+        "models.queue, models.runner, models.benchmark, models.ray_workers, models.registry\n"
+        "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
