@@ -30,6 +30,23 @@ def embedded_model_dir(cache_dir: Path) -> Path:
     return ensure_embedded(cache_dir)
 
 
+# -- stand-ins of the hub presets (models/standins.py) ---------------------------------------
+
+HUB_PRESETS = ("small-sd", "sd15", "sd-turbo", "deepfloyd-if")
+
+
+@pytest.fixture(scope="session")
+def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face hub cache holding every hub preset's stand-in, written once per session;
+    point ``HF_HUB_CACHE`` at it."""
+    from models.standins import write_standin
+
+    hub = tmp_path_factory.mktemp("hub")
+    for name in HUB_PRESETS:
+        write_standin(name, hub)
+    return hub
+
+
 # -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
 
 from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)

@@ -17,21 +17,12 @@ from bot.storage import Storage
 from models.errors import ModelUnavailable
 from models.registry import PRESETS, load_pipeline, resolve_model
 from models.standins import REAL_REPOS, repo_folder, revision_of, write_standin
+from tests.conftest import HUB_PRESETS
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "playlists" / "gym-hype.json"
-HUB_PRESETS = ("small-sd", "sd15", "sd-turbo", "deepfloyd-if")
-
-
-@pytest.fixture(scope="session")
-def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hub cache holding every preset's stand-in, written once per session."""
-    hub = tmp_path_factory.mktemp("hub")
-    for name in HUB_PRESETS:
-        write_standin(name, hub)
-    return hub
 
 
 @pytest.fixture(scope="session")

@@ -412,6 +412,10 @@ def train(config: TrainConfig) -> TrainResult:
     if config.report_to == "tensorboard":
         _require("tensorboard", TENSORBOARD_HINT, "--report-to tensorboard")
     accelerator = Accelerator(
+        # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) only
+        # join one gloo group when told they are CPU processes; otherwise each trains alone
+        # and saves over the others (measured: tests/test_hub_training.py).
+        cpu=not torch.cuda.is_available(),
         mixed_precision=mixed_precision,
         # Steps are counted in micro-batches across epoch ends (no early sync at an epoch's last
         # batch), so "checkpoint-N" always means exactly N x accumulation micro-batches.
