@@ -150,9 +150,9 @@ def write_standin(
         "sd-turbo": _sd_turbo,
         "deepfloyd-if": _deepfloyd_if,
     }
-    from transformers.utils import logging as transformers_logging
+    from models.registry import quiet_libraries
 
-    transformers_logging.disable_progress_bar()  # "Writing model shards" for every component
+    quiet_libraries()  # "Writing model shards" for every component, dtype notices
     pipelines = builders[name](safety=safety, seed=seed)
     snapshots = []
     for repo, pipe in zip(REAL_REPOS[name], pipelines, strict=True):
@@ -575,3 +575,26 @@ def _deepfloyd_if(*, safety: Safety, seed: int) -> list[Any]:
         requires_safety_checker=True,
     )
     return [stage1, stage2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.standins HUB_CACHE [NAME ...]``: write stand-ins (all by default) into
+    a hub cache, e.g. to benchmark the presets' pipelines without downloading them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m models.standins", description=main.__doc__)
+    parser.add_argument("hub_cache", type=Path, help="the folder to use as HF_HUB_CACHE")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(REAL_REPOS)} (all)")
+    parser.add_argument("--safety", choices=["pass", "flag-all"], default="pass")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(REAL_REPOS))
+    if unknown:
+        parser.error(f"no stand-in for {', '.join(unknown)}; there are {', '.join(REAL_REPOS)}")
+    for name in args.names or REAL_REPOS:
+        for snapshot in write_standin(name, args.hub_cache, safety=args.safety):
+            print(f"{name}: {snapshot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
