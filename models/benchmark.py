@@ -1087,12 +1087,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from models.queue import GenerationQueue
-    from models.registry import resolve_model
+    from models.registry import quiet_libraries, resolve_model
     from models.runner import DiffusersRunner
 
+    quiet_libraries()
     # 1. Arguments that only the registry and torch can check.
     try:
         model = resolve_model(args.model)
+        if args.compare and model.kind == "if":
+            parser.error(
+                f"--compare needs one diffusers pipeline; {model.name} runs two stages, "
+                "which the queue side already calls plainly: run it without --compare."
+            )
         from models.registry import local_devices
 
         devices = local_devices(args.devices) if args.devices else [args.device]
