@@ -181,7 +181,7 @@ def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
 
 
 def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
-    import httpx
+    import httpx2 as httpx  # huggingface_hub 2.4 speaks HTTP through httpx2
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -196,13 +196,13 @@ def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
     try:
         info = HfApi().model_info(repo_id, token=token)
         files = [s.rfilename for s in info.siblings or []]
-        index_file = hf_hub_download(
-            repo_id, "model_index.json", revision=info.sha, cache_dir=cache, token=token
-        )
+        # revision "main", not info.sha: only a branch name makes huggingface_hub write
+        # refs/main, which offline loading (from_pretrained(local_files_only=True)) resolves.
+        index_file = hf_hub_download(repo_id, "model_index.json", cache_dir=cache, token=token)
         index = json.loads(Path(index_file).read_text(encoding="utf-8"))
         wanted = needed_files(repo_id, files, index, variant=variant)
         path = snapshot_download(
-            repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=cache, token=token
+            repo_id, allow_patterns=wanted, cache_dir=cache, token=token
         )
     except GatedRepoError as error:
         licence = _LICENCE if repo_id.startswith("DeepFloyd/") else f"https://huggingface.co/{repo_id}"
@@ -226,4 +226,12 @@ def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
         raise ModelUnavailable(
             f"The Hugging Face hub refused {repo_id} ({type(error).__name__})."
         ) from error
+    # snapshot_download falls back to the cache when the hub refuses the listing (HTTP errors are
+    # swallowed there): check that every wanted file really arrived.
+    missing = [f for f in wanted if not (Path(path) / f).is_file()]
+    if missing:
+        raise ModelUnavailable(
+            f"The download of {repo_id} is incomplete ({len(missing)} file(s) missing, e.g. "
+            f"{missing[0]}); run the pull again."
+        )
     return Path(path)

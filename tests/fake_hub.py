@@ -70,6 +70,28 @@ class FakeHub:
              "gated": "manual" if repo_id in self.gated else False, "private": False}
         )  # fmt: skip
 
+    async def tree(self, request: web.Request) -> web.StreamResponse:
+        """``list_repo_tree`` (snapshot_download lists a revision's files with it): one page of
+        files with size and oid, LFS info for weights, as the hub answers."""
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        self.requests.append(("TREE", repo_id, ""))
+        refused = self._check(request, repo_id)
+        if refused:
+            return refused
+        folder, _ = self.repos[repo_id]
+        entries = []
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file():
+                continue
+            data = p.read_bytes()
+            entry = {"type": "file", "path": p.relative_to(folder).as_posix(), "size": len(data),
+                     "oid": hashlib.sha1(data).hexdigest()}  # fmt: skip
+            if p.suffix in (".safetensors", ".bin", ".ckpt", ".model"):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                "pointerSize": 134}  # fmt: skip
+            entries.append(entry)
+        return web.json_response(entries)
+
     async def resolve(self, request: web.Request) -> web.StreamResponse:
         repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
         path = request.match_info["path"]
@@ -84,7 +106,7 @@ class FakeHub:
                 status=404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha}
             )
         data = file.read_bytes()
-        etag = hashlib.sha256(data).hexdigest() if file.suffix in (".safetensors", ".bin") else (
+        etag = hashlib.sha256(data).hexdigest() if file.suffix in (".safetensors", ".bin", ".ckpt", ".model") else (
             hashlib.sha1(data).hexdigest())  # fmt: skip  (LFS files: sha256, as the hub)
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
         start = 0
@@ -115,6 +137,7 @@ class FakeHub:
         app = web.Application()
         app.router.add_get("/api/models/{org}/{name}/revision/{rev}", self.model_info)
         app.router.add_get("/api/models/{org}/{name}", self.model_info)
+        app.router.add_get("/api/models/{org}/{name}/tree/{rev}", self.tree)
         app.router.add_route("HEAD", "/{org}/{name}/resolve/{rev}/{path:.+}", self.resolve)
         app.router.add_get("/{org}/{name}/resolve/{rev}/{path:.+}", self.resolve, allow_head=False)
         return app
