@@ -219,8 +219,8 @@ def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
         ) from error
     except httpx.TransportError as error:  # DNS, refused connection, timeout
         raise ModelUnavailable(
-            f"The model {repo_id} could not be fetched: the Hugging Face hub did not answer "
-            f"({type(error).__name__}); check the network."
+            f"The model {repo_id} could not be fetched: the connection to the Hugging Face hub "
+            f"failed ({type(error).__name__}); check the network and pull again (it resumes)."
         ) from error
     except HfHubHTTPError as error:
         raise ModelUnavailable(

@@ -7,7 +7,7 @@ X-Repo-Commit and Content-Length, honouring ``Range`` (how huggingface_hub resum
 ``.incomplete`` file). No ``X-Xet-Hash`` header is sent, so the client takes the plain HTTP
 path. Gated repos answer 401 ``X-Error-Code: GatedRepo`` without the right Bearer token, unknown
 repos 404 ``RepoNotFound``, as the real hub. ``drop_after[path] = n`` cuts the connection after
-n bytes of that file, once. Every request is logged in ``requests``.
+n bytes of that file, once (``drops_left[path]`` times if set). Every request is logged in ``requests``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ class FakeHub:
     repos: dict[str, tuple[Path, str]] = field(default_factory=dict)  # id -> (folder, sha)
     gated: dict[str, str] = field(default_factory=dict)  # id -> the token that opens it
     drop_after: dict[str, int] = field(default_factory=dict)
+    drops_left: dict[str, int] = field(default_factory=dict)  # how often to cut (default once)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, repo, path
+    ranges: list[tuple[str, int]] = field(default_factory=list)  # (path, first byte) of GETs
 
     def add(self, repo_id: str, folder: Path, sha: str, *, token: str | None = None) -> None:
         self.repos[repo_id] = (folder, sha)
@@ -123,9 +125,13 @@ class FakeHub:
             return web.Response(status=200, headers=headers)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
-        cut = self.drop_after.pop(path, None)
+        self.ranges.append((path, start))
+        cut = self.drop_after.get(path)
         if cut is not None:
-            await response.write(body[:cut])
+            self.drops_left[path] = self.drops_left.get(path, 1) - 1
+            if self.drops_left[path] <= 0:
+                del self.drop_after[path]
+            await response.write(body[: max(cut - start, 0)])  # ``cut``: a byte of the file
             assert request.transport is not None
             request.transport.close()  # the connection drops mid-file, once
             return response
