@@ -213,7 +213,9 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         for snapshot in snapshots:
             print(f"Cached {args.name} in {_short(snapshot)}")
         return 0
-    print(f"{'name':<13} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  {'device':<22} where")
+    print(
+        f"{'name':<13} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  {'device':<22} where"
+    )
     for preset in PRESETS.values():
         if preset.repo_id is None:
             cached, size, where = "built-in", "-", "-"

@@ -201,11 +201,11 @@ def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
         index_file = hf_hub_download(repo_id, "model_index.json", cache_dir=cache, token=token)
         index = json.loads(Path(index_file).read_text(encoding="utf-8"))
         wanted = needed_files(repo_id, files, index, variant=variant)
-        path = snapshot_download(
-            repo_id, allow_patterns=wanted, cache_dir=cache, token=token
-        )
+        path = snapshot_download(repo_id, allow_patterns=wanted, cache_dir=cache, token=token)
     except GatedRepoError as error:
-        licence = _LICENCE if repo_id.startswith("DeepFloyd/") else f"https://huggingface.co/{repo_id}"
+        licence = (
+            _LICENCE if repo_id.startswith("DeepFloyd/") else f"https://huggingface.co/{repo_id}"
+        )
         raise ModelUnavailable(
             f"The model {repo_id} is gated: accept its licence at {licence} and give a token "
             "(set HF_TOKEN or run `hf auth login`)."

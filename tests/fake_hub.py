@@ -108,8 +108,11 @@ class FakeHub:
                 status=404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha}
             )
         data = file.read_bytes()
-        etag = hashlib.sha256(data).hexdigest() if file.suffix in (".safetensors", ".bin", ".ckpt", ".model") else (
-            hashlib.sha1(data).hexdigest())  # fmt: skip  (LFS files: sha256, as the hub)
+        etag = (
+            hashlib.sha256(data).hexdigest()
+            if file.suffix in (".safetensors", ".bin", ".ckpt", ".model")
+            else (hashlib.sha1(data).hexdigest())
+        )  # fmt: skip  (LFS files: sha256, as the hub)
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
         start = 0
         ranged = request.headers.get("Range", "")
@@ -178,5 +181,3 @@ def run_in_thread(hub: FakeHub):
         thread.join(10)
 
     return state["url"], stop
-
-
