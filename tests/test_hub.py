@@ -202,3 +202,19 @@ def test_unknown_repo_and_built_in_models_are_one_sentence(hub, tmp_path):
     assert missing.returncode == 1 and "has no model" in missing.stderr, missing.stderr
     built_in = cli(hub, tmp_path, "pull", "embedded")
     assert built_in.returncode == 1 and "nothing to download" in built_in.stderr
+
+
+def test_no_network_is_one_sentence(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    class Nowhere:
+        url = f"http://127.0.0.1:{port}"
+
+    result = cli(Nowhere, tmp_path, "pull", "sd15")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "could not be fetched" in last, result.stderr
