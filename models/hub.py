@@ -66,28 +66,37 @@ def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
     chosen = ["model_index.json"]
     for component in components:
         inside = [f for f in files if f.startswith(component + "/") and f.count("/") == 1]
-        chosen += sorted(f for f in inside if f.split("/")[1] in _CONFIGS)
-        weights = [f for f in inside if f.endswith(_WEIGHT_SUFFIXES)]
+        chosen += sorted(f for f in inside if f.split("/")[1] in _CONFIGS and not _format_of(f))
+        weights = [f for f in inside if _format_of(f)]
         chosen += _pick_weights(weights, variant)
     return chosen
 
 
 def _is_variant(path: str, variant: str) -> bool:
-    # diffusers names variant files NAME.VARIANT.EXT (and shards NAME.VARIANT-0001-of-….EXT)
-    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return stem.endswith("." + variant) or f".{variant}-" in stem
+    # diffusers/transformers name variant files NAME.VARIANT.EXT, shards NAME.VARIANT-0001-of-….EXT
+    # and their index NAME.EXT.index.VARIANT.json (e.g. IF's sharded T5 encoder)
+    name = path.rsplit("/", 1)[-1]
+    return f".{variant}." in name or f".{variant}-" in name
+
+
+def _format_of(path: str) -> str | None:
+    """``.safetensors`` or ``.bin`` for a weights file or a shard index, else None."""
+    name = path.rsplit("/", 1)[-1]
+    for suffix in _WEIGHT_SUFFIXES:
+        if name.endswith(suffix) or (suffix + ".index.") in name:
+            return suffix
+    return None
 
 
 def _pick_weights(weights: list[str], variant: str | None) -> list[str]:
     for suffix in _WEIGHT_SUFFIXES:  # safetensors first
-        of_format = [w for w in weights if w.endswith(suffix)]
+        of_format = [w for w in weights if _format_of(w) == suffix]
         if not of_format:
             continue
         plain = [w for w in of_format if not any(_is_variant(w, v) for v in ("fp16", "bf16"))]
         if variant:
             chosen = [w for w in of_format if _is_variant(w, variant)]
             if chosen:
-                # an index file of shards names the plain shards too; only the variant's count
                 return sorted(chosen)
         return sorted(plain)
     return []

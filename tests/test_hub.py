@@ -218,3 +218,25 @@ def test_no_network_is_one_sentence(tmp_path):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "could not be fetched" in last, result.stderr
+
+
+def test_sharded_weights_take_their_index_of_the_same_variant():
+    # IF-I-XL's real text encoder is sharded, in full precision and fp16 (no stand-in has shards)
+    from models.hub import needed_files
+
+    enc = "text_encoder/"
+    files = ["model_index.json", "README.md", enc + "config.json",
+             enc + "model-00001-of-00002.safetensors", enc + "model-00002-of-00002.safetensors",
+             enc + "model.safetensors.index.json", enc + "model.fp16-00001-of-00002.safetensors",
+             enc + "model.fp16-00002-of-00002.safetensors", enc + "model.safetensors.index.fp16.json",
+             enc + "pytorch_model-00001-of-00002.bin", enc + "pytorch_model.bin.index.json"]  # fmt: skip
+    index = {"_class_name": "IFPipeline", "text_encoder": ["transformers", "T5EncoderModel"],
+             "safety_checker": [None, None]}  # fmt: skip
+    assert set(needed_files(IF1, files, index, variant="fp16")) == {
+        "model_index.json", enc + "config.json", enc + "model.fp16-00001-of-00002.safetensors",
+        enc + "model.fp16-00002-of-00002.safetensors", enc + "model.safetensors.index.fp16.json",
+    }  # fmt: skip
+    assert set(needed_files(IF1, files, index, variant=None)) == {
+        "model_index.json", enc + "config.json", enc + "model-00001-of-00002.safetensors",
+        enc + "model-00002-of-00002.safetensors", enc + "model.safetensors.index.json",
+    }  # fmt: skip
