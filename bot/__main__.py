@@ -78,7 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
         "COVER_DISCORD_GATEWAY_URL) and serve /cover until stopped; with COVER_TOKEN_KEY set, "
         "also serve Spotify's OAuth callback for /spotify link.",
     )
-    commands.add_parser("models", help="list the model presets")
+    models = commands.add_parser(
+        "models",
+        help="list the model presets and what is cached; `models pull NAME` fetches one",
+    )
+    pulls = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    pull = pulls.add_parser(
+        "pull",
+        help="download what a preset's pipeline needs into the Hugging Face cache",
+        description="Fetch exactly the files the pipeline loads (configs, tokenizer and one "
+        "set of weights: safetensors, the fp16 variant when for CUDA) through huggingface_hub; "
+        "an interrupted pull resumes. Gated repos (DeepFloyd IF) need HF_TOKEN or `hf auth login`.",
+    )
+    pull.add_argument("name", help="preset name, e.g. sd-turbo")
+    pull.add_argument(
+        "--variant",
+        choices=("auto", "fp16", "none"),
+        default="auto",
+        help="weights variant: auto = fp16 when for CUDA, full precision otherwise",
+    )
+    pull.add_argument(
+        "--device", default="auto", help="the device the weights are for: auto, cpu, cuda"
+    )
     return parser
 
 
@@ -179,14 +200,66 @@ async def run_bot() -> int:
     return 0
 
 
-def run_models() -> int:
+# What each preset practically needs to run (README "Models"); IF's two XL stages on a CPU
+# take far too long for a request.
+_DEVICE_NOTE = {
+    "embedded": "CPU ok",
+    "sd15-random": "CPU ok (noise)",
+    "small-sd": "GPU advised, CPU slow",
+    "sd15": "GPU advised, CPU slow",
+    "sd-turbo": "CPU ok (1 step)",
+    "deepfloyd-if": "CUDA GPU practically",
+}
+
+
+def run_models(args: argparse.Namespace | None = None) -> int:
+    from models.hub import cache_state, pull
     from models.registry import PRESETS
 
+    if args is not None and getattr(args, "models_command", None) == "pull":
+        snapshots = pull(args.name, variant=args.variant, device=args.device)
+        for snapshot in snapshots:
+            print(f"Cached {args.name} in {_short(snapshot)}")
+        return 0
+    print(
+        f"{'name':<13} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  {'device':<22} where"
+    )
     for preset in PRESETS.values():
-        print(
-            f"{preset.name:<14} {preset.native_size:>4}px {preset.steps:>3} steps  {preset.description}"
+        if preset.repo_id is None:
+            cached, size, where = "built-in", "-", "-"
+        else:
+            states = cache_state(preset.name)
+            if all(s.cached for s in states):
+                cached = "yes " + "+".join(states[0].variants)
+                size = _size(sum(s.size_on_disk for s in states))
+                where = ", ".join(_short(s.snapshot) for s in states if s.snapshot)
+            else:
+                cached, size, where = "no", "-", "-"
+        note = _DEVICE_NOTE.get(preset.name, "")
+        line = (
+            f"{preset.name:<13} {cached:<12} {size:>9} {preset.native_size:>4}px "
+            f"{preset.steps:>5}  {note:<22} {where}"
         )
+        if preset.kind == "if":
+            line += "  (gated: accept the licence at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0)"
+        print(line)
     return 0
+
+
+def _short(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home) :] if text.startswith(home + "/") else text
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_cover(args))
         if args.command == "run":
             return asyncio.run(run_bot())
-        return run_models()
+        return run_models(args)
     except CoverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,183 @@
+"""A local fake of the Hugging Face hub for `models pull` tests (tests/test_hub.py).
+
+It serves repositories from folders (a stand-in snapshot from models/standins.py) on
+127.0.0.1 with the endpoints huggingface_hub 2.4 calls: ``GET /api/models/{repo}/revision/{rev}``
+(model_info: sha and siblings), ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with ETag,
+X-Repo-Commit and Content-Length, honouring ``Range`` (how huggingface_hub resumes an
+``.incomplete`` file). No ``X-Xet-Hash`` header is sent, so the client takes the plain HTTP
+path. Gated repos answer 401 ``X-Error-Code: GatedRepo`` without the right Bearer token, unknown
+repos 404 ``RepoNotFound``, as the real hub. ``drop_after[path] = n`` cuts the connection after
+n bytes of that file, once (``drops_left[path]`` times if set). Every request is logged in ``requests``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+
+@dataclass
+class FakeHub:
+    repos: dict[str, tuple[Path, str]] = field(default_factory=dict)  # id -> (folder, sha)
+    gated: dict[str, str] = field(default_factory=dict)  # id -> the token that opens it
+    drop_after: dict[str, int] = field(default_factory=dict)
+    drops_left: dict[str, int] = field(default_factory=dict)  # how often to cut (default once)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, repo, path
+    ranges: list[tuple[str, int]] = field(default_factory=list)  # (path, first byte) of GETs
+
+    def add(self, repo_id: str, folder: Path, sha: str, *, token: str | None = None) -> None:
+        self.repos[repo_id] = (folder, sha)
+        if token:
+            self.gated[repo_id] = token
+
+    def fetched(self, repo_id: str) -> set[str]:
+        return {p for m, r, p in self.requests if m == "GET" and r == repo_id and p}
+
+    def _check(self, request: web.Request, repo_id: str) -> web.Response | None:
+        if repo_id not in self.repos:
+            return web.Response(
+                status=404,
+                headers={"X-Error-Code": "RepoNotFound",
+                         "X-Error-Message": "Repository not found"},
+            )  # fmt: skip
+        token = self.gated.get(repo_id)
+        if token and request.headers.get("Authorization") != f"Bearer {token}":
+            return web.Response(
+                status=401,
+                headers={
+                    "X-Error-Code": "GatedRepo",
+                    "X-Error-Message": f"Access to model {repo_id} is restricted. You must have "
+                    "access to it and be authenticated to access it. Please log in.",
+                },
+            )
+        return None
+
+    async def model_info(self, request: web.Request) -> web.StreamResponse:
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        self.requests.append(("INFO", repo_id, ""))
+        refused = self._check(request, repo_id)
+        if refused:
+            return refused
+        folder, sha = self.repos[repo_id]
+        siblings = [
+            {"rfilename": p.relative_to(folder).as_posix()}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+        return web.json_response(
+            {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings,
+             "gated": "manual" if repo_id in self.gated else False, "private": False}
+        )  # fmt: skip
+
+    async def tree(self, request: web.Request) -> web.StreamResponse:
+        """``list_repo_tree`` (snapshot_download lists a revision's files with it): one page of
+        files with size and oid, LFS info for weights, as the hub answers."""
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        self.requests.append(("TREE", repo_id, ""))
+        refused = self._check(request, repo_id)
+        if refused:
+            return refused
+        folder, _ = self.repos[repo_id]
+        entries = []
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file():
+                continue
+            data = p.read_bytes()
+            entry = {"type": "file", "path": p.relative_to(folder).as_posix(), "size": len(data),
+                     "oid": hashlib.sha1(data).hexdigest()}  # fmt: skip
+            if p.suffix in (".safetensors", ".bin", ".ckpt", ".model"):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                "pointerSize": 134}  # fmt: skip
+            entries.append(entry)
+        return web.json_response(entries)
+
+    async def resolve(self, request: web.Request) -> web.StreamResponse:
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        path = request.match_info["path"]
+        self.requests.append((request.method, repo_id, path))
+        refused = self._check(request, repo_id)
+        if refused:
+            return refused
+        folder, sha = self.repos[repo_id]
+        file = folder / path
+        if not file.is_file():
+            return web.Response(
+                status=404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha}
+            )
+        data = file.read_bytes()
+        etag = (
+            hashlib.sha256(data).hexdigest()
+            if file.suffix in (".safetensors", ".bin", ".ckpt", ".model")
+            else (hashlib.sha1(data).hexdigest())
+        )  # fmt: skip  (LFS files: sha256, as the hub)
+        headers = {"ETag": f'"{etag}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
+        start = 0
+        ranged = request.headers.get("Range", "")
+        if ranged.startswith("bytes="):
+            start = int(ranged[6:].split("-")[0])
+        body = data[start:]
+        headers["Content-Length"] = str(len(body))
+        status = 206 if start else 200
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return web.Response(status=200, headers=headers)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        self.ranges.append((path, start))
+        cut = self.drop_after.get(path)
+        if cut is not None:
+            self.drops_left[path] = self.drops_left.get(path, 1) - 1
+            if self.drops_left[path] <= 0:
+                del self.drop_after[path]
+            await response.write(body[: max(cut - start, 0)])  # ``cut``: a byte of the file
+            assert request.transport is not None
+            request.transport.close()  # the connection drops mid-file, once
+            return response
+        await response.write(body)
+        await response.write_eof()
+        return response
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/models/{org}/{name}/revision/{rev}", self.model_info)
+        app.router.add_get("/api/models/{org}/{name}", self.model_info)
+        app.router.add_get("/api/models/{org}/{name}/tree/{rev}", self.tree)
+        app.router.add_route("HEAD", "/{org}/{name}/resolve/{rev}/{path:.+}", self.resolve)
+        app.router.add_get("/{org}/{name}/resolve/{rev}/{path:.+}", self.resolve, allow_head=False)
+        return app
+
+
+def run_in_thread(hub: FakeHub):
+    """Serve ``hub`` on 127.0.0.1 (ephemeral port) from a thread; returns (url, stop)."""
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict[str, object] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(hub.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        state["url"], state["runner"] = f"http://127.0.0.1:{port}", runner
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()),
+                              daemon=True)  # fmt: skip
+    thread.start()
+    ready.wait(10)
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(10)  # type: ignore[union-attr]
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+    return state["url"], stop
