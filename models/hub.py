@@ -186,10 +186,12 @@ def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
             f"The model {name} has nothing to download: it is built here, not fetched."
         )
     chosen = choose_variant(name, variant=variant, device=device)
-    return [_pull_repo(repo_id, chosen, token) for repo_id in ids]
+    return [pull_repo(repo_id, variant=chosen, token=token) for repo_id in ids]
 
 
-def _pull_repo(repo_id: str, variant: str | None, token: str | None) -> Path:
+def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = None) -> Path:
+    """Fetch what the pipeline in ``repo_id`` needs (``variant``'s weights where it has them)
+    and return its snapshot folder; also what loading does when downloads are allowed."""
     import httpx2 as httpx  # huggingface_hub 2.4 speaks HTTP through httpx2
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.errors import (

@@ -189,11 +189,11 @@ def auto_choice(*, gpu: bool | None = None) -> tuple[str, str]:
 
 
 def hub_cached(repo_id: str) -> bool:
-    """Whether the local Hugging Face cache holds a snapshot of the pipeline ``repo_id``."""
-    snapshots = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    return snapshots.is_dir() and any(
-        (snapshot / "model_index.json").is_file() for snapshot in snapshots.iterdir()
-    )
+    """Whether the local Hugging Face cache holds every file the pipeline ``repo_id`` needs
+    (for at least one weights variant); a half-finished download does not count."""
+    from models.hub import repo_state
+
+    return repo_state(repo_id).cached
 
 
 def _cuda_available() -> bool:
@@ -479,7 +479,10 @@ def load_hub_pipeline(
     """
     _import_diffusers()
     torch = _import_torch()
-    snapshot = _hub_snapshot(repo_id, allow_downloads=allow_downloads)  # 1.
+    half = dtype in (torch.float16, torch.bfloat16)
+    snapshot = _hub_snapshot(  # 1.
+        repo_id, allow_downloads=allow_downloads, variant=variant if half else None
+    )
     index = _read_json(snapshot / "model_index.json") or {}
     components = [name for name, entry in index.items() if _is_component(entry)]
     missing = [name for name in components if name not in kwargs and not (snapshot / name).is_dir()]
@@ -489,7 +492,6 @@ def load_hub_pipeline(
             f"{', '.join(missing)}); fetch it again with `python -m bot models pull` or "
             f"`hf download {repo_id}`."
         )
-    half = dtype in (torch.float16, torch.bfloat16)
     chosen = _pick_variant(snapshot, repo_id, [c for c in components if c not in kwargs],
                            variant, half=half)  # fmt: skip  # 2.
     kwargs = {**_component_overrides(snapshot, index, dtype=dtype, variant=chosen), **kwargs}  # 3.
@@ -501,8 +503,9 @@ def load_hub_pipeline(
         raise ModelUnavailable(_load_failure(repo_id, error)) from error
 
 
-def _hub_snapshot(repo_id: str, *, allow_downloads: bool) -> Path:
-    """The snapshot folder of ``repo_id`` in the local cache; fetched when allowed."""
+def _hub_snapshot(repo_id: str, *, allow_downloads: bool, variant: str | None) -> Path:
+    """The snapshot folder of ``repo_id`` in the local cache; fetched when allowed (only the
+    files the pipeline needs, ``variant``'s weights where the repo has them)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -518,7 +521,7 @@ def _hub_snapshot(repo_id: str, *, allow_downloads: bool) -> Path:
             ) from error
     from models.hub import pull_repo
 
-    return pull_repo(repo_id)
+    return pull_repo(repo_id, variant=variant)
 
 
 def _is_component(entry: Any) -> bool:

@@ -584,7 +584,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m models.standins", description=main.__doc__)
     parser.add_argument("hub_cache", type=Path, help="the folder to use as HF_HUB_CACHE")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(REAL_REPOS)} (all)")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"of {', '.join(REAL_REPOS)} (all)"
+    )
     parser.add_argument("--safety", choices=["pass", "flag-all"], default="pass")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(REAL_REPOS))

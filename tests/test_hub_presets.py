@@ -181,6 +181,20 @@ def test_auto_picks_a_cached_sd_turbo_on_a_cpu_and_says_why(
     assert "auto chose sd-turbo: no CUDA GPU; sd-turbo is cached" in err
 
 
+def test_auto_prefers_sd15_on_a_gpu_and_sd_turbo_on_a_cpu(
+    standin_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.registry import AUTO_PREFERENCE, auto_choice, resolve_auto
+
+    _use_hub(monkeypatch, tmp_path)
+    _copy_repo(standin_hub, tmp_path, "sd-turbo")
+    assert resolve_auto(gpu=False) == resolve_auto(gpu=True) == "sd-turbo"
+    assert "no CUDA GPU" in auto_choice(gpu=False)[1]
+    _copy_repo(standin_hub, tmp_path, AUTO_PREFERENCE[0])
+    assert resolve_auto(gpu=True) == AUTO_PREFERENCE[0]  # the preferred one wins
+    assert resolve_auto(gpu=False) == "sd-turbo"  # 25 steps of SD 1.5 are too slow on a CPU
+
+
 # -- what loading says when it fails --------------------------------------------------------
 
 

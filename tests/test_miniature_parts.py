@@ -145,13 +145,11 @@ def test_auto_is_the_embedded_model_without_a_gpu_or_a_cached_model(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     assert resolve_auto(gpu=False) == "embedded"
     assert resolve_auto(gpu=True) == "embedded"  # a GPU, but nothing cached
+    # A download that stopped after model_index.json is not a cached model (complete caches:
+    # tests/test_hub_presets.py).
     _cache_snapshot(tmp_path, PRESETS["sd-turbo"].repo_id)
-    assert resolve_auto(gpu=False) == "sd-turbo"  # one step: practical on a CPU
-    assert resolve_auto(gpu=True) == "sd-turbo"
-    assert "no CUDA GPU" in auto_choice(gpu=False)[1]
-    _cache_snapshot(tmp_path, PRESETS[AUTO_PREFERENCE[0]].repo_id)
-    assert resolve_auto(gpu=True) == AUTO_PREFERENCE[0]  # the preferred one wins
-    assert resolve_auto(gpu=False) == "sd-turbo"  # 25 steps of SD 1.5 are too slow on a CPU
+    assert resolve_auto(gpu=False) == resolve_auto(gpu=True) == "embedded"
+    assert "models pull sd-turbo" in auto_choice(gpu=False)[1]
 
 
 def test_auto_resolves_to_a_real_spec_here() -> None:
