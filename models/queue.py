@@ -18,9 +18,10 @@ which run in the queue's single worker thread. That thread only *reads* a job's 
 deadline and the queue's ``_aborting`` flag, and hands progress to the loop with
 ``loop.call_soon_threadsafe``; results come back through ``run_in_executor``'s future.
 
-No exception ends the worker: runner errors fail the jobs of that call, out-of-memory splits
-the call in halves (a single image that still does not fit fails only its job), and a bug of
-our own is logged and fails the jobs it was working on. torch is never imported here.
+No exception ends the worker, BaseExceptions included (all but its own cancellation): runner
+errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
+still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
+working on. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -582,7 +583,9 @@ class GenerationQueue:
         while (unit := await self._next_unit()) is not None:
             try:
                 await self._run_unit(unit)
-            except Exception:  # a bug of ours; CancelledError (close's timeout) still ends us
+            except BaseException as error:  # a bug of ours; close's own cancellation ends us
+                if _is_own_cancellation(error):
+                    raise
                 log.exception("Queue %s: internal error while running %s", self.name, unit)
                 for handle in unit:
                     self._end(handle, GenerationFailed(_internal_error_message(handle)))
@@ -692,7 +695,13 @@ class GenerationQueue:
             for handle in handles:
                 self._end(handle, error)
             return False
-        except Exception as error:
+        except BaseException as error:
+            # Anything else the runner raises fails this call's jobs, BaseExceptions too
+            # (SystemExit, KeyboardInterrupt, a library's abort, a CancelledError raised in
+            # the runner's thread): only our own task being cancelled (close's timeout) ends
+            # the worker. tests/test_queue.py raises each of them from a runner.
+            if _is_own_cancellation(error):
+                raise
             if _is_out_of_memory(error):
                 log.warning(
                     "Queue %s: out of GPU memory at %d image(s): %s", self.name, len(specs), error
@@ -758,6 +767,12 @@ class GenerationQueue:
             f"<GenerationQueue {self.name} waiting={self.pending_count} "
             f"running={len(self.running)} closed={self._closing}>"
         )
+
+
+def _is_own_cancellation(error: BaseException) -> bool:
+    """True when ``error`` is the worker task's own cancellation, not one the runner raised."""
+    task = asyncio.current_task()
+    return isinstance(error, asyncio.CancelledError) and task is not None and task.cancelling() > 0
 
 
 def _internal_error_message(handle: JobHandle) -> str:
