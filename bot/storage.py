@@ -42,6 +42,7 @@ from sqlite_utils.migrations import Migrations
 MIGRATIONS = Migrations("playlist_cover")
 MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
 _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
+BUSY_TIMEOUT_S = 30.0  # a write waits this long for another process's transaction to end
 
 _REQUEST_JSON_COLUMNS = ("params", "prompts", "timings")
 
@@ -214,7 +215,8 @@ class Storage:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._now = now  # injectable clock: tests need distinct, ordered timestamps
         self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        # timeout: how long a write waits for another process's write lock (busy timeout).
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self.db = Database(conn, execute_plugins=False)
         # Foreign keys are off by default in SQLite and can't be switched inside a transaction;
         # WAL lets readers (a second process, the sqlite3 shell) work while the bot writes.
@@ -247,8 +249,24 @@ class Storage:
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        with self._lock, self.db.atomic():
-            yield self.db
+        """A write transaction that holds SQLite's write lock from its first statement.
+
+        sqlite-utils' ``atomic()`` opens with a plain (deferred) ``BEGIN``: a transaction that
+        reads first takes the write lock only at its first write, and in WAL mode SQLite
+        refuses that upgrade at once ("database is locked", no busy wait) when another process
+        wrote in between – the CLI and the bot share one file by default. ``BEGIN IMMEDIATE``
+        takes the lock up front, waiting on the busy timeout; ``atomic()`` inside it then only
+        adds a savepoint. tests/test_storage_concurrency.py runs two processes against it.
+        """
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.commit()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
