@@ -224,3 +224,32 @@ def test_cover_with_a_lora_file(cli_env, capsys, embedded_model_dir):
         assert storage.request(manifest["request_id"])["params"]["lora"] == str(lora.resolve())
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"owner": "someone"}, "'owner' must be an object, not a string"),
+        ({"images": 5}, "'images' must be a list, not a number"),
+        ({"items": {"items": ["a", "b"]}}, "'items.items.0' must be an object"),
+        ({"name": ["x"]}, "'name' must be a string, not a list"),
+        ({"artists": [{"id": "a", "genres": "rock"}]}, "'artists.0.genres' must be a list"),
+    ],
+)
+def test_a_snapshot_with_a_wrong_type_is_one_line_naming_the_field(cli_env, capsys, change, field):
+    snapshot = json.loads(EXAMPLES[0].read_text(encoding="utf-8")) | change
+    path = cli_env / "wrong.json"
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    code, out, err = _run(["cover", str(path)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], err
+
+
+def test_deeply_nested_snapshot_json_is_one_line(cli_env, capsys):
+    path = cli_env / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    code, _, err = _run(["cover", str(path)], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: {path} nests its JSON too deeply to be a playlist."
+    ]
