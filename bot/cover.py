@@ -30,7 +30,7 @@ from bot.storage import Storage
 from models.errors import QueueClosed
 from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult, Runner
 from models.queue import GenerationQueue, JobHandle
-from models.registry import ModelSpec, resolve_model
+from models.registry import ModelSpec, list_models, resolve_model
 
 if TYPE_CHECKING:
     from bot.accounts import SpotifyAccounts
@@ -122,6 +122,30 @@ def build_runner(settings: Settings) -> Runner:
     )
 
 
+def people_model(name: str | None, settings: Settings) -> str:
+    """The model a person on Discord asked for: a preset, or a folder the operator listed in
+    ``discord_model_folders``, named by its folder name; None is the bot's default.
+
+    Anything else gets the same sentence whatever it is – a path that exists on the bot's
+    machine, a home directory, a folder that is not a pipeline – so the option cannot be used
+    to probe the bot's disk (tests/test_discord_e2e.py).
+    """
+    if name is None:
+        return settings.default_model
+    wanted = name.strip()
+    if wanted.lower() in list_models():
+        return wanted.lower()
+    for folder in settings.discord_model_folders:
+        if wanted == folder.name:
+            return str(folder)
+    raise InvalidOption(f"`model` must be one of {', '.join(people_models(settings))}.")
+
+
+def people_models(settings: Settings) -> list[str]:
+    """What the ``/cover`` model option offers: presets, then the operator's folders' names."""
+    return [*list_models(), *(folder.name for folder in settings.discord_model_folders)]
+
+
 def looks_like_snapshot(text: str) -> bool:
     """A path to a JSON file, rather than a Spotify link/URI/id."""
     text = text.strip()
@@ -195,7 +219,10 @@ class CoverService:
     async def prepare(self, request: CoverRequest) -> PreparedCover:
         request.check()
         self._check_cooldown(request)  # early, so a refused request costs no Spotify call
-        spec = resolve_model(request.model or self.settings.default_model, lora=request.lora)
+        model = request.model or self.settings.default_model
+        if request.source != "cli":
+            model = people_model(request.model, self.settings)
+        spec = resolve_model(model, lora=request.lora)
         started = time.perf_counter()
         facts = await self.read_playlist(
             request.playlist, allow_files=request.source == "cli", user_id=request.user_id

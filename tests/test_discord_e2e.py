@@ -162,7 +162,7 @@ async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_d
         ("private playlist", "private"),
         ("rate limited", "try again in 60 s"),
         ("file on the bot's machine", "is not a Spotify playlist link"),
-        ("unknown model", "Unknown model 'sd99'"),
+        ("unknown model", "`model` must be one of auto, embedded"),
     ],
 )
 async def test_bad_input_gets_one_clear_reply_and_queues_nothing(
@@ -440,3 +440,36 @@ async def test_an_unexpected_error_gives_an_incident_id_and_the_bot_carries_on(
 
         fine = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
         await cover_post(discord, fine)
+
+
+async def test_the_model_option_names_presets_only_and_never_probes_the_disk(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+):
+    """A path that exists (a real pipeline folder even), a home directory, a folder that is
+    not a pipeline and a name that means nothing all get the very same reply."""
+    not_a_pipeline = tmp_path / "empty-folder"
+    not_a_pipeline.mkdir()
+    values = ["sd99", "~", "/", str(not_a_pipeline), str(embedded_model_dir), "/no/such/dir"]
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, cooldown_s=0)
+    replies = []
+    async with running_bot(settings, discord) as bot:
+        for value in values:
+            interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, model=value)
+            await discord.wait_for(lambda i=interaction: i.original and i.original.edits)
+            replies.append(interaction.original.edits[-1])
+        assert request_rows(bot) == [] and bot.queue.pending_count == 0
+    assert len(set(replies)) == 1, replies
+    assert replies[0].startswith("`model` must be one of auto, embedded")
+    assert str(tmp_path) not in replies[0] and "home" not in replies[0].lower()
+
+
+def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
+    from bot.cover import people_model, people_models
+    from bot.settings import Settings
+
+    folder = tmp_path / "my-finetune"
+    settings = Settings(_env_file=None, discord_model_folders=[folder])
+    assert people_models(settings)[-1] == "my-finetune"
+    assert people_model("my-finetune", settings) == str(folder)
+    assert people_model(" SD15 ", settings) == "sd15"
+    assert people_model(None, settings) == settings.default_model
