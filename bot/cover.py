@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import CooldownActive, InvalidOption
+from bot.errors import CooldownActive, InvalidOption, OutputFailed
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
 from bot.prompts import STYLES, Prompt, build_prompts, clean_title
@@ -348,6 +349,25 @@ class CoverService:
                 request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(exc)
             )
             raise
+        try:
+            return await self._keep(prepared, request_id, result, out_root)
+        except Exception as exc:
+            # Generated but not kept: the request must still end, as failed, with the reason,
+            # or it stays "queued" and every restart regenerates it (tests/test_cli.py).
+            reason = _output_reason(exc)
+            log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
+            try:
+                self.storage.finish_request(
+                    request_id, status="failed", timings={"read_s": prepared.read_s}, error=reason
+                )
+            except Exception:
+                log.exception("Request %s: could not record its failure either", request_id[:8])
+            raise OutputFailed(f"The covers were made but could not be saved: {reason}.") from exc
+
+    async def _keep(
+        self, prepared: PreparedCover, request_id: str, result: JobResult, out_root: Path | None
+    ) -> CoverResult:
+        """Write the files, the candidates' rows and the manifest; mark the request done."""
         started = time.perf_counter()
         out_dir = Path(out_root or self.settings.output_dir) / (
             f"{slugify(prepared.facts.name)}-{request_id[:8]}"
@@ -388,6 +408,15 @@ class CoverService:
         prepared = await self.prepare(request)
         request_id, handle = self.submit(prepared)
         return await self.finish(prepared, request_id, handle, out_root)
+
+
+def _output_reason(exc: BaseException) -> str:
+    """A short cause without the bot's paths (people on Discord read it)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return f"the database refused the result ({exc})"
+    return type(exc).__name__
 
 
 def write_candidates(

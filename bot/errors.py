@@ -98,3 +98,8 @@ class NotRequester(CoverError):
 
 class UploadRefused(SpotifyError):
     """Spotify (or our own check before it) refused a cover upload; the message says why."""
+
+
+class OutputFailed(CoverError):
+    """The images were generated but could not be kept: a full disk, an output folder that
+    can't be written, a storage error. The request is marked failed (never left queued)."""

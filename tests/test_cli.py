@@ -253,3 +253,20 @@ def test_deeply_nested_snapshot_json_is_one_line(cli_env, capsys):
     assert code == 1 and err.strip().splitlines() == [
         f"error: {path} nests its JSON too deeply to be a playlist."
     ]
+
+
+def test_an_unwritable_out_folder_fails_the_request_with_one_line(cli_env, capsys):
+    """Generation succeeds, saving cannot (the folder would be below a regular file, which
+    even root cannot write into): one error line, and the request ends as failed rather than
+    staying queued for a restart to regenerate."""
+    blocker = cli_env / "not-a-folder"
+    blocker.write_text("a file", encoding="utf-8")
+    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--seed", "1", "--out", str(blocker / "x")]
+    code, out, err = _run(argv, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert errors == [err.strip().splitlines()[-1]]  # loading bars above it, one error line
+    assert errors[0].startswith("error: The covers were made but could not be saved"), err
+    with Storage(cli_env / "data" / "covers.db") as storage:
+        rows = storage._rows("SELECT status, error FROM requests")
+    assert [row["status"] for row in rows] == ["failed"] and rows[0]["error"]
