@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     queue_max_per_user: int = 2  # jobs one user may have waiting or running
     queue_max_batch: int = 8  # images merged into one pipeline call
     job_timeout_s: float = 600.0
+    resume_max_tries: int = 3  # restarts that may queue one request again; then it fails
 
     @field_validator("optimizations")
     @classmethod

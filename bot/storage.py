@@ -177,6 +177,13 @@ def m002_spotify_accounts(db: Database) -> None:
     db.execute("CREATE INDEX uploads_by_message ON spotify_uploads (message_id, created_at)")
 
 
+@MIGRATIONS()
+def m003_request_resumes(db: Database) -> None:
+    # How often a restart queued the request again: resuming stops after a configured number
+    # (Settings.resume_max_tries), so a request that kills the bot is not remade forever.
+    db.execute("ALTER TABLE requests ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -388,6 +395,18 @@ class Storage:
             [source],
         )
         return [_decode_request(row) for row in rows]
+
+    def note_resume(self, request_id: str) -> int:
+        """Count one more resumption of a request after a restart; returns the new count."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE requests SET resumes = resumes + 1 WHERE id = ?", [request_id]
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no request {request_id!r}")
+            return db.execute("SELECT resumes FROM requests WHERE id = ?", [request_id]).fetchone()[
+                0
+            ]
 
     def last_request_at(self, user_id: str, source: str) -> datetime | None:
         """When ``user_id`` last had a request accepted from ``source`` (None: never)."""

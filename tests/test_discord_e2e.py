@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from bot.discord_app import NUMBER_EMOJI
+from bot.storage import Storage
 from models.runner import DiffusersRunner
 from tests.discord_harness import bot_settings, cover_post, running_bot
 from tests.fake_discord import FakeDiscord, FakeUser, Message
@@ -473,3 +474,34 @@ def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
     assert people_model("my-finetune", settings) == str(folder)
     assert people_model(" SD15 ", settings) == "sd15"
     assert people_model(None, settings) == settings.default_model
+
+
+async def test_a_request_resumed_too_often_fails_with_a_message(
+    discord, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    """A request that every start queues again and no start finishes is given up after
+    ``resume_max_tries`` restarts: marked failed, the requester told, nothing queued."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, resume_max_tries=2)
+    with Storage(settings.db_path) as storage:
+        request_id = storage.record_request(
+            source="discord",
+            user_id=str(ALICE.id),
+            playlist_id="p",
+            playlist_name="Night Drive",
+            model="embedded",
+            params={"width": 64, "height": 64, "steps": 2, "guidance": 1.0},
+            prompts=[{"text": "x", "negative": "", "style": "seed", "seed": 1}],
+            channel_id=str(discord.channel_id),
+        )
+        storage.note_resume(request_id)
+        storage.note_resume(request_id)  # two earlier starts already resumed it
+    async with running_bot(settings, discord) as bot:
+        notice = await discord.wait_for(
+            lambda: next(
+                (m for m in discord.channel_messages() if "Night Drive" in m.content), None
+            )
+        )
+        assert "could not be made" in notice.content and f"<@{ALICE.id}>" in notice.content
+        row = bot.storage.request(request_id)
+        assert row["status"] == "failed" and "restarts" in row["error"]
+        assert bot.queue.pending_count == 0

@@ -186,6 +186,20 @@ class CoverCog(commands.Cog):
             channel = self.bot.get_partial_messageable(int(row["channel_id"]))
             who = f"<@{row['user_id']}>"
             name = _escape(row["playlist_name"])
+            tries = storage.note_resume(row["id"])
+            if tries > self.bot.settings.resume_max_tries:
+                # Something in this request (or the machine) keeps stopping the bot before it
+                # ends: give up instead of regenerating it on every start.
+                reason = f"it was interrupted by {tries - 1} restarts already"
+                storage.finish_request(row["id"], status="failed", timings={}, error=reason)
+                log.warning("Gave up on request %s: %s", row["id"][:8], reason)
+                await _say(
+                    channel,
+                    f"{who}: your covers for **{name}** could not be made: {reason}. "
+                    "Please ask again with /cover.",
+                    row["user_id"],
+                )
+                continue
             try:
                 prepared, handle = service.resume(row)
             except CoverError as exc:
