@@ -103,3 +103,7 @@ class UploadRefused(SpotifyError):
 class OutputFailed(CoverError):
     """The images were generated but could not be kept: a full disk, an output folder that
     can't be written, a storage error. The request is marked failed (never left queued)."""
+
+
+class StorageUnavailable(CoverError):
+    """The database file can't be opened or migrated: corrupt, unwritable, not a database."""

@@ -39,6 +39,8 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.errors import StorageUnavailable
+
 MIGRATIONS = Migrations("playlist_cover")
 MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
 _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
@@ -184,6 +186,12 @@ def m003_request_resumes(db: Database) -> None:
     db.execute("ALTER TABLE requests ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
 
 
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -219,9 +227,20 @@ class Storage:
 
     def __init__(self, path: str | Path, *, now: Callable[[], datetime] = _utc_now) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._now = now  # injectable clock: tests need distinct, ordered timestamps
         self._lock = threading.RLock()
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            # A corrupt file, a folder we can't create, a file we can't write: the operator's
+            # to fix, so one sentence naming the file, not a traceback (tests/test_cli.py).
+            raise StorageUnavailable(
+                f"The database {self.path} can't be used ({_reason(exc)}); "
+                "check the file or point COVER_DB_PATH elsewhere."
+            ) from None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: how long a write waits for another process's write lock (busy timeout).
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self.db = Database(conn, execute_plugins=False)

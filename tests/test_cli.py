@@ -270,3 +270,19 @@ def test_an_unwritable_out_folder_fails_the_request_with_one_line(cli_env, capsy
     with Storage(cli_env / "data" / "covers.db") as storage:
         rows = storage._rows("SELECT status, error FROM requests")
     assert [row["status"] for row in rows] == ["failed"] and rows[0]["error"]
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "below a file"])
+def test_an_unusable_database_is_one_line(cli_env, capsys, monkeypatch, problem):
+    if problem == "corrupt":
+        db = cli_env / "data" / "covers.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.write_bytes(b"this is not an SQLite file" * 100)
+    else:
+        (cli_env / "plain-file").write_text("x", encoding="utf-8")
+        db = cli_env / "plain-file" / "covers.db"
+    monkeypatch.setenv("COVER_DB_PATH", str(db))
+    code, out, err = _run(["cover", str(EXAMPLES[0]), "--count", "1"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert len(errors) == 1 and errors[0].startswith(f"error: The database {db} can't be used")
