@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,16 +23,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import AllCandidatesBlocked, CooldownActive, InvalidOption
+from bot.errors import AllCandidatesBlocked, CooldownActive, InvalidOption, OutputFailed
 from bot.links import resolve_playlist_ref
 from bot.playlist import PlaylistFacts, load_snapshot
 from bot.prompts import STYLES, Prompt, build_prompts, clean_title
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import NoWorkers, QueueClosed
-from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, Runner
+from models.jobs import (
+    GeneratedImage,
+    GenerationJob,
+    GenerationParams,
+    ImageSpec,
+    JobResult,
+    Runner,
+)
 from models.queue import GenerationQueue, JobHandle
-from models.registry import ModelSpec, resolve_model
+from models.registry import ModelSpec, list_models, resolve_model
 
 if TYPE_CHECKING:
     from bot.accounts import SpotifyAccounts
@@ -191,6 +199,30 @@ def build_runners(settings: Settings) -> tuple[list[Runner], Callable[[], None]]
     return runners, release
 
 
+def people_model(name: str | None, settings: Settings) -> str:
+    """The model a person on Discord asked for: a preset, or a folder the operator listed in
+    ``discord_model_folders``, named by its folder name; None is the bot's default.
+
+    Anything else gets the same sentence whatever it is – a path that exists on the bot's
+    machine, a home directory, a folder that is not a pipeline – so the option cannot be used
+    to probe the bot's disk (tests/test_discord_e2e.py).
+    """
+    if name is None:
+        return settings.default_model
+    wanted = name.strip()
+    if wanted.lower() in list_models():
+        return wanted.lower()
+    for folder in settings.discord_model_folders:
+        if wanted == folder.name:
+            return str(folder)
+    raise InvalidOption(f"`model` must be one of {', '.join(people_models(settings))}.")
+
+
+def people_models(settings: Settings) -> list[str]:
+    """What the ``/cover`` model option offers: presets, then the operator's folders' names."""
+    return [*list_models(), *(folder.name for folder in settings.discord_model_folders)]
+
+
 def looks_like_snapshot(text: str) -> bool:
     """A path to a JSON file, rather than a Spotify link/URI/id."""
     text = text.strip()
@@ -264,7 +296,10 @@ class CoverService:
     async def prepare(self, request: CoverRequest) -> PreparedCover:
         request.check()
         self._check_cooldown(request)  # early, so a refused request costs no Spotify call
-        spec = resolve_model(request.model or self.settings.default_model, lora=request.lora)
+        model = request.model or self.settings.default_model
+        if request.source != "cli":
+            model = people_model(request.model, self.settings)
+        spec = resolve_model(model, lora=request.lora)
         started = time.perf_counter()
         facts = await self.read_playlist(
             request.playlist, allow_files=request.source == "cli", user_id=request.user_id
@@ -404,6 +439,30 @@ class CoverService:
                 request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(error)
             )
             raise error
+        try:
+            return await self._keep(prepared, request_id, result, kept, out_root)
+        except Exception as exc:
+            # Generated but not kept: the request must still end, as failed, with the reason,
+            # or it stays "queued" and every restart regenerates it (tests/test_cli.py).
+            reason = _output_reason(exc)
+            log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
+            try:
+                self.storage.finish_request(
+                    request_id, status="failed", timings={"read_s": prepared.read_s}, error=reason
+                )
+            except Exception:
+                log.exception("Request %s: could not record its failure either", request_id[:8])
+            raise OutputFailed(f"The covers were made but could not be saved: {reason}.") from exc
+
+    async def _keep(
+        self,
+        prepared: PreparedCover,
+        request_id: str,
+        result: JobResult,
+        kept: list[tuple[Prompt, GeneratedImage]],
+        out_root: Path | None,
+    ) -> CoverResult:
+        """Write the files, the candidates' rows and the manifest; mark the request done."""
         started = time.perf_counter()
         out_dir = Path(out_root or self.settings.output_dir) / (
             f"{slugify(prepared.facts.name)}-{request_id[:8]}"
@@ -441,7 +500,7 @@ class CoverService:
             sheet,
             out_dir,
             timings,
-            blocked=blocked,
+            blocked=len(result.images) - len(kept),
         )
         write_manifest(cover)
         return cover
@@ -451,6 +510,15 @@ class CoverService:
         prepared = await self.prepare(request)
         request_id, handle = self.submit(prepared)
         return await self.finish(prepared, request_id, handle, out_root)
+
+
+def _output_reason(exc: BaseException) -> str:
+    """A short cause without the bot's paths (people on Discord read it)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return f"the database refused the result ({exc})"
+    return type(exc).__name__
 
 
 def write_candidates(

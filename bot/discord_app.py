@@ -247,9 +247,10 @@ async def post_result(
     return await channel.send(content, files=files, allowed_mentions=allowed_mentions)
 
 
-def model_choices(current: str) -> list[app_commands.Choice[str]]:
-    """Registry names containing what was typed so far (Discord shows at most 25)."""
-    names = [name for name in list_models() if current.lower() in name.lower()]
+def model_choices(current: str, offered: list[str] | None = None) -> list[app_commands.Choice[str]]:
+    """Names (default: the registry's) containing what was typed so far (Discord shows at
+    most 25)."""
+    names = [name for name in offered or list_models() if current.lower() in name.lower()]
     return [app_commands.Choice(name=name, value=name) for name in names[:25]]
 
 

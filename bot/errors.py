@@ -112,3 +112,12 @@ class NotRequester(CoverError):
 
 class UploadRefused(SpotifyError):
     """Spotify (or our own check before it) refused a cover upload; the message says why."""
+
+
+class OutputFailed(CoverError):
+    """The images were generated but could not be kept: a full disk, an output folder that
+    can't be written, a storage error. The request is marked failed (never left queued)."""
+
+
+class StorageUnavailable(CoverError):
+    """The database file can't be opened or migrated: corrupt, unwritable, not a database."""

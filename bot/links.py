@@ -172,12 +172,18 @@ def _as_url(candidate: str) -> yarl.URL | None:
         url = yarl.URL(candidate)
     except ValueError:  # also UnicodeError: hosts that IDNA cannot encode
         return None
-    return url if url.is_absolute() and url.host else None
+    return url if url.is_absolute() and url.raw_host else None
 
 
 def _host(url: yarl.URL) -> str:
-    """Lower-case host, no trailing dot; www.open.spotify.com counts as open.spotify.com."""
-    host = (url.host or "").lower().rstrip(".")
+    """Lower-case host as sent on the wire, no trailing dot; www.open.spotify.com counts as
+    open.spotify.com.
+
+    The raw (ASCII, punycode) host, never ``url.host``: yarl decodes ``xn--…`` labels lazily
+    there and raises ``UnicodeError`` for ones IDNA rejects (``xn--a.com``), which escaped
+    every caller (tests/test_links.py). The raw form is also what a look-alike host really
+    is, so messages show that."""
+    host = (url.raw_host or "").lower().rstrip(".")
     if host.startswith("www.") and host.removeprefix("www.") in CONTENT_HOSTS:
         host = host.removeprefix("www.")
     return host

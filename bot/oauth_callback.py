@@ -26,6 +26,25 @@ from models.errors import CoverError
 
 log = logging.getLogger(__name__)
 
+
+class _NoRequestDetails(logging.Filter):
+    """aiohttp logs a request it cannot parse with the parser's exception, whose text quotes
+    the raw request line – the query string with the authorisation code and state included.
+    Keep the line, drop the details."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = "Refused a request the callback server could not handle (%s)"
+            record.args = (type(record.exc_info[1]).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# The callback server's own logger, handed to aiohttp instead of its "aiohttp.server".
+_server_log = logging.getLogger(__name__ + ".server")
+_server_log.addFilter(_NoRequestDetails())
+
 _PAGE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -72,8 +91,11 @@ class CallbackServer:
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the address can't be bound (port taken)."""
         app = web.Application()
-        app.router.add_get(self.path, self._callback)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        # GET only: add_get would answer HEAD through the same handler, and link prefetchers
+        # (chat apps, mail scanners) send HEAD first – that would spend the one-time state
+        # before the person's own GET arrives (tests/test_spotify_link.py).
+        app.router.add_route("GET", self.path, self._callback)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, logger=_server_log)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()

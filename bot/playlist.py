@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from bot.errors import SnapshotError
 
 
@@ -123,6 +125,100 @@ def facts_from_spotify(
     )
 
 
+# -- the snapshot file's shape --------------------------------------------------------------
+# Only the fields facts_from_spotify reads are typed; everything else Spotify sends is kept as
+# it is (extra="allow"). A wrong type anywhere is named by its path (owner, items.items.3.item)
+# in one line, instead of surfacing later as an AttributeError deep in the prompt builder.
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Owner(_Loose):
+    id: str | None = None
+    display_name: str | None = None
+
+
+class _Image(_Loose):
+    url: str | None = None
+
+
+class _Artist(_Loose):
+    id: str | None = None
+    name: str | None = None
+    genres: list[str] | None = None
+
+
+class _Track(_Loose):
+    name: str | None = None
+    artists: list[_Artist] | None = None
+
+
+class _Item(_Loose):
+    item: _Track | None = None
+    track: _Track | None = None
+
+
+class _Page(_Loose):
+    total: int | None = None
+    items: list[_Item] | None = None
+
+
+class _Snapshot(_Loose):
+    id: str
+    name: str
+    description: str | None = None
+    owner: _Owner | None = None
+    images: list[_Image] | None = None
+    items: _Page | None = None
+    tracks: _Page | None = None
+    artists: list[_Artist] | None = None
+
+
+_WANTED = {
+    "model_type": "an object",
+    "dict_type": "an object",
+    "model_attributes_type": "an object",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "int_parsing": "a whole number",
+}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
+
+
+def _check_snapshot(data: Any, path: Path) -> None:
+    """Raise :class:`SnapshotError` naming the first field of ``data`` that has a wrong type."""
+    if not isinstance(data, dict):
+        raise SnapshotError(f"{path} is not a Spotify playlist object (needs 'id' and 'name').")
+    try:
+        _Snapshot.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "the top level"
+        got = _JSON_TYPES.get(type(first.get("input")), "something else")
+        wanted = _WANTED.get(first["type"])
+        if first["type"] == "missing":
+            what = "is missing"
+        elif wanted:
+            what = f"must be {wanted}, not {got}"
+        else:
+            what = f"is wrong ({first['msg'].lower()})"
+        raise SnapshotError(f"{path} is not a valid playlist snapshot: '{field}' {what}.") from None
+    if not data["name"].strip():
+        raise SnapshotError(f"{path} is not a valid playlist snapshot: 'name' is empty.")
+
+
 def load_snapshot(path: str | Path) -> PlaylistFacts:
     """Read a playlist snapshot file (see the module docstring for its shape)."""
     path = Path(path)
@@ -134,8 +230,9 @@ def load_snapshot(path: str | Path) -> PlaylistFacts:
         raise SnapshotError(f"Could not read the playlist snapshot {path}: {exc}.") from None
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data.get("name"):
-        raise SnapshotError(f"{path} is not a Spotify playlist object (needs 'id' and 'name').")
+    except RecursionError:  # json gives up on very deep nesting with this, not a decode error
+        raise SnapshotError(f"{path} nests its JSON too deeply to be a playlist.") from None
+    _check_snapshot(data, path)
     page = data.get("items") or data.get("tracks")
     items = page.get("items") if isinstance(page, dict) else None
     return facts_from_spotify(data, items, data.get("artists") or (), source=f"snapshot:{path}")

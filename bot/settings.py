@@ -89,6 +89,9 @@ class Settings(BaseSettings):
 
     # --- generation ---
     default_model: str = "auto"  # a cached hub model on a GPU, else the embedded one
+    # Local model folders people on Discord may pick by folder name, beside the presets
+    # (COVER_DISCORD_MODEL_FOLDERS='["/models/my-finetune"]'); anything else is refused.
+    discord_model_folders: tuple[Path, ...] = ()
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     allow_downloads: bool = False  # fetch hub models that are not cached yet
     black_retries: int = 2  # regenerations of an all-black (safety-checked) image
@@ -114,6 +117,7 @@ class Settings(BaseSettings):
     queue_max_per_user: int = 2  # jobs one user may have waiting or running
     queue_max_batch: int = 8  # images merged into one pipeline call
     job_timeout_s: float = 600.0
+    resume_max_tries: int = 3  # restarts that may queue one request again; then it fails
 
     @field_validator("optimizations")
     @classmethod

@@ -39,9 +39,12 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.errors import StorageUnavailable
+
 MIGRATIONS = Migrations("playlist_cover")
 MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
 _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
+BUSY_TIMEOUT_S = 30.0  # a write waits this long for another process's transaction to end
 
 _REQUEST_JSON_COLUMNS = ("params", "prompts", "timings")
 
@@ -176,6 +179,19 @@ def m002_spotify_accounts(db: Database) -> None:
     db.execute("CREATE INDEX uploads_by_message ON spotify_uploads (message_id, created_at)")
 
 
+@MIGRATIONS()
+def m003_request_resumes(db: Database) -> None:
+    # How often a restart queued the request again: resuming stops after a configured number
+    # (Settings.resume_max_tries), so a request that kills the bot is not remade forever.
+    db.execute("ALTER TABLE requests ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -211,10 +227,22 @@ class Storage:
 
     def __init__(self, path: str | Path, *, now: Callable[[], datetime] = _utc_now) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._now = now  # injectable clock: tests need distinct, ordered timestamps
         self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            # A corrupt file, a folder we can't create, a file we can't write: the operator's
+            # to fix, so one sentence naming the file, not a traceback (tests/test_cli.py).
+            raise StorageUnavailable(
+                f"The database {self.path} can't be used ({_reason(exc)}); "
+                "check the file or point COVER_DB_PATH elsewhere."
+            ) from None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # timeout: how long a write waits for another process's write lock (busy timeout).
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
         self.db = Database(conn, execute_plugins=False)
         # Foreign keys are off by default in SQLite and can't be switched inside a transaction;
         # WAL lets readers (a second process, the sqlite3 shell) work while the bot writes.
@@ -247,8 +275,24 @@ class Storage:
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        with self._lock, self.db.atomic():
-            yield self.db
+        """A write transaction that holds SQLite's write lock from its first statement.
+
+        sqlite-utils' ``atomic()`` opens with a plain (deferred) ``BEGIN``: a transaction that
+        reads first takes the write lock only at its first write, and in WAL mode SQLite
+        refuses that upgrade at once ("database is locked", no busy wait) when another process
+        wrote in between – the CLI and the bot share one file by default. ``BEGIN IMMEDIATE``
+        takes the lock up front, waiting on the busy timeout; ``atomic()`` inside it then only
+        adds a savepoint. tests/test_storage_concurrency.py runs two processes against it.
+        """
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                with self.db.atomic():
+                    yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.commit()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -370,6 +414,18 @@ class Storage:
             [source],
         )
         return [_decode_request(row) for row in rows]
+
+    def note_resume(self, request_id: str) -> int:
+        """Count one more resumption of a request after a restart; returns the new count."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE requests SET resumes = resumes + 1 WHERE id = ?", [request_id]
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no request {request_id!r}")
+            return db.execute("SELECT resumes FROM requests WHERE id = ?", [request_id]).fetchone()[
+                0
+            ]
 
     def last_request_at(self, user_id: str, source: str) -> datetime | None:
         """When ``user_id`` last had a request accepted from ``source`` (None: never)."""

@@ -17,6 +17,8 @@
     ├── LinkingDisabled             (bot.errors) account linking is not set up on this bot
     ├── NotRequester                (bot.errors) only the requester may apply the winning cover
     ├── SnapshotError               (bot.errors) a playlist snapshot file is missing or malformed
+    ├── OutputFailed                (bot.errors) images made, but not saved: disk, folder, database
+    ├── StorageUnavailable          (bot.errors) the database file can't be opened or migrated
     ├── ModelUnavailable            a model name or path that cannot be loaded here
     ├── QueueFull                   the generation queue holds its maximum
     ├── PendingLimitReached         this user already has their maximum of jobs waiting

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
+    "MAX_TITLE_CHARS",
     "SPOTIFY_JPEG_LIMIT",
     "SPOTIFY_JPEG_MAX_BYTES",
     "TitlePlacement",
@@ -320,6 +321,10 @@ class TitlePlacement:
     worst_contrast: float
 
 
+# Spotify caps playlist names at 100 characters; twice that leaves room for other callers'
+# titles and still bounds the layout's work for any input.
+MAX_TITLE_CHARS = 200
+
 # Candidate bands, top to bottom as a fraction of the free height, with a handicap on their
 # detail score. A cover reads best with its title near an edge, so an inner band must be
 # clearly calmer to win; equal scores go to the band listed first.
@@ -351,7 +356,12 @@ def plan_title(
        white behind dark text) that lifts the worst-case WCAG contrast against every pixel in
        the box to ``min_contrast``; keep the colour that needs less plate.
     """
-    # 1. Check the inputs and lay the text out.
+    # 1. Check the inputs and lay the text out. Only the first MAX_TITLE_CHARS characters are
+    #    looked at: at most three lines fit anyway, and the wrap and the cut measure the text
+    #    again and again, so a 10 MB title would otherwise take hours
+    #    (tests/test_postprocess.py times one).
+    if isinstance(title, str) and len(title) > MAX_TITLE_CHARS:
+        title = title[:MAX_TITLE_CHARS].rstrip() + "…"
     text = " ".join(title.split()) if isinstance(title, str) else ""
     if not text:
         raise ValueError(f"title must contain visible text, got {title!r}.")

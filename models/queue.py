@@ -24,8 +24,8 @@ deadline and the queue's ``_aborting`` flag, and hand progress to the loop with
 runner (:mod:`models.ray_workers`) is the same kind of runner: it blocks its worker's thread
 while the actor works and relays the actor's progress through the same ``control``.
 
-No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone): runner
-errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
+No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone) and its
+own cancellation, BaseExceptions included: runner errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
 still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
 working on. torch is never imported here.
 """
@@ -671,7 +671,9 @@ class GenerationQueue:
                 if await self._run_work(worker, work):
                     self._lose(worker, work)
                     return
-            except Exception:  # a bug of ours; CancelledError (close's timeout) still ends us
+            except BaseException as error:  # a bug of ours; close's own cancellation ends us
+                if _is_own_cancellation(error):
+                    raise
                 log.exception("Queue %s: internal error while running %s", worker.name, work.unit)
                 for handle in work.unit:
                     self._end(handle, GenerationFailed(_internal_error_message(handle)))
@@ -829,7 +831,13 @@ class GenerationQueue:
             for handle in handles:
                 self._end(handle, error)
             return _Call.DONE
-        except Exception as error:
+        except BaseException as error:
+            # Anything else the runner raises fails this call's jobs, BaseExceptions too
+            # (SystemExit, KeyboardInterrupt, a library's abort, a CancelledError raised in
+            # the runner's thread): only our own task being cancelled (close's timeout) ends
+            # the worker. tests/test_queue.py raises each of them from a runner.
+            if _is_own_cancellation(error):
+                raise
             if _is_out_of_memory(error):
                 log.warning(
                     "Queue %s: out of GPU memory at %d image(s): %s", worker.name, len(specs), error
@@ -906,6 +914,12 @@ class _Call(enum.Enum):
     DONE = "done"  # images stored, or its jobs ended (failed, interrupted)
     OUT_OF_MEMORY = "out of memory"  # split it and try the halves
     LOST = "worker lost"  # run it on another worker
+
+
+def _is_own_cancellation(error: BaseException) -> bool:
+    """True when ``error`` is the worker task's own cancellation, not one the runner raised."""
+    task = asyncio.current_task()
+    return isinstance(error, asyncio.CancelledError) and task is not None and task.cancelling() > 0
 
 
 def _internal_error_message(handle: JobHandle) -> str:

@@ -224,3 +224,65 @@ def test_cover_with_a_lora_file(cli_env, capsys, embedded_model_dir):
         assert storage.request(manifest["request_id"])["params"]["lora"] == str(lora.resolve())
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"owner": "someone"}, "'owner' must be an object, not a string"),
+        ({"images": 5}, "'images' must be a list, not a number"),
+        ({"items": {"items": ["a", "b"]}}, "'items.items.0' must be an object"),
+        ({"name": ["x"]}, "'name' must be a string, not a list"),
+        ({"artists": [{"id": "a", "genres": "rock"}]}, "'artists.0.genres' must be a list"),
+    ],
+)
+def test_a_snapshot_with_a_wrong_type_is_one_line_naming_the_field(cli_env, capsys, change, field):
+    snapshot = json.loads(EXAMPLES[0].read_text(encoding="utf-8")) | change
+    path = cli_env / "wrong.json"
+    path.write_text(json.dumps(snapshot), encoding="utf-8")
+    code, out, err = _run(["cover", str(path)], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], err
+
+
+def test_deeply_nested_snapshot_json_is_one_line(cli_env, capsys):
+    path = cli_env / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    code, _, err = _run(["cover", str(path)], capsys)
+    assert code == 1 and err.strip().splitlines() == [
+        f"error: {path} nests its JSON too deeply to be a playlist."
+    ]
+
+
+def test_an_unwritable_out_folder_fails_the_request_with_one_line(cli_env, capsys):
+    """Generation succeeds, saving cannot (the folder would be below a regular file, which
+    even root cannot write into): one error line, and the request ends as failed rather than
+    staying queued for a restart to regenerate."""
+    blocker = cli_env / "not-a-folder"
+    blocker.write_text("a file", encoding="utf-8")
+    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--seed", "1", "--out", str(blocker / "x")]
+    code, out, err = _run(argv, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert errors == [err.strip().splitlines()[-1]]  # loading bars above it, one error line
+    assert errors[0].startswith("error: The covers were made but could not be saved"), err
+    with Storage(cli_env / "data" / "covers.db") as storage:
+        rows = storage._rows("SELECT status, error FROM requests")
+    assert [row["status"] for row in rows] == ["failed"] and rows[0]["error"]
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "below a file"])
+def test_an_unusable_database_is_one_line(cli_env, capsys, monkeypatch, problem):
+    if problem == "corrupt":
+        db = cli_env / "data" / "covers.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.write_bytes(b"this is not an SQLite file" * 100)
+    else:
+        (cli_env / "plain-file").write_text("x", encoding="utf-8")
+        db = cli_env / "plain-file" / "covers.db"
+    monkeypatch.setenv("COVER_DB_PATH", str(db))
+    code, out, err = _run(["cover", str(EXAMPLES[0]), "--count", "1"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert len(errors) == 1 and errors[0].startswith(f"error: The database {db} can't be used")

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from bot.discord_app import NUMBER_EMOJI
+from bot.storage import Storage
 from models.runner import DiffusersRunner
 from tests.discord_harness import bot_settings, cover_post, running_bot
 from tests.fake_discord import FakeDiscord, FakeUser, Message
@@ -162,7 +163,7 @@ async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_d
         ("private playlist", "private"),
         ("rate limited", "try again in 60 s"),
         ("file on the bot's machine", "is not a Spotify playlist link"),
-        ("unknown model", "Unknown model 'sd99'"),
+        ("unknown model", "`model` must be one of auto, embedded"),
     ],
 )
 async def test_bad_input_gets_one_clear_reply_and_queues_nothing(
@@ -474,3 +475,67 @@ async def test_a_blacked_out_candidate_is_never_posted(
         assert "1 of 3 candidates came out black" in post.content
         (row,) = bot.storage.db.query("SELECT candidate_count FROM cover_messages")
         assert row["candidate_count"] == 2
+
+
+async def test_the_model_option_names_presets_only_and_never_probes_the_disk(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+):
+    """A path that exists (a real pipeline folder even), a home directory, a folder that is
+    not a pipeline and a name that means nothing all get the very same reply."""
+    not_a_pipeline = tmp_path / "empty-folder"
+    not_a_pipeline.mkdir()
+    values = ["sd99", "~", "/", str(not_a_pipeline), str(embedded_model_dir), "/no/such/dir"]
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, cooldown_s=0)
+    replies = []
+    async with running_bot(settings, discord) as bot:
+        for value in values:
+            interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, model=value)
+            await discord.wait_for(lambda i=interaction: i.original and i.original.edits)
+            replies.append(interaction.original.edits[-1])
+        assert request_rows(bot) == [] and bot.queue.pending_count == 0
+    assert len(set(replies)) == 1, replies
+    assert replies[0].startswith("`model` must be one of auto, embedded")
+    assert str(tmp_path) not in replies[0] and "home" not in replies[0].lower()
+
+
+def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
+    from bot.cover import people_model, people_models
+    from bot.settings import Settings
+
+    folder = tmp_path / "my-finetune"
+    settings = Settings(_env_file=None, discord_model_folders=[folder])
+    assert people_models(settings)[-1] == "my-finetune"
+    assert people_model("my-finetune", settings) == str(folder)
+    assert people_model(" SD15 ", settings) == "sd15"
+    assert people_model(None, settings) == settings.default_model
+
+
+async def test_a_request_resumed_too_often_fails_with_a_message(
+    discord, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    """A request that every start queues again and no start finishes is given up after
+    ``resume_max_tries`` restarts: marked failed, the requester told, nothing queued."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, resume_max_tries=2)
+    with Storage(settings.db_path) as storage:
+        request_id = storage.record_request(
+            source="discord",
+            user_id=str(ALICE.id),
+            playlist_id="p",
+            playlist_name="Night Drive",
+            model="embedded",
+            params={"width": 64, "height": 64, "steps": 2, "guidance": 1.0},
+            prompts=[{"text": "x", "negative": "", "style": "seed", "seed": 1}],
+            channel_id=str(discord.channel_id),
+        )
+        storage.note_resume(request_id)
+        storage.note_resume(request_id)  # two earlier starts already resumed it
+    async with running_bot(settings, discord) as bot:
+        notice = await discord.wait_for(
+            lambda: next(
+                (m for m in discord.channel_messages() if "Night Drive" in m.content), None
+            )
+        )
+        assert "could not be made" in notice.content and f"<@{ALICE.id}>" in notice.content
+        row = bot.storage.request(request_id)
+        assert row["status"] == "failed" and "restarts" in row["error"]
+        assert bot.queue.pending_count == 0

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, JpegImagePlugin
 
 from models import postprocess
@@ -376,3 +381,37 @@ def test_a_unicode_title_renders(font: str, monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_bad_font_path_is_named() -> None:
     with pytest.raises(ValueError, match="font_path"):
         plan_title(solid((0, 0, 0), (64, 64)), "Hi", font_path="/nonexistent/font.ttf")
+
+
+# -- hostile titles -------------------------------------------------------------------------------
+
+
+def test_a_ten_megabyte_title_is_planned_in_bounded_time() -> None:
+    """A subprocess with a deadline, so a regression fails the test instead of hanging it."""
+    script = (
+        "from PIL import Image\n"
+        "from models.postprocess import plan_title\n"
+        "plan = plan_title(Image.new('RGB', (512, 512)), 'word ' * 2_000_000)\n"
+        "assert len(plan.lines) <= 3 and plan.lines[-1].endswith('…'), plan.lines\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+
+
+@settings(max_examples=60, deadline=None)
+@given(title=st.text(max_size=400))
+def test_any_title_is_planned_inside_the_image_or_refused_by_name(title: str) -> None:
+    image = solid((90, 30, 60), (96, 96))
+    if not title.split():
+        with pytest.raises(ValueError, match="title must contain visible text"):
+            plan_title(image, title)
+        return
+    plan = plan_title(image, title)
+    left, top, right, bottom = plan.box
+    assert 0 <= left < right <= 96 and 0 <= top < bottom <= 96
+    assert 1 <= len(plan.lines) <= 3
+    assert render_title(image, plan).size == image.size

@@ -735,3 +735,37 @@ async def test_close_with_drain_waits_for_work_a_lost_worker_left():
 def test_a_queue_needs_a_runner():
     with pytest.raises(ValueError, match="at least one runner"):
         GenerationQueue([])
+
+
+class _RunnerAbort(BaseException):
+    """Not an Exception: what a library's own abort signal (or a stray SystemExit) looks like."""
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        SystemExit(3),
+        KeyboardInterrupt(),
+        GeneratorExit(),
+        _RunnerAbort("torn down"),
+        asyncio.CancelledError(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_runner_raising_a_base_exception_fails_only_that_job(raised):
+    """A BaseException from the runner thread – even a CancelledError the worker did not ask
+    for – fails that call's jobs; the worker lives on and runs the next job."""
+
+    def runner(params, specs, control):
+        if any("boom" in spec.prompt for spec in specs):
+            raise raised
+        return [GeneratedImage(spec, Image.new("RGB", (8, 8)), spec.seed) for spec in specs]
+
+    queue = await started_queue(runner)
+    boom = queue.submit(job("alice", "boom"))
+    (error,) = await wait_all(boom)
+    assert isinstance(error, GenerationFailed), error
+    assert type(raised).__name__ in str(error)
+    after = queue.submit(job("bob", "after"))
+    assert len((await asyncio.wait_for(after.result(), GUARD_S)).images) == 1
+    await asyncio.wait_for(queue.close(), GUARD_S)

@@ -490,3 +490,35 @@ async def test_the_logs_of_the_link_flow_hold_no_secrets(
         [caplog.text, *(r.getMessage() for r in caplog.records), *map(repr, caplog.records)]
     )
     assert_absent(logged, secrets)
+
+
+async def test_a_head_request_does_not_use_up_the_state(discord, fake_spotify, tmp_path, cache_dir):
+    """Link prefetchers (chat apps, mail scanners) send HEAD first: it must not spend the
+    one-time state, so the person's own GET still links."""
+    settings = link_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        _, url = await start_link(discord, ALICE)
+        callback = await consent(url)
+        async with aiohttp.ClientSession() as session, session.head(callback) as r:
+            assert r.status == 405
+        assert fake_spotify.token_requests == []
+        status, page, _ = await browser(callback)
+        assert status == 200, page
+        assert bot.storage.spotify_account(str(ALICE.id)) is not None
+
+
+async def test_a_malformed_request_line_keeps_its_query_out_of_the_log(
+    discord, fake_spotify, tmp_path, cache_dir, caplog
+):
+    settings = link_settings(discord, fake_spotify, tmp_path, cache_dir)
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(settings, discord) as bot:
+        host, port, path = settings.callback_bind()
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET {path}?code=SECRETCODE&state=SECRETSTATE HTTP/1.1 x\r\n\r\n".encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(1000), 5)
+        writer.close()
+        assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        assert bot.storage is not None
+    assert "SECRETCODE" not in caplog.text and "SECRETSTATE" not in caplog.text

@@ -86,6 +86,7 @@ def schema(path: Path) -> list[tuple]:
 ALL_MIGRATIONS = [
     ("playlist_cover", "m001_initial"),
     ("playlist_cover", "m002_spotify_accounts"),
+    ("playlist_cover", "m003_request_resumes"),
 ]
 
 

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult, PreparedCover
+from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult, PreparedCover, people_models
 from bot.discord_app import (
     CLOSE_EMOJI,
     NO_MENTIONS,
@@ -42,7 +42,7 @@ class CoverCog(commands.Cog):
     @app_commands.command(name="cover")
     @app_commands.describe(
         playlist="Spotify playlist link, spotify: URI or id",
-        model="Which model paints the covers (default: the bot's)",
+        model="Which model paints the covers: a preset or a folder the operator allows",
         count="How many candidates to vote on, 1-4",
         style="How the prompts are written ('seed' is the paper's '<title> playlist cover image')",
         title="Set the playlist's title onto the covers",
@@ -106,7 +106,7 @@ class CoverCog(commands.Cog):
     async def _model_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return model_choices(current)
+        return model_choices(current, people_models(self.bot.settings))
 
     async def _show_status(
         self, interaction: discord.Interaction, handle: JobHandle, started: float
@@ -191,6 +191,20 @@ class CoverCog(commands.Cog):
             channel = self.bot.get_partial_messageable(int(row["channel_id"]))
             who = f"<@{row['user_id']}>"
             name = _escape(row["playlist_name"])
+            tries = storage.note_resume(row["id"])
+            if tries > self.bot.settings.resume_max_tries:
+                # Something in this request (or the machine) keeps stopping the bot before it
+                # ends: give up instead of regenerating it on every start.
+                reason = f"it was interrupted by {tries - 1} restarts already"
+                storage.finish_request(row["id"], status="failed", timings={}, error=reason)
+                log.warning("Gave up on request %s: %s", row["id"][:8], reason)
+                await _say(
+                    channel,
+                    f"{who}: your covers for **{name}** could not be made: {reason}. "
+                    "Please ask again with /cover.",
+                    row["user_id"],
+                )
+                continue
             try:
                 prepared, handle = service.resume(row)
             except CoverError as exc:
