@@ -44,6 +44,13 @@ COMPONENTS = ("unet", "vae", "text_encoder")
 
 TEXT_WIDTH = 32  # the UNet's cross_attention_dim must match the text encoder's width
 _SEEDS = {"unet": 0, "vae": 1, "text_encoder": 2}  # one fixed seed per component
+# Stable Diffusion's training noise schedule (SD 1.x and 2.x alike), as their scheduler configs say.
+SD_BETAS = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
 
 
 def ensure_embedded(cache_dir: Path) -> Path:
@@ -175,10 +182,7 @@ def embedded_scheduler() -> Any:
     from diffusers import DPMSolverMultistepScheduler
 
     return DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         rescale_betas_zero_snr=True,
         prediction_type="v_prediction",
         timestep_spacing="trailing",
@@ -263,10 +267,7 @@ def assemble_pipeline(
 
     if scheduler is None:
         scheduler = DPMSolverMultistepScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
+            **SD_BETAS,
             algorithm_type="dpmsolver++",
             solver_order=2,
             timestep_spacing="leading",

@@ -372,12 +372,11 @@ def _sd_pipeline(
 def _sd1_scheduler() -> Any:
     from diffusers import PNDMScheduler
 
+    from models.embedded import SD_BETAS
+
     # SD 1.x's scheduler config as its repos ship it.
     return PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         skip_prk_steps=True,
         set_alpha_to_one=False,
         steps_offset=1,
@@ -395,11 +394,10 @@ def _small_sd(*, safety: Safety, seed: int) -> list[Any]:
 def _sd_turbo(*, safety: Safety, seed: int) -> list[Any]:
     from diffusers import EulerDiscreteScheduler
 
+    from models.embedded import SD_BETAS
+
     scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        **SD_BETAS,
         prediction_type="epsilon",
         timestep_spacing="trailing",
         steps_offset=1,
