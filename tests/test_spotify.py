@@ -342,7 +342,10 @@ def test_refused_items_are_not_logged_as_errors(
     make_reader(fake_spotify).read_playlist(playlist["id"])
 
     assert "HTTP Error for" in caplog.text  # spotipy's line is still there, at DEBUG
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # asyncio's own "Task was destroyed" notices come from other tests' servers being collected
+    # at random moments; they say nothing about how a refusal is logged.
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name != "asyncio"]
+    assert [r.getMessage() for r in loud] == []
 
 
 @pytest.mark.parametrize("missing", ["SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET"])
