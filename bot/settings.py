@@ -162,16 +162,11 @@ class Settings(BaseSettings):
             f"must be https://… or http://127.0.0.1:PORT/… (Spotify's rule), got {value!r}"
         )
 
-    @field_validator("ray_workers", "ray_torch_threads")
+    @field_validator(
+        "ray_workers", "ray_torch_threads", "ray_gpus_per_worker", "ray_cpus_per_worker"
+    )
     @classmethod
-    def _count(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"must be 0 or more, got {value}")
-        return value
-
-    @field_validator("ray_gpus_per_worker", "ray_cpus_per_worker")
-    @classmethod
-    def _share(cls, value: float) -> float:
+    def _not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError(f"must be 0 or more, got {value}")
         return value
