@@ -127,7 +127,15 @@ class Settings(BaseSettings):
         Optimizations().replace(value)  # raises ValueError naming the bad switch
         return value
 
-    @field_validator("cooldown_s", "vote_close_after_s", "status_edit_interval_s")
+    @field_validator(
+        "cooldown_s",
+        "vote_close_after_s",
+        "status_edit_interval_s",
+        "ray_workers",
+        "ray_torch_threads",
+        "ray_gpus_per_worker",
+        "ray_cpus_per_worker",
+    )
     @classmethod
     def _not_negative(cls, value: float) -> float:
         if value < 0:
@@ -161,15 +169,6 @@ class Settings(BaseSettings):
         raise ValueError(
             f"must be https://… or http://127.0.0.1:PORT/… (Spotify's rule), got {value!r}"
         )
-
-    @field_validator(
-        "ray_workers", "ray_torch_threads", "ray_gpus_per_worker", "ray_cpus_per_worker"
-    )
-    @classmethod
-    def _not_negative(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError(f"must be 0 or more, got {value}")
-        return value
 
     @field_validator("queue_max_pending", "queue_max_per_user", "queue_max_batch")
     @classmethod
