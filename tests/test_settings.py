@@ -196,3 +196,15 @@ def test_importing_bot_and_models_does_not_import_ray():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "field", ["cooldown_s", "vote_close_after_s", "ray_workers", "ray_cpus_per_worker"]
+)
+def test_negative_counts_and_waits_are_refused(field: str) -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    with pytest.raises(ValidationError, match="must be 0 or more"):
+        Settings(_env_file=None, **{field: -1})
