@@ -36,6 +36,15 @@ class FakeHub:
     def fetched(self, repo_id: str) -> set[str]:
         return {p for m, r, p in self.requests if m == "GET" and r == repo_id and p}
 
+    def _arrive(
+        self, request: web.Request, kind: str, path: str = ""
+    ) -> tuple[str, web.Response | None]:
+        """Log a request and say which repo it names, with the refusal the hub would send
+        (unknown repo, gated without the right token), if any."""
+        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
+        self.requests.append((kind, repo_id, path))
+        return repo_id, self._check(request, repo_id)
+
     def _check(self, request: web.Request, repo_id: str) -> web.Response | None:
         if repo_id not in self.repos:
             return web.Response(
@@ -56,9 +65,7 @@ class FakeHub:
         return None
 
     async def model_info(self, request: web.Request) -> web.StreamResponse:
-        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
-        self.requests.append(("INFO", repo_id, ""))
-        refused = self._check(request, repo_id)
+        repo_id, refused = self._arrive(request, "INFO")
         if refused:
             return refused
         folder, sha = self.repos[repo_id]
@@ -75,9 +82,7 @@ class FakeHub:
     async def tree(self, request: web.Request) -> web.StreamResponse:
         """``list_repo_tree`` (snapshot_download lists a revision's files with it): one page of
         files with size and oid, LFS info for weights, as the hub answers."""
-        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
-        self.requests.append(("TREE", repo_id, ""))
-        refused = self._check(request, repo_id)
+        repo_id, refused = self._arrive(request, "TREE")
         if refused:
             return refused
         folder, _ = self.repos[repo_id]
@@ -95,10 +100,8 @@ class FakeHub:
         return web.json_response(entries)
 
     async def resolve(self, request: web.Request) -> web.StreamResponse:
-        repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
         path = request.match_info["path"]
-        self.requests.append((request.method, repo_id, path))
-        refused = self._check(request, repo_id)
+        repo_id, refused = self._arrive(request, request.method, path)
         if refused:
             return refused
         folder, sha = self.repos[repo_id]

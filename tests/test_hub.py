@@ -23,17 +23,19 @@ TOKEN = "hf_fake_test_token_for_the_local_hub"
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """Stand-ins written once per session into the fake hub's own cache; id -> (folder, sha)."""
-    from models.standins import revision_of, write_standin
+def served(standin_hub: Path) -> dict[str, tuple[Path, str]]:
+    """The session's stand-ins (tests/conftest.py), served as the fake hub's repos; id ->
+    (snapshot folder, sha). The fake only reads them."""
+    from models.standins import REAL_REPOS, repo_folder, revision_of
 
-    server_cache = tmp_path_factory.mktemp("fake-hub-cache")
-    repos = {}
-    for name in ("sd15", "small-sd", "deepfloyd-if"):
-        for snapshot in write_standin(name, server_cache):
-            repo_id = snapshot.parent.parent.name[len("models--") :].replace("--", "/")
-            repos[repo_id] = (snapshot, revision_of(repo_id))
-    return repos
+    return {
+        repo.repo_id: (
+            repo_folder(standin_hub, repo.repo_id) / "snapshots" / revision_of(repo.repo_id),
+            revision_of(repo.repo_id),
+        )
+        for name in ("sd15", "small-sd", "deepfloyd-if")
+        for repo in REAL_REPOS[name]
+    }
 
 
 @pytest.fixture
