@@ -12,6 +12,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -21,6 +22,7 @@ from discord.ext import commands
 
 from bot.accounts import SpotifyAccounts
 from bot.cover import CoverService, build_runners
+from bot.errors import CannotPost
 from bot.settings import Settings
 from bot.storage import Storage
 from models.errors import CoverError
@@ -234,17 +236,46 @@ async def post_result(
     channel_id: int,
     content: str,
     *,
-    files: list[discord.File],
+    files: Sequence[tuple[Path, str]],
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
 ) -> discord.Message:
     """A follow-up while the interaction's token lives (``interaction`` given), else a plain
-    channel message: for work that outlived the token, or was resumed after a restart."""
+    channel message: for work that outlived the token, or was resumed after a restart.
+
+    ``files`` are (path, name on Discord) pairs, opened for each attempt: discord.py closes a
+    message's files once it was sent, or failed to be.
+    """
+
+    def opened() -> list[discord.File]:
+        return [discord.File(path, filename=name) for path, name in files]
+
     if interaction is not None:
-        return await interaction.followup.send(
-            content, files=files, wait=True, allowed_mentions=allowed_mentions
-        )
+        try:
+            return await interaction.followup.send(
+                content, files=opened(), wait=True, allowed_mentions=allowed_mentions
+            )
+        except discord.HTTPException as error:
+            # 401/50027: the token expired after all (its 15 minutes are counted from the
+            # command, on Discord's clock); 10015: the interaction's webhook is gone.
+            if error.status != 401 and error.code not in (10015, 50027):
+                raise
+            log.info(
+                "Interaction %s can no longer follow up; posting in the channel", interaction.id
+            )
     channel = bot.get_partial_messageable(channel_id)
-    return await channel.send(content, files=files, allowed_mentions=allowed_mentions)
+    try:
+        return await channel.send(content, files=opened(), allowed_mentions=allowed_mentions)
+    except (discord.Forbidden, discord.NotFound) as error:
+        raise CannotPost(channel_id, _refusal(error)) from error
+
+
+def _refusal(error: discord.HTTPException) -> str:
+    """What Discord's refusal means for the person who asked, in a few words."""
+    if isinstance(error, discord.NotFound):
+        return "the channel is gone"
+    if error.code == 50001:
+        return "I can no longer see the channel"
+    return "I am missing a permission there"
 
 
 def model_choices(current: str, offered: list[str] | None = None) -> list[app_commands.Choice[str]]:

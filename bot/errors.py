@@ -121,3 +121,16 @@ class OutputFailed(CoverError):
 
 class StorageUnavailable(CoverError):
     """The database file can't be opened or migrated: corrupt, unwritable, not a database."""
+
+
+class CannotPost(CoverError):
+    """Discord refused the bot's post in a channel (permissions taken away, channel deleted);
+    the covers were made and stay on the bot's disk."""
+
+    def __init__(self, channel_id: int, why: str) -> None:
+        super().__init__(
+            f"The covers were made, but I can't post them in <#{channel_id}>: {why}. "
+            "A server admin can give me View Channel, Send Messages, Attach Files, "
+            "Add Reactions and Read Message History there."
+        )
+        self.channel_id = channel_id

@@ -30,7 +30,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,12 @@ _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
 BUSY_TIMEOUT_S = 30.0  # a write waits this long for another process's transaction to end
 
 _REQUEST_JSON_COLUMNS = ("params", "prompts", "timings")
+# One row per (message, user) by the UNIQUE constraint: a later vote replaces the earlier one.
+_UPSERT_VOTE = """
+    INSERT INTO votes (message_id, user_id, choice, voted_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (message_id, user_id) DO UPDATE SET
+        choice = excluded.choice, voted_at = excluded.voted_at
+"""
 
 
 @MIGRATIONS()
@@ -184,6 +190,16 @@ def m003_request_resumes(db: Database) -> None:
     # How often a restart queued the request again: resuming stops after a configured number
     # (Settings.resume_max_tries), so a request that kills the bot is not remade forever.
     db.execute("ALTER TABLE requests ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
+
+
+@MIGRATIONS()
+def m004_close_reasons(db: Database) -> None:
+    # Why a vote closed: "requester", "timer", "deleted" (the post is gone) – a vote closed
+    # without a winner because its post was deleted is not the same as one nobody voted in.
+    db.execute("ALTER TABLE cover_messages ADD COLUMN close_reason TEXT")
+
+
+CLOSE_REASONS = ("requester", "timer", "deleted")
 
 
 def _reason(exc: BaseException) -> str:
@@ -546,15 +562,7 @@ class Storage:
                 raise ValueError(
                     f"choice must be between 1 and {message['candidate_count']}, got {choice}"
                 )
-            # One row per (message, user) by the UNIQUE constraint: the upsert replaces it.
-            db.execute(
-                """
-                INSERT INTO votes (message_id, user_id, choice, voted_at) VALUES (?, ?, ?, ?)
-                ON CONFLICT (message_id, user_id) DO UPDATE SET
-                    choice = excluded.choice, voted_at = excluded.voted_at
-                """,
-                [message_id, user_id, choice, self._stamp()],
-            )
+            db.execute(_UPSERT_VOTE, [message_id, user_id, choice, self._stamp()])
         return True
 
     def remove_vote(self, *, message_id: str, user_id: str, choice: int | None = None) -> bool:
@@ -597,12 +605,15 @@ class Storage:
                 counts[row["choice"]] = row["n"]
             return counts
 
-    def close_vote(self, message_id: str, *, winner: int | None) -> bool:
-        """Close voting and record the winner (None: no winner, e.g. nobody voted).
+    def close_vote(self, message_id: str, *, winner: int | None, reason: str | None = None) -> bool:
+        """Close voting and record the winner (None: no winner, e.g. nobody voted) and why it
+        closed (one of :data:`CLOSE_REASONS`, or None where unknown).
 
         Closing is final: closing an already closed message changes nothing and returns False,
         so exactly one caller (the one that gets True) announces the winner.
         """
+        if reason is not None and reason not in CLOSE_REASONS:
+            raise ValueError(f"reason must be one of {CLOSE_REASONS}, got {reason!r}")
         with self._transaction() as db:
             message = self._message(db, message_id)
             if message is None:
@@ -613,12 +624,56 @@ class Storage:
                 )
             cursor = db.execute(
                 """
-                UPDATE cover_messages SET status = 'closed', winner = ?, closed_at = ?
+                UPDATE cover_messages SET status = 'closed', winner = ?, closed_at = ?,
+                    close_reason = ?
                 WHERE message_id = ? AND status = 'open'
                 """,
-                [winner, self._stamp(), message_id],
+                [winner, self._stamp(), reason, message_id],
             )
             return cursor.rowcount == 1
+
+    def reconcile_votes(self, message_id: str, ballots: Mapping[str, Collection[int]]) -> int:
+        """Make the votes of an open message match its reactions as Discord shows them now.
+
+        ``ballots`` maps each person to the candidate numbers they have a reaction on (the
+        bot's own reactions left out). Reactions added or removed while the bot was offline
+        never arrive as events, so at each (re)connection the message is read and reconciled:
+
+        - a person with no number reaction left has no vote (they took it back);
+        - a vote that is still among their reactions stays (a person may show several: the
+          vote is the last one the bot saw, as when it was online);
+        - otherwise their vote becomes their lowest-numbered reaction (Discord does not say
+          which came last).
+
+        Numbers outside the message's candidates are ignored. Returns how many votes changed;
+        a closed or unknown message changes nothing.
+        """
+        changed = 0
+        with self._transaction() as db:
+            message = self._message(db, message_id)
+            if message is None or message["status"] != "open":
+                return 0
+            valid = range(1, message["candidate_count"] + 1)
+            current = {
+                row["user_id"]: row["choice"]
+                for row in db.query(
+                    "SELECT user_id, choice FROM votes WHERE message_id = ?", [message_id]
+                )
+            }
+            for user_id, choices in ballots.items():
+                shown = sorted({c for c in choices if c in valid})
+                if not shown or current.get(user_id) in shown:
+                    continue
+                db.execute(_UPSERT_VOTE, [message_id, user_id, shown[0], self._stamp()])
+                changed += 1
+            for user_id in current:
+                if not any(c in valid for c in ballots.get(user_id, ())):
+                    db.execute(
+                        "DELETE FROM votes WHERE message_id = ? AND user_id = ?",
+                        [message_id, user_id],
+                    )
+                    changed += 1
+        return changed
 
     # --- linked Spotify accounts ------------------------------------------------------------------
 

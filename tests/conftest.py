@@ -51,6 +51,28 @@ def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
 
+PLAYLISTS = Path(__file__).resolve().parents[1] / "examples" / "playlists"
+
+
+@pytest.fixture
+def playlist_link(fake_spotify) -> str:
+    """A public playlist on the fake Spotify, as a person pastes it (Discord's <…>, ?si=)."""
+    stored = fake_spotify.add_snapshot(PLAYLISTS / "late-night-drive.json")
+    return f"<https://open.spotify.com/intl-de/playlist/{stored.meta['id']}?si=abc123>"
+
+
+# -- the local fake Discord (tests/fake_discord.py) ---------------------------------------
+
+
+@pytest.fixture
+async def discord():
+    """A fresh fake Discord (REST and gateway on a local port) for one test."""
+    from tests.fake_discord import FakeDiscord
+
+    async with FakeDiscord() as server:
+        yield server
+
+
 # -- one local Ray instance for the session (models/ray_workers.py) ------------------------
 
 

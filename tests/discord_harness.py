@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from bot.discord_app import CoverBot, build_bot
 from bot.settings import Settings
 from models.jobs import Runner
+from models.runner import DiffusersRunner
 from tests.fake_discord import FakeDiscord, Interaction, Message
 from tests.fake_spotify import CLIENT_ID, CLIENT_SECRET, FakeSpotify
 
@@ -73,3 +75,27 @@ async def cover_post(discord: FakeDiscord, interaction: Interaction) -> Message:
         return None
 
     return await discord.wait_for(posted, timeout=60)
+
+
+class GatedRunner:
+    """The real tiny pipeline behind a gate the test opens, so jobs can be held in the queue.
+
+    While closed it reports step 0 now and then, which is where the queue interrupts a run
+    when it shuts down.
+    """
+
+    def __init__(self, inner: DiffusersRunner) -> None:
+        self.inner = inner
+        self.device = inner.device
+        self.gate = threading.Event()
+        self.calls: list[int] = []  # images per pipeline call, in order
+
+    def __call__(self, params, specs, control):
+        while not self.gate.wait(0.05):
+            control.step(0, params.steps)
+        self.calls.append(len(specs))
+        return self.inner(params, specs, control)
+
+
+def gated_runner(cache_dir: Path) -> GatedRunner:
+    return GatedRunner(DiffusersRunner(device="cpu", cache_dir=cache_dir))

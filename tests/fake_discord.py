@@ -9,9 +9,27 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
   every status edit, every reaction) for tests to inspect;
 - it sends gateway events: READY, then whatever a test makes people do – run a slash command
   (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
-  (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`).
-  Reactions the bot adds come back to it as gateway events, as on Discord, so the bot must
-  ignore its own.
+  (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
+  message (:meth:`delete_message`). Reactions the bot adds come back to it as gateway events,
+  as on Discord, so the bot must ignore its own.
+
+It fails the way Discord does, which is where a bot's real bugs hide:
+
+- reactions made while no bot is connected change the message's state only: Discord never
+  replays them as events, so a bot learns of them only by reading the message
+  (``GET …/messages/{id}``, ``GET …/reactions/{emoji}``, paginated as on Discord);
+- a deleted message (:meth:`delete_message`) or channel (:meth:`delete_channel`) answers 404
+  with Discord's codes (10008 Unknown Message, 10003 Unknown Channel), and a reply that
+  references an unknown message is refused with 400 code 50035 unless the reference says
+  ``fail_if_not_exists: false``;
+- permissions the bot lost (:meth:`revoke`) answer 403 (50013 Missing Permissions, 50001
+  Missing Access);
+- an interaction must be acknowledged within 3 seconds (later: 404 code 10062) and its token
+  lives 15 minutes (later, follow-ups and edits answer 401 code 50027); :meth:`age` makes an
+  interaction older without waiting;
+- with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
+  per interval, and a faster one gets 429 with ``retry_after`` (counted in
+  :attr:`FakeDiscord.rate_limited`).
 
 A request to a route it does not know is answered 404 and kept in :attr:`FakeDiscord.unknown`,
 so a test can assert the bot only used what it meant to.
@@ -24,7 +42,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +50,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 ADMINISTRATOR = 1 << 3
-MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 6) | (1 << 15)  # view, send, react, attach
+ADD_REACTIONS = 1 << 6
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES
+# What the README's invite link grants the bot (permissions=101440).
+BOT_PERMISSIONS = MEMBER_PERMISSIONS | READ_MESSAGE_HISTORY
+ACK_DEADLINE_S = 3.0  # an interaction not acknowledged by then is gone
+TOKEN_LIFETIME_S = 15 * 60  # an interaction token's follow-ups and edits work this long
 _snowflakes = itertools.count(1_300_000_000_000_000_000)
 
 
@@ -43,6 +70,23 @@ def snowflake() -> int:
 def _json(data: Any, status: int = 200) -> web.Response:
     # discord.py requires exactly "application/json": aiohttp's json_response adds a charset.
     return web.Response(status=status, body=json.dumps(data), content_type="application/json")
+
+
+def _error(
+    status: int,
+    message: str,
+    code: int,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """An error as Discord words it: its HTTP status, message and JSON error code."""
+    body = {"message": message, "code": code, **extra}
+    if status == 429:
+        body["global"] = False
+    return web.Response(
+        status=status, body=json.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def _now() -> str:
@@ -99,6 +143,7 @@ class Message:
     edit_files: list[list[str]] = field(default_factory=list)  # attachment names per edit
     components: list[dict[str, Any]] = field(default_factory=list)  # action rows, as sent
     created: float = field(default_factory=time.monotonic)
+    deleted: bool = False
 
     def buttons(self) -> list[dict[str, Any]]:
         """The buttons of every action row, in order."""
@@ -106,10 +151,11 @@ class Message:
             c for row in self.components for c in row.get("components", ()) if c.get("type") == 2
         ]
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, reactions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
             "id": str(self.id),
             "channel_id": str(self.channel_id),
+            **({"reactions": reactions} if reactions else {}),
             "type": 0 if self.reference_id is None else 19,
             "content": self.content,
             "author": self.author.payload(),
@@ -185,7 +231,16 @@ class FakeDiscord:
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
         self.identified = 0  # gateway sessions started (IDENTIFY received)
+        self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}  # everyone seen
+        self.bot_permissions = BOT_PERMISSIONS  # in the one channel; see revoke()
+        self.channel_deleted = False
+        self.reaction_interval_s = 0.0  # 0: no rate limit on reactions
+        self.rate_limited = 0  # requests answered 429
+        self._last_reaction = 0.0
         self._sockets: set[web.WebSocketResponse] = set()
+        self._gateway_open = asyncio.Event()
+        self._gateway_open.set()
+        self._resumable = True
         self._seq = 0
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -265,8 +320,14 @@ class FakeDiscord:
         return interaction
 
     async def react(self, user: FakeUser, message_id: int, emoji: str) -> None:
-        self.reactions.setdefault(message_id, []).append((user.id, emoji))
-        await self._dispatch(
+        """``user`` adds a reaction. With no bot connected only the message changes: Discord
+        does not replay missed reaction events on the next connection."""
+        self.users[user.id] = user
+        entry = (user.id, emoji)
+        if entry in self.reactions.setdefault(message_id, []):
+            return  # one reaction per person and emoji, as on Discord
+        self.reactions[message_id].append(entry)
+        await self._dispatch_if_connected(
             "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji)
         )
 
@@ -274,7 +335,35 @@ class FakeDiscord:
         self.reactions[message_id].remove((user.id, emoji))
         payload = self._reaction_payload(user, message_id, emoji)
         payload.pop("member")
-        await self._dispatch("MESSAGE_REACTION_REMOVE", payload)
+        await self._dispatch_if_connected("MESSAGE_REACTION_REMOVE", payload)
+
+    async def delete_message(self, message_id: int) -> None:
+        """Someone (its author, a moderator) deletes a message: later requests on it get 404,
+        and a connected bot gets MESSAGE_DELETE."""
+        message = self.messages[message_id]
+        message.deleted = True
+        self.reactions.pop(message_id, None)
+        await self._dispatch_if_connected(
+            "MESSAGE_DELETE",
+            {
+                "id": str(message_id),
+                "channel_id": str(message.channel_id),
+                "guild_id": str(self.guild_id),
+            },
+        )
+        await self._notify()
+
+    def delete_channel(self) -> None:
+        """The channel is deleted: everything addressed to it answers 404 Unknown Channel."""
+        self.channel_deleted = True
+
+    def revoke(self, permissions: int) -> None:
+        """Take permissions (bits, as in :data:`SEND_MESSAGES`) away from the bot."""
+        self.bot_permissions &= ~permissions
+
+    def age(self, interaction: Interaction, seconds: float) -> None:
+        """Make ``interaction`` ``seconds`` older, as if the bot had been that slow."""
+        interaction.sent_at -= seconds
 
     # -- what tests look at ------------------------------------------------------------------
 
@@ -289,8 +378,8 @@ class FakeDiscord:
                 return result
 
     def channel_messages(self) -> list[Message]:
-        """Messages visible in the channel, in order (ephemeral replies left out)."""
-        return [m for m in self.messages.values() if not m.ephemeral]
+        """Messages visible in the channel, in order (ephemeral and deleted ones left out)."""
+        return [m for m in self.messages.values() if not m.ephemeral and not m.deleted]
 
     def bot_reactions(self, message_id: int) -> list[str]:
         return [e for user, e in self.reactions.get(message_id, []) if user == self.bot_user.id]
@@ -304,7 +393,25 @@ class FakeDiscord:
 
     # -- gateway -----------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def offline(self, *, resumable: bool = False) -> AsyncIterator[None]:
+        """Drop the bot's gateway connection and hold its reconnection until the block ends.
+
+        Whatever people do inside the block reaches the bot only as state. When the bot comes
+        back it tries to resume; with ``resumable=False`` the session is invalidated (op 9),
+        as Discord does after a longer outage, and the bot must identify again: a new READY.
+        """
+        self._gateway_open.clear()
+        self._resumable = resumable
+        for socket in list(self._sockets):
+            await socket.close(code=4000, message=b"going offline")  # a code bots reconnect on
+        try:
+            yield
+        finally:
+            self._gateway_open.set()
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        await self._gateway_open.wait()
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self._sockets.add(socket)
@@ -321,7 +428,10 @@ class FakeDiscord:
                     await self._send(socket, "READY", self._ready_payload())
                     await self._notify()
                 elif message["op"] == 6:  # resume
-                    await self._send(socket, "RESUMED", {})
+                    if self._resumable:
+                        await self._send(socket, "RESUMED", {})
+                    else:  # invalid session, not resumable: the bot must identify anew
+                        await socket.send_str(json.dumps({"op": 9, "d": False}))
         finally:
             self._sockets.discard(socket)
         return socket
@@ -347,6 +457,9 @@ class FakeDiscord:
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
         if not self._sockets:
             raise RuntimeError(f"no bot is connected to receive {event}")
+        await self._dispatch_if_connected(event, data)
+
+    async def _dispatch_if_connected(self, event: str, data: dict[str, Any]) -> None:
         for socket in list(self._sockets):
             await self._send(socket, event, data)
 
@@ -380,7 +493,7 @@ class FakeDiscord:
                 "nsfw": False,
             },
             "member": interaction.user.member(),
-            "app_permissions": str(MEMBER_PERMISSIONS),
+            "app_permissions": str(self.bot_permissions),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
@@ -440,12 +553,18 @@ class FakeDiscord:
                 return await self._followup(request, token)
             case ["webhooks", _, token, "messages", "@original"]:
                 return await self._original(request, token)
+            case ["channels", channel_id, *_] if self._gone(int(channel_id)):
+                return _error(404, "Unknown Channel", 10003)
             case ["channels", channel_id, "messages"] if method == "POST":
-                body, files = await _read_body(request)
-                message = self._store(int(channel_id), body, files)
-                return _json(message.payload())
+                return await self._create_message(request, int(channel_id))
+            case ["channels", _, "messages", message_id] if method == "GET":
+                return self._get_message(int(message_id))
+            case ["channels", _, "messages", message_id] if method == "DELETE":
+                return await self._delete_own_message(int(message_id))
             case ["channels", _, "messages", message_id, "reactions", emoji, "@me"]:
                 return self._own_reaction(request, int(message_id), emoji)
+            case ["channels", _, "messages", message_id, "reactions", emoji] if method == "GET":
+                return self._reaction_users(request, int(message_id), emoji)
         return None
 
     def _application(self) -> dict[str, Any]:
@@ -473,12 +592,102 @@ class FakeDiscord:
         ]
         return self.commands
 
+    def _gone(self, channel_id: int) -> bool:
+        return self.channel_deleted and channel_id == self.channel_id
+
+    def _lacks(self, *permissions: int) -> web.Response | None:
+        """Discord's 403 when the bot lacks one of ``permissions`` in the channel."""
+        if not self.bot_permissions & VIEW_CHANNEL:
+            return _error(403, "Missing Access", 50001)
+        if any(not self.bot_permissions & p for p in permissions):
+            return _error(403, "Missing Permissions", 50013)
+        return None
+
+    def _live(self, message_id: int) -> Message | None:
+        message = self.messages.get(message_id)
+        return None if message is None or message.deleted else message
+
+    async def _create_message(self, request: web.Request, channel_id: int) -> web.Response:
+        body, files = await _read_body(request)
+        refused = self._lacks(SEND_MESSAGES, *([ATTACH_FILES] if files else []))
+        if refused is not None:
+            return refused
+        reference = body.get("message_reference")
+        if reference and self._live(int(reference["message_id"])) is None:
+            if reference.get("fail_if_not_exists", True):
+                return _error(
+                    400,
+                    "Invalid Form Body",
+                    50035,
+                    errors={
+                        "message_reference": {
+                            "_errors": [
+                                {
+                                    "code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+                                    "message": "Unknown message",
+                                }
+                            ]
+                        }
+                    },
+                )
+            body = {k: v for k, v in body.items() if k != "message_reference"}
+        return _json(self._store(channel_id, body, files).payload())
+
+    def _get_message(self, message_id: int) -> web.Response:
+        refused = self._lacks(READ_MESSAGE_HISTORY)
+        if refused is not None:
+            return refused
+        message = self._live(message_id)
+        if message is None:
+            return _error(404, "Unknown Message", 10008)
+        counts: dict[str, list[int]] = {}
+        for user_id, emoji in self.reactions.get(message_id, []):
+            counts.setdefault(emoji, []).append(user_id)
+        reactions = [
+            {
+                "emoji": {"id": None, "name": emoji},
+                "count": len(users),
+                "count_details": {"burst": 0, "normal": len(users)},
+                "me": self.bot_user.id in users,
+                "me_burst": False,
+                "burst_colors": [],
+            }
+            for emoji, users in counts.items()
+        ]
+        return _json(message.payload(reactions))
+
+    def _reaction_users(self, request: web.Request, message_id: int, emoji: str) -> web.Response:
+        """Who reacted with ``emoji``: by user id, ``limit`` (1–100, default 25) after ``after``."""
+        refused = self._lacks(READ_MESSAGE_HISTORY)
+        if refused is not None:
+            return refused
+        if self._live(message_id) is None:
+            return _error(404, "Unknown Message", 10008)
+        limit = min(100, max(1, int(request.query.get("limit", 25))))
+        after = int(request.query.get("after", 0))
+        ids = sorted(u for u, e in self.reactions.get(message_id, []) if e == emoji and u > after)
+        return _json([self.users[u].payload() for u in ids[:limit]])
+
+    async def _delete_own_message(self, message_id: int) -> web.Response:
+        message = self._live(message_id)
+        if message is None:
+            return _error(404, "Unknown Message", 10008)
+        if message.author is not self.bot_user:
+            return _error(403, "Missing Permissions", 50013)  # would need Manage Messages
+        await self.delete_message(message_id)
+        return web.Response(status=204)
+
     async def _callback(
         self, request: web.Request, interaction_id: int, token: str
     ) -> web.Response:
         interaction = self.interactions.get(interaction_id)
-        if interaction is None or interaction.token != token:
-            return _json({"message": "Unknown interaction", "code": 10062}, status=404)
+        late = interaction is not None and time.monotonic() - interaction.sent_at > ACK_DEADLINE_S
+        if (
+            interaction is None
+            or interaction.token != token
+            or (late and interaction.acked_at is None)
+        ):
+            return _error(404, "Unknown interaction", 10062)
         if interaction.acked_at is not None:
             return _json(
                 {"message": "Interaction has already been acknowledged.", "code": 40060}, 400
@@ -521,18 +730,30 @@ class FakeDiscord:
     def _by_token(self, token: str) -> Interaction | None:
         return next((i for i in self.interactions.values() if i.token == token), None)
 
+    @staticmethod
+    def _expired(interaction: Interaction) -> web.Response | None:
+        if time.monotonic() - interaction.sent_at > TOKEN_LIFETIME_S:
+            return _error(401, "Invalid Webhook Token", 50027)
+        return None
+
     async def _followup(self, request: web.Request, token: str) -> web.Response:
         interaction = self._by_token(token)
         if interaction is None:
-            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+            return _error(404, "Unknown Webhook", 10015)
+        if (expired := self._expired(interaction)) is not None:
+            return expired
+        if self._gone(self.channel_id):
+            return _error(404, "Unknown Channel", 10003)
         body, files = await _read_body(request)
         message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
         return _json(message.payload())
 
     async def _original(self, request: web.Request, token: str) -> web.Response | None:
         interaction = self._by_token(token)
-        if interaction is None or interaction.original is None:
-            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if interaction is not None and (expired := self._expired(interaction)) is not None:
+            return expired
+        if interaction is None or interaction.original is None or interaction.original.deleted:
+            return _error(404, "Unknown Message", 10008)
         original = interaction.original
         if request.method == "PATCH":
             body, files = await _read_body(request)
@@ -549,10 +770,27 @@ class FakeDiscord:
         return _json(original.payload())
 
     def _own_reaction(self, request: web.Request, message_id: int, emoji: str) -> web.Response:
-        if message_id not in self.messages:
-            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if self._live(message_id) is None:
+            return _error(404, "Unknown Message", 10008)
         entry = (self.bot_user.id, emoji)
         if request.method == "PUT":
+            refused = self._lacks(READ_MESSAGE_HISTORY, ADD_REACTIONS)
+            if refused is not None:
+                return refused
+            now = time.monotonic()
+            wait = self._last_reaction + self.reaction_interval_s - now
+            if wait > 0:
+                self.rate_limited += 1
+                # discord.py retries a 429 after retry_after, but only one that came through
+                # Discord's proxy (a Via header); without one it takes it for a Cloudflare ban.
+                return _error(
+                    429,
+                    "You are being rate limited.",
+                    0,
+                    retry_after=round(wait, 3),
+                    headers={"Via": "1.1 google", "X-RateLimit-Scope": "user"},
+                )
+            self._last_reaction = now
             if entry not in self.reactions.setdefault(message_id, []):
                 self.reactions[message_id].append(entry)
                 # Discord tells the bot about its own reactions too.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from PIL import Image
 from bot.discord_app import NUMBER_EMOJI
 from bot.storage import Storage
 from models.runner import DiffusersRunner
-from tests.discord_harness import bot_settings, cover_post, running_bot
-from tests.fake_discord import FakeDiscord, FakeUser, Message
-from tests.fake_spotify import FakeSpotify, Reply
+from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
+from tests.fake_discord import FakeUser, Message
+from tests.fake_spotify import Reply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "playlists"
 ACK_BUDGET_S = 3.0  # Discord drops an interaction not acknowledged within 3 s
@@ -33,43 +32,6 @@ BOB = FakeUser(1002, "bob")
 CAROL = FakeUser(1003, "carol")
 DAVE = FakeUser(1004, "dave")
 ADMIN = FakeUser(1999, "admin", admin=True)
-
-
-@pytest.fixture
-async def discord():
-    async with FakeDiscord() as server:
-        yield server
-
-
-@pytest.fixture
-def playlist_link(fake_spotify: FakeSpotify) -> str:
-    """A public playlist on the fake Spotify, as a person pastes it (Discord's <…>, ?si=)."""
-    stored = fake_spotify.add_snapshot(EXAMPLES / "late-night-drive.json")
-    return f"<https://open.spotify.com/intl-de/playlist/{stored.meta['id']}?si=abc123>"
-
-
-class GatedRunner:
-    """The real tiny pipeline behind a gate the test opens, so jobs can be held in the queue.
-
-    While closed it reports step 0 now and then, which is where the queue interrupts a run
-    when it shuts down.
-    """
-
-    def __init__(self, inner: DiffusersRunner) -> None:
-        self.inner = inner
-        self.device = inner.device
-        self.gate = threading.Event()
-        self.calls: list[int] = []  # images per pipeline call, in order
-
-    def __call__(self, params, specs, control):
-        while not self.gate.wait(0.05):
-            control.step(0, params.steps)
-        self.calls.append(len(specs))
-        return self.inner(params, specs, control)
-
-
-def gated_runner(cache_dir: Path) -> GatedRunner:
-    return GatedRunner(DiffusersRunner(device="cpu", cache_dir=cache_dir))
 
 
 def request_rows(bot) -> list[dict]:

@@ -43,12 +43,6 @@ ALICE = FakeUser(1001, "alice")  # links the Spotify account that owns the playl
 BOB = FakeUser(1002, "bob")
 
 
-@pytest.fixture
-async def discord():
-    async with FakeDiscord() as server:
-        yield server
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -86,10 +86,7 @@ class BenchmarkCog(commands.Cog):
             )
         log.info("Benchmark by %s written to %s", interaction.user.id, json_path)
         content = f"```\n{report.table()}\n```"
-        files = [
-            discord.File(chart_path, filename="benchmark.png"),
-            discord.File(json_path, filename="benchmark.json"),
-        ]
+        files = [(chart_path, "benchmark.png"), (json_path, "benchmark.json")]
         late = time.monotonic() - started >= TOKEN_LIFETIME_S
         await post_result(
             self.bot, None if late else interaction, interaction.channel_id, content, files=files

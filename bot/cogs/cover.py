@@ -152,10 +152,8 @@ class CoverCog(commands.Cog):
         Through the interaction while its token lives; as a plain channel message otherwise
         (a job that outlived the token, or one resumed after a restart).
         """
-        files = [
-            discord.File(c.png_path, filename=f"cover-{c.index}.png") for c in cover.candidates
-        ]
-        files.append(discord.File(cover.sheet_path, filename="sheet.png"))
+        files = [(c.png_path, f"cover-{c.index}.png") for c in cover.candidates]
+        files.append((cover.sheet_path, "sheet.png"))
         numbers = " ".join(NUMBER_EMOJI[: len(cover.candidates)])
         content = (
             f"<@{user_id}>: covers for **{_escape(cover.facts.name)}**. "
@@ -176,7 +174,14 @@ class CoverCog(commands.Cog):
             candidate_count=len(cover.candidates),
         )
         for emoji in NUMBER_EMOJI[: len(cover.candidates)]:
-            await message.add_reaction(emoji)
+            try:
+                await message.add_reaction(emoji)  # discord.py waits out a 429 and retries
+            except discord.NotFound:
+                return  # deleted as it went up: on_raw_message_delete closes its vote
+            except discord.Forbidden:
+                # Votes still count when people add the numbers themselves.
+                log.warning("No permission to add the vote reactions in channel %s", channel_id)
+                return
 
     # -- restarts ----------------------------------------------------------------------------
 

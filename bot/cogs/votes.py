@@ -2,6 +2,12 @@
 
 Raw events because cover messages are webhook follow-ups that discord.py does not cache (and
 they must keep counting after a restart). Every decision reads SQLite, never memory.
+
+Discord does not replay reactions added or taken back while the bot was disconnected, so at
+every READY (the start, and a reconnection that could not resume) each open vote is read back
+from its message and the database reconciled with what people see (:meth:`VotesCog.reconcile`).
+A post deleted by someone closes its vote without a winner; a vote whose announcement can't
+be posted (channel gone, permissions lost) is still closed and recorded, with one log line.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
     from bot.discord_app import CoverBot
 
 log = logging.getLogger(__name__)
+_CLOSED_BY = {"requester": "the requester", "timer": "the timer"}  # for the announcement
 
 
 def pick_winner(tally: dict[int, int]) -> int | None:
@@ -36,6 +43,9 @@ class VotesCog(commands.Cog):
     def __init__(self, bot: CoverBot) -> None:
         self.bot = bot
         self._sweeper: asyncio.Task[None] | None = None
+        # Reaction events wait while a message is being reconciled, so an event that comes
+        # in while its message is read is applied after, not overwritten by an older reading.
+        self._lock = asyncio.Lock()
 
     async def cog_load(self) -> None:
         self._sweeper = asyncio.create_task(self._close_expired_votes())
@@ -53,15 +63,15 @@ class VotesCog(commands.Cog):
             return
         emoji = str(payload.emoji)
         if emoji == CLOSE_EMOJI:
-            request = self.bot.storage.request(message["request_id"])
-            if request is not None and request["user_id"] == str(payload.user_id):
-                await self.close_vote(message["message_id"], closed_by="the requester")
+            if self._is_requester(message, payload.user_id):
+                await self.close_vote(message["message_id"], reason="requester")
             return
         choice = _choice(emoji, message["candidate_count"])
         if choice is not None:
-            self.bot.storage.cast_vote(
-                message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
-            )
+            async with self._lock:
+                self.bot.storage.cast_vote(
+                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
+                )
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -72,21 +82,114 @@ class VotesCog(commands.Cog):
         if choice is not None:
             # Only if it is still their vote: moving a vote then removing the old reaction
             # must not undo the move.
-            self.bot.storage.remove_vote(
-                message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
-            )
+            async with self._lock:
+                self.bot.storage.remove_vote(
+                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
+                )
 
-    async def close_vote(self, message_id: str, *, closed_by: str) -> None:
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._deleted(payload.message_id)
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        for message_id in payload.message_ids:  # a moderator's purge
+            await self._deleted(message_id)
+
+    async def _deleted(self, message_id: int) -> None:
+        """A cover post was deleted: nobody can vote on it any more, so its vote closes
+        without a winner, recorded as deleted; there is no post left to announce under."""
+        storage = self.bot.storage
+        if storage.cover_message(str(message_id)) is None:
+            return  # not a cover post
+        if storage.close_vote(str(message_id), winner=None, reason="deleted"):
+            log.info("Cover post %s was deleted; its vote closed without a winner", message_id)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """READY comes at the start and after a reconnection that could not resume; reactions
+        changed in between never arrive as events, so read every open vote back."""
+        for message in self.bot.storage.open_cover_messages():
+            try:
+                await self.reconcile(message)
+            except discord.HTTPException as error:  # one unreadable vote must not stop the rest
+                log.warning(
+                    "Could not read the vote on %s back from Discord: %s",
+                    message["message_id"],
+                    _why(error),
+                )
+
+    async def reconcile(self, message: dict) -> None:
+        """Match one open vote's database rows to its reactions on Discord (see
+        :meth:`bot.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
+        meanwhile closes it, and a post deleted meanwhile closes it without a winner."""
+        storage = self.bot.storage
+        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+        async with self._lock:
+            try:
+                post = await channel.fetch_message(int(message["message_id"]))
+            except discord.NotFound:  # the post, or its whole channel, was deleted
+                await self._deleted(int(message["message_id"]))
+                return
+            ballots: dict[str, set[int]] = {}
+            close = False
+            for reaction in post.reactions:
+                emoji = str(reaction.emoji)
+                choice = _choice(emoji, message["candidate_count"])
+                if choice is None and emoji != CLOSE_EMOJI:
+                    continue
+                async for user in reaction.users():  # pages of 100, as Discord serves them
+                    if self.bot.user is not None and user.id == self.bot.user.id:
+                        continue
+                    if choice is not None:
+                        ballots.setdefault(str(user.id), set()).add(choice)
+                    elif self._is_requester(message, user.id):
+                        close = True
+            changed = storage.reconcile_votes(message["message_id"], ballots)
+        if changed:
+            log.info(
+                "Vote on %s: %d vote(s) changed while the bot was away, now counted",
+                message["message_id"],
+                changed,
+            )
+        if close:
+            await self.close_vote(message["message_id"], reason="requester")
+
+    def _is_requester(self, message: dict, user_id: int) -> bool:
+        request = self.bot.storage.request(message["request_id"])
+        return request is not None and request["user_id"] == str(user_id)
+
+    async def close_vote(self, message_id: str, *, reason: str) -> None:
         """Close the vote, then announce the winner with its image and Spotify-ready JPEG, and,
         when the requester's linked Spotify account owns the playlist, an "Apply to Spotify"
-        button (only the requester may use it; see :mod:`bot.cogs.spotify`)."""
+        button (only the requester may use it; see :mod:`bot.cogs.spotify`).
+
+        The outcome is recorded before anything is sent: a channel that is gone or a
+        permission the bot lost costs the announcement (one log line), never the result.
+        """
         storage = self.bot.storage
         winner = pick_winner(storage.tally(message_id))
-        if not storage.close_vote(message_id, winner=winner):
+        if not storage.close_vote(message_id, winner=winner, reason=reason):
             return  # someone else closed it a moment ago and announced it
+        try:
+            await self._announce(message_id, winner, _CLOSED_BY[reason])
+        except (discord.NotFound, discord.Forbidden) as error:
+            log.warning(
+                "The vote on %s closed (winner: %s) but could not be announced: %s",
+                message_id,
+                winner or "none",
+                _why(error),
+            )
+
+    async def _announce(self, message_id: str, winner: int | None, closed_by: str) -> None:
+        storage = self.bot.storage
         message = storage.cover_message(message_id)
         channel = self.bot.get_partial_messageable(int(message["channel_id"]))
-        reference = discord.PartialMessage(channel=channel, id=int(message_id))
+        # A reply that still goes out (without the link to the post) if the post was deleted:
+        # Discord refuses a reply to a missing message otherwise (400, code 50035).
+        reference = discord.MessageReference(
+            message_id=int(message_id), channel_id=channel.id, fail_if_not_exists=False
+        )
         if winner is None:
             await channel.send(
                 f"The vote was closed by {closed_by} with no votes; no cover was chosen.",
@@ -135,10 +238,15 @@ class VotesCog(commands.Cog):
                 opened = datetime.fromisoformat(message["created_at"])
                 if (now - opened).total_seconds() >= limit:
                     try:
-                        await self.close_vote(message["message_id"], closed_by="the timer")
+                        await self.close_vote(message["message_id"], reason="timer")
                     except Exception:  # one bad message must not stop the sweeper for all
                         log.exception("Could not close the vote on %s", message["message_id"])
             await asyncio.sleep(min(60.0, max(0.2, limit / 4)))
+
+
+def _why(error: discord.HTTPException) -> str:
+    """Discord's own words for a refusal, for a one-line log entry."""
+    return f"{error.status} {error.text or type(error).__name__} (code {error.code})"
 
 
 def _choice(emoji: str, candidate_count: int) -> int | None:

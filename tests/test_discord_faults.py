@@ -1,0 +1,330 @@
+"""End to end under Discord's failure modes: votes cast while the bot was away, deleted posts and
+channels, permissions taken away, rate limits and an interaction token that ran out.
+
+The real discord.py bot runs against :class:`tests.fake_discord.FakeDiscord`, which fails the
+way Discord does (its docstring lists how); each test checks both what people see and what the
+database recorded, and that nothing was logged as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+
+from bot.storage import Storage
+from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
+from tests.fake_discord import (
+    ADD_REACTIONS,
+    SEND_MESSAGES,
+    FakeDiscord,
+    FakeUser,
+    Message,
+)
+
+ALICE = FakeUser(1001, "alice")
+BOB = FakeUser(1002, "bob")
+CAROL = FakeUser(1003, "carol")
+DAVE = FakeUser(1004, "dave")
+CROWD = [FakeUser(5000 + n, f"fan{n}") for n in range(130)]  # more than one page of reactors
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def announcement(discord: FakeDiscord, post: Message) -> Message | None:
+    """The message announcing the outcome of ``post``'s vote (it replies to the post)."""
+    return next((m for m in discord.channel_messages() if m.reference_id == post.id), None)
+
+
+# -- votes while the bot is away ---------------------------------------------------------------
+
+
+async def test_votes_cast_while_the_bot_was_offline_count_at_the_next_start(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        first = await cover_post(
+            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=3)
+        )
+        second = await cover_post(
+            discord, await discord.slash(BOB, "cover", playlist=playlist_link, count=2)
+        )
+        await discord.react(BOB, first.id, "1️⃣")
+        await discord.react(CAROL, first.id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(first.id)) == {1: 2, 2: 0, 3: 0})
+
+    # No bot is connected: Discord keeps these as the messages' state and sends no events.
+    await discord.unreact(CAROL, first.id, "1️⃣")  # she takes her vote back
+    await discord.unreact(BOB, first.id, "1️⃣")  # he moves his to 3️⃣
+    await discord.react(BOB, first.id, "3️⃣")
+    await discord.react(DAVE, first.id, "2️⃣")  # two numbers at once: the lower one counts
+    await discord.react(DAVE, first.id, "3️⃣")
+    for fan in CROWD:  # 130 people: the bot must read past Discord's first page of 100
+        await discord.react(fan, first.id, "2️⃣")
+    await discord.react(CAROL, second.id, "2️⃣")
+    await discord.react(BOB, second.id, "✅")  # the requester of the second post closes it
+
+    async with running_bot(settings, discord) as bot:
+        closed = await discord.wait_for(lambda: announcement(discord, second), timeout=30)
+        assert closed.content.startswith("Cover 2️⃣ wins with 1 vote (closed by the requester)")
+        await discord.wait_for(
+            lambda: bot.storage.tally(str(first.id)) == {1: 0, 2: 1 + len(CROWD), 3: 1}
+        )
+        assert bot.storage.vote_of(str(first.id), str(CAROL.id)) is None
+        assert bot.storage.vote_of(str(first.id), str(DAVE.id)) == 2
+        await discord.react(ALICE, first.id, "✅")
+        result = await discord.wait_for(lambda: announcement(discord, first))
+        assert result.content.startswith(f"Cover 2️⃣ wins with {1 + len(CROWD)} votes")
+    assert tracebacks(caplog) == []
+
+
+async def test_a_reconnection_that_cannot_resume_reads_the_votes_back(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        post = await cover_post(
+            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        )
+        await discord.react(BOB, post.id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 1, 2: 0})
+        sessions = discord.identified
+        async with discord.offline(resumable=False):  # a long outage: the session is gone
+            await discord.unreact(BOB, post.id, "1️⃣")
+            await discord.react(BOB, post.id, "2️⃣")
+            await discord.react(CAROL, post.id, "2️⃣")
+            assert bot.storage.tally(str(post.id)) == {1: 1, 2: 0}  # nothing arrived
+        await discord.wait_for(lambda: discord.identified > sessions, timeout=30)
+        await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 0, 2: 2}, timeout=30)
+        await discord.react(DAVE, post.id, "1️⃣")  # and live events count again
+        await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 1, 2: 2})
+    assert tracebacks(caplog) == []
+
+
+# -- deleted posts and channels, lost permissions ----------------------------------------------
+
+
+async def test_a_deleted_cover_post_closes_its_vote_without_a_winner(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        live = await cover_post(
+            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        )
+        away = await cover_post(
+            discord, await discord.slash(BOB, "cover", playlist=playlist_link, count=2)
+        )
+        await discord.react(BOB, live.id, "2️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(live.id))[2] == 1)
+        await discord.delete_message(live.id)  # while the bot watches
+        row = await discord.wait_for(
+            lambda: (r := bot.storage.cover_message(str(live.id)))["status"] == "closed" and r
+        )
+        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+    await discord.delete_message(away.id)  # while it is away
+    async with running_bot(settings, discord) as bot:
+        row = await discord.wait_for(
+            lambda: (r := bot.storage.cover_message(str(away.id)))["status"] == "closed" and r
+        )
+        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+    assert announcement(discord, live) is None and announcement(discord, away) is None
+    assert tracebacks(caplog) == []
+
+
+async def test_the_winner_is_announced_even_when_the_post_is_gone(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """A vote the timer closes after its post went away unseen (deleted while the bot was busy
+    elsewhere) is announced without the reply link Discord would refuse (400, code 50035)."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        post = await cover_post(
+            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        )
+        await discord.react(BOB, post.id, "2️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(post.id))[2] == 1)
+        post.deleted = True  # gone, without the MESSAGE_DELETE event reaching the bot
+        await bot.get_cog("VotesCog").close_vote(str(post.id), reason="timer")
+        text = next(m.content for m in discord.channel_messages() if m.content.startswith("Cover"))
+        assert text.startswith("Cover 2️⃣ wins with 1 vote (closed by the timer)")
+        row = bot.storage.cover_message(str(post.id))
+        assert (row["winner"], row["close_reason"]) == (2, "timer")
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("loss", ["channel deleted", "send permission revoked"])
+async def test_a_vote_closes_and_is_recorded_when_it_cannot_be_announced(
+    loss, discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, vote_close_after_s=4)
+    async with running_bot(settings, discord) as bot:
+        asked = [
+            await discord.slash(user, "cover", playlist=playlist_link, count=2)
+            for user in (ALICE, BOB)
+        ]
+        posts = [await cover_post(discord, interaction) for interaction in asked]
+        await discord.react(CAROL, posts[0].id, "2️⃣")
+        await discord.react(CAROL, posts[1].id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(posts[1].id))[1] == 1)
+        if loss == "channel deleted":
+            discord.delete_channel()
+        else:
+            discord.revoke(SEND_MESSAGES)
+
+        # The timer closes both: the first failure must not stop the sweeper for the second.
+        def closed() -> list[dict] | None:
+            rows = [bot.storage.cover_message(str(p.id)) for p in posts]
+            return rows if all(r["status"] == "closed" for r in rows) else None
+
+        rows = await discord.wait_for(closed, timeout=30)
+        assert [(r["winner"], r["close_reason"]) for r in rows] == [(2, "timer"), (1, "timer")]
+    assert all(announcement(discord, p) is None for p in posts)
+    warnings = [
+        r.getMessage() for r in caplog.records if "could not be announced" in r.getMessage()
+    ]
+    assert len(warnings) == 2
+    assert tracebacks(caplog) == []
+
+
+async def test_covers_still_go_up_when_the_bot_may_not_react(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.revoke(ADD_REACTIONS)
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await discord.wait_for(
+            lambda: next((m for m in discord.followups(interaction) if m.attachments), None)
+        )
+        await discord.wait_for(lambda: bot.storage.cover_message(str(post.id)) is not None)
+        await discord.react(BOB, post.id, "2️⃣")  # people can still add the numbers themselves
+        await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 0, 2: 1})
+        assert discord.bot_reactions(post.id) == []
+    assert any("No permission to add the vote reactions" in r.getMessage() for r in caplog.records)
+    assert tracebacks(caplog) == []
+
+
+async def test_a_late_post_into_a_channel_the_bot_lost_says_why(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        bot.get_cog("CoverCog").token_lifetime_s = 0.0  # the result goes out as a channel post
+        discord.revoke(SEND_MESSAGES)
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        reply = await discord.wait_for(
+            lambda: (
+                interaction.original
+                and next((e for e in interaction.original.edits if "can't post them" in e), None)
+            )
+        )
+        assert reply.startswith("The covers were made, but I can't post them in <#")
+        assert "missing a permission" in reply
+    assert tracebacks(caplog) == []
+
+
+# -- rate limits and the interaction token -----------------------------------------------------
+
+
+async def test_reactions_wait_out_discords_rate_limit(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.reaction_interval_s = 0.25  # Discord's limit for reactions on one channel
+    async with running_bot(settings, discord):
+        post = await cover_post(
+            discord, await discord.slash(ALICE, "cover", playlist=playlist_link)
+        )
+        assert discord.bot_reactions(post.id) == ["1️⃣", "2️⃣", "3️⃣", "4️⃣"]
+    assert discord.rate_limited >= 1  # at least one 429 was served, and waited out
+    assert tracebacks(caplog) == []
+
+
+async def test_a_token_that_expired_on_discords_clock_falls_back_to_the_channel(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    held = gated_runner(cache_dir)
+    async with running_bot(settings, discord, runner=held) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        await discord.wait_for(lambda: interaction.original and interaction.original.edits)
+        # The bot's own clock says the token has minutes left; Discord's says it is gone.
+        discord.age(interaction, 15 * 60 + 1)
+        held.gate.set()
+        post = await discord.wait_for(
+            lambda: next((m for m in discord.channel_messages() if m.attachments), None)
+        )
+        assert post.interaction_id is None and f"<@{ALICE.id}>" in post.content
+        assert [a.filename for a in post.attachments] == ["cover-1.png", "cover-2.png", "sheet.png"]
+        assert all(a.data for a in post.attachments)  # the files were opened anew, not empty
+        await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣", "2️⃣"])
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+    assert tracebacks(caplog) == []
+
+
+# -- the fake itself answers as Discord does ---------------------------------------------------
+
+
+async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_path, cache_dir):
+    """Checked with plain HTTP, so each refusal is the fake's and not the bot's doing."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord):
+        interaction = await discord.slash(ALICE, "help-none")  # no such command: never acked
+        channel = f"{discord.api_base}/channels/{discord.channel_id}/messages"
+        async with aiohttp.ClientSession() as http:
+            discord.age(interaction, 3.5)
+            async with http.post(
+                f"{discord.api_base}/interactions/{interaction.id}/{interaction.token}/callback",
+                json={"type": 5},
+            ) as late:
+                assert (late.status, (await late.json())["code"]) == (404, 10062)
+            async with http.post(
+                channel, json={"content": "hi", "message_reference": {"message_id": "1"}}
+            ) as unknown:
+                body = await unknown.json()
+                assert (unknown.status, body["code"]) == (400, 50035)
+                assert "message_reference" in body["errors"]
+            reference = {"message_id": "1", "fail_if_not_exists": False}
+            async with http.post(
+                channel, json={"content": "hi", "message_reference": reference}
+            ) as lenient:
+                assert lenient.status == 200 and "message_reference" not in await lenient.json()
+            discord.age(interaction, 15 * 60)
+            async with http.post(
+                f"{discord.api_base}/webhooks/{discord.application_id}/{interaction.token}",
+                json={"content": "late"},
+            ) as expired:
+                assert (expired.status, (await expired.json())["code"]) == (401, 50027)
+
+
+def test_reconcile_rule(tmp_path):
+    """The rule :meth:`Storage.reconcile_votes` documents, one case per clause."""
+    with Storage(tmp_path / "bot.db") as storage:
+        request = storage.record_request(
+            source="discord",
+            user_id="1",
+            playlist_id="p",
+            playlist_name="P",
+            model="m",
+            params={},
+            prompts=[],
+        )
+        storage.register_cover_message(
+            message_id="m", channel_id="c", request_id=request, candidate_count=3
+        )
+        for user, choice in (("kept", 2), ("moved", 1), ("gone", 3)):
+            storage.cast_vote(message_id="m", user_id=user, choice=choice)
+        ballots = {"kept": {1, 2}, "moved": {3, 2}, "gone": set(), "new": {9, 3}}
+        assert storage.reconcile_votes("m", ballots) == 3
+        votes = {u: storage.vote_of("m", u) for u in ("kept", "moved", "gone", "new")}
+        assert votes == {"kept": 2, "moved": 2, "gone": None, "new": 3}
+        assert storage.reconcile_votes("m", ballots) == 0  # reconciled: nothing left to change
+        storage.close_vote("m", winner=2, reason="timer")
+        assert storage.reconcile_votes("m", {"late": {1}}) == 0  # a closed vote stays closed
+        with pytest.raises(ValueError, match="reason must be one of"):
+            storage.close_vote("m", winner=None, reason="bored")
