@@ -124,7 +124,7 @@ async def run_cover(args: argparse.Namespace) -> int:
         guidance=args.guidance,
     )
     runners, release = build_runners(settings)
-    storage = Storage(settings.db_path)
+    storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     try:
         async with GenerationQueue(
             runners,

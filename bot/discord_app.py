@@ -62,7 +62,7 @@ def build_bot(
         max_batch=settings.queue_max_batch,
         job_timeout_s=settings.job_timeout_s,
     )
-    storage = Storage(settings.db_path)
+    storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     accounts = SpotifyAccounts(settings, storage)
     service = CoverService(settings, queue, storage, accounts=accounts)
     point_discord_at(settings)

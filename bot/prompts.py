@@ -577,8 +577,9 @@ def fit_tokens(text: str, max_tokens: int = CLIP_MAX_TOKENS) -> str:
     """Cut trailing words of ``text`` until ``estimate_clip_tokens(text) + 2 <= max_tokens``.
 
     Words are never split, except a single first word that alone is over the budget (it is cut
-    to what fits, so a non-empty text never comes back empty). Connectives ("and", "of the")
-    and commas left dangling by the cut are removed too.
+    to what fits, so a non-empty text never comes back empty while the budget holds one
+    character: at most 4 tokens, one per UTF-8 byte). Connectives ("and", "of the") and commas
+    left dangling by the cut are removed too.
     """
     budget = max_tokens - 2  # CLIP's start and end tokens
     if budget < 1:

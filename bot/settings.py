@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # --- storage and output ---
     db_path: Path = Path("data/playlist-cover.db")
+    # How long a write waits for another process (the CLI beside the bot) to release the
+    # database before the request fails with a message.
+    db_busy_timeout_s: float = 30.0
     output_dir: Path = Path("covers")
     cache_dir: Path = Path.home() / ".cache" / "playlist-cover"  # built embedded model lives here
 
@@ -142,7 +145,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 0 or more, got {value}")
         return value
 
-    @field_validator("link_state_ttl_s")
+    @field_validator("link_state_ttl_s", "db_busy_timeout_s")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:

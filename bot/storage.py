@@ -241,9 +241,16 @@ class Storage:
     Usable as a context manager. See the module docstring for threads and formats.
     """
 
-    def __init__(self, path: str | Path, *, now: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = Path(path)
         self._now = now  # injectable clock: tests need distinct, ordered timestamps
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         try:
             self._open()
@@ -258,7 +265,7 @@ class Storage:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: how long a write waits for another process's write lock (busy timeout).
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=self.busy_timeout_s)
         self.db = Database(conn, execute_plugins=False)
         # Foreign keys are off by default in SQLite and can't be switched inside a transaction;
         # WAL lets readers (a second process, the sqlite3 shell) work while the bot writes.
@@ -300,7 +307,7 @@ class Storage:
         takes the lock up front, waiting on the busy timeout; ``atomic()`` inside it then only
         adds a savepoint. tests/test_storage_concurrency.py runs two processes against it.
         """
-        with self._lock:
+        with self._lock, self._unavailable():
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 with self.db.atomic():
@@ -311,8 +318,33 @@ class Storage:
             self.db.commit()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, self._unavailable():
             return list(self.db.query(sql, params))
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """SQLite failing under us (another program holding the lock past the busy timeout, the
+        file damaged or its disk full) becomes one sentence for the person who asked. Errors
+        that are our own bugs (constraint violations, bad SQL) stay what they are.
+
+        No path in the message: people on Discord read it (the operator finds the path in
+        COVER_DB_PATH).
+        """
+        try:
+            yield
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                why = (
+                    f"another program has held its lock for over {self.busy_timeout_s:g} s; "
+                    "try again when it is done"
+                )
+            else:
+                why = f"SQLite says: {exc}; the operator should check the file (COVER_DB_PATH)"
+            raise StorageUnavailable(
+                f"The bot's database can't be used right now: {why}."
+            ) from None
 
     def _stamp(self) -> str:
         return _timestamp(self._now())
@@ -593,7 +625,7 @@ class Storage:
     def tally(self, message_id: str) -> dict[int, int]:
         """Votes per choice, every choice 1..candidate_count present (0 when nobody chose it);
         empty for a message that is not registered."""
-        with self._lock:
+        with self._lock, self._unavailable():
             message = self._message(self.db, message_id)
             if message is None:
                 return {}

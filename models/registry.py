@@ -251,21 +251,23 @@ def _local_spec(name: str, folder: Path, lora: Path | None) -> ModelSpec:
         raise ModelUnavailable(
             f"The folder {str(folder)!r} is not a diffusers pipeline (it has no model_index.json)."
         )
-    unet_config = _read_json(folder / "unet" / "config.json")
-    vae_config = _read_json(folder / "vae" / "config.json")
-    if unet_config is None or vae_config is None:
+    unet_config = _part_config(folder, "unet")
+    vae_config = _part_config(folder, "vae")
+    try:
+        sample_size = unet_config.get("sample_size", 64)
+        if isinstance(sample_size, list):  # some configs store (height, width)
+            sample_size = sample_size[0]
+        vae_scale = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
+        native_size = int(sample_size) * vae_scale
+    except (TypeError, ValueError, IndexError) as error:
         raise ModelUnavailable(
-            f"The folder {str(folder)!r} has no unet/ and vae/ configs; only Stable "
-            "Diffusion-style pipelines can be loaded from a folder."
-        )
-    sample_size = unet_config.get("sample_size", 64)
-    if isinstance(sample_size, list):  # some configs store (height, width)
-        sample_size = sample_size[0]
-    vae_scale = 2 ** (len(vae_config.get("block_out_channels", [0] * 4)) - 1)
+            f"The folder {str(folder)!r} has a unet/ or vae/ config this loader can't read "
+            f"(sample_size or block_out_channels: {error})."
+        ) from None
     return ModelSpec(
         name=name,
         kind="sd",
-        native_size=int(sample_size) * vae_scale,
+        native_size=native_size,
         steps=25,
         guidance=7.5,
         dtype_cuda="float16",
@@ -273,6 +275,27 @@ def _local_spec(name: str, folder: Path, lora: Path | None) -> ModelSpec:
         path=folder,
         lora=lora,
     )
+
+
+def _part_config(folder: Path, part: str) -> dict[str, Any]:
+    """``part/config.json`` of a local pipeline folder, or a sentence saying what is wrong."""
+    path = folder / part / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelUnavailable(
+            f"The folder {str(folder)!r} has no {part}/config.json; only Stable Diffusion-style "
+            "pipelines (with unet/ and vae/) can be loaded from a folder."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ModelUnavailable(
+            f"{part}/config.json in the folder {str(folder)!r} can't be read ({error})."
+        ) from None
+    if not isinstance(config, dict):
+        raise ModelUnavailable(
+            f"{part}/config.json in the folder {str(folder)!r} is not a JSON object."
+        )
+    return config
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -422,9 +445,12 @@ def load_pipeline(
             ensure_embedded(cache_dir), dtype=dtype, local_files_only=True
         )
     elif spec.path is not None:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(
-            spec.path, dtype=dtype, local_files_only=True
-        )
+        try:
+            pipe = diffusers.DiffusionPipeline.from_pretrained(
+                spec.path, dtype=dtype, local_files_only=True
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelUnavailable(_folder_failure(spec.path, error)) from error
     else:
         assert spec.repo_id is not None
         pipe = load_hub_pipeline(
@@ -604,6 +630,18 @@ def _load_failure(repo_id: str, error: BaseException) -> str:
     return (
         f"The model {repo_id} is in the local Hugging Face cache but could not be loaded "
         f"({type(error).__name__}: {first_line[:300]})."
+    )
+
+
+def _folder_failure(folder: Path, error: BaseException) -> str:
+    """One sentence saying why a local model folder did not load, naming the folder but not
+    where it lives (people on Discord may read it; the full error is in the log)."""
+    text = str(error).replace(str(folder), folder.name).strip()
+    first_line = text.splitlines()[0][:300] if text else ""
+    return (
+        f"The model folder {folder.name!r} is not a complete diffusers pipeline "
+        f"({type(error).__name__}: {first_line}); check its model_index.json, configs and "
+        "weights."
     )
 
 

@@ -286,3 +286,61 @@ def test_an_unusable_database_is_one_line(cli_env, capsys, monkeypatch, problem)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and out == "" and "Traceback" not in err
     assert len(errors) == 1 and errors[0].startswith(f"error: The database {db} can't be used")
+
+
+def test_a_locked_database_is_one_line_and_keeps_nothing_half_written(cli_env, capsys, monkeypatch):
+    """Another program (a backup, an sqlite3 shell in a transaction) holds the write lock for
+    longer than the busy timeout: the request fails with one sentence, and once the lock is
+    released the database holds nothing of it."""
+    import sqlite3
+
+    db = cli_env / "data" / "covers.db"
+    Storage(db).close()
+    monkeypatch.setenv("COVER_DB_BUSY_TIMEOUT_S", "0.3")
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, out, err = _run(["cover", str(EXAMPLES[0]), "--count", "1"], capsys)
+    finally:
+        holder.rollback()
+        holder.close()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert errors == [
+        "error: The bot's database can't be used right now: another program has held its "
+        "lock for over 0.3 s; try again when it is done."
+    ]
+    with Storage(db) as storage:
+        assert storage._rows("SELECT id FROM requests") == []
+
+
+@pytest.mark.parametrize(
+    "damage", ["unet config is not JSON", "model_index names a missing part", "no weights"]
+)
+def test_a_local_model_folder_with_broken_configs_is_one_line(
+    cli_env, capsys, embedded_model_dir, damage
+):
+    import shutil
+
+    folder = cli_env / "my-model"
+    shutil.copytree(embedded_model_dir, folder)
+    if damage == "unet config is not JSON":
+        (folder / "unet" / "config.json").write_text("{ not json", encoding="utf-8")
+    elif damage == "model_index names a missing part":
+        shutil.rmtree(folder / "vae")
+    else:
+        for weights in folder.glob("*/*.safetensors"):
+            weights.unlink()
+    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--model", str(folder)]
+    code, out, err = _run(argv, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and out == "" and "Traceback" not in err, err
+    assert len(errors) == 1, err
+    expected = {
+        "unet config is not JSON": "unet/config.json in the folder",
+        "model_index names a missing part": "has no vae/config.json",
+        "no weights": "The model folder 'my-model' is not a complete diffusers pipeline",
+    }[damage]
+    assert expected in errors[0] and "my-model" in errors[0], errors[0]
+    if damage == "no weights":  # found while loading: by name only (Discord may show it)
+        assert str(cli_env) not in errors[0]

@@ -87,6 +87,7 @@ ALL_MIGRATIONS = [
     ("playlist_cover", "m001_initial"),
     ("playlist_cover", "m002_spotify_accounts"),
     ("playlist_cover", "m003_request_resumes"),
+    ("playlist_cover", "m004_close_reasons"),
 ]
 
 
