@@ -211,6 +211,7 @@ class FakeLinkService:
             # relative, then absolute, then the playlist on open.spotify.com (never fetched)
             "/multi/1": redirect("/multi/2", 301),
             "/multi/2": redirect(self.url("/multi/3"), 307),
+            "/permanent": redirect(f"https://open.spotify.com/playlist/{PID}", 308),
             "/multi/3": redirect(
                 f"https://open.spotify.com/intl-de/playlist/{PID}?si=abc&utm_source=copy-link"
             ),
@@ -234,6 +235,9 @@ class FakeLinkService:
                 f'"https:\\/\\/open.spotify.com\\/playlist\\/{PID}?si=1";</script></body></html>'
             ),
             "/empty-page": page("<html><body>Nothing to see.</body></html>"),
+            # The item named where the page's first 64 KiB end, then just past them.
+            "/long-page-inside": page(_padded(f"open.spotify.com/playlist/{PID}", end=PAGE_CAP)),
+            "/long-page-past": page(_padded(f"open.spotify.com/playlist/{PID}", end=PAGE_CAP + 1)),
             "/busy-page": page(
                 f"open.spotify.com/playlist/{PID} and open.spotify.com/playlist/{OTHER}"
             ),
@@ -241,6 +245,14 @@ class FakeLinkService:
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="no such link")
+
+
+PAGE_CAP = 64 * 1024  # how much of a short link's page the resolver reads (bot/links.py)
+
+
+def _padded(text: str, *, end: int) -> str:
+    """An ASCII page in which ``text`` ends at byte ``end``, then more padding."""
+    return "x" * (end - len(text) - 1) + " " + text + " " + "y" * 100_000
 
 
 @pytest.fixture
@@ -341,6 +353,16 @@ async def test_unreachable_hop_is_a_link_error():
         port = probe.getsockname()[1]
     message = await resolve_error(f"http://127.0.0.1:{port}/x")
     assert "could not be followed" in message
+
+
+async def test_a_permanent_redirect_308_is_followed(links):
+    assert await resolve_short_link(links.url("/permanent"), allowed_hosts=LOCAL) == PID
+
+
+async def test_only_the_first_64_kib_of_a_page_are_read(links):
+    assert await resolve_short_link(links.url("/long-page-inside"), allowed_hosts=LOCAL) == PID
+    message = await resolve_error(links.url("/long-page-past"))
+    assert "does not lead to a Spotify playlist" in message
 
 
 async def test_script_redirect_page_names_the_playlist(links):

@@ -769,3 +769,111 @@ async def test_a_runner_raising_a_base_exception_fails_only_that_job(raised):
     after = queue.submit(job("bob", "after"))
     assert len((await asyncio.wait_for(after.result(), GUARD_S)).images) == 1
     await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+# -- what a mutation run found untested (issue 15) -------------------------------------------
+
+
+async def test_a_user_whose_waiting_jobs_all_left_rejoins_at_the_back():
+    runner = FakeRunner()
+    queue = await started_queue(runner, max_batch=1)
+    blocker = await hold_worker(queue, runner)
+    gone = [queue.submit(job("alice", f"a{i}")) for i in range(2)]
+    others = [queue.submit(job("bob", "b")), queue.submit(job("carol", "c"))]
+    for handle in gone:
+        assert handle.cancel()
+    back = queue.submit(job("alice", "a-again"))
+    assert [queue.position_of(h) for h in (*others, back)] == [1, 2, 3]
+    runner.gate.set()
+    await wait_all(blocker, *others, back)
+    assert ran(runner) == ["blocker", "b", "c", "a-again"]
+    await queue.close()
+
+
+async def test_a_deadline_is_kept_while_the_event_loop_is_too_busy_to_run_its_timer():
+    runner = FakeRunner(steps=1000)
+    runner.resume.clear()  # the call keeps stepping until the deadline stops it
+    queue = await started_queue(runner, job_timeout_s=0.1)
+    handle = queue.submit(job("alice", "slow"))
+    await entered(runner)
+    time.sleep(0.6)  # block the loop: its timeout timer cannot fire, only the step check can
+    busy_until = time.monotonic()
+    assert runner.interrupted == 1  # stopped by the worker thread while the loop was blocked
+    with pytest.raises(JobTimedOut):
+        await asyncio.wait_for(handle.result(), GUARD_S)
+    assert time.monotonic() >= busy_until
+    await queue.close()
+
+
+async def test_close_returns_only_once_every_worker_has_stopped():
+    runner = FakeRunner()
+    runner.gate.clear()
+    queue = await started_queue(runner)
+    stuck = queue.submit(job("alice", "stuck"))
+    await entered(runner)
+    await asyncio.wait_for(queue.close(timeout_s=0.05), GUARD_S)
+    assert stuck.done
+    assert all(worker.task is not None and worker.task.done() for worker in queue._workers)
+    runner.gate.set()
+
+
+async def test_a_late_subscriber_gets_the_latest_progress_not_the_first():
+    runner = FakeRunner(steps=3)
+    queue = await started_queue(runner)
+    runner.resume.clear()  # the call sits at step 1 until released
+    handle = queue.submit(job("alice", "a"))
+    early = handle.events()
+    seen = [await asyncio.wait_for(anext(early), GUARD_S) for _ in range(3)]
+    assert seen[1:] == [Started(1), Progress(1, 3)]
+    late = handle.events()
+    replay = [await asyncio.wait_for(anext(late), GUARD_S) for _ in range(2)]
+    assert replay == [Started(1), Progress(1, 3)]  # the state now: started, at step 1
+    runner.resume.set()
+    await wait_all(handle)
+    after = [event async for event in handle.events()]
+    assert len(after) == 1 and isinstance(after[0], Finished)  # a finished job: its end only
+    await queue.close()
+
+
+async def test_a_subscriber_that_stops_reading_is_forgotten():
+    runner = FakeRunner()
+    runner.gate.clear()
+    queue = await started_queue(runner)
+    handle = queue.submit(job("alice", "a"))
+    events = handle.events()
+    await asyncio.wait_for(anext(events), GUARD_S)
+    assert len(handle._inboxes) == 1
+    await events.aclose()  # e.g. a Discord status task cancelled mid-way
+    assert handle._inboxes == []
+    runner.gate.set()
+    await wait_all(handle)
+    await queue.close()
+
+
+async def test_wait_and_run_times_are_measured_from_submission_and_calls():
+    class Slow(FakeRunner):
+        def __call__(self, params, specs, control):
+            time.sleep(0.15)
+            return super().__call__(params, specs, control)
+
+    runner = Slow()
+    queue = await started_queue(runner, max_batch=1)
+    submitted = time.monotonic()
+    first = queue.submit(job("alice", "first"))
+    second = queue.submit(job("bob", "second"))
+    results = await wait_all(first, second)
+    elapsed = time.monotonic() - submitted
+    one, two = results
+    assert one.wait_s < 0.1 and one.run_s >= 0.15
+    assert two.wait_s >= 0.15  # it waited for the first job's whole call
+    assert two.run_s >= 0.15 and two.wait_s + two.run_s <= elapsed
+    await queue.close()
+
+
+async def test_cancelling_a_finished_job_changes_nothing():
+    queue = await started_queue(FakeRunner())
+    handle = queue.submit(job("alice", "a"))
+    [result] = await wait_all(handle)
+    assert handle.cancel() is False
+    assert handle.status == "done" and await handle.result() == result
+    await queue.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import MIGRATIONS, Storage
+from bot.storage import MAX_CANDIDATES, MIGRATIONS, Storage
 
 
 class Clock:
@@ -531,3 +531,37 @@ def test_uploads_are_recorded_in_order(storage: Storage, message: str):
         storage.record_upload(**common, status="maybe")
     with pytest.raises(sqlite3.IntegrityError):  # a cover message of ours, or nothing
         storage.record_upload(**{**common, "message_id": "999"}, status="applied")
+
+
+@pytest.mark.parametrize("count", [1, 4, MAX_CANDIDATES])
+def test_every_candidate_number_at_the_edges_counts(storage: Storage, count: int):
+    """1 and ``candidate_count`` are ballots and winners; 0 and ``candidate_count + 1`` are
+    not (a mutation run found these edges unused)."""
+    request_id = record(storage)
+    storage.register_cover_message(
+        message_id="m", channel_id="c", request_id=request_id, candidate_count=count
+    )
+    for bad in (0, count + 1):
+        with pytest.raises(ValueError, match=f"choice must be between 1 and {count}, got {bad}"):
+            storage.cast_vote(message_id="m", user_id="u", choice=bad)
+    assert storage.cast_vote(message_id="m", user_id="first", choice=1)
+    assert storage.cast_vote(message_id="m", user_id="last", choice=count)
+    expected = {n: 0 for n in range(1, count + 1)}
+    expected[1] += 1
+    expected[count] += 1
+    assert storage.tally("m") == expected
+    for bad in (0, count + 1):
+        with pytest.raises(ValueError, match=f"winner must be between 1 and {count}, got {bad}"):
+            storage.close_vote("m", winner=bad)
+    assert storage.close_vote("m", winner=count)
+    assert storage.cover_message("m")["winner"] == count
+
+
+@pytest.mark.parametrize("count", [0, MAX_CANDIDATES + 1])
+def test_a_cover_message_needs_between_one_and_ten_candidates(storage: Storage, count: int):
+    request_id = record(storage)
+    with pytest.raises(ValueError, match=f"candidate_count must be between 1 and 10, got {count}"):
+        storage.register_cover_message(
+            message_id="m", channel_id="c", request_id=request_id, candidate_count=count
+        )
+    assert storage.cover_message("m") is None
