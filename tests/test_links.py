@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -212,6 +213,8 @@ class FakeLinkService:
             "/multi/1": redirect("/multi/2", 301),
             "/multi/2": redirect(self.url("/multi/3"), 307),
             "/permanent": redirect(f"https://open.spotify.com/playlist/{PID}", 308),
+            "/unknown-kind": redirect(f"https://open.spotify.com/concert/{PID}"),
+            "/via-localhost": redirect(self.url("/multi/3", host="localhost")),
             "/multi/3": redirect(
                 f"https://open.spotify.com/intl-de/playlist/{PID}?si=abc&utm_source=copy-link"
             ),
@@ -388,3 +391,139 @@ async def test_resolve_playlist_ref_parses_full_links_offline(links):
     with pytest.raises(InvalidPlaylistLink, match="not a Spotify link"):
         await resolve_playlist_ref(links.url("/multi/1"))
     assert links.hits == []
+
+
+# -- what a mutation run found untested (issue 15) -------------------------------------------
+
+QUOTE_CHARS = 60  # messages quote at most this much of the input (bot/links.py)
+
+
+class _Unreachable(aiohttp.abc.AbstractResolver):
+    """A resolver that finds nothing: requests to real hosts fail at once, offline."""
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        raise OSError(f"{host} is not reachable from the tests")
+
+    async def close(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def recording_session() -> AsyncIterator[tuple[aiohttp.ClientSession, list[str]]]:
+    """A session that records each URL it is asked for and reaches no real host."""
+    asked: list[str] = []
+
+    async def on_start(session, context, params) -> None:
+        asked.append(str(params.url))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    connector = aiohttp.TCPConnector(resolver=_Unreachable())
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
+        yield session, asked
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/loop/a", "redirects in a loop"),
+        ("/chain/0", "took more than 5 redirects"),  # the default max_hops
+        ("/foreign", "redirects off Spotify's hosts (to localhost)"),
+        ("/insecure", "redirects off Spotify's hosts (to spotify.link)"),
+        ("/dead", "is dead (Spotify answered 404)"),
+        ("/album", "leads to a Spotify album, not a playlist"),
+        ("/no-location", "redirects without saying where"),
+        ("/broken", "answered HTTP 503"),
+        ("/empty-page", "does not lead to a Spotify playlist"),
+        ("/busy-page", "naming 2 Spotify items"),
+    ],
+)
+async def test_every_refusal_quotes_the_link_it_was_given(links, path, key):
+    message = await resolve_error(links.url(path))
+    assert message.startswith(f'The short link "{links.url(path)}" ') and key in message
+
+
+async def test_a_link_to_an_unknown_kind_of_page_names_where_it_led(links):
+    message = await resolve_error(links.url("/unknown-kind"))
+    assert f'leads to "https://open.spotify.com/concert/{PID}"' in message
+
+
+async def test_the_last_allowed_hop_may_still_name_the_playlist(links):
+    # /multi/1 → /multi/2 → /multi/3 → the playlist: three requests, and the third's Location
+    # is the answer, checked after the walk has used up its hops.
+    assert await resolve_short_link(links.url("/multi/1"), allowed_hosts=LOCAL, max_hops=3) == PID
+    assert links.hits == ["/multi/1", "/multi/2", "/multi/3"]
+
+
+async def test_localhost_counts_as_loopback_when_listed(links):
+    allowed = frozenset({"127.0.0.1", "localhost"})
+    assert await resolve_short_link(links.url("/via-localhost"), allowed_hosts=allowed) == PID
+
+
+async def test_listed_hosts_are_compared_without_a_trailing_dot(links):
+    allowed = frozenset({"127.0.0.1."})
+    assert await resolve_short_link(links.url("/multi/1"), allowed_hosts=allowed) == PID
+
+
+async def test_resolve_playlist_ref_uses_the_given_session(links):
+    async with recording_session() as (session, asked):
+        found = await resolve_playlist_ref(
+            links.url("/multi/1"), session=session, allowed_hosts=LOCAL
+        )
+    assert found == PID and asked[0] == links.url("/multi/1")
+
+
+async def test_a_typed_http_short_link_is_fetched_over_https():
+    async with recording_session() as (session, asked):
+        message = await resolve_error(
+            "http://spotify.link/abc123", session=session, allowed_hosts=SPOTIFY_HOSTS
+        )
+    assert asked == ["https://spotify.link/abc123"]
+    assert "could not be followed" in message
+
+
+async def test_an_https_short_link_on_its_default_port_is_fetched():
+    async with recording_session() as (session, asked):
+        message = await resolve_error(
+            "https://spotify.link/abc123", session=session, allowed_hosts=SPOTIFY_HOSTS
+        )
+    assert asked == ["https://spotify.link/abc123"] and "could not be followed" in message
+
+
+async def test_a_short_link_without_a_host_is_not_a_link():
+    assert (await resolve_error("https:///abc")).endswith("is not a link.")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("my link http://example.com please", "its host is example.com"),  # "://" alone
+        ("go to www.example.com now", "its host is www.example.com"),  # "www." alone
+        ("https://www.example.com/playlist/" + PID, "its host is www.example.com"),
+        ("https:///playlist/" + PID, "is not a Spotify playlist link, URI or id"),
+    ],
+)
+def test_what_makes_a_token_a_link(text, key):
+    with pytest.raises(InvalidPlaylistLink, match=re.escape(key)):
+        parse_playlist_ref(text)
+
+
+def test_wrappers_and_punctuation_come_off_in_either_order():
+    assert parse_playlist_ref(f"<https://open.spotify.com/playlist/{PID}>.") == PID
+    assert parse_playlist_ref(f"`https://open.spotify.com/playlist/{PID}.`") == PID
+
+
+def test_input_up_to_the_length_limit_is_read():
+    assert parse_playlist_ref(" " * (2000 - len(PID)) + PID) == PID
+    with pytest.raises(InvalidPlaylistLink, match="is too long \\(2001 characters\\)"):
+        parse_playlist_ref(" " * (2001 - len(PID)) + PID)
+
+
+def test_messages_quote_at_most_sixty_characters():
+    exact = "a" * QUOTE_CHARS
+    with pytest.raises(InvalidPlaylistLink) as caught:
+        parse_playlist_ref(exact)
+    assert str(caught.value).startswith(f'"{exact}" is not a playlist id')
+    with pytest.raises(InvalidPlaylistLink) as caught:
+        parse_playlist_ref(exact + "a")
+    assert str(caught.value).startswith(f'"{"a" * (QUOTE_CHARS - 1)}…" is not a playlist id')
