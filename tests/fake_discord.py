@@ -337,20 +337,21 @@ class FakeDiscord:
         payload.pop("member")
         await self._dispatch_if_connected("MESSAGE_REACTION_REMOVE", payload)
 
-    async def delete_message(self, message_id: int) -> None:
+    async def delete_message(self, message_id: int, *, event: bool = True) -> None:
         """Someone (its author, a moderator) deletes a message: later requests on it get 404,
-        and a connected bot gets MESSAGE_DELETE."""
+        and a connected bot gets MESSAGE_DELETE (``event=False``: an event the bot missed)."""
         message = self.messages[message_id]
         message.deleted = True
         self.reactions.pop(message_id, None)
-        await self._dispatch_if_connected(
-            "MESSAGE_DELETE",
-            {
-                "id": str(message_id),
-                "channel_id": str(message.channel_id),
-                "guild_id": str(self.guild_id),
-            },
-        )
+        if event:
+            await self._dispatch_if_connected(
+                "MESSAGE_DELETE",
+                {
+                    "id": str(message_id),
+                    "channel_id": str(message.channel_id),
+                    "guild_id": str(self.guild_id),
+                },
+            )
         await self._notify()
 
     def delete_channel(self) -> None:

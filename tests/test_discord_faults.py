@@ -148,7 +148,7 @@ async def test_the_winner_is_announced_even_when_the_post_is_gone(
         )
         await discord.react(BOB, post.id, "2️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(post.id))[2] == 1)
-        post.deleted = True  # gone, without the MESSAGE_DELETE event reaching the bot
+        await discord.delete_message(post.id, event=False)  # an event the bot missed
         await bot.get_cog("VotesCog").close_vote(str(post.id), reason="timer")
         text = next(m.content for m in discord.channel_messages() if m.content.startswith("Cover"))
         assert text.startswith("Cover 2️⃣ wins with 1 vote (closed by the timer)")
