@@ -13,7 +13,6 @@ import logging
 import aiohttp
 import pytest
 
-from bot.storage import Storage
 from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
 from tests.fake_discord import (
     ADD_REACTIONS,
@@ -300,31 +299,3 @@ async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_
                 json={"content": "late"},
             ) as expired:
                 assert (expired.status, (await expired.json())["code"]) == (401, 50027)
-
-
-def test_reconcile_rule(tmp_path):
-    """The rule :meth:`Storage.reconcile_votes` documents, one case per clause."""
-    with Storage(tmp_path / "bot.db") as storage:
-        request = storage.record_request(
-            source="discord",
-            user_id="1",
-            playlist_id="p",
-            playlist_name="P",
-            model="m",
-            params={},
-            prompts=[],
-        )
-        storage.register_cover_message(
-            message_id="m", channel_id="c", request_id=request, candidate_count=3
-        )
-        for user, choice in (("kept", 2), ("moved", 1), ("gone", 3)):
-            storage.cast_vote(message_id="m", user_id=user, choice=choice)
-        ballots = {"kept": {1, 2}, "moved": {3, 2}, "gone": set(), "new": {9, 3}}
-        assert storage.reconcile_votes("m", ballots) == 3
-        votes = {u: storage.vote_of("m", u) for u in ("kept", "moved", "gone", "new")}
-        assert votes == {"kept": 2, "moved": 2, "gone": None, "new": 3}
-        assert storage.reconcile_votes("m", ballots) == 0  # reconciled: nothing left to change
-        storage.close_vote("m", winner=2, reason="timer")
-        assert storage.reconcile_votes("m", {"late": {1}}) == 0  # a closed vote stays closed
-        with pytest.raises(ValueError, match="reason must be one of"):
-            storage.close_vote("m", winner=None, reason="bored")

@@ -565,3 +565,57 @@ def test_a_cover_message_needs_between_one_and_ten_candidates(storage: Storage, 
             message_id="m", channel_id="c", request_id=request_id, candidate_count=count
         )
     assert storage.cover_message("m") is None
+
+
+def test_reconciling_votes_with_the_reactions_discord_shows(storage: Storage, message: str):
+    """The rule :meth:`Storage.reconcile_votes` documents, one case per clause."""
+    for user, choice in (("kept", 2), ("moved", 1), ("gone", 3)):
+        storage.cast_vote(message_id=message, user_id=user, choice=choice)
+    ballots = {"kept": {1, 2}, "moved": {3, 2}, "gone": set(), "new": {9, 3}, "none": {7}}
+    assert storage.reconcile_votes(message, ballots) == 3
+    votes = {u: storage.vote_of(message, u) for u in ("kept", "moved", "gone", "new", "none")}
+    assert votes == {"kept": 2, "moved": 2, "gone": None, "new": 3, "none": None}
+    assert storage.tally(message) == {1: 0, 2: 2, 3: 1, 4: 0}
+    assert storage.reconcile_votes(message, ballots) == 0  # reconciled: nothing left to change
+    assert storage.reconcile_votes("unknown", ballots) == 0
+    storage.close_vote(message, winner=2, reason="timer")
+    assert storage.reconcile_votes(message, {"late": {1}}) == 0  # a closed vote stays closed
+    assert storage.vote_of(message, "late") is None
+    row = storage.cover_message(message)
+    assert (row["winner"], row["close_reason"]) == (2, "timer")
+
+
+def test_a_close_reason_must_be_known(storage: Storage, message: str):
+    with pytest.raises(ValueError, match="reason must be one of"):
+        storage.close_vote(message, winner=None, reason="bored")
+    assert storage.cover_message(message)["status"] == "open"
+
+
+def test_unfinished_requests_are_the_queued_ones_of_a_source_oldest_first(storage: Storage):
+    first, second = record(storage), record(storage)
+    record(storage, source="cli")
+    done = record(storage)
+    storage.finish_request(done, status="done", timings={})
+    rows = storage.unfinished_requests("discord")
+    assert [row["id"] for row in rows] == [first, second]
+    assert rows[0]["params"]["style"] == "mix"  # JSON columns come back decoded
+    assert len(storage.unfinished_requests("cli")) == 1
+
+
+def test_resumptions_are_counted_per_request(storage: Storage):
+    request_id, other = record(storage), record(storage)
+    assert [storage.note_resume(request_id) for _ in range(3)] == [1, 2, 3]
+    assert storage.note_resume(other) == 1
+    with pytest.raises(KeyError, match="no request 'missing'"):
+        storage.note_resume("missing")
+
+
+def test_the_last_request_time_is_per_user_and_source(storage: Storage):
+    assert storage.last_request_at("111", "discord") is None
+    record(storage)
+    latest = record(storage)
+    record(storage, user_id="222")
+    record(storage, source="cli")
+    stamp = storage.request(latest)["created_at"]
+    assert storage.last_request_at("111", "discord") == datetime.fromisoformat(stamp)
+    assert storage.last_request_at("333", "discord") is None
