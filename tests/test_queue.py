@@ -415,7 +415,7 @@ async def test_a_runner_returning_the_wrong_number_of_images_fails_cleanly():
 
     queue = await started_queue(runner)
     broken = queue.submit(job("alice", "a"))
-    with pytest.raises(GenerationFailed, match="on our side"):
+    with pytest.raises(GenerationFailed, match=f"job {broken.id[:8]} failed on our side"):
         await asyncio.wait_for(broken.result(), GUARD_S)
     fine = queue.submit(job("alice", "b"))
     assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
@@ -442,7 +442,7 @@ async def test_a_runner_that_ignores_control_still_times_the_job_out():
     runner.gate.clear()  # blocks without calling control.step
     queue = await started_queue(runner, job_timeout_s=0.05)
     slow = queue.submit(job("alice", "slow"))
-    with pytest.raises(JobTimedOut):
+    with pytest.raises(JobTimedOut, match=r"longer than 0\.05 s"):
         await asyncio.wait_for(slow.result(), GUARD_S)
     assert runner.returned == 0 and runner.interrupted == 0  # the result did not wait for it
     runner.gate.set()
@@ -876,4 +876,42 @@ async def test_cancelling_a_finished_job_changes_nothing():
     [result] = await wait_all(handle)
     assert handle.cancel() is False
     assert handle.status == "done" and await handle.result() == result
+    await queue.close()
+
+
+async def test_the_log_tells_a_jobs_life_by_worker_and_job(caplog):
+    """What an operator reads: which worker started, took which job with how many images, how
+    long it waited and ran, and when the queue closed and its worker stopped."""
+    caplog.set_level("INFO", logger="models.queue")
+    queue = await started_queue(FakeRunner(), name="gpu")
+    handle = queue.submit(job("alice", "late night", images=2, priority=1))
+    await wait_all(handle)
+    await queue.close()
+    await queue.close()  # a second close says nothing more
+    lines = [r.getMessage() for r in caplog.records if r.name == "models.queue"]
+    short = handle.id[:8]
+    expected = [
+        "Queue gpu: worker started",
+        f"Queue gpu: job {short} accepted: user alice, 2 image(s), priority 1, late night",
+        f"Queue gpu: running 2 image(s) for 1 job(s) ['{short}']",
+        f"Queue gpu: job {short} done: 2 image(s), waited",
+        "Queue gpu: closing (draining)",
+        "Queue gpu: worker stopped",
+    ]
+    for want in expected:
+        assert sum(line.startswith(want) for line in lines) == 1, (want, lines)
+    done = next(line for line in lines if line.startswith(f"Queue gpu: job {short} done"))
+    assert ", ran " in done and " s, calls [2]" in done
+
+
+async def test_a_cancellation_is_logged_with_the_state_it_ended(caplog):
+    caplog.set_level("INFO", logger="models.queue")
+    runner = FakeRunner()
+    queue = await started_queue(runner)
+    blocker = await hold_worker(queue, runner)
+    waiting = queue.submit(job("alice", "a"))
+    waiting.cancel()
+    assert f"job {waiting.id[:8]} cancelled while queued" in caplog.text
+    runner.gate.set()
+    await wait_all(blocker)
     await queue.close()

@@ -619,3 +619,20 @@ def test_the_last_request_time_is_per_user_and_source(storage: Storage):
     stamp = storage.request(latest)["created_at"]
     assert storage.last_request_at("111", "discord") == datetime.fromisoformat(stamp)
     assert storage.last_request_at("333", "discord") is None
+
+
+def test_json_is_kept_as_written_and_hashed_as_utf8(storage: Storage):
+    """Non-ASCII text is stored as itself, and a snapshot's hash is of its canonical UTF-8 JSON
+    (sorted keys, no spaces), so hashes match what any other tool computes for the same text."""
+    import hashlib
+    import json
+
+    from bot.storage import content_hash
+
+    request_id = record(storage, params={"style": "café ☕"})
+    [raw] = storage._rows("SELECT params FROM requests WHERE id = ?", [request_id])
+    assert "café ☕" in raw["params"]
+    playlist = {"name": "Ключ 🔑", "id": "p", "fetched_at": "ignored"}
+    canonical = '{"id":"p","name":"Ключ 🔑"}'
+    assert content_hash(playlist) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    assert json.loads(canonical) == {k: v for k, v in playlist.items() if k != "fetched_at"}
