@@ -12,7 +12,8 @@ not in CI: it takes minutes per module on 2 cores. The steps:
    literal blanked: a mutant that only rewords a message (mutmut wraps strings in ``XX``) is
    left out, the rest – flipped comparisons, ±1 constants, negated conditions, swapped
    ``and``/``or``, dropped arguments and statements – are the logic mutants this samples from.
-3. ``--per-module`` of those (all, if fewer) are drawn with ``--seed`` and run with
+3. ``--per-module`` of those (all, if fewer) are drawn with ``--seed`` (per module, so a
+   module's draw is the same whichever others run with it) and run with
    ``mutmut run NAME …``; a mutant counts as killed when a test failed or timed out.
 
 The judging tests are ``[tool.mutmut] pytest_add_cli_args_test_selection`` (the modules' unit
@@ -102,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     subprocess.run([*MUTMUT, "run", "no-such-mutant*"], cwd=ROOT, check=False)
     # 2. and 3. The draw, then one mutmut run over all drawn names.
-    rng = random.Random(args.seed)
     drawn: dict[str, list[str]] = {}
     for module in modules:
         candidates = logic_mutants(module)
+        rng = random.Random(f"{args.seed}:{module}")  # a module's draw is the same alone or not
         drawn[module] = sorted(rng.sample(candidates, min(args.per_module, len(candidates))))
         print(f"{module}: {len(candidates)} logic mutants, {len(drawn[module])} drawn", flush=True)
     names = [name for module in modules for name in drawn[module]]
