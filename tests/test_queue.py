@@ -387,6 +387,8 @@ async def test_a_crashing_runner_fails_its_batch_and_the_worker_lives_on(caplog)
     for error in results[1:]:
         assert isinstance(error, GenerationFailed) and "RuntimeError" in str(error)
     assert "runner exploded" in caplog.text  # logged with its traceback
+    for handle in (crash, neighbour):  # and each job's end, by queue and job
+        assert f"Queue generator: job {handle.id[:8]} failed: " in caplog.text
     fine = queue.submit(job("alice", "fine"))
     assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
     await queue.close()
@@ -406,7 +408,7 @@ async def test_cover_errors_from_the_runner_reach_the_job_as_they_are():
     await queue.close()
 
 
-async def test_a_runner_returning_the_wrong_number_of_images_fails_cleanly():
+async def test_a_runner_returning_the_wrong_number_of_images_fails_cleanly(caplog):
     answers = iter([[], None])
 
     def runner(params, specs, control):
@@ -417,6 +419,7 @@ async def test_a_runner_returning_the_wrong_number_of_images_fails_cleanly():
     broken = queue.submit(job("alice", "a"))
     with pytest.raises(GenerationFailed, match=f"job {broken.id[:8]} failed on our side"):
         await asyncio.wait_for(broken.result(), GUARD_S)
+    assert "Queue generator: the runner returned 0 image(s) for 1" in caplog.text
     fine = queue.submit(job("alice", "b"))
     assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
     await queue.close()
@@ -911,7 +914,32 @@ async def test_a_cancellation_is_logged_with_the_state_it_ended(caplog):
     blocker = await hold_worker(queue, runner)
     waiting = queue.submit(job("alice", "a"))
     waiting.cancel()
-    assert f"job {waiting.id[:8]} cancelled while queued" in caplog.text
+    assert f"Queue generator: job {waiting.id[:8]} cancelled while queued" in caplog.text
     runner.gate.set()
     await wait_all(blocker)
+    await queue.close()
+
+
+async def test_the_default_queue_holds_64_waiting_jobs():
+    runner = FakeRunner()
+    queue = GenerationQueue(runner, max_per_user=100)  # not started: everything waits
+    for n in range(64):
+        queue.submit(job("alice", f"j{n}"))
+    with pytest.raises(QueueFull):
+        queue.submit(job("bob", "one too many"))
+    await queue.close(drain=False)
+
+
+async def test_starting_twice_keeps_one_worker_per_runner():
+    runner = FakeRunner()
+    runner.gate.clear()
+    queue = GenerationQueue(runner, max_batch=1, max_per_user=5)
+    await queue.start()
+    await queue.start()  # idempotent: a second worker would take the second job at once
+    first, second = queue.submit(job("alice", "a")), queue.submit(job("bob", "b"))
+    await entered(runner)
+    await asyncio.sleep(0.1)
+    assert len(runner.calls) == 1 and second.position == 1
+    runner.gate.set()
+    await wait_all(first, second)
     await queue.close()
