@@ -389,6 +389,8 @@ async def test_a_crashing_runner_fails_its_batch_and_the_worker_lives_on(caplog)
     assert "runner exploded" in caplog.text  # logged with its traceback
     for handle in (crash, neighbour):  # and each job's end, by queue and job
         assert f"Queue generator: job {handle.id[:8]} failed: " in caplog.text
+    ids = [crash.id[:8], neighbour.id[:8]]
+    assert f"Queue generator: the runner failed on jobs {ids}" in caplog.text
     fine = queue.submit(job("alice", "fine"))
     assert len((await asyncio.wait_for(fine.result(), GUARD_S)).images) == 1
     await queue.close()
@@ -666,7 +668,7 @@ async def test_batches_go_to_whichever_worker_is_free():
         await queue.close()
 
 
-async def test_a_lost_worker_hands_its_batch_to_another_and_no_job_is_lost():
+async def test_a_lost_worker_hands_its_batch_to_another_and_no_job_is_lost(caplog):
     doomed = LosingRunner(device="cuda:0")
     doomed.gate.clear()
     healthy = LosingRunner(device="cuda:1", lose=False)
@@ -685,6 +687,9 @@ async def test_a_lost_worker_hands_its_batch_to_another_and_no_job_is_lost():
         assert all(isinstance(r, type(results[0])) and r.images for r in results)
         assert sorted(r.workers for r in results) == [("generator/cuda:1",)] * 2
         assert queue.worker_names == ("generator/cuda:1",)
+        assert "Queue generator/cuda:0: worker lost; 1 worker(s) left; 1 job(s) move on" in (
+            caplog.text
+        )
         # Later jobs still run, on the worker that is left.
         later = queue.submit(job("carol", "c1"))
         assert (await asyncio.wait_for(later.result(), GUARD_S)).workers == ("generator/cuda:1",)
@@ -700,7 +705,8 @@ async def test_losing_the_last_worker_fails_every_job_with_a_clear_message():
     try:
         running = queue.submit(job("alice", "a1"))
         waiting = queue.submit(job("bob", "b1"))
-        outcomes = await wait_all(running, waiting)
+        apart = queue.submit(job("dave", "d1", params=B))  # other params: never in that batch
+        outcomes = await wait_all(running, waiting, apart)
         assert all(isinstance(o, NoWorkers) for o in outcomes)
         assert "No generator is available right now" in str(outcomes[0])
         with pytest.raises(NoWorkers):
