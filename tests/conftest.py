@@ -47,6 +47,21 @@ def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return hub
 
 
+SUPPORT_MODELS = ("blip", "clip", "magicprompt")
+
+
+@pytest.fixture(scope="session")
+def support_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face hub cache holding the support models' stand-ins (captioner, CLIP, prompt
+    expander: models/support.py), written once per session; point ``HF_HUB_CACHE`` at it."""
+    from models.standins import write_support_standin
+
+    hub = tmp_path_factory.mktemp("support-hub")
+    for name in SUPPORT_MODELS:
+        write_support_standin(name, hub)
+    return hub
+
+
 # -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
 
 from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
