@@ -6,6 +6,8 @@
     python -m training miniature [--out runs/miniature] [--ship]   (the whole study, 40-50 min CPU)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
+    python -m training caption DIR [--titles merge|keep|replace]   (BLIP captions → metadata.jsonl)
+    python -m training clip-filter DIR --out DIR [--threshold 0.2] (drop pairs CLIP says don't match)
 
 The same module runs under ``accelerate launch -m training …`` for several GPUs or nodes.
 Heavy libraries are imported only by the command that needs them, so ``--help`` is instant.
@@ -26,7 +28,16 @@ from typing import Any
 
 from training.train import DEFAULT_PRESET, PRESETS, TrainConfig
 
-COMMANDS = ("train", "collect", "export-votes", "miniature", "synthetic", "pretrain")
+COMMANDS = (
+    "train",
+    "collect",
+    "export-votes",
+    "miniature",
+    "synthetic",
+    "pretrain",
+    "caption",
+    "clip-filter",
+)
 
 
 # -- the training command: one flag per TrainConfig field --------------------------------------
@@ -375,6 +386,69 @@ def run_pretrain(argv: list[str]) -> int:
     return 0
 
 
+# -- the data pipeline of seed 003: caption, CLIP filter ---------------------------------------
+
+
+def run_caption(argv: list[str]) -> int:
+    from training.caption import DEFAULT_CAPTION_MODEL, TITLE_MODES, CaptionConfig, caption_folder
+
+    defaults = CaptionConfig(folder=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training caption",
+        description="Caption every image of a folder that has no caption yet with a "
+        "transformers captioning model and write DIR/metadata.jsonl (file_name, text, title, "
+        "caption). Batched and resumable: captions are appended to DIR/captions.jsonl as they "
+        "come, so a stopped run continues. The model must be in the local Hugging Face cache "
+        "(`python -m bot models pull blip`).",
+    )
+    parser.add_argument("folder", type=Path, help="image folder (an existing metadata.jsonl gives the titles)")  # fmt: skip
+    parser.add_argument("--model", default=DEFAULT_CAPTION_MODEL, help=f"hub id or folder (default {DEFAULT_CAPTION_MODEL})")  # fmt: skip
+    parser.add_argument("--titles", choices=TITLE_MODES, default=defaults.titles, help="merge: '<title>, <caption>'; keep: titled images keep their title; replace: the caption only (default merge)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"images per model call (default {defaults.batch_size})")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help=f"longest caption in tokens (default {defaults.max_new_tokens})")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    config = CaptionConfig(args.folder, model=args.model, titles=args.titles,
+                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           device=args.device)  # fmt: skip
+    result = caption_folder(config, log_line=print)
+    speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
+    print(
+        f"Captioned {result.captioned} image(s){speed}, reused {result.reused}; "
+        f"{result.images} rows in {result.metadata}."
+    )
+    return 0
+
+
+def run_clip_filter(argv: list[str]) -> int:
+    from training.clip_filter import DEFAULT_THRESHOLD, FilterConfig, filter_pairs
+
+    defaults = FilterConfig(data=Path("."), out=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training clip-filter",
+        description="Score every image/caption pair with CLIP (the model eval's CLIP score "
+        "uses) and keep those with cosine similarity at or above --threshold (seed 003: 0.2). "
+        "Writes OUT/metadata.jsonl with the kept images, OUT/clip_scores.jsonl and "
+        "OUT/clip_filter_report.md/.json (histogram, the pairs at the cut).",
+    )
+    parser.add_argument("data", type=Path, help="image folder with metadata.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the kept set")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"lowest cosine kept (default {DEFAULT_THRESHOLD})")  # fmt: skip
+    parser.add_argument("--model", default=None, help="CLIP hub id or folder (default openai/clip-vit-large-patch14)")  # fmt: skip
+    parser.add_argument("--caption-column", default="text", help="caption column (default text)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"pairs per model call (default {defaults.batch_size})")  # fmt: skip
+    parser.add_argument("--examples", type=int, default=defaults.examples, help="pairs shown on each side of the cut (default 5)")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    config = FilterConfig(args.data, args.out, threshold=args.threshold, model=args.model,
+                          caption_column=args.caption_column, batch_size=args.batch_size,
+                          examples=args.examples, device=args.device)  # fmt: skip
+    result = filter_pairs(config, log_line=print)
+    speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
+    print(f"Scored {result.pairs} pairs{speed}; kept {result.kept} in {result.out}. Report: {result.report}")  # fmt: skip
+    return 0
+
+
 def _quiet_diffusers() -> None:
     from models.registry import quiet_libraries
 
@@ -400,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_synthetic(argv)
         if command == "pretrain":
             return run_pretrain(argv)
+        if command == "caption":
+            return run_caption(argv)
+        if command == "clip-filter":
+            return run_clip_filter(argv)
         return run_train(argv)
     except SystemExit:
         raise  # argparse's --help and usage errors, before the except below imports anything
