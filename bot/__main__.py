@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STYLES,
         default="seed",
         help="how prompts are written: 'seed' is the seed paper's '<title> playlist cover image'; "
-        "'mix' gives each candidate a different style (default: seed)",
+        "'mix' gives each candidate a different style; 'expand' continues the seed prompt with "
+        "a GPT-2 prompt model (`python -m bot models pull magicprompt`), 'auto' expands when "
+        "that model is cached and mixes otherwise (default: seed)",
     )
     cover.add_argument(
         "--title", action="store_true", help="set the playlist title onto the covers"
