@@ -165,7 +165,7 @@ def filter_pairs(
     # 3. The kept set: images linked (or copied) beside a new metadata.jsonl.
     out.mkdir(parents=True, exist_ok=True)
     for row in kept:
-        _link(data / row["file_name"], out / row["file_name"])
+        link_or_copy(data / row["file_name"], out / row["file_name"])
     _write_lines(out / METADATA, [json.dumps(r, ensure_ascii=False) for r in kept])
     _write_lines(out / SCORES, [
         json.dumps({"file_name": r["file_name"], "text": r[config.caption_column],
@@ -203,7 +203,7 @@ def _load_scorer(config: FilterConfig) -> Any:
     return scorer
 
 
-def _link(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         target.unlink()
