@@ -23,6 +23,12 @@ What our code reads, per preset (``REAL_REPOS`` records where a stand-in departs
   ``IFSafetyChecker``, ``IFWatermarker``) and stage II (``IFSuperResolutionPipeline``, 64 → 256
   px, with its own image-noising scheduler); both with ``fp16`` variants.
 
+The support models of seed 003's pipeline (models/support.py) have stand-ins too
+(:func:`write_support_standin`, ``SUPPORT_REPOS``): BLIP base (``BlipForConditionalGeneration``,
+a BERT WordPiece tokenizer with BLIP's ``[DEC]``), CLIP ViT-L/14 (``CLIPModel``, the real CLIP
+BPE) and MagicPrompt (``GPT2LMHeadModel``, a GPT-2 byte-level BPE trained here with the
+``tokenizers`` library), each as a transformers repository: everything at the top level.
+
 ``safety="flag-all"`` builds a safety checker that flags every image (what real checkers do to
 some honest prompts), so the black-image path can be tested end to end.
 """

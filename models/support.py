@@ -30,7 +30,7 @@ class SupportModel:
 
 SUPPORT_MODELS: dict[str, SupportModel] = {
     # BLIP (Li et al. 2022) base, trained on COCO captions: short literal captions ("a painting
-    # of a woman in a red dress"), the kind the SD text encoder understands; 247M parameters.
+    # of a woman in a red dress"), the kind the SD text encoder understands; 224M parameters.
     "blip": SupportModel(
         "blip",
         "Salesforce/blip-image-captioning-base",

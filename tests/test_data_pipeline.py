@@ -288,3 +288,14 @@ def test_clip_filter_refusals_are_one_sentence(hub: Path, tmp_path: Path, capsys
     bare = image_folder(tmp_path / "bare")
     assert main(["clip-filter", str(bare), "--out", str(tmp_path / "z")]) == 1
     assert "has no metadata.jsonl; caption it first" in capsys.readouterr().err
+
+
+def test_pipeline_speed_times_the_cached_models(hub: Path, tmp_path: Path, capsys) -> None:
+    from training.pipeline_speed import main as speed
+
+    out = tmp_path / "speed.json"
+    assert speed(["--images", "4", "--batch-size", "2", "--prompts", "2", "--out", str(out)]) == 0
+    measured = json.loads(out.read_text())["standins"]
+    assert measured["captioning"]["n"] == 4 and measured["captioning"]["per_second"] > 0
+    assert measured["clip_filter"]["batch_size"] == 2 and measured["expansion"]["n"] == 2
+    assert "real_size" not in json.loads(out.read_text())

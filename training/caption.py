@@ -7,8 +7,8 @@
 
 Seed 003 captioned WikiArt with RAM/Tag2Text (a tagger plus a captioner); neither is a
 transformers class. BLIP base (``Salesforce/blip-image-captioning-base``, models/support.py) is
-the closest well-kept equivalent: one model, COCO-style literal captions, 247M parameters that a
-CPU runs. Any image-to-text model that ``AutoModelForImageTextToText`` loads and that generates
+the closest well-kept equivalent: one model, COCO-style literal captions, 224M parameters
+(counted in docs/training.md) that a CPU runs. Any image-to-text model that ``AutoModelForImageTextToText`` loads and that generates
 from an image alone works the same way (``--model``).
 
 Titles (``--titles``): a folder's existing ``text`` is its title (a playlist name, say).
