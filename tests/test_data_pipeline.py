@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -21,7 +21,7 @@ from training.caption import (
     merge_text,
     read_rows,
 )
-from training.clip_filter import FilterConfig, at_the_cut, filter_pairs, histogram
+from training.clip_filter import FilterConfig, at_the_cut, filter_pairs, histogram, read_pairs
 from training.data import DatasetError, load_examples
 
 pytestmark = pytest.mark.slow
@@ -92,6 +92,11 @@ def test_read_rows_errors_name_the_line(tmp_path: Path) -> None:
     (folder / "metadata.jsonl").write_text('{"file_name": "gone.png", "text": "x"}\n')
     with pytest.raises(DatasetError, match=r"line 1: the image .*gone\.png is missing"):
         read_rows(folder)
+    Image.new("RGB", (4, 4)).save(tmp_path / "outside.png")
+    (folder / "metadata.jsonl").write_text('{"file_name": "../outside.png", "text": "x"}\n')
+    for read in (read_rows, read_pairs):
+        with pytest.raises(DatasetError, match="leads outside the folder"):
+            read(folder)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="holds no images"):
         read_rows(tmp_path / "empty")
@@ -299,3 +304,54 @@ def test_pipeline_speed_times_the_cached_models(hub: Path, tmp_path: Path, capsy
     assert measured["captioning"]["n"] == 4 and measured["captioning"]["per_second"] > 0
     assert measured["clip_filter"]["batch_size"] == 2 and measured["expansion"]["n"] == 2
     assert "real_size" not in json.loads(out.read_text())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+metadata_lines = st.lists(
+    st.one_of(
+        st.text(max_size=30),
+        st.builds(json.dumps, json_values),
+        st.builds(
+            lambda name, text: json.dumps({"file_name": name, "text": text}),
+            st.sampled_from(["00-red.png", "01-navy.png", "gone.png", "", "../00-red.png"]),
+            json_values,
+        ),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(metadata_lines)
+def test_any_metadata_file_reads_or_fails_with_a_dataset_error(lines: list[str]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "covers"
+        folder.mkdir()
+        for name in ("00-red.png", "01-navy.png"):
+            Image.new("RGB", (4, 4)).save(folder / name)
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for read in (read_rows, read_pairs):
+            try:
+                found = read(folder)
+            except DatasetError as error:
+                assert str(error).startswith(str(folder))
+            else:
+                assert all(isinstance(r["file_name"], str) for r in found)
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab./\\~:")), max_size=12))
+def test_a_file_name_judged_inside_resolves_inside(name: str) -> None:
+    from training.clip_filter import is_relative_inside
+
+    folder = Path("/data/covers")
+    if is_relative_inside(name):
+        assert (folder / name).resolve().is_relative_to(folder)
+    assert not is_relative_inside("../x.png") and not is_relative_inside("/etc/x.png")

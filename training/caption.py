@@ -107,6 +107,10 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
                 raise DatasetError(
                     f"{metadata}, line {number}: not a JSON object with a file_name."
                 ) from None
+            from training.clip_filter import is_relative_inside
+
+            if not is_relative_inside(name):
+                raise DatasetError(f"{metadata}, line {number}: the file name {name!r} leads outside the folder.")  # fmt: skip
             if not (folder / name).is_file():
                 raise DatasetError(f"{metadata}, line {number}: the image {folder / name} is missing.")  # fmt: skip
             # A row this command wrote keeps its title apart; otherwise `text` is the title.

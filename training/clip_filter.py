@@ -109,6 +109,13 @@ def at_the_cut(scores: Sequence[float], threshold: float, k: int) -> tuple[list[
 # -- the run -----------------------------------------------------------------------------------
 
 
+def is_relative_inside(name: str) -> bool:
+    """Whether a metadata file name stays inside its folder (no absolute path, no ``..``): the
+    kept set is written to ``OUT/<file_name>``, which must not land elsewhere."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
 def read_pairs(folder: Path, caption_column: str = "text") -> list[dict[str, Any]]:
     rows = []
     metadata = folder / METADATA
@@ -120,6 +127,8 @@ def read_pairs(folder: Path, caption_column: str = "text") -> list[dict[str, Any
             name, text = str(row["file_name"]), row[caption_column]
         except (ValueError, KeyError, TypeError):
             raise DatasetError(f"{metadata}, line {number}: not a JSON object with file_name and {caption_column}.") from None  # fmt: skip
+        if not is_relative_inside(name):
+            raise DatasetError(f"{metadata}, line {number}: the file name {name!r} leads outside the folder.")  # fmt: skip
         if not isinstance(text, str) or not text.strip():
             raise DatasetError(f"{metadata}, line {number}: the {caption_column!r} of {name} is empty.")  # fmt: skip
         if not (folder / name).is_file():
