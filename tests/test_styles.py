@@ -5,7 +5,6 @@ embedded base model; and the loop's and the study's parts on their own."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -36,37 +35,6 @@ def covers(folder: Path, colour: tuple[int, int, int], count: int) -> Path:
         )
         image.save(folder / f"cover-{i:02d}.png")
     return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TorchScript file in NVlabs' layout (a `layers` module, 299 px in, 2048 features out)
-    standing in for the FID network, which no wheel here ships."""
-    import torch
-
-    class Layers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 13, stride=13)
-            self.fc = torch.nn.Linear(8 * 23 * 23, 2048)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.layers(x)
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("inception") / "tiny-inception.pt"
-    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; the FID file is one
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Net()).save(str(path))
-    return path
 
 
 def test_caption_filter_train_and_study_from_the_docs_commands(

@@ -176,3 +176,32 @@ def test_eval_scores_with_the_cached_clip_and_skips_with_a_reason_without(
     np.testing.assert_allclose(scorer(images, prompts), 100 * np.clip(cosines, 0, None))
     with pytest.raises(ValueError, match="2 images but 3 prompts"):
         scorer.cosines(images[:2], prompts)
+
+
+def test_eval_study_computes_the_clip_score_when_clip_is_cached(
+    support_hub: Path, cache_dir: Path, tiny_inception: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`python -m eval study` as a user runs it: no --clip-model, so the default CLIP from the
+    cache; before this, the score was skipped wherever CLIP weights were missing."""
+    from eval.__main__ import main as eval_main
+
+    split = tmp_path / "split"
+    split.mkdir()
+    lines = []
+    for i, colour in enumerate(("red", "navy", "gold")):
+        Image.new("RGB", (64, 64), colour).save(split / f"{i}.png")
+        lines.append(json.dumps({"file_name": f"{i}.png", "text": f"a {colour} cover"}))
+    (split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("HF_HUB_CACHE", str(support_hub))
+    args = ["study", "--test", str(split), "--models", "embedded", "--size", "64", "--steps", "2",
+            "--bootstrap", "5", "--kid-subsets", "3", "--inception", str(tiny_inception),
+            "--device", "cpu", "--cache-dir", str(cache_dir)]  # fmt: skip
+    assert eval_main([*args, "--out", str(tmp_path / "with")]) == 0
+    row = json.loads((tmp_path / "with" / "results.json").read_text())["models"][0]
+    assert row["clip_score"]["model"] == "openai/clip-vit-large-patch14"
+    assert 0 <= row["clip_score"]["value"] <= 100 and row["clip_score"]["n"] == 3
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert eval_main([*args, "--out", str(tmp_path / "without")]) == 0
+    row = json.loads((tmp_path / "without" / "results.json").read_text())["models"][0]
+    assert "`python -m bot models pull clip`" in row["clip_score"]["skipped"]
