@@ -355,3 +355,27 @@ def test_a_file_name_judged_inside_resolves_inside(name: str) -> None:
     if is_relative_inside(name):
         assert (folder / name).resolve().is_relative_to(folder)
     assert not is_relative_inside("../x.png") and not is_relative_inside("/etc/x.png")
+
+
+def test_a_pair_exactly_at_the_threshold_is_kept(tmp_path: Path) -> None:
+    """Seed 003 removed pairs 'lower than 0.2': 0.2 itself stays."""
+    data = captioned(tmp_path)
+    fixed = [0.2, 0.19999, 0.35, -0.1, 0.2000001, 0.0, 0.5, 0.1]
+
+    class Fixed:
+        name = "fixed cosines"
+
+        def cosines(self, images, prompts):
+            start = Fixed.seen
+            Fixed.seen += len(images)
+            return np.array(fixed[start : start + len(images)])
+
+    Fixed.seen = 0
+    result = filter_pairs(FilterConfig(data, tmp_path / "kept", batch_size=3), scorer=Fixed)
+    kept = [r["file_name"] for r in rows(tmp_path / "kept")]
+    assert kept == [f"{i:02d}-{COLOURS[i]}.png" for i in (0, 2, 4, 6)] and result.kept == 4
+    report = json.loads((tmp_path / "kept" / "clip_filter_report.json").read_text())
+    assert (
+        report["model"] == "fixed cosines" and report["dropped_at_the_cut"][0]["cosine"] == 0.19999
+    )
+    assert report["kept_at_the_cut"][0]["cosine"] == 0.2
