@@ -41,6 +41,8 @@ from bot.errors import InvalidOption
 from bot.playlist import PlaylistFacts
 
 STYLES = ("seed", "description", "genre", "artist", "mood", "mix", "expand", "auto")
+# The styles written from the lexicon alone: no model, nothing cached needed.
+HEURISTIC_STYLES = tuple(s for s in STYLES if s not in ("expand", "auto"))
 MAX_COUNT = 4
 CLIP_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 MIN_TOKENS = 40  # room for a title, a frame and an artist reference

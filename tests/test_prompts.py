@@ -12,6 +12,7 @@ from bot.playlist import PlaylistFacts, TrackFacts
 from bot.prompts import (
     DEFAULT_NEGATIVE,
     FACE_NEGATIVE,
+    HEURISTIC_STYLES,
     STYLES,
     THEMES,
     Prompt,
@@ -23,9 +24,7 @@ from bot.prompts import (
     fit_tokens,
 )
 
-# The styles written from the lexicon alone; expand and auto (a language model) have their own
-# tests in tests/test_expand.py.
-HEURISTIC_STYLES = [s for s in STYLES if s not in ("expand", "auto")]
+# expand and auto (a language model) have their own tests in tests/test_expand.py.
 SINGLE_STYLES = [s for s in HEURISTIC_STYLES if s != "mix"]
 NIGHT = next(t for t in THEMES if t.name == "night")
 DRIVE = next(t for t in THEMES if t.name == "drive")
