@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STYLES,
         default="seed",
         help="how prompts are written: 'seed' is the seed paper's '<title> playlist cover image'; "
-        "'mix' gives each candidate a different style (default: seed)",
+        "'mix' gives each candidate a different style; 'expand' continues the seed prompt with "
+        "a GPT-2 prompt model (`python -m bot models pull magicprompt`), 'auto' expands when "
+        "that model is cached and mixes otherwise (default: seed)",
     )
     cover.add_argument(
         "--title", action="store_true", help="set the playlist title onto the covers"
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "set of weights: safetensors, the fp16 variant when for CUDA) through huggingface_hub; "
         "an interrupted pull resumes. Gated repos (DeepFloyd IF) need HF_TOKEN or `hf auth login`.",
     )
-    pull.add_argument("name", help="preset name, e.g. sd-turbo")
+    pull.add_argument(
+        "name", help="preset name, e.g. sd-turbo, or a support model: blip, clip, magicprompt"
+    )
     pull.add_argument(
         "--variant",
         choices=("auto", "fp16", "none"),
@@ -243,7 +247,23 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         if preset.kind == "if":
             line += "  (gated: accept the licence at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0)"
         print(line)
+    _list_support_models()
     return 0
+
+
+def _list_support_models() -> None:
+    """The captioner, CLIP and the prompt expander (models/support.py): not generators, but
+    pulled and cached the same way."""
+    from models.hub import repo_state
+    from models.support import SUPPORT_MODELS
+
+    print(f"\n{'support':<13} {'cached':<12} {'size':>9}  {'role':<22} where")
+    for model in SUPPORT_MODELS.values():
+        state = repo_state(model.repo_id)
+        cached = "yes" if state.cached else "no"
+        size = _size(state.size_on_disk) if state.cached else "-"
+        where = _short(state.snapshot) if state.cached else model.repo_id
+        print(f"{model.name:<13} {cached:<12} {size:>9}  {model.role:<22} {where}")
 
 
 def _short(path: Path | None) -> str:

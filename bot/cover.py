@@ -307,7 +307,10 @@ class CoverService:
         read_s = time.perf_counter() - started
 
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        prompts = build_prompts(facts, count=request.count, style=request.style, seed=seed)
+        # In a thread: the expand/auto styles run a language model.
+        prompts = await asyncio.to_thread(
+            build_prompts, facts, count=request.count, style=request.style, seed=seed
+        )
         params = GenerationParams(
             model=spec.name,
             width=spec.native_size,

@@ -14,6 +14,11 @@ Styles (``STYLES``):
 - ``mood``: mood words (late-night drive, workout, rain, ...) mapped to palettes, light and
   motifs by a small hand-made lexicon (seed 000 §1 describes exactly these cues).
 - ``mix``: a different style per candidate, falling back where a playlist has no material.
+- ``expand``: seed 003's prompt expansion – the ``seed`` prompt continued by a GPT-2 prompt
+  model (:mod:`models.expand`), sampled with the candidate's seed, filtered and kept within
+  CLIP's 77 tokens. Needs the model in the local cache; without it the request fails with a
+  message saying how to fetch it.
+- ``auto``: ``expand`` where its model is cached, ``mix`` otherwise.
 
 A playlist may be metadata only (Spotify's Feb 2026 rules, see NOTES): every style can then
 still write a prompt from the title and description, and reports the style it really used in
@@ -29,13 +34,15 @@ import math
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.errors import InvalidOption
 from bot.playlist import PlaylistFacts
 
-STYLES = ("seed", "description", "genre", "artist", "mood", "mix")
+STYLES = ("seed", "description", "genre", "artist", "mood", "mix", "expand", "auto")
+# The styles written from the lexicon alone: no model, nothing cached needed.
+HEURISTIC_STYLES = tuple(s for s in STYLES if s not in ("expand", "auto"))
 MAX_COUNT = 4
 CLIP_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 MIN_TOKENS = 40  # room for a title, a frame and an artist reference
@@ -784,6 +791,10 @@ def check_inputs(count: int, style: str, max_tokens: int) -> None:
         raise ValueError(f"max_tokens must be at least {MIN_TOKENS}, got {max_tokens}")
 
 
+# (prompt, seed, max_tokens) → the expanded prompt; models.expand.default_expander is the real one
+Expander = Callable[[str, int, int], str]
+
+
 def build_prompts(
     facts: PlaylistFacts,
     *,
@@ -791,17 +802,43 @@ def build_prompts(
     style: str = "seed",
     seed: int,
     max_tokens: int = CLIP_MAX_TOKENS,
+    expander: Expander | None = None,
 ) -> list[Prompt]:
     """One prompt per candidate; candidate ``i`` (from 0) gets seed ``seed + i``.
 
     Raises :class:`~bot.errors.InvalidOption` (a ``ValueError``) naming ``style`` or ``count``
-    when they are out of range.
+    when they are out of range. ``expand`` (and ``auto`` where the model is cached) runs a
+    language model: call it off the event loop. ``expander`` replaces the default model.
     """
     check_inputs(count, style, max_tokens)
     # 1. What the playlist offers: cleaned title and description, genres, themes, an artist.
     m = _material(facts)
+    if style == "auto":
+        style = "expand" if expander is not None or _expansion_available() else "mix"
+    if style == "expand":
+        # The paper's short prompt is what seed 003 expands; the sampled continuation, not the
+        # cues, makes the candidates differ.
+        expand = expander or _default_expander()
+        bases = [_write("seed", m, seed + i, max_tokens) for i in range(count)]
+        return [
+            Prompt(expand(b.text, b.seed, max_tokens), DEFAULT_NEGATIVE, "expand", b.seed)
+            for b in bases
+        ]
     # 2. One style per candidate: the same for all, or the mix order with fallbacks.
     styles = _mix_styles(count, m) if style == "mix" else [_effective_style(style, m)] * count
     # 3. Write each; the per-candidate seed also picks among synonymous cues, so candidates of
     #    one style differ a little while staying reproducible.
     return [_write(s, m, seed + i, max_tokens) for i, s in enumerate(styles)]
+
+
+def _expansion_available() -> bool:
+    from models.expand import expansion_available  # lazy: torch only when a model is there
+
+    return expansion_available()
+
+
+def _default_expander() -> Expander:
+    from models.expand import default_expander, load_expander
+
+    load_expander()  # fails here, naming the model and how to fetch it, if it is not cached
+    return default_expander

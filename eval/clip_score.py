@@ -42,6 +42,11 @@ class ClipScorer:
 
     def __call__(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         """One score per (image, prompt) pair, in [0, 100]."""
+        return 100.0 * np.clip(self.cosines(images, prompts), 0.0, None)
+
+    def cosines(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
+        """The raw cosine similarity of each (image, prompt) pair, in [-1, 1]: what
+        ``python -m training clip-filter`` thresholds (seed 003 dropped pairs under 0.2)."""
         import torch
 
         if len(images) != len(prompts):
@@ -63,7 +68,7 @@ class ClipScorer:
         image_embeds = _as_tensor(image_embeds)
         text_embeds = _as_tensor(text_embeds)
         cosine = torch.nn.functional.cosine_similarity(image_embeds, text_embeds, dim=-1)
-        return (100.0 * cosine.clamp(min=0.0)).double().cpu().numpy()
+        return cosine.double().cpu().numpy()
 
     def _preprocess(self, image: Image.Image) -> np.ndarray:
         """CLIP's preprocessing: bicubic resize of the short side, centre crop, normalise."""
@@ -93,13 +98,16 @@ def load_clip(name: str, *, device: str = "cpu", allow_downloads: bool = False) 
         from transformers import AutoTokenizer, CLIPModel
     except ImportError:
         return "transformers is not installed (pip install 'playlist-cover[eval]')"
+    from models.registry import hf_cache_dir
+
+    # The cache as the environment says now (huggingface_hub reads HF_HUB_CACHE once, at import).
+    where = {"local_files_only": not allow_downloads, "cache_dir": hf_cache_dir()}
     try:
-        model = CLIPModel.from_pretrained(name, local_files_only=not allow_downloads)
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not allow_downloads)
+        model = CLIPModel.from_pretrained(name, **where)
+        tokenizer = AutoTokenizer.from_pretrained(name, **where)
     except (OSError, ValueError) as error:
         log.info("CLIP model %s unavailable: %s", name, error)
-        return (
-            f"CLIP weights {name!r} are not available locally "
-            f"(fetch them with `hf download {name}` or pass --clip-model DIR)"
-        )
+        from models.support import fetch_hint
+
+        return f"CLIP weights {name!r} are not available locally ({fetch_hint(name)}, or pass --clip-model DIR)"
     return ClipScorer(model, tokenizer, name=name, device=device)

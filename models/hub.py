@@ -42,9 +42,15 @@ _LICENCE = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
 
 
 def repo_ids(name: str) -> list[str]:
+    from models.support import SUPPORT_MODELS
+
+    if name in SUPPORT_MODELS:  # the captioner, CLIP, the prompt expander (models/support.py)
+        return [SUPPORT_MODELS[name].repo_id]
     preset = PRESETS.get(name)
     if preset is None:
-        raise ModelUnavailable(f"Unknown model {name!r}; use one of {', '.join(PRESETS)}.")
+        raise ModelUnavailable(
+            f"Unknown model {name!r}; use one of {', '.join([*PRESETS, *SUPPORT_MODELS])}."
+        )
     return [r for r in (preset.repo_id, preset.stage2_repo_id) if r]
 
 
@@ -70,6 +76,23 @@ def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
         weights = [f for f in inside if _format_of(f)]
         chosen += _pick_weights(weights, variant)
     return chosen
+
+
+# A transformers repository (no model_index.json) keeps everything at its top level; its weights
+# are model.safetensors / pytorch_model.bin or their shards. Other files named *.bin
+# (training_args.bin) and other frameworks' weights (tf_model.h5, flax_model.msgpack) are left out.
+_TRANSFORMERS_EXTRA = frozenset({"vocab.txt", "processor_config.json"})
+_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model-", "pytorch_model.bin", "pytorch_model-")
+
+
+def needed_transformers_files(files: list[str]) -> list[str]:
+    """The files of a transformers repository (``files``: its paths) that loading the model,
+    its tokenizer and its processor needs: the top-level configs and tokenizer files, and one
+    weights format – safetensors where the repository has it, ``.bin`` otherwise."""
+    top = [f for f in files if "/" not in f]
+    chosen = sorted(f for f in top if f in _CONFIGS or f in _TRANSFORMERS_EXTRA)
+    weights = [f for f in top if f.startswith(_TRANSFORMERS_WEIGHTS) and _format_of(f)]
+    return chosen + _pick_weights(weights, None)
 
 
 def _is_variant(path: str, variant: str) -> bool:
@@ -150,6 +173,8 @@ def repo_state(repo_id: str) -> RepoState:
     """Whether ``repo_id`` is cached completely for at least one variant, and where."""
     snapshot = _snapshot(repo_id)
     index_path = snapshot / "model_index.json" if snapshot else None
+    if snapshot is not None and not index_path.is_file() and (snapshot / "config.json").is_file():
+        return _transformers_state(repo_id, snapshot)
     if snapshot is None or index_path is None or not index_path.is_file():
         return RepoState(repo_id, False, snapshot, 0, ())
     files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
@@ -173,6 +198,14 @@ def repo_state(repo_id: str) -> RepoState:
     return RepoState(repo_id, bool(present), snapshot, size, tuple(present))
 
 
+def _transformers_state(repo_id: str, snapshot: Path) -> RepoState:
+    files = [p.name for p in snapshot.iterdir() if p.is_file()]
+    needed = needed_transformers_files(files)
+    complete = any(_format_of(f) for f in needed)  # present by construction; weights decide
+    size = sum((snapshot / f).stat().st_size for f in needed) if complete else 0
+    return RepoState(repo_id, complete, snapshot, size, ("full",) if complete else ())
+
+
 def cache_state(name: str) -> list[RepoState]:
     return [repo_state(r) for r in repo_ids(name)]
 
@@ -185,7 +218,7 @@ def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
         raise ModelUnavailable(
             f"The model {name} has nothing to download: it is built here, not fetched."
         )
-    chosen = choose_variant(name, variant=variant, device=device)
+    chosen = None if name not in PRESETS else choose_variant(name, variant=variant, device=device)
     return [pull_repo(repo_id, variant=chosen, token=token) for repo_id in ids]
 
 
@@ -209,9 +242,13 @@ def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = N
         files = [s.rfilename for s in info.siblings or []]
         # revision "main", not info.sha: only a branch name makes huggingface_hub write
         # refs/main, which offline loading (from_pretrained(local_files_only=True)) resolves.
-        index_file = hf_hub_download(repo_id, "model_index.json", cache_dir=cache, token=token)
-        index = json.loads(Path(index_file).read_text(encoding="utf-8"))
-        wanted = needed_files(repo_id, files, index, variant=variant)
+        if "model_index.json" in files or not files:
+            index_file = hf_hub_download(repo_id, "model_index.json", cache_dir=cache, token=token)
+            index = json.loads(Path(index_file).read_text(encoding="utf-8"))
+            wanted = needed_files(repo_id, files, index, variant=variant)
+        else:  # a transformers model: the captioner, CLIP, the prompt expander
+            hf_hub_download(repo_id, "config.json", cache_dir=cache, token=token)  # refs/main
+            wanted = needed_transformers_files(files)
         path = snapshot_download(repo_id, allow_patterns=wanted, cache_dir=cache, token=token)
     except GatedRepoError as error:
         licence = (

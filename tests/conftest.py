@@ -47,6 +47,54 @@ def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return hub
 
 
+SUPPORT_MODELS = ("blip", "clip", "magicprompt")
+
+
+@pytest.fixture(scope="session")
+def support_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face hub cache holding the support models' stand-ins (captioner, CLIP, prompt
+    expander: models/support.py), written once per session; point ``HF_HUB_CACHE`` at it."""
+    from models.standins import write_support_standin
+
+    hub = tmp_path_factory.mktemp("support-hub")
+    for name in SUPPORT_MODELS:
+        write_support_standin(name, hub)
+    return hub
+
+
+@pytest.fixture(scope="session")
+def tiny_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TorchScript file in NVlabs' layout (a `layers` module, 299 px in, 2048 features out)
+    standing in for the FID network, which no wheel here ships."""
+    import warnings
+
+    import torch
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 13, stride=13)
+            self.fc = torch.nn.Linear(8 * 23 * 23, 2048)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = Layers()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layers(x)
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / "tiny-inception.pt"
+    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; the FID file is one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Net()).save(str(path))
+    return path
+
+
 # -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
 
 from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)

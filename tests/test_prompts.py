@@ -12,6 +12,7 @@ from bot.playlist import PlaylistFacts, TrackFacts
 from bot.prompts import (
     DEFAULT_NEGATIVE,
     FACE_NEGATIVE,
+    HEURISTIC_STYLES,
     STYLES,
     THEMES,
     Prompt,
@@ -23,7 +24,8 @@ from bot.prompts import (
     fit_tokens,
 )
 
-SINGLE_STYLES = [s for s in STYLES if s != "mix"]
+# expand and auto (a language model) have their own tests in tests/test_expand.py.
+SINGLE_STYLES = [s for s in HEURISTIC_STYLES if s != "mix"]
 NIGHT = next(t for t in THEMES if t.name == "night")
 DRIVE = next(t for t in THEMES if t.name == "drive")
 
@@ -246,7 +248,7 @@ def test_mix_with_fewer_candidates_takes_the_order_from_the_start():
 # --- determinism ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", HEURISTIC_STYLES)
 def test_same_facts_style_and_seed_give_the_same_prompts(style: str):
     first = build_prompts(rich_playlist(), style=style, seed=2024)
     again = build_prompts(rich_playlist(), style=style, seed=2024)
@@ -367,7 +369,7 @@ def test_long_title_and_description_fit_every_style():
     title = " ".join(f"wonderful{i}" for i in range(60))
     description = "an endless description about glittering summer evenings " * 50
     facts = rich_playlist(name=title, description=description)
-    for style in STYLES:
+    for style in HEURISTIC_STYLES:
         for p in build_prompts(facts, style=style, seed=9):
             assert estimate_clip_tokens(p.text) + 2 <= 77, (style, p.text)
             assert p.text.startswith("wonderful0 wonderful1 wonderful2")
@@ -390,7 +392,7 @@ def test_description_is_cut_before_the_title():
 
 
 def test_smaller_windows_are_honoured():
-    for style in STYLES:
+    for style in HEURISTIC_STYLES:
         for p in build_prompts(rich_playlist(), style=style, seed=0, max_tokens=40):
             assert estimate_clip_tokens(p.text) + 2 <= 40
 

@@ -6,6 +6,10 @@
     python -m training miniature [--out runs/miniature] [--ship]   (the whole study, 40-50 min CPU)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
+    python -m training caption DIR [--titles merge|keep|replace]   (BLIP captions → metadata.jsonl)
+    python -m training clip-filter DIR --out DIR [--threshold 0.2] (drop pairs CLIP says don't match)
+    python -m training styles --data ROOT --out runs/styles [train flags]  (one model per ROOT/<style>)
+    python -m training style-study --runs runs/styles   (every style's model on every style's test split)
 
 The same module runs under ``accelerate launch -m training …`` for several GPUs or nodes.
 Heavy libraries are imported only by the command that needs them, so ``--help`` is instant.
@@ -26,7 +30,18 @@ from typing import Any
 
 from training.train import DEFAULT_PRESET, PRESETS, TrainConfig
 
-COMMANDS = ("train", "collect", "export-votes", "miniature", "synthetic", "pretrain")
+COMMANDS = (
+    "train",
+    "collect",
+    "export-votes",
+    "miniature",
+    "synthetic",
+    "pretrain",
+    "caption",
+    "clip-filter",
+    "styles",
+    "style-study",
+)
 
 
 # -- the training command: one flag per TrainConfig field --------------------------------------
@@ -375,6 +390,156 @@ def run_pretrain(argv: list[str]) -> int:
     return 0
 
 
+# -- the data pipeline of seed 003: caption, CLIP filter ---------------------------------------
+
+
+def run_caption(argv: list[str]) -> int:
+    from training.caption import DEFAULT_CAPTION_MODEL, TITLE_MODES, CaptionConfig, caption_folder
+
+    defaults = CaptionConfig(folder=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training caption",
+        description="Caption every image of a folder that has no caption yet with a "
+        "transformers captioning model and write DIR/metadata.jsonl (file_name, text, title, "
+        "caption). Batched and resumable: captions are appended to DIR/captions.jsonl as they "
+        "come, so a stopped run continues. The model must be in the local Hugging Face cache "
+        "(`python -m bot models pull blip`).",
+    )
+    parser.add_argument("folder", type=Path, help="image folder (an existing metadata.jsonl gives the titles)")  # fmt: skip
+    parser.add_argument("--model", default=DEFAULT_CAPTION_MODEL, help=f"hub id or folder (default {DEFAULT_CAPTION_MODEL})")  # fmt: skip
+    parser.add_argument("--titles", choices=TITLE_MODES, default=defaults.titles, help="merge: '<title>, <caption>'; keep: titled images keep their title; replace: the caption only (default merge)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"images per model call (default {defaults.batch_size})")  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help=f"longest caption in tokens (default {defaults.max_new_tokens})")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    config = CaptionConfig(args.folder, model=args.model, titles=args.titles,
+                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           device=args.device)  # fmt: skip
+    result = caption_folder(config, log_line=print)
+    speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
+    print(
+        f"Captioned {result.captioned} image(s){speed}, reused {result.reused}; "
+        f"{result.images} rows in {result.metadata}."
+    )
+    return 0
+
+
+def run_clip_filter(argv: list[str]) -> int:
+    from training.clip_filter import DEFAULT_THRESHOLD, FilterConfig, filter_pairs
+
+    defaults = FilterConfig(data=Path("."), out=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training clip-filter",
+        description="Score every image/caption pair with CLIP (the model eval's CLIP score "
+        "uses) and keep those with cosine similarity at or above --threshold (seed 003: 0.2). "
+        "Writes OUT/metadata.jsonl with the kept images, OUT/clip_scores.jsonl and "
+        "OUT/clip_filter_report.md/.json (histogram, the pairs at the cut).",
+    )
+    parser.add_argument("data", type=Path, help="image folder with metadata.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the kept set")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"lowest cosine kept (default {DEFAULT_THRESHOLD})")  # fmt: skip
+    parser.add_argument("--model", default=None, help="CLIP hub id or folder (default openai/clip-vit-large-patch14)")  # fmt: skip
+    parser.add_argument("--caption-column", default="text", help="caption column (default text)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"pairs per model call (default {defaults.batch_size})")  # fmt: skip
+    parser.add_argument("--examples", type=int, default=defaults.examples, help="pairs shown on each side of the cut (default 5)")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    args = parser.parse_args(argv)
+    config = FilterConfig(args.data, args.out, threshold=args.threshold, model=args.model,
+                          caption_column=args.caption_column, batch_size=args.batch_size,
+                          examples=args.examples, device=args.device)  # fmt: skip
+    result = filter_pairs(config, log_line=print)
+    speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
+    print(f"Scored {result.pairs} pairs{speed}; kept {result.kept} in {result.out}. Report: {result.report}")  # fmt: skip
+    return 0
+
+
+# -- one model per style (seed 003) ----------------------------------------------------------------
+
+
+def run_styles(argv: list[str]) -> int:
+    from training.styles import DEFAULT_STYLE_PRESET, StyleLoopConfig, train_styles
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training styles",
+        description="Train one model (or LoRA, --method lora) per style folder the way seed 003 "
+        "retrained SD 1.5 per artist: ROOT/<style>/ is an image folder with metadata.jsonl (or "
+        "train/ and test/ splits); a fixed share is held out for 'python -m training "
+        "style-study'. Finished styles are skipped on a rerun, an interrupted one resumes.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="ROOT: one subfolder per style")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (OUT/<style>/...)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_STYLE_PRESET, help=f"training parameters to start from (default {DEFAULT_STYLE_PRESET}, the paper's)")  # fmt: skip
+    parser.add_argument("--styles", help="comma-separated style folders to train (default all)")
+    parser.add_argument("--test-share", type=float, default=0.2, help="share held out per style (default 0.2)")  # fmt: skip
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the hold-out split (default 0)")  # fmt: skip
+    hints = typing.get_type_hints(TrainConfig)
+    for spec in dataclasses.fields(TrainConfig):
+        if spec.name not in ("data", "out", "resume"):
+            _add_field(parser, spec, hints[spec.name])
+    args = vars(parser.parse_args(argv))
+    own = ("data", "out", "preset", "styles", "test_share", "split_seed")
+    loop = {name: args.pop(name) for name in own}
+    styles = [s.strip() for s in loop["styles"].split(",") if s.strip()] if loop["styles"] else None
+    config = StyleLoopConfig(loop["data"], loop["out"], preset=loop["preset"], train=args,
+                             styles=styles, test_share=loop["test_share"],
+                             split_seed=loop["split_seed"])  # fmt: skip
+    _quiet_diffusers()
+    summary = train_styles(config, log_line=lambda line: print(line, flush=True))
+    for name, record in sorted(summary["styles"].items()):
+        print(f"{name}: {record['output']}")
+    print(f"Next: python -m training style-study --runs {loop['out']}")
+    return 0
+
+
+def run_style_study(argv: list[str]) -> int:
+    from eval.clip_score import DEFAULT_CLIP_MODEL, load_clip
+    from eval.features import find_inception, load_inception
+    from models.registry import pick_device
+    from training.styles import StyleStudyConfig, study_styles
+
+    defaults = StyleStudyConfig(out=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m training style-study",
+        description="Compare the models of 'python -m training styles': on each style's held-out "
+        "images, eval's study of the base model and every style's model (FID, KID, CLIP "
+        "score), then one matrix – a style's own model should win its column. Writes "
+        "RUNS/study/report.md and matrix.json; rerunning resumes.",
+    )
+    parser.add_argument("--runs", type=Path, required=True, help="the styles command's --out")
+    parser.add_argument("--limit", type=int, help="test prompts per style (default all)")
+    parser.add_argument("--size", type=int, help="image size in px (default: each model's)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: each model's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: each model's)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per pipeline call")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="prompt i uses seed+i (default 0)")
+    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")  # fmt: skip
+    parser.add_argument("--kid-subsets", type=int, default=defaults.kid_subsets, help="KID subsets")
+    parser.add_argument("--kid-subset-size", type=int, default=defaults.kid_subset_size, help="KID subset size")  # fmt: skip
+    parser.add_argument("--inception", metavar="FILE", help="Inception-v3 TorchScript file (as python -m eval)")  # fmt: skip
+    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP for the CLIP score (default {DEFAULT_CLIP_MODEL})")  # fmt: skip
+    parser.add_argument("--no-clip", action="store_true", help="skip the CLIP score")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--cache-dir", type=Path, help="project cache (embedded model, features)")
+    args = parser.parse_args(argv)
+    find_inception(args.inception)  # before any generation, as python -m eval study
+    device = pick_device(args.device)
+    config = StyleStudyConfig(
+        args.runs, limit=args.limit, size=args.size, steps=args.steps, guidance=args.guidance,
+        batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap,
+        kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, device=args.device,
+        cache_dir=args.cache_dir,
+    )  # fmt: skip
+    _quiet_diffusers()
+    study_styles(
+        config,
+        load_extractor=lambda: load_inception(args.inception, device=device),
+        load_clip=None if args.no_clip else lambda: load_clip(args.clip_model, device=device),
+        log_line=lambda line: print(line, flush=True),
+    )
+    print((args.runs / "study" / "report.md").read_text(encoding="utf-8"), end="")
+    return 0
+
+
 def _quiet_diffusers() -> None:
     from models.registry import quiet_libraries
 
@@ -400,6 +565,14 @@ def main(argv: list[str] | None = None) -> int:
             return run_synthetic(argv)
         if command == "pretrain":
             return run_pretrain(argv)
+        if command == "caption":
+            return run_caption(argv)
+        if command == "clip-filter":
+            return run_clip_filter(argv)
+        if command == "styles":
+            return run_styles(argv)
+        if command == "style-study":
+            return run_style_study(argv)
         return run_train(argv)
     except SystemExit:
         raise  # argparse's --help and usage errors, before the except below imports anything
