@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.errors import InvalidOption
 from bot.playlist import PlaylistFacts, TrackFacts
-from bot.prompts import MAX_COUNT, MIN_TOKENS, STYLES, build_prompts, fit_tokens
+from bot.prompts import HEURISTIC_STYLES, MAX_COUNT, MIN_TOKENS, STYLES, build_prompts, fit_tokens
 from models.clip_tokenizer import MAX_TOKENS, clip_tokenizer
 
 # Text as owners write it: any Unicode, with more weight on the letters, spaces, emoji and
@@ -53,7 +53,7 @@ def clip_tokens(text: str) -> int:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     playlist=facts,
-    style=st.sampled_from(STYLES),
+    style=st.sampled_from(HEURISTIC_STYLES),
     count=st.integers(1, MAX_COUNT),
     seed=st.integers(0, 2**31),
     max_tokens=st.integers(MIN_TOKENS, MAX_TOKENS),
