@@ -233,7 +233,13 @@ def fid_estimate(real: np.ndarray, fake: np.ndarray, *, resamples: int, seed: in
         return np.array([frechet_distance_from_features(real[real_rows], fake[fake_rows])])
 
     reps = half_sample_replicates(statistic, len(real), len(fake), resamples=resamples, seed=seed)
-    return interval_from_replicates(value, reps[:, 0])
+    return _non_negative(interval_from_replicates(value, reps[:, 0]))
+
+
+def _non_negative(estimate: Estimate) -> Estimate:
+    """FID is a squared distance: an interval's lower end below 0 becomes 0 (it still holds
+    the estimate, which is ≥ 0)."""
+    return Estimate(estimate.value, max(0.0, estimate.low), estimate.high)
 
 
 def kid_estimate(
@@ -416,7 +422,7 @@ def joint_metrics(
     }
     for k, m in enumerate(usable):
         n_real, n_fake = len(real), len(m.features)
-        fid = interval_from_replicates(fid_values[k], fid_reps[:, k])
+        fid = _non_negative(interval_from_replicates(fid_values[k], fid_reps[:, k]))
         m.row["fid"] = {
             **asdict(fid),
             "method": "half-samples without replacement (delete-N/2 jackknife)",

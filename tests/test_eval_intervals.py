@@ -173,3 +173,14 @@ def test_fid_infinity_removes_most_of_the_small_sample_bias() -> None:
     infinite, sizes, fids = fid_infinity(x, y, points=6, smallest=0.3)
     assert len(sizes) == len(fids) == 6 and sizes[-1] == 600
     assert abs(infinite - truth) < 0.5 * abs(at_n - truth)
+
+
+def test_a_folder_against_itself_gives_intervals_that_hold_zero() -> None:
+    """What `python -m eval fid A A` and `python -m eval kid A A` compute."""
+    from eval.study import fid_estimate, kid_estimate
+
+    x = np.random.default_rng(7).normal(size=(24, 64))  # fewer images than features, as in FID
+    fid = fid_estimate(x, x, resamples=20, seed=0)
+    kid, std_error = kid_estimate(x, x, resamples=50, seed=0)
+    assert fid.value == pytest.approx(0.0, abs=1e-9) and fid.low == 0.0 < fid.high
+    assert kid.value == 0.0 and kid.low < 0.0 < kid.high and std_error > 0
