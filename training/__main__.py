@@ -24,7 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from training.train import DEFAULT_PRESET, PRESETS, TrainConfig
+from training.train import DEFAULT_PRESET, INFERRED, PRESETS, SEED000_WARNING, TrainConfig
 
 COMMANDS = ("train", "collect", "export-votes", "miniature", "synthetic", "pretrain")
 
@@ -59,7 +59,15 @@ def _add_field(parser: argparse.ArgumentParser, spec: dataclasses.Field, hint: A
     flag = "--" + spec.name.replace("_", "-")
     default = spec.default if spec.default is not dataclasses.MISSING else []
     text = spec.metadata["help"]
-    if isinstance(default, bool):
+    # What a run gets: each preset's own value where it sets one (the default preset first).
+    given = {name: values[spec.name] for name, values in PRESETS.items() if spec.name in values}
+    if given:
+        cells = [
+            f"{name} {_shown(given.get(name, default))}"
+            for name in [DEFAULT_PRESET, *sorted(set(PRESETS) - {DEFAULT_PRESET})]
+        ]
+        text += f" [{', '.join(cells)}]"
+    elif isinstance(default, bool):
         text += f" [default {'on' if default else 'off'}]"
     elif default not in ("", None, []):
         text += f" [default {default}]"
@@ -77,18 +85,37 @@ def _add_field(parser: argparse.ArgumentParser, spec: dataclasses.Field, hint: A
         parser.add_argument(flag, type=base, metavar=spec.name.split("_")[-1].upper(), **kwargs)
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "-" if value is None else str(value)
+
+
 def _presets_table() -> str:
+    """Each preset's actual value of every option any preset sets (its own, or the default it
+    keeps), so the table says what a run gets."""
     keys = sorted({k for values in PRESETS.values() for k in values})
     names = sorted(PRESETS)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     width = max(len(k) for k in keys) + 2
-    lines = ["presets (the values each seed paper set; everything else keeps its default):", ""]
+    lines = [
+        "presets (the value a run with each preset gets; * = set by the paper, else the default):",
+        "",
+    ]
     lines.append("  " + "option".ljust(width) + "".join(n.ljust(12) for n in names))
     for key in keys:
-        cells = [str(PRESETS[n].get(key, "-")) for n in names]
+        cells = [
+            _shown(PRESETS[n][key]) + ("†" if (n, key) in INFERRED else "*")
+            if key in PRESETS[n]
+            else _shown(defaults[key])
+            for n in names
+        ]
         lines.append(
             "  " + key.replace("_", "-").ljust(width) + "".join(c.ljust(12) for c in cells)
         )
     lines += [
+        "",
+        "warning: " + SEED000_WARNING,
         "",
         "examples:",
         "  python -m training --preset seed001 --data dataset/ --base embedded --out runs/full",
