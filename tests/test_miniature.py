@@ -110,7 +110,7 @@ def test_a_rerun_skips_finished_stages(quick_run: tuple[MiniatureConfig, dict]) 
     config, summary = quick_run
     lines: list[str] = []
     again = run_miniature(config, load_extractor=TinyFeatures, log=lines.append)
-    assert sum("already done" in line for line in lines) == 6 + 3 * 2
+    assert sum("already done" in line for line in lines) == 5 + 3 * 2
     assert again["study"] == summary["study"]
 
 
