@@ -66,21 +66,22 @@ class MiniatureConfig:
     seed: int = 0
     device: str = "auto"
     guidance: float = 4.0  # classifier-free guidance of the study's images (and the shipped model)
-    # 2,000 real test covers (they cost seconds); the models answer the first ``generate``.
+    # 1,500 real test covers (drawing them takes seconds; Inception features ~0.3 s each on 2
+    # cores, docs/eval.md); the models answer the first ``generate`` prompts.
     sizes: DatasetSizes = field(
-        default_factory=lambda: DatasetSizes(covers=(6000, 200, 2000), generic=(6000, 200, 200))
+        default_factory=lambda: DatasetSizes(covers=(6000, 200, 1500), generic=(6000, 200, 200))
     )
     pretrain: dict[str, Any] = field(
         default_factory=lambda: {"vae_steps": 1000, "steps": 800}
     )  # PretrainConfig overrides: 2/3 of its defaults, to fit the hour
-    finetune_steps: int = 120
+    finetune_steps: int = 100  # a fifth of the one-seed study's 500: nine runs must fit the hour
     finetune_batch_size: int = 32
     full_learning_rate: float = 5e-4
     lora_learning_rate: float = 2e-3
     lora_rank: int = 16
     train_seeds: int = 3  # each arm is trained this many times (seeds seed … seed + N − 1)
-    generate: int = 160  # test prompts each model answers
-    validate: int = 96  # validation prompts each arm's first seed answers
+    generate: int = 128  # test prompts each model answers
+    validate: int = 80  # validation prompts each arm's first seed answers
     bootstrap: int = 200  # resamples per interval
     fid_resamples: int = 40  # FID half-samples
 
