@@ -65,13 +65,14 @@ def report_markdown(results: dict[str, Any]) -> str:
             "differences). Negative KID/FID differences and positive prompt-following ones "
             "favour b.",
             "",
-            "| a | b | seeds | ΔKID ×10³ (95% CI) | ± seeds | ΔFID (95% CI) | ± seeds |"
+            "| a | b | seeds a / b | ΔKID ×10³ (95% CI) | ± seeds | ΔFID (95% CI) | ± seeds |"
             + (" Δ prompt following (95% CI) | ± seeds |" if has_follow else ""),
             "|---|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
         ]
         for c in comparisons:
             line = (
-                f"| {c['a']} | {c['b']} | {c['seeds']} | {_with_interval(c['kid'], KID_SCALE)} "
+                f"| {c['a']} | {c['b']} | {c.get('seeds_a', c['seeds'])} / "
+                f"{c.get('seeds_b', c['seeds'])} | {_with_interval(c['kid'], KID_SCALE)} "
                 f"| {_spread(c['kid'], KID_SCALE)} | {_with_interval(c['fid'])} "
                 f"| {_spread(c['fid'])} |"
             )

@@ -452,13 +452,14 @@ def joint_metrics(
     group_rows = []
     for name, members in groups.items():
         row = {"group": name, "members": [labels[k] for k in members], "seeds": len(members)}
-        row.update({metric: pooled(v, r, members) for metric, (v, r) in metrics.items()})
+        row.update({metric: pooled(v, r, members, metric) for metric, (v, r) in metrics.items()})
         group_rows.append(row)
     comparisons = []
     names = list(groups)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             row = {"a": a, "b": b, "seeds": min(len(groups[a]), len(groups[b]))}
+            row.update({"seeds_a": len(groups[a]), "seeds_b": len(groups[b])})
             row.update(
                 {
                     metric: difference(v, r, groups[a], groups[b])
@@ -469,11 +470,18 @@ def joint_metrics(
     return {"groups": group_rows, "comparisons": comparisons}
 
 
-def pooled(values: np.ndarray, reps: np.ndarray, members: Sequence[int]) -> dict[str, Any]:
+def pooled(
+    values: np.ndarray, reps: np.ndarray, members: Sequence[int], metric: str = "kid"
+) -> dict[str, Any]:
     """The mean over an arm's seeds, its test-sampling interval (the replicates of the mean)
-    and its training spread (the standard deviation over seeds; None for a single seed)."""
+    and its training spread (the standard deviation over seeds; None for a single seed).
+    FID's interval stops at 0 and a share's at 0 and 1 (both still hold the estimate)."""
     members = list(members)
     mean = interval_from_replicates(values[members].mean(), reps[:, members].mean(axis=1))
+    if metric == "fid":
+        mean = _non_negative(mean)
+    elif metric == "prompt_following":
+        mean = Estimate(mean.value, max(0.0, mean.low), min(1.0, mean.high))
     spread = float(values[members].std(ddof=1)) if len(members) > 1 else None
     return {**asdict(mean), "spread": spread, "seeds": len(members)}
 

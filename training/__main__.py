@@ -320,8 +320,9 @@ def run_miniature_command(argv: list[str]) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke-test-sized run (6-10 minutes on 2 CPU cores, mostly loading and saving "
-        "pipelines); its numbers mean nothing",
+        help="a smoke-test-sized run (4 minutes on 2 shared CPU cores in the test suite, with "
+        "a small stand-in for the Inception network; longer with the real one); its numbers "
+        "mean nothing",
     )
     parser.add_argument(
         "--train-seeds",

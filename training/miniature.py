@@ -58,8 +58,9 @@ FOLLOW_LABEL = "genre"  # the palette test scores the genre word
 
 @dataclass
 class MiniatureConfig:
-    """What one reproduction runs. ``quick()`` gives a smoke-sized variant (6–10 minutes on 2
-    CPU cores, most of it loading and saving pipelines) whose numbers mean nothing; the
+    """What one reproduction runs. ``quick()`` gives a smoke-sized variant (4 minutes on 2
+    shared CPU cores in tests/test_miniature.py, with a stand-in feature network) whose numbers
+    mean nothing; the
     defaults are the committed study's, scaled to about an hour on 2 cores (docs/miniature.md)."""
 
     out: Path = Path("runs/miniature")
