@@ -28,7 +28,7 @@ KID_WHOLE_KERNEL_LIMIT = 4096  # rows in both sets together; above it kernels ar
 
 @dataclass(frozen=True)
 class Estimate:
-    """A statistic with its percentile-bootstrap interval (``low``/``high`` are NaN when no
+    """A statistic with its 95% interval, centred on it (``low``/``high`` are NaN when no
     bootstrap was run)."""
 
     value: float
