@@ -135,7 +135,8 @@ def report_markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Table 2. FID scores for evaluated models on the test set (`{split['dir']}`, "
+        f"Table 2. FID scores for evaluated models on the {_split_name(split['dir'])} "
+        f"(`{split['dir']}`, "
         f"{split['images']} real images; one generated image for each of the first {n_gen} "
         f"prompts per model, seeds {results['seed']}…{results['seed'] + n_gen - 1}).",
         "",
@@ -161,6 +162,11 @@ def report_markdown(results: dict[str, Any]) -> str:
     if results["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _split_name(folder: str) -> str:
+    """'validation split' for a validation folder (decisions), else 'test set' (the table)."""
+    return "validation split" if folder.rstrip("/").endswith("validation") else "test set"
 
 
 def _signed_percent(metric: dict[str, Any]) -> str:
