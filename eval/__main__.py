@@ -26,7 +26,11 @@ def _common_metric_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir_b", type=Path, help="folder of images (e.g. the generated ones)")
     _network_options(parser)
     parser.add_argument(
-        "--bootstrap", type=int, default=100, help="bootstrap resamples for the 95%% interval"
+        "--bootstrap",
+        type=int,
+        default=100,
+        help="resamples for the 95%% interval (FID: half-samples without replacement; KID: "
+        "bootstrap with duplicate pairs dropped; 0: no interval)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -65,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     kid = commands.add_parser("kid", help="KID between two image folders (fine on small sets)")
     _common_metric_options(kid)
-    kid.add_argument("--subsets", type=int, default=100, help="random subsets (default 100)")
-    kid.add_argument("--subset-size", type=int, default=1000, help="rows per subset (≤ N)")
 
     study = commands.add_parser(
         "study",
@@ -97,8 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--bootstrap", type=int, default=100, help="bootstrap resamples (0: no intervals)"
     )
-    study.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
-    study.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size")
+    study.add_argument(
+        "--fid-resamples", type=int, default=50, help="FID half-samples for its interval"
+    )
+    study.add_argument(
+        "--generate", type=int, help="generate for the first N prompts only (all real images count)"
+    )
     study.add_argument(
         "--clip-model",
         default=None,
@@ -159,15 +165,8 @@ def _compare(args: argparse.Namespace) -> int:
         estimate = fid_estimate(a, b, resamples=args.bootstrap, seed=0)
         extra: dict[str, Any] = {"reliable": min(len(a), len(b)) >= extractor.dim}
     else:
-        estimate, std = kid_estimate(
-            a,
-            b,
-            subsets=args.subsets,
-            subset_size=args.subset_size,
-            resamples=args.bootstrap,
-            seed=0,
-        )
-        extra = {"std_over_subsets": std, "subset_size": min(args.subset_size, len(a), len(b))}
+        estimate, std_error = kid_estimate(a, b, resamples=args.bootstrap, seed=0)
+        extra = {"std_error": std_error}
     result = {
         "metric": args.command,
         "value": estimate.value,
@@ -215,8 +214,8 @@ def _study(args: argparse.Namespace) -> int:
         device=args.device,
         feature_batch_size=args.feature_batch_size,
         bootstrap=args.bootstrap,
-        kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size,
+        fid_resamples=args.fid_resamples,
+        generate=args.generate,
         cache_dir=args.cache_dir,
         allow_downloads=allow_downloads,
         follow_label=args.follow_label,

@@ -205,7 +205,7 @@ def describe(extractor: Any) -> dict[str, Any]:
     info["input_size"] = extractor.input_size
     file = getattr(extractor, "file", None)
     if isinstance(file, InceptionFile):
-        info["file"] = str(file.path)
+        info["file"] = file.path.name  # the name and hash identify it; the path is the machine's
         info["sha1"] = file.sha1
         info["fid_helper_default_1"] = file.is_fid_helper
     return info

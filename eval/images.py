@@ -3,8 +3,9 @@ split's ``metadata.jsonl``, and content hashes for caches.
 
 The resize is clean-fid's default ("clean" mode, Parmar et al. 2022, *On Aliased Resizing and
 Surprising Subtleties in GAN Evaluation*): each channel of the 8-bit image becomes a float32 PIL
-image and is resized with PIL's antialiased bicubic filter, and the result is *not* rounded back
-to 8 bits. Resizing with a filter that does not antialias (``torch.nn.functional.interpolate``
+image, is resized with PIL's antialiased bicubic filter and clipped to [0, 255] (clean-fid's
+``resize_single_channel`` ends in ``np.clip(img, 0, 255)``: bicubic overshoots at sharp edges),
+and the result is *not* rounded back to 8 bits. Resizing with a filter that does not antialias (``torch.nn.functional.interpolate``
 without ``antialias``) changes FID by several points.
 """
 
@@ -98,9 +99,10 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def clean_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """clean-fid's resize of an (H, W, 3) uint8 image to (size, size, 3) float32 in ~[0, 255]:
-    per channel, PIL bicubic with antialiasing in 32-bit float, no rounding, no clipping
-    (bicubic may overshoot by a little, exactly as clean-fid feeds the network)."""
+    """clean-fid's resize of an (H, W, 3) uint8 image to (size, size, 3) float32 in [0, 255]:
+    per channel, PIL bicubic with antialiasing in 32-bit float, then clipped to [0, 255] as
+    clean-fid clips each resized channel (bicubic overshoots near sharp edges; unclipped, 1% of
+    the 64 px covers' pixels fall outside, issue 17), no rounding."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got shape {image.shape}.")
     channels = [
@@ -111,7 +113,7 @@ def clean_resize(image: np.ndarray, size: int) -> np.ndarray:
         )
         for c in range(3)
     ]
-    return np.stack(channels, axis=2)  # (size, size, 3)
+    return np.clip(np.stack(channels, axis=2), 0.0, 255.0)  # (size, size, 3)
 
 
 def load_for_features(path: Path, size: int) -> np.ndarray:

@@ -1,8 +1,13 @@
 """The study's statistics as pure functions of feature arrays: no files, no networks, no torch.
 
     features (N, D) ─► mean and covariance ─► Fréchet distance (FID)
-                   └─► polynomial-kernel MMD² over subsets (KID)
-    any statistic of two samples ─► percentile bootstrap ─► confidence interval
+                   │                          └─► FID at several N, fitted to 1/N ─► FID∞
+                   └─► polynomial-kernel MMD² (KID), pairs of one image with itself left out
+    intervals: KID ─► bootstrap over rows, duplicate pairs dropped (kid_replicates)
+               FID ─► half-samples drawn without replacement (half_sample_replicates)
+               any ─► value ± z·standard error (interval_from_replicates), so an interval
+                      always contains its own estimate; differences of models use the same
+                      resamples for every model (paired)
 
 Everything is float64 NumPy. The matrix square root is computed here (no SciPy) from symmetric
 eigendecompositions, which stay real and stable when a covariance is singular – as it always is
@@ -11,8 +16,9 @@ when a set has fewer images than features.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -22,7 +28,7 @@ KID_WHOLE_KERNEL_LIMIT = 4096  # rows in both sets together; above it kernels ar
 
 @dataclass(frozen=True)
 class Estimate:
-    """A statistic with its percentile-bootstrap interval (``low``/``high`` are NaN when no
+    """A statistic with its 95% interval, centred on it (``low``/``high`` are NaN when no
     bootstrap was run)."""
 
     value: float
@@ -146,14 +152,14 @@ def bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Estimate:
-    """``statistic(*samples)`` with a percentile-bootstrap interval (Efron, 1979): each of the
+    """``statistic(*samples)`` with a bootstrap interval (Efron, 1979): each of the
     ``resamples`` replicates draws every sample's rows with replacement, independently, and
-    recomputes the statistic; the interval is the replicates' (1 − c)/2 and (1 + c)/2 quantiles.
+    recomputes the statistic; the interval is the estimate ± z · the replicates' standard
+    deviation (:func:`interval_from_replicates`), so it contains the estimate.
 
-    Caveat, measured in the tests and stated in the docs: FID is biased upwards on small sets and
-    a resample repeats rows, so the FID interval sits slightly above the point value; it shows
-    the spread, and the point value is the number to report.
-    """
+    For means and proportions (CLIP score, prompt following). Not for FID or KID: a resample
+    repeats rows, which biases both upwards – use :func:`half_sample_replicates` and
+    :func:`kid_replicates` instead (docs/eval.md)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
     if resamples < 0:
@@ -166,9 +172,235 @@ def bootstrap(
     for r in range(resamples):
         drawn = tuple(s[rng.integers(0, len(s), len(s))] for s in samples)
         replicates[r] = statistic(*drawn)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(replicates, [tail, 1.0 - tail])
-    return Estimate(value, float(low), float(high))
+    return interval_from_replicates(value, replicates, confidence=confidence)
+
+
+# -- intervals that contain their estimate ----------------------------------------------------
+
+
+def interval_from_replicates(
+    value: float, replicates: np.ndarray, *, confidence: float = 0.95, scale: float = 1.0
+) -> Estimate:
+    """The normal-theory interval value ± z·SE, with SE = ``scale`` · (standard deviation of
+    ``replicates``) (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, §13.2, "the
+    standard interval"). It is centred on the estimate, so it always contains it – unlike a
+    percentile interval of a biased statistic (FID's resamples sit above their estimate, see
+    docs/eval.md). NaN bounds when there are fewer than 2 replicates."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
+    reps = np.asarray(replicates, dtype=np.float64).reshape(-1)
+    if len(reps) < 2:
+        return Estimate(float(value))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    half = z * scale * float(reps.std(ddof=1))
+    return Estimate(float(value), float(value) - half, float(value) + half)
+
+
+def same_row_ids(*feature_sets: np.ndarray) -> list[np.ndarray]:
+    """For each set, an id per row such that identical rows – in one set or across sets – share
+    an id. Identical Inception features mean the same image: a pair of an image with itself
+    says nothing about the distance between two distributions."""
+    sizes = [len(s) for s in feature_sets]
+    stacked = np.concatenate([np.asarray(s, dtype=np.float64) for s in feature_sets])
+    _, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return list(np.split(inverse, np.cumsum(sizes)[:-1]))
+
+
+def poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's kernel k(xᵢ, yⱼ) = (xᵢᵀyⱼ / D + 1)³ for all pairs: (Nx, Ny)."""
+    return _poly_kernel(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class KernelBlock:
+    """One set's rows as the weighted MMD needs them: its kernel diagonal and row ids."""
+
+    ids: np.ndarray  # (N,) from same_row_ids
+    diagonal: np.ndarray  # (N,) k(xᵢ, xᵢ)
+
+
+def weighted_pair_mean(
+    kernel: np.ndarray,
+    w: np.ndarray,
+    v: np.ndarray,
+    block_x: KernelBlock,
+    block_y: KernelBlock,
+) -> float:
+    """The mean of k(x, y) over all pairs of draws, row i drawn wᵢ times on one side and row j
+    vⱼ times on the other, leaving out every pair of one image with itself (same id):
+
+        Σᵢⱼ wᵢ vⱼ K_ij − Σ_id W_id V_id κ_id          W_id = Σ_{i: id(i) = id} wᵢ, κ_id = k(x, x)
+        ─────────────────────────────────────
+              (Σ w)(Σ v) − Σ_id W_id V_id
+
+    With w = v = 1 and one set against itself this is the off-diagonal mean of the unbiased
+    MMD²; with a bootstrap's counts as weights it drops the duplicate pairs that resampling
+    with replacement creates (which otherwise inflate the within-set terms)."""
+    size = int(max(block_x.ids.max(initial=-1), block_y.ids.max(initial=-1))) + 1
+    w_id = np.bincount(block_x.ids, weights=w, minlength=size)
+    v_id = np.bincount(block_y.ids, weights=v, minlength=size)
+    kappa = np.zeros(size)
+    kappa[block_x.ids] = block_x.diagonal
+    kappa[block_y.ids] = block_y.diagonal
+    total = float(w @ kernel @ v) - float((w_id * v_id * kappa).sum())
+    count = float(w.sum() * v.sum()) - float((w_id * v_id).sum())
+    if count <= 0:
+        raise ValueError("KID needs at least 2 different images in each set.")
+    return total / count
+
+
+def kid_value(features1: np.ndarray, features2: np.ndarray) -> float:
+    """KID on all rows: the unbiased MMD² (Bińkowski et al. 2018, eq. 4 with the cubic
+    polynomial kernel) of the two whole sets, pairs of one image with itself left out – so a
+    set against itself gives exactly 0. Equals :func:`kernel_inception_distance` with one
+    subset of every row when the sets share no image."""
+    x1, x2 = _feature_pair(features1, features2)
+    return kid_replicates(x1, [x2], resamples=0)[0][0]
+
+
+def kid_replicates(
+    real: np.ndarray,
+    generated: Sequence[np.ndarray],
+    *,
+    prompts: Sequence[np.ndarray] | None = None,
+    resamples: int = 200,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """KID of each generated set against ``real``, and its bootstrap replicates, paired.
+
+    Returns (values (M,), replicates (resamples, M)). Each replicate draws the real rows with
+    replacement once and the prompts with replacement once, and every model uses both draws:
+    row j of model m counts as many times as its prompt ``prompts[m][j]`` was drawn (default:
+    row j answers prompt j). So the replicates of a difference between models are the
+    differences of their replicates – a paired bootstrap. Duplicate pairs are dropped
+    (:func:`weighted_pair_mean`), which keeps the replicates centred on the estimate; the
+    plain bootstrap's duplicates bias every replicate upwards (tests/test_eval_metrics.py
+    measures both).
+
+    Memory is O(N²): the kernels are computed once and each replicate is a weighted sum."""
+    x = _as_features(real, "real")
+    sets = [_as_features(g, f"generated[{m}]") for m, g in enumerate(generated)]
+    if prompts is None:
+        prompts = [np.arange(len(g)) for g in sets]
+    prompts = [np.asarray(p, dtype=np.int64) for p in prompts]
+    if len(prompts) != len(sets) or any(
+        len(p) != len(g) for p, g in zip(prompts, sets, strict=True)
+    ):
+        raise ValueError("prompts must give one prompt index per generated row, per model.")
+    ids = same_row_ids(x, *sets)
+    k_xx = _poly_kernel(x, x)
+    real_block = KernelBlock(ids[0], np.diag(k_xx).copy())
+    blocks, k_gg, k_xg = [], [], []
+    for m, g in enumerate(sets):
+        k = _poly_kernel(g, g)
+        k_gg.append(k)
+        k_xg.append(_poly_kernel(x, g))
+        blocks.append(KernelBlock(ids[m + 1], np.diag(k).copy()))
+    n_prompts = int(max((p.max(initial=-1) for p in prompts), default=-1)) + 1
+
+    def values(w_real: np.ndarray, w_prompt: np.ndarray) -> np.ndarray:
+        within_real = weighted_pair_mean(k_xx, w_real, w_real, real_block, real_block)
+        out = np.empty(len(sets))
+        for m in range(len(sets)):
+            w = w_prompt[prompts[m]]
+            within = weighted_pair_mean(k_gg[m], w, w, blocks[m], blocks[m])
+            cross = weighted_pair_mean(k_xg[m], w_real, w, real_block, blocks[m])
+            out[m] = within_real + within - 2.0 * cross
+        return out
+
+    point = values(np.ones(len(x)), np.ones(n_prompts))
+    rng = np.random.default_rng(seed)
+    reps = np.empty((max(resamples, 0), len(sets)))
+    for r in range(max(resamples, 0)):
+        w_real = np.bincount(rng.integers(0, len(x), len(x)), minlength=len(x)).astype(float)
+        w_prompt = np.bincount(rng.integers(0, n_prompts, n_prompts), minlength=n_prompts)
+        reps[r] = values(w_real, w_prompt.astype(float))
+    return point, reps
+
+
+def half_sample_replicates(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n_real: int,
+    n_prompts: int,
+    *,
+    resamples: int = 50,
+    seed: int = 0,
+) -> np.ndarray:
+    """Replicates of ``statistic(real_rows, prompt_indices)`` on half-samples drawn without
+    replacement: ⌊N/2⌋ of the real rows and ⌊P/2⌋ of the prompts, the same halves for every
+    model the statistic covers (paired). (resamples, …).
+
+    No row repeats, so no replicate is biased by duplicates, which is what breaks the plain
+    bootstrap of FID. This is the delete-d jackknife with d = N/2 (Shao & Wu 1989, *A General
+    Theory for Jackknife Variance Estimation*): Var(θ_N) ≈ (N − d)/d · Var(θ_half) = Var(θ_half),
+    so the replicates' standard deviation is the standard error of the full-sample statistic
+    (use ``scale=1`` in :func:`interval_from_replicates`). It is an estimate of the spread, not
+    of the bias: FID on fewer images than features stays biased upwards (docs/eval.md)."""
+    if min(n_real, n_prompts) < 4:
+        raise ValueError(f"half-samples need at least 4 rows, got {n_real} and {n_prompts}.")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        real_rows = np.sort(rng.choice(n_real, n_real // 2, replace=False))
+        prompt_rows = np.sort(rng.choice(n_prompts, n_prompts // 2, replace=False))
+        out.append(np.asarray(statistic(real_rows, prompt_rows), dtype=np.float64))
+    return np.array(out)
+
+
+def fid_infinity(
+    features1: np.ndarray,
+    features2: np.ndarray,
+    *,
+    points: int = 8,
+    smallest: float = 0.5,
+    seed: int = 0,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """FID∞ (Chong & Forsyth 2020, *Effectively Unbiased FID and Inception Score and where to
+    find them*, §3): FID's bias is close to linear in 1/N, so FID is computed at ``points``
+    sizes – fractions from ``smallest`` to 1 of both sets, drawn without replacement – a line
+    FID = a + b/N is fitted by least squares, and its intercept a (N → ∞) is FID∞.
+
+    Returns (FID∞, the sizes N of the second set, the FID at each). Only meaningful where
+    every size has at least as many rows as features: below that the covariance is singular
+    and the 1/N law does not hold; callers check (eval/study.py)."""
+    x1, x2 = _feature_pair(features1, features2)
+    if not 0.0 < smallest < 1.0 or points < 2:
+        raise ValueError("fid_infinity needs 0 < smallest < 1 and points ≥ 2.")
+    rng = np.random.default_rng(seed)
+    fractions = np.linspace(smallest, 1.0, points)
+    sizes, fids = [], []
+    for f in fractions:
+        n1, n2 = max(2, round(f * len(x1))), max(2, round(f * len(x2)))
+        a = x1[rng.choice(len(x1), n1, replace=False)]
+        b = x2[rng.choice(len(x2), n2, replace=False)]
+        sizes.append(n2)
+        fids.append(frechet_distance_from_features(a, b))
+    sizes_arr, fids_arr = np.array(sizes, dtype=np.float64), np.array(fids)
+    design = np.stack([np.ones_like(sizes_arr), 1.0 / sizes_arr], axis=1)  # (points, 2)
+    intercept, _slope = np.linalg.lstsq(design, fids_arr, rcond=None)[0]
+    return float(intercept), sizes_arr, fids_arr
+
+
+def kernel_expectation_gaussians(
+    mean1: np.ndarray, std1: np.ndarray, mean2: np.ndarray, std2: np.ndarray
+) -> float:
+    """E k(x, y) of KID's kernel for independent x ~ N(μ₁, diag σ₁²), y ~ N(μ₂, diag σ₂²):
+    the exact value a coverage test compares KID with. With s = xᵀy / D = Σᵢ zᵢ / D and
+    zᵢ = xᵢyᵢ independent, E(1 + s)³ = 1 + 3E s + 3E s² + E s³, and the moments of s come from
+    the additive cumulants of the zᵢ, whose raw moments are products of normal moments:
+    E z = ab, E z² = (a² + σ²)(b² + τ²), E z³ = (a³ + 3aσ²)(b³ + 3bτ²)."""
+    a, s = np.asarray(mean1, float), np.asarray(std1, float) * np.ones_like(mean1, dtype=float)
+    b, t = np.asarray(mean2, float), np.asarray(std2, float) * np.ones_like(mean2, dtype=float)
+    dim = len(a)
+    m1 = a * b
+    m2 = (a**2 + s**2) * (b**2 + t**2)
+    m3 = (a**3 + 3 * a * s**2) * (b**3 + 3 * b * t**2)
+    k1 = m1.sum() / dim
+    k2 = (m2 - m1**2).sum() / dim**2
+    k3 = (m3 - 3 * m2 * m1 + 2 * m1**3).sum() / dim**3
+    e1, e2, e3 = k1, k2 + k1**2, k3 + 3 * k2 * k1 + k1**3
+    return float(1.0 + 3.0 * e1 + 3.0 * e2 + e3)
 
 
 # -- helpers -------------------------------------------------------------------------------

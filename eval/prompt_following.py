@@ -9,10 +9,17 @@ closer to its own label's real images than to any other label's?
     colour histogram (4 bins per channel, 64 cells, Hellinger-normalised)
     → one centroid per label over the real test images
     → nearest centroid for each generated image → accuracy, with a bootstrap interval
+    → against a permutation null: the same predictions, the labels shuffled among the images
 
-Chance is 1 / number of labels. The same classifier scored on the real images themselves
-(leave-one-out, so an image never votes for its own centroid) is the ceiling a perfect
-generator would reach.
+Chance is not 1 / number of labels: the test genres are unbalanced, and a prompt-blind model
+that always paints the commonest genre's palette scores that genre's share. Shuffling the
+labels keeps both the label shares and the model's own spread of predictions and breaks only
+the link between prompt and image, so the null is what a model would score that ignores its
+prompt but paints as it does (Good 2005, *Permutation, Parametric and Bootstrap Tests of
+Hypotheses*, ch. 3). Its mean has a closed form, Σ_l p_l q_l (label shares p, prediction
+shares q); its 95th percentile and a p-value come from the permutations. The same classifier
+scored on the real images themselves (leave-one-out, so an image never votes for its own
+centroid) is the ceiling a perfect generator would reach.
 """
 
 from __future__ import annotations
@@ -79,7 +86,10 @@ class FollowResult:
     """How often generated images land nearest their own label's palette."""
 
     accuracy: Estimate
-    chance: float  # 1 / number of labels
+    chance: float  # the permutation null's mean, Σ_l p_l q_l (see the module docstring)
+    null_high: float  # its 95th percentile: a model above it follows its prompts (p < 0.05)
+    p_value: float  # (1 + #{null ≥ accuracy}) / (1 + permutations), one-sided
+    permutations: int
     real_ceiling: float  # the same classifier on the real images, leave-one-out
     labels: int
     images: int
@@ -98,10 +108,12 @@ def prompt_following(
     generated_labels: Sequence[str],
     *,
     resamples: int = 200,
+    permutations: int = 2000,
     seed: int = 0,
 ) -> FollowResult:
     """Score generated images' histograms against centroids of the real ones (see the module
-    docstring); the interval is a percentile bootstrap over generated images."""
+    docstring); the interval is a bootstrap over generated images (estimate ± z·SE), the null a
+    permutation of their labels."""
     if len(generated) != len(generated_labels) or len(real) != len(real_labels):
         raise ValueError("each set of histograms needs exactly one label per image.")
     if len(set(real_labels)) < 2:
@@ -110,18 +122,53 @@ def prompt_following(
     if unknown:
         raise ValueError(f"labels without real images to compare with: {', '.join(unknown)}.")
     names, centres = centroids(real, real_labels)
-    hits = np.array(
-        [p == t for p, t in zip(nearest(generated, names, centres), generated_labels, strict=True)],
-        dtype=np.float64,
-    )
+    predicted = np.asarray(nearest(generated, names, centres))
     label_array = np.asarray(generated_labels)
+    hits = (predicted == label_array).astype(np.float64)
     per_label = {n: float(hits[label_array == n].mean()) for n in names if (label_array == n).any()}
     accuracy = bootstrap(lambda h: float(h.mean()), (hits,), resamples=resamples, seed=seed)
+    accuracy = Estimate(accuracy.value, max(0.0, accuracy.low), min(1.0, accuracy.high))
+    null = permutation_null(predicted, label_array, permutations=permutations, seed=seed)
     return FollowResult(
         accuracy=accuracy,
-        chance=1 / len(names),
+        chance=null_mean(predicted, label_array),
+        null_high=float(np.quantile(null, 0.95)) if len(null) else float("nan"),
+        p_value=float((1 + (null >= accuracy.value).sum()) / (1 + len(null))),
+        permutations=len(null),
         real_ceiling=leave_one_out_accuracy(real, real_labels),
         labels=len(names),
         images=len(hits),
         per_label=per_label,
+    )
+
+
+def null_mean(predicted: Sequence[str], labels: Sequence[str]) -> float:
+    """The expected accuracy when the labels are shuffled among the images: Σ_l p_l q_l, with
+    p_l the share of images labelled l and q_l the share predicted l."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    names = sorted(set(labels.tolist()) | set(predicted.tolist()))
+    p = np.array([(labels == n).mean() for n in names])
+    q = np.array([(predicted == n).mean() for n in names])
+    return float(p @ q)
+
+
+def permutation_null(
+    predicted: Sequence[str], labels: Sequence[str], *, permutations: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Accuracies of ``predicted`` against ``permutations`` random shuffles of ``labels``."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    return np.array([(predicted == rng.permutation(labels)).mean() for _ in range(permutations)])
+
+
+def prompt_hits(
+    real: np.ndarray,
+    real_labels: Sequence[str],
+    generated: np.ndarray,
+    generated_labels: Sequence[str],
+) -> np.ndarray:
+    """1.0 where a generated image lands nearest its own label's centroid, else 0.0 (N,)."""
+    names, centres = centroids(real, real_labels)
+    return (np.asarray(nearest(generated, names, centres)) == np.asarray(generated_labels)).astype(
+        np.float64
     )

@@ -27,66 +27,158 @@ def _interval(metric: dict[str, Any], scale: float = 1.0, digits: int = 2) -> st
     return f"{low * scale:.{digits}f} – {high * scale:.{digits}f}"
 
 
+def _with_interval(metric: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    if not metric or "value" not in metric:
+        return "–"
+    return f"{_number(metric['value'] * scale, digits)} ({_interval(metric, scale, digits)})"
+
+
+def _percent(metric: dict[str, Any] | None) -> str:
+    if not metric or "value" not in metric:
+        return "–"
+    return f"{metric['value']:.1%} ({_percent_interval(metric)})"
+
+
+def _spread(metric: dict[str, Any], scale: float = 1.0, percent: bool = False) -> str:
+    spread = metric.get("spread")
+    if spread is None:
+        return "–"
+    return f"{spread:.1%}" if percent else f"{spread * scale:.2f}"
+
+
 def report_markdown(results: dict[str, Any]) -> str:
-    """The report: the table, its caption, then the notes and how it was measured."""
+    """The report: the paired differences first (the headline), then each model's own numbers,
+    the arms pooled over training seeds, how it was measured, and the notes."""
     split = results["test_split"]
     network = results["feature_network"]
-    follow = [row["prompt_following"] for row in results["models"] if "prompt_following" in row]
-    follow_head = f" Prompt following, {follow[0]['label']} (95% CI) |" if follow else ""
-    lines = [
-        "| Model | FID Score | FID 95% CI | KID ×10³ (95% CI) | CLIP score (95% CI) "
-        f"|{follow_head} Images used / dropped black |",
-        "|---|---|---|---|---|---|" + ("---|" if follow else ""),
+    rows = results["models"]
+    follow = [row["prompt_following"] for row in rows if "prompt_following" in row]
+    has_follow = bool(follow)
+    n_gen = split.get("generated_prompts", split["images"])
+    lines: list[str] = []
+    comparisons = results.get("comparisons", [])
+    if comparisons:
+        lines += [
+            "**Paired differences** (b − a; each arm the mean over its training seeds; the "
+            "interval covers test-set sampling, with the same real resample and the same "
+            "prompts for both; ± is the standard deviation over seeds of the per-seed "
+            "differences). Negative KID/FID differences and positive prompt-following ones "
+            "favour b.",
+            "",
+            "| a | b | seeds a / b | ΔKID ×10³ (95% CI) | ± seeds | ΔFID (95% CI) | ± seeds |"
+            + (" Δ prompt following (95% CI) | ± seeds |" if has_follow else ""),
+            "|---|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
+        ]
+        for c in comparisons:
+            line = (
+                f"| {c['a']} | {c['b']} | {c.get('seeds_a', c['seeds'])} / "
+                f"{c.get('seeds_b', c['seeds'])} | {_with_interval(c['kid'], KID_SCALE)} "
+                f"| {_spread(c['kid'], KID_SCALE)} | {_with_interval(c['fid'])} "
+                f"| {_spread(c['fid'])} |"
+            )
+            if has_follow and "prompt_following" in c:
+                pf = c["prompt_following"]
+                line += f" {_signed_percent(pf)} | {_spread(pf, percent=True)} |"
+            lines.append(line)
+        lines.append("")
+    groups = [g for g in results.get("groups", []) if g["seeds"] > 1]
+    if groups:
+        lines += [
+            "**Arms over training seeds** (mean over seeds with its test-sampling interval; "
+            "± the standard deviation over seeds, the training variance).",
+            "",
+            "| Arm | seeds | KID ×10³ (95% CI) | ± seeds | FID (95% CI) | ± seeds |"
+            + (" Prompt following (95% CI) | ± seeds |" if has_follow else ""),
+            "|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
+        ]
+        for g in results["groups"]:
+            line = (
+                f"| {g['group']} | {g['seeds']} | {_with_interval(g['kid'], KID_SCALE)} "
+                f"| {_spread(g['kid'], KID_SCALE)} | {_with_interval(g['fid'])} "
+                f"| {_spread(g['fid'])} |"
+            )
+            if has_follow and "prompt_following" in g:
+                pf = g["prompt_following"]
+                line += f" {_percent(pf)} | {_spread(pf, percent=True)} |"
+            lines.append(line)
+        lines.append("")
+    follow_head = (
+        f" Prompt following, {follow[0]['label']} (95% CI) | null mean / 95th pct, p |"
+        if has_follow
+        else ""
+    )
+    lines += [
+        f"| Model | KID ×10³ (95% CI) | FID (95% CI) | CLIP score (95% CI) |{follow_head} "
+        "Images used / dropped black |",
+        "|---|---|---|---|" + ("---|---|" if has_follow else "") + "---|",
     ]
-    for row in results["models"]:
+    for row in rows:
         fid, kid, clip = row.get("fid"), row.get("kid"), row.get("clip_score", {})
         fid_cell = "–"
         if fid:
-            fid_cell = _number(fid["value"]) + ("" if fid["reliable"] else f" {UNRELIABLE}")
-        kid_cell = "–"
-        if kid:
-            kid_cell = f"{_number(kid['value'] * KID_SCALE)} ({_interval(kid, KID_SCALE)})"
-        clip_cell = "skipped"
-        if "value" in clip:
-            clip_cell = f"{_number(clip['value'])} ({_interval(clip)})"
+            fid_cell = _with_interval(fid) + ("" if fid["reliable"] else f" {UNRELIABLE}")
+            if "infinity" in fid:
+                fid_cell += f"; FID∞ {_number(fid['infinity']['value'])}"
+        clip_cell = _with_interval(clip) if "value" in clip else "skipped"
         follow_cell = ""
-        if follow:
+        if has_follow:
             score = row.get("prompt_following")
-            follow_cell = " – |"
+            follow_cell = " – | – |"
             if score:
-                accuracy = score["accuracy"]
-                follow_cell = f" {accuracy['value']:.1%} ({_percent_interval(accuracy)}) |"
+                follow_cell = (
+                    f" {_percent(score['accuracy'])} | {score['chance']:.1%} / "
+                    f"{score['null_high']:.1%}, p = {score['p_value']:.3g} |"
+                )
         lines.append(
-            f"| {row['label']} | {fid_cell} | {_interval(fid) if fid else '–'} | {kid_cell} "
-            f"| {clip_cell} |{follow_cell} {row['kept']} / {row['dropped_black']} |"
+            f"| {row['label']} | {_with_interval(kid, KID_SCALE)} | {fid_cell} | {clip_cell} |"
+            f"{follow_cell} {row['kept']} / {row['dropped_black']} |"
         )
     lines += [
         "",
-        f"Table 2. FID scores for evaluated models on the test set (`{split['dir']}`, "
-        f"{split['images']} real images, one generated image per prompt, seeds "
-        f"{results['seed']}…{results['seed'] + split['images'] - 1}).",
+        f"Table 2. FID scores for evaluated models on the {_split_name(split['dir'])} "
+        f"(`{split['dir']}`, "
+        f"{split['images']} real images; one generated image for each of the first {n_gen} "
+        f"prompts per model, seeds {results['seed']}…{results['seed'] + n_gen - 1}).",
         "",
         f"Features: `{network['name']}` ({network['dim']}-d, inputs resized to "
-        f"{network['input_size']} px with PIL bicubic + antialiasing in float, as clean-fid). "
-        f"Intervals: percentile bootstrap, {results['bootstrap_resamples']} resamples. "
-        f"{UNRELIABLE} = fewer images than feature dimensions: that FID is unreliable.",
+        f"{network['input_size']} px with PIL bicubic + antialiasing in float, clipped to "
+        f"[0, 255], as clean-fid). Intervals: estimate ± 1.96 standard errors, so each "
+        f"contains its estimate. KID: every row, {results['bootstrap_resamples']} bootstrap "
+        "resamples with duplicate pairs dropped. FID: "
+        f"{results.get('fid_resamples', 0)} half-samples drawn without replacement. "
+        f"{UNRELIABLE} = fewer images than feature dimensions: that FID is biased upwards – "
+        "KID is the primary metric.",
     ]
-    if follow:
+    if has_follow:
         lines += [
             "",
             f"Prompt following: how often a generated image's colour histogram is nearest the "
             f"real test images of its own prompt's {follow[0]['label']} (nearest centroid over "
-            f"{follow[0]['labels']} labels; docs/eval.md). Chance is {follow[0]['chance']:.1%}; "
-            f"the real images themselves score {follow[0]['real_ceiling']:.1%} (leave-one-out).",
+            f"{follow[0]['labels']} labels; docs/eval.md). The null: the same images with the "
+            f"labels shuffled among them ({follow[0]['permutations']} permutations; its mean, "
+            "95th percentile and a one-sided p-value per model). The real images themselves "
+            f"score {follow[0]['real_ceiling']:.1%} (leave-one-out).",
         ]
     if results["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"
 
 
+def _split_name(folder: str) -> str:
+    """'validation split' for a validation folder (decisions), else 'test set' (the table)."""
+    return "validation split" if folder.rstrip("/").endswith("validation") else "test set"
+
+
+def _signed_percent(metric: dict[str, Any]) -> str:
+    low, high = metric.get("low"), metric.get("high")
+    return f"{metric['value']:+.1%} ({low:+.1%} – {high:+.1%})"
+
+
 def _percent_interval(metric: dict[str, Any]) -> str:
     low, high = metric.get("low"), metric.get("high")
-    return "–" if low is None or high is None else f"{low:.1%} – {high:.1%}"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    return f"{low:.1%} – {high:.1%}"
 
 
 def write_report(results: dict[str, Any], path: Path) -> None:

@@ -2,7 +2,10 @@
 
     test split (metadata.jsonl) ─► prompts ─► models/ (one image per prompt per model, fixed
     seeds, resumable) ─► drop all-black images ─► features (real ones cached by content)
-    ─► FID, KID, CLIP score with bootstrap intervals ─► results.json, report.md, chart.png
+    ─► FID, KID, CLIP score, prompt following, each with an interval that contains it
+    ─► paired differences between models (the same real resample and the same prompts for
+       both; the report's headline) and, for models grouped as one arm trained with several
+       seeds, the mean ± spread over seeds ─► results.json, report.md, chart.png
 
 Generation goes through :class:`models.runner.DiffusersRunner`, so every model name the project
 knows works: presets, local diffusers folders, and either of them with a LoRA. Under
@@ -31,8 +34,11 @@ from eval.images import TestSplit, read_split
 from eval.metrics import (
     Estimate,
     bootstrap,
+    fid_infinity,
     frechet_distance_from_features,
-    kernel_inception_distance,
+    half_sample_replicates,
+    interval_from_replicates,
+    kid_replicates,
 )
 from eval.progress import progress
 
@@ -51,6 +57,7 @@ class ModelEntry:
     model: str
     lora: str | None = None
     name: str | None = None  # the label in the report; default: derived from the paths
+    group: str | None = None  # an arm trained with several seeds: rows of one group are pooled
 
     @property
     def label(self) -> str:
@@ -92,8 +99,8 @@ class StudyConfig:
     device: str = "auto"
     feature_batch_size: int = 32
     bootstrap: int = 100  # resamples per interval; 0 = no intervals
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
+    fid_resamples: int = 50  # FID half-samples (each costs one FID per model)
+    generate: int | None = None  # generate for the first N prompts only (all real images count)
     cache_dir: Path | None = None  # the project cache (embedded model; features in eval/)
     allow_downloads: bool = False  # fetch hub models that are not cached
     follow_label: str | None = None  # a metadata field (e.g. "genre") for the palette test
@@ -118,6 +125,8 @@ def check_config(config: StudyConfig) -> None:
         raise ValueError(f"steps must be at least 1, got {config.steps}.")
     if config.bootstrap < 0:
         raise ValueError(f"bootstrap must be 0 or more, got {config.bootstrap}.")
+    if config.generate is not None and config.generate < 4:
+        raise ValueError(f"generate must be at least 4 prompts, got {config.generate}.")
     if not config.models:
         raise ValueError("models must name at least one model.")
 
@@ -152,6 +161,11 @@ def image_folder(out_dir: Path, entry: ModelEntry, params: Any) -> Path:
     return Path(out_dir) / "images" / f"{slug}-{digest}"
 
 
+def prompt_count(config: StudyConfig, split: TestSplit) -> int:
+    """How many prompts each model answers: the first ``config.generate``, or all."""
+    return len(split) if config.generate is None else min(config.generate, len(split))
+
+
 def image_path(folder: Path, index: int, seed: int) -> Path:
     return folder / f"{index:05d}-seed{seed}.png"
 
@@ -175,8 +189,9 @@ def generate_images(
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"model": entry.model, "lora": entry.lora, "params": asdict(params)}
     (folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    paths = tuple(image_path(folder, i, config.seed + i) for i in range(len(split)))
-    mine = range(len(split)) if indices is None else indices
+    count = prompt_count(config, split)
+    paths = tuple(image_path(folder, i, config.seed + i) for i in range(count))
+    mine = range(count) if indices is None else indices
     missing = [i for i in mine if not paths[i].is_file()]
     with progress(len(missing), f"generate {entry.label}", "img") as bar:
         for start in range(0, len(missing), config.batch_size):
@@ -208,32 +223,35 @@ def split_black(paths: Sequence[Path]) -> tuple[list[int], list[int]]:
 
 
 def fid_estimate(real: np.ndarray, fake: np.ndarray, *, resamples: int, seed: int) -> Estimate:
-    return bootstrap(frechet_distance_from_features, (real, fake), resamples=resamples, seed=seed)
+    """FID with the half-sampling interval (:func:`~eval.metrics.half_sample_replicates`);
+    rows are treated as unpaired (two folders)."""
+    value = frechet_distance_from_features(real, fake)
+    if resamples == 0:
+        return Estimate(value)
+
+    def statistic(real_rows: np.ndarray, fake_rows: np.ndarray) -> np.ndarray:
+        return np.array([frechet_distance_from_features(real[real_rows], fake[fake_rows])])
+
+    reps = half_sample_replicates(statistic, len(real), len(fake), resamples=resamples, seed=seed)
+    return _non_negative(interval_from_replicates(value, reps[:, 0]))
+
+
+def _non_negative(estimate: Estimate) -> Estimate:
+    """FID is a squared distance: an interval's lower end below 0 becomes 0 (it still holds
+    the estimate, which is ≥ 0)."""
+    return Estimate(estimate.value, max(0.0, estimate.low), estimate.high)
 
 
 def kid_estimate(
-    real: np.ndarray,
-    fake: np.ndarray,
-    *,
-    subsets: int,
-    subset_size: int,
-    resamples: int,
-    seed: int,
+    real: np.ndarray, fake: np.ndarray, *, resamples: int, seed: int
 ) -> tuple[Estimate, float]:
-    """KID's mean over subsets with a bootstrap interval, and its standard deviation over the
-    subsets. Replicates use a tenth of the subsets (at least 5) to keep the cost bounded."""
-    mean, std = kernel_inception_distance(
-        real, fake, subsets=subsets, subset_size=subset_size, seed=seed
+    """KID on every row with its duplicate-free bootstrap interval, and the replicates'
+    standard deviation (the standard error)."""
+    values, reps = kid_replicates(
+        real, [fake], prompts=[np.arange(len(fake))], resamples=resamples, seed=seed
     )
-    replicate_subsets = max(5, subsets // 10)
-
-    def statistic(a: np.ndarray, b: np.ndarray) -> float:
-        return kernel_inception_distance(
-            a, b, subsets=replicate_subsets, subset_size=subset_size, seed=seed
-        )[0]
-
-    interval = bootstrap(statistic, (real, fake), resamples=resamples, seed=seed)
-    return Estimate(mean, interval.low, interval.high), std
+    estimate = interval_from_replicates(values[0], reps[:, 0])
+    return estimate, float(reps[:, 0].std(ddof=1)) if len(reps) > 1 else float("nan")
 
 
 def clip_estimate(
@@ -266,6 +284,16 @@ def clip_estimate(
     return bootstrap(mean, (values,), resamples=resamples, seed=seed), len(values)
 
 
+@dataclass
+class Measured:
+    """One model's row of results.json, and what the joint (paired) statistics need."""
+
+    row: dict[str, Any]
+    features: np.ndarray | None = None  # (kept, D)
+    prompts: np.ndarray | None = None  # (kept,) the prompt index of each kept image
+    hits: np.ndarray | None = None  # (kept,) palette test: 1 where it lands on its own label
+
+
 def model_metrics(
     config: StudyConfig,
     run: ModelRun,
@@ -275,24 +303,29 @@ def model_metrics(
     clip: ClipScorer | str | None,
     feature_cache: Path,
     real_palettes: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Everything results.json says about one model. ``real_palettes`` (the real images' colour
-    histograms, when the study has a ``follow_label``) adds the palette test."""
+) -> Measured:
+    """What one model's images say on their own: counts, features, CLIP score, the palette
+    test. FID and KID are added by :func:`joint_metrics`, which resamples all models alike.
+    ``real_palettes`` (the real images' colour histograms, when the study has a
+    ``follow_label``) adds the palette test."""
     kept, dropped = split_black(run.images)
     row: dict[str, Any] = {
         "label": run.entry.label,
-        "model": run.entry.model,
-        "lora": run.entry.lora,
-        "params": asdict(run.params),
-        "images_dir": str(run.folder),
-        "prompts": len(split),
+        "group": run.entry.group or run.entry.label,
+        "model": _relative(run.entry.model, config.out_dir),
+        "lora": _relative(run.entry.lora, config.out_dir) if run.entry.lora else None,
+        "params": {**asdict(run.params), "model": _relative(run.params.model, config.out_dir)},
+        "images_dir": _relative(str(run.folder), config.out_dir),
+        "prompts": len(run.images),
         "generated": len(run.images),
         "dropped_black": len(dropped),
         "kept": len(kept),
     }
+    if run.params.lora:
+        row["params"]["lora"] = _relative(run.params.lora, config.out_dir)
     if len(kept) < 2:
         row["skipped"] = "fewer than 2 images left after dropping black ones"
-        return row
+        return Measured(row)
     kept_paths = [run.images[i] for i in kept]
     fake = cached_features(
         kept_paths,
@@ -301,30 +334,7 @@ def model_metrics(
         batch_size=config.feature_batch_size,
         description=f"features {run.entry.label}",
     )
-    fid = fid_estimate(real, fake, resamples=config.bootstrap, seed=config.seed)
-    row["fid"] = {
-        **asdict(fid),
-        "n_real": len(real),
-        "n_generated": len(fake),
-        "dim": extractor.dim,
-        "reliable": min(len(real), len(fake)) >= extractor.dim,
-    }
-    kid, kid_std = kid_estimate(
-        real,
-        fake,
-        subsets=config.kid_subsets,
-        subset_size=config.kid_subset_size,
-        resamples=config.bootstrap,
-        seed=config.seed,
-    )
-    row["kid"] = {
-        **asdict(kid),
-        "std_over_subsets": kid_std,
-        "subsets": config.kid_subsets,
-        "subset_size": min(config.kid_subset_size, len(real), len(fake)),
-        "n_real": len(real),
-        "n_generated": len(fake),
-    }
+    measured = Measured(row, features=fake, prompts=np.asarray(kept, dtype=np.int64))
     if isinstance(clip, ClipScorer):
         score, count = clip_estimate(
             clip,
@@ -338,18 +348,172 @@ def model_metrics(
     else:
         row["clip_score"] = {"skipped": clip or "not requested"}
     if real_palettes is not None:
-        from eval.prompt_following import histograms, prompt_following
+        from eval.prompt_following import histograms, prompt_following, prompt_hits
 
+        generated = histograms(kept_paths)
+        labels = [split.labels[i] for i in kept]
         result = prompt_following(
-            real_palettes,
-            split.labels,
-            histograms(kept_paths),
-            [split.labels[i] for i in kept],
-            resamples=config.bootstrap,
+            real_palettes, split.labels, generated, labels, resamples=config.bootstrap,
             seed=config.seed,
-        )
+        )  # fmt: skip
         row["prompt_following"] = {"label": config.follow_label, **result.as_dict()}
-    return row
+        measured.hits = prompt_hits(real_palettes, split.labels, generated, labels)
+    return measured
+
+
+def joint_metrics(
+    config: StudyConfig, measured: Sequence[Measured], real: np.ndarray, dim: int
+) -> dict[str, Any]:
+    """FID and KID of every model with intervals, and the paired statistics: differences
+    between models and the pooled rows of arms trained with several seeds.
+
+    Every model is resampled with the same draws – the same real rows and the same prompts
+    (:func:`~eval.metrics.kid_replicates`, :func:`~eval.metrics.half_sample_replicates`,
+    prompts drawn with replacement for the palette test) – so the replicates of a difference
+    or of a mean over seeds are that combination of the models' replicates. Those intervals
+    cover test-set sampling; the spread over seeds (when a group has several) covers
+    training."""
+    usable = [m for m in measured if m.features is not None]
+    if not usable:
+        return {"groups": [], "comparisons": []}
+    n_prompts = max(m.row["prompts"] for m in usable)
+    resamples = config.bootstrap
+    # 1. KID: values and paired, duplicate-free bootstrap replicates (R, M).
+    kid_values, kid_reps = kid_replicates(
+        real, [m.features for m in usable], prompts=[m.prompts for m in usable],
+        resamples=resamples, seed=config.seed,
+    )  # fmt: skip
+    # 2. FID: values and paired half-samples without replacement (R', M).
+    fid_values = np.array([frechet_distance_from_features(real, m.features) for m in usable])
+
+    def fids(real_rows: np.ndarray, prompt_rows: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                frechet_distance_from_features(
+                    real[real_rows], m.features[np.isin(m.prompts, prompt_rows)]
+                )
+                for m in usable
+            ]
+        )
+
+    fid_reps = (
+        half_sample_replicates(
+            fids, len(real), n_prompts, resamples=config.fid_resamples, seed=config.seed
+        )
+        if config.fid_resamples and resamples
+        else np.empty((0, len(usable)))
+    )
+    # 3. Palette test: hits on a common prompt axis (NaN where an image was dropped).
+    follow_values = follow_reps = None
+    if all(m.hits is not None for m in usable):
+        grid = np.full((len(usable), n_prompts), np.nan)
+        for k, m in enumerate(usable):
+            grid[k, m.prompts] = m.hits
+        follow_values = np.nanmean(grid, axis=1)
+        rng = np.random.default_rng(config.seed)
+        follow_reps = np.array(
+            [np.nanmean(grid[:, rng.integers(0, n_prompts, n_prompts)], axis=1)
+             for _ in range(resamples)]
+        ).reshape(resamples, len(usable))  # fmt: skip
+    metrics = {
+        "kid": (kid_values, kid_reps),
+        "fid": (fid_values, fid_reps),
+        **({"prompt_following": (follow_values, follow_reps)} if follow_values is not None else {}),
+    }
+    for k, m in enumerate(usable):
+        n_real, n_fake = len(real), len(m.features)
+        fid = _non_negative(interval_from_replicates(fid_values[k], fid_reps[:, k]))
+        m.row["fid"] = {
+            **asdict(fid),
+            "method": "half-samples without replacement (delete-N/2 jackknife)",
+            "resamples": len(fid_reps),
+            "n_real": n_real,
+            "n_generated": n_fake,
+            "dim": dim,
+            "reliable": min(n_real, n_fake) >= dim,
+        }
+        if min(n_real, n_fake) // 2 >= dim:  # every fitted size has N ≥ D (Chong & Forsyth)
+            infinite, sizes, values = fid_infinity(real, m.features, seed=config.seed)
+            m.row["fid"]["infinity"] = {"value": infinite, "sizes": sizes.tolist(),
+                                        "fids": values.tolist()}  # fmt: skip
+        kid = interval_from_replicates(kid_values[k], kid_reps[:, k])
+        m.row["kid"] = {
+            **asdict(kid),
+            "method": "every row; bootstrap with duplicate pairs dropped",
+            "std_error": float(kid_reps[:, k].std(ddof=1)) if len(kid_reps) > 1 else None,
+            "resamples": len(kid_reps),
+            "n_real": n_real,
+            "n_generated": n_fake,
+        }
+    labels = [m.row["label"] for m in usable]
+    groups: dict[str, list[int]] = {}
+    for k, m in enumerate(usable):
+        groups.setdefault(m.row["group"], []).append(k)
+    group_rows = []
+    for name, members in groups.items():
+        row = {"group": name, "members": [labels[k] for k in members], "seeds": len(members)}
+        row.update({metric: pooled(v, r, members, metric) for metric, (v, r) in metrics.items()})
+        group_rows.append(row)
+    comparisons = []
+    names = list(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            row = {"a": a, "b": b, "seeds": min(len(groups[a]), len(groups[b]))}
+            row.update({"seeds_a": len(groups[a]), "seeds_b": len(groups[b])})
+            row.update(
+                {
+                    metric: difference(v, r, groups[a], groups[b])
+                    for metric, (v, r) in metrics.items()
+                }
+            )
+            comparisons.append(row)
+    return {"groups": group_rows, "comparisons": comparisons}
+
+
+def pooled(
+    values: np.ndarray, reps: np.ndarray, members: Sequence[int], metric: str = "kid"
+) -> dict[str, Any]:
+    """The mean over an arm's seeds, its test-sampling interval (the replicates of the mean)
+    and its training spread (the standard deviation over seeds; None for a single seed).
+    FID's interval stops at 0 and a share's at 0 and 1 (both still hold the estimate)."""
+    members = list(members)
+    mean = interval_from_replicates(values[members].mean(), reps[:, members].mean(axis=1))
+    if metric == "fid":
+        mean = _non_negative(mean)
+    elif metric == "prompt_following":
+        mean = Estimate(mean.value, max(0.0, mean.low), min(1.0, mean.high))
+    spread = float(values[members].std(ddof=1)) if len(members) > 1 else None
+    return {**asdict(mean), "spread": spread, "seeds": len(members)}
+
+
+def difference(
+    values: np.ndarray, reps: np.ndarray, a: Sequence[int], b: Sequence[int]
+) -> dict[str, Any]:
+    """Arm b minus arm a (each the mean over its seeds), paired: its interval comes from the
+    same replicates for both. The spread is the standard deviation over seeds of the per-seed
+    differences (seed k of b against seed k of a, or against a's only model)."""
+    a, b = list(a), list(b)
+    coefficients = np.zeros(len(values))
+    coefficients[b] += 1.0 / len(b)
+    coefficients[a] -= 1.0 / len(a)
+    estimate = interval_from_replicates(values @ coefficients, reps @ coefficients)
+    pairs = [(a[k % len(a)], b[k]) for k in range(len(b))] if len(a) in (1, len(b)) else []
+    per_seed = [values[j] - values[i] for i, j in pairs]
+    spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
+    return {**asdict(estimate), "spread": spread}
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    """``path`` relative to the study folder's parent (the run folder) when it lies inside it,
+    so committed results carry no machine paths; other names (presets) stay as they are."""
+    if path is None:
+        return None
+    candidate = Path(path)
+    base = Path(root).resolve().parent
+    try:
+        return str(candidate.resolve().relative_to(base))
+    except ValueError:
+        return str(path) if not candidate.is_absolute() else candidate.name
 
 
 # -- 3. the whole study ------------------------------------------------------------------------
@@ -382,7 +546,7 @@ def run_study(
     indices: list[int] | None = None
     device = config.device
     if state is not None:
-        with state.split_between_processes(list(range(len(split)))) as share:
+        with state.split_between_processes(list(range(prompt_count(config, split)))) as share:
             indices = list(share)
         device = str(state.device) if config.device == "auto" else config.device
     if runner is None:
@@ -422,19 +586,27 @@ def run_study(
         from eval.prompt_following import histograms
 
         palettes = histograms(split.files)
-    rows = [
+    measured = [
         model_metrics(config, run, split, real, extractor, clip, feature_cache, palettes)
         for run in runs
     ]
+    joint = joint_metrics(config, measured, real, extractor.dim)
+    rows = [m.row for m in measured]
     results = {
         "study": "seed 000 Table 2: FID of generated vs real test images",
-        "test_split": {"dir": str(split.root), "images": len(split)},
+        "test_split": {
+            "dir": _relative(str(split.root), out_dir),
+            "images": len(split),
+            "generated_prompts": max((r["prompts"] for r in rows), default=0),
+        },
         "seed": config.seed,
         "bootstrap_resamples": config.bootstrap,
+        "fid_resamples": config.fid_resamples,
         "confidence": 0.95,
         "feature_network": describe(extractor),
         "follow_label": config.follow_label,
         "models": rows,
+        **joint,
         "notes": _notes(rows, extractor.dim),
         "elapsed_s": round(time.perf_counter() - started, 2),
     }

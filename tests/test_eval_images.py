@@ -56,7 +56,8 @@ def _reference_resize(image: np.ndarray, size: int) -> np.ndarray:
     rows = _antialiased_bicubic_1d(image.shape[0], size)  # (size, H)
     cols = _antialiased_bicubic_1d(image.shape[1], size)  # (size, W)
     x = image.astype(np.float64)
-    return np.stack([rows @ x[:, :, c] @ cols.T for c in range(3)], axis=2)  # (size, size, 3)
+    resized = np.stack([rows @ x[:, :, c] @ cols.T for c in range(3)], axis=2)  # (size, size, 3)
+    return np.clip(resized, 0.0, 255.0)  # clean-fid clips each resized channel
 
 
 @pytest.mark.parametrize("source", [512, 128], ids=["down", "up"])
@@ -94,6 +95,20 @@ def test_resize_matches_pil_8_bit_bicubic_up_to_rounding() -> None:
     difference = np.abs(clean_resize(image, 299) - pil)
     assert difference.max() <= 1.5
     assert difference.mean() < 0.35
+
+
+def test_resize_clips_the_bicubic_overshoot_like_clean_fid() -> None:
+    checker = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    image = np.repeat(checker[:, :, None], 3, axis=2)
+    resized = clean_resize(image, 299)
+    assert resized.min() == 0.0 and resized.max() == 255.0  # would overshoot both ways unclipped
+    unclipped = np.asarray(
+        Image.fromarray(checker.astype(np.float32), mode="F").resize(
+            (299, 299), Image.Resampling.BICUBIC
+        )
+    )
+    assert unclipped.min() < -1.0 and unclipped.max() > 256.0
+    assert resized.dtype == np.float32
 
 
 def test_resize_keeps_floats_unrounded_and_constants_constant() -> None:

@@ -208,7 +208,7 @@ def test_study_end_to_end(
         steps=2,
         batch_size=3,
         bootstrap=20,
-        kid_subsets=10,
+        fid_resamples=5,
         cache_dir=tmp_path / "cache",  # features go to its eval/ folder
         device="cpu",
     )
@@ -235,10 +235,11 @@ def test_study_end_to_end(
     assert (finetune["kept"], finetune["dropped_black"]) == (7, 1)
     for row in results["models"]:
         fid, kid, clip = row["fid"], row["kid"], row["clip_score"]
-        assert fid["value"] > 0 and fid["low"] <= fid["high"]
+        assert fid["value"] > 0
         assert fid["n_real"] == 8 and fid["n_generated"] == row["kept"]
         assert fid["reliable"] is False  # 8 images, 16 features
-        assert kid["low"] <= kid["high"] and kid["subset_size"] == row["kept"]
+        assert kid["low"] <= kid["value"] <= kid["high"] and kid["n_generated"] == row["kept"]
+        assert fid["low"] <= fid["value"] <= fid["high"]
         assert 0 <= clip["value"] <= 100 and clip["n"] == row["kept"]
         assert row["params"]["width"] == 64 and row["params"]["steps"] == 2
     assert embedded["fid"]["value"] != finetune["fid"]["value"]
@@ -250,7 +251,13 @@ def test_study_end_to_end(
     assert saved["models"][1]["dropped_black"] == 1
     assert saved["feature_network"] == {"name": TinyFeatures.name, "dim": 16, "input_size": 32}
     report = (out / REPORT_FILE).read_text()
-    assert report.startswith("| Model | FID Score |")
+    assert report.startswith("**Paired differences**")
+    (comparison,) = saved["comparisons"]
+    assert (comparison["a"], comparison["b"]) == ("embedded", "my-finetune")
+    kids = [r["kid"]["value"] for r in saved["models"]]
+    assert comparison["kid"]["value"] == pytest.approx(kids[1] - kids[0])
+    assert comparison["kid"]["low"] <= comparison["kid"]["value"] <= comparison["kid"]["high"]
+    assert not any(str(tmp_path) in json.dumps(row) for row in saved["models"])
     assert "| embedded |" in report and "| my-finetune |" in report and "| 7 / 1 |" in report
     assert "Table 2. FID scores for evaluated models on the test set" in report
     with Image.open(out / CHART_FILE) as chart:

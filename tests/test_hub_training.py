@@ -127,7 +127,7 @@ def test_the_study_compares_two_hub_presets(
         steps=1,
         batch_size=4,
         bootstrap=10,
-        kid_subsets=5,
+        fid_resamples=5,
         cache_dir=tmp_path / "cache",
         device="cpu",
     )

@@ -1,6 +1,6 @@
 """``python -m training miniature`` at smoke size: every stage really runs (dataset → from-scratch
-pretraining → full and LoRA fine-tunes → study → shipping), on a few dozen images and a handful
-of steps, with a small stand-in for the Inception network."""
+pretraining → three fine-tune arms, two training seeds each → validation → study → shipping),
+on a few dozen images and a handful of steps, with a small stand-in for the Inception network."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ import pytest
 from PIL import Image
 
 from tests.test_eval_study import TinyFeatures
-from training.miniature import BASELINE, FULL, LORA, MiniatureConfig, run_miniature, ship
+from training.miniature import (
+    ARMS,
+    BASELINE,
+    FULL,
+    FULL_UNET,
+    LORA,
+    MiniatureConfig,
+    run_miniature,
+    ship,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,19 +41,40 @@ def test_every_stage_leaves_its_result(quick_run: tuple[MiniatureConfig, dict]) 
     out = Path(config.out)
     assert (out / "data/covers/test/metadata.jsonl").is_file()
     assert (out / "baseline/model/model_index.json").is_file()
-    assert (out / "full/model/model_index.json").is_file()
-    assert (out / "lora/lora/pytorch_lora_weights.safetensors").is_file()
+    for k in range(config.train_seeds):
+        assert (out / f"full/seed{k}/model/model_index.json").is_file()
+        assert (out / f"full-unet/seed{k}/model/model_index.json").is_file()
+        assert (out / f"lora/seed{k}/lora/pytorch_lora_weights.safetensors").is_file()
     report = json.loads((out / "baseline/pretrain_report.json").read_text())
     assert report["vae_scaling_factor"] > 0 and np.isfinite(report["final_loss"])
-    assert set(summary["seconds"]) == {"dataset", "pretrain", "full", "lora", "study", "samples"}
-    assert set(summary["study"]) == {BASELINE, FULL, LORA}
-    for row in summary["study"].values():
+    arms = [f"{ARMS[arm][0]} seed {k}" for arm in ARMS for k in range(2)]
+    assert set(summary["seconds"]) == {
+        "dataset", "pretrain", *arms, "validate", "study", "samples"
+    }  # fmt: skip
+    assert set(summary["study"]) == {BASELINE, FULL, FULL_UNET, LORA}
+    for arm, row in summary["study"].items():
+        assert row["seeds"] == (1 if arm == BASELINE else 2)
+        for metric in ("kid", "fid", "prompt_following"):
+            assert row[metric]["low"] <= row[metric]["value"] <= row[metric]["high"]
+            assert (row[metric]["spread"] is None) == (arm == BASELINE)
+    # Every arm against every other: 4 arms, 6 paired differences.
+    assert len(summary["comparisons"]) == 6
+    for row in summary["comparisons"]:
+        assert row["kid"]["low"] <= row["kid"]["value"] <= row["kid"]["high"]
+    # Decisions on validation: only the arms' first seeds, and the choice comes from there.
+    assert set(summary["validation"]) == set(ARMS)
+    assert summary["chosen_on_validation"] == min(
+        ARMS, key=lambda arm: summary["validation"][arm]["kid"]["value"]
+    )
+    results = json.loads((out / "study/results.json").read_text())
+    assert len(results["models"]) == 1 + 3 * 2
+    for row in results["models"]:
         assert row["kept"] == 24
-        assert row["kid"]["low"] <= row["kid"]["high"]
-        assert 0 <= row["prompt_following"]["value"] <= 1
-        assert row["chance"] == pytest.approx(1 / 12, abs=0.05)  # the genres in 24 test titles
-    with Image.open(out / "study/samples.png") as sheet:  # 6 titles x (3 models + the rule)
-        assert sheet.width > 6 * 64 and sheet.height > 4 * 64
+        assert 0 <= row["prompt_following"]["accuracy"]["value"] <= 1
+        assert 0 < row["prompt_following"]["chance"] < 1  # the permutation null's mean
+    assert str(out) not in (out / "study/results.json").read_text()  # relative paths only
+    with Image.open(out / "study/samples.png") as sheet:  # 6 titles x (4 arms + the rule)
+        assert sheet.width > 6 * 64 and sheet.height > 5 * 64
     markdown = (out / "study/report.md").read_text()
     assert "Prompt following, genre" in markdown and "LoRA fine-tune" in markdown
 
@@ -65,13 +95,14 @@ def test_the_text_encoder_learns_in_pretraining_and_in_the_full_fine_tune(
     out = Path(config.out)
     key = "encoder.layers.0.self_attn.q_proj.weight"
     initial = build_architecture(seed=config.seed).text_encoder.state_dict()[key]
-    trained, finetuned = (
+    trained, finetuned, frozen = (
         CLIPTextModel.from_pretrained(out / run / "model/text_encoder").state_dict()[key]
-        for run in ("baseline", "full")
+        for run in ("baseline", "full/seed0", "full-unet/seed0")
     )
     assert not torch.equal(initial, trained)
     assert not torch.equal(trained, finetuned)
-    adapters = load_file(out / "lora/lora/pytorch_lora_weights.safetensors")
+    assert torch.equal(trained, frozen)  # the fourth arm: the UNet alone, encoder as the base's
+    adapters = load_file(out / "lora/seed0/lora/pytorch_lora_weights.safetensors")
     assert adapters and all(name.startswith("unet.") for name in adapters)
 
 
@@ -79,7 +110,7 @@ def test_a_rerun_skips_finished_stages(quick_run: tuple[MiniatureConfig, dict]) 
     config, summary = quick_run
     lines: list[str] = []
     again = run_miniature(config, load_extractor=TinyFeatures, log=lines.append)
-    assert sum("already done" in line for line in lines) == 6
+    assert sum("already done" in line for line in lines) == 5 + 3 * 2
     assert again["study"] == summary["study"]
 
 
@@ -103,6 +134,7 @@ def test_ship_packages_a_loadable_embedded_model(
     assert size < 10_000_000
     info = packaged_info(package)
     assert info is not None and info["trained"] and info["method"] in {"full", "lora"}
+    assert info["arm"] == summary["chosen_on_validation"]
 
     built = build_embedded_pipeline(tmp_path / "cache/models/x", package=package)
     runner = DiffusersRunner(device="cpu", cache_dir=tmp_path / "cache")

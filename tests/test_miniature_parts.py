@@ -125,9 +125,23 @@ def test_prompt_following_scores_right_wrong_and_chance() -> None:
     assert good.real_ceiling == 1.0
     assert good.per_label == {"blue": 1.0, "green": 1.0, "red": 1.0}
     assert bad.accuracy.low <= bad.accuracy.value <= bad.accuracy.high
-
+    assert good.p_value < 0.01 and bad.p_value == 1.0 and good.null_high < 0.6
     with pytest.raises(ValueError, match="purple"):
         prompt_following(real, labels, right[:1], ["purple"])
+
+
+def test_the_permutation_null_knows_unbalanced_labels() -> None:
+    """A prompt-blind model that always paints the commonest label scores that label's share;
+    the null's mean is exactly that share and the model does not beat it."""
+    from eval.prompt_following import null_mean, permutation_null
+
+    labels = ["metal"] * 53 + ["jazz"] * 29 + ["pop"] * 18
+    always_metal = ["metal"] * 100
+    assert null_mean(always_metal, labels) == pytest.approx(0.53)
+    null = permutation_null(always_metal, labels, permutations=50)
+    assert np.all(null == 0.53)  # shuffling cannot change a constant prediction's score
+    honest = labels[:]  # a perfect model is far above every shuffle
+    assert permutation_null(honest, labels, permutations=200).max() < 0.6
 
 
 # -- auto --------------------------------------------------------------------------------------

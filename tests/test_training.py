@@ -307,6 +307,32 @@ def test_help_is_quick_and_lists_presets():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "seed001" in done.stdout and "--snr-gamma" in done.stdout and "accelerate" in done.stdout
+    # The presets' real values, next to every flag a preset sets, and seed 000's warning.
+    assert "[seed001 1e-05, seed000 1e-10, seed003 1e-05]" in " ".join(done.stdout.split())
+    assert "lr 1e-10 is a no-op" in done.stdout and "on†" in done.stdout
+
+
+def test_seed000_learning_rate_leaves_float32_weights_unchanged():
+    """AdamW's step is about lr in size; at 1e-10 that is below float32's spacing at almost
+    every weight of the embedded UNet, so 100 steps change almost nothing (SEED000_WARNING)."""
+    import torch
+
+    from models.embedded import build_architecture
+
+    def unchanged_share(lr: float) -> float:
+        unet = build_architecture(seed=0).unet
+        before = [p.detach().clone() for p in unet.parameters()]
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(100):
+            for p in unet.parameters():
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+        same = sum((a == p).sum().item() for a, p in zip(before, unet.parameters(), strict=True))
+        return same / sum(a.numel() for a in before)
+
+    assert unchanged_share(1e-10) > 0.9  # measured: 96.1%
+    assert unchanged_share(1e-5) < 0.01
 
 
 @pytest.mark.parametrize(
