@@ -33,6 +33,11 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+async def ask(discord: FakeDiscord, user: FakeUser, link: str, **options) -> Message:
+    """``user`` runs ``/cover`` on ``link``; the post once its vote reactions are on."""
+    return await cover_post(discord, await discord.slash(user, "cover", playlist=link, **options))
+
+
 def announcement(discord: FakeDiscord, post: Message) -> Message | None:
     """The message announcing the outcome of ``post``'s vote (it replies to the post)."""
     return next((m for m in discord.channel_messages() if m.reference_id == post.id), None)
@@ -46,12 +51,8 @@ async def test_votes_cast_while_the_bot_was_offline_count_at_the_next_start(
 ):
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        first = await cover_post(
-            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=3)
-        )
-        second = await cover_post(
-            discord, await discord.slash(BOB, "cover", playlist=playlist_link, count=2)
-        )
+        first = await ask(discord, ALICE, playlist_link, count=3)
+        second = await ask(discord, BOB, playlist_link, count=2)
         await discord.react(BOB, first.id, "1️⃣")
         await discord.react(CAROL, first.id, "1️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(first.id)) == {1: 2, 2: 0, 3: 0})
@@ -86,9 +87,7 @@ async def test_a_reconnection_that_cannot_resume_reads_the_votes_back(
 ):
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        post = await cover_post(
-            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
-        )
+        post = await ask(discord, ALICE, playlist_link, count=2)
         await discord.react(BOB, post.id, "1️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 1, 2: 0})
         sessions = discord.identified
@@ -112,12 +111,8 @@ async def test_a_deleted_cover_post_closes_its_vote_without_a_winner(
 ):
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        live = await cover_post(
-            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
-        )
-        away = await cover_post(
-            discord, await discord.slash(BOB, "cover", playlist=playlist_link, count=2)
-        )
+        live = await ask(discord, ALICE, playlist_link, count=2)
+        away = await ask(discord, BOB, playlist_link, count=2)
         await discord.react(BOB, live.id, "2️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(live.id))[2] == 1)
         await discord.delete_message(live.id)  # while the bot watches
@@ -142,9 +137,7 @@ async def test_the_winner_is_announced_even_when_the_post_is_gone(
     elsewhere) is announced without the reply link Discord would refuse (400, code 50035)."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        post = await cover_post(
-            discord, await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
-        )
+        post = await ask(discord, ALICE, playlist_link, count=2)
         await discord.react(BOB, post.id, "2️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(post.id))[2] == 1)
         await discord.delete_message(post.id, event=False)  # an event the bot missed
@@ -236,9 +229,7 @@ async def test_reactions_wait_out_discords_rate_limit(
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     discord.reaction_interval_s = 0.25  # Discord's limit for reactions on one channel
     async with running_bot(settings, discord):
-        post = await cover_post(
-            discord, await discord.slash(ALICE, "cover", playlist=playlist_link)
-        )
+        post = await ask(discord, ALICE, playlist_link)
         assert discord.bot_reactions(post.id) == ["1️⃣", "2️⃣", "3️⃣", "4️⃣"]
     assert discord.rate_limited >= 1  # at least one 429 was served, and waited out
     assert tracebacks(caplog) == []
