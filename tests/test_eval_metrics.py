@@ -10,9 +10,12 @@ import pytest
 from eval.metrics import (
     bootstrap,
     feature_statistics,
+    fid_infinity,
     frechet_distance,
     frechet_distance_from_features,
+    kernel_expectation_gaussians,
     kernel_inception_distance,
+    kid_replicates,
 )
 
 
@@ -188,3 +191,45 @@ def test_progress_in_a_log_is_a_line_per_quarter(capsys) -> None:
     assert [line.split(" (")[0] for line in lines] == [
         f"generate baseline: {done}/10 img" for done in (3, 5, 8, 10)
     ]
+
+
+# -- what a mutation run found untested (issue 15) -------------------------------------------
+
+
+def test_the_exact_kernel_expectation_matches_a_monte_carlo_estimate():
+    """E(xᵀy/D + 1)³ for unequal, non-zero means and spreads per dimension: every cumulant term
+    of :func:`kernel_expectation_gaussians` matters here (zero means would hide the odd ones)."""
+    mean1, std1 = np.array([0.8, -1.0, 1.6]), np.array([0.6, 0.5, 0.9])
+    mean2, std2 = np.array([1.2, 0.4, 1.1]), np.array([0.7, 1.1, 0.4])
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    x = rng.normal(mean1, std1, size=(n, 3))
+    y = rng.normal(mean2, std2, size=(n, 3))
+    k = ((x * y).sum(axis=1) / 3 + 1) ** 3
+    standard_error = k.std() / np.sqrt(n)
+    exact = kernel_expectation_gaussians(mean1, std1, mean2, std2)
+    assert abs(exact - k.mean()) < 4 * standard_error, (exact, k.mean(), standard_error)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda bad, good: feature_statistics(bad), "features"),
+        (lambda bad, good: frechet_distance_from_features(bad, good), "features1"),
+        (lambda bad, good: frechet_distance_from_features(good, bad), "features2"),
+        (lambda bad, good: kid_replicates(bad, [good]), "real"),
+    ],
+)
+def test_a_bad_feature_array_is_refused_by_its_argument_name(call, name):
+    good = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=f"^{name} must be a 2-D array"):
+        call(np.zeros(3), good)
+
+
+def test_bootstrap_and_fid_infinity_name_their_bad_settings():
+    data = (np.arange(10.0),)
+    with pytest.raises(ValueError, match=r"confidence must be between 0 and 1, got 1\.5"):
+        bootstrap(np.mean, data, confidence=1.5)
+    features = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match="points ≥ 2"):
+        fid_infinity(features, features, points=1, smallest=0.5)
