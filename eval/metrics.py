@@ -178,6 +178,9 @@ def bootstrap(
 # -- intervals that contain their estimate ----------------------------------------------------
 
 
+_REDRAWS = 100  # draws tried for one KID bootstrap replicate (kid_replicates)
+
+
 def interval_from_replicates(
     value: float, replicates: np.ndarray, *, confidence: float = 0.95, scale: float = 1.0
 ) -> Estimate:
@@ -313,9 +316,18 @@ def kid_replicates(
     rng = np.random.default_rng(seed)
     reps = np.empty((max(resamples, 0), len(sets)))
     for r in range(max(resamples, 0)):
-        w_real = np.bincount(rng.integers(0, len(x), len(x)), minlength=len(x)).astype(float)
-        w_prompt = np.bincount(rng.integers(0, n_prompts, n_prompts), minlength=n_prompts)
-        reps[r] = values(w_real, w_prompt.astype(float))
+        # A draw that leaves a set with a single distinct image has no pair to average: it is
+        # drawn again (only tiny sets, a few images per style, ever meet one).
+        for _attempt in range(_REDRAWS):
+            w_real = np.bincount(rng.integers(0, len(x), len(x)), minlength=len(x)).astype(float)
+            w_prompt = np.bincount(rng.integers(0, n_prompts, n_prompts), minlength=n_prompts)
+            try:
+                reps[r] = values(w_real, w_prompt.astype(float))
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError("KID's bootstrap found no resample with 2 different images per set.")
     return point, reps
 
 

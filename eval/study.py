@@ -222,11 +222,14 @@ def split_black(paths: Sequence[Path]) -> tuple[list[int], list[int]]:
     return kept, dropped
 
 
+HALF_SAMPLE_MIN = 4  # rows a side that half-sampling needs (eval/metrics.py)
+
+
 def fid_estimate(real: np.ndarray, fake: np.ndarray, *, resamples: int, seed: int) -> Estimate:
     """FID with the half-sampling interval (:func:`~eval.metrics.half_sample_replicates`);
     rows are treated as unpaired (two folders)."""
     value = frechet_distance_from_features(real, fake)
-    if resamples == 0:
+    if resamples == 0 or min(len(real), len(fake)) < HALF_SAMPLE_MIN:
         return Estimate(value)
 
     def statistic(real_rows: np.ndarray, fake_rows: np.ndarray) -> np.ndarray:
@@ -400,7 +403,9 @@ def joint_metrics(
         half_sample_replicates(
             fids, len(real), n_prompts, resamples=config.fid_resamples, seed=config.seed
         )
-        if config.fid_resamples and resamples
+        # Half-samples need 4 rows a side; fewer (a style with a handful of test covers) get
+        # FID without an interval, as with --fid-resamples 0, rather than no study at all.
+        if config.fid_resamples and resamples and min(len(real), n_prompts) >= HALF_SAMPLE_MIN
         else np.empty((0, len(usable)))
     )
     # 3. Palette test: hits on a common prompt axis (NaN where an image was dropped).

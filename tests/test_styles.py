@@ -80,7 +80,7 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
 
     # 4. The study: base and both style models on each style's held-out covers.
     study = ["style-study", "--runs", str(runs), "--size", "64", "--steps", "2", "--bootstrap", "5",
-             "--kid-subsets", "5", "--inception", str(tiny_inception), "--device", "cpu",
+             "--fid-resamples", "5", "--inception", str(tiny_inception), "--device", "cpu",
              "--cache-dir", str(cache_dir)]  # fmt: skip
     assert main(study) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out

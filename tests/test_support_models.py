@@ -194,7 +194,7 @@ def test_eval_study_computes_the_clip_score_when_clip_is_cached(
     (split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("HF_HUB_CACHE", str(support_hub))
     args = ["study", "--test", str(split), "--models", "embedded", "--size", "64", "--steps", "2",
-            "--bootstrap", "5", "--kid-subsets", "3", "--inception", str(tiny_inception),
+            "--bootstrap", "5", "--fid-resamples", "3", "--inception", str(tiny_inception),
             "--device", "cpu", "--cache-dir", str(cache_dir)]  # fmt: skip
     assert eval_main([*args, "--out", str(tmp_path / "with")]) == 0
     row = json.loads((tmp_path / "with" / "results.json").read_text())["models"][0]

@@ -556,8 +556,7 @@ def run_style_study(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per pipeline call")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="prompt i uses seed+i (default 0)")
     parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")  # fmt: skip
-    parser.add_argument("--kid-subsets", type=int, default=defaults.kid_subsets, help="KID subsets")
-    parser.add_argument("--kid-subset-size", type=int, default=defaults.kid_subset_size, help="KID subset size")  # fmt: skip
+    parser.add_argument("--fid-resamples", type=int, default=defaults.fid_resamples, help="FID half-samples for its interval (0: none)")  # fmt: skip
     parser.add_argument("--inception", metavar="FILE", help="Inception-v3 TorchScript file (as python -m eval)")  # fmt: skip
     parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP for the CLIP score (default {DEFAULT_CLIP_MODEL})")  # fmt: skip
     parser.add_argument("--no-clip", action="store_true", help="skip the CLIP score")
@@ -569,7 +568,7 @@ def run_style_study(argv: list[str]) -> int:
     config = StyleStudyConfig(
         args.runs, limit=args.limit, size=args.size, steps=args.steps, guidance=args.guidance,
         batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap,
-        kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, device=args.device,
+        fid_resamples=args.fid_resamples, device=args.device,
         cache_dir=args.cache_dir,
     )  # fmt: skip
     _quiet_diffusers()

@@ -226,8 +226,7 @@ class StyleStudyConfig:
     batch_size: int = 8
     seed: int = 0
     bootstrap: int = 100
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
+    fid_resamples: int = 50  # FID half-samples (eval/study.py)
     device: str = "auto"
     cache_dir: Path | None = None
 
@@ -264,7 +263,7 @@ def study_styles(
                 out_dir=Path(config.out) / "study" / style, seed=config.seed, size=config.size,
                 steps=config.steps, guidance=config.guidance, batch_size=config.batch_size,
                 limit=config.limit, device=config.device, bootstrap=config.bootstrap,
-                kid_subsets=config.kid_subsets, kid_subset_size=config.kid_subset_size,
+                fid_resamples=config.fid_resamples,
                 cache_dir=config.cache_dir,
             ),
             load_extractor=load_extractor, load_clip=load_clip, runner=runner,
