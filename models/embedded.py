@@ -204,6 +204,7 @@ def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folde
         state = {k: v.detach().to("cpu").half().contiguous() for k, v in model.state_dict().items()}
         save_file(state, part / WEIGHTS_FILE)
         config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+        config.pop("_name_or_path", None)  # where it was loaded from: a path on this machine
         (part / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     pipe.scheduler.save_config(folder / "scheduler")
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

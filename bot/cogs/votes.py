@@ -63,7 +63,7 @@ class VotesCog(commands.Cog):
             return
         emoji = str(payload.emoji)
         if emoji == CLOSE_EMOJI:
-            if self._is_requester(message, payload.user_id):
+            if self._requester(message) == str(payload.user_id):
                 await self.close_vote(message["message_id"], reason="requester")
             return
         choice = _choice(emoji, message["candidate_count"])
@@ -133,6 +133,7 @@ class VotesCog(commands.Cog):
                 return
             ballots: dict[str, set[int]] = {}
             close = False
+            requester = self._requester(message)
             for reaction in post.reactions:
                 emoji = str(reaction.emoji)
                 choice = _choice(emoji, message["candidate_count"])
@@ -143,7 +144,7 @@ class VotesCog(commands.Cog):
                         continue
                     if choice is not None:
                         ballots.setdefault(str(user.id), set()).add(choice)
-                    elif self._is_requester(message, user.id):
+                    elif str(user.id) == requester:
                         close = True
             changed = storage.reconcile_votes(message["message_id"], ballots)
         if changed:
@@ -155,9 +156,10 @@ class VotesCog(commands.Cog):
         if close:
             await self.close_vote(message["message_id"], reason="requester")
 
-    def _is_requester(self, message: dict, user_id: int) -> bool:
+    def _requester(self, message: dict) -> str | None:
+        """The user id of the person who asked for the covers of a cover message."""
         request = self.bot.storage.request(message["request_id"])
-        return request is not None and request["user_id"] == str(user_id)
+        return request["user_id"] if request is not None else None
 
     async def close_vote(self, message_id: str, *, reason: str) -> None:
         """Close the vote, then announce the winner with its image and Spotify-ready JPEG, and,
