@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bot.prompts import STYLES
+from bot.app.prompts import STYLES
 from models.errors import CoverError
 
 log = logging.getLogger("bot")
@@ -108,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from bot.cover import CoverRequest, CoverService, build_runners
-    from bot.settings import Settings
-    from bot.storage import Storage
+    from bot.app.cover import CoverRequest, CoverService, build_runners
+    from bot.app.settings import Settings
+    from bot.app.storage import Storage
     from models.queue import GenerationQueue, Progress, Queued
 
     settings = Settings()
@@ -138,23 +138,22 @@ async def run_cover(args: argparse.Namespace) -> int:
             job_timeout_s=settings.job_timeout_s,
         ) as queue:
             service = CoverService(settings, queue, storage)
-            prepared = await service.prepare(request)
-            facts = prepared.facts
+            job = await service.start(request)
+            facts = job.facts
             kind = "metadata only" if not facts.items_readable else f"{len(facts.tracks)} tracks"
             print(
-                f"Playlist: {facts.name!r} ({kind}); model {prepared.model.name}, "
-                f"{request.count} candidate(s), seed {prepared.prompts[0].seed}",
+                f"Playlist: {facts.name!r} ({kind}); model {job.model.name}, "
+                f"{request.count} candidate(s), seed {job.prompts[0].seed}",
                 file=sys.stderr,
             )
-            if prepared.model.auto_reason:
+            if job.model.auto_reason:
                 print(
-                    f"Model: auto chose {prepared.model.name}: {prepared.model.auto_reason}.",
+                    f"Model: auto chose {job.model.name}: {job.model.auto_reason}.",
                     file=sys.stderr,
                 )
-            request_id, handle = service.submit(prepared)
-            progress = asyncio.create_task(_print_progress(handle, Queued, Progress))
+            progress = asyncio.create_task(_print_progress(job, Queued, Progress))
             try:
-                cover = await service.finish(prepared, request_id, handle, args.out)
+                cover = await job.result(args.out)
             finally:
                 progress.cancel()
     finally:
@@ -173,10 +172,10 @@ async def run_cover(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _print_progress(handle, queued_type, progress_type) -> None:
+async def _print_progress(job, queued_type, progress_type) -> None:
     """One updating line on stderr while the job waits and runs."""
     last = None
-    async for event in handle.events():
+    async for event in job.events():
         if isinstance(event, queued_type):
             line = f"queued, position {event.position}"
         elif isinstance(event, progress_type):
@@ -191,12 +190,12 @@ async def _print_progress(handle, queued_type, progress_type) -> None:
 
 
 async def run_bot() -> int:
-    from bot.settings import Settings
+    from bot.app.settings import Settings
 
     settings = Settings()
     token = settings.require_discord_token()  # before anything heavy: a missing token is one line
 
-    from bot.discord_app import build_bot
+    from bot.client import build_bot
 
     bot = build_bot(settings)
     async with bot:

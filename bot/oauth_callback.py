@@ -2,10 +2,10 @@
 
 Spotify sends the person's browser back to ``SPOTIFY_REDIRECT_URI`` with ``?code=…&state=…``
 (or ``?error=access_denied&state=…``). This server answers that one path, hands the query to
-:meth:`bot.accounts.SpotifyAccounts.complete_link` and shows a short plain page: linked, or the
+:meth:`bot.app.accounts.SpotifyAccounts.complete_link` and shows a short plain page: linked, or the
 sentence saying why not. Tokens never reach the page.
 
-It listens where :meth:`bot.settings.Settings.callback_bind` says: the redirect URI's own
+It listens where :meth:`bot.app.settings.Settings.callback_bind` says: the redirect URI's own
 ``127.0.0.1:PORT`` for a loopback URI, or a local port behind the reverse proxy that serves an
 ``https://`` one. The access log is off: its lines would hold the authorisation code and state.
 """
@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.accounts import LinkedAccount, SpotifyAccounts
-from bot.errors import LinkFailed, LinkingDisabled
-from bot.settings import Settings
+from bot.app.accounts import LinkedAccount, SpotifyAccounts
+from bot.app.errors import LinkFailed, LinkingDisabled
+from bot.app.settings import Settings
 from models.errors import CoverError
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
 """The one exception tree of the project. Its leaves' ``str()`` is a sentence fit for a user.
 
     CoverError                      anything a user can be told about in plain words
-    ├── MissingSetting              (bot.errors) a required environment variable is unset
-    ├── InvalidOption               (bot.errors) a request option out of range (also a ValueError)
-    ├── InvalidPlaylistLink         (bot.errors) not a Spotify playlist link, URI or id
-    ├── CooldownActive              (bot.errors) this user's last request was too recent
-    ├── SpotifyError                (bot.errors) Spotify said no or did not answer
+    ├── MissingSetting              (bot.app.errors) a required environment variable is unset
+    ├── InvalidOption               (bot.app.errors) a request option out of range (also a ValueError)
+    ├── InvalidPlaylistLink         (bot.app.errors) not a Spotify playlist link, URI or id
+    ├── CooldownActive              (bot.app.errors) this user's last request was too recent
+    ├── SpotifyError                (bot.app.errors) Spotify said no or did not answer
     │   ├── PlaylistNotFound        404: missing, private, or deleted
     │   ├── EditorialPlaylist       Spotify-owned playlists are closed to third-party apps
     │   ├── SpotifyRateLimited      429 for longer than we wait; carries retry_after
@@ -14,11 +14,11 @@
     │   ├── LinkFailed              the OAuth callback refused: bad/used/expired state, declined…
     │   ├── NotLinked               no linked account, or its link no longer works (relink)
     │   └── UploadRefused           a cover upload refused: not the owner, missing scope, bad image
-    ├── LinkingDisabled             (bot.errors) account linking is not set up on this bot
-    ├── NotRequester                (bot.errors) only the requester may apply the winning cover
-    ├── SnapshotError               (bot.errors) a playlist snapshot file is missing or malformed
-    ├── OutputFailed                (bot.errors) images made, but not saved: disk, folder, database
-    ├── StorageUnavailable          (bot.errors) the database file can't be opened or migrated
+    ├── LinkingDisabled             (bot.app.errors) account linking is not set up on this bot
+    ├── NotRequester                (bot.app.errors) only the requester may apply the winning cover
+    ├── SnapshotError               (bot.app.errors) a playlist snapshot file is missing or malformed
+    ├── OutputFailed                (bot.app.errors) images made, but not saved: disk, folder, database
+    ├── StorageUnavailable          (bot.app.errors) the database file can't be opened or migrated
     ├── ModelUnavailable            a model name or path that cannot be loaded here
     ├── QueueFull                   the generation queue holds its maximum
     ├── PendingLimitReached         this user already has their maximum of jobs waiting
@@ -26,7 +26,7 @@
     ├── NoWorkers                   no device or remote worker is left to generate on
     ├── JobCancelled                the job was cancelled before it finished
     ├── JobTimedOut                 the job ran past its time limit
-    ├── AllCandidatesBlocked        (bot.errors) every image came out black (safety checker)
+    ├── AllCandidatesBlocked        (bot.app.errors) every image came out black (safety checker)
     └── GenerationFailed            the pipeline raised (including out-of-memory at batch size 1)
 
 Callers catch :class:`CoverError` at exactly one place (the CLI's ``main``, the bot's error

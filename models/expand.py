@@ -82,7 +82,7 @@ UNWANTED_WORDS = frozenset(
 )
 # Clauses that credit an artist ("by greg rutkowski", "in the style of ..."): prompt sites
 # are full of living artists' names, and a cover should not imitate one without consent (the
-# bot names musicians only as a reference to a sound, with a face negative: bot/prompts.py).
+# bot names musicians only as a reference to a sound, with a face negative: bot/app/prompts.py).
 _CREDIT = re.compile(r"^(?:art(?:work)?\s+)?by\s|\bin\s+the\s+style\s+of\b|\bstyle\s+of\s")
 _WORD = re.compile(r"[0-9a-z]+")
 _DANGLING = frozenset(

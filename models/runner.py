@@ -111,7 +111,7 @@ class DiffusersRunner:
     ) -> list[GeneratedImage]:
         """Run ``generate`` on all specs, then again on the black ones only, with new seeds,
         at most ``black_retries`` times. An image still black at the end comes back marked
-        ``blocked``; the caller must not hand it over (see bot/cover.py)."""
+        ``blocked``; the caller must not hand it over (see bot/app/cover.py)."""
         seeds = [spec.seed for spec in specs]
         outcomes = generate(specs, seeds)
         retries = [0] * len(specs)

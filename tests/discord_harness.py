@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.discord_app import CoverBot, build_bot
-from bot.settings import Settings
+from bot.app.settings import Settings
+from bot.client import CoverBot, build_bot
 from models.jobs import Runner
 from models.runner import DiffusersRunner
 from tests.fake_discord import FakeDiscord, Interaction, Message

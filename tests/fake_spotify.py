@@ -1,6 +1,6 @@
 """A small local Spotify Web API, for tests that run the real spotipy (or anything else) against it.
 
-It serves what :mod:`bot.spotify` reads, shaped like Spotify's answers as of 2026 (see
+It serves what :mod:`bot.app.spotify` reads, shaped like Spotify's answers as of 2026 (see
 ``shared/NOTES.md``)::
 
     POST /api/token                   client credentials (HTTP Basic), 400 invalid_client otherwise
@@ -16,7 +16,7 @@ It serves what :mod:`bot.spotify` reads, shaped like Spotify's answers as of 202
     GET  /images/{key}                image bytes stored with ``server.add_image`` (no token, like
                                       Spotify's image CDN)
 
-A person's own account (authorisation code with PKCE, as :mod:`bot.spotify_user` uses it)::
+A person's own account (authorisation code with PKCE, as :mod:`bot.app.spotify` uses it)::
 
     GET  /authorize                   the login-and-consent page, played by ``server.account``:
                                       302 to the redirect URI with ``code`` and ``state`` (or
@@ -359,6 +359,7 @@ class FakeSpotify:
         app.router.add_get("/authorize", self._authorize)
         app.router.add_post("/api/token", self._token)
         app.router.add_get("/v1/me", self._me)
+        app.router.add_get("/v1/me/", self._me)  # Spotify answers both; spotipy asks for "me/"
         app.router.add_get("/v1/playlists/{id}", self._playlist)
         app.router.add_get("/v1/playlists/{id}/items", self._items)
         app.router.add_put("/v1/playlists/{id}/images", self._cover_upload)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from bot.__main__ import main
-from bot.prompts import clean_title
-from bot.storage import Storage
+from bot.app.prompts import clean_title
+from bot.app.storage import Storage
 from models.postprocess import SPOTIFY_JPEG_LIMIT
 
 ROOT = Path(__file__).resolve().parents[1]

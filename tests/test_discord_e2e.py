@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.discord_app import NUMBER_EMOJI
-from bot.storage import Storage
+from bot.app.storage import Storage
+from bot.client import NUMBER_EMOJI
 from models.runner import DiffusersRunner
 from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
 from tests.fake_discord import FakeUser, Message
@@ -382,17 +382,17 @@ async def test_an_unexpected_error_gives_an_incident_id_and_the_bot_carries_on(
 ):
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
-        real_prepare = bot.service.prepare
+        real_start = bot.service.start
         calls = 0
 
-        async def prepare_with_a_bug(request):
+        async def start_with_a_bug(request):
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("a bug of ours")
-            return await real_prepare(request)
+            return await real_start(request)
 
-        bot.service.prepare = prepare_with_a_bug
+        bot.service.start = start_with_a_bug
         broken = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
         await discord.wait_for(lambda: broken.original and broken.original.edits)
         [text] = broken.original.edits
@@ -461,8 +461,8 @@ async def test_the_model_option_names_presets_only_and_never_probes_the_disk(
 
 
 def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
-    from bot.cover import people_model, people_models
-    from bot.settings import Settings
+    from bot.app.cover import people_model, people_models
+    from bot.app.settings import Settings
 
     folder = tmp_path / "my-finetune"
     settings = Settings(_env_file=None, discord_model_folders=[folder])

@@ -1,4 +1,4 @@
-"""Prompt expansion (models/expand.py) and the ``expand``/``auto`` styles (bot/prompts.py): the
+"""Prompt expansion (models/expand.py) and the ``expand``/``auto`` styles (bot/app/prompts.py): the
 pure clean-filter-bound step on any text (hypothesis), and the GPT-2 stand-in (models/standins.py)
 loaded from a Hugging Face cache as the real MagicPrompt is."""
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.playlist import PlaylistFacts
-from bot.prompts import STYLES, build_prompts
+from bot.app.playlist import PlaylistFacts
+from bot.app.prompts import STYLES, build_prompts
 from models.errors import ModelUnavailable
 from models.expand import (
     UNWANTED_WORDS,

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bot.__main__ import main
-from bot.storage import Storage
+from bot.app.storage import Storage
 from models.errors import ModelUnavailable
 from models.registry import PRESETS, load_pipeline, resolve_model
 from models.standins import REAL_REPOS, repo_folder, revision_of, write_standin

@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.errors import InvalidPlaylistLink
-from bot.links import (
+from bot.app.errors import InvalidPlaylistLink
+from bot.app.links import (
     PLAYLIST_ID_LENGTH,
     SPOTIFY_HOSTS,
     is_short_link,
@@ -250,7 +250,7 @@ class FakeLinkService:
         return web.Response(status=404, text="no such link")
 
 
-PAGE_CAP = 64 * 1024  # how much of a short link's page the resolver reads (bot/links.py)
+PAGE_CAP = 64 * 1024  # how much of a short link's page the resolver reads (bot/app/links.py)
 
 
 def _padded(text: str, *, end: int) -> str:
@@ -395,7 +395,7 @@ async def test_resolve_playlist_ref_parses_full_links_offline(links):
 
 # -- what a mutation run found untested (issue 15) -------------------------------------------
 
-QUOTE_CHARS = 60  # messages quote at most this much of the input (bot/links.py)
+QUOTE_CHARS = 60  # messages quote at most this much of the input (bot/app/links.py)
 
 
 class _Unreachable(aiohttp.abc.AbstractResolver):

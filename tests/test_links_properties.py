@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot.errors import InvalidPlaylistLink
-from bot.links import PLAYLIST_ID_LENGTH, is_short_link, parse_playlist_ref
+from bot.app.errors import InvalidPlaylistLink
+from bot.app.links import PLAYLIST_ID_LENGTH, is_short_link, parse_playlist_ref
 
 BASE62 = string.ascii_letters + string.digits
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from bot.errors import InvalidOption
-from bot.playlist import PlaylistFacts, TrackFacts
-from bot.prompts import (
+from bot.app.errors import InvalidOption
+from bot.app.playlist import PlaylistFacts, TrackFacts
+from bot.app.prompts import (
     DEFAULT_NEGATIVE,
     FACE_NEGATIVE,
     HEURISTIC_STYLES,

@@ -10,9 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.errors import InvalidOption
-from bot.playlist import PlaylistFacts, TrackFacts
-from bot.prompts import HEURISTIC_STYLES, MAX_COUNT, MIN_TOKENS, STYLES, build_prompts, fit_tokens
+from bot.app.errors import InvalidOption
+from bot.app.playlist import PlaylistFacts, TrackFacts
+from bot.app.prompts import (
+    HEURISTIC_STYLES,
+    MAX_COUNT,
+    MIN_TOKENS,
+    STYLES,
+    build_prompts,
+    fit_tokens,
+)
 from models.clip_tokenizer import MAX_TOKENS, clip_tokenizer
 
 # Text as owners write it: any Unicode, with more weight on the letters, spaces, emoji and

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.errors import LinkingDisabled, MissingSetting
-from bot.settings import Settings
+from bot.app.errors import LinkingDisabled, MissingSetting
+from bot.app.settings import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +141,7 @@ def test_a_link_lasts_a_positive_time(monkeypatch):
         Settings(_env_file=None)
 
 
-# -- where generation runs (COVER_DEVICES, COVER_RAY_*; bot/cover.py build_runners) --------
+# -- where generation runs (COVER_DEVICES, COVER_RAY_*; bot/app/cover.py build_runners) --------
 
 
 def test_devices_and_ray_settings_are_read_and_checked(monkeypatch):
@@ -173,7 +173,7 @@ def test_local_devices_follow_the_setting():
 
 
 def test_build_runners_one_per_device_and_none_is_a_clear_error(tmp_path):
-    from bot.cover import build_runners
+    from bot.app.cover import build_runners
     from models.errors import NoWorkers
 
     settings = Settings(_env_file=None, cache_dir=tmp_path, device="cpu")  # type: ignore[call-arg]
@@ -190,7 +190,7 @@ def test_importing_bot_and_models_does_not_import_ray():
     import sys
 
     code = (
-        "import sys, bot, bot.__main__, bot.cover, bot.discord_app, bot.settings, models, "
+        "import sys, bot, bot.__main__, bot.app.cover, bot.client, bot.app.settings, models, "
         "models.queue, models.runner, models.benchmark, models.ray_workers, models.registry\n"
         "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
         "assert not loaded, loaded\n"
@@ -204,7 +204,7 @@ def test_importing_bot_and_models_does_not_import_ray():
 def test_negative_counts_and_waits_are_refused(field: str) -> None:
     from pydantic import ValidationError
 
-    from bot.settings import Settings
+    from bot.app.settings import Settings
 
     with pytest.raises(ValidationError, match="must be 0 or more"):
         Settings(_env_file=None, **{field: -1})

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.errors import SnapshotError
-from bot.playlist import PlaylistFacts, load_snapshot
+from bot.app.errors import SnapshotError
+from bot.app.playlist import PlaylistFacts, load_snapshot
 
 EXAMPLE = json.loads(
     (Path(__file__).parent.parent / "examples/playlists/gym-hype.json").read_text("utf-8")

@@ -1,4 +1,4 @@
-"""bot.spotify: the real spotipy against the local fake Spotify (tests/fake_spotify.py).
+"""bot.app.spotify: the real spotipy against the local fake Spotify (tests/fake_spotify.py).
 
 Waits are recorded through the injected ``sleep``, so no test sleeps for a Retry-After.
 """
@@ -8,14 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import requests
 
-from bot.errors import (
+from bot.app.errors import (
     EditorialPlaylist,
     InvalidPlaylistLink,
     MissingSetting,
@@ -24,9 +25,9 @@ from bot.errors import (
     SpotifyRateLimited,
     SpotifyUnavailable,
 )
-from bot.playlist import load_snapshot
-from bot.settings import Settings
-from bot.spotify import Failure, RetryPolicy, SpotifyReader, parse_retry_after, retry_delay
+from bot.app.playlist import load_snapshot
+from bot.app.settings import Settings
+from bot.app.spotify import Failure, RetryPolicy, SpotifyReader, parse_retry_after, retry_delay
 from tests.fake_spotify import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -364,9 +365,10 @@ def test_missing_credentials(missing: str, monkeypatch: pytest.MonkeyPatch) -> N
 def test_fake_server_checks_the_bearer_token(fake_spotify: FakeSpotify) -> None:
     pid = add_small_playlist(fake_spotify)
     url = f"{fake_spotify.api_base}/playlists/{pid}"
-    assert requests.get(url, timeout=5).status_code == 401
-    bad = requests.get(url, headers={"Authorization": "Bearer made-up"}, timeout=5)
-    assert bad.status_code == 401
+    for headers in ({}, {"Authorization": "Bearer made-up"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5)
+        assert refused.value.code == 401
 
 
 # -- the pure retry policy ------------------------------------------------------------------

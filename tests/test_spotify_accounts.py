@@ -1,4 +1,4 @@
-"""bot.accounts and bot.spotify_user: linking and using a person's own Spotify account, against
+"""bot.app.accounts and bot.app.spotify (a person's token): linking and using a person's own Spotify account, against
 the local fake Spotify (real HTTP) with a real SQLite file. No Discord here: the end-to-end
 tests through the bot and its callback server are in test_spotify_link.py.
 """
@@ -18,10 +18,10 @@ import pytest
 from cryptography.fernet import Fernet
 from PIL import Image
 
-from bot.accounts import SpotifyAccounts, TokenVault
-from bot.errors import LinkFailed, LinkingDisabled, NotLinked, UploadRefused
-from bot.settings import Settings
-from bot.spotify_user import (
+from bot.app.accounts import SpotifyAccounts, TokenVault
+from bot.app.errors import LinkFailed, LinkingDisabled, NotLinked, UploadRefused
+from bot.app.settings import Settings
+from bot.app.spotify import (
     SCOPES,
     SpotifyUserClient,
     authorize_url,
@@ -29,7 +29,7 @@ from bot.spotify_user import (
     new_state,
     new_verifier,
 )
-from bot.storage import Storage
+from bot.app.storage import Storage
 from tests.fake_spotify import (
     CLIENT_ID,
     CLIENT_SECRET,

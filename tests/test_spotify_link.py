@@ -26,8 +26,8 @@ import pytest
 from cryptography.fernet import Fernet
 from PIL import Image
 
+from bot.app.settings import Settings
 from bot.cogs.spotify import APPLY_PREFIX
-from bot.settings import Settings
 from tests.discord_harness import bot_settings, cover_post, running_bot
 from tests.fake_discord import FakeDiscord, FakeUser, Interaction, Message
 from tests.fake_spotify import (

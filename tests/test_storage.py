@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage import MAX_CANDIDATES, MIGRATIONS, Storage
+from bot.app.storage import MAX_CANDIDATES, MIGRATIONS, Storage
 
 
 class Clock:
@@ -281,7 +281,7 @@ def test_a_snapshot_needs_an_id(storage: Storage):
 def test_a_latest_snapshot_reads_back_as_playlist_facts(storage: Storage, tmp_path: Path):
     import json
 
-    from bot.playlist import load_snapshot
+    from bot.app.playlist import load_snapshot
 
     storage.save_snapshot(playlist_json())
     path = tmp_path / "snap.json"
@@ -627,7 +627,7 @@ def test_json_is_kept_as_written_and_hashed_as_utf8(storage: Storage):
     import hashlib
     import json
 
-    from bot.storage import content_hash
+    from bot.app.storage import content_hash
 
     request_id = record(storage, params={"style": "café ☕"})
     [raw] = storage._rows("SELECT params FROM requests WHERE id = ?", [request_id])

@@ -12,7 +12,7 @@ import multiprocessing
 import random
 from pathlib import Path
 
-from bot.storage import Storage
+from bot.app.storage import Storage
 
 OPERATIONS = 1000
 MESSAGES = 8

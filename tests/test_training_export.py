@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from bot.storage import Storage
+from bot.app.storage import Storage
 from training.__main__ import main
 from training.data import load_examples
 

@@ -244,7 +244,7 @@ def run_collect(argv: list[str], *, sleep: Any = None) -> int:
             raise CollectError(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}."
             )
-    from bot.settings import Settings
+    from bot.app.settings import Settings
 
     settings = Settings()
     client_id, secret = settings.require_spotify()

@@ -36,6 +36,8 @@ import logging
 import random
 import string
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,9 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 from PIL import Image
 
+from bot.app.errors import SpotifyAuthError, SpotifyRateLimited, SpotifyUnavailable
+from bot.app.spotify import SEARCH_PAGE_LIMIT, RetryPolicy, SpotifyAPI
 from training.data import METADATA
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ TERMS_WARNING = (
 )
 
 SPLITS = ("train", "validation", "test")
-PAGE_LIMIT = 10  # the most playlists Spotify's search returns per page (since 2026)
+PAGE_LIMIT = SEARCH_PAGE_LIMIT  # the most playlists Spotify's search returns per page
+MAX_IMAGE_BYTES = 8 * 2**20  # a cover bigger than this is not a cover
 MAX_OFFSET = 1000  # Spotify's search stops paging at offset 1000
 STATE_FILE = "collect_state.json"
 SPOTIFY_OWNER = "spotify"
@@ -113,8 +117,8 @@ def split_of(playlist_id: str) -> str:
 
 
 def cover_prompt(title: str) -> str:
-    """Seed 000's prompt, with the title cleaned as :mod:`bot.prompts` cleans it."""
-    from bot.prompts import clean_title
+    """Seed 000's prompt, with the title cleaned as :mod:`bot.app.prompts` cleans it."""
+    from bot.app.prompts import clean_title
 
     return f"{clean_title(title)} playlist cover image"
 
@@ -197,12 +201,14 @@ class Collector:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
-        self.api_base = api_base.rstrip("/")
-        self.token_url = token_url
-        self._credentials = (client_id, client_secret)
-        self._sleep = sleep
-        self._session = requests.Session()
-        self._token: str | None = None
+        self._spotify = SpotifyAPI(
+            api_base=api_base,
+            token_url=token_url,
+            timeout_s=config.timeout_s,
+            policy=RetryPolicy(max_tries=max(1, config.max_tries), max_wait_s=config.max_wait_s),
+            credentials=(client_id, client_secret),
+            sleep=sleep,
+        )
         self.out = Path(config.out)
         self._records: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         self._ids: set[str] = set()
@@ -306,7 +312,7 @@ class Collector:
         assert playlist is not None
         url = next(i["url"] for i in playlist["images"] if i and i.get("url"))
         try:
-            data = self._get(url, auth=False).content
+            data = self._download(url)
             with Image.open(io.BytesIO(data)) as opened:
                 image_format = (opened.format or "").lower()
                 image = opened.convert("RGB")
@@ -339,75 +345,32 @@ class Collector:
         with (folder / METADATA).open("a", encoding="utf-8") as metadata:
             metadata.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    # 3. HTTP: a client-credentials token, and rate limits waited out within bounds.
+    # 3. HTTP: Spotify through the project's one Spotify client (bot/app/spotify.py), with
+    #    its retry policy bounded by --max-tries and --max-wait; the cover images from the CDN.
 
     def _search(self, query: str, offset: int) -> dict[str, Any]:
-        response = self._get(
-            f"{self.api_base}/search",
-            params={"q": query, "type": "playlist", "limit": PAGE_LIMIT, "offset": offset},
-        )
-        return response.json().get("playlists") or {}
-
-    def _get(self, url: str, *, params: dict[str, Any] | None = None, auth: bool = True) -> Any:
-        from bot.spotify import parse_retry_after
-
-        refreshed = False
-        for attempt in range(1, self.config.max_tries + 1):
-            headers = {"Authorization": f"Bearer {self._access_token()}"} if auth else {}
-            try:
-                response = self._session.get(
-                    url, params=params, headers=headers, timeout=self.config.timeout_s
-                )
-            except requests.RequestException as error:
-                self._pause(attempt, f"network error ({type(error).__name__})", None)
-                continue
-            if response.status_code == 401 and auth and not refreshed:
-                self._token, refreshed = None, True  # the token expired: fetch a new one once
-                continue
-            if response.status_code == 429:
-                wait = parse_retry_after(response.headers.get("Retry-After"))
-                self._pause(attempt, "rate limited (HTTP 429)", wait if wait is not None else 5.0)
-                continue
-            if response.status_code >= 500:
-                self._pause(attempt, f"HTTP {response.status_code}", None)
-                continue
-            if response.status_code != 200:
-                raise CollectError(
-                    f"{url} answered HTTP {response.status_code}: {response.text[:200]}"
-                )
-            return response
-        raise CollectError(
-            f"Spotify kept failing after {self.config.max_tries} tries; run the same command "
-            "again later to continue."
-        )
-
-    def _pause(self, attempt: int, why: str, retry_after: float | None) -> None:
-        if attempt >= self.config.max_tries:
-            return
-        wait = retry_after if retry_after is not None else min(60.0, 2.0 ** (attempt - 1))
-        if wait > self.config.max_wait_s:
+        try:
+            return self._spotify.search_playlists(query, offset)
+        except SpotifyRateLimited as error:
             raise CollectError(
-                f"Spotify asks to wait {wait:.0f} s ({why}), longer than --max-wait "
-                f"{self.config.max_wait_s:.0f} s; run the same command again later to continue."
-            )
-        log.info("%s; waiting %.1f s", why, wait)
-        self._sleep(wait)
+                f"Spotify asks to wait {error.retry_after:.0f} s (rate limited), longer than "
+                f"--max-wait {self.config.max_wait_s:.0f} s or past --max-tries; run the same "
+                "command again later to continue."
+            ) from None
+        except (SpotifyUnavailable, SpotifyAuthError) as error:
+            raise CollectError(f"{error} Run the same command again later to continue.") from None
 
-    def _access_token(self) -> str:
-        if self._token is None:
-            response = self._session.post(
-                self.token_url,
-                data={"grant_type": "client_credentials"},
-                auth=self._credentials,
-                timeout=self.config.timeout_s,
-            )
-            if response.status_code != 200:
-                raise CollectError(
-                    f"Spotify refused the client credentials (HTTP {response.status_code}): "
-                    "check SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET."
-                )
-            self._token = response.json()["access_token"]
-        return self._token
+    def _download(self, url: str) -> bytes:
+        """A cover image from Spotify's CDN (no token: the URL is public), at most
+        :data:`MAX_IMAGE_BYTES`."""
+        try:
+            with urllib.request.urlopen(url, timeout=self.config.timeout_s) as response:
+                data = response.read(MAX_IMAGE_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            raise CollectError(f"the image answered HTTP {error.code}") from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise CollectError(f"the image is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+        return data
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -23,7 +23,7 @@ class ExportResult:
 
 def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
     """Copy each closed vote's winning image into ``out`` and write its ``metadata.jsonl``."""
-    from bot.storage import Storage
+    from bot.app.storage import Storage
 
     db_path, out = Path(db_path), Path(out)
     if not db_path.is_file():

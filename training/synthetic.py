@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 RGB = tuple[int, int, int]
 SPLITS = ("train", "validation", "test")
-CAPTION_SUFFIX = "playlist cover image"  # seed 000 §3 and bot.prompts' "seed" style
+CAPTION_SUFFIX = "playlist cover image"  # seed 000 §3 and bot.app.prompts' "seed" style
 _DOMAIN_IDS = {"covers": 1, "generic": 2}
 _SPLIT_IDS = {split: index for index, split in enumerate(SPLITS)}
 _OVERSAMPLE = 2  # shapes are drawn at twice the size, then downsampled: cheap antialiasing

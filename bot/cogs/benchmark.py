@@ -15,13 +15,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_app import TOKEN_LIFETIME_S, model_choices, post_result
+from bot.client import TOKEN_LIFETIME_S, model_choices, post_result
 from models.benchmark import Workload, run_queue_benchmark, write_report
 from models.jobs import GenerationParams
 from models.registry import resolve_model
 
 if TYPE_CHECKING:
-    from bot.discord_app import CoverBot
+    from bot.client import CoverBot
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cover import MAX_CANDIDATES, CoverRequest, CoverResult, PreparedCover, people_models
-from bot.discord_app import (
+from bot.app.cover import MAX_CANDIDATES, CoverJob, CoverRequest, CoverResult, people_models
+from bot.app.prompts import STYLES
+from bot.client import (
     CLOSE_EMOJI,
     NO_MENTIONS,
     NUMBER_EMOJI,
@@ -23,12 +24,11 @@ from bot.discord_app import (
     post_result,
     reply,
 )
-from bot.prompts import STYLES
 from models.errors import CoverError, QueueClosed
-from models.queue import Failed, Finished, JobHandle, Preview, Progress, Queued, Started
+from models.queue import Failed, Finished, Preview, Progress, Queued, Started
 
 if TYPE_CHECKING:
-    from bot.discord_app import CoverBot
+    from bot.client import CoverBot
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,18 @@ class CoverCog(commands.Cog):
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             channel_id=str(interaction.channel_id),
         )
-        prepared = await service.prepare(request)  # bad link, private playlist, rate limit…
-        request_id, handle = service.submit(prepared)  # queue full, your own limit, cooldown…
-        chosen = prepared.model
+        # Every refusal is raised here: bad link, private playlist, cooldown, queue full…
+        job = await service.start(request)
+        chosen = job.model
         why = f" (auto: {chosen.auto_reason})" if chosen.auto_reason else ""
         await interaction.edit_original_response(
-            content=f"Making {count} cover(s) for **{_escape(prepared.facts.name)}** "
+            content=f"Making {count} cover(s) for **{_escape(job.facts.name)}** "
             f"with {chosen.name}{why}…",
             allowed_mentions=NO_MENTIONS,
         )
-        status = asyncio.create_task(self._show_status(interaction, handle, started))
+        status = asyncio.create_task(self._show_status(interaction, job, started))
         try:
-            cover = await service.finish(prepared, request_id, handle)
+            cover = await job.result()
         except QueueClosed:
             await reply(
                 interaction, "The bot is restarting; your covers will be made once it is back."
@@ -109,14 +109,14 @@ class CoverCog(commands.Cog):
         return model_choices(current, people_models(self.bot.settings))
 
     async def _show_status(
-        self, interaction: discord.Interaction, handle: JobHandle, started: float
+        self, interaction: discord.Interaction, job: CoverJob, started: float
     ) -> None:
         """Edit the deferred reply as the job moves, at most once per ``status_edit_interval_s``
         for progress (Discord rate-limits edits), always for a change of state."""
         interval = self.bot.settings.status_edit_interval_s
         last_edit = 0.0
         files: list[discord.File] = []  # a preview replaces the last; a text edit drops it
-        async for event in handle.events():
+        async for event in job.events():
             if isinstance(event, Finished | Failed):
                 return
             now = time.monotonic()
@@ -138,7 +138,7 @@ class CoverCog(commands.Cog):
                 last_edit = now
                 files = []
             except discord.HTTPException:
-                log.info("Could not edit the status of %s", handle.id[:8], exc_info=True)
+                log.info("Could not edit the status of %s", job.id[:8], exc_info=True)
 
     async def _post(
         self,
@@ -211,7 +211,7 @@ class CoverCog(commands.Cog):
                 )
                 continue
             try:
-                prepared, handle = service.resume(row)
+                job = service.resume(row)
             except CoverError as exc:
                 storage.finish_request(row["id"], status="failed", timings={}, error=str(exc))
                 await _say(
@@ -228,12 +228,12 @@ class CoverCog(commands.Cog):
                 "were waiting; they are being made now.",
                 row["user_id"],
             )
-            self._resumed.add(asyncio.create_task(self._finish_resumed(prepared, row, handle)))
+            self._resumed.add(asyncio.create_task(self._finish_resumed(job, row)))
 
-    async def _finish_resumed(self, prepared: PreparedCover, row: dict, handle: JobHandle) -> None:
+    async def _finish_resumed(self, job: CoverJob, row: dict) -> None:
         channel = self.bot.get_partial_messageable(int(row["channel_id"]))
         try:
-            cover = await self.bot.service.finish(prepared, row["id"], handle)
+            cover = await job.result()
             await self._post(cover, int(row["user_id"]), int(row["channel_id"]))
         except QueueClosed:
             return  # restarting again: the next start picks it up

@@ -3,7 +3,7 @@
 Linking itself happens in the browser: ``/spotify link`` answers (only to the person) with a
 one-time authorisation link, Spotify sends the browser back to the bot's callback server
 (:mod:`bot.oauth_callback`, started and stopped with this cog), and the link reply is edited to
-say who they are linked as. The work is in :mod:`bot.accounts`; this is its Discord face.
+say who they are linked as. The work is in :mod:`bot.app.accounts`; this is its Discord face.
 
 The button is a :class:`discord.ui.DynamicItem`: its ``custom_id`` carries the cover message's
 id, so a press is understood after a restart too, with nothing kept in memory.
@@ -21,13 +21,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.accounts import LinkedAccount
-from bot.discord_app import NO_MENTIONS, TOKEN_LIFETIME_S, error_text
-from bot.errors import NotRequester
+from bot.app.accounts import LinkedAccount
+from bot.app.errors import NotRequester
+from bot.client import NO_MENTIONS, TOKEN_LIFETIME_S, error_text
 from bot.oauth_callback import CallbackServer
 
 if TYPE_CHECKING:
-    from bot.discord_app import CoverBot
+    from bot.client import CoverBot
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.client import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI
 from bot.cogs.spotify import apply_view
-from bot.discord_app import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI
 
 if TYPE_CHECKING:
-    from bot.discord_app import CoverBot
+    from bot.client import CoverBot
 
 log = logging.getLogger(__name__)
 _CLOSED_BY = {"requester": "the requester", "timer": "the timer"}  # for the announcement
@@ -121,7 +121,7 @@ class VotesCog(commands.Cog):
 
     async def reconcile(self, message: dict) -> None:
         """Match one open vote's database rows to its reactions on Discord (see
-        :meth:`bot.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
+        :meth:`bot.app.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
         meanwhile closes it, and a post deleted meanwhile closes it without a winner."""
         storage = self.bot.storage
         channel = self.bot.get_partial_messageable(int(message["channel_id"]))

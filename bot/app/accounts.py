@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
-from bot.errors import (
+from bot.app.errors import (
     LinkFailed,
     LinkingDisabled,
     NotLinked,
@@ -42,8 +42,8 @@ from bot.errors import (
     SpotifyRateLimited,
     UploadRefused,
 )
-from bot.settings import GENERATE_KEY, Settings
-from bot.spotify_user import (
+from bot.app.settings import GENERATE_KEY, Settings
+from bot.app.spotify import (
     SCOPES,
     UPLOAD_SCOPES,
     AccessTokenRejected,
@@ -54,7 +54,7 @@ from bot.spotify_user import (
     new_state,
     new_verifier,
 )
-from bot.storage import Storage
+from bot.app.storage import Storage
 from models.errors import CoverError
 
 log = logging.getLogger(__name__)

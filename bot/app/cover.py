@@ -10,6 +10,7 @@ drive it the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -17,19 +18,19 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import AllCandidatesBlocked, CooldownActive, InvalidOption, OutputFailed
-from bot.links import resolve_playlist_ref
-from bot.playlist import PlaylistFacts, load_snapshot
-from bot.prompts import STYLES, Prompt, build_prompts, clean_title
-from bot.settings import Settings
-from bot.storage import Storage
-from models.errors import NoWorkers, QueueClosed
+from bot.app.errors import AllCandidatesBlocked, CooldownActive, InvalidOption, OutputFailed
+from bot.app.links import resolve_playlist_ref
+from bot.app.playlist import PlaylistFacts, load_snapshot
+from bot.app.prompts import STYLES, Prompt, build_prompts, clean_title
+from bot.app.settings import Settings
+from bot.app.storage import Storage
+from models.errors import CoverError, NoWorkers, QueueClosed
 from models.jobs import (
     GeneratedImage,
     GenerationJob,
@@ -38,11 +39,11 @@ from models.jobs import (
     JobResult,
     Runner,
 )
-from models.queue import GenerationQueue, JobHandle
+from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
 
 if TYPE_CHECKING:
-    from bot.accounts import SpotifyAccounts
+    from bot.app.accounts import SpotifyAccounts
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,10 @@ class CoverResult:
 
 
 @dataclass(frozen=True)
-class PreparedCover:
-    """A request that passed every check and is ready to queue (see :meth:`CoverService.prepare`)."""
+class _Plan:
+    """What one cover is made of once every check passed: the facts, the model, the prompts and
+    the queue job. :meth:`CoverService.start` builds it from a request, :meth:`CoverService.resume`
+    from a stored row; from there both take the same path."""
 
     request: CoverRequest
     facts: PlaylistFacts
@@ -128,6 +131,55 @@ class PreparedCover:
     prompts: tuple[Prompt, ...]
     job: GenerationJob
     read_s: float
+
+
+class CoverJob:
+    """One accepted cover request, queued. ``events()`` follows it through the queue (the
+    queue's :class:`~models.queue.QueueEvent`); ``result()`` waits for it, writes the files and
+    rows and returns the :class:`CoverResult` – once, however often it is awaited."""
+
+    def __init__(
+        self, service: CoverService, plan: _Plan, request_id: str, handle: JobHandle
+    ) -> None:
+        self._service = service
+        self._plan = plan
+        self._handle = handle
+        self._result: asyncio.Task[CoverResult] | None = None
+        self.request_id = request_id
+
+    @property
+    def request(self) -> CoverRequest:
+        return self._plan.request
+
+    @property
+    def facts(self) -> PlaylistFacts:
+        return self._plan.facts
+
+    @property
+    def model(self) -> ModelSpec:
+        return self._plan.model
+
+    @property
+    def prompts(self) -> tuple[Prompt, ...]:
+        return self._plan.prompts
+
+    @property
+    def id(self) -> str:
+        """The queue job's id (log lines use its first characters)."""
+        return self._handle.id
+
+    def events(self) -> AsyncIterator[QueueEvent]:
+        return self._handle.events()
+
+    async def result(self, out_root: Path | None = None) -> CoverResult:
+        """The kept covers. Raises what generation raised (the request is then recorded as
+        failed), :class:`AllCandidatesBlocked`, :class:`OutputFailed`, or ``QueueClosed`` when
+        the bot is shutting down (the request stays queued; the next start resumes it)."""
+        if self._result is None:
+            self._result = asyncio.ensure_future(
+                self._service._finish(self._plan, self.request_id, self._handle, out_root)
+            )
+        return await asyncio.shield(self._result)
 
 
 def build_runner(settings: Settings, *, device: str | None = None) -> Runner:
@@ -257,6 +309,7 @@ class CoverService:
         self.accounts = accounts
         self._spotify_factory = spotify
         self._spotify = None
+        self._starting: set[tuple[str, str]] = set()  # (source, user) inside start() now
 
     # 1. playlist text → facts
     async def read_playlist(
@@ -285,139 +338,153 @@ class CoverService:
     def _spotify_reader(self):
         if self._spotify is None:
             if self._spotify_factory is None:
-                from bot.spotify import SpotifyReader
+                from bot.app.spotify import SpotifyReader
 
                 self._spotify = SpotifyReader(self.settings)
             else:
                 self._spotify = self._spotify_factory()
         return self._spotify
 
-    # 2-3. facts → model + prompts → job (no GPU work yet; every error is raised here)
-    async def prepare(self, request: CoverRequest) -> PreparedCover:
+    # -- the one call -------------------------------------------------------------------------
+
+    async def start(self, request: CoverRequest) -> CoverJob:
+        """Check ``request``, read its playlist, write its prompts, queue it and record it.
+
+        Every refusal is raised here, before anything is recorded: bad options, the cooldown, a
+        bad link or private playlist, Spotify's limits, a full queue or the person's own
+        pending limit (``QueueFull`` / ``PendingLimitReached``).
+        """
         request.check()
-        self._check_cooldown(request)  # early, so a refused request costs no Spotify call
-        model = request.model or self.settings.default_model
-        if request.source != "cli":
-            model = people_model(request.model, self.settings)
-        spec = resolve_model(model, lora=request.lora)
-        started = time.perf_counter()
-        facts = await self.read_playlist(
-            request.playlist, allow_files=request.source == "cli", user_id=request.user_id
-        )
-        read_s = time.perf_counter() - started
+        with self._claim(request):
+            model = request.model or self.settings.default_model
+            if request.source != "cli":
+                model = people_model(request.model, self.settings)
+            spec = resolve_model(model, lora=request.lora)
+            started = time.perf_counter()
+            facts = await self.read_playlist(
+                request.playlist, allow_files=request.source == "cli", user_id=request.user_id
+            )
+            read_s = time.perf_counter() - started
+            seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+            # In a thread: the expand/auto styles run a language model.
+            prompts = await asyncio.to_thread(
+                build_prompts, facts, count=request.count, style=request.style, seed=seed
+            )
+            steps = request.steps or spec.steps
+            guidance = spec.guidance if request.guidance is None else request.guidance
+            params = _params(spec, spec.native_size, steps, guidance)
+            plan = _Plan(
+                request,
+                facts,
+                spec,
+                tuple(prompts),
+                _job(request, params, prompts, facts.name),
+                read_s,
+            )
+            handle = self.queue.submit(plan.job)
+            request_id = self.storage.record_request(
+                source=request.source,
+                user_id=request.user_id,
+                playlist_id=facts.id,
+                playlist_name=facts.name,
+                model=spec.name,
+                params={
+                    "width": params.width,
+                    "height": params.height,
+                    "steps": params.steps,
+                    "guidance": params.guidance,
+                    "lora": params.lora,
+                    "style": request.style,
+                    "count": request.count,
+                    "title_overlay": request.title_overlay,
+                },
+                prompts=[
+                    {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
+                    for p in prompts
+                ],
+                guild_id=request.guild_id,
+                channel_id=request.channel_id,
+            )
+        return CoverJob(self, plan, request_id, handle)
 
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        # In a thread: the expand/auto styles run a language model.
-        prompts = await asyncio.to_thread(
-            build_prompts, facts, count=request.count, style=request.style, seed=seed
-        )
-        params = GenerationParams(
-            model=spec.name,
-            width=spec.native_size,
-            height=spec.native_size,
-            steps=request.steps or spec.steps,
-            guidance=spec.guidance if request.guidance is None else request.guidance,
-            lora=str(spec.lora) if spec.lora else None,  # params cross into JSON and SQL
-        )
-        job = GenerationJob(
-            user_id=request.user_id,
-            params=params,
-            images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
-            label=facts.name,
-        )
-        return PreparedCover(request, facts, spec, tuple(prompts), job, read_s)
-
-    # 4. job → queue. Raises QueueFull / PendingLimitReached before anything is recorded.
-    def submit(self, prepared: PreparedCover) -> tuple[str, JobHandle]:
-        request = prepared.request
-        # Again here: between this check and the row below nothing awaits, so two requests
-        # sent at once cannot both slip through.
-        self._check_cooldown(request)
-        handle = self.queue.submit(prepared.job)
-        request_id = self.storage.record_request(
-            source=request.source,
-            user_id=request.user_id,
-            playlist_id=prepared.facts.id,
-            playlist_name=prepared.facts.name,
-            model=prepared.model.name,
-            params={
-                "width": prepared.job.params.width,
-                "height": prepared.job.params.height,
-                "steps": prepared.job.params.steps,
-                "guidance": prepared.job.params.guidance,
-                "lora": prepared.job.params.lora,
-                "style": request.style,
-                "count": request.count,
-                "title_overlay": request.title_overlay,
-            },
-            prompts=[
-                {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
-                for p in prepared.prompts
-            ],
-            guild_id=request.guild_id,
-            channel_id=request.channel_id,
-        )
-        return request_id, handle
-
-    def _check_cooldown(self, request: CoverRequest) -> None:
-        """People (not the CLI) wait ``cooldown_s`` between accepted requests."""
-        cooldown = self.settings.cooldown_s
-        if request.source == "cli" or cooldown <= 0:
-            return
-        last = self.storage.last_request_at(request.user_id, request.source)
-        if last is None:
-            return
-        waited = (datetime.now(UTC) - last).total_seconds()
-        if waited < cooldown:
-            raise CooldownActive(cooldown - waited)
-
-    def resume(self, row: dict) -> tuple[PreparedCover, JobHandle]:
+    def resume(self, row: dict) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.
 
         The playlist is not read again: the covers are made from what was accepted. Raises
-        what :meth:`GenerationQueue.submit` raises (queue full, closed).
+        what :meth:`GenerationQueue.submit` raises (queue full, closed) and a
+        :class:`~models.errors.CoverError` for a model that is gone.
         """
-        params = row["params"]
-        spec = resolve_model(row["model"], lora=params.get("lora"))
+        stored = row["params"]
+        spec = resolve_model(row["model"], lora=stored.get("lora"))
         prompts = tuple(
             Prompt(p["text"], p["negative"], p["style"], p["seed"]) for p in row["prompts"]
         )
-        facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
         request = CoverRequest(
             playlist=row["playlist_id"],
             user_id=row["user_id"],
             source=row["source"],
             model=row["model"],
-            lora=params.get("lora"),
+            lora=stored.get("lora"),
             count=len(prompts),
-            style=params.get("style", "seed"),
-            title_overlay=bool(params.get("title_overlay")),
+            style=stored.get("style", "seed"),
+            title_overlay=bool(stored.get("title_overlay")),
             guild_id=row["guild_id"],
             channel_id=row["channel_id"],
         )
-        job = GenerationJob(
-            user_id=row["user_id"],
-            params=GenerationParams(
-                model=spec.name,
-                width=params["width"],
-                height=params["height"],
-                steps=params["steps"],
-                guidance=params["guidance"],
-                lora=params.get("lora"),
-            ),
-            images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
-            label=row["playlist_name"],
-        )
-        prepared = PreparedCover(request, facts, spec, prompts, job, read_s=0.0)
-        return prepared, self.queue.submit(job)
+        params = _params(spec, stored["width"], stored["steps"], stored["guidance"])
+        facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
+        plan = _Plan(request, facts, spec, prompts, _job(request, params, prompts, facts.name), 0.0)
+        return CoverJob(self, plan, row["id"], self.queue.submit(plan.job))
 
-    # 5-6. images → files + rows
-    async def finish(
-        self,
-        prepared: PreparedCover,
-        request_id: str,
-        handle: JobHandle,
-        out_root: Path | None = None,
+    @contextlib.contextmanager
+    def _claim(self, request: CoverRequest) -> Iterator[None]:
+        """People (not the CLI) wait ``cooldown_s`` between accepted requests, and have one
+        request at a time in :meth:`start`: checked once, up front, so a refused request costs
+        no Spotify call, and two sent at once cannot both get through while the first reads
+        its playlist (its row, recorded before the claim ends, carries the cooldown on)."""
+        cooldown = self.settings.cooldown_s
+        if request.source == "cli" or cooldown <= 0:
+            yield
+            return
+        key = (request.source, request.user_id)
+        if key in self._starting:
+            raise CooldownActive(cooldown)
+        last = self.storage.last_request_at(request.user_id, request.source)
+        if last is not None:
+            waited = (datetime.now(UTC) - last).total_seconds()
+            if waited < cooldown:
+                raise CooldownActive(cooldown - waited)
+        self._starting.add(key)
+        try:
+            yield
+        finally:
+            self._starting.discard(key)
+
+    async def warm_up(self, priority: int) -> None:
+        """With a compiled UNet, compile each batch bucket of the default model now, at
+        ``priority`` (behind everyone's jobs), rather than during someone's first /cover."""
+        from models.optimize import Optimizations
+
+        # The runners were built from these settings (_runner_factory), so they say it.
+        optimizations = Optimizations().replace(self.settings.optimizations)
+        if not optimizations.compile:
+            return
+        spec = resolve_model(self.settings.default_model)
+        params = _params(spec, spec.native_size, spec.steps, spec.guidance)
+        for size in optimizations.warm_up_sizes(self.queue.max_batch):
+            images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
+            job = GenerationJob("warm-up", params, images, priority=priority)
+            try:
+                await self.queue.submit(job).result()
+            except CoverError as error:
+                log.warning("Warm-up of batch size %d failed: %s", size, error)
+                return
+            log.info("Warmed up batch size %d", size)
+
+    # -- images → files + rows ------------------------------------------------------------
+
+    async def _finish(
+        self, plan: _Plan, request_id: str, handle: JobHandle, out_root: Path | None
     ) -> CoverResult:
         try:
             result = await handle.result()
@@ -425,25 +492,25 @@ class CoverService:
             raise  # shutting down: the row stays "queued" and the next start resumes it
         except Exception as exc:
             self.storage.finish_request(
-                request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(exc)
+                request_id, status="failed", timings={"read_s": plan.read_s}, error=str(exc)
             )
             raise
-        # A black image is never a candidate (seed 000 dropped them too): keep the others, in
-        # order, or fail the request when none is left.
+        # A black image is never a candidate (the paper dropped them too, docs/miniature.md):
+        # keep the others, in order, or fail the request when none is left.
         kept = [
             (prompt, image)
-            for prompt, image in zip(prepared.prompts, result.images, strict=True)
+            for prompt, image in zip(plan.prompts, result.images, strict=True)
             if not image.blocked
         ]
         blocked = len(result.images) - len(kept)
         if not kept:
             error = AllCandidatesBlocked(blocked, self.settings.black_retries)
             self.storage.finish_request(
-                request_id, status="failed", timings={"read_s": prepared.read_s}, error=str(error)
+                request_id, status="failed", timings={"read_s": plan.read_s}, error=str(error)
             )
             raise error
         try:
-            return await self._keep(prepared, request_id, result, kept, out_root)
+            return await self._keep(plan, request_id, result, kept, out_root)
         except Exception as exc:
             # Generated but not kept: the request must still end, as failed, with the reason,
             # or it stays "queued" and every restart regenerates it (tests/test_cli.py).
@@ -451,7 +518,7 @@ class CoverService:
             log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
             try:
                 self.storage.finish_request(
-                    request_id, status="failed", timings={"read_s": prepared.read_s}, error=reason
+                    request_id, status="failed", timings={"read_s": plan.read_s}, error=reason
                 )
             except Exception:
                 log.exception("Request %s: could not record its failure either", request_id[:8])
@@ -459,7 +526,7 @@ class CoverService:
 
     async def _keep(
         self,
-        prepared: PreparedCover,
+        plan: _Plan,
         request_id: str,
         result: JobResult,
         kept: list[tuple[Prompt, GeneratedImage]],
@@ -468,13 +535,13 @@ class CoverService:
         """Write the files, the candidates' rows and the manifest; mark the request done."""
         started = time.perf_counter()
         out_dir = Path(out_root or self.settings.output_dir) / (
-            f"{slugify(prepared.facts.name)}-{request_id[:8]}"
+            f"{slugify(plan.facts.name)}-{request_id[:8]}"
         )
         candidates, sheet = await asyncio.to_thread(
-            write_candidates, prepared.facts.name, kept, out_dir, prepared.request.title_overlay
+            write_candidates, plan.facts.name, kept, out_dir, plan.request.title_overlay
         )
         timings = {
-            "read_s": round(prepared.read_s, 3),
+            "read_s": round(plan.read_s, 3),
             "wait_s": round(result.wait_s, 3),
             "generate_s": round(result.run_s, 3),
             "postprocess_s": round(time.perf_counter() - started, 3),
@@ -497,8 +564,8 @@ class CoverService:
         self.storage.finish_request(request_id, status="done", timings=timings)
         cover = CoverResult(
             request_id,
-            prepared.facts,
-            prepared.model,
+            plan.facts,
+            plan.model,
             tuple(candidates),
             sheet,
             out_dir,
@@ -508,11 +575,27 @@ class CoverService:
         write_manifest(cover)
         return cover
 
-    async def run(self, request: CoverRequest, out_root: Path | None = None) -> CoverResult:
-        """prepare → submit → finish, for callers that simply wait (the CLI)."""
-        prepared = await self.prepare(request)
-        request_id, handle = self.submit(prepared)
-        return await self.finish(prepared, request_id, handle, out_root)
+
+def _params(spec: ModelSpec, size: int, steps: int, guidance: float) -> GenerationParams:
+    return GenerationParams(
+        model=spec.name,
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=guidance,
+        lora=str(spec.lora) if spec.lora else None,  # params cross into JSON and SQL
+    )
+
+
+def _job(
+    request: CoverRequest, params: GenerationParams, prompts: Sequence[Prompt], label: str
+) -> GenerationJob:
+    return GenerationJob(
+        user_id=request.user_id,
+        params=params,
+        images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
+        label=label,
+    )
 
 
 def _output_reason(exc: BaseException) -> str:

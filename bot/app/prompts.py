@@ -37,8 +37,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from bot.errors import InvalidOption
-from bot.playlist import PlaylistFacts
+from bot.app.errors import InvalidOption
+from bot.app.playlist import PlaylistFacts
 
 STYLES = ("seed", "description", "genre", "artist", "mood", "mix", "expand", "auto")
 # The styles written from the lexicon alone: no model, nothing cached needed.
@@ -806,7 +806,7 @@ def build_prompts(
 ) -> list[Prompt]:
     """One prompt per candidate; candidate ``i`` (from 0) gets seed ``seed + i``.
 
-    Raises :class:`~bot.errors.InvalidOption` (a ``ValueError``) naming ``style`` or ``count``
+    Raises :class:`~bot.app.errors.InvalidOption` (a ``ValueError``) naming ``style`` or ``count``
     when they are out of range. ``expand`` (and ``auto`` where the model is cached) runs a
     language model: call it off the event loop. ``expander`` replaces the default model.
     """

@@ -20,15 +20,15 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.accounts import SpotifyAccounts
-from bot.cover import CoverService, build_runners
-from bot.errors import CannotPost
-from bot.settings import Settings
-from bot.storage import Storage
+from bot.app.accounts import SpotifyAccounts
+from bot.app.cover import CoverService, build_runners
+from bot.app.errors import CannotPost
+from bot.app.settings import Settings
+from bot.app.storage import Storage
 from models.errors import CoverError
-from models.jobs import GenerationJob, GenerationParams, ImageSpec, Runner
+from models.jobs import Runner
 from models.queue import GenerationQueue
-from models.registry import list_models, resolve_model
+from models.registry import list_models
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class CoverBot(commands.Bot):
         self.storage = storage
         self.service = service
         self.accounts = accounts
-        self._release = release  # stops the runners' Ray actors, if any (bot/cover.py)
+        self._release = release  # stops the runners' Ray actors, if any (bot/app/cover.py)
         # What /benchmark and the log report: every worker's device.
         self.device = ", ".join(
             str(getattr(runner, "name", None) or getattr(runner, "device", settings.device))
@@ -144,27 +144,7 @@ class CoverBot(commands.Bot):
             await self.tree.sync(guild=target)
         else:
             await self.tree.sync()
-        self._warming = asyncio.create_task(self._warm_up())
-
-    async def _warm_up(self) -> None:
-        """With a compiled UNet, compile each batch bucket now, behind everyone's jobs, rather
-        than during someone's first /cover of that size."""
-        optimizations = getattr(self.queue.runner, "optimizations", None)
-        if optimizations is None or not optimizations.compile:
-            return
-        spec = resolve_model(self.settings.default_model)
-        params = GenerationParams(
-            spec.name, spec.native_size, spec.native_size, spec.steps, spec.guidance
-        )
-        for size in optimizations.warm_up_sizes(self.queue.max_batch):
-            images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
-            job = GenerationJob("warm-up", params, images, priority=WARM_UP_PRIORITY)
-            try:
-                await self.queue.submit(job).result()
-            except CoverError as error:
-                log.warning("Warm-up of batch size %d failed: %s", size, error)
-                return
-            log.info("Warmed up batch size %d", size)
+        self._warming = asyncio.create_task(self.service.warm_up(WARM_UP_PRIORITY))
 
     async def on_ready(self) -> None:
         log.info(

@@ -10,7 +10,7 @@ a migration is applied once, in a transaction with the row that records it in
     cover_messages      a Discord message that shows a request's candidates and collects votes
     votes               one row per (message, user): the database, not memory, keeps it to one
     link_states         a pending Spotify authorisation: hashed ``state`` → Discord user (once)
-    spotify_accounts    a Discord user's linked Spotify account; its tokens encrypted (bot.accounts)
+    spotify_accounts    a Discord user's linked Spotify account; its tokens encrypted (bot.app.accounts)
     spotify_uploads     every attempt to put a winning cover on a playlist, and how it ended
 
 Threads: a plain ``sqlite_utils.Database(path)`` is bound to the thread that opened it (STYLE
@@ -39,7 +39,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot.errors import StorageUnavailable
+from bot.app.errors import StorageUnavailable
 
 MIGRATIONS = Migrations("playlist_cover")
 MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
@@ -497,7 +497,7 @@ class Storage:
     # --- playlist snapshots -----------------------------------------------------------------------
 
     def save_snapshot(self, playlist: Mapping[str, Any]) -> None:
-        """Keep a playlist's raw JSON (the :mod:`bot.playlist` snapshot shape).
+        """Keep a playlist's raw JSON (the :mod:`bot.app.playlist` snapshot shape).
 
         Idempotent: the same content is stored once per playlist (keyed by a hash of the JSON,
         which covers Spotify's ``snapshot_id``); saving it again only moves its ``fetched_at``.
@@ -532,7 +532,7 @@ class Storage:
         """The most recently fetched JSON of a playlist, with ``fetched_at`` added, or None.
 
         The result is again in the snapshot shape, so it can be written to a file and read
-        back with :func:`bot.playlist.load_snapshot`.
+        back with :func:`bot.app.playlist.load_snapshot`.
         """
         rows = self._rows(
             """

@@ -83,7 +83,7 @@ class CooldownActive(CoverError):
         self.retry_after = retry_after
 
 
-# -- a person's own Spotify account (bot.accounts) ----------------------------------------------
+# -- a person's own Spotify account (bot.app.accounts) ----------------------------------------------
 
 
 class LinkingDisabled(CoverError):

@@ -3,7 +3,7 @@
 The snapshot format is Spotify's own playlist response (``GET /v1/playlists/{id}``), optionally
 with its ``items`` (or legacy ``tracks``) page filled in, plus one key Spotify does not send:
 ``artists``, a list of full artist objects (with ``genres``) as ``GET /v1/artists/{id}`` returns
-them. That is exactly what :mod:`bot.spotify` stores when it snapshots a playlist.
+them. That is exactly what :mod:`bot.app.spotify` stores when it snapshots a playlist.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.errors import SnapshotError
+from bot.app.errors import SnapshotError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.errors import LinkingDisabled, MissingSetting
+from bot.app.errors import LinkingDisabled, MissingSetting
 
 GENERATE_KEY = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     spotify_max_wait_s: float = 20.0  # longest Retry-After we sleep through before giving up
     spotify_max_items: int = 500  # playlist items read for genres/artists (paging stops there)
 
-    # --- linking a person's own Spotify account (bot/accounts.py, README "Link your Spotify") ---
+    # --- linking a person's own Spotify account (bot/app/accounts.py, README "Link your Spotify") ---
     spotify_authorize_url: str = Field(
         "https://accounts.spotify.com/authorize",
         validation_alias=AliasChoices("SPOTIFY_AUTHORIZE_URL", "COVER_SPOTIFY_AUTHORIZE_URL"),

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from bot.errors import InvalidPlaylistLink
+from bot.app.errors import InvalidPlaylistLink
 
 PLAYLIST_ID_LENGTH = 22
 
