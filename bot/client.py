@@ -23,6 +23,7 @@ from discord.ext import commands
 from bot.app.accounts import SpotifyAccounts
 from bot.app.cover import CoverService, build_runners
 from bot.app.errors import CannotPost
+from bot.app.prompts import MAX_CANDIDATES
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError
@@ -32,7 +33,8 @@ from models.registry import list_models
 
 log = logging.getLogger(__name__)
 
-NUMBER_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")  # vote reactions, one per candidate
+# The vote reactions, one per candidate: keycap digits 1️⃣ 2️⃣ 3️⃣ 4️⃣ (digit, VS16, U+20E3).
+NUMBER_EMOJI = tuple(f"{n}\ufe0f\u20e3" for n in range(1, MAX_CANDIDATES + 1))
 CLOSE_EMOJI = "✅"  # the requester closes the vote with it
 NO_MENTIONS = discord.AllowedMentions.none()  # messages quote user text: never ping anyone
 # An interaction token lives 15 minutes; after 14 results go out with the bot's own token.

@@ -16,6 +16,8 @@ same token language as Stable Diffusion's text encoders.
 from __future__ import annotations
 
 import gzip
+import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,67 @@ def clip_tokenizer() -> Any:
         merges=[tuple(m.split(" ")) for m in merges],
         model_max_length=MAX_TOKENS,
     )
+
+
+# -- counting tokens without transformers ------------------------------------------------------
+
+# CLIP's pre-tokenizer: contractions, letter runs, single digits, runs of anything else. Python's
+# re has no \p{L}: [^\W\d_] is "word characters minus digits and underscore", i.e. letters.
+_PRETOKEN = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+")
+_SPACES = re.compile(r"\s+")
+
+
+_PRINTABLE = frozenset(s for s in byte_symbols() if ord(s) < 256)
+
+
+@lru_cache(maxsize=1)
+def _merge_ranks() -> dict[tuple[str, str], int]:
+    _, merges = vocabulary()
+    return {tuple(m.split(" ", 1)): rank for rank, m in enumerate(merges)}  # type: ignore[misc]
+
+
+@lru_cache(maxsize=1)
+def _byte_table() -> tuple[str, ...]:
+    """Byte value → its symbol. :func:`byte_symbols` lists the symbols in vocabulary order;
+    a printable byte's symbol is the byte's own character, the others count up from 256."""
+    table = [""] * 256
+    others = iter(s for s in byte_symbols() if ord(s) >= 256)
+    for value in range(256):
+        printable = chr(value) in _PRINTABLE
+        table[value] = chr(value) if printable else next(others)
+    return tuple(table)
+
+
+@lru_cache(maxsize=65536)
+def _bpe(piece: str) -> int:
+    """How many tokens BPE makes of one pre-token: its bytes as symbols, the last one marked
+    end of word, then the lowest-ranked adjacent pair merged, everywhere it occurs, until no
+    learned pair is left (the algorithm of the merge list above)."""
+    table = _byte_table()
+    parts = [table[b] for b in piece.encode("utf-8")]
+    parts[-1] += "</w>"
+    ranks = _merge_ranks()
+    while len(parts) > 1:
+        best = min(zip(parts, parts[1:], strict=False), key=lambda p: ranks.get(p, len(ranks)))
+        if best not in ranks:
+            break
+        merged: list[str] = []
+        i = 0
+        while i < len(parts):
+            if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return len(parts)
+
+
+def count_tokens(text: str) -> int:
+    """CLIP's token count for ``text``, start and end tokens *not* included: the number of ids
+    :func:`clip_tokenizer` gives before padding and truncation, minus two. Pure Python on the
+    shipped merge list (no transformers, no torch), so the bot can budget its prompts exactly;
+    tests/test_prompts.py checks it against the real tokenizer."""
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip().lower()
+    return sum(_bpe(piece) for piece in _PRETOKEN.findall(text))

@@ -14,7 +14,7 @@ from bot.app.errors import InvalidOption
 from bot.app.playlist import PlaylistFacts, TrackFacts
 from bot.app.prompts import (
     HEURISTIC_STYLES,
-    MAX_COUNT,
+    MAX_CANDIDATES,
     MIN_TOKENS,
     STYLES,
     build_prompts,
@@ -61,7 +61,7 @@ def clip_tokens(text: str) -> int:
 @given(
     playlist=facts,
     style=st.sampled_from(HEURISTIC_STYLES),
-    count=st.integers(1, MAX_COUNT),
+    count=st.integers(1, MAX_CANDIDATES),
     seed=st.integers(0, 2**31),
     max_tokens=st.integers(MIN_TOKENS, MAX_TOKENS),
 )
@@ -92,6 +92,6 @@ def test_bad_options_are_named(style, count):
     playlist = PlaylistFacts(id="x", name="Late night drive", description="")
     with pytest.raises(InvalidOption, match="`style` must be one of"):
         build_prompts(playlist, style=style, seed=0)
-    if not 1 <= count <= MAX_COUNT:
+    if not 1 <= count <= MAX_CANDIDATES:
         with pytest.raises(InvalidOption, match="`count` must be between"):
             build_prompts(playlist, count=count, seed=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.app.storage import MAX_CANDIDATES, MIGRATIONS, Storage
+from bot.app.storage import MIGRATIONS, SCHEMA_MAX_CANDIDATES, Storage
 
 
 class Clock:
@@ -533,7 +533,7 @@ def test_uploads_are_recorded_in_order(storage: Storage, message: str):
         storage.record_upload(**{**common, "message_id": "999"}, status="applied")
 
 
-@pytest.mark.parametrize("count", [1, 4, MAX_CANDIDATES])
+@pytest.mark.parametrize("count", [1, 4, SCHEMA_MAX_CANDIDATES])
 def test_every_candidate_number_at_the_edges_counts(storage: Storage, count: int):
     """1 and ``candidate_count`` are ballots and winners; 0 and ``candidate_count + 1`` are
     not (a mutation run found these edges unused)."""
@@ -557,7 +557,7 @@ def test_every_candidate_number_at_the_edges_counts(storage: Storage, count: int
     assert storage.cover_message("m")["winner"] == count
 
 
-@pytest.mark.parametrize("count", [0, MAX_CANDIDATES + 1])
+@pytest.mark.parametrize("count", [0, SCHEMA_MAX_CANDIDATES + 1])
 def test_a_cover_message_needs_between_one_and_ten_candidates(storage: Storage, count: int):
     request_id = record(storage)
     with pytest.raises(ValueError, match=f"candidate_count must be between 1 and 10, got {count}"):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from bot.app.errors import AllCandidatesBlocked, CooldownActive, InvalidOption, OutputFailed
 from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
-from bot.app.prompts import STYLES, Prompt, build_prompts, clean_title
+from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts, clean_title
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError, NoWorkers, QueueClosed
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
-MAX_CANDIDATES = 4  # one per vote reaction 1️⃣..4️⃣
 
 
 @dataclass(frozen=True)

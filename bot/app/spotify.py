@@ -713,14 +713,18 @@ def _api_error(exc: SpotifyException) -> str:
 class _TameSpotipyLogs(logging.Filter):
     """Two fixes to spotipy's logging, applied to its own loggers.
 
-    - Its debug lines print request headers: Basic (client id:secret) and Bearer. Dropped.
+    - Its debug lines print request headers and bodies: Basic (client id:secret), Bearer
+      tokens, and the form of a token request (a code and its verifier, a refresh token).
+      All dropped: tests/test_spotify_link.py logs a whole link flow at DEBUG and looks for them.
     - It logs every HTTP error at ERROR, including the 403 that most playlists now answer on
       ``/items`` and the 429s we retry. We report every outcome ourselves, so those go to DEBUG.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            return False
         message = record.getMessage()
-        if "Authorization" in message:
+        if "Authorization" in message or "token" in message.lower():
             return False
         if record.levelno == logging.ERROR and message.startswith("HTTP Error for"):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
@@ -731,7 +735,7 @@ _LOG_FILTER = _TameSpotipyLogs()
 
 
 def _tame_spotipy_logs() -> None:
-    for name in ("spotipy.oauth2", "spotipy.client"):
+    for name in ("spotipy.oauth2", "spotipy.client", "spotipy.cache_handler"):
         logger = logging.getLogger(name)
         if _LOG_FILTER not in logger.filters:
             logger.addFilter(_LOG_FILTER)

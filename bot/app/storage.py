@@ -42,7 +42,8 @@ from sqlite_utils.migrations import Migrations
 from bot.app.errors import StorageUnavailable
 
 MIGRATIONS = Migrations("playlist_cover")
-MAX_CANDIDATES = 10  # keycap reactions 1️⃣..🔟; the bot uses up to 4
+# What the table accepts (keycaps 1️⃣..🔟); the bot's own limit is bot.app.prompts'.
+SCHEMA_MAX_CANDIDATES = 10
 _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
 BUSY_TIMEOUT_S = 30.0  # a write waits this long for another process's transaction to end
 
@@ -116,7 +117,7 @@ def m001_initial(db: Database) -> None:
             message_id TEXT PRIMARY KEY,
             channel_id TEXT NOT NULL,
             request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-            candidate_count INTEGER NOT NULL CHECK (candidate_count BETWEEN 1 AND {MAX_CANDIDATES}),
+            candidate_count INTEGER NOT NULL CHECK (candidate_count BETWEEN 1 AND {SCHEMA_MAX_CANDIDATES}),
             status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
             winner INTEGER,
             created_at TEXT NOT NULL,
@@ -551,9 +552,9 @@ class Storage:
         self, *, message_id: str, channel_id: str, request_id: str, candidate_count: int
     ) -> None:
         """Open voting on a message that shows ``candidate_count`` candidates of a request."""
-        if not 1 <= candidate_count <= MAX_CANDIDATES:
+        if not 1 <= candidate_count <= SCHEMA_MAX_CANDIDATES:
             raise ValueError(
-                f"candidate_count must be between 1 and {MAX_CANDIDATES}, got {candidate_count}"
+                f"candidate_count must be between 1 and {SCHEMA_MAX_CANDIDATES}, got {candidate_count}"
             )
         with self._transaction() as db:
             if not self._exists(db, "requests", "id", request_id):
