@@ -16,6 +16,7 @@ same token language as Stable Diffusion's text encoders.
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import unicodedata
 from functools import lru_cache
@@ -105,7 +106,7 @@ def _bpe(piece: str) -> int:
     parts[-1] += "</w>"
     ranks = _merge_ranks()
     while len(parts) > 1:
-        best = min(zip(parts, parts[1:], strict=False), key=lambda p: ranks.get(p, len(ranks)))
+        best = min(itertools.pairwise(parts), key=lambda p: ranks.get(p, len(ranks)))
         if best not in ranks:
             break
         merged: list[str] = []
