@@ -93,7 +93,7 @@ class CallbackServer:
         app = web.Application()
         # GET only: add_get would answer HEAD through the same handler, and link prefetchers
         # (chat apps, mail scanners) send HEAD first – that would spend the one-time state
-        # before the person's own GET arrives (tests/test_spotify_link.py).
+        # before the person's own GET arrives (tests/e2e/test_account_linking.py).
         app.router.add_route("GET", self.path, self._callback)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, logger=_server_log)
         await runner.setup()

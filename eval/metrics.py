@@ -278,7 +278,7 @@ def kid_replicates(
     row j answers prompt j). So the replicates of a difference between models are the
     differences of their replicates – a paired bootstrap. Duplicate pairs are dropped
     (:func:`weighted_pair_mean`), which keeps the replicates centred on the estimate; the
-    plain bootstrap's duplicates bias every replicate upwards (tests/test_eval_metrics.py
+    plain bootstrap's duplicates bias every replicate upwards (tests/eval/test_metrics.py
     measures both).
 
     Memory is O(N²): the kernels are computed once and each replicate is a weighted sum."""

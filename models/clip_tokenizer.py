@@ -126,6 +126,6 @@ def count_tokens(text: str) -> int:
     """CLIP's token count for ``text``, start and end tokens *not* included: the number of ids
     :func:`clip_tokenizer` gives before padding and truncation, minus two. Pure Python on the
     shipped merge list (no transformers, no torch), so the bot can budget its prompts exactly;
-    tests/test_prompts.py checks it against the real tokenizer."""
+    tests/app/test_prompts.py checks it against the real tokenizer."""
     text = _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip().lower()
     return sum(_bpe(piece) for piece in _PRETOKEN.findall(text))

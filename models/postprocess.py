@@ -359,7 +359,7 @@ def plan_title(
     # 1. Check the inputs and lay the text out. Only the first MAX_TITLE_CHARS characters are
     #    looked at: at most three lines fit anyway, and the wrap and the cut measure the text
     #    again and again, so a 10 MB title would otherwise take hours
-    #    (tests/test_postprocess.py times one).
+    #    (tests/models/test_postprocess.py times one).
     if isinstance(title, str) and len(title) > MAX_TITLE_CHARS:
         title = title[:MAX_TITLE_CHARS].rstrip() + "…"
     text = " ".join(title.split()) if isinstance(title, str) else ""

@@ -835,7 +835,7 @@ class GenerationQueue:
             # Anything else the runner raises fails this call's jobs, BaseExceptions too
             # (SystemExit, KeyboardInterrupt, a library's abort, a CancelledError raised in
             # the runner's thread): only our own task being cancelled (close's timeout) ends
-            # the worker. tests/test_queue.py raises each of them from a runner.
+            # the worker. tests/models/test_queue.py raises each of them from a runner.
             if _is_own_cancellation(error):
                 raise
             if _is_out_of_memory(error):

@@ -95,9 +95,9 @@ def tiny_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# -- the local fake Spotify server (tests/fake_spotify.py) -------------------------------
+# -- the local fake Spotify server (tests/fakes/spotify.py) -------------------------------
 
-from tests.fake_spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
+from tests.fakes.spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
 
 PLAYLISTS = Path(__file__).resolve().parents[1] / "examples" / "playlists"
 
@@ -109,13 +109,13 @@ def playlist_link(fake_spotify) -> str:
     return f"<https://open.spotify.com/intl-de/playlist/{stored.meta['id']}?si=abc123>"
 
 
-# -- the local fake Discord (tests/fake_discord.py) ---------------------------------------
+# -- the local fake Discord (tests/fakes/discord.py) ---------------------------------------
 
 
 @pytest.fixture
 async def discord():
     """A fresh fake Discord (REST and gateway on a local port) for one test."""
-    from tests.fake_discord import FakeDiscord
+    from tests.fakes.discord import FakeDiscord
 
     async with FakeDiscord() as server:
         yield server

@@ -59,7 +59,7 @@ FOLLOW_LABEL = "genre"  # the palette test scores the genre word
 @dataclass
 class MiniatureConfig:
     """What one reproduction runs. ``quick()`` gives a smoke-sized variant (4 minutes on 2
-    shared CPU cores in tests/test_miniature.py, with a stand-in feature network) whose numbers
+    shared CPU cores in tests/training/test_miniature.py, with a stand-in feature network) whose numbers
     mean nothing; the
     defaults are the committed study's, 33 minutes on 2 shared cores (docs/miniature.md)."""
 

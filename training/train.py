@@ -196,7 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch 1, constant LR, no warm-up. The LR went 1e-5 (static) → 1e-8 (noisy) → 1e-10,
     # "which proved enough": the last is the preset, the others are one flag away. EMA and fp16
     # are inferred from diffusers' README command the paper followed, not stated by the paper.
-    # SEED000_WARNING says why lr 1e-10 trains nothing (tests/test_training.py measures it).
+    # SEED000_WARNING says why lr 1e-10 trains nothing (tests/training/test_train.py measures it).
     "seed000": {
         "resolution": 256,
         "train_batch_size": 1,
@@ -241,7 +241,7 @@ INFERRED = frozenset({("seed000", "use_ema"), ("seed000", "mixed_precision")})
 SEED000_WARNING = (
     "seed000's lr 1e-10 is a no-op: AdamW's step is about lr in size, far below float32's "
     "spacing at a weight's magnitude, so after 100 steps almost every weight is bit-for-bit "
-    "unchanged (tests/test_training.py measures it; the issue's check on a UNet found 97%). "
+    "unchanged (tests/training/test_train.py measures it; the issue's check on a UNet found 97%). "
     "The paper's 'fine-tuned' model was almost certainly its base. Its EMA and fp16 settings "
     "are inferred from diffusers' README command, not stated by the paper."
 )
@@ -426,7 +426,7 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator = Accelerator(
         # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) only
         # join one gloo group when told they are CPU processes; otherwise each trains alone
-        # and saves over the others (measured: tests/test_hub_training.py).
+        # and saves over the others (measured: tests/training/test_hub_training.py).
         cpu=not torch.cuda.is_available(),
         mixed_precision=mixed_precision,
         # Steps are counted in micro-batches across epoch ends (no early sync at an epoch's last

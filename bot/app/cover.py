@@ -512,7 +512,7 @@ class CoverService:
             return await self._keep(plan, request_id, result, kept, out_root)
         except Exception as exc:
             # Generated but not kept: the request must still end, as failed, with the reason,
-            # or it stays "queued" and every restart regenerates it (tests/test_cli.py).
+            # or it stays "queued" and every restart regenerates it (tests/e2e/test_cli.py).
             reason = _output_reason(exc)
             log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
             try:

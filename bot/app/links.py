@@ -181,7 +181,7 @@ def _host(url: yarl.URL) -> str:
 
     The raw (ASCII, punycode) host, never ``url.host``: yarl decodes ``xn--…`` labels lazily
     there and raises ``UnicodeError`` for ones IDNA rejects (``xn--a.com``), which escaped
-    every caller (tests/test_links.py). The raw form is also what a look-alike host really
+    every caller (tests/app/test_playlist_links.py). The raw form is also what a look-alike host really
     is, so messages show that."""
     host = (url.raw_host or "").lower().rstrip(".")
     if host.startswith("www.") and host.removeprefix("www.") in CONTENT_HOSTS:

@@ -715,7 +715,7 @@ class _TameSpotipyLogs(logging.Filter):
 
     - Its debug lines print request headers and bodies: Basic (client id:secret), Bearer
       tokens, and the form of a token request (a code and its verifier, a refresh token).
-      All dropped: tests/test_spotify_link.py logs a whole link flow at DEBUG and looks for them.
+      All dropped: tests/e2e/test_account_linking.py logs a whole link flow at DEBUG and looks for them.
     - It logs every HTTP error at ERROR, including the 403 that most playlists now answer on
       ``/items`` and the 429s we retry. We report every outcome ourselves, so those go to DEBUG.
     """

@@ -257,7 +257,7 @@ class Storage:
             self._open()
         except (OSError, sqlite3.Error) as exc:
             # A corrupt file, a folder we can't create, a file we can't write: the operator's
-            # to fix, so one sentence naming the file, not a traceback (tests/test_cli.py).
+            # to fix, so one sentence naming the file, not a traceback (tests/e2e/test_cli.py).
             raise StorageUnavailable(
                 f"The database {self.path} can't be used ({_reason(exc)}); "
                 "check the file or point COVER_DB_PATH elsewhere."
@@ -306,7 +306,7 @@ class Storage:
         refuses that upgrade at once ("database is locked", no busy wait) when another process
         wrote in between – the CLI and the bot share one file by default. ``BEGIN IMMEDIATE``
         takes the lock up front, waiting on the busy timeout; ``atomic()`` inside it then only
-        adds a savepoint. tests/test_storage_concurrency.py runs two processes against it.
+        adds a savepoint. tests/app/test_storage_concurrency.py runs two processes against it.
         """
         with self._lock, self._unavailable():
             self.db.execute("BEGIN IMMEDIATE")

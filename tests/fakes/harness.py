@@ -13,8 +13,8 @@ from bot.app.settings import Settings
 from bot.client import CoverBot, build_bot
 from models.jobs import Runner
 from models.runner import DiffusersRunner
-from tests.fake_discord import FakeDiscord, Interaction, Message
-from tests.fake_spotify import CLIENT_ID, CLIENT_SECRET, FakeSpotify
+from tests.fakes.discord import FakeDiscord, Interaction, Message
+from tests.fakes.spotify import CLIENT_ID, CLIENT_SECRET, FakeSpotify
 
 
 def bot_settings(

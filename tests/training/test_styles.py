@@ -49,7 +49,7 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
     for style in ("ember", "tide"):
         assert main(["caption", str(raw / style), "--batch-size", "4", "--device", "cpu"]) == 0
     # 2. The CLIP filter (the stand-in's random cosines are no basis for seed 003's 0.2: keep all
-    #    here; tests/test_data_pipeline.py checks the cut itself).
+    #    here; tests/training/test_data_pipeline.py checks the cut itself).
     for style in ("ember", "tide"):
         code = main(["clip-filter", str(raw / style), "--out", str(kept / style), "--threshold", "-1", "--device", "cpu"])  # fmt: skip
         assert code == 0

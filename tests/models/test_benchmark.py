@@ -2,7 +2,7 @@
 (numbers, batching, priority, errors, cancelling), its table/chart/files, and one real CLI run on
 the embedded tiny model.
 
-As in tests/test_queue.py the queue is the real one and only the runner is ours; every wait is
+As in tests/models/test_queue.py the queue is the real one and only the runner is ours; every wait is
 guarded, so a bug fails a test instead of hanging the suite.
 """
 
@@ -55,7 +55,7 @@ from models.jobs import (
 from models.queue import GenerationQueue
 
 GUARD_S = 10.0  # no test waits longer than this for anything
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = GenerationParams(model="tiny", width=8, height=8, steps=2, guidance=1.0)
 MiB = 2**20
 

@@ -16,7 +16,7 @@ from models.hub import needed_transformers_files, repo_state
 from models.standins import SUPPORT_REPOS, repo_folder, revision_of
 from models.support import SUPPORT_MODELS, is_available, model_folder
 from tests.conftest import SUPPORT_MODELS as FIXTURE_NAMES
-from tests.fake_hub import FakeHub, run_in_thread
+from tests.fakes.hub import FakeHub, run_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_transformers_repos_fetch_configs_tokenizer_and_one_weights_format() -> 
 def test_models_pull_fetches_a_support_model_that_then_counts_as_cached(
     support_hub: Path, tmp_path: Path
 ) -> None:
-    from tests.test_hub import cli
+    from tests.models.test_hub import cli
 
     repo = SUPPORT_MODELS["magicprompt"].repo_id
     fake = FakeHub()

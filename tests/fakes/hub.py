@@ -1,4 +1,4 @@
-"""A local fake of the Hugging Face hub for `models pull` tests (tests/test_hub.py).
+"""A local fake of the Hugging Face hub for `models pull` tests (tests/models/test_hub.py).
 
 It serves repositories from folders (a stand-in snapshot from models/standins.py) on
 127.0.0.1 with the endpoints huggingface_hub 2.4 calls: ``GET /api/models/{repo}/revision/{rev}``

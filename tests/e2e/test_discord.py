@@ -1,7 +1,7 @@
 """End to end: the real discord.py bot against a local fake Discord and a fake Spotify, with the
 embedded tiny diffusers pipeline and a real SQLite file.
 
-Each test plays the people in the channel through :class:`tests.fake_discord.FakeDiscord` and
+Each test plays the people in the channel through :class:`tests.fakes.discord.FakeDiscord` and
 checks what reached Discord (acknowledgements, edits, attachments, reactions) and what the bot
 kept in its database.
 """
@@ -20,11 +20,11 @@ from PIL import Image
 from bot.app.storage import Storage
 from bot.client import NUMBER_EMOJI
 from models.runner import DiffusersRunner
-from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
-from tests.fake_discord import FakeUser, Message
-from tests.fake_spotify import Reply
+from tests.fakes.discord import FakeUser, Message
+from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
+from tests.fakes.spotify import Reply
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "playlists"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "playlists"
 ACK_BUDGET_S = 3.0  # Discord drops an interaction not acknowledged within 3 s
 
 ALICE = FakeUser(1001, "alice")

@@ -21,7 +21,7 @@ from tests.conftest import HUB_PRESETS
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "playlists" / "gym-hype.json"
 
 

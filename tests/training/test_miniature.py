@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_eval_study import TinyFeatures
+from tests.eval.test_study import TinyFeatures
 from training.miniature import (
     ARMS,
     BASELINE,

@@ -1,4 +1,4 @@
-"""bot.app.spotify: the real spotipy against the local fake Spotify (tests/fake_spotify.py).
+"""bot.app.spotify: the real spotipy against the local fake Spotify (tests/fakes/spotify.py).
 
 Waits are recorded through the injected ``sleep``, so no test sleeps for a Retry-After.
 """
@@ -35,7 +35,7 @@ from bot.app.spotify import (
     parse_retry_after,
     retry_delay,
 )
-from tests.fake_spotify import (
+from tests.fakes.spotify import (
     CLIENT_ID,
     CLIENT_SECRET,
     FakeSpotify,
@@ -47,7 +47,7 @@ from tests.fake_spotify import (
     make_playlist,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "playlists"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "playlists"
 
 
 def make_settings(server: FakeSpotify, **overrides: object) -> Settings:

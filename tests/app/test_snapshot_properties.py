@@ -14,7 +14,7 @@ from bot.app.errors import SnapshotError
 from bot.app.playlist import PlaylistFacts, load_snapshot
 
 EXAMPLE = json.loads(
-    (Path(__file__).parent.parent / "examples/playlists/gym-hype.json").read_text("utf-8")
+    (Path(__file__).resolve().parents[2] / "examples/playlists/gym-hype.json").read_text("utf-8")
 )
 
 json_values = st.recursive(

@@ -27,7 +27,7 @@ from bot.app.prompts import (
     fit_tokens,
 )
 
-# expand and auto (a language model) have their own tests in tests/test_expand.py.
+# expand and auto (a language model) have their own tests in tests/models/test_expand.py.
 SINGLE_STYLES = [s for s in HEURISTIC_STYLES if s != "mix"]
 NIGHT = next(t for t in THEMES if t.name == "night")
 DRIVE = next(t for t in THEMES if t.name == "drive")

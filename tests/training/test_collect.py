@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fake_spotify import (
+from tests.fakes.spotify import (
     CLIENT_ID,
     CLIENT_SECRET,
     FakeSpotify,

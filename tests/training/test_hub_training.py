@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main as bot_main
-from tests.test_eval_study import PROMPTS, TinyFeatures, test_split  # noqa: F401  (fixture)
-from tests.test_training import make_dataset
+from tests.eval.test_study import PROMPTS, TinyFeatures, test_split  # noqa: F401  (fixture)
+from tests.training.test_train import make_dataset
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "playlists" / "late-night-drive.json"
 TINY = [  # seed001 shrunk: 32 px, 2 x 2 micro-batches, 2 steps, a checkpoint at the end
     *("--preset", "seed001", "--caption-column", "caption", "--base", "sd15"),

@@ -160,7 +160,7 @@ def test_auto_is_the_embedded_model_without_a_gpu_or_a_cached_model(
     assert resolve_auto(gpu=False) == "embedded"
     assert resolve_auto(gpu=True) == "embedded"  # a GPU, but nothing cached
     # A download that stopped after model_index.json is not a cached model (complete caches:
-    # tests/test_hub_presets.py).
+    # tests/models/test_hub_presets.py).
     _cache_snapshot(tmp_path, PRESETS["sd-turbo"].repo_id)
     assert resolve_auto(gpu=False) == resolve_auto(gpu=True) == "embedded"
     assert "models pull sd-turbo" in auto_choice(gpu=False)[1]

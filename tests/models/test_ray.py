@@ -183,9 +183,9 @@ def test_without_ray_installed_the_message_names_the_extra(monkeypatch):
 async def test_the_bots_cover_goes_through_a_ray_worker_and_shutdown_stops_it(
     ray_local, fake_spotify, tmp_path, cache_dir, embedded_model_dir
 ):
-    from tests.discord_harness import bot_settings, cover_post, running_bot
-    from tests.fake_discord import FakeDiscord, FakeUser
-    from tests.test_discord_e2e import EXAMPLES
+    from tests.e2e.test_discord import EXAMPLES
+    from tests.fakes.discord import FakeDiscord, FakeUser
+    from tests.fakes.harness import bot_settings, cover_post, running_bot
 
     stored = fake_spotify.add_snapshot(EXAMPLES / "late-night-drive.json")
     async with FakeDiscord() as discord:

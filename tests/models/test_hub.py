@@ -1,4 +1,4 @@
-"""`python -m bot models` and `models pull` against a local fake hub (tests/fake_hub.py).
+"""`python -m bot models` and `models pull` against a local fake hub (tests/fakes/hub.py).
 
 The pull runs the real CLI in a subprocess: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE
 once, at import, and tests/conftest.py switches the hub off for this whole session.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_hub import FakeHub, run_in_thread
+from tests.fakes.hub import FakeHub, run_in_thread
 
 pytestmark = pytest.mark.slow
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"

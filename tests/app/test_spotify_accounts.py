@@ -30,7 +30,7 @@ from bot.app.spotify import (
     new_verifier,
 )
 from bot.app.storage import Storage
-from tests.fake_spotify import (
+from tests.fakes.spotify import (
     CLIENT_ID,
     CLIENT_SECRET,
     FakeSpotify,

@@ -28,9 +28,9 @@ from PIL import Image
 
 from bot.app.settings import Settings
 from bot.cogs.spotify import APPLY_PREFIX
-from tests.discord_harness import bot_settings, cover_post, running_bot
-from tests.fake_discord import FakeDiscord, FakeUser, Interaction, Message
-from tests.fake_spotify import (
+from tests.fakes.discord import FakeDiscord, FakeUser, Interaction, Message
+from tests.fakes.harness import bot_settings, cover_post, running_bot
+from tests.fakes.spotify import (
     CLIENT_SECRET,
     FakeSpotify,
     Reply,

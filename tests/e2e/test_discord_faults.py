@@ -1,7 +1,7 @@
 """End to end under Discord's failure modes: votes cast while the bot was away, deleted posts and
 channels, permissions taken away, rate limits and an interaction token that ran out.
 
-The real discord.py bot runs against :class:`tests.fake_discord.FakeDiscord`, which fails the
+The real discord.py bot runs against :class:`tests.fakes.discord.FakeDiscord`, which fails the
 way Discord does (its docstring lists how); each test checks both what people see and what the
 database recorded, and that nothing was logged as a traceback.
 """
@@ -13,14 +13,14 @@ import logging
 import aiohttp
 import pytest
 
-from tests.discord_harness import bot_settings, cover_post, gated_runner, running_bot
-from tests.fake_discord import (
+from tests.fakes.discord import (
     ADD_REACTIONS,
     SEND_MESSAGES,
     FakeDiscord,
     FakeUser,
     Message,
 )
+from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
 
 ALICE = FakeUser(1001, "alice")
 BOB = FakeUser(1002, "bob")

@@ -17,7 +17,7 @@ from models.jobs import GenerationParams, ImageSpec
 from models.optimize import Optimizations
 from models.runner import DiffusersRunner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class NoControl:

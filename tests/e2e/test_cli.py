@@ -18,7 +18,7 @@ from bot.app.prompts import clean_title
 from bot.app.storage import Storage
 from models.postprocess import SPOTIFY_JPEG_LIMIT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
 
 
@@ -205,7 +205,7 @@ def test_cover_from_a_spotify_link(cli_env, capsys, fake_spotify, monkeypatch):
 
 def test_cover_with_a_lora_file(cli_env, capsys, embedded_model_dir):
     """--lora goes through the registry, the queue (as a batch key) and into the records."""
-    from tests.test_pipeline import make_lora
+    from tests.models.test_pipeline import make_lora
 
     lora = make_lora(embedded_model_dir, cli_env / "lora")
     example = str(EXAMPLES[0])
