@@ -76,7 +76,7 @@ def build_bot(
 def point_discord_at(settings: Settings) -> None:
     """Send REST calls and the gateway connection where the settings say.
 
-    discord.py reads both from class attributes at each request (see ../shared/NOTES.md), so
+    discord.py reads both from class attributes at each request (see docs/facts.md), so
     this is process-wide: one bot per process.
     """
     discord.http.Route.BASE = settings.discord_api_base.rstrip("/")

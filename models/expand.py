@@ -6,7 +6,7 @@
       ─► clauses appended while the whole fits CLIP's 77 tokens (:func:`fit_clauses`)
 
 The reference model is ``Gustavosta/MagicPrompt-Stable-Diffusion`` (GPT-2 small fine-tuned on
-~80k Stable Diffusion prompts, the public equivalent of seed 003's expander; ../shared/NOTES.md),
+~80k Stable Diffusion prompts, the public equivalent of seed 003's expander; docs/facts.md),
 loaded from the local Hugging Face cache like every hub model here (models/support.py); any
 ``AutoModelForCausalLM`` folder works. It runs on the CPU: GPT-2 small writes a prompt in well
 under a second there, and the GPU stays with the image pipeline.

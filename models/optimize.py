@@ -5,7 +5,7 @@ Each switch is independent so the benchmark can show what each one buys
 with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
-  gives black images and runs slower than half-precision weights (see ../shared/NOTES.md).
+  gives black images and runs slower than half-precision weights (see docs/facts.md).
 - ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels) instead of diffusers' explicit softmax(QKᵀ)V.
 - ``channels_last``: UNet and VAE weights in NHWC memory order, which convolution kernels on

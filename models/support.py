@@ -44,7 +44,7 @@ SUPPORT_MODELS: dict[str, SupportModel] = {
         "clip", "openai/clip-vit-large-patch14", "CLIP similarity", "CLIPModel", "safetensors"
     ),
     # GPT-2 fine-tuned on ~80k Stable Diffusion prompts: the public equivalent of seed 003's
-    # expander (../shared/NOTES.md).
+    # expander (docs/facts.md).
     "magicprompt": SupportModel(
         "magicprompt",
         "Gustavosta/MagicPrompt-Stable-Diffusion",

@@ -128,7 +128,7 @@ async def discord():
 def ray_local():
     """A real local Ray, started once per session and shut down at its end: 2 logical CPUs
     (tests' actors ask for fractions of one), no dashboard, token auth off (a local test
-    instance needs none; ../shared/NOTES.md). Not skipped when Ray is missing: CI installs it."""
+    instance needs none; docs/facts.md). Not skipped when Ray is missing: CI installs it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 

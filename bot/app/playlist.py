@@ -41,7 +41,7 @@ class PlaylistFacts:
     tracks: tuple[TrackFacts, ...] = ()
     top_artists: tuple[str, ...] = ()  # most frequent first
     top_genres: tuple[str, ...] = ()  # most frequent first, weighted by tracks
-    items_readable: bool = False  # False: Spotify gave metadata only (see NOTES, Feb 2026)
+    items_readable: bool = False  # False: Spotify gave metadata only (see docs/facts.md, Feb 2026)
     source: str = "spotify"  # "spotify" or "snapshot:<path>"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -17,7 +17,7 @@ from bot.app.errors import LinkingDisabled, MissingSetting
 GENERATE_KEY = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 )
-LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # Spotify refuses the word "localhost" (NOTES)
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # Spotify refuses the word "localhost" (docs/facts.md)
 
 
 class Settings(BaseSettings):

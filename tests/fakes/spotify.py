@@ -1,7 +1,7 @@
 """A small local Spotify Web API, for tests that run the real spotipy (or anything else) against it.
 
 It serves what :mod:`bot.app.spotify` reads, shaped like Spotify's answers as of 2026 (see
-``shared/NOTES.md``)::
+``docs/facts.md``)::
 
     POST /api/token                   client credentials (HTTP Basic), 400 invalid_client otherwise
     GET  /v1/playlists/{id}           playlist metadata; its ``items`` page holds the first items

@@ -20,7 +20,7 @@ Styles (``STYLES``):
   message saying how to fetch it.
 - ``auto``: ``expand`` where its model is cached, ``mix`` otherwise.
 
-A playlist may be metadata only (Spotify's Feb 2026 rules, see NOTES): every style can then
+A playlist may be metadata only (Spotify's Feb 2026 rules, see docs/facts.md): every style can then
 still write a prompt from the title and description, and reports the style it really used in
 :attr:`Prompt.style`.
 
