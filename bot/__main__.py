@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bot.app.cover import VARIATION_STRENGTH
+from bot.app.errors import InvalidOption
 from bot.app.prompts import STYLES
 from models.errors import CoverError
 
@@ -41,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
             "(under 256 KB) and a 2x2 contact sheet."
         ),
     )
-    cover.add_argument("playlist", help="Spotify playlist link/URI/id, or a snapshot .json file")
+    cover.add_argument(
+        "playlist",
+        nargs="?",
+        help="Spotify playlist link/URI/id, or a snapshot .json file (not needed with "
+        "--variations-of)",
+    )
     cover.add_argument(
         "--model", help="registry name or local diffusers folder (default: settings, 'auto')"
     )
@@ -71,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cover.add_argument(
         "--device", help="auto, cpu, cuda, cuda:N or mps (default: settings, 'auto')"
+    )
+    cover.add_argument(
+        "--variations-of",
+        metavar="PNG",
+        help="make variations of this candidate (a candidate-N.png written by this command or "
+        "the bot): its prompt and settings, new seeds, image-to-image from it",
+    )
+    cover.add_argument(
+        "--strength",
+        type=float,
+        default=VARIATION_STRENGTH,
+        help=f"with --variations-of: how far from it, 0.05-1 (default {VARIATION_STRENGTH})",
     )
 
     commands.add_parser(
@@ -116,8 +135,12 @@ async def run_cover(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.device:
         settings = settings.model_copy(update={"device": args.device})
+    if args.playlist is None and args.variations_of is None:
+        raise InvalidOption("give a playlist (or --variations-of a candidate PNG)")
     request = CoverRequest(
-        playlist=args.playlist,
+        playlist=args.playlist or "",
+        variations_of=args.variations_of,
+        strength=args.strength,
         model=args.model,
         lora=args.lora,
         count=args.count,

@@ -42,7 +42,13 @@ TOKEN_LIFETIME_S = 14 * 60
 WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 
 
-COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark", "bot.cogs.spotify")
+COGS = (
+    "bot.cogs.cover",
+    "bot.cogs.controls",
+    "bot.cogs.votes",
+    "bot.cogs.benchmark",
+    "bot.cogs.spotify",
+)
 
 
 def build_bot(
@@ -183,6 +189,15 @@ class CoverBot(commands.Bot):
         await reply(interaction, text, ephemeral=True)
 
 
+def count_as_command(interaction: discord.Interaction) -> None:
+    """Count a button press's task with the commands, so that shutting down lets its reply
+    out (CoverBot.close waits for them)."""
+    task = asyncio.current_task()
+    tasks = getattr(interaction.client, "command_tasks", None)
+    if task is not None and tasks is not None:
+        tasks.add(task)
+
+
 def error_text(error: BaseException, what: str) -> str:
     """The one translation of an error into what the person is told; ``what`` names the
     command or button in the log line of an unexpected error."""
@@ -220,6 +235,7 @@ async def post_result(
     *,
     files: Sequence[tuple[Path, str]],
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
+    view: discord.ui.View | None = None,
 ) -> discord.Message:
     """A follow-up while the interaction's token lives (``interaction`` given), else a plain
     channel message: for work that outlived the token, or was resumed after a restart.
@@ -234,7 +250,11 @@ async def post_result(
     if interaction is not None:
         try:
             return await interaction.followup.send(
-                content, files=opened(), wait=True, allowed_mentions=allowed_mentions
+                content,
+                files=opened(),
+                wait=True,
+                allowed_mentions=allowed_mentions,
+                **({"view": view} if view is not None else {}),
             )
         except discord.HTTPException as error:
             # 401/50027: the token expired after all (its 15 minutes are counted from the
@@ -246,7 +266,12 @@ async def post_result(
             )
     channel = bot.get_partial_messageable(channel_id)
     try:
-        return await channel.send(content, files=opened(), allowed_mentions=allowed_mentions)
+        return await channel.send(
+            content,
+            files=opened(),
+            allowed_mentions=allowed_mentions,
+            **({"view": view} if view is not None else {}),
+        )
     except (discord.Forbidden, discord.NotFound) as error:
         raise CannotPost(channel_id, _refusal(error)) from error
 

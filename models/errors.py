@@ -18,6 +18,9 @@
     ├── NotRequester                (bot.app.errors) only the requester may apply the winning cover
     ├── SnapshotError               (bot.app.errors) a playlist snapshot file is missing or malformed
     ├── OutputFailed                (bot.app.errors) images made, but not saved: disk, folder, database
+    ├── FilesGone                   (bot.app.errors) a control on covers whose files are gone
+    ├── NotAllowed                  (bot.app.errors) a control only the requester (or a manager) may use
+    ├── ParametersUnreadable        (models.parameters) an image without readable generation parameters
     ├── StorageUnavailable          (bot.app.errors) the database file can't be opened or migrated
     ├── ModelUnavailable            a model name or path that cannot be loaded here
     ├── QueueFull                   the generation queue holds its maximum

@@ -22,6 +22,8 @@ class ImageSpec:
     prompt: str
     negative_prompt: str = ""
     seed: int = 0
+    # Image-to-image: the encoded image (PNG bytes) to start from; then params.strength is set.
+    init_image: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class GenerationParams:
     guidance: float
     lora: str | None = None  # a LoRA .safetensors file applied on top of ``model``
     lora_scale: float = 1.0
+    # Image-to-image when set: how far from each spec's init_image (0: unchanged, 1: all new).
+    strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class GeneratedImage:
     image: Image.Image  # at the model's native size; post-processing upscales
     seed: int  # the seed that produced it (differs from spec.seed after a black-image retry)
     black_retries: int = 0
+    sampler: str = ""  # the scheduler that made it, as files' parameters name it
     # Still black after every retry (a safety checker's verdict, or black pixels): never to be
     # handed to anyone as a cover; the cover service drops it and says so.
     blocked: bool = False

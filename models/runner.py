@@ -8,6 +8,10 @@ share :class:`~models.jobs.GenerationParams`. The runner
    not depend on what it was batched with, reporting every denoising step to the queue;
 3. regenerates black images (the safety checker's output) with new deterministic seeds, in
    further pipeline calls whose progress counts from step 1 again.
+
+With ``params.strength`` set the call is image-to-image: each spec's ``init_image`` is the
+start, and the pipeline is the loaded one's own image-to-image form, built from the same
+components (no second copy of the weights), for every kind of model the registry loads.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+IF_OUTPUT_SIDE = 256  # DeepFloyd IF's stage II makes squares this big
 RETRY_SEED_STRIDE = 1_000_003  # a prime: retry seeds of nearby user seeds never collide soon
 _SEED_MODULUS = 2**63  # torch generators take any 64-bit seed; stay clear of the sign bit
 
@@ -84,6 +90,8 @@ class DiffusersRunner:
         self._loaded: OrderedDict[PipelineKey, Any] = OrderedDict()
         # Per loaded pipeline: (prompt, negative, guided) → its text-encoder outputs.
         self._embeddings: dict[PipelineKey, OrderedDict[tuple[str, str, bool], Any]] = {}
+        self._img2img: dict[PipelineKey, Any] = {}  # the loaded pipelines' image-to-image forms
+        self._sampler = ""  # the scheduler of the last call, for the files' parameters
 
     @property
     def loaded(self) -> list[PipelineKey]:
@@ -102,7 +110,10 @@ class DiffusersRunner:
         def generate(batch: Sequence[ImageSpec], seeds: Sequence[int]) -> list[Outcome]:
             return run(model, params, batch, seeds, control)
 
-        return self._generate_with_retries(specs, generate)
+        if params.strength is not None:
+            _check_img2img(params, specs)
+        images = self._generate_with_retries(specs, generate)
+        return [dataclasses.replace(image, sampler=self._sampler) for image in images]
 
     # -- black images ------------------------------------------------------------------------
 
@@ -146,6 +157,15 @@ class DiffusersRunner:
     ) -> list[Outcome]:
         """One pipeline call for the whole batch (padded up to a compiled batch size)."""
         pipe = self._pipeline(model, params.lora_scale)
+        self._sampler = type(pipe.scheduler).__name__
+        steps, size = params.steps, {"width": params.width, "height": params.height}
+        if params.strength is not None:
+            pipe = self._img2img_pipeline(model, params.lora_scale, pipe)
+            steps = img2img_steps(params)
+            size = {
+                "image": [_init_image(spec, params.width, params.height) for spec in specs],
+                "strength": params.strength,
+            }
         if not model.negative_prompts:
             specs = [dataclasses.replace(spec, negative_prompt="") for spec in specs]
         wanted = len(specs)
@@ -153,6 +173,8 @@ class DiffusersRunner:
         if padded > wanted:  # repeat the last image; its copies are dropped below
             specs = [*specs, *[specs[-1]] * (padded - wanted)]
             seeds = [*seeds, *[seeds[-1]] * (padded - wanted)]
+            if "image" in size:
+                size["image"] = [*size["image"], *[size["image"][-1]] * (padded - wanted)]
         self.optimizations.set_up_vae(pipe, padded, max(params.width, params.height))
         guided = params.guidance > 1  # diffusers' rule for classifier-free guidance
         prompts = self._prompt_inputs(pipe, model, params, specs, guided)
@@ -173,10 +195,9 @@ class DiffusersRunner:
             output = pipe(
                 **prompts,
                 generator=self._generators(seeds),
-                num_inference_steps=params.steps,
+                num_inference_steps=steps,
                 guidance_scale=params.guidance,
-                width=params.width,
-                height=params.height,
+                **size,
                 callback_on_step_end=on_step_end,
                 output_type="pil",
             )
@@ -225,6 +246,16 @@ class DiffusersRunner:
             inputs["negative_prompt_embeds"] = torch.cat([cache[key][1] for key in keys])
         return inputs
 
+    def _img2img_pipeline(self, model: ModelSpec, lora_scale: float, pipe: Any) -> Any:
+        """``pipe``'s image-to-image form, sharing its components (diffusers' ``from_pipe``)."""
+        key = self._key(model, lora_scale)
+        if key not in self._img2img:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img[key] = AutoPipelineForImage2Image.from_pipe(pipe)
+            self._img2img[key].set_progress_bar_config(disable=True)
+        return self._img2img[key]
+
     @staticmethod
     def _key(model: ModelSpec, lora_scale: float) -> PipelineKey:
         return (
@@ -243,6 +274,7 @@ class DiffusersRunner:
         while len(self._loaded) >= self.max_loaded:
             evicted, _ = self._loaded.popitem(last=False)
             self._embeddings.pop(evicted, None)
+            self._img2img.pop(evicted, None)
             log.info("Unloading %s", evicted)
             self._free_memory()
         log.info("Loading %s on %s", key, self.device)
@@ -303,21 +335,34 @@ class DiffusersRunner:
         self._loaded.clear()  # IF needs all the memory there is
         self._free_memory()
         dtype = torch_dtype(model, self.device)
-        total = 2 * params.steps
+        steps = params.steps if params.strength is None else img2img_steps(params)
+        total = 2 * steps
         prompts = [spec.prompt for spec in specs]
         negatives = [spec.negative_prompt for spec in specs]
+        self._sampler = "DDPMScheduler"  # both stages' (their scheduler configs)
+        stage1_class, stage2_class = diffusers.IFPipeline, diffusers.IFSuperResolutionPipeline
+        start: dict[str, Any] = {}
+        if params.strength is not None:  # image-to-image: both stages start from the image
+            stage1_class = diffusers.IFImg2ImgPipeline
+            stage2_class = diffusers.IFImg2ImgSuperResolutionPipeline
+            side = IF_OUTPUT_SIDE
+            start = {
+                "image": [_init_image(spec, side, side) for spec in specs],
+                "strength": params.strength,
+            }
 
         # 1. Stage I: encode the prompts once (stage II reuses the embeddings), make 64 px.
-        stage1 = self._load_if_stage(diffusers.IFPipeline, model.repo_id, model, dtype)
+        stage1 = self._load_if_stage(stage1_class, model.repo_id, model, dtype)
         prompt_embeds, negative_embeds = stage1.encode_prompt(
             prompts, negative_prompt=negatives, clean_caption=False
         )
         with _out_of_memory_as_ours(self.device):
             small = stage1(
+                **start,
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
                 generator=self._generators(seeds),
-                num_inference_steps=params.steps,
+                num_inference_steps=steps,
                 guidance_scale=params.guidance,
                 output_type="pt",
                 callback=lambda step, _t, _x: control.step(step + 1, total),
@@ -327,7 +372,7 @@ class DiffusersRunner:
 
         # 2. Stage II: 64 → 256 px, without its own text encoder.
         stage2 = self._load_if_stage(
-            diffusers.IFSuperResolutionPipeline,
+            stage2_class,
             model.stage2_repo_id,
             model,
             dtype,
@@ -337,12 +382,17 @@ class DiffusersRunner:
             with _out_of_memory_as_ours(self.device):
                 output = stage2(
                     image=small,
+                    **(
+                        {"original_image": start["image"], "strength": start["strength"]}
+                        if start
+                        else {}
+                    ),
                     prompt_embeds=prompt_embeds,
                     negative_prompt_embeds=negative_embeds,
                     generator=self._generators(seeds),
-                    num_inference_steps=params.steps,
+                    num_inference_steps=steps,
                     output_type="pil",
-                    callback=lambda step, _t, _x: control.step(params.steps + step + 1, total),
+                    callback=lambda step, _t, _x: control.step(steps + step + 1, total),
                 )
         finally:
             del stage2
@@ -367,6 +417,34 @@ class DiffusersRunner:
         else:
             pipe.to(self.device)
         return pipe
+
+
+def img2img_steps(params: GenerationParams) -> int:
+    """Steps to ask of an image-to-image pipeline: it runs ``int(steps * strength)`` of them,
+    so at least enough for one (sd-turbo's single step at strength 0.4 asks for 3)."""
+    assert params.strength is not None
+    return max(params.steps, math.ceil(1 / params.strength))
+
+
+def _check_img2img(params: GenerationParams, specs: Sequence[ImageSpec]) -> None:
+    if not 0 < params.strength <= 1:  # type: ignore[operator]
+        raise ValueError(f"strength must be in (0, 1], got {params.strength}")
+    if any(spec.init_image is None for spec in specs):
+        raise ValueError("an image-to-image batch needs an init_image on every spec")
+
+
+def _init_image(spec: ImageSpec, width: int, height: int) -> Image.Image:
+    """The spec's start image, decoded and resized to the size the model makes."""
+    import io
+
+    from PIL import Image
+
+    assert spec.init_image is not None
+    with Image.open(io.BytesIO(spec.init_image)) as opened:
+        image = opened.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image
 
 
 def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> list[Outcome]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -24,7 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.app.errors import AllCandidatesBlocked, CooldownActive, InvalidOption, OutputFailed
+from bot.app.errors import (
+    AllCandidatesBlocked,
+    CooldownActive,
+    FilesGone,
+    InvalidOption,
+    OutputFailed,
+)
 from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
 from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts, clean_title
@@ -39,6 +46,7 @@ from models.jobs import (
     JobResult,
     Runner,
 )
+from models.parameters import ImageParameters, read_png_parameters
 from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
 
@@ -48,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
+# Image-to-image strength of "variations of N": the layout and palette stay, details change
+# (tests/e2e/test_cover_controls.py measures how much closer they stay than a reroll).
+VARIATION_STRENGTH = 0.4
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,11 @@ class CoverRequest:
     guidance: float | None = None
     guild_id: str | None = None
     channel_id: str | None = None
+    # Variations: image-to-image from this candidate PNG (one the CLI or the bot wrote: its
+    # parameters chunk gives the prompt, seed, model and settings); ``playlist`` is then only
+    # its label. ``strength``: how far the variations may move from it (0-1).
+    variations_of: str | None = None
+    strength: float = VARIATION_STRENGTH
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
@@ -80,6 +96,8 @@ class CoverRequest:
             raise InvalidOption(f"`guidance` must be between 0 and 30, got {self.guidance}")
         if self.seed is not None and not 0 <= self.seed < 2**62:
             raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
+        if not 0.05 <= self.strength <= 1:
+            raise InvalidOption(f"`strength` must be between 0.05 and 1, got {self.strength}")
 
 
 @dataclass(frozen=True)
@@ -274,6 +292,33 @@ def people_models(settings: Settings) -> list[str]:
     return [*list_models(), *(folder.name for folder in settings.discord_model_folders)]
 
 
+def request_again(
+    row: dict, *, user_id: str, settings: Settings, variations_of: Path | None = None
+) -> CoverRequest:
+    """A stored request asked again by ``user_id``: the same playlist and options with new
+    seeds (a reroll), or variations of the candidate PNG ``variations_of``. A reroll of
+    variations makes new variations of the same candidate."""
+    stored = row["params"]
+    model = row["model"]
+    # An operator's folder is offered to people by its name (people_model); the row has its path.
+    model = next((f.name for f in settings.discord_model_folders if str(f) == model), model)
+    source = variations_of or stored.get("variations_of")
+    return CoverRequest(
+        playlist=row["playlist_id"],
+        user_id=user_id,
+        source=row["source"],
+        model=None if source else model,  # variations: the source image's own model
+        lora=stored.get("lora"),
+        count=stored.get("count") or len(row["prompts"]) or MAX_CANDIDATES,
+        style=stored.get("style", "seed"),
+        title_overlay=bool(stored.get("title_overlay")),
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        variations_of=None if source is None else str(source),
+        strength=stored.get("strength") or VARIATION_STRENGTH,
+    )
+
+
 def looks_like_snapshot(text: str) -> bool:
     """A path to a JSON file, rather than a Spotify link/URI/id."""
     text = text.strip()
@@ -355,6 +400,9 @@ class CoverService:
         """
         request.check()
         with self._claim(request):
+            if request.variations_of is not None:
+                plan = await asyncio.to_thread(self._variations_plan, request)
+                return self._submit(plan)
             model = request.model or self.settings.default_model
             if request.source != "cli":
                 model = people_model(request.model, self.settings)
@@ -380,31 +428,63 @@ class CoverService:
                 _job(request, params, prompts, facts.name),
                 read_s,
             )
-            handle = self.queue.submit(plan.job)
-            request_id = self.storage.record_request(
-                source=request.source,
-                user_id=request.user_id,
-                playlist_id=facts.id,
-                playlist_name=facts.name,
-                model=spec.name,
-                params={
-                    "width": params.width,
-                    "height": params.height,
-                    "steps": params.steps,
-                    "guidance": params.guidance,
-                    "lora": params.lora,
-                    "style": request.style,
-                    "count": request.count,
-                    "title_overlay": request.title_overlay,
-                },
-                prompts=[
-                    {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
-                    for p in prompts
-                ],
-                guild_id=request.guild_id,
-                channel_id=request.channel_id,
-            )
+            return self._submit(plan)
+
+    def _submit(self, plan: _Plan) -> CoverJob:
+        """Queue the plan's job, then record the request (a refused job records nothing)."""
+        request, params = plan.request, plan.job.params
+        handle = self.queue.submit(plan.job)
+        stored = {
+            "width": params.width,
+            "height": params.height,
+            "steps": params.steps,
+            "guidance": params.guidance,
+            "lora": params.lora,
+            "style": request.style,
+            "count": request.count,
+            "title_overlay": request.title_overlay,
+        }
+        if request.variations_of is not None:
+            stored |= {"variations_of": request.variations_of, "strength": params.strength}
+        request_id = self.storage.record_request(
+            source=request.source,
+            user_id=request.user_id,
+            playlist_id=plan.facts.id,
+            playlist_name=plan.facts.name,
+            model=plan.model.name,
+            params=stored,
+            prompts=[
+                {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
+                for p in plan.prompts
+            ],
+            guild_id=request.guild_id,
+            channel_id=request.channel_id,
+        )
         return CoverJob(self, plan, request_id, handle)
+
+    def _variations_plan(self, request: CoverRequest) -> _Plan:
+        """Variations of a candidate: its own prompt, model and settings (from its parameters
+        chunk), new seeds, image-to-image from it. Blocking (reads the file)."""
+        source = Path(request.variations_of or "")
+        try:
+            init = source.read_bytes()
+        except OSError:
+            raise FilesGone(source.name) from None
+        found = read_png_parameters(source)
+        spec = resolve_model(request.model or found.model, lora=request.lora)
+        label = _manifest_label(source) or PlaylistFacts(
+            id=request.playlist, name=source.parent.name, description=""
+        )
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        prompts = tuple(
+            Prompt(found.prompt, found.negative_prompt, "variation", seed + i)
+            for i in range(request.count)
+        )
+        steps = request.steps or found.steps
+        guidance = found.cfg_scale if request.guidance is None else request.guidance
+        params = _params(spec, found.width, steps, guidance, strength=request.strength)
+        job = _job(request, params, prompts, label.name, init_image=init)
+        return _Plan(request, label, spec, prompts, job, 0.0)
 
     def resume(self, row: dict) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.
@@ -431,8 +511,20 @@ class CoverService:
             channel_id=row["channel_id"],
         )
         params = _params(spec, stored["width"], stored["steps"], stored["guidance"])
+        init = None
+        if stored.get("variations_of"):
+            source = Path(stored["variations_of"])
+            request = dataclasses.replace(
+                request, variations_of=str(source), strength=stored["strength"]
+            )
+            params = dataclasses.replace(params, strength=stored["strength"])
+            try:
+                init = source.read_bytes()
+            except OSError:
+                raise FilesGone(source.name) from None
         facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
-        plan = _Plan(request, facts, spec, prompts, _job(request, params, prompts, facts.name), 0.0)
+        job = _job(request, params, prompts, facts.name, init_image=init)
+        plan = _Plan(request, facts, spec, prompts, job, 0.0)
         return CoverJob(self, plan, row["id"], self.queue.submit(plan.job))
 
     @contextlib.contextmanager
@@ -537,7 +629,13 @@ class CoverService:
             f"{slugify(plan.facts.name)}-{request_id[:8]}"
         )
         candidates, sheet = await asyncio.to_thread(
-            write_candidates, plan.facts.name, kept, out_dir, plan.request.title_overlay
+            write_candidates,
+            plan.facts.name,
+            kept,
+            out_dir,
+            plan.request.title_overlay,
+            plan.job.params,
+            plan.model.name,
         )
         timings = {
             "read_s": round(plan.read_s, 3),
@@ -575,7 +673,9 @@ class CoverService:
         return cover
 
 
-def _params(spec: ModelSpec, size: int, steps: int, guidance: float) -> GenerationParams:
+def _params(
+    spec: ModelSpec, size: int, steps: int, guidance: float, *, strength: float | None = None
+) -> GenerationParams:
     return GenerationParams(
         model=spec.name,
         width=size,
@@ -583,18 +683,34 @@ def _params(spec: ModelSpec, size: int, steps: int, guidance: float) -> Generati
         steps=steps,
         guidance=guidance,
         lora=str(spec.lora) if spec.lora else None,  # params cross into JSON and SQL
+        strength=strength,
     )
 
 
 def _job(
-    request: CoverRequest, params: GenerationParams, prompts: Sequence[Prompt], label: str
+    request: CoverRequest,
+    params: GenerationParams,
+    prompts: Sequence[Prompt],
+    label: str,
+    *,
+    init_image: bytes | None = None,
 ) -> GenerationJob:
     return GenerationJob(
         user_id=request.user_id,
         params=params,
-        images=tuple(ImageSpec(p.text, p.negative, p.seed) for p in prompts),
+        images=tuple(ImageSpec(p.text, p.negative, p.seed, init_image) for p in prompts),
         label=label,
     )
+
+
+def _manifest_label(candidate: Path) -> PlaylistFacts | None:
+    """The playlist of a candidate, from the ``cover.json`` beside it (None without one)."""
+    try:
+        manifest = json.loads((candidate.parent / "cover.json").read_text(encoding="utf-8"))
+        playlist = manifest["playlist"]
+        return PlaylistFacts(id=str(playlist["id"]), name=str(playlist["name"]), description="")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _output_reason(exc: BaseException) -> str:
@@ -611,10 +727,20 @@ def write_candidates(
     images: list[tuple[Prompt, GeneratedImage]],
     out_dir: Path,
     title_overlay: bool,
+    params: GenerationParams,
+    model: str,
 ) -> tuple[list[CoverCandidate], Path]:
     """Upscale, optionally set ``title`` on, and save each image as PNG and as a Spotify-ready
-    JPEG, numbered from 1 in the order given."""
-    from models.postprocess import contact_sheet, encode_jpeg_under, overlay_title, upscale
+    JPEG, numbered from 1 in the order given. Each file carries its generation parameters: the
+    PNG a ``parameters`` chunk, the JPEG a comment (models/parameters.py)."""
+    from models.parameters import comment_overhead, png_info, with_jpeg_comment
+    from models.postprocess import (
+        SPOTIFY_JPEG_MAX_BYTES,
+        contact_sheet,
+        encode_jpeg_under,
+        overlay_title,
+        upscale,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates: list[CoverCandidate] = []
@@ -625,8 +751,22 @@ def write_candidates(
             image = overlay_title(image, clean_title(title))  # emoji have no glyphs
         png_path = out_dir / f"candidate-{index}.png"
         jpeg_path = out_dir / f"candidate-{index}.jpg"
-        image.save(png_path, format="PNG", optimize=True)
-        data, quality = encode_jpeg_under(image)
+        parameters = ImageParameters(
+            prompt=generated.spec.prompt,
+            negative_prompt=generated.spec.negative_prompt,
+            steps=params.steps,
+            sampler=generated.sampler,
+            cfg_scale=params.guidance,
+            seed=generated.seed,
+            width=generated.image.width,
+            height=generated.image.height,
+            model=model,
+            strength=params.strength,
+        )
+        image.save(png_path, format="PNG", optimize=True, pnginfo=png_info(parameters))
+        comment = parameters.comment()
+        data, quality = encode_jpeg_under(image, SPOTIFY_JPEG_MAX_BYTES - comment_overhead(comment))
+        data = with_jpeg_comment(data, comment)
         jpeg_path.write_bytes(data)
         finals.append(image)
         candidates.append(

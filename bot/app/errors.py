@@ -119,6 +119,20 @@ class OutputFailed(CoverError):
     can't be written, a storage error. The request is marked failed (never left queued)."""
 
 
+class FilesGone(CoverError):
+    """A control pressed on covers whose files the bot no longer has (cleaned up, moved)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The files of these covers are gone from the bot ({name} is missing); ask for new "
+            "ones with /cover."
+        )
+
+
+class NotAllowed(CoverError):
+    """A control only the requester (or, for Delete, a server manager) may use."""
+
+
 class StorageUnavailable(CoverError):
     """The database file can't be opened or migrated: corrupt, unwritable, not a database."""
 

@@ -574,6 +574,14 @@ class Storage:
         rows = self._rows("SELECT * FROM cover_messages WHERE message_id = ?", [message_id])
         return rows[0] if rows else None
 
+    def cover_message_of(self, request_id: str) -> dict[str, Any] | None:
+        """The cover post of a request (its vote), or None when it was never posted."""
+        rows = self._rows(
+            "SELECT * FROM cover_messages WHERE request_id = ? ORDER BY created_at DESC LIMIT 1",
+            [request_id],
+        )
+        return rows[0] if rows else None
+
     def open_cover_messages(self) -> list[dict[str, Any]]:
         """Messages still collecting votes, oldest first (for closing them after a restart)."""
         return self._rows(

@@ -24,6 +24,7 @@ from bot.client import (
     post_result,
     reply,
 )
+from bot.cogs.controls import controls_view
 from models.errors import CoverError, QueueClosed
 from models.queue import Failed, Finished, Preview, Progress, Queued, Started
 
@@ -60,7 +61,6 @@ class CoverCog(commands.Cog):
         """Make candidate covers for a Spotify playlist and vote on them."""
         started = time.monotonic()
         await interaction.response.defer(thinking=True)  # before anything slow: 3 s budget
-        service = self.bot.service
         request = CoverRequest(
             playlist=playlist,
             user_id=str(interaction.user.id),
@@ -72,12 +72,20 @@ class CoverCog(commands.Cog):
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             channel_id=str(interaction.channel_id),
         )
+        await self.deliver(interaction, request, started)
+
+    async def deliver(
+        self, interaction: discord.Interaction, request: CoverRequest, started: float
+    ) -> None:
+        """Start ``request``, show its progress in the (deferred) reply, post the covers. The
+        slash command and the controls under a cover post (bot/cogs/controls.py) end here."""
         # Every refusal is raised here: bad link, private playlist, cooldown, queue full…
-        job = await service.start(request)
+        job = await self.bot.service.start(request)
         chosen = job.model
         why = f" (auto: {chosen.auto_reason})" if chosen.auto_reason else ""
+        what = "variation(s)" if request.variations_of else "cover(s)"
         await interaction.edit_original_response(
-            content=f"Making {count} cover(s) for **{_escape(job.facts.name)}** "
+            content=f"Making {request.count} {what} for **{_escape(job.facts.name)}** "
             f"with {chosen.name}{why}…",
             allowed_mentions=NO_MENTIONS,
         )
@@ -157,7 +165,8 @@ class CoverCog(commands.Cog):
         numbers = " ".join(NUMBER_EMOJI[: len(cover.candidates)])
         content = (
             f"<@{user_id}>: covers for **{_escape(cover.facts.name)}**. "
-            f"Vote with {numbers}; the requester closes the vote with {CLOSE_EMOJI}."
+            f"Vote with {numbers}; the requester closes the vote with {CLOSE_EMOJI}. "
+            "Below: reroll, variations of one, the details, delete."
         )
         if cover.notice:
             content += f"\n{cover.notice}"
@@ -165,7 +174,13 @@ class CoverCog(commands.Cog):
             users=[discord.Object(id=user_id)], everyone=False, roles=False
         )
         message = await post_result(
-            self.bot, interaction, channel_id, content, files=files, allowed_mentions=mentions
+            self.bot,
+            interaction,
+            channel_id,
+            content,
+            files=files,
+            allowed_mentions=mentions,
+            view=controls_view(cover.request_id, len(cover.candidates)),
         )
         self.bot.storage.register_cover_message(
             message_id=str(message.id),

@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot.app.accounts import LinkedAccount
 from bot.app.errors import NotRequester
-from bot.client import NO_MENTIONS, TOKEN_LIFETIME_S, error_text
+from bot.client import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
 from bot.oauth_callback import CallbackServer
 
 if TYPE_CHECKING:
@@ -59,11 +59,7 @@ class ApplyButton(
         return cls(int(match["message_id"]))
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        # Counted with the commands, so that shutting down lets an upload's report out.
-        task = asyncio.current_task()
-        client = interaction.client
-        if task is not None and hasattr(client, "command_tasks"):
-            client.command_tasks.add(task)
+        count_as_command(interaction)
         return True
 
     async def callback(self, interaction: discord.Interaction) -> None:

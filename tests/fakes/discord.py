@@ -27,6 +27,9 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - an interaction must be acknowledged within 3 seconds (later: 404 code 10062) and its token
   lives 15 minutes (later, follow-ups and edits answer 401 code 50027); :meth:`age` makes an
   interaction older without waiting;
+- message components are checked as Discord checks them (at most 5 action rows of at most 5
+  buttons, labels up to 80 characters, ``custom_id`` 1-100 characters and unique in the
+  message): anything else is 400 code 50035, Invalid Form Body;
 - with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
   per interval, and a faster one gets 429 with ``retry_after`` (counted in
   :attr:`FakeDiscord.rate_limited`).
@@ -87,6 +90,35 @@ def _error(
     return web.Response(
         status=status, body=json.dumps(body), content_type="application/json", headers=headers
     )
+
+
+def _components_refused(components: Any) -> web.Response | None:
+    """Discord's rules for a message's buttons (see the module docstring), or None if kept."""
+    rows = list(components or [])
+    problems: list[str] = []
+    ids: list[str] = []
+    if len(rows) > 5:
+        problems.append(f"{len(rows)} action rows (at most 5)")
+    for row in rows:
+        buttons = list(row.get("components") or [])
+        if row.get("type") != 1 or not 1 <= len(buttons) <= 5:
+            problems.append(f"an action row of {len(buttons)} components (1-5)")
+        for button in buttons:
+            label, custom_id = button.get("label") or "", button.get("custom_id")
+            if len(label) > 80:
+                problems.append(f"a label of {len(label)} characters (at most 80)")
+            if button.get("style") != 5:  # link buttons carry a url, not a custom_id
+                if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
+                    problems.append(f"custom_id {custom_id!r} (1-100 characters)")
+                ids.append(str(custom_id))
+    if len(ids) != len(set(ids)):
+        problems.append("a custom_id used twice")
+    if not problems:
+        return None
+    errors = {
+        "components": {"_errors": [{"code": "BASE_TYPE_BAD", "message": p} for p in problems]}
+    }
+    return _error(400, "Invalid Form Body", 50035, errors=errors)
 
 
 def _now() -> str:
@@ -610,6 +642,8 @@ class FakeDiscord:
 
     async def _create_message(self, request: web.Request, channel_id: int) -> web.Response:
         body, files = await _read_body(request)
+        if (refused := _components_refused(body.get("components"))) is not None:
+            return refused
         refused = self._lacks(SEND_MESSAGES, *([ATTACH_FILES] if files else []))
         if refused is not None:
             return refused
@@ -746,6 +780,8 @@ class FakeDiscord:
         if self._gone(self.channel_id):
             return _error(404, "Unknown Channel", 10003)
         body, files = await _read_body(request)
+        if (refused := _components_refused(body.get("components"))) is not None:
+            return refused
         message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
         return _json(message.payload())
 

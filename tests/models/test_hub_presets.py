@@ -101,6 +101,36 @@ def test_each_preset_makes_covers_from_the_hub_cache(
     assert row == {"status": "done", "model": name}
 
 
+@pytest.mark.parametrize("name", ("embedded", *HUB_PRESETS))
+def test_each_preset_makes_variations_of_its_own_candidate(
+    name: str, standin_hub: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``--variations-of``: the candidate's parameters chunk gives the model, prompt and steps;
+    the loaded pipeline's image-to-image form starts from the candidate (IF: both stages')."""
+    _use_hub(monkeypatch, standin_hub)
+    assert main(_cover("--model", name, "--count", "1")) == 0
+    [source] = [Path(p) for p in capsys.readouterr().out.split() if p.endswith("candidate-1.png")]
+    made = Image.open(source).text["parameters"]
+    assert f"Model: {name}" in made and "Steps: 2" in made and "Denoising" not in made
+
+    assert main(["cover", "--variations-of", str(source), "--count", "2", "--seed", "50"]) == 0
+    out = capsys.readouterr().out.split()
+    varied = [Path(p) for p in out if p.endswith(".png") and "candidate-" in p]
+    assert len(varied) == 2 and all(p.parent != source.parent for p in varied)
+    for n, png in enumerate(varied):
+        with Image.open(png) as image:
+            assert image.size == (512, 512)
+            written = image.text["parameters"]
+        assert f"Model: {name}" in written and "Denoising strength: 0.4" in written
+        assert f"Seed: {50 + n}" in written
+        assert written.split("\n")[0] == made.split("\n")[0]  # the source's prompt
+    manifest = json.loads((varied[0].parent / "cover.json").read_text())
+    assert (
+        manifest["playlist"]["name"]
+        == json.loads((source.parent / "cover.json").read_text())["playlist"]["name"]
+    )
+
+
 def test_deepfloyd_if_runs_stage_one_then_stage_two_loaded_one_at_a_time(
     standin_hub: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
