@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from training.train import DEFAULT_PRESET, INFERRED, PRESETS, SEED000_WARNING, TrainConfig
+from training.config import DEFAULT_PRESET, INFERRED, PRESETS, SEED000_WARNING, TrainConfig
 
 COMMANDS = (
     "train",
@@ -141,7 +141,8 @@ def _presets_table() -> str:
 
 
 def run_train(argv: list[str]) -> int:
-    from training.train import config_from_preset, train
+    from training.config import config_from_preset
+    from training.train import train
 
     args = vars(train_parser().parse_args(argv))
     config = config_from_preset(args.pop("preset"), **args)
@@ -628,8 +629,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from eval.features import InceptionUnavailable
     from models.errors import CoverError  # an unknown model, missing credentials, ...
     from training.collect import CollectError
+    from training.config import TrainingError
     from training.data import DatasetError
-    from training.train import TrainingError
 
     return (
         TrainingError,

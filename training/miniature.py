@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.config import TrainConfig
 from training.pretrain import PretrainConfig
 from training.synthetic import CoverSpec, DatasetSizes
-from training.train import TrainConfig
 
 SUMMARY_FILE = "miniature.json"
 BASELINE = "baseline"

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.train import TrainingError, min_snr_weights, prediction_target, signal_to_noise
+from training.config import TrainingError
+from training.objective import min_snr_weights, prediction_target, signal_to_noise
 
 REPORT_FILE = "pretrain_report.json"
 

@@ -151,7 +151,7 @@ def train_styles(
     log_line: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Train one model per style (module docstring); returns styles.json's content."""
-    from training.train import REPORT_FILE, check_config, config_from_preset
+    from training.config import REPORT_FILE, check_config, config_from_preset
 
     config.check()
     out = Path(config.out)

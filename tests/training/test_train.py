@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from training.__main__ import main, train_parser
+from training.config import PRESETS, TrainingError, config_from_preset
 from training.data import (
     DatasetError,
     EpochShuffle,
@@ -20,7 +21,7 @@ from training.data import (
     prepare_image,
     sample_rng,
 )
-from training.train import PRESETS, TrainingError, config_from_preset, min_snr_weights
+from training.objective import min_snr_weights
 
 pytestmark = pytest.mark.slow
 
@@ -348,7 +349,7 @@ def test_seed000_learning_rate_leaves_float32_weights_unchanged():
     ],
 )
 def test_bad_options_are_named(options, expected):
-    from training.train import check_config
+    from training.config import check_config
 
     with pytest.raises(TrainingError, match=expected):
         check_config(config_from_preset("seed001", **{"data": "d", **options}))
