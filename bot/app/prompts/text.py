@@ -109,4 +109,5 @@ def fit_tokens(text: str, max_tokens: int = CLIP_MAX_TOKENS) -> str:
     kept = words[:keep]
     while len(kept) > 1 and kept[-1].lower().strip(_EDGE_JUNK) in _DANGLING:
         kept.pop()
-    return " ".join(kept).rstrip(_EDGE_JUNK)
+    # Junk left at the cut goes, unless it is all there is (a text never comes back empty).
+    return " ".join(kept).rstrip(_EDGE_JUNK) or " ".join(kept)
