@@ -67,6 +67,7 @@ class CoverRequest:
     guidance: float | None = None
     guild_id: str | None = None
     channel_id: str | None = None
+    community: bool = False  # use the server's community style (its LoRA on its base model)
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
@@ -80,6 +81,10 @@ class CoverRequest:
             raise InvalidOption(f"`guidance` must be between 0 and 30, got {self.guidance}")
         if self.seed is not None and not 0 <= self.seed < 2**62:
             raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
+        if self.community and (self.model is not None or self.lora is not None):
+            raise InvalidOption(
+                "`community` brings its own model and LoRA; leave `model` out with it"
+            )
 
 
 @dataclass(frozen=True)
@@ -296,10 +301,12 @@ class CoverService:
     async def prepare(self, request: CoverRequest) -> PreparedCover:
         request.check()
         self._check_cooldown(request)  # early, so a refused request costs no Spotify call
-        model = request.model or self.settings.default_model
-        if request.source != "cli":
+        model, lora = request.model or self.settings.default_model, request.lora
+        if request.community:
+            model, lora = self.community_style(request.guild_id)
+        elif request.source != "cli":
             model = people_model(request.model, self.settings)
-        spec = resolve_model(model, lora=request.lora)
+        spec = resolve_model(model, lora=lora)
         started = time.perf_counter()
         facts = await self.read_playlist(
             request.playlist, allow_files=request.source == "cli", user_id=request.user_id
@@ -349,6 +356,7 @@ class CoverService:
                 "style": request.style,
                 "count": request.count,
                 "title_overlay": request.title_overlay,
+                "community_style": request.community,
             },
             prompts=[
                 {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
@@ -358,6 +366,40 @@ class CoverService:
             channel_id=request.channel_id,
         )
         return request_id, handle
+
+    # The community style: a server's LoRA, preference-tuned from its votes (docs/dpo.md).
+    def community_style(self, guild_id: str | None) -> tuple[str, str]:
+        """The (base model, LoRA path) the server's community style uses; InvalidOption when
+        the request has no server or the server has none."""
+        if guild_id is None:
+            raise InvalidOption("`community` works in a server only: it uses the server's style.")
+        row = self.storage.community_style(guild_id)
+        if row is None:
+            raise InvalidOption(
+                "This server has no community style yet: an administrator sets one with "
+                "`/community set` once a LoRA has been trained from its votes."
+            )
+        return row["base_model"], row["lora_path"]
+
+    def set_community_style(
+        self, guild_id: str, *, lora_name: str, base_model: str | None, set_by: str
+    ) -> ModelSpec:
+        """Point a server at ``lora_name``, a file (or folder holding
+        ``pytorch_lora_weights.safetensors``) in ``settings.community_lora_dir``, on
+        ``base_model`` (default: the bot's default model). Checked before it is stored: a
+        name outside that folder, a missing file or a base model the registry does not know
+        is refused with one sentence."""
+        folder = Path(self.settings.community_lora_dir).expanduser()
+        name = lora_name.strip()
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise InvalidOption(
+                f"`lora` must be the name of a file in the bot's community LoRA folder, got {name!r}."
+            )
+        spec = resolve_model(base_model or self.settings.default_model, lora=str(folder / name))
+        self.storage.set_community_style(
+            guild_id, lora_path=str(spec.lora), base_model=spec.name, set_by=set_by
+        )
+        return spec
 
     def _check_cooldown(self, request: CoverRequest) -> None:
         """People (not the CLI) wait ``cooldown_s`` between accepted requests."""
@@ -392,6 +434,7 @@ class CoverService:
             count=len(prompts),
             style=params.get("style", "seed"),
             title_overlay=bool(params.get("title_overlay")),
+            community=bool(params.get("community_style")),
             guild_id=row["guild_id"],
             channel_id=row["channel_id"],
         )

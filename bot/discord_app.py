@@ -40,7 +40,13 @@ TOKEN_LIFETIME_S = 14 * 60
 WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 
 
-COGS = ("bot.cogs.cover", "bot.cogs.votes", "bot.cogs.benchmark", "bot.cogs.spotify")
+COGS = (
+    "bot.cogs.cover",
+    "bot.cogs.votes",
+    "bot.cogs.benchmark",
+    "bot.cogs.spotify",
+    "bot.cogs.community",
+)
 
 
 def build_bot(
