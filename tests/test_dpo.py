@@ -149,9 +149,9 @@ def test_pairs_follow_the_rule_on_a_known_vote_table(vote_db, tmp_path, capsys):
     assert rows[0]["winner_seed"] == 102 and rows[0]["loser_seed"] == 101
     with (
         Image.open(out / rows[0]["winner_file"]) as w,
-        Image.open(out / rows[0]["loser_file"]) as l,
+        Image.open(out / rows[0]["loser_file"]) as loser,
     ):
-        assert (w.getpixel((0, 0)), l.getpixel((0, 0))) == ((100, 10, 0), (50, 10, 0))
+        assert (w.getpixel((0, 0)), loser.getpixel((0, 0))) == ((100, 10, 0), (50, 10, 0))
 
 
 def test_min_margin_and_the_date_range_select_votes(vote_db, tmp_path):
