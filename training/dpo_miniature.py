@@ -261,6 +261,22 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
             ))  # fmt: skip
         loras[n] = lora
         log(f"  {n} votes: {pairs.pairs} pairs → {lora.parent.parent.name}")
+    # The control: the largest N's pairs with winner and loser swapped in a random half – a
+    # community without a taste. Its win rate must sit at 50%: a DPO model that "wins" merely by
+    # being changed would show up here.
+    top_n = max(config.vote_counts)
+    control_lora = config.out / "dpo-control" / "lora" / "pytorch_lora_weights.safetensors"
+    if not control_lora.is_file():
+        write_control_pairs(config.out / f"pairs-{top_n}", config.out / "pairs-control",
+                            seed=config.seed)  # fmt: skip
+        train_dpo(DPOConfig(
+            data=str(config.out / "pairs-control"), base="embedded",
+            out=str(config.out / "dpo-control"), resolution=64,
+            train_batch_size=config.batch_pairs, max_train_steps=config.steps,
+            beta=config.beta, learning_rate=config.learning_rate, lora_rank=config.lora_rank,
+            checkpointing_steps=0, seed=config.seed,
+        ))  # fmt: skip
+    log(f"  control: {top_n} votes' pairs, half of them swapped → dpo-control")
     config.timings["dpo_s"] = time.perf_counter() - t
 
     # 3. Held-out prompts, same seeds, base and every DPO model (loaded as /cover loads --lora).
@@ -273,6 +289,7 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     models: dict[str, Path | None] = {
         "base": None,
         **{f"dpo-{n}": loras[n] for n in config.vote_counts},
+        "dpo-control": control_lora,
     }
     images: dict[str, list[Path]] = {}
     for name, lora in models.items():
@@ -297,6 +314,12 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
                           resamples=config.resamples, seed=config.seed)  # fmt: skip
         curve.append({"votes": n, **pair_counts[n], "n": len(wins), "win_rate": asdict(rate),
                       "taste_shift": asdict(shift)})  # fmt: skip
+    control_wins = win_shares(tastes["dpo-control"], tastes["base"])
+    control = {
+        "n": len(control_wins),
+        "win_rate": asdict(_share(bootstrap(lambda w: float(w.mean()), (control_wins,),
+                                            resamples=config.resamples, seed=config.seed))),
+    }  # fmt: skip
     top = f"dpo-{max(config.vote_counts)}"
     real_dir = config.out / "real"
     real_paths, real_labels = [], []
@@ -351,13 +374,14 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
         "inception": {k: v for k, v in describe(inception).items() if k != "path"},
         "held_out_taste": {name: float(v.mean()) for name, v in tastes.items()},
         "win_rate_by_votes": curve,
+        "control_swapped_pairs": control,
         "kid": kid,
         "prompt_following": following,
         "timings_s": {k: round(v, 1) for k, v in config.timings.items()},
         "wall_s": round(time.perf_counter() - wall, 1),
     }
     (config.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_chart(curve, config.out / "chart.png")
+    write_chart(curve, config.out / "chart.png", control=control)
     write_samples(images["base"], images[top], prompts, config.out / "samples.png")
     (config.out / "report.md").write_text(report_markdown(results, top))
     if config.docs is not None:
@@ -404,6 +428,12 @@ def report_markdown(results: dict[str, Any], top: str) -> str:
             f"| {row['votes']} | {row['pairs']} | {row['n']} | {_pct(row['win_rate'])} | "
             f"{1e3 * s['value']:+.1f} ({1e3 * s['low']:+.1f} – {1e3 * s['high']:+.1f}) |"
         )
+    control = results["control_swapped_pairs"]
+    lines += [
+        "",
+        f"Control (the {results['win_rate_by_votes'][-1]['votes']} votes' pairs, a random half "
+        f"swapped: no taste left), n = {control['n']}: win rate {_pct(control['win_rate'])}.",
+    ]
     kid, pf = results["kid"], results["prompt_following"]
     k = lambda e: f"{1e3 * e['value']:.2f} ({1e3 * e['low']:.2f} – {1e3 * e['high']:.2f})"  # noqa: E731
     lines += [
@@ -420,10 +450,32 @@ def report_markdown(results: dict[str, Any], top: str) -> str:
     return "\n".join(lines)
 
 
+def write_control_pairs(source: Path, out: Path, *, seed: int) -> int:
+    """``source``'s pairs with winner and loser swapped in a random half (images shared)."""
+    from training.export import PAIRS_FILE
+
+    rng = np.random.default_rng([seed, 7])
+    rows = [json.loads(line) for line in (source / PAIRS_FILE).read_text().splitlines() if line]
+    out.mkdir(parents=True, exist_ok=True)
+    swapped = 0
+    for row in rows:
+        for side in ("winner_file", "loser_file"):
+            row[side] = f"../{source.name}/{row[side]}"
+        if rng.random() < 0.5:
+            row["winner_file"], row["loser_file"] = row["loser_file"], row["winner_file"]
+            swapped += 1
+    (out / PAIRS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return swapped
+
+
 def write_chart(
-    curve: list[dict[str, Any]], path: Path, size: tuple[int, int] = (640, 400)
+    curve: list[dict[str, Any]],
+    path: Path,
+    size: tuple[int, int] = (640, 400),
+    control: dict[str, Any] | None = None,
 ) -> None:
-    """Win rate against votes (log-spaced x), with the 95% intervals and the 50% line."""
+    """Win rate against votes (log-spaced x), with the 95% intervals and the 50% line; the
+    control (swapped pairs) as a grey point beside the largest N."""
     width, height = size
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
@@ -453,6 +505,13 @@ def write_chart(
     draw.line(points, fill=(0, 0, 160), width=2)
     for x, y in points:
         draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(0, 0, 160))
+    if control is not None and curve:
+        x, rate = x_of(curve[-1]["votes"]) - 12, control["win_rate"]
+        draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(140, 140, 140), width=2)
+        draw.ellipse((x - 4, y_of(rate["value"]) - 4, x + 4, y_of(rate["value"]) + 4),
+                     fill=(140, 140, 140))  # fmt: skip
+        draw.text((x - 150, y_of(rate["value"]) - 6), "control (swapped pairs)",
+                  fill=(110, 110, 110))  # fmt: skip
     n = curve[0]["n"] if curve else 0
     draw.text((left, bottom + 30), f"closed votes used for DPO (n = {n} held-out prompts each)",
               fill="black")  # fmt: skip
