@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -324,3 +325,21 @@ def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
     assert win_shares(np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.5])).tolist() == [
         1.0, 0.0, 0.5
     ]  # fmt: skip
+
+
+def test_the_control_swaps_about_half_the_pairs_and_still_loads(pairs_dir, tmp_path):
+    from training.dpo import load_pairs
+    from training.dpo_miniature import write_control_pairs
+
+    source = tmp_path / "pairs-6"
+    shutil.copytree(pairs_dir, source)
+    swapped = write_control_pairs(source, tmp_path / "pairs-control", seed=0)
+    original, control = load_pairs(source), load_pairs(tmp_path / "pairs-control")
+    flipped = [
+        c.winner.resolve() == o.loser.resolve() for o, c in zip(original, control, strict=True)
+    ]
+    kept = [
+        c.winner.resolve() == o.winner.resolve() for o, c in zip(original, control, strict=True)
+    ]
+    assert sum(flipped) == swapped and all(f != k for f, k in zip(flipped, kept, strict=True))
+    assert 0 < swapped < len(original)
