@@ -304,22 +304,31 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     # 4. Win rates (per N), KID and prompt following (base vs the largest N).
     log("4/5 measures")
     t = time.perf_counter()
-    curve = []
-    for n in config.vote_counts:
-        wins = win_shares(tastes[f"dpo-{n}"], tastes["base"])
-        rate = bootstrap(lambda w: float(w.mean()), (wins,), resamples=config.resamples,
-                         seed=config.seed)  # fmt: skip
-        rate = _share(rate)
-        shift = bootstrap(lambda d: float(d.mean()), (tastes[f"dpo-{n}"] - tastes["base"],),
-                          resamples=config.resamples, seed=config.seed)  # fmt: skip
-        curve.append({"votes": n, **pair_counts[n], "n": len(wins), "win_rate": asdict(rate),
-                      "taste_shift": asdict(shift)})  # fmt: skip
+
+    def mean_of(values: np.ndarray, share: bool = False) -> dict[str, float]:
+        estimate = bootstrap(lambda v: float(v.mean()), (values,), resamples=config.resamples,
+                             seed=config.seed)  # fmt: skip
+        return asdict(_share(estimate) if share else estimate)
+
     control_wins = win_shares(tastes["dpo-control"], tastes["base"])
     control = {
         "n": len(control_wins),
-        "win_rate": asdict(_share(bootstrap(lambda w: float(w.mean()), (control_wins,),
-                                            resamples=config.resamples, seed=config.seed))),
-    }  # fmt: skip
+        "win_rate": mean_of(control_wins, share=True),
+        "taste_shift": mean_of(tastes["dpo-control"] - tastes["base"]),
+    }
+    curve = []
+    for n in config.vote_counts:
+        model = tastes[f"dpo-{n}"]
+        wins = win_shares(model, tastes["base"])
+        curve.append({
+            "votes": n, **pair_counts[n], "n": len(wins),
+            "win_rate": mean_of(wins, share=True),
+            "taste_shift": mean_of(model - tastes["base"]),
+            # Head to head with the control, prompt by prompt: what the taste added beyond
+            # changing the model at all.
+            "win_rate_vs_control": mean_of(win_shares(model, tastes["dpo-control"]), share=True),
+            "taste_shift_vs_control": mean_of(model - tastes["dpo-control"]),
+        })  # fmt: skip
     top = f"dpo-{max(config.vote_counts)}"
     real_dir = config.out / "real"
     real_paths, real_labels = [], []
@@ -409,6 +418,10 @@ def _share(estimate: Any) -> Any:
     return Estimate(estimate.value, max(0.0, estimate.low), min(1.0, estimate.high))
 
 
+def _milli(e: dict[str, float]) -> str:
+    return f"{1e3 * e['value']:+.1f} ({1e3 * e['low']:+.1f} – {1e3 * e['high']:+.1f})"
+
+
 def _pct(e: dict[str, float]) -> str:
     return f"{100 * e['value']:.1f}% ({100 * e['low']:.1f} – {100 * e['high']:.1f})"
 
@@ -419,20 +432,22 @@ def report_markdown(results: dict[str, Any], top: str) -> str:
         "",
         f"Hidden taste: {results['taste']}.",
         "",
-        "| votes | pairs | held-out prompts n | win rate vs base (95% CI) | taste shift ×10³ (95% CI) |",
-        "|---|---|---|---|---|",
+        "| votes | pairs | held-out prompts n | win rate vs base (95% CI) | taste shift ×10³ "
+        "vs base (95% CI) | win rate vs control (95% CI) | taste shift ×10³ vs control (95% CI) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in results["win_rate_by_votes"]:
-        s = row["taste_shift"]
         lines.append(
             f"| {row['votes']} | {row['pairs']} | {row['n']} | {_pct(row['win_rate'])} | "
-            f"{1e3 * s['value']:+.1f} ({1e3 * s['low']:+.1f} – {1e3 * s['high']:+.1f}) |"
+            f"{_milli(row['taste_shift'])} | {_pct(row['win_rate_vs_control'])} | "
+            f"{_milli(row['taste_shift_vs_control'])} |"
         )
     control = results["control_swapped_pairs"]
     lines += [
         "",
         f"Control (the {results['win_rate_by_votes'][-1]['votes']} votes' pairs, a random half "
-        f"swapped: no taste left), n = {control['n']}: win rate {_pct(control['win_rate'])}.",
+        f"swapped: no taste left), n = {control['n']}: win rate vs base "
+        f"{_pct(control['win_rate'])}, taste shift ×10³ {_milli(control['taste_shift'])}.",
     ]
     kid, pf = results["kid"], results["prompt_following"]
     k = lambda e: f"{1e3 * e['value']:.2f} ({1e3 * e['low']:.2f} – {1e3 * e['high']:.2f})"  # noqa: E731
@@ -496,15 +511,22 @@ def write_chart(
         draw.line((left - 4, y_of(r), left, y_of(r)), fill="black")
         draw.text((left - 40, y_of(r) - 6), f"{r:.0%}", fill="black")
     draw.line((left, y_of(0.5), right, y_of(0.5)), fill=(200, 0, 0))
-    points = []
+    for key, colour, dx in (("win_rate", (0, 0, 160), 0), ("win_rate_vs_control", (0, 130, 0), 6)):
+        points = []
+        for row in curve:
+            if key not in row:
+                continue
+            x, rate = x_of(row["votes"]) + dx, row[key]
+            draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=colour, width=2)
+            points.append((x, y_of(rate["value"])))
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
     for row in curve:
-        x, rate = x_of(row["votes"]), row["win_rate"]
-        draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(0, 0, 160), width=2)
-        draw.text((x - 10, bottom + 8), str(row["votes"]), fill="black")
-        points.append((x, y_of(rate["value"])))
-    draw.line(points, fill=(0, 0, 160), width=2)
-    for x, y in points:
-        draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(0, 0, 160))
+        draw.text((x_of(row["votes"]) - 10, bottom + 8), str(row["votes"]), fill="black")
+    draw.text((right - 170, top + 8), "DPO vs base", fill=(0, 0, 160))
+    draw.text((right - 170, top + 22), "DPO vs control", fill=(0, 130, 0))
     if control is not None and curve:
         x, rate = x_of(curve[-1]["votes"]) - 12, control["win_rate"]
         draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(140, 140, 140), width=2)
@@ -515,7 +537,7 @@ def write_chart(
     n = curve[0]["n"] if curve else 0
     draw.text((left, bottom + 30), f"closed votes used for DPO (n = {n} held-out prompts each)",
               fill="black")  # fmt: skip
-    draw.text((left, 10), "win rate of DPO against the base under the hidden taste (95% CI)",
+    draw.text((left, 10), "win rate of DPO under the hidden taste (95% CI)",
               fill="black")  # fmt: skip
     image.save(path)
 
