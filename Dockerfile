@@ -36,6 +36,7 @@ USER cover
 ENV COVER_DB_PATH=/data/playlist-cover.db \
     COVER_OUTPUT_DIR=/data/covers \
     COVER_CACHE_DIR=/data/cache \
+    COVER_COMMUNITY_LORA_DIR=/data/community-loras \
     HF_HOME=/data/hf
 VOLUME ["/data"]
 # The Spotify OAuth callback server (README "Link your Spotify account"): inside a container set

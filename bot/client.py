@@ -48,6 +48,7 @@ COGS = (
     "bot.cogs.votes",
     "bot.cogs.benchmark",
     "bot.cogs.spotify",
+    "bot.cogs.community",
 )
 
 

@@ -3,6 +3,9 @@
     python -m training --preset seed001 --data DIR --base embedded --out runs/x [--method lora]
     python -m training collect --out DIR --i-accept-spotify-terms-risk
     python -m training export-votes --out DIR
+    python -m training export-pairs --out DIR [--min-margin N] [--since DATE] [--until DATE]
+    python -m training dpo --data PAIRS --base embedded --out runs/dpo [--beta B] [--method full]
+    python -m training dpo-miniature [--out runs/dpo-miniature]   (the DPO proof, ~20 min on 2 cores)
     python -m training miniature [--out runs/miniature] [--ship]   (the whole study, 33 min on 2 shared cores)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
@@ -34,6 +37,9 @@ COMMANDS = (
     "train",
     "collect",
     "export-votes",
+    "export-pairs",
+    "dpo",
+    "dpo-miniature",
     "miniature",
     "synthetic",
     "pretrain",
@@ -70,12 +76,17 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_field(parser: argparse.ArgumentParser, spec: dataclasses.Field, hint: Any) -> None:
+def _add_field(
+    parser: argparse.ArgumentParser,
+    spec: dataclasses.Field,
+    hint: Any,
+    presets: dict[str, dict[str, Any]] = PRESETS,
+) -> None:
     flag = "--" + spec.name.replace("_", "-")
     default = spec.default if spec.default is not dataclasses.MISSING else []
     text = spec.metadata["help"]
     # What a run gets: each preset's own value where it sets one (the default preset first).
-    given = {name: values[spec.name] for name, values in PRESETS.items() if spec.name in values}
+    given = {name: values[spec.name] for name, values in presets.items() if spec.name in values}
     if given:
         cells = [
             f"{name} {_shown(given.get(name, default))}"
@@ -589,6 +600,97 @@ def _quiet_diffusers() -> None:
     quiet_libraries()  # loading bars; training has its own
 
 
+# -- preference pairs and Diffusion-DPO (docs/dpo.md) ------------------------------------------
+
+
+def run_export_pairs(argv: list[str]) -> int:
+    from datetime import datetime
+
+    from training.export import export_pairs
+
+    def moment(text: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not an ISO date or time (2026-12-01, 2026-12-01T18:00): {text!r}"
+            ) from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    from datetime import UTC
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training export-pairs",
+        description="Write every closed vote as preference pairs (winner, each loser, same "
+        "prompt) with their images, for 'python -m training dpo'. Ties with the winner give no "
+        "pair; docs/dpo.md states the whole rule.",
+    )
+    parser.add_argument("--db", type=Path, default=None,
+                        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="pairs folder to write")
+    parser.add_argument("--min-margin", type=int, default=1,
+                        help="least votes by which the winner beat the loser (default 1: a single vote counts)")  # fmt: skip
+    parser.add_argument("--since", type=moment, default=None, help="votes closed at or after this (UTC unless given)")  # fmt: skip
+    parser.add_argument("--until", type=moment, default=None, help="votes closed before this")
+    parser.add_argument("--guild", default=None, help="one server's votes only (its id)")
+    args = parser.parse_args(argv)
+    db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
+    result = export_pairs(db, args.out, min_margin=args.min_margin, since=args.since,
+                          until=args.until, guild_id=args.guild)  # fmt: skip
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items())) or "none"
+    print(f"Exported {result.pairs} pairs from {result.votes} votes to {result.folder} "
+          f"(candidates without a pair: {skipped}).")  # fmt: skip
+    if result.missing:
+        print(f"{len(result.missing)} image(s) no longer exist; their pairs were left out.",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def dpo_parser() -> argparse.ArgumentParser:
+    from training.dpo import DPOConfig
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training dpo",
+        description="Diffusion-DPO (Wallace et al., 2023) on preference pairs from "
+        "'python -m training export-pairs': LoRA by default (--method full for every weight), "
+        "against the frozen base model as the reference. The LoRA goes to /cover with --lora "
+        "or to a server with /community set (docs/dpo.md).",
+    )
+    hints = typing.get_type_hints(DPOConfig)
+    for spec in dataclasses.fields(DPOConfig):
+        _add_field(parser, spec, hints[spec.name], presets={})
+    return parser
+
+
+def run_dpo(argv: list[str]) -> int:
+    from training.dpo import DPOConfig, train_dpo
+
+    config = DPOConfig(**vars(dpo_parser().parse_args(argv)))
+    _quiet_diffusers()
+    result = train_dpo(config)
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return 0
+    report = result.report
+    print(
+        f"DPO: {report['steps']} steps on {report['pairs']} pairs ({report['method']}, "
+        f"beta {report['beta']:g}) on {report['device']}: {report['seconds_per_step']:.3f} s/step, "
+        f"final loss {report['final_loss']:.4f}."
+    )
+    print(f"Report: {result.out_dir / 'training_report.json'}")
+    if config.method == "lora":
+        print(f"LoRA: {result.output}\nUse it: python -m bot cover <playlist> --model "
+              f"{config.base} --lora {result.output}")  # fmt: skip
+    else:
+        print(f"Model: {result.output}")
+    return 0
+
+
+def run_dpo_miniature(argv: list[str]) -> int:
+    from training.dpo_miniature import main as miniature_main
+
+    return miniature_main(argv)
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 
@@ -602,6 +704,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_collect(argv)
         if command == "export-votes":
             return run_export(argv)
+        if command == "export-pairs":
+            return run_export_pairs(argv)
+        if command == "dpo":
+            return run_dpo(argv)
+        if command == "dpo-miniature":
+            return run_dpo_miniature(argv)
         if command == "miniature":
             return run_miniature_command(argv)
         if command == "synthetic":

@@ -32,7 +32,7 @@ class TrainingError(ValueError):
     """A run that cannot start as configured; ``str()`` is the one-line message for the user."""
 
 
-def _opt(help: str, **kwargs: Any) -> Any:
+def option(help: str, **kwargs: Any) -> Any:
     """A config field whose ``help`` is both its comment here and its ``--help`` line."""
     return field(metadata={"help": help}, **kwargs)
 
@@ -43,131 +43,131 @@ class TrainConfig:
     and left unsaid); :data:`PRESETS` hold what each seed paper set."""
 
     # --- what to train, on what, into where ---
-    data: str = _opt(
+    data: str = option(
         "dataset folder: image folder with metadata.jsonl, or a datasets folder", default=""
     )
-    base: str = _opt(
+    base: str = option(
         "base model: a registry preset (embedded, small-sd, sd15, ...) or a diffusers folder",
         default="embedded",
     )
-    out: str = _opt(
+    out: str = option(
         "output folder: model/ or lora/, checkpoints/, samples/, logs/, the report",
         default="runs/cover",
     )
-    method: Method = _opt(  # noqa: RUF009  (_opt is dataclasses.field)
+    method: Method = option(  # noqa: RUF009  (option is dataclasses.field)
         "full: fine-tune every UNet weight; lora: train low-rank adapters on its attention",
         default="full",
     )
-    train_text_encoder: bool = _opt(
+    train_text_encoder: bool = option(
         "full method: train the text encoder with the UNet (for words the base model never "
         "learned; the seeds kept it frozen)",
         default=False,
     )
-    image_column: str | None = _opt(
+    image_column: str | None = option(
         "image column (default: file_name in metadata.jsonl, image in a datasets folder)",
         default=None,
     )
-    caption_column: str = _opt("caption column", default="text")
-    split: str = _opt(
+    caption_column: str = option("caption column", default="text")
+    split: str = option(
         "split read from a folder with train/ validation/ test/ or a DatasetDict", default="train"
     )
     # --- images ---
-    resolution: int = _opt(
+    resolution: int = option(
         "training resolution in px (square); images are resized, then cropped", default=512
     )
-    center_crop: bool = _opt("crop the centre (otherwise a random crop)", default=False)
-    random_flip: bool = _opt("flip half the images horizontally", default=False)
+    center_crop: bool = option("crop the centre (otherwise a random crop)", default=False)
+    random_flip: bool = option("flip half the images horizontally", default=False)
     # --- optimisation ---
-    train_batch_size: int = _opt("images per device per micro-batch", default=16)
-    gradient_accumulation_steps: int = _opt(
+    train_batch_size: int = option("images per device per micro-batch", default=16)
+    gradient_accumulation_steps: int = option(
         "micro-batches summed into one optimizer step", default=1
     )
-    max_train_steps: int | None = _opt(
+    max_train_steps: int | None = option(
         "optimizer steps; when unset, num_train_epochs decides", default=None
     )
-    num_train_epochs: int = _opt(
+    num_train_epochs: int = option(
         "passes over the data, used when max_train_steps is unset", default=100
     )
-    learning_rate: float = _opt("AdamW learning rate (not scaled by batch size)", default=1e-4)
-    lr_scheduler: str = _opt(
+    learning_rate: float = option("AdamW learning rate (not scaled by batch size)", default=1e-4)
+    lr_scheduler: str = option(
         "diffusers scheduler: constant, constant_with_warmup, linear, cosine, ...",
         default="constant",
     )
-    lr_warmup_steps: int = _opt("warm-up steps (ignored by the constant scheduler)", default=500)
-    max_grad_norm: float = _opt("gradient clipping norm (0: no clipping)", default=1.0)
-    adam_beta1: float = _opt("AdamW beta1", default=0.9)
-    adam_beta2: float = _opt("AdamW beta2", default=0.999)
-    adam_weight_decay: float = _opt("AdamW weight decay", default=1e-2)
-    adam_epsilon: float = _opt("AdamW epsilon", default=1e-8)
-    use_8bit_adam: bool = _opt(
+    lr_warmup_steps: int = option("warm-up steps (ignored by the constant scheduler)", default=500)
+    max_grad_norm: float = option("gradient clipping norm (0: no clipping)", default=1.0)
+    adam_beta1: float = option("AdamW beta1", default=0.9)
+    adam_beta2: float = option("AdamW beta2", default=0.999)
+    adam_weight_decay: float = option("AdamW weight decay", default=1e-2)
+    adam_epsilon: float = option("AdamW epsilon", default=1e-8)
+    use_8bit_adam: bool = option(
         "bitsandbytes' 8-bit AdamW (CUDA; pip install bitsandbytes)", default=False
     )
     # --- memory and speed ---
-    mixed_precision: Precision = _opt(  # noqa: RUF009  (_opt is dataclasses.field)
+    mixed_precision: Precision = option(  # noqa: RUF009  (option is dataclasses.field)
         "no, fp16 or bf16 (fp16 needs a GPU; on a CPU it falls back to no)", default="no"
     )
-    gradient_checkpointing: bool = _opt(
+    gradient_checkpointing: bool = option(
         "recompute activations in the backward pass: less memory, ~30%% slower", default=False
     )
-    dataloader_num_workers: int = _opt(
+    dataloader_num_workers: int = option(
         "data-loading worker processes (0: in the main process)", default=0
     )
     # --- the loss ---
-    snr_gamma: float | None = _opt(
+    snr_gamma: float | None = option(
         "Min-SNR weighting gamma (5 is the paper's choice; unset: plain MSE)", default=None
     )
-    proportion_empty_prompts: float = _opt(
+    proportion_empty_prompts: float = option(
         "share of captions replaced by the empty prompt, so guidance keeps an unconditional "
         "prediction to push against (0: off)",
         default=0.0,
     )
-    noise_offset: float = _opt(
+    noise_offset: float = option(
         "noise offset (0.05-0.1 helps very dark/bright images; 0: off)", default=0.0
     )
     # --- EMA ---
-    use_ema: bool = _opt(
+    use_ema: bool = option(
         "keep an exponential moving average of the trained weights and save it", default=False
     )
-    ema_decay: float = _opt(
+    ema_decay: float = option(
         "EMA's largest decay (warm-up: (1+n)/(10+n) until it reaches this)", default=0.9999
     )
     # --- LoRA ---
-    lora_rank: int = _opt("LoRA rank r", default=4)
-    lora_alpha: float | None = _opt(
+    lora_rank: int = option("LoRA rank r", default=4)
+    lora_alpha: float | None = option(
         "LoRA alpha (scale alpha/r; default: equal to the rank)", default=None
     )
-    lora_layers: Literal["attention", "cross-attention"] = _opt(
+    lora_layers: Literal["attention", "cross-attention"] = option(
         "attention: q/k/v/out of every attention block (diffusers' LoRA recipe); cross-attention: only the text-conditioned ones",
         default="attention",
     )
     # --- validation, checkpoints, logs ---
-    validation_prompts: list[str] = _opt(  # noqa: RUF009  (_opt is dataclasses.field)
+    validation_prompts: list[str] = option(  # noqa: RUF009  (option is dataclasses.field)
         "prompts rendered every validation_steps and at the end", default_factory=list
     )
-    validation_steps: int = _opt(
+    validation_steps: int = option(
         "render the validation prompts every N steps (0: only at the end)", default=0
     )
-    validation_inference_steps: int = _opt("denoising steps of a validation image", default=20)
-    checkpointing_steps: int = _opt(
+    validation_inference_steps: int = option("denoising steps of a validation image", default=20)
+    checkpointing_steps: int = option(
         "save a resumable checkpoint every N steps (0: never)", default=500
     )
-    checkpoints_total_limit: int | None = _opt(
+    checkpoints_total_limit: int | None = option(
         "keep at most this many checkpoints (oldest deleted)", default=None
     )
-    resume: str | None = _opt("'latest' or a checkpoint folder to continue from", default=None)
-    report_to: Literal["none", "tensorboard"] = _opt(
+    resume: str | None = option("'latest' or a checkpoint folder to continue from", default=None)
+    report_to: Literal["none", "tensorboard"] = option(
         "tensorboard: log loss, lr and images under OUT/logs (pip install tensorboard)",
         default="none",
     )
-    seed: int | None = _opt(
+    seed: int | None = option(
         "seed for the data order, augmentation, noise and LoRA init (default: random, recorded)",
         default=None,
     )
-    cache_dir: str | None = _opt(
+    cache_dir: str | None = option(
         "project cache (embedded model); default $COVER_CACHE_DIR or ~/.cache/playlist-cover",
         default=None,
     )
-    allow_downloads: bool = _opt(
+    allow_downloads: bool = option(
         "let a hub base model be downloaded if it is not cached", default=False
     )
 

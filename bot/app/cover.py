@@ -83,6 +83,7 @@ class CoverRequest:
     # its label. ``strength``: how far the variations may move from it (0-1).
     variations_of: str | None = None
     strength: float = VARIATION_STRENGTH
+    community: bool = False  # use the server's community style (its LoRA on its base model)
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
@@ -98,6 +99,10 @@ class CoverRequest:
             raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
         if not 0.05 <= self.strength <= 1:
             raise InvalidOption(f"`strength` must be between 0.05 and 1, got {self.strength}")
+        if self.community and (self.model is not None or self.lora is not None):
+            raise InvalidOption(
+                "`community` brings its own model and LoRA; leave `model` out with it"
+            )
 
 
 @dataclass(frozen=True)
@@ -307,8 +312,11 @@ def request_again(
         playlist=row["playlist_id"],
         user_id=user_id,
         source=row["source"],
-        model=None if source else model,  # variations: the source image's own model
-        lora=stored.get("lora"),
+        # Variations: the source image's own model; a community style: the server's, again.
+        model=None if source or stored.get("community_style") else model,
+        # Variations keep the LoRA that made the candidate (its PNG names the base model only).
+        lora=stored.get("lora") if source or not stored.get("community_style") else None,
+        community=bool(stored.get("community_style")) and source is None,
         count=stored.get("count") or len(row["prompts"]) or MAX_CANDIDATES,
         style=stored.get("style", "seed"),
         title_overlay=bool(stored.get("title_overlay")),
@@ -403,10 +411,12 @@ class CoverService:
             if request.variations_of is not None:
                 plan = await asyncio.to_thread(self._variations_plan, request)
                 return self._submit(plan)
-            model = request.model or self.settings.default_model
-            if request.source != "cli":
+            model, lora = request.model or self.settings.default_model, request.lora
+            if request.community:
+                model, lora = self.community_style(request.guild_id)
+            elif request.source != "cli":
                 model = people_model(request.model, self.settings)
-            spec = resolve_model(model, lora=request.lora)
+            spec = resolve_model(model, lora=lora)
             started = time.perf_counter()
             facts = await self.read_playlist(
                 request.playlist, allow_files=request.source == "cli", user_id=request.user_id
@@ -443,6 +453,7 @@ class CoverService:
             "style": request.style,
             "count": request.count,
             "title_overlay": request.title_overlay,
+            "community_style": request.community,
         }
         if request.variations_of is not None:
             stored |= {"variations_of": request.variations_of, "strength": params.strength}
@@ -486,6 +497,40 @@ class CoverService:
         job = _job(request, params, prompts, label.name, init_image=init)
         return _Plan(request, label, spec, prompts, job, 0.0)
 
+    # The community style: a server's LoRA, preference-tuned from its votes (docs/dpo.md).
+    def community_style(self, guild_id: str | None) -> tuple[str, str]:
+        """The (base model, LoRA path) the server's community style uses; InvalidOption when
+        the request has no server or the server has none."""
+        if guild_id is None:
+            raise InvalidOption("`community` works in a server only: it uses the server's style.")
+        row = self.storage.community_style(guild_id)
+        if row is None:
+            raise InvalidOption(
+                "This server has no community style yet: an administrator sets one with "
+                "`/community set` once a LoRA has been trained from its votes."
+            )
+        return row["base_model"], row["lora_path"]
+
+    def set_community_style(
+        self, guild_id: str, *, lora_name: str, base_model: str | None, set_by: str
+    ) -> ModelSpec:
+        """Point a server at ``lora_name``, a file (or folder holding
+        ``pytorch_lora_weights.safetensors``) in ``settings.community_lora_dir``, on
+        ``base_model`` (default: the bot's default model). Checked before it is stored: a
+        name outside that folder, a missing file or a base model the registry does not know
+        is refused with one sentence."""
+        folder = Path(self.settings.community_lora_dir).expanduser()
+        name = lora_name.strip()
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise InvalidOption(
+                f"`lora` must be the name of a file in the bot's community LoRA folder, got {name!r}."
+            )
+        spec = resolve_model(base_model or self.settings.default_model, lora=str(folder / name))
+        self.storage.set_community_style(
+            guild_id, lora_path=str(spec.lora), base_model=spec.name, set_by=set_by
+        )
+        return spec
+
     def resume(self, row: dict) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.
 
@@ -507,6 +552,7 @@ class CoverService:
             count=len(prompts),
             style=stored.get("style", "seed"),
             title_overlay=bool(stored.get("title_overlay")),
+            community=bool(stored.get("community_style")),
             guild_id=row["guild_id"],
             channel_id=row["channel_id"],
         )

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     allow_downloads: bool = False  # fetch hub models that are not cached yet
     black_retries: int = 2  # regenerations of an all-black (safety-checked) image
     optimizations: str = ""  # switches over the defaults, e.g. "compile=on" (models/optimize.py)
+    # Where servers' community-style LoRAs live (docs/dpo.md): an administrator's
+    # `/community set` names a file in this folder, never a path elsewhere on the machine.
+    community_lora_dir: Path = Path("data/community-loras")
 
     # --- where generation runs (docs/deployment.md) ---
     # COVER_DEVICES: one queue worker per device. auto = every CUDA device, else COVER_DEVICE's

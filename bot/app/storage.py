@@ -12,6 +12,7 @@ a migration is applied once, in a transaction with the row that records it in
     link_states         a pending Spotify authorisation: hashed ``state`` → Discord user (once)
     spotify_accounts    a Discord user's linked Spotify account; its tokens encrypted (bot.app.accounts)
     spotify_uploads     every attempt to put a winning cover on a playlist, and how it ended
+    community_styles    a server's own LoRA (preference-tuned from its votes, docs/dpo.md)
 
 Threads: a plain ``sqlite_utils.Database(path)`` is bound to the thread that opened it (STYLE
 §9). :class:`Storage` opens its connection with ``check_same_thread=False`` and serialises every
@@ -198,6 +199,25 @@ def m004_close_reasons(db: Database) -> None:
     # Why a vote closed: "requester", "timer", "deleted" (the post is gone) – a vote closed
     # without a winner because its post was deleted is not the same as one nobody voted in.
     db.execute("ALTER TABLE cover_messages ADD COLUMN close_reason TEXT")
+
+
+@MIGRATIONS()
+def m005_community_styles(db: Database) -> None:
+    # A server's "community style": the LoRA an administrator pointed it at (typically trained
+    # by `python -m training dpo` on the server's own votes) and the base model it was trained
+    # on. Requests that used it say so in their params ("community_style"), so the votes on
+    # them can later tell whether it helped.
+    db.execute(
+        """
+        CREATE TABLE community_styles (
+            guild_id TEXT PRIMARY KEY,
+            lora_path TEXT NOT NULL,             -- a .safetensors file or a folder holding one
+            base_model TEXT NOT NULL,            -- the registry name the LoRA goes on top of
+            set_by TEXT NOT NULL,                -- the Discord user (an administrator)
+            set_at TEXT NOT NULL
+        )
+        """
+    )
 
 
 CLOSE_REASONS = ("requester", "timer", "deleted")
@@ -895,3 +915,62 @@ class Storage:
             ORDER BY m.closed_at, m.rowid
             """
         )
+
+    def closed_votes(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Every vote closed with a winner (closed before ``until``, at or after ``since``),
+        oldest first, each with its request's ``params`` decoded, its ``tally`` (choice → votes,
+        every candidate present) and its ``candidates`` (as :meth:`candidates`). Votes closed
+        because their post was deleted are left out: nobody could finish voting on them."""
+        sql = """
+            SELECT m.message_id, m.closed_at, m.winner, m.candidate_count, m.close_reason,
+                r.id AS request_id, r.guild_id, r.playlist_id, r.playlist_name, r.model, r.params
+            FROM cover_messages AS m JOIN requests AS r ON r.id = m.request_id
+            WHERE m.status = 'closed' AND m.winner IS NOT NULL
+                AND coalesce(m.close_reason, '') != 'deleted'
+        """
+        params: list[Any] = []
+        if since is not None:
+            sql += " AND m.closed_at >= ?"
+            params.append(_timestamp(since))
+        if until is not None:
+            sql += " AND m.closed_at < ?"
+            params.append(_timestamp(until))
+        rows = self._rows(sql + " ORDER BY m.closed_at, m.rowid", params)
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+            row["tally"] = self.tally(row["message_id"])
+            row["candidates"] = self.candidates(row["request_id"])
+        return rows
+
+    # --- community styles -------------------------------------------------------------------------
+
+    def set_community_style(
+        self, guild_id: str, *, lora_path: str, base_model: str, set_by: str
+    ) -> None:
+        """Point a server at its LoRA (replacing the one it had)."""
+        if not guild_id or not lora_path or not base_model:
+            raise ValueError("a community style needs a guild_id, a lora_path and a base_model")
+        with self._transaction() as db:
+            db.execute(
+                """
+                INSERT INTO community_styles (guild_id, lora_path, base_model, set_by, set_at)
+                VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (guild_id) DO UPDATE SET lora_path = excluded.lora_path,
+                    base_model = excluded.base_model, set_by = excluded.set_by,
+                    set_at = excluded.set_at
+                """,
+                [guild_id, lora_path, base_model, set_by, self._stamp()],
+            )
+
+    def community_style(self, guild_id: str) -> dict[str, Any] | None:
+        """The server's community style row, or None when it has none."""
+        rows = self._rows("SELECT * FROM community_styles WHERE guild_id = ?", [guild_id])
+        return rows[0] if rows else None
+
+    def clear_community_style(self, guild_id: str) -> bool:
+        """Forget the server's community style; False when it had none."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM community_styles WHERE guild_id = ?", [guild_id])
+            return cursor.rowcount == 1

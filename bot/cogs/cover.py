@@ -47,6 +47,7 @@ class CoverCog(commands.Cog):
         count="How many candidates to vote on, 1-4",
         style="How the prompts are written ('seed' is the paper's '<title> playlist cover image')",
         title="Set the playlist's title onto the covers",
+        community="Paint in this server's community style (its LoRA, learnt from its votes)",
     )
     @app_commands.choices(style=[app_commands.Choice(name=s, value=s) for s in STYLES])
     async def cover(
@@ -57,6 +58,7 @@ class CoverCog(commands.Cog):
         count: app_commands.Range[int, 1, MAX_CANDIDATES] = MAX_CANDIDATES,
         style: str = "seed",
         title: bool = False,
+        community: bool = False,
     ) -> None:
         """Make candidate covers for a Spotify playlist and vote on them."""
         started = time.monotonic()
@@ -69,6 +71,7 @@ class CoverCog(commands.Cog):
             count=count,
             style=style,
             title_overlay=title,
+            community=community,
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             channel_id=str(interaction.channel_id),
         )

@@ -207,6 +207,9 @@ class VotesCog(commands.Cog):
             f"Cover {NUMBER_EMOJI[winner - 1]} wins with {votes} vote{'s' if votes != 1 else ''} "
             f"(closed by {closed_by})."
         )
+        request = storage.request(message["request_id"])
+        if request and request["params"].get("community_style"):
+            text += " Made with this server's community style."
         png, jpeg = Path(candidate["png_path"]), Path(candidate["jpeg_path"])
         view = discord.utils.MISSING
         if png.is_file() and jpeg.is_file():
@@ -215,7 +218,6 @@ class VotesCog(commands.Cog):
                 discord.File(png, filename=f"winner-{winner}.png"),
                 discord.File(jpeg, filename=f"winner-{winner}-spotify.jpg"),
             ]
-            request = storage.request(message["request_id"])
             owner = request and self.bot.accounts.owner_account(
                 request["user_id"], request["playlist_id"]
             )

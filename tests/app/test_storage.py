@@ -88,6 +88,7 @@ ALL_MIGRATIONS = [
     ("playlist_cover", "m002_spotify_accounts"),
     ("playlist_cover", "m003_request_resumes"),
     ("playlist_cover", "m004_close_reasons"),
+    ("playlist_cover", "m005_community_styles"),
 ]
 
 
@@ -636,3 +637,35 @@ def test_json_is_kept_as_written_and_hashed_as_utf8(storage: Storage):
     canonical = '{"id":"p","name":"Ключ 🔑"}'
     assert content_hash(playlist) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     assert json.loads(canonical) == {k: v for k, v in playlist.items() if k != "fetched_at"}
+
+
+# --- community styles (m005, docs/dpo.md) -------------------------------------------------------
+
+
+def test_a_database_before_community_styles_is_upgraded_and_keeps_its_votes(db_path: Path):
+    from sqlite_utils import Database
+
+    db_path.parent.mkdir(parents=True)
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="m005_community_styles")
+    old.close()
+    with Storage(db_path) as storage:
+        request_id = record(storage)
+        storage.register_cover_message(
+            message_id="m1", channel_id="c", request_id=request_id, candidate_count=2
+        )
+        storage.cast_vote(message_id="m1", user_id="u", choice=2)
+        storage.close_vote("m1", winner=2, reason="requester")
+        assert storage.community_style("g") is None
+        storage.set_community_style("g", lora_path="/l/a.safetensors", base_model="embedded",
+                                    set_by="admin")  # fmt: skip
+        storage.set_community_style("g", lora_path="/l/b.safetensors", base_model="embedded",
+                                    set_by="admin2")  # fmt: skip
+        style = storage.community_style("g")
+        assert (style["lora_path"], style["set_by"]) == ("/l/b.safetensors", "admin2")
+        [vote] = storage.closed_votes()
+        assert (vote["winner"], vote["tally"]) == (2, {1: 0, 2: 1})
+        assert storage.clear_community_style("g") and not storage.clear_community_style("g")
+        with pytest.raises(ValueError, match="needs a guild_id"):
+            storage.set_community_style("", lora_path="x", base_model="embedded", set_by="a")
+    assert migration_rows(db_path) == ALL_MIGRATIONS

@@ -1,0 +1,571 @@
+"""Diffusion-DPO: preference fine-tuning from a server's votes (``python -m training dpo``).
+
+Wallace et al., 2023, "Diffusion Model Alignment Using Direct Preference Optimization": for a
+prompt c with a preferred image x_w and a rejected one x_l, noise both with the *same* noise ε
+at the *same* step t and compare how much better the trained model denoises them than a frozen
+reference model does (their eq. 14, with the constant T·ω(λ_t) folded into β as their code does):
+
+    e_w = ‖target_w − f_θ(x_w,t, t, c)‖² − ‖target_w − f_ref(x_w,t, t, c)‖²
+    e_l = ‖target_l − f_θ(x_l,t, t, c)‖² − ‖target_l − f_ref(x_l,t, t, c)‖²
+    L   = −log σ(−β/2 · (e_w − e_l))
+
+with ‖·‖² the mean over latent elements and target the scheduler's prediction target (ε, or
+the velocity for v-prediction; training/train.py ``prediction_target``). The loss falls when
+the model's error drops on the winner more than on the loser, measured against the reference,
+so it learns what separates winners from losers without drifting from the base elsewhere (the
+reference term is DPO's KL anchor; β sets how hard).
+
+Reads top to bottom like training/train.py, whose helpers it shares (checkpoints, LoRA saving,
+validation renders): typed config → Accelerator → load and freeze → LoRA (default) or full →
+pairs → prepare → resume → the loop → save. The reference model is the base itself: with LoRA
+the adapters are switched off for its forward pass (no second copy of the UNet), with a full
+fine-tune a frozen copy is kept. Determinism is train.py's: data order and flips from
+``(seed, epoch, index)``, each micro-batch's noise, steps and latent samples from
+``step_seed(seed, micro-batch, process)``, so a resumed run ends with the weights of an
+uninterrupted one (tests/training/test_dpo.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from training.config import (
+    CHECKPOINTS,
+    LORA_TARGETS,
+    REPORT_FILE,
+    TRAIN_STATE,
+    Method,
+    Precision,
+    TrainingError,
+    default_cache_dir,
+    option,
+)
+from training.data import DatasetError, open_rgb, prepare_image, sample_rng
+from training.export import PAIRS_FILE
+from training.objective import prediction_target, step_seed
+from training.outputs import (
+    TrainResult,
+    build_report,
+    checkpoint_only_lora,
+    find_checkpoint,
+    prune_checkpoints,
+    render_validation,
+    save_full,
+    save_lora,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DPOConfig:
+    """Every knob of a DPO run. Defaults: LoRA (small, one per server) with Wallace et al.'s
+    β = 5000 (their SD 1.5 value); the miniature (training/dpo_miniature.py) sets its own."""
+
+    # --- what to train, on what, into where ---
+    data: str = option("pairs folder written by 'python -m training export-pairs'", default="")
+    base: str = option(
+        "base model (also the frozen reference): a registry preset or a diffusers folder",
+        default="embedded",
+    )
+    out: str = option("output folder: lora/ or model/, checkpoints/, samples/, the report",
+                    default="runs/dpo")  # fmt: skip
+    method: Method = option(  # noqa: RUF009  (option is dataclasses.field)
+        "lora: low-rank adapters on the UNet's attention (default); full: every UNet weight",
+        default="lora",
+    )
+    beta: float = option(
+        "DPO's β: how strongly preferences pull against the reference (Wallace et al. used "
+        "5000 for SD 1.5; larger stays closer to the base)",
+        default=5000.0,
+    )
+    min_margin: int = option("use only pairs whose vote margin is at least this", default=1)
+    # --- images ---
+    resolution: int = option("training resolution in px (square)", default=512)
+    random_flip: bool = option("flip half the pairs horizontally (both images alike)",
+                             default=False)  # fmt: skip
+    # --- optimisation ---
+    train_batch_size: int = option("pairs per device per micro-batch", default=4)
+    gradient_accumulation_steps: int = option("micro-batches per optimizer step", default=1)
+    max_train_steps: int = option("optimizer steps", default=500)
+    learning_rate: float = option("AdamW learning rate", default=1e-4)
+    lr_scheduler: str = option("diffusers scheduler: constant, linear, cosine, ...",
+                             default="constant")  # fmt: skip
+    lr_warmup_steps: int = option("warm-up steps (ignored by the constant scheduler)", default=0)
+    max_grad_norm: float = option("gradient clipping norm (0: no clipping)", default=1.0)
+    adam_beta1: float = option("AdamW beta1", default=0.9)
+    adam_beta2: float = option("AdamW beta2", default=0.999)
+    adam_weight_decay: float = option("AdamW weight decay", default=1e-2)
+    adam_epsilon: float = option("AdamW epsilon", default=1e-8)
+    # --- memory and speed ---
+    mixed_precision: Precision = option(  # noqa: RUF009  (option is dataclasses.field)
+        "no, fp16 or bf16 (fp16 needs a GPU; on a CPU it falls back to no)", default="no"
+    )
+    gradient_checkpointing: bool = option("recompute activations in the backward pass",
+                                        default=False)  # fmt: skip
+    # --- LoRA ---
+    lora_rank: int = option("LoRA rank r", default=8)
+    lora_alpha: float | None = option("LoRA alpha (default: the rank)", default=None)
+    lora_layers: Literal["attention", "cross-attention"] = option(
+        "attention: q/k/v/out of every attention block; cross-attention: the text ones only",
+        default="attention",
+    )
+    # --- validation, checkpoints ---
+    validation_prompts: list[str] = option(  # noqa: RUF009  (option is dataclasses.field)
+        "prompts rendered every validation_steps and at the end", default_factory=list
+    )
+    validation_steps: int = option("render the validation prompts every N steps (0: at the end)",
+                                 default=0)  # fmt: skip
+    validation_inference_steps: int = option("denoising steps of a validation image", default=20)
+    checkpointing_steps: int = option("save a resumable checkpoint every N steps (0: never)",
+                                    default=100)  # fmt: skip
+    checkpoints_total_limit: int | None = option("keep at most this many checkpoints",
+                                               default=None)  # fmt: skip
+    resume: str | None = option("'latest' or a checkpoint folder to continue from", default=None)
+    seed: int | None = option("seed for data order, noise and LoRA init (default: random)",
+                            default=None)  # fmt: skip
+    cache_dir: str | None = option("project cache (embedded model)", default=None)
+    allow_downloads: bool = option("let a hub base model be downloaded", default=False)
+
+
+def check_config(config: DPOConfig) -> None:
+    """Raise :class:`TrainingError` naming the option and its value when a run cannot work."""
+    if not config.data:
+        raise TrainingError("--data is required: a folder from 'python -m training export-pairs'.")
+    for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
+                 "max_train_steps", "validation_inference_steps", "min_margin"):  # fmt: skip
+        if getattr(config, name) < 1:
+            raise TrainingError(f"--{_flag(name)} must be at least 1, got {getattr(config, name)}.")
+    if config.resolution % 8:
+        raise TrainingError(f"--resolution must be a multiple of 8, got {config.resolution}.")
+    if not config.beta > 0:
+        raise TrainingError(f"--beta must be positive, got {config.beta}.")
+    if config.learning_rate <= 0:
+        raise TrainingError(f"--learning-rate must be positive, got {config.learning_rate}.")
+    for name in ("validation_steps", "checkpointing_steps", "lr_warmup_steps"):
+        if getattr(config, name) < 0:
+            raise TrainingError(f"--{_flag(name)} must be 0 or more, got {getattr(config, name)}.")
+    if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:
+        raise TrainingError(
+            f"--checkpoints-total-limit must be at least 1, got {config.checkpoints_total_limit}."
+        )
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# -- pure maths --------------------------------------------------------------------------------
+
+
+def denoising_errors(prediction: Any, target: Any) -> Any:
+    """‖target − prediction‖² as the mean over every element but the batch's: (B, ...) → (B,)."""
+    squared = (prediction.float() - target.float()) ** 2
+    return squared.reshape(squared.shape[0], -1).mean(dim=1)
+
+
+def diffusion_dpo_loss(
+    model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float
+) -> tuple[Any, Any]:
+    """The Diffusion-DPO loss (module docstring; Wallace et al. 2023, eq. 14) from per-pair
+    denoising errors (B,) of the trained model and the reference on winner and loser:
+
+        L = mean over pairs of −log σ(−β/2 · ((model_w − ref_w) − (model_l − ref_l)))
+
+    Returns (the loss, the share of pairs the model already ranks right: inside term > 0)."""
+    import torch.nn.functional as F
+
+    inside = -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l))  # (B,)
+    return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    text: str
+    winner: Path
+    loser: Path
+    margin: int
+
+
+def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
+    """The pairs of an export-pairs folder with at least ``min_margin``; DatasetError when the
+    folder, its pairs file or an image is missing or no pair is left."""
+    root = Path(folder).expanduser()
+    path = root / PAIRS_FILE
+    if not path.is_file():
+        raise DatasetError(
+            f"{root} has no {PAIRS_FILE}; write one with 'python -m training export-pairs'."
+        )
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pair = Pair(str(row["text"]), root / row["winner_file"], root / row["loser_file"],
+                        int(row["margin"]))  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{path} line {number} is not a pair ({exc}).") from None
+        for image in (pair.winner, pair.loser):
+            if not image.is_file():
+                raise DatasetError(f"{path} line {number}: the image {image} is missing.")
+        if pair.margin >= min_margin:
+            pairs.append(pair)
+    if not pairs:
+        raise DatasetError(f"{path} has no pair with a margin of at least {min_margin}.")
+    return pairs
+
+
+class PreferencePairs:
+    """A map-style torch dataset: ``{"winner", "loser": (3, R, R) in [-1, 1], "caption"}``;
+    the two images get the same crop and flip. The epoch is set with :meth:`use_epoch`."""
+
+    def __init__(self, pairs: list[Pair], *, resolution: int, random_flip: bool, seed: int):
+        self.pairs, self.resolution, self.random_flip, self.seed = (
+            pairs,
+            resolution,
+            random_flip,
+            seed,
+        )
+        self.epoch = 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        pair = self.pairs[index]
+        flip = self.random_flip and sample_rng(self.seed, self.epoch, index).random() < 0.5
+        out: dict[str, Any] = {"caption": pair.text}
+        for side, path in (("winner", pair.winner), ("loser", pair.loser)):
+            image = prepare_image(
+                open_rgb(path), resolution=self.resolution, center_crop=True, flip=False,
+                rng=sample_rng(self.seed, self.epoch, index),
+            )  # fmt: skip
+            pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
+            if flip:
+                pixels = pixels[:, ::-1]
+            out[side] = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+        return out
+
+
+def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "winner": torch.stack([b["winner"] for b in batch]),  # (B, 3, R, R)
+        "loser": torch.stack([b["loser"] for b in batch]),  # (B, 3, R, R)
+        "captions": [b["caption"] for b in batch],
+    }
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def train_dpo(config: DPOConfig) -> TrainResult:
+    """Run ``config`` to the end and save the LoRA (or model); see the module docstring."""
+    check_config(config)
+    from models.registry import load_pipeline, resolve_model
+    from training.data import EpochShuffle
+
+    # 0. Cheap checks first: the pairs and the model name, before minutes of loading.
+    pairs = load_pairs(config.data, min_margin=config.min_margin)
+    spec = resolve_model(config.base)
+    if spec.kind != "sd":
+        raise TrainingError(f"--base {config.base!r} is not a Stable Diffusion model.")
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import (
+        GradientAccumulationPlugin,
+        ProjectConfiguration,
+        broadcast_object_list,
+        set_seed,
+    )
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    out = Path(config.out).expanduser()
+    cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    checkpoint = find_checkpoint(out, config.resume) if config.resume else None
+
+    # 1. The Accelerator, as in training/train.py (CPU processes join one gloo group).
+    mixed_precision = config.mixed_precision
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        log.warning("fp16 mixed precision needs a CUDA GPU; training in float32 instead.")
+        mixed_precision = "no"
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
+        project_config=ProjectConfiguration(project_dir=str(out)),
+    )
+    seed = config.seed
+    if seed is None and checkpoint is not None:
+        seed = json.loads((checkpoint / TRAIN_STATE).read_text())["seed"]
+    if seed is None:
+        seed = [int.from_bytes(os.urandom(4), "big")]
+        broadcast_object_list(seed)
+        seed = seed[0]
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        mixed_precision, torch.float32
+    )
+    device = accelerator.device
+
+    # 2. The base model through the registry; VAE and text encoder frozen.
+    pipe = load_pipeline(
+        spec, device="cpu", cache_dir=cache_dir, allow_downloads=config.allow_downloads
+    )
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    vae.requires_grad_(False)
+    vae.to(device, dtype=weight_dtype)
+    text_encoder.requires_grad_(False)
+    text_encoder.to(device, dtype=weight_dtype)
+
+    # 3. What trains, and the reference: LoRA adapters over the frozen base (the reference is
+    #    the same UNet with its adapters off), or every weight against a frozen copy.
+    set_seed(seed)
+    reference = None
+    if config.method == "lora":
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.to(device, dtype=weight_dtype)
+        targets: Any = list(LORA_TARGETS)
+        if config.lora_layers == "cross-attention":
+            targets = r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + r")$"
+        unet.add_adapter(
+            LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha if config.lora_alpha is not None else config.lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=targets,
+            )
+        )
+        for param in unet.parameters():  # adapters train in float32 even when the base is half
+            if param.requires_grad:
+                param.data = param.data.float()
+    else:
+        reference = copy.deepcopy(unet).requires_grad_(False).to(device, dtype=weight_dtype)
+        reference.eval()
+        unet.requires_grad_(True)
+    unet.train()
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
+    )
+
+    # 4. Pairs in a deterministic order.
+    dataset = PreferencePairs(
+        pairs, resolution=config.resolution, random_flip=config.random_flip, seed=seed
+    )
+    sampler = EpochShuffle(len(dataset), seed)
+    dataloader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.train_batch_size, sampler=sampler, collate_fn=collate_pairs
+    )
+
+    # 5. Prepare.
+    unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
+    batches_per_epoch = len(dataloader)
+    max_steps = config.max_train_steps
+    lr_scheduler = accelerator.prepare(
+        get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=max_steps * accelerator.num_processes,
+        )
+    )
+    if config.method == "lora":
+        checkpoint_only_lora(accelerator)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        settings = {**dataclasses.asdict(config), "seed": seed, "mixed_precision": mixed_precision,
+                    "pairs": len(pairs)}  # fmt: skip
+        (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+    # 6. Resume: adapters (or weights), optimizer, scheduler and the step count.
+    global_step = 0
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        global_step = json.loads((checkpoint / TRAIN_STATE).read_text())["global_step"]
+        accelerator.print(f"Resumed from {checkpoint} at step {global_step}.")
+    elif config.resume:
+        accelerator.print(f"No checkpoint in {out / CHECKPOINTS} yet; starting from step 0.")
+
+    def encode_prompts(captions: list[str]) -> Any:
+        ids = tokenizer(
+            captions,
+            max_length=tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)  # (B, 77)
+        return text_encoder(ids, return_dict=False)[0]  # (B, 77, D)  # fmt: skip
+
+    def reference_prediction(noisy: Any, timesteps: Any, text: Any) -> Any:
+        if reference is not None:
+            return reference(noisy, timesteps, text, return_dict=False)[0]
+        base = accelerator.unwrap_model(unet)
+        base.disable_adapters()  # the LoRA's base *is* the reference
+        try:
+            return base(noisy, timesteps, text, return_dict=False)[0]
+        finally:
+            base.enable_adapters()
+
+    def checkpoint_now() -> None:
+        folder = out / CHECKPOINTS / f"checkpoint-{global_step}"
+        if accelerator.is_main_process and config.checkpoints_total_limit is not None:
+            prune_checkpoints(out / CHECKPOINTS, keep=config.checkpoints_total_limit - 1)
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            state = {"global_step": global_step, "seed": seed}
+            (folder / TRAIN_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+    def validate() -> None:
+        if not config.validation_prompts or not accelerator.is_main_process:
+            return
+        images = render_validation(
+            accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, pipe.scheduler,
+            prompts=config.validation_prompts, resolution=config.resolution,
+            steps=config.validation_inference_steps, seed=seed, ema=None, params=params,
+            accelerator=accelerator,
+        )  # fmt: skip
+        folder = out / "samples" / f"step-{global_step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            image.save(folder / f"{index + 1}.png")
+
+    # 7. The loop. One optimizer step = gradient_accumulation_steps micro-batches of pairs.
+    micro_step = global_step * config.gradient_accumulation_steps
+    epoch = micro_step // batches_per_epoch
+    progress = tqdm(total=max_steps, initial=global_step, desc="dpo steps",
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    step_times: list[float] = []
+    step_loss = step_accuracy = 0.0
+    last_loss = last_accuracy = float("nan")
+    history: list[dict[str, float]] = []
+    step_started = time.perf_counter()
+    while global_step < max_steps:
+        sampler.use_epoch(epoch)
+        dataset.use_epoch(epoch)
+        skip = micro_step - epoch * batches_per_epoch
+        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        for batch in batches:
+            with accelerator.accumulate(unet):
+                generator = torch.Generator(device).manual_seed(
+                    step_seed(seed, micro_step, accelerator.process_index)
+                )
+                with torch.no_grad():
+                    pixels = torch.cat([batch["winner"], batch["loser"]]).to(device, weight_dtype)
+                    latents = vae.encode(pixels).latent_dist.sample(generator=generator)
+                    latents = latents * vae.config.scaling_factor  # (2B, 4, h, w): winners, losers
+                    text = encode_prompts(batch["captions"] * 2)  # (2B, 77, D)
+                half = latents.shape[0] // 2
+                # The same noise and step for a winner and its loser (Wallace et al., §4).
+                noise = torch.randn(latents[:half].shape, generator=generator, device=device,
+                                    dtype=latents.dtype).repeat(2, 1, 1, 1)  # fmt: skip
+                timesteps = torch.randint(
+                    0, noise_scheduler.config.num_train_timesteps, (half,),
+                    generator=generator, device=device,
+                ).repeat(2)  # (2B,)  # fmt: skip
+                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+                target = prediction_target(noise_scheduler, latents, noise, timesteps)
+                prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (2B, 4, h, w)
+                with torch.no_grad():
+                    ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text),
+                                                  target)  # fmt: skip
+                model_errors = denoising_errors(prediction, target)  # (2B,)
+                loss, accuracy = diffusion_dpo_loss(
+                    model_errors[:half], model_errors[half:], ref_errors[:half],
+                    ref_errors[half:], config.beta,
+                )  # fmt: skip
+                step_loss += accelerator.gather(loss.detach()).mean().item() / (
+                    config.gradient_accumulation_steps
+                )
+                step_accuracy += accuracy.item() / config.gradient_accumulation_steps
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro_step += 1
+            if not accelerator.sync_gradients:
+                continue
+
+            # 8. After each optimizer step: logs, checkpoints, validation.
+            global_step += 1
+            step_times.append(time.perf_counter() - step_started)
+            last_loss, last_accuracy, step_loss, step_accuracy = step_loss, step_accuracy, 0.0, 0.0
+            history.append({"step": global_step, "loss": last_loss, "accuracy": last_accuracy})
+            if not math.isfinite(last_loss):
+                raise TrainingError(
+                    f"The DPO loss became {last_loss} at step {global_step}; lower "
+                    "--learning-rate or --beta."
+                )
+            progress.update(1)
+            progress.set_postfix(loss=f"{last_loss:.4f}", ranked=f"{last_accuracy:.2f}")
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                checkpoint_now()
+            if config.validation_steps and global_step % config.validation_steps == 0:
+                validate()
+            step_started = time.perf_counter()
+            if global_step >= max_steps:
+                break
+        epoch += 1
+    progress.close()
+
+    # 9. Save what /cover loads: a LoRA file (--lora) or a diffusers folder (--model).
+    accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(unet)
+    if config.validation_prompts and (
+        not config.validation_steps or global_step % config.validation_steps
+    ):
+        validate()
+    output = out / ("lora" if config.method == "lora" else "model")
+    if accelerator.is_main_process:
+        if config.method == "lora":
+            output = save_lora(trained, output)
+        else:
+            save_full(trained, None, spec, output, cache_dir, config)  # type: ignore[arg-type]
+    report = build_report(config, accelerator, step_times, last_loss, global_step, output, seed,
+                     mixed_precision)  # type: ignore[arg-type]  # fmt: skip
+    report.update(
+        objective="diffusion-dpo", beta=config.beta, pairs=len(pairs),
+        final_ranked_share=last_accuracy, history=history,
+        images_per_step=2 * report["images_per_step"],  # a pair is two images
+    )  # fmt: skip
+    if report["seconds_per_step"]:
+        report["images_per_second"] = report["images_per_step"] / report["seconds_per_step"]
+    if accelerator.is_main_process:
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    accelerator.end_training()
+    return TrainResult(output=output, report=report, out_dir=out)

@@ -1,0 +1,605 @@
+"""``python -m training dpo-miniature``: the vote → DPO → better covers loop, proven on a CPU.
+
+    synthetic titles → embedded model → 4 candidates per request ─┐
+      (requests, candidates, cover messages in a real SQLite file) │
+    a simulated community with a hidden taste votes (cast_vote) ◄─┘ → close_vote
+    → export-pairs of the first N closed votes (its --until option), N = 50, 100, 200, 400
+    → python -m training dpo on each → held-out prompts, same seeds, base vs DPO
+
+**The hidden taste** is :func:`top_light`: the community likes covers lit from above – the
+mean luminance of the top half minus that of the bottom half. The embedded model was trained on
+synthetic covers whose rules say nothing about it (training/synthetic.py), so its candidates
+vary in it only by chance, and the palette test of prompt following (eval/prompt_following.py:
+colour histograms, blind to position) can't be helped or hurt by it directly – a drop there is
+a real loss of prompt following, not the taste showing through.
+
+**The community**: each request gets ``voters`` votes; voter v picks the candidate that
+maximises taste / noise + Gumbel noise (a logit choice, Luce 1959), so they mostly but not
+always agree with the taste; ``noise`` is half the spread (standard deviation) of the taste
+over the first batch of candidates. Votes go through :class:`bot.app.storage.Storage` exactly as
+the bot's reactions do, and the vote closes with the bot's rule (most votes, tie → lower
+number; bot/cogs/votes.py ``pick_winner``).
+
+**Measured** on held-out prompts (the synthetic test split), prompt i with seed
+``HELD_OUT_SEED + i`` for every model: the DPO model wins prompt i when its image has more of
+the taste than the base's (ties count a half); the win rate is the mean with a bootstrap
+interval over prompts (eval/metrics.py ``bootstrap``), n = the number of held-out prompts.
+Quality: KID of base and of the largest-N DPO model against the real test covers, with the
+paired difference (eval/metrics.py ``kid_replicates`` → eval/study.py ``difference``), and
+prompt following (eval/prompt_following.py ``prompt_hits``) with the paired difference of hits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+HELD_OUT_SEED = 1_000_000
+GUILD = "miniature-guild"
+DOCS_FILES = ("results.json", "report.md", "chart.png", "samples.png", "community.json")
+
+
+@dataclass
+class MiniatureConfig:
+    out: Path = Path("runs/dpo-miniature")
+    vote_counts: tuple[int, ...] = (40, 80, 160, 320)
+    voters: int = 5  # votes per request
+    candidates: int = 4
+    held_out: int = 80  # held-out prompts (n of the win rate)
+    real_covers: int = 200  # real test covers for KID and prompt following
+    steps: int = 100  # DPO steps per model
+    batch_pairs: int = 8
+    beta: float = 5000.0
+    learning_rate: float = 2e-3
+    lora_rank: int = 4
+    resamples: int = 500
+    inception: str | None = None
+    seed: int = 0
+    docs: Path | None = None  # copy the results here (docs/dpo/)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- the hidden taste (pure) -------------------------------------------------------------------
+
+
+def top_light(pixels: np.ndarray) -> float:
+    """Mean luminance (ITU-R BT.601, 0–1) of the top half minus that of the bottom half of an
+    (H, W, 3) uint8 image: positive when the light comes from above."""
+    rgb = np.asarray(pixels, dtype=np.float64) / 255.0
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 2:
+        raise ValueError(f"pixels must be an (H, W, 3) image with H ≥ 2, got {rgb.shape}")
+    luma = rgb @ np.array([0.299, 0.587, 0.114])  # (H, W)
+    half = luma.shape[0] // 2
+    return float(luma[:half].mean() - luma[-half:].mean())
+
+
+def choose(tastes: np.ndarray, noise: float, rng: np.random.Generator) -> int:
+    """One voter's choice, 0-based: argmax of taste / noise + Gumbel(0, 1) – a logit choice
+    with P(j) ∝ exp(taste_j / noise)."""
+    return int(np.argmax(np.asarray(tastes) / noise + rng.gumbel(size=len(tastes))))
+
+
+def pick_winner(tally: dict[int, int]) -> int | None:
+    """The bot's rule (bot/cogs/votes.py ``pick_winner``, which training may not import: it
+    lives with discord): most votes; a tie goes to the lower number; no votes, no winner."""
+    if not tally or max(tally.values()) == 0:
+        return None
+    best = max(tally.values())
+    return min(c for c, n in tally.items() if n == best)
+
+
+def win_shares(dpo: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per prompt: 1 where the DPO image has more of the taste, 0.5 on a tie, else 0."""
+    dpo, base = np.asarray(dpo, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    return np.where(dpo > base, 1.0, np.where(dpo == base, 0.5, 0.0))
+
+
+# -- generation --------------------------------------------------------------------------------
+
+
+def _pipeline(lora: Path | None, cache_dir: Path) -> Any:
+    from models.registry import load_pipeline, resolve_model
+
+    spec = resolve_model("embedded", lora=str(lora) if lora else None)
+    pipe = load_pipeline(spec, device="cpu", cache_dir=cache_dir)
+    return pipe, spec
+
+
+def generate(pipe: Any, spec: Any, prompts: list[str], seeds: list[int], paths: list[Path],
+             *, batch: int = 32) -> None:  # fmt: skip
+    """Image i of ``prompts`` with seed ``seeds[i]`` into ``paths[i]`` (kept when it exists:
+    a rerun continues). The embedded model's own steps and guidance, as /cover uses them."""
+    import torch
+
+    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in chunk]
+        with torch.no_grad():
+            images = pipe(
+                [prompts[i] for i in chunk], generator=generators, height=spec.native_size,
+                width=spec.native_size, num_inference_steps=spec.steps,
+                guidance_scale=spec.guidance,
+            ).images  # fmt: skip
+        for i, image in zip(chunk, images, strict=True):
+            paths[i].parent.mkdir(parents=True, exist_ok=True)
+            image.save(paths[i])
+
+
+def _taste_of(path: Path) -> float:
+    with Image.open(path) as image:
+        return top_light(np.asarray(image.convert("RGB")))
+
+
+# -- the stages --------------------------------------------------------------------------------
+
+
+def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> dict[str, Any]:
+    """Requests, candidates, votes and closings through the bot's storage; returns the closing
+    time of each vote (for --until) and the community's statistics."""
+    from bot.app.storage import Storage
+    from training.synthetic import draw_example
+
+    db_path = config.out / "community.db"
+    state_path = config.out / "community.json"
+    if state_path.is_file():
+        return json.loads(state_path.read_text())
+    db_path.unlink(missing_ok=True)
+    sets = max(config.vote_counts)
+    # A clock one second per stamp: closings are distinct and ordered, so --until can cut at N.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ticks = iter(range(10**9))
+    storage = Storage(db_path, now=lambda: start + timedelta(seconds=next(ticks)))
+    rng = np.random.default_rng(config.seed)
+    pipe, spec = _pipeline(None, cache_dir)
+    prompts = [draw_example("covers", "train", k, seed=config.seed, size=64)[1]["text"]
+               for k in range(sets)]  # fmt: skip
+    folder = config.out / "candidates"
+    seeds = [[config.seed * 10**6 + k * config.candidates + j for j in range(config.candidates)]
+             for k in range(sets)]  # fmt: skip
+    paths = [[folder / f"{k:04d}" / f"{j + 1}.png" for j in range(config.candidates)]
+             for k in range(sets)]  # fmt: skip
+    started = time.perf_counter()
+    flat = [(k, j) for k in range(sets) for j in range(config.candidates)]
+    generate(pipe, spec, [prompts[k] for k, _ in flat], [seeds[k][j] for k, j in flat],
+             [paths[k][j] for k, j in flat])  # fmt: skip
+    log(f"  candidates: {len(flat)} images in {time.perf_counter() - started:.0f} s")
+    tastes = np.array([[_taste_of(p) for p in row] for row in paths])  # (sets, candidates)
+    noise = 0.5 * float(tastes[: min(sets, 32)].std())
+    closed_at, agree = [], 0
+    for k in range(sets):
+        request_id = storage.record_request(
+            source="discord", user_id=f"requester-{k % 7}", playlist_id=f"mini{k:05d}",
+            playlist_name=prompts[k].removesuffix(" playlist cover image"), model=spec.name,
+            params={"width": 64, "height": 64, "steps": spec.steps, "guidance": spec.guidance,
+                    "lora": None, "style": "seed", "count": config.candidates},
+            prompts=[{"text": prompts[k], "negative": "", "style": "seed", "seed": s}
+                     for s in seeds[k]],
+            guild_id=GUILD, channel_id="miniature-channel",
+        )  # fmt: skip
+        storage.add_candidates(
+            request_id,
+            [{"index": j + 1, "prompt": prompts[k], "negative": "", "seed": seeds[k][j],
+              "png_path": str(paths[k][j]), "jpeg_path": None}
+             for j in range(config.candidates)],
+        )  # fmt: skip
+        storage.finish_request(request_id, status="done", timings={})
+        message_id = f"{k + 1:06d}"
+        storage.register_cover_message(message_id=message_id, channel_id="miniature-channel",
+                                       request_id=request_id,
+                                       candidate_count=config.candidates)  # fmt: skip
+        for voter in range(config.voters):
+            storage.cast_vote(message_id=message_id, user_id=f"voter-{voter}",
+                              choice=choose(tastes[k], noise, rng) + 1)  # fmt: skip
+        winner = pick_winner(storage.tally(message_id))
+        storage.close_vote(message_id, winner=winner, reason="requester")
+        closed_at.append(storage.cover_message(message_id)["closed_at"])
+        agree += winner == int(np.argmax(tastes[k])) + 1
+    storage.close()
+    state = {
+        "sets": sets,
+        "voters": config.voters,
+        "noise": noise,
+        "taste_mean": float(tastes.mean()),
+        "taste_sd": float(tastes.std()),
+        "winner_is_tastiest": agree / sets,
+        "closed_at": closed_at,
+        "prompts": prompts,
+    }
+    state_path.write_text(json.dumps(state, indent=1) + "\n")
+    return state
+
+
+def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
+    from eval.features import describe, extract_features, load_inception
+    from eval.metrics import bootstrap, kid_replicates
+    from eval.prompt_following import histograms, prompt_hits
+    from eval.study import difference
+    from training.dpo import DPOConfig, train_dpo
+    from training.export import export_pairs
+    from training.synthetic import draw_example
+    from training.config import default_cache_dir
+
+    wall = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    cache_dir = default_cache_dir()
+    inception = load_inception(config.inception)  # fails early, naming the install
+
+    # 1. The community votes.
+    log("1/5 the community votes")
+    t = time.perf_counter()
+    community = simulate_community(config, cache_dir, log)
+    config.timings["community_s"] = time.perf_counter() - t
+
+    # 2. Pairs of the first N votes (the date-range option) and one DPO LoRA each.
+    log("2/5 pairs and DPO")
+    t = time.perf_counter()
+    loras, pair_counts = {}, {}
+    for n in config.vote_counts:
+        until = datetime.fromisoformat(community["closed_at"][n - 1]) + timedelta(milliseconds=1)
+        pairs = export_pairs(config.out / "community.db", config.out / f"pairs-{n}", until=until)
+        pair_counts[n] = {"pairs": pairs.pairs, "votes": pairs.votes, "skipped": pairs.skipped}
+        run_dir = config.out / f"dpo-{n}"
+        lora = run_dir / "lora" / "pytorch_lora_weights.safetensors"
+        if not lora.is_file():
+            train_dpo(DPOConfig(
+                data=str(config.out / f"pairs-{n}"), base="embedded", out=str(run_dir),
+                resolution=64, train_batch_size=config.batch_pairs,
+                max_train_steps=config.steps, beta=config.beta,
+                learning_rate=config.learning_rate, lora_rank=config.lora_rank,
+                checkpointing_steps=0, seed=config.seed,
+            ))  # fmt: skip
+        loras[n] = lora
+        log(f"  {n} votes: {pairs.pairs} pairs → {lora.parent.parent.name}")
+    # The control: the largest N's pairs with winner and loser swapped in a random half – a
+    # community without a taste. Its win rate must sit at 50%: a DPO model that "wins" merely by
+    # being changed would show up here.
+    top_n = max(config.vote_counts)
+    control_lora = config.out / "dpo-control" / "lora" / "pytorch_lora_weights.safetensors"
+    if not control_lora.is_file():
+        write_control_pairs(config.out / f"pairs-{top_n}", config.out / "pairs-control",
+                            seed=config.seed)  # fmt: skip
+        train_dpo(DPOConfig(
+            data=str(config.out / "pairs-control"), base="embedded",
+            out=str(config.out / "dpo-control"), resolution=64,
+            train_batch_size=config.batch_pairs, max_train_steps=config.steps,
+            beta=config.beta, learning_rate=config.learning_rate, lora_rank=config.lora_rank,
+            checkpointing_steps=0, seed=config.seed,
+        ))  # fmt: skip
+    log(f"  control: {top_n} votes' pairs, half of them swapped → dpo-control")
+    config.timings["dpo_s"] = time.perf_counter() - t
+
+    # 3. Held-out prompts, same seeds, base and every DPO model (loaded as /cover loads --lora).
+    log("3/5 held-out covers")
+    t = time.perf_counter()
+    held = [draw_example("covers", "test", i, seed=config.seed, size=64)[1]
+            for i in range(config.held_out)]  # fmt: skip
+    prompts = [h["text"] for h in held]
+    seeds = [HELD_OUT_SEED + i for i in range(config.held_out)]
+    models: dict[str, Path | None] = {
+        "base": None,
+        **{f"dpo-{n}": loras[n] for n in config.vote_counts},
+        "dpo-control": control_lora,
+    }
+    images: dict[str, list[Path]] = {}
+    for name, lora in models.items():
+        pipe, spec = _pipeline(lora, cache_dir)
+        images[name] = [
+            config.out / "held-out" / name / f"{i:04d}.png" for i in range(config.held_out)
+        ]
+        generate(pipe, spec, prompts, seeds, images[name])
+    tastes = {name: np.array([_taste_of(p) for p in paths]) for name, paths in images.items()}
+    config.timings["held_out_s"] = time.perf_counter() - t
+
+    # 4. Win rates (per N), KID and prompt following (base vs the largest N).
+    log("4/5 measures")
+    t = time.perf_counter()
+
+    def mean_of(values: np.ndarray, share: bool = False) -> dict[str, float]:
+        estimate = bootstrap(lambda v: float(v.mean()), (values,), resamples=config.resamples,
+                             seed=config.seed)  # fmt: skip
+        return asdict(_share(estimate) if share else estimate)
+
+    control_wins = win_shares(tastes["dpo-control"], tastes["base"])
+    control = {
+        "n": len(control_wins),
+        "win_rate": mean_of(control_wins, share=True),
+        "taste_shift": mean_of(tastes["dpo-control"] - tastes["base"]),
+    }
+    curve = []
+    for n in config.vote_counts:
+        model = tastes[f"dpo-{n}"]
+        wins = win_shares(model, tastes["base"])
+        curve.append({
+            "votes": n, **pair_counts[n], "n": len(wins),
+            "win_rate": mean_of(wins, share=True),
+            "taste_shift": mean_of(model - tastes["base"]),
+            # Head to head with the control, prompt by prompt: what the taste added beyond
+            # changing the model at all.
+            "win_rate_vs_control": mean_of(win_shares(model, tastes["dpo-control"]), share=True),
+            "taste_shift_vs_control": mean_of(model - tastes["dpo-control"]),
+        })  # fmt: skip
+    top = f"dpo-{max(config.vote_counts)}"
+    real_dir = config.out / "real"
+    real_paths, real_labels = [], []
+    for i in range(config.real_covers):
+        path = real_dir / f"{i:04d}.png"
+        image, meta = draw_example("covers", "test", config.held_out + i, seed=config.seed, size=64)
+        if not path.is_file():
+            real_dir.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+        real_paths.append(path)
+        real_labels.append(meta["genre"])
+    features = {
+        "real": extract_features(real_paths, inception, description="real"),
+        "base": extract_features(images["base"], inception, description="base"),
+        top: extract_features(images[top], inception, description=top),
+    }
+    values, reps = kid_replicates(features["real"], [features["base"], features[top]],
+                                  resamples=config.resamples, seed=config.seed)  # fmt: skip
+    from eval.metrics import interval_from_replicates
+
+    kid = {
+        "n_real": len(real_paths),
+        "n_generated": config.held_out,
+        "base": asdict(interval_from_replicates(values[0], reps[:, 0])),
+        top: asdict(interval_from_replicates(values[1], reps[:, 1])),
+        "difference": difference(values, reps, [0], [1]),
+    }
+    real_hist = histograms(real_paths)
+    labels = [h["genre"] for h in held]
+    hits = {name: prompt_hits(real_hist, real_labels, histograms(images[name]), labels)
+            for name in ("base", top)}  # fmt: skip
+    following = {
+        "n": config.held_out,
+        **{name: asdict(_share(bootstrap(lambda h: float(h.mean()), (hits[name],),
+                                         resamples=config.resamples, seed=config.seed)))
+           for name in hits},
+        "difference": asdict(bootstrap(lambda d: float(d.mean()), (hits[top] - hits["base"],),
+                                       resamples=config.resamples, seed=config.seed)),
+    }  # fmt: skip
+    config.timings["measures_s"] = time.perf_counter() - t
+
+    # 5. Report, chart and sample sheet.
+    log("5/5 report")
+    results = {
+        "taste": "top_light: mean luminance of the top half minus the bottom half (0-1 scale)",
+        "community": {k: v for k, v in community.items() if k not in ("closed_at", "prompts")},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(config).items()
+            if k not in ("out", "docs", "inception", "timings")
+        },
+        "inception": {k: v for k, v in describe(inception).items() if k != "path"},
+        "held_out_taste": {name: float(v.mean()) for name, v in tastes.items()},
+        "win_rate_by_votes": curve,
+        "control_swapped_pairs": control,
+        "kid": kid,
+        "prompt_following": following,
+        "timings_s": {k: round(v, 1) for k, v in config.timings.items()},
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    (config.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_chart(curve, config.out / "chart.png", control=control)
+    write_samples(images["base"], images[top], prompts, config.out / "samples.png")
+    (config.out / "report.md").write_text(report_markdown(results, top))
+    if config.docs is not None:
+        config.docs.mkdir(parents=True, exist_ok=True)
+        for name in DOCS_FILES:
+            source = config.out / name
+            if name == "community.json":
+                data = json.loads(source.read_text())
+                data.pop("prompts", None)
+                data.pop("closed_at", None)
+                (config.docs / name).write_text(json.dumps(data, indent=2) + "\n")
+            else:
+                shutil.copyfile(source, config.docs / name)
+    return results
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _share(estimate: Any) -> Any:
+    """A share's interval stops at 0 and 1 (it still holds the estimate; eval/study.py
+    ``pooled`` does the same)."""
+    from eval.metrics import Estimate
+
+    return Estimate(estimate.value, max(0.0, estimate.low), min(1.0, estimate.high))
+
+
+def _milli(e: dict[str, float]) -> str:
+    return f"{1e3 * e['value']:+.1f} ({1e3 * e['low']:+.1f} – {1e3 * e['high']:+.1f})"
+
+
+def _pct(e: dict[str, float]) -> str:
+    return f"{100 * e['value']:.1f}% ({100 * e['low']:.1f} – {100 * e['high']:.1f})"
+
+
+def report_markdown(results: dict[str, Any], top: str) -> str:
+    lines = [
+        "# DPO miniature: results",
+        "",
+        f"Hidden taste: {results['taste']}.",
+        "",
+        "| votes | pairs | held-out prompts n | win rate vs base (95% CI) | taste shift ×10³ "
+        "vs base (95% CI) | win rate vs control (95% CI) | taste shift ×10³ vs control (95% CI) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["win_rate_by_votes"]:
+        lines.append(
+            f"| {row['votes']} | {row['pairs']} | {row['n']} | {_pct(row['win_rate'])} | "
+            f"{_milli(row['taste_shift'])} | {_pct(row['win_rate_vs_control'])} | "
+            f"{_milli(row['taste_shift_vs_control'])} |"
+        )
+    control = results["control_swapped_pairs"]
+    lines += [
+        "",
+        f"Control (the {results['win_rate_by_votes'][-1]['votes']} votes' pairs, a random half "
+        f"swapped: no taste left), n = {control['n']}: win rate vs base "
+        f"{_pct(control['win_rate'])}, taste shift ×10³ {_milli(control['taste_shift'])}.",
+    ]
+    kid, pf = results["kid"], results["prompt_following"]
+    k = lambda e: f"{1e3 * e['value']:.2f} ({1e3 * e['low']:.2f} – {1e3 * e['high']:.2f})"  # noqa: E731
+    lines += [
+        "",
+        f"KID ×10³ against {kid['n_real']} real test covers, {kid['n_generated']} images each: "
+        f"base {k(kid['base'])}, {top} {k(kid[top])}, difference {k(kid['difference'])}.",
+        "",
+        f"Prompt following (palette test, n = {pf['n']}): base {_pct(pf['base'])}, "
+        f"{top} {_pct(pf[top])}, difference {_pct(pf['difference'])}.",
+        "",
+        f"Wall time {results['wall_s'] / 60:.1f} min; stages {results['timings_s']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_control_pairs(source: Path, out: Path, *, seed: int) -> int:
+    """``source``'s pairs with winner and loser swapped in a random half (images shared)."""
+    from training.export import PAIRS_FILE
+
+    rng = np.random.default_rng([seed, 7])
+    rows = [json.loads(line) for line in (source / PAIRS_FILE).read_text().splitlines() if line]
+    out.mkdir(parents=True, exist_ok=True)
+    swapped = 0
+    for row in rows:
+        for side in ("winner_file", "loser_file"):
+            row[side] = f"../{source.name}/{row[side]}"
+        if rng.random() < 0.5:
+            row["winner_file"], row["loser_file"] = row["loser_file"], row["winner_file"]
+            swapped += 1
+    (out / PAIRS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return swapped
+
+
+def write_chart(
+    curve: list[dict[str, Any]],
+    path: Path,
+    size: tuple[int, int] = (640, 400),
+    control: dict[str, Any] | None = None,
+) -> None:
+    """Win rate against votes (log-spaced x), with the 95% intervals and the 50% line; the
+    control (swapped pairs) as a grey point beside the largest N."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 70, width - 30, 30, height - 60
+    lo, hi = 0.3, 1.0
+    votes = [row["votes"] for row in curve]
+    xs = np.log([max(v, 1) for v in votes])
+    span = (xs.max() - xs.min()) or 1.0
+
+    def x_of(v: float) -> float:
+        return left + (math.log(v) - xs.min()) / span * (right - left)
+
+    def y_of(r: float) -> float:
+        return bottom - (min(max(r, lo), hi) - lo) / (hi - lo) * (bottom - top)
+
+    draw.rectangle((left, top, right, bottom), outline="black")
+    for r in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        draw.line((left - 4, y_of(r), left, y_of(r)), fill="black")
+        draw.text((left - 40, y_of(r) - 6), f"{r:.0%}", fill="black")
+    draw.line((left, y_of(0.5), right, y_of(0.5)), fill=(200, 0, 0))
+    for key, colour, dx in (("win_rate", (0, 0, 160), 0), ("win_rate_vs_control", (0, 130, 0), 6)):
+        points = []
+        for row in curve:
+            if key not in row:
+                continue
+            x, rate = x_of(row["votes"]) + dx, row[key]
+            draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=colour, width=2)
+            points.append((x, y_of(rate["value"])))
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
+    for row in curve:
+        draw.text((x_of(row["votes"]) - 10, bottom + 8), str(row["votes"]), fill="black")
+    draw.text((right - 170, top + 8), "DPO vs base", fill=(0, 0, 160))
+    draw.text((right - 170, top + 22), "DPO vs control", fill=(0, 130, 0))
+    if control is not None and curve:
+        x, rate = x_of(curve[-1]["votes"]) - 12, control["win_rate"]
+        draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(140, 140, 140), width=2)
+        draw.ellipse((x - 4, y_of(rate["value"]) - 4, x + 4, y_of(rate["value"]) + 4),
+                     fill=(140, 140, 140))  # fmt: skip
+        draw.text((x - 150, y_of(rate["value"]) - 6), "control (swapped pairs)",
+                  fill=(110, 110, 110))  # fmt: skip
+    n = curve[0]["n"] if curve else 0
+    draw.text((left, bottom + 30), f"closed votes used for DPO (n = {n} held-out prompts each)",
+              fill="black")  # fmt: skip
+    draw.text((left, 10), "win rate of DPO under the hidden taste (95% CI)",
+              fill="black")  # fmt: skip
+    image.save(path)
+
+
+def write_samples(base: list[Path], dpo: list[Path], prompts: list[str], path: Path,
+                  count: int = 8, scale: int = 2) -> None:  # fmt: skip
+    """Two rows, same prompts and seeds: the base on top, DPO below."""
+    count = min(count, len(base))
+    tile = 64 * scale
+    sheet = Image.new("RGB", (count * tile + 50, 2 * tile), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, paths in enumerate((base, dpo)):
+        draw.text((4, row * tile + tile // 2), ("base", "DPO")[row], fill="black")
+        for i in range(count):
+            with Image.open(paths[i]) as image:
+                sheet.paste(image.convert("RGB").resize((tile, tile)), (50 + i * tile, row * tile))
+    sheet.save(path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training dpo-miniature",
+        description="A simulated community with a hidden taste votes on the embedded model's "
+        "covers through the bot's storage; DPO on its pairs; win rate, KID and prompt following "
+        "on held-out prompts (docs/dpo.md). Reruns continue where the last one stopped.",
+    )
+    defaults = MiniatureConfig()
+    parser.add_argument("--out", type=Path, default=defaults.out)
+    parser.add_argument("--votes", default=",".join(map(str, defaults.vote_counts)),
+                        help="closed-vote counts of the curve (default 40,80,160,320)")  # fmt: skip
+    parser.add_argument("--held-out", type=int, default=defaults.held_out)
+    parser.add_argument("--real-covers", type=int, default=defaults.real_covers)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--beta", type=float, default=defaults.beta)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--resamples", type=int, default=defaults.resamples)
+    parser.add_argument(
+        "--inception", default=None, help="Inception TorchScript file (docs/eval.md)"
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=None, help="copy the results here, e.g. docs/dpo"
+    )
+    parser.add_argument("--fresh", action="store_true", help="start over (delete --out first)")
+    args = parser.parse_args(argv)
+    try:
+        counts = tuple(sorted({int(v) for v in args.votes.split(",")}))
+    except ValueError:
+        parser.error(f"--votes must be comma-separated whole numbers, got {args.votes!r}")
+    if not counts or counts[0] < 1:
+        parser.error(f"--votes must be positive, got {args.votes!r}")
+    for name in ("held_out", "real_covers", "steps"):
+        if getattr(args, name) < 2:
+            parser.error(
+                f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}"
+            )
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    config = MiniatureConfig(
+        out=args.out, vote_counts=counts, held_out=args.held_out, real_covers=args.real_covers,
+        steps=args.steps, beta=args.beta, learning_rate=args.learning_rate,
+        resamples=args.resamples, inception=args.inception, docs=args.docs,
+    )  # fmt: skip
+    results = run(config)
+    print((config.out / "report.md").read_text())
+    return 0 if results else 1
