@@ -63,7 +63,7 @@ async def run_queue_benchmark(
         say(f"warming up (loading the model; batch sizes {', '.join(map(str, sizes))})")
         for size in sizes:  # one after the other, so each runs at exactly its size
             specs = tuple(ImageSpec(prompt, "", seed=k) for k in range(size))
-            await _submit_and_wait(queue, [_job("benchmark-warmup", params, specs, priority)])
+            await submit_and_wait(queue, [job("benchmark-warmup", params, specs, priority)])
 
     # 2. The workloads, with the memory probe watching only them.
     probe = MemoryProbe(device)
@@ -89,7 +89,7 @@ async def _measure(
 ) -> WorkloadResult:
     per_request = workload.images_per_request
     jobs = [
-        _job(
+        job(
             f"benchmark-{i}",  # one user per request: the per-user limit does not apply
             params,
             tuple(ImageSpec(prompt, "", seed=i * per_request + k) for k in range(per_request)),
@@ -97,7 +97,7 @@ async def _measure(
         )
         for i in range(workload.requests)
     ]
-    timed = await _submit_and_wait(queue, jobs)
+    timed = await submit_and_wait(queue, jobs)
     first_submit = min(submitted for submitted, _, _ in timed)
     last_result = max(finished for _, _, finished in timed)
     latencies = [finished - submitted for submitted, _, finished in timed]
@@ -113,7 +113,7 @@ async def _measure(
     )
 
 
-def _job(
+def job(
     user_id: str, params: GenerationParams, images: tuple[ImageSpec, ...], priority: int
 ) -> GenerationJob:
     return GenerationJob(
@@ -121,7 +121,7 @@ def _job(
     )
 
 
-async def _submit_and_wait(
+async def submit_and_wait(
     queue: GenerationQueue, jobs: Sequence[GenerationJob]
 ) -> list[tuple[float, JobResult, float]]:
     """Submit ``jobs`` at once and wait for all: (submitted at, result, result at) per job, on
