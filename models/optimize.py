@@ -6,6 +6,8 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
   gives black images and runs slower than half-precision weights (see ../shared/NOTES.md).
+- ``cpu_bfloat16``: on a CPU, run every part in bfloat16 (oneDNN uses AVX-512 BF16 / AMX
+  where the CPU has them); measured per part in docs/benchmarks/cpu-runtime-*.md.
 - ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels) instead of diffusers' explicit softmax(QKᵀ)V.
 - ``channels_last``: UNet and VAE weights in NHWC memory order, which convolution kernels on
@@ -44,6 +46,7 @@ DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
 @dataclass(frozen=True)
 class Optimizations:
     half_precision: bool = True
+    cpu_bfloat16: bool = False
     sdpa: bool = True
     channels_last: bool = True
     compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
@@ -66,6 +69,7 @@ class Optimizations:
         """Nothing switched on: a pipeline exactly as diffusers loads it (the baseline)."""
         return cls(
             half_precision=False,
+            cpu_bfloat16=False,
             sdpa=False,
             channels_last=False,
             compile=False,
@@ -107,7 +111,7 @@ class Optimizations:
         """A short line of what is on, for reports."""
         on = [
             name
-            for name in ("half_precision", "sdpa", "channels_last", "compile")
+            for name in ("half_precision", "cpu_bfloat16", "sdpa", "channels_last", "compile")
             if getattr(self, name)
         ]
         if self.vae_slicing_from:
@@ -138,6 +142,9 @@ class Optimizations:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         denoiser = pipe.unet
+        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/registry.py).
+        if self.cpu_bfloat16 and denoiser.device.type == "cpu":
+            pipe.to(dtype=torch.bfloat16)
         # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.
         denoiser.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
         if hasattr(getattr(pipe, "vae", None), "set_attn_processor"):  # AutoencoderTiny: none

@@ -113,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE,...",
         help="switch optimisations of our side, e.g. channels_last=off,compile=on "
         "(names: half_precision, sdpa, channels_last, compile, vae_slicing_from, "
-        "vae_tiling_from, prompt_cache, previews_every)",
+        "vae_tiling_from, prompt_cache, previews_every, cpu_bfloat16, decoder=auto|full|tiny)",
+    )
+    parser.add_argument(
+        "--stages",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time one more cover stage by stage (text encoder, UNet, decoder, safety checker, "
+        "post-processing) and print it under the table (default: on)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
@@ -190,7 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ) as queue:
             if not args.compare:
                 report = await run_queue_benchmark(
-                    queue, params, device=device, workloads=workloads, progress=say
+                    queue,
+                    params,
+                    device=device,
+                    workloads=workloads,
+                    progress=say,
+                    stages=args.stages,
                 )
                 return report, None
             # 3. Side by side: a plain pipeline of its own for the baseline.

@@ -21,6 +21,7 @@ from models.benchmark.formatting import (
     number,
     plain_json,
 )
+from models.benchmark.stages import StageTimes
 from models.benchmark.workload import WorkloadResult
 from models.jobs import GenerationParams
 
@@ -43,6 +44,7 @@ class BenchmarkReport:
     total_s: float  # the whole run, warm-up included
     max_batch: int | None = None  # the queue's cap on images per pipeline call
     setup: str = "our queue"  # how the images were made (the baseline says so)
+    stages: StageTimes | None = None  # one cover, stage by stage (models/benchmark/stages.py)
 
     @classmethod
     def measured(
@@ -82,10 +84,12 @@ class BenchmarkReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchmarkReport:
         """The inverse of :meth:`to_json` (e.g. to compare with a report in docs/benchmarks)."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"results"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"results", "stages"}
+        stages = data.get("stages")
         return cls(
             **{name: data[name] for name in fields if name in data},
             results=tuple(WorkloadResult.from_json(item) for item in data["results"]),
+            stages=StageTimes.from_json(stages) if stages else None,
         )
 
     def table(self) -> str:
@@ -112,6 +116,9 @@ class BenchmarkReport:
             for r in self.results
         ]
         per_device = self.per_device_line()
+        if self.stages is not None:  # where one cover's time went, before the totals
+            lines = ["one cover, stage by stage:", *self.stages.lines()]
+            per_device = "\n".join(lines) + "\n" + per_device
         footer = per_device + clip(
             f"peak memory {byte_size(self.peak_memory_bytes)} ({self.memory_kind}) · "
             f"total {self.total_s:.1f} s · torch {self.torch_version or 'not installed'}",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from models.benchmark.flops import peak_tflops, unet_flop_per_image
 from models.benchmark.memory import MemoryProbe
 from models.benchmark.report import BenchmarkReport, Comparison
+from models.benchmark.stages import measure_stages
 from models.benchmark.workload import (
     DEFAULT_PROMPT,
     DEFAULT_WORKLOADS,
@@ -37,8 +38,11 @@ async def run_queue_benchmark(
     warmup: bool = True,
     prompt: str = DEFAULT_PROMPT,
     progress: Callable[[str], None] | None = None,
+    stages: bool = False,
 ) -> BenchmarkReport:
     """Run ``workloads`` one after the other through ``queue`` (started, on this event loop).
+    With ``stages``, one more cover (the first workload's images per request) is timed stage
+    by stage (:func:`~models.benchmark.stages.measure_stages`) and put in the report.
 
     Each request is a job of user ``benchmark-<i>`` at ``priority``: with 1 or more, users'
     waiting jobs run first and never share a pipeline call with the benchmark's. ``device`` is
@@ -75,9 +79,18 @@ async def run_queue_benchmark(
     finally:
         peak, memory_kind = probe.stop()
 
-    return BenchmarkReport.measured(
+    # 3. Where one cover's time goes (outside the memory probe's window: the same pipeline).
+    breakdown = None
+    if stages:
+        say("one cover, stage by stage")
+        images = workloads[0].images_per_request
+        breakdown = await measure_stages(
+            queue, params, prompt=prompt, images=images, priority=priority
+        )
+    report = BenchmarkReport.measured(
         params, device, results, (peak, memory_kind), started_at, began, max_batch=queue.max_batch
     )
+    return dataclasses.replace(report, stages=breakdown)
 
 
 async def _measure(
