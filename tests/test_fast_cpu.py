@@ -211,3 +211,23 @@ def test_alternate_runs_both_sides_in_turn_and_takes_medians() -> None:
     assert SwitchResult("c", "s", 2.0, 1.0, 3).verdict() == "wins"
     assert SwitchResult("c", "s", 1.0, 2.0, 3).verdict() == "loses"
     assert SwitchResult("c", "s", 1.0, 1.01, 3).verdict() == "no gain"
+
+
+def test_the_real_size_presets_have_sd_turbo_and_taesd_shapes() -> None:
+    from models.embedded import build_sd_turbo_architecture, build_tiny_decoder_architecture
+    from models.registry import BUILT_IN, resolve_model
+
+    pipe = build_sd_turbo_architecture(device="meta")  # shapes only, nothing allocated
+    unet_params = sum(p.numel() for p in pipe.unet.parameters())
+    assert 865_000_000 < unet_params < 866_000_000  # SD 2.1's UNet: 865.9M
+    assert pipe.unet.config.cross_attention_dim == 1024
+    assert pipe.unet.config.use_linear_projection
+    assert pipe.text_encoder.config.num_hidden_layers == 23
+    assert pipe.text_encoder.config.hidden_act == "gelu"
+    assert pipe.scheduler.config.timestep_spacing == "trailing"
+    tiny = build_tiny_decoder_architecture(device="meta")
+    assert 2_000_000 < sum(p.numel() for p in tiny.parameters()) < 2_600_000  # TAESD: 2.4M
+    spec = resolve_model("sd-turbo-random")
+    assert spec.is_built_in_memory and (spec.steps, spec.guidance) == (1, 0.0)
+    assert spec.tiny_decoder == BUILT_IN
+    assert resolve_model("sd-turbo").tiny_decoder == "madebyollin/taesd"
