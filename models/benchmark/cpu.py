@@ -172,9 +172,10 @@ def compare_cover(
     if type(ours.vae).__name__ == "AutoencoderTiny" and captured:
         with torch.no_grad():
             latents = captured[-1][:1]  # (1, 4, 64, 64), already divided by the tiny's factor 1
-            raw = latents * ours.vae.config.scaling_factor
+            raw = latents.float() * ours.vae.config.scaling_factor
             full = plain.vae.decode(raw / plain.vae.config.scaling_factor).sample
-            tiny = ours.vae.decode(raw / ours.vae.config.scaling_factor).sample.float()
+            tiny = ours.vae.decode((raw / ours.vae.config.scaling_factor).to(ours.vae.dtype))
+            tiny = tiny.sample.float()
         mean_abs, psnr = pixel_distance(full, tiny)
     result = CoverComparison(
         model=model,
@@ -236,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating (3)")
     parser.add_argument("--sd15-steps", type=int, default=2, help="steps for sd15-random (2)")
+    parser.add_argument(
+        "--sd15-repeats", type=int, help="runs per side for sd15-random (default: --repeats)"
+    )
     parser.add_argument("--opt", default="decoder=tiny", help="ours: Optimizations switches")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
@@ -254,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         compare_cover(
             name,
             steps=args.sd15_steps if name.startswith("sd15") else None,
-            repeats=args.repeats,
+            repeats=(args.sd15_repeats or args.repeats)
+            if name.startswith("sd15")
+            else args.repeats,
             optimizations=optimizations,
             cache_dir=default_cache_dir(),
             say=say,

@@ -69,18 +69,15 @@ def alternate(
     return statistics.median(base), statistics.median(other)
 
 
-def measure(repeats: int = 2, *, say: Callable[[str], None] = print) -> list[SwitchResult]:
-    """All the switches of the module docstring, in its order."""
-    import copy
+PARTS = ("unet", "full", "tiny")  # the three groups of the module docstring
+
+
+def measure(
+    repeats: int = 2, *, parts: Sequence[str] = PARTS, say: Callable[[str], None] = print
+) -> list[SwitchResult]:
+    """The switches of the module docstring for ``parts``, in its order."""
 
     import torch
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    from models.embedded import (
-        build_sd_turbo_architecture,
-        build_tiny_decoder_architecture,
-        sd_vae_architecture,
-    )
 
     torch.set_grad_enabled(False)
     threads = torch.get_num_threads()
@@ -91,6 +88,27 @@ def measure(repeats: int = 2, *, say: Callable[[str], None] = print) -> list[Swi
         b, o = alternate(base, other, repeats)
         results.append(SwitchResult(component, switch, b, o, repeats, note))
         say(f"runtime:   {b:.2f} s -> {o:.2f} s ({b / o:.2f}x)")
+
+    def decode(module: Any, dtype: Any = torch.float32, batch: int = 1) -> Callable[[], Any]:
+        z = torch.randn(batch, 4, 64, 64).to(dtype)  # (B, 4, 64, 64)
+        return lambda: module.decode(z)
+
+    if "unet" in parts:
+        _unet_switches(record)
+    if "full" in parts:
+        _full_decoder_switches(record, decode)
+    if "tiny" in parts:
+        _tiny_decoder_switches(record, decode, threads, say)
+    return results
+
+
+def _unet_switches(record: Callable[..., None]) -> None:
+    import copy
+
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from models.embedded import build_sd_turbo_architecture
 
     # 1. The UNet at real size, one image, one step's pass (sd-turbo: no guidance, batch 1).
     unet = build_sd_turbo_architecture().unet.eval()
@@ -114,13 +132,17 @@ def measure(repeats: int = 2, *, say: Callable[[str], None] = print) -> list[Swi
     record(name, "bfloat16", unet_call(), unet_call(unet_bf16, torch.bfloat16))
     del unet_bf16, unet
 
+
+def _full_decoder_switches(record: Callable[..., None], decode: Callable[..., Any]) -> None:
+    import copy
+
+    import torch
+
+    from models.embedded import sd_vae_architecture
+
     # 2. The full decoder at 512 px, one image.
     vae = sd_vae_architecture().eval()
     name = "full decoder (SD VAE, 1 image, 512 px)"
-
-    def decode(module: Any, dtype: Any = torch.float32, batch: int = 1) -> Callable[[], Any]:
-        z = torch.randn(batch, 4, 64, 64).to(dtype)  # (B, 4, 64, 64)
-        return lambda: module.decode(z)
 
     vae_cl = copy.deepcopy(vae).to(memory_format=torch.channels_last)
     record(name, "channels_last", decode(vae), decode(vae_cl))
@@ -128,6 +150,16 @@ def measure(repeats: int = 2, *, say: Callable[[str], None] = print) -> list[Swi
     vae_bf16 = copy.deepcopy(vae).to(torch.bfloat16)
     record(name, "bfloat16", decode(vae), decode(vae_bf16, torch.bfloat16))
     del vae_bf16, vae
+
+
+def _tiny_decoder_switches(
+    record: Callable[..., None], decode: Callable[..., Any], threads: int, say: Callable
+) -> None:
+    import copy
+
+    import torch
+
+    from models.embedded import build_tiny_decoder_architecture
 
     # 3. The tiny decoder at 512 px, a 4-candidate cover's batch.
     tiny = build_tiny_decoder_architecture().eval()
@@ -180,7 +212,6 @@ def measure(repeats: int = 2, *, say: Callable[[str], None] = print) -> list[Swi
     if onnx is not None:
         record(name, "ONNX Runtime (CPU provider)", decode(tiny, batch=4), onnx,
                f"onnxruntime {installed_version('onnxruntime')}")  # fmt: skip
-    return results
 
 
 def _onnx_runtime_decoder(tiny: Any, say: Callable[[str], None]) -> Callable[[], Any] | None:
@@ -220,14 +251,20 @@ def table(results: Sequence[SwitchResult]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.benchmark.runtime")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per side (2)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="unet,full,tiny (all)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     import torch
 
     started = datetime.now(UTC)
-    results = measure(args.repeats, say=lambda line: print(line, file=sys.stderr, flush=True))
+    results = measure(
+        args.repeats, parts=parts, say=lambda line: print(line, file=sys.stderr, flush=True)
+    )
     text = table(results)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(
         f"# CPU runtime switches, {started:%Y-%m-%d}\n\n```\npython -m models.benchmark.runtime "
-        f"--repeats {args.repeats}\n```\n\ntorch {info['torch']}, {info['threads']} threads, "
+        f"--repeats {args.repeats} --parts {','.join(parts)}\n```\n\ntorch {info['torch']}, {info['threads']} threads, "
         f"median of {args.repeats} alternating calls per side.\n\n```\n{text}\n```\n",
         encoding="utf-8",
     )
