@@ -227,6 +227,24 @@ class _capture_decoder_input:
         self.vae.decode = self._previous
 
 
+def _write(
+    stem: Path, command: str, started: datetime, results: Sequence[CoverComparison], text: str
+) -> None:
+    info = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": command,
+        "torch": installed_version("torch"),
+        "diffusers": installed_version("diffusers"),
+        "results": [r.to_json() for r in results],
+    }
+    stem.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(
+        f"# One cover on this CPU, ours vs plain diffusers, {started:%Y-%m-%d}\n\n"
+        f"```\n{command}\n```\n\n```\n{text}\n```\n",
+        encoding="utf-8",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from models.benchmark.cli import default_cache_dir
     from models.optimize import Optimizations
@@ -254,39 +272,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     started = datetime.now(UTC)
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    results = [
-        compare_cover(
-            name,
-            steps=args.sd15_steps if name.startswith("sd15") else None,
-            repeats=(args.sd15_repeats or args.repeats)
-            if name.startswith("sd15")
-            else args.repeats,
-            optimizations=optimizations,
-            cache_dir=default_cache_dir(),
-            say=say,
-        )
-        for name in filter(None, (n.strip() for n in args.models.split(",")))
-    ]
-    text = "\n\n".join(r.table() for r in results)
-    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"cpu-cover-{started:%Y%m%dT%H%M%SZ}"
     command = "python -m models.benchmark.cpu " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    info = {
-        "started_at": started.isoformat(timespec="seconds"),
-        "command": command,
-        "torch": installed_version("torch"),
-        "diffusers": installed_version("diffusers"),
-        "results": [r.to_json() for r in results],
-    }
-    stem.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(
-        f"# One cover on this CPU, ours vs plain diffusers, {started:%Y-%m-%d}\n\n"
-        f"```\n{command}\n```\n\n```\n{text}\n```\n",
-        encoding="utf-8",
-    )
+    results: list[CoverComparison] = []
+    for name in filter(None, (n.strip() for n in args.models.split(","))):
+        sd15 = name.startswith("sd15")
+        results.append(
+            compare_cover(
+                name,
+                steps=args.sd15_steps if sd15 else None,
+                repeats=(args.sd15_repeats or args.repeats) if sd15 else args.repeats,
+                optimizations=optimizations,
+                cache_dir=default_cache_dir(),
+                say=say,
+            )
+        )
+        text = "\n\n".join(r.table() for r in results)
+        print(text, flush=True)
+        _write(stem, command, started, results, text)  # after each model: a slow run keeps some
     print(stem.with_suffix(".md"))
     return 0
 
