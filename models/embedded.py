@@ -238,8 +238,11 @@ def _from_package(package: Path) -> StableDiffusionPipeline:
     return assemble_pipeline(unet, vae, text_encoder, clip_tokenizer(), scheduler)
 
 
-def clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) -> Any:
-    """A CLIP text transformer (quick-GELU, 4x wide MLPs, 77 positions) over ``tokenizer``."""
+def clip_text_encoder(
+    tokenizer: Any, *, width: int, layers: int, heads: int, act: str = "quick_gelu"
+) -> Any:
+    """A CLIP text transformer (``act``, 4x wide MLPs, 77 positions) over ``tokenizer``:
+    OpenAI's CLIP uses quick-GELU, OpenCLIP (SD 2.x, sd-turbo) exact GELU."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(
@@ -250,7 +253,7 @@ def clip_text_encoder(tokenizer: Any, *, width: int, layers: int, heads: int) ->
             num_hidden_layers=layers,
             num_attention_heads=heads,
             max_position_embeddings=77,
-            hidden_act="quick_gelu",
+            hidden_act=act,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -302,7 +305,7 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
     made on ``device`` directly (~4 GB in float32; "meta" makes shapes only, for tests).
     """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     from models.clip_tokenizer import clip_tokenizer
 
@@ -316,14 +319,69 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
             cross_attention_dim=768,
             attention_head_dim=8,
         )  # the rest of UNet2DConditionModel's defaults are SD 1.x's
-        vae = AutoencoderKL(
-            sample_size=512,
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            scaling_factor=0.18215,
-        )
+        vae = sd_vae_architecture()
         text_encoder = clip_text_encoder(tokenizer, width=768, layers=12, heads=12)
     return assemble_pipeline(unet, vae, text_encoder, tokenizer)
+
+
+SD_TURBO_ARCHITECTURE = "sd-turbo-random"
+
+
+def build_sd_turbo_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusionPipeline:
+    """sd-turbo's shapes (SD 2.1's) with random weights, built in memory: an 865M UNet
+    (320/640/1280/1280 channels, per-block head dims 5/10/20/20, linear attention projections,
+    cross-attention width 1024), SD's 8x VAE, and OpenCLIP ViT-H's text tower (23 layers,
+    1024 wide, 16 heads, GELU), with Euler on trailing timesteps as the real scheduler.
+
+    What :func:`build_sd15_architecture` is for SD 1.5: real CPU timings without a download
+    (issue 22). The tokenizer is CLIP's BPE; sd-turbo's pads with ``!`` but costs the same."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+    from models.clip_tokenizer import clip_tokenizer
+
+    tokenizer = clip_tokenizer()
+    with torch.device(device):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
+        )
+        vae = sd_vae_architecture()
+        text_encoder = clip_text_encoder(tokenizer, width=1024, layers=23, heads=16, act="gelu")
+    scheduler = EulerDiscreteScheduler(
+        **SD_BETAS, prediction_type="epsilon", timestep_spacing="trailing", steps_offset=1
+    )
+    return assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def sd_vae_architecture() -> Any:
+    """SD 1.x/2.x's 8x KL autoencoder (128/256/512/512 channels, 83M parameters)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        scaling_factor=0.18215,
+    )
+
+
+def build_tiny_decoder_architecture(seed: int = 0, device: str = "cpu") -> Any:
+    """TAESD's shapes (``madebyollin/taesd``: diffusers' ``AutoencoderTiny`` defaults – 64
+    channels throughout, 1/3/3/3 encoder and 3/3/3/1 decoder blocks, 2.4M parameters) with
+    random weights: it decodes SD 1.x/2.x latents, so it times the fast decoder of both
+    ``*-random`` presets."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    with torch.device(device):
+        torch.manual_seed(seed)
+        return AutoencoderTiny()

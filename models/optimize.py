@@ -6,6 +6,8 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
   gives black images and runs slower than half-precision weights (see docs/facts.md).
+- ``cpu_bfloat16``: on a CPU, run every part in bfloat16 (oneDNN uses AVX-512 BF16 / AMX
+  where the CPU has them); measured per part in docs/benchmarks/cpu-runtime-*.md.
 - ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels) instead of diffusers' explicit softmax(QKᵀ)V.
 - ``channels_last``: UNet and VAE weights in NHWC memory order, which convolution kernels on
@@ -19,6 +21,13 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   where even one image's decoder activations are too big.
 - ``prompt_cache``: text-encoder outputs kept per pipeline for this many prompts, so
   ``/benchmark`` and people re-rolling the same playlist skip the text encoder.
+- ``decoder``: ``full`` decodes with the preset's own VAE; ``tiny`` with its tiny autoencoder
+  (diffusers' ``AutoencoderTiny``, TAESD for SD 1.x/2.x latents, from the hub cache); ``auto``
+  takes the tiny one on a CPU where the preset has one and it is cached, the full one elsewhere.
+  On a 2-core CPU the full decoder at 512 px costs more than a one-step sd-turbo UNet pass
+  and the tiny one a small fraction of that (docs/benchmarks/cpu-runtime-*.md); a GPU decodes
+  fast enough that the full decoder's quality wins. When the tiny decoder is loaded, previews
+  are decoded with it too instead of the linear latent-to-RGB map.
 - ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
   the 4 latent channels to RGB, no VAE), sent to the queue as :class:`~models.queue.Preview`
   events; the bot shows them in the status message. Off by default.
@@ -31,11 +40,13 @@ from dataclasses import dataclass
 from typing import Any
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a batch is padded up to one
+DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
 
 
 @dataclass(frozen=True)
 class Optimizations:
     half_precision: bool = True
+    cpu_bfloat16: bool = False
     sdpa: bool = True
     channels_last: bool = True
     compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
@@ -45,12 +56,20 @@ class Optimizations:
     )
     prompt_cache: int = 256  # prompts whose embeddings are kept; 0: encode every call
     previews_every: int = 0  # send a rough preview every N steps (0: none)
+    decoder: str = "auto"  # one of DECODERS
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(
+                f"`decoder` must be one of {', '.join(DECODERS)}, got {self.decoder!r}."
+            )
 
     @classmethod
     def plain(cls) -> Optimizations:
         """Nothing switched on: a pipeline exactly as diffusers loads it (the baseline)."""
         return cls(
             half_precision=False,
+            cpu_bfloat16=False,
             sdpa=False,
             channels_last=False,
             compile=False,
@@ -58,6 +77,7 @@ class Optimizations:
             vae_tiling_from=0,
             prompt_cache=0,
             previews_every=0,
+            decoder="full",
         )
 
     def replace(self, text: str) -> Optimizations:
@@ -73,7 +93,11 @@ class Optimizations:
             name, value = name.strip(), value.strip().lower()
             if name not in fields:
                 raise ValueError(f"Unknown optimisation {name!r}; known: {', '.join(fields)}.")
-            if isinstance(getattr(self, name), bool):
+            if name == "decoder":
+                if value not in DECODERS:
+                    raise ValueError(f"`decoder` takes {', '.join(DECODERS)}, got {value!r}.")
+                changes[name] = value
+            elif isinstance(getattr(self, name), bool):
                 if value not in _SWITCH:
                     raise ValueError(f"`{name}` takes on or off, got {value!r}.")
                 changes[name] = _SWITCH[value]
@@ -87,7 +111,7 @@ class Optimizations:
         """A short line of what is on, for reports."""
         on = [
             name
-            for name in ("half_precision", "sdpa", "channels_last", "compile")
+            for name in ("half_precision", "cpu_bfloat16", "sdpa", "channels_last", "compile")
             if getattr(self, name)
         ]
         if self.vae_slicing_from:
@@ -98,9 +122,19 @@ class Optimizations:
             on.append("prompt_cache")
         if self.previews_every:
             on.append(f"previews/{self.previews_every}")
+        if self.decoder != "full":
+            on.append(f"decoder={self.decoder}")
         return ", ".join(on) or "none"
 
     # -- applying them ---------------------------------------------------------------------
+
+    def wants_tiny_decoder(self, *, has_one: bool, device: str) -> bool:
+        """Whether to load the tiny decoder: asked for, or ``auto`` on a CPU where the preset
+        has one (``has_one``). A ``tiny`` request for a preset without one is the loader's
+        error to raise (it names the model)."""
+        if self.decoder == "tiny":
+            return True
+        return self.decoder == "auto" and has_one and device == "cpu"
 
     def apply(self, pipe: Any) -> Any:
         """Set up a freshly loaded pipeline (already on its device) and return it."""
@@ -108,9 +142,12 @@ class Optimizations:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         denoiser = pipe.unet
+        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/registry.py).
+        if self.cpu_bfloat16 and denoiser.device.type == "cpu":
+            pipe.to(dtype=torch.bfloat16)
         # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.
         denoiser.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
-        if getattr(pipe, "vae", None) is not None:
+        if hasattr(getattr(pipe, "vae", None), "set_attn_processor"):  # AutoencoderTiny: none
             pipe.vae.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
         # 2. Memory order of the convolution weights.
         if self.channels_last:

@@ -43,6 +43,16 @@ class ModelPreset:
     # False for a model that never learned the words negative prompts use ("blurry, watermark,
     # ..."): guiding away from text it cannot read pushes in a random direction.
     negative_prompts: bool = True
+    # The fast decoder for this preset's latents (diffusers' AutoencoderTiny): a hub repo, or
+    # BUILT_IN for the random-weight presets; None where there is none (models/optimize.py's
+    # ``decoder`` switch picks between it and the full VAE).
+    tiny_decoder: str | None = None
+
+
+TAESD = "madebyollin/taesd"  # TAESD decodes SD 1.x and 2.x latents (one shared VAE latent space)
+BUILT_IN = "built in memory"
+# Presets whose weights are made here with random values, real shapes (models/embedded.py).
+RANDOM_ARCHITECTURES = ("sd15-random", "sd-turbo-random")
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -70,6 +80,19 @@ PRESETS: dict[str, ModelPreset] = {
             dtype_cuda="float16",
             description="SD 1.5's architecture, random weights, built in memory: for "
             "benchmarks without a download; makes noise.",
+            tiny_decoder=BUILT_IN,
+        ),
+        ModelPreset(
+            name="sd-turbo-random",
+            repo_id=None,
+            kind="sd",
+            native_size=512,
+            steps=1,
+            guidance=0.0,
+            dtype_cuda="float16",
+            description="sd-turbo's architecture (SD 2.1's), random weights, built in memory: "
+            "for CPU benchmarks at real size without a download; makes noise.",
+            tiny_decoder=BUILT_IN,
         ),
         ModelPreset(
             name="small-sd",
@@ -80,6 +103,7 @@ PRESETS: dict[str, ModelPreset] = {
             guidance=7.5,
             dtype_cuda="float16",
             description="Distilled Stable Diffusion (~1.1 GB); best FID in the paper once tuned.",
+            tiny_decoder=TAESD,
         ),
         ModelPreset(
             name="sd15",
@@ -91,6 +115,7 @@ PRESETS: dict[str, ModelPreset] = {
             dtype_cuda="float16",
             description="Stable Diffusion 1.5 at 512 px.",
             variant="fp16",
+            tiny_decoder=TAESD,
         ),
         ModelPreset(
             name="sd-turbo",
@@ -102,6 +127,7 @@ PRESETS: dict[str, ModelPreset] = {
             dtype_cuda="float16",
             description="SD 2.1 distilled for 1-4 steps without guidance: fastest at 512 px.",
             variant="fp16",
+            tiny_decoder=TAESD,
         ),
         ModelPreset(
             name="deepfloyd-if",
@@ -145,6 +171,7 @@ class ModelSpec:
     path: Path | None = None  # a local diffusers folder; None for hub presets and "embedded"
     lora: Path | None = None  # a LoRA .safetensors file applied on top
     negative_prompts: bool = True  # see ModelPreset
+    tiny_decoder: str | None = None  # see ModelPreset
 
     @property
     def is_embedded(self) -> bool:
@@ -152,8 +179,8 @@ class ModelSpec:
 
     @property
     def is_built_in_memory(self) -> bool:
-        """Weights made here, never loaded from anywhere (the SD 1.5-shaped benchmark model)."""
-        return self.name == "sd15-random" and self.repo_id is None and self.path is None
+        """Weights made here, never loaded from anywhere (the real-shaped benchmark models)."""
+        return self.name in RANDOM_ARCHITECTURES and self.repo_id is None and self.path is None
 
 
 def list_models() -> list[str]:
@@ -235,6 +262,7 @@ def resolve_model(name: str, *, lora: str | None = None) -> ModelSpec:
             auto_reason=auto_reason,
             lora=lora_path,
             negative_prompts=preset.negative_prompts,
+            tiny_decoder=preset.tiny_decoder,
         )
     folder = Path(name).expanduser()
     if folder.is_dir():
@@ -437,9 +465,12 @@ def load_pipeline(
     # 1. Find the weights: the embedded model (built on demand), random SD 1.5 weights (built
     #    in memory, for benchmarks), a folder, or the hub cache.
     if spec.is_built_in_memory:
-        from models.embedded import build_sd15_architecture
+        from models.embedded import build_sd15_architecture, build_sd_turbo_architecture
 
-        pipe = build_sd15_architecture(device=device).to(dtype=dtype)
+        build = (
+            build_sd15_architecture if spec.name == "sd15-random" else build_sd_turbo_architecture
+        )
+        pipe = build(device=device).to(dtype=dtype)
     elif spec.is_embedded:
         pipe = diffusers.DiffusionPipeline.from_pretrained(
             ensure_embedded(cache_dir), dtype=dtype, local_files_only=True
@@ -466,6 +497,58 @@ def load_pipeline(
         _apply_lora(pipe, spec.lora, scale=lora_scale)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_tiny_decoder(
+    spec: ModelSpec, *, device: str, dtype: Any, allow_downloads: bool = False
+) -> Any:
+    """The preset's tiny autoencoder (diffusers' ``AutoencoderTiny``) on ``device``: built in
+    memory for the random-weight presets, else from the local hub cache (fetched first when
+    downloads are allowed).
+
+    Raises :class:`ModelUnavailable` when ``spec`` has no tiny decoder, or its repository is
+    not in the cache, naming the command that fetches it.
+    """
+    if spec.tiny_decoder is None:
+        raise ModelUnavailable(
+            f"The model {spec.name} has no tiny decoder; use decoder=full (or auto)."
+        )
+    diffusers = _import_diffusers()
+    if spec.tiny_decoder == BUILT_IN:
+        from models.embedded import build_tiny_decoder_architecture
+
+        return build_tiny_decoder_architecture(device=device).to(dtype=dtype)
+    repo_id = spec.tiny_decoder
+    if not allow_downloads and not tiny_decoder_cached(repo_id):
+        raise ModelUnavailable(
+            f"The tiny decoder {repo_id} of {spec.name} is not in the local Hugging Face "
+            f"cache; fetch it with `hf download {repo_id}` (a few MB), or use decoder=full."
+        )
+    try:
+        tiny = diffusers.AutoencoderTiny.from_pretrained(
+            repo_id,
+            dtype=dtype,
+            cache_dir=hf_cache_dir(),
+            local_files_only=not allow_downloads,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ModelUnavailable(_load_failure(repo_id, error)) from error
+    return tiny.to(device)
+
+
+def tiny_decoder_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds ``repo_id``'s config and weights (a model repository, not
+    a pipeline: both at the top level of its ``refs/main`` snapshot)."""
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return False
+    snapshot = repo / "snapshots" / revision
+    has_weights = any(
+        (snapshot / f"diffusion_pytorch_model{suffix}").is_file() for suffix in _WEIGHT_SUFFIXES
+    )
+    return (snapshot / "config.json").is_file() and has_weights
 
 
 def _apply_lora(pipe: Any, lora: Path, *, scale: float) -> None:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.errors import ModelUnavailable
 from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
 from models.optimize import Optimizations
 from models.postprocess import latent_previews
@@ -33,6 +34,7 @@ from models.registry import (
     ModelSpec,
     load_hub_pipeline,
     load_pipeline,
+    load_tiny_decoder,
     pick_device,
     resolve_model,
     torch_dtype,
@@ -97,6 +99,19 @@ class DiffusersRunner:
     def loaded(self) -> list[PipelineKey]:
         """Keys of the pipelines in memory, least recently used first."""
         return list(self._loaded)
+
+    def loaded_pipeline(self, params: GenerationParams) -> Any | None:
+        """The pipeline ``params`` would run on, if it is loaded and a single one (None for
+        DeepFloyd IF's stages): what the benchmark's stage clock attaches to."""
+        model = resolve_model(params.model, lora=params.lora)
+        if model.kind == "if":
+            return None
+        return self._loaded.get(self._key(model, params.lora_scale))
+
+    def pipeline(self, params: GenerationParams) -> Any:
+        """The pipeline ``params`` runs on, loaded (with the optimisations) if it is not."""
+        model = resolve_model(params.model, lora=params.lora)
+        return self._pipeline(model, params.lora_scale)
 
     def __call__(
         self, params: GenerationParams, specs: Sequence[ImageSpec], control: RunControl
@@ -187,7 +202,7 @@ class DiffusersRunner:
             control.step(step + 1, total)  # raises RunInterrupted to stop the call
             every = self.optimizations.previews_every
             if every and (step + 1) % every == 0 and step + 1 < total:
-                previews = latent_previews(callback_kwargs["latents"])  # (B, 4, h, w) → B images
+                previews = _previews(pipeline, callback_kwargs["latents"])  # (B, 4, h, w)
                 control.preview(step + 1, previews[:wanted])
             return callback_kwargs
 
@@ -291,6 +306,23 @@ class DiffusersRunner:
             lora_scale=lora_scale,
             half_precision=self.optimizations.half_precision,
         )
+        # The tiny decoder goes in before the optimisations, so they apply to it too.
+        if self.optimizations.wants_tiny_decoder(
+            has_one=model.tiny_decoder is not None, device=self.device
+        ):
+            try:
+                pipe.vae = load_tiny_decoder(
+                    model,
+                    device=self.device,
+                    dtype=pipe.unet.dtype,
+                    allow_downloads=self.allow_downloads,
+                )
+            except ModelUnavailable:
+                if self.optimizations.decoder == "tiny":
+                    raise  # asked for by name: say why it cannot be had
+                log.info(
+                    "No tiny decoder for %s in the cache; decoding with the full VAE", model.name
+                )
         return self.optimizations.apply(pipe)
 
     def _generators(self, seeds: Sequence[int]) -> list[Any]:
@@ -445,6 +477,21 @@ def _init_image(spec: ImageSpec, width: int, height: int) -> Image.Image:
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     return image
+
+
+def _previews(pipe: Any, latents: Any) -> list[Image.Image]:
+    """Preview pictures of the latents: decoded by the tiny decoder when the pipeline has it
+    (a few percent of a step here), else the rough linear map of models/postprocess.py."""
+    vae = getattr(pipe, "vae", None)
+    if type(vae).__name__ != "AutoencoderTiny":
+        return latent_previews(latents)
+    import torch
+
+    with torch.no_grad():
+        pixels = vae.decode(
+            latents.to(vae.dtype) / vae.config.scaling_factor
+        ).sample  # (B, 3, H, W)
+    return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
 def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> list[Outcome]:

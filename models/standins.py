@@ -626,6 +626,45 @@ SUPPORT_REPOS: dict[str, RealRepo] = {
     ),
 }
 
+# The tiny autoencoder (models/registry.py's ``tiny_decoder``): a diffusers model repository,
+# config and weights at the top level, as madebyollin/taesd is.
+TINY_DECODER_REPO = RealRepo(
+    "madebyollin/taesd",
+    "AutoencoderTiny",
+    (),
+    "safetensors",
+    (
+        "8 channels per block (real: 64), 1/1/1/1 encoder and decoder blocks (real: 1/3/3/3 "
+        "and 3/3/3/1); the same 8x upsampling, 4 latent channels and scaling factor 1.0",
+        "the real repository also carries the original taesd_*.pth files; a diffusers load "
+        "never reads them",
+    ),
+)
+
+
+def write_tiny_decoder_standin(hub_cache: Path, *, seed: int = 0) -> Path:
+    """Write the tiny decoder's stand-in (:data:`TINY_DECODER_REPO`) into the hub cache
+    ``hub_cache``; returns its snapshot folder. Replaces an existing one."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    tiny = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
+        files = Path(tmp)
+        tiny.save_pretrained(files)
+        (files / "README.md").write_text(
+            f"Stand-in for {TINY_DECODER_REPO.repo_id}, written by playlist-cover's "
+            "models/standins.py: the real class and layout, tiny random weights.\n"
+        )
+        return _into_cache(files, Path(hub_cache), TINY_DECODER_REPO.repo_id)
+
+
 # Words for the stand-in tokenizers: what covers and SD prompts are made of. The stand-ins
 # sample from these at random, so their captions and expansions are word salad of real words.
 _PROMPT_WORDS = (

@@ -79,6 +79,7 @@ class BenchmarkCog(commands.Cog):
                 workloads=workloads,
                 priority=BENCHMARK_PRIORITY,
                 progress=show,
+                stages=True,  # one more cover, stage by stage: the table shows where time goes
             )
             await asyncio.gather(*edits, return_exceptions=True)  # a failed edit is no matter
             json_path, chart_path = await asyncio.to_thread(

@@ -156,20 +156,20 @@ def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.endswith(
-        "Unknown optimisation 'turbo'; known: half_precision, sdpa, channels_last, compile, "
-        "vae_slicing_from, vae_tiling_from, prompt_cache, previews_every."
+        "Unknown optimisation 'turbo'; known: half_precision, cpu_bfloat16, sdpa, channels_last, "
+        "compile, vae_slicing_from, vae_tiling_from, prompt_cache, previews_every, decoder."
     )
 
 
 def test_the_median_run_is_kept() -> None:
-    from models.benchmark import Workload, WorkloadResult, _median_run
+    from models.benchmark import Workload, WorkloadResult, median_run
 
     def run(rate: float) -> WorkloadResult:
         return WorkloadResult(Workload.concurrent(1), 4, 4 / rate, rate, 1.0, 1.0, (4,))
 
-    assert _median_run([run(3.0), run(1.0), run(2.0)]).images_per_s == 2.0
-    assert _median_run([run(4.0), run(1.0), run(3.0), run(2.0)]).images_per_s == 2.0
-    assert _median_run([run(5.0)]).images_per_s == 5.0
+    assert median_run([run(3.0), run(1.0), run(2.0)]).images_per_s == 2.0
+    assert median_run([run(4.0), run(1.0), run(3.0), run(2.0)]).images_per_s == 2.0
+    assert median_run([run(5.0)]).images_per_s == 5.0
 
 
 def test_the_gpu_benchmark_model_has_sd15s_shapes() -> None:

@@ -137,6 +137,7 @@ def test_resolve_presets() -> None:
         "auto",
         "embedded",
         "sd15-random",
+        "sd-turbo-random",
         "small-sd",
         "sd15",
         "sd-turbo",
