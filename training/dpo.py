@@ -32,13 +32,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from training.accelerated import start_run
 from training.config import (
     CHECKPOINTS,
     LORA_TARGETS,
@@ -292,11 +292,7 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     if spec.kind != "sd":
         raise TrainingError(f"--base {config.base!r} is not a Stable Diffusion model.")
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import (
-        GradientAccumulationPlugin,
-        ProjectConfiguration,
-        broadcast_object_list,
         set_seed,
     )
     from diffusers import DDPMScheduler
@@ -307,29 +303,17 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     checkpoint = find_checkpoint(out, config.resume) if config.resume else None
 
-    # 1. The Accelerator, as in training/train.py (CPU processes join one gloo group).
-    mixed_precision = config.mixed_precision
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
-        log.warning("fp16 mixed precision needs a CUDA GPU; training in float32 instead.")
-        mixed_precision = "no"
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=mixed_precision,
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        project_config=ProjectConfiguration(project_dir=str(out)),
+    # 1. The Accelerator, as in training/train.py.
+    run = start_run(
+        out=out,
+        mixed_precision=config.mixed_precision,
+        accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed,
+        checkpoint=checkpoint,
+        tensorboard=False,
     )
-    seed = config.seed
-    if seed is None and checkpoint is not None:
-        seed = json.loads((checkpoint / TRAIN_STATE).read_text())["seed"]
-    if seed is None:
-        seed = [int.from_bytes(os.urandom(4), "big")]
-        broadcast_object_list(seed)
-        seed = seed[0]
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        mixed_precision, torch.float32
-    )
+    accelerator, seed, weight_dtype = run.accelerator, run.seed, run.weight_dtype
+    mixed_precision = run.mixed_precision
     device = accelerator.device
 
     # 2. The base model through the registry; VAE and text encoder frozen.

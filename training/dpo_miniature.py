@@ -225,10 +225,10 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     from eval.metrics import bootstrap, kid_replicates
     from eval.prompt_following import histograms, prompt_hits
     from eval.study import difference
+    from training.config import default_cache_dir
     from training.dpo import DPOConfig, train_dpo
     from training.export import export_pairs
     from training.synthetic import draw_example
-    from training.config import default_cache_dir
 
     wall = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,12 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+from training.accelerated import start_run
 from training.config import (
     BNB_HINT,
     CHECKPOINTS,
@@ -81,11 +81,7 @@ def train(config: TrainConfig) -> TrainResult:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
     from accelerate.utils import (
-        GradientAccumulationPlugin,
-        ProjectConfiguration,
-        broadcast_object_list,
         set_seed,
     )
     from diffusers import DDPMScheduler
@@ -98,37 +94,18 @@ def train(config: TrainConfig) -> TrainResult:
     checkpoint = find_checkpoint(out, config.resume) if config.resume else None
 
     # 1. The Accelerator: devices, processes, mixed precision, accumulation, trackers.
-    mixed_precision = config.mixed_precision
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
-        # accelerate refuses fp16 without a GPU; the seeds' fp16 is a GPU memory saving anyway.
-        log.warning("fp16 mixed precision needs a CUDA GPU; training in float32 instead.")
-        mixed_precision = "no"
     if config.report_to == "tensorboard":
         require("tensorboard", TENSORBOARD_HINT, "--report-to tensorboard")
-    accelerator = Accelerator(
-        # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) only
-        # join one gloo group when told they are CPU processes; otherwise each trains alone
-        # and saves over the others (measured: tests/training/test_hub_training.py).
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=mixed_precision,
-        # Steps are counted in micro-batches across epoch ends (no early sync at an epoch's last
-        # batch), so "checkpoint-N" always means exactly N x accumulation micro-batches.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False
-        ),
-        log_with="tensorboard" if config.report_to == "tensorboard" else None,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    run = start_run(
+        out=out,
+        mixed_precision=config.mixed_precision,
+        accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed,
+        checkpoint=checkpoint,
+        tensorboard=config.report_to == "tensorboard",
     )
-    seed = config.seed
-    if seed is None and checkpoint is not None:
-        seed = json.loads((checkpoint / TRAIN_STATE).read_text())["seed"]
-    if seed is None:  # one random seed for all processes, recorded in the report
-        seed = [int.from_bytes(os.urandom(4), "big")]
-        broadcast_object_list(seed)
-        seed = seed[0]
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        mixed_precision, torch.float32
-    )
+    accelerator, seed, weight_dtype = run.accelerator, run.seed, run.weight_dtype
+    mixed_precision = run.mixed_precision
     device = accelerator.device
 
     # 2. The base model through the registry (float32 on the CPU first: trained weights must be
