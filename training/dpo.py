@@ -40,10 +40,8 @@ from typing import Any, Literal
 
 from training.accelerated import start_run
 from training.config import (
-    CHECKPOINTS,
     LORA_TARGETS,
     REPORT_FILE,
-    TRAIN_STATE,
     Method,
     Precision,
     TrainingError,
@@ -58,10 +56,12 @@ from training.outputs import (
     build_report,
     checkpoint_only_lora,
     find_checkpoint,
-    prune_checkpoints,
     render_validation,
+    resume_state,
+    save_checkpoint,
     save_full,
     save_lora,
+    save_samples,
 )
 
 log = logging.getLogger(__name__)
@@ -396,13 +396,7 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
     # 6. Resume: adapters (or weights), optimizer, scheduler and the step count.
-    global_step = 0
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        global_step = json.loads((checkpoint / TRAIN_STATE).read_text())["global_step"]
-        accelerator.print(f"Resumed from {checkpoint} at step {global_step}.")
-    elif config.resume:
-        accelerator.print(f"No checkpoint in {out / CHECKPOINTS} yet; starting from step 0.")
+    global_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
 
     def encode_prompts(captions: list[str]) -> Any:
         ids = tokenizer(
@@ -425,13 +419,9 @@ def train_dpo(config: DPOConfig) -> TrainResult:
             base.enable_adapters()
 
     def checkpoint_now() -> None:
-        folder = out / CHECKPOINTS / f"checkpoint-{global_step}"
-        if accelerator.is_main_process and config.checkpoints_total_limit is not None:
-            prune_checkpoints(out / CHECKPOINTS, keep=config.checkpoints_total_limit - 1)
-        accelerator.save_state(str(folder))
-        if accelerator.is_main_process:
-            state = {"global_step": global_step, "seed": seed}
-            (folder / TRAIN_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        save_checkpoint(
+            accelerator, out, step=global_step, seed=seed, keep=config.checkpoints_total_limit
+        )
 
     def validate() -> None:
         if not config.validation_prompts or not accelerator.is_main_process:
@@ -442,10 +432,7 @@ def train_dpo(config: DPOConfig) -> TrainResult:
             steps=config.validation_inference_steps, seed=seed, ema=None, params=params,
             accelerator=accelerator,
         )  # fmt: skip
-        folder = out / "samples" / f"step-{global_step:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(images):
-            image.save(folder / f"{index + 1}.png")
+        save_samples(images, out, global_step)
 
     # 7. The loop. One optimizer step = gradient_accumulation_steps micro-batches of pairs.
     micro_step = global_step * config.gradient_accumulation_steps

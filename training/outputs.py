@@ -224,3 +224,40 @@ def build_report(
         "output": str(output),
     }
     return report
+
+
+def resume_state(
+    accelerator: Any, checkpoint: Path | None, *, resume: str | None, out: Path
+) -> int:
+    """Load ``checkpoint`` (weights, optimizer, scheduler, EMA) into the prepared objects and
+    return its step; 0 when there is none to resume."""
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / TRAIN_STATE).read_text())["global_step"]
+        accelerator.print(f"Resumed from {checkpoint} at step {step}.")
+        return int(step)
+    if resume:
+        accelerator.print(f"No checkpoint in {out / CHECKPOINTS} yet; starting from step 0.")
+    return 0
+
+
+def save_checkpoint(accelerator: Any, out: Path, *, step: int, seed: int, keep: int | None) -> Path:
+    """``OUT/checkpoints/checkpoint-<step>`` with the accelerate state and the step and seed;
+    with ``keep``, the oldest are pruned so that at most ``keep`` remain."""
+    folder = out / CHECKPOINTS / f"checkpoint-{step}"
+    if accelerator.is_main_process and keep is not None:
+        prune_checkpoints(out / CHECKPOINTS, keep=keep - 1)
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        state = {"global_step": step, "seed": seed}
+        (folder / TRAIN_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+    return folder
+
+
+def save_samples(images: list[Any], out: Path, step: int) -> Path:
+    """Validation renders as ``OUT/samples/step-<step>/<n>.png``."""
+    folder = out / "samples" / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        image.save(folder / f"{index + 1}.png")
+    return folder

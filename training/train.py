@@ -31,11 +31,9 @@ from typing import Any
 from training.accelerated import start_run
 from training.config import (
     BNB_HINT,
-    CHECKPOINTS,
     LORA_TARGETS,
     REPORT_FILE,
     TENSORBOARD_HINT,
-    TRAIN_STATE,
     TrainConfig,
     TrainingError,
     check_config,
@@ -48,11 +46,13 @@ from training.outputs import (
     checkpoint_only_lora,
     find_checkpoint,
     flat_hyperparameters,
-    prune_checkpoints,
     render_validation,
     require,
+    resume_state,
+    save_checkpoint,
     save_full,
     save_lora,
+    save_samples,
 )
 
 log = logging.getLogger(__name__)
@@ -214,13 +214,7 @@ def train(config: TrainConfig) -> TrainResult:
             accelerator.init_trackers("playlist-cover", config=flat_hyperparameters(settings))
 
     # 6. Resume: weights, optimizer, scheduler, EMA and the step count; the data position follows.
-    global_step = 0
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        global_step = json.loads((checkpoint / TRAIN_STATE).read_text())["global_step"]
-        accelerator.print(f"Resumed from {checkpoint} at step {global_step}.")
-    elif config.resume:
-        accelerator.print(f"No checkpoint in {out / CHECKPOINTS} yet; starting from step 0.")
+    global_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
 
     def encode_prompts(captions: list[str]) -> Any:
         ids = tokenizer(
@@ -233,13 +227,9 @@ def train(config: TrainConfig) -> TrainResult:
         return text_encoder(ids, return_dict=False)[0]  # (B, 77, D)
 
     def checkpoint_now() -> None:
-        folder = out / CHECKPOINTS / f"checkpoint-{global_step}"
-        if accelerator.is_main_process and config.checkpoints_total_limit is not None:
-            prune_checkpoints(out / CHECKPOINTS, keep=config.checkpoints_total_limit - 1)
-        accelerator.save_state(str(folder))
-        if accelerator.is_main_process:
-            state = {"global_step": global_step, "seed": seed}
-            (folder / TRAIN_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        save_checkpoint(
+            accelerator, out, step=global_step, seed=seed, keep=config.checkpoints_total_limit
+        )
 
     def validate() -> None:
         if not config.validation_prompts or not accelerator.is_main_process:
@@ -251,10 +241,7 @@ def train(config: TrainConfig) -> TrainResult:
             steps=config.validation_inference_steps, seed=seed, ema=ema, params=params,
             accelerator=accelerator,
         )  # fmt: skip
-        folder = out / "samples" / f"step-{global_step:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(images):
-            image.save(folder / f"{index + 1}.png")
+        save_samples(images, out, global_step)
         if config.report_to == "tensorboard":
             stacked = np.stack([np.asarray(image) for image in images])  # (N, H, W, 3)
             writer = accelerator.get_tracker("tensorboard").writer
