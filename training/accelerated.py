@@ -70,3 +70,28 @@ def start_run(
         mixed_precision, torch.float32
     )
     return RunStart(accelerator, int(seed), weight_dtype, mixed_precision)
+
+
+def add_lora(unet: Any, *, rank: int, alpha: float | None, layers: str) -> None:
+    """LoRA adapters on the UNet's attention projections (``layers="cross-attention"``: the
+    text-conditioned attn2 blocks only), trained in float32 even when the base is half."""
+    import re
+
+    from peft import LoraConfig
+
+    from training.config import LORA_TARGETS
+
+    targets: Any = list(LORA_TARGETS)
+    if layers == "cross-attention":  # attn2 is the text-conditioned block
+        targets = r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + r")$"
+    unet.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha if alpha is not None else rank,
+            init_lora_weights="gaussian",
+            target_modules=targets,
+        )
+    )
+    for param in unet.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()

@@ -32,15 +32,13 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from training.accelerated import start_run
+from training.accelerated import add_lora, start_run
 from training.config import (
-    LORA_TARGETS,
     REPORT_FILE,
     Method,
     Precision,
@@ -332,24 +330,9 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     set_seed(seed)
     reference = None
     if config.method == "lora":
-        from peft import LoraConfig
-
         unet.requires_grad_(False)
         unet.to(device, dtype=weight_dtype)
-        targets: Any = list(LORA_TARGETS)
-        if config.lora_layers == "cross-attention":
-            targets = r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + r")$"
-        unet.add_adapter(
-            LoraConfig(
-                r=config.lora_rank,
-                lora_alpha=config.lora_alpha if config.lora_alpha is not None else config.lora_rank,
-                init_lora_weights="gaussian",
-                target_modules=targets,
-            )
-        )
-        for param in unet.parameters():  # adapters train in float32 even when the base is half
-            if param.requires_grad:
-                param.data = param.data.float()
+        add_lora(unet, rank=config.lora_rank, alpha=config.lora_alpha, layers=config.lora_layers)
     else:
         reference = copy.deepcopy(unet).requires_grad_(False).to(device, dtype=weight_dtype)
         reference.eval()

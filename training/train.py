@@ -23,15 +23,13 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from training.accelerated import start_run
+from training.accelerated import add_lora, start_run
 from training.config import (
     BNB_HINT,
-    LORA_TARGETS,
     REPORT_FILE,
     TENSORBOARD_HINT,
     TrainConfig,
@@ -124,24 +122,9 @@ def train(config: TrainConfig) -> TrainResult:
     # 3. What trains: every UNet weight, or LoRA adapters on its attention projections.
     set_seed(seed)  # global RNG is used only from here to the adapters' init; see the docstring
     if config.method == "lora":
-        from peft import LoraConfig
-
         unet.requires_grad_(False)
         unet.to(device, dtype=weight_dtype)  # the frozen base may run in half precision
-        targets: Any = list(LORA_TARGETS)
-        if config.lora_layers == "cross-attention":  # attn2 is the text-conditioned block
-            targets = r".*attn2\.(" + "|".join(re.escape(t) for t in LORA_TARGETS) + r")$"
-        unet.add_adapter(
-            LoraConfig(
-                r=config.lora_rank,
-                lora_alpha=config.lora_alpha if config.lora_alpha is not None else config.lora_rank,
-                init_lora_weights="gaussian",
-                target_modules=targets,
-            )
-        )
-        for param in unet.parameters():  # adapters train in float32 even when the base is half
-            if param.requires_grad:
-                param.data = param.data.float()
+        add_lora(unet, rank=config.lora_rank, alpha=config.lora_alpha, layers=config.lora_layers)
     else:
         unet.requires_grad_(True)
     unet.train()
