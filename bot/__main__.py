@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from bot.app.cover import CoverRequest, CoverService, build_runners
+    from bot.app.cover import CoverRequest, CoverService
+    from bot.app.runners import build_runners
     from bot.app.settings import Settings
     from bot.app.storage import Storage
     from models.queue import GenerationQueue, Progress, Queued

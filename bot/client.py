@@ -21,9 +21,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app.accounts import SpotifyAccounts
-from bot.app.cover import CoverService, build_runners
+from bot.app.cover import CoverService
 from bot.app.errors import CannotPost
 from bot.app.prompts import MAX_CANDIDATES
+from bot.app.runners import build_runners
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError

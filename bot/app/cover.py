@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import re
@@ -32,21 +31,21 @@ from bot.app.errors import (
     InvalidOption,
     OutputFailed,
 )
+from bot.app.files import CoverCandidate, write_candidates, write_manifest
 from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
-from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts, clean_title
+from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts
 from bot.app.settings import Settings
 from bot.app.storage import Storage
-from models.errors import CoverError, NoWorkers, QueueClosed
+from models.errors import CoverError, QueueClosed
 from models.jobs import (
     GeneratedImage,
     GenerationJob,
     GenerationParams,
     ImageSpec,
     JobResult,
-    Runner,
 )
-from models.parameters import ImageParameters, read_png_parameters
+from models.parameters import read_png_parameters
 from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
 
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
 # Image-to-image strength of "variations of N": the layout and palette stay, details change
 # (tests/e2e/test_cover_controls.py measures how much closer they stay than a reroll).
 VARIATION_STRENGTH = 0.4
@@ -103,18 +101,6 @@ class CoverRequest:
             raise InvalidOption(
                 "`community` brings its own model and LoRA; leave `model` out with it"
             )
-
-
-@dataclass(frozen=True)
-class CoverCandidate:
-    index: int  # 1-based, matches the vote reaction
-    prompt: Prompt
-    seed: int  # the seed that made the image (differs from prompt.seed after a black retry)
-    black_retries: int
-    png_path: Path
-    jpeg_path: Path
-    jpeg_bytes: int
-    jpeg_quality: int
 
 
 @dataclass(frozen=True)
@@ -202,75 +188,6 @@ class CoverJob:
                 self._service._finish(self._plan, self.request_id, self._handle, out_root)
             )
         return await asyncio.shield(self._result)
-
-
-def build_runner(settings: Settings, *, device: str | None = None) -> Runner:
-    """The diffusers runner the settings describe (device, cache, optimisation switches)."""
-    return _runner_factory(settings, device or settings.device)()
-
-
-def _runner_factory(settings: Settings, device: str) -> Callable[[], Runner]:
-    """How to build that runner: a picklable partial, so a Ray actor can build it remotely."""
-    from models.optimize import Optimizations
-    from models.registry import quiet_libraries
-    from models.runner import DiffusersRunner
-
-    quiet_libraries()
-    return functools.partial(
-        DiffusersRunner,
-        device=device,
-        cache_dir=settings.cache_dir,
-        allow_downloads=settings.allow_downloads,
-        black_retries=settings.black_retries,
-        optimizations=Optimizations().replace(settings.optimizations),
-    )
-
-
-def build_runners(settings: Settings) -> tuple[list[Runner], Callable[[], None]]:
-    """Every runner the queue should feed, and what releases them at shutdown.
-
-    1. One diffusers runner per local device (``COVER_DEVICES``; ``COVER_DEVICE`` when that is
-       left at ``auto``, so ``--device`` and old settings keep their meaning).
-    2. With ``COVER_RAY_ADDRESS``: join the cluster and start one actor per GPU (or
-       ``COVER_RAY_WORKERS``), each building the same runner on its own node
-       (models/ray_workers.py). Ray is imported only here.
-    No runner at all is a :class:`~models.errors.NoWorkers` with the settings to change.
-    """
-    from models.registry import local_devices
-
-    requested = settings.devices
-    if requested.strip().lower() == "auto" and settings.device.strip().lower() != "auto":
-        requested = settings.device
-    use_ray = settings.ray_address is not None
-    runners = [
-        build_runner(settings, device=device)
-        for device in local_devices(requested, cuda_only=use_ray)
-    ]
-    release: Callable[[], None] = lambda: None  # noqa: E731 (nothing to release locally)
-    if use_ray:
-        from models.ray_workers import RayWorkers, WorkerSpec, connect, start_workers
-
-        assert settings.ray_address is not None
-        owns_ray = connect(settings.ray_address)
-        spec = WorkerSpec(
-            # "auto" inside the actor: the GPU Ray gave it (CUDA_VISIBLE_DEVICES), else CPU.
-            make_runner=_runner_factory(settings, "auto"),
-            num_gpus=settings.ray_gpus_per_worker,
-            num_cpus=settings.ray_cpus_per_worker,
-            torch_threads=settings.ray_torch_threads,
-        )
-        try:
-            remote = start_workers(
-                spec, count=settings.ray_workers, start_timeout_s=settings.ray_start_timeout_s
-            )
-        except BaseException:
-            RayWorkers([], owns_ray).close()
-            raise
-        runners.extend(remote)
-        release = RayWorkers(remote, owns_ray).close
-    if not runners:
-        raise NoWorkers("COVER_DEVICES names no device here and COVER_RAY_ADDRESS is not set")
-    return runners, release
 
 
 def people_model(name: str | None, settings: Settings) -> str:
@@ -602,7 +519,7 @@ class CoverService:
         ``priority`` (behind everyone's jobs), rather than during someone's first /cover."""
         from models.optimize import Optimizations
 
-        # The runners were built from these settings (_runner_factory), so they say it.
+        # The runners were built from these settings (bot/app/runners.py), so they say it.
         optimizations = Optimizations().replace(self.settings.optimizations)
         if not optimizations.compile:
             return
@@ -766,98 +683,3 @@ def _output_reason(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.Error):
         return f"the database refused the result ({exc})"
     return type(exc).__name__
-
-
-def write_candidates(
-    title: str,
-    images: list[tuple[Prompt, GeneratedImage]],
-    out_dir: Path,
-    title_overlay: bool,
-    params: GenerationParams,
-    model: str,
-) -> tuple[list[CoverCandidate], Path]:
-    """Upscale, optionally set ``title`` on, and save each image as PNG and as a Spotify-ready
-    JPEG, numbered from 1 in the order given. Each file carries its generation parameters: the
-    PNG a ``parameters`` chunk, the JPEG a comment (models/parameters.py)."""
-    from models.parameters import comment_overhead, png_info, with_jpeg_comment
-    from models.postprocess import (
-        SPOTIFY_JPEG_MAX_BYTES,
-        contact_sheet,
-        encode_jpeg_under,
-        overlay_title,
-        upscale,
-    )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    candidates: list[CoverCandidate] = []
-    finals = []
-    for index, (prompt, generated) in enumerate(images, 1):
-        image = upscale(generated.image, OUTPUT_SIZE)
-        if title_overlay:
-            image = overlay_title(image, clean_title(title))  # emoji have no glyphs
-        png_path = out_dir / f"candidate-{index}.png"
-        jpeg_path = out_dir / f"candidate-{index}.jpg"
-        parameters = ImageParameters(
-            prompt=generated.spec.prompt,
-            negative_prompt=generated.spec.negative_prompt,
-            steps=params.steps,
-            sampler=generated.sampler,
-            cfg_scale=params.guidance,
-            seed=generated.seed,
-            width=generated.image.width,
-            height=generated.image.height,
-            model=model,
-            strength=params.strength,
-        )
-        image.save(png_path, format="PNG", optimize=True, pnginfo=png_info(parameters))
-        comment = parameters.comment()
-        data, quality = encode_jpeg_under(image, SPOTIFY_JPEG_MAX_BYTES - comment_overhead(comment))
-        data = with_jpeg_comment(data, comment)
-        jpeg_path.write_bytes(data)
-        finals.append(image)
-        candidates.append(
-            CoverCandidate(
-                index,
-                prompt,
-                generated.seed,
-                generated.black_retries,
-                png_path,
-                jpeg_path,
-                len(data),
-                quality,
-            )
-        )
-    sheet_path = out_dir / "sheet.png"
-    contact_sheet(finals).save(sheet_path, format="PNG", optimize=True)
-    return candidates, sheet_path
-
-
-def write_manifest(cover: CoverResult) -> Path:
-    """``cover.json`` beside the images: enough to reproduce the run with the same seeds."""
-    path = cover.out_dir / "cover.json"
-    manifest = {
-        "request_id": cover.request_id,
-        "playlist": {"id": cover.facts.id, "name": cover.facts.name, "source": cover.facts.source},
-        "model": cover.model.name,
-        "lora": str(cover.model.lora) if cover.model.lora else None,
-        "timings": cover.timings,
-        "blocked": cover.blocked,
-        "sheet": cover.sheet_path.name,
-        "candidates": [
-            {
-                "index": c.index,
-                "style": c.prompt.style,
-                "prompt": c.prompt.text,
-                "negative_prompt": c.prompt.negative,
-                "seed": c.seed,
-                "black_retries": c.black_retries,
-                "png": c.png_path.name,
-                "jpeg": c.jpeg_path.name,
-                "jpeg_bytes": c.jpeg_bytes,
-                "jpeg_quality": c.jpeg_quality,
-            }
-            for c in cover.candidates
-        ],
-    }
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path

@@ -141,7 +141,7 @@ def test_a_link_lasts_a_positive_time(monkeypatch):
         Settings(_env_file=None)
 
 
-# -- where generation runs (COVER_DEVICES, COVER_RAY_*; bot/app/cover.py build_runners) --------
+# -- where generation runs (COVER_DEVICES, COVER_RAY_*; bot/app/runners.py) -----------------
 
 
 def test_devices_and_ray_settings_are_read_and_checked(monkeypatch):
@@ -173,7 +173,7 @@ def test_local_devices_follow_the_setting():
 
 
 def test_build_runners_one_per_device_and_none_is_a_clear_error(tmp_path):
-    from bot.app.cover import build_runners
+    from bot.app.runners import build_runners
     from models.errors import NoWorkers
 
     settings = Settings(_env_file=None, cache_dir=tmp_path, device="cpu")  # type: ignore[call-arg]

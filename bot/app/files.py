@@ -1,0 +1,125 @@
+"""A cover's files: each candidate as a 512 px PNG carrying its generation parameters and a
+Spotify-ready JPEG with a comment, the contact sheet, and ``cover.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.app.prompts import Prompt, clean_title
+from models.jobs import GeneratedImage, GenerationParams
+from models.parameters import ImageParameters
+
+if TYPE_CHECKING:
+    from bot.app.cover import CoverResult
+
+OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
+
+
+@dataclass(frozen=True)
+class CoverCandidate:
+    index: int  # 1-based, matches the vote reaction
+    prompt: Prompt
+    seed: int  # the seed that made the image (differs from prompt.seed after a black retry)
+    black_retries: int
+    png_path: Path
+    jpeg_path: Path
+    jpeg_bytes: int
+    jpeg_quality: int
+
+
+def write_candidates(
+    title: str,
+    images: list[tuple[Prompt, GeneratedImage]],
+    out_dir: Path,
+    title_overlay: bool,
+    params: GenerationParams,
+    model: str,
+) -> tuple[list[CoverCandidate], Path]:
+    """Upscale, optionally set ``title`` on, and save each image as PNG and as a Spotify-ready
+    JPEG, numbered from 1 in the order given. Each file carries its generation parameters: the
+    PNG a ``parameters`` chunk, the JPEG a comment (models/parameters.py)."""
+    from models.parameters import comment_overhead, png_info, with_jpeg_comment
+    from models.postprocess import (
+        SPOTIFY_JPEG_MAX_BYTES,
+        contact_sheet,
+        encode_jpeg_under,
+        overlay_title,
+        upscale,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    candidates: list[CoverCandidate] = []
+    finals = []
+    for index, (prompt, generated) in enumerate(images, 1):
+        image = upscale(generated.image, OUTPUT_SIZE)
+        if title_overlay:
+            image = overlay_title(image, clean_title(title))  # emoji have no glyphs
+        png_path = out_dir / f"candidate-{index}.png"
+        jpeg_path = out_dir / f"candidate-{index}.jpg"
+        parameters = ImageParameters(
+            prompt=generated.spec.prompt,
+            negative_prompt=generated.spec.negative_prompt,
+            steps=params.steps,
+            sampler=generated.sampler,
+            cfg_scale=params.guidance,
+            seed=generated.seed,
+            width=generated.image.width,
+            height=generated.image.height,
+            model=model,
+            strength=params.strength,
+        )
+        image.save(png_path, format="PNG", optimize=True, pnginfo=png_info(parameters))
+        comment = parameters.comment()
+        data, quality = encode_jpeg_under(image, SPOTIFY_JPEG_MAX_BYTES - comment_overhead(comment))
+        data = with_jpeg_comment(data, comment)
+        jpeg_path.write_bytes(data)
+        finals.append(image)
+        candidates.append(
+            CoverCandidate(
+                index,
+                prompt,
+                generated.seed,
+                generated.black_retries,
+                png_path,
+                jpeg_path,
+                len(data),
+                quality,
+            )
+        )
+    sheet_path = out_dir / "sheet.png"
+    contact_sheet(finals).save(sheet_path, format="PNG", optimize=True)
+    return candidates, sheet_path
+
+
+def write_manifest(cover: CoverResult) -> Path:
+    """``cover.json`` beside the images: enough to reproduce the run with the same seeds."""
+    path = cover.out_dir / "cover.json"
+    manifest = {
+        "request_id": cover.request_id,
+        "playlist": {"id": cover.facts.id, "name": cover.facts.name, "source": cover.facts.source},
+        "model": cover.model.name,
+        "lora": str(cover.model.lora) if cover.model.lora else None,
+        "timings": cover.timings,
+        "blocked": cover.blocked,
+        "sheet": cover.sheet_path.name,
+        "candidates": [
+            {
+                "index": c.index,
+                "style": c.prompt.style,
+                "prompt": c.prompt.text,
+                "negative_prompt": c.prompt.negative,
+                "seed": c.seed,
+                "black_retries": c.black_retries,
+                "png": c.png_path.name,
+                "jpeg": c.jpeg_path.name,
+                "jpeg_bytes": c.jpeg_bytes,
+                "jpeg_quality": c.jpeg_quality,
+            }
+            for c in cover.candidates
+        ],
+    }
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
