@@ -129,7 +129,7 @@ class ControlsCog(commands.Cog):
         presser = str(interaction.user.id)
         if n is None and presser != row["user_id"]:
             raise NotAllowed("Only the person who asked for these covers can reroll them.")
-        request = request_again(row, user_id=presser, settings=self.bot.settings)
+        png = None
         if n is not None:
             candidate = next(
                 (c for c in self.bot.storage.candidates(row["id"]) if c["index"] == n), None
@@ -137,9 +137,7 @@ class ControlsCog(commands.Cog):
             png = Path(candidate["png_path"]) if candidate and candidate["png_path"] else None
             if png is None or not png.is_file():
                 raise FilesGone(png.name if png else f"candidate {n}")
-            request = request_again(
-                row, user_id=presser, settings=self.bot.settings, variations_of=png
-            )
+        request = request_again(row, user_id=presser, settings=self.bot.settings, variations_of=png)
         started = time.monotonic()
         await interaction.response.defer(thinking=True)
         cover: CoverCog | None = self.bot.get_cog("CoverCog")  # type: ignore[assignment]
