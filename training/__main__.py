@@ -356,7 +356,7 @@ def run_miniature_command(argv: list[str]) -> int:
         "--train-seeds",
         type=int,
         default=None,
-        help=f"train each fine-tune arm this many times (default {defaults.train_seeds}; "
+        help=f"train the baseline and each fine-tune arm this many times (default {defaults.train_seeds}; "
         "--quick: 2): the table shows the mean ± spread over them",
     )
     parser.add_argument("--fresh", action="store_true", help="delete --out first and start over")
@@ -366,6 +366,13 @@ def run_miniature_command(argv: list[str]) -> int:
         help="afterwards, make the arm with the lowest KID on the validation split (its first "
         "seed) the embedded default model (writes models/assets/embedded/ in this checkout)",
     )
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        metavar="DIR",
+        help="afterwards, copy the results (summary, reports, charts, every training run's "
+        "report) into DIR with paths relative to --out; the committed study uses docs/miniature",
+    )
     args = parser.parse_args(argv)
     return _miniature(args)
 
@@ -373,7 +380,7 @@ def run_miniature_command(argv: list[str]) -> int:
 def _miniature(args: argparse.Namespace) -> int:
     import shutil
 
-    from training.miniature import MiniatureConfig, best_finetune, run_miniature, ship
+    from training.miniature import MiniatureConfig, best_finetune, publish, run_miniature, ship
 
     if args.ship and args.quick:
         raise ValueError("--ship with --quick would ship a smoke-test model; drop one of them.")
@@ -395,6 +402,9 @@ def _miniature(args: argparse.Namespace) -> int:
         folder = ship(config, summary)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         print(f"Shipped the {best_finetune(summary)} (chosen on validation) as the embedded model: {folder} ({size / 1e6:.1f} MB).")  # fmt: skip
+    if args.publish:
+        written = publish(config, args.publish)
+        print(f"Published {len(written)} files into {args.publish}.")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The seeds' study in miniature, end to end on a laptop: ``python -m training miniature``.
 
     1. dataset   synthetic covers + a generic domain (training.synthetic)   out/data/
-    2. pretrain  VAE, then UNet + CLIP text encoder on the generic domain  out/baseline/model
+    2. pretrain  VAE, then UNet + CLIP text encoder on the generic domain, out/baseline/seed<k>/
+                 once per training seed: the baseline's own training variance
                  (training.pretrain): the "pretrained base model"
-    3. arms      three fine-tunes of the baseline on the covers, each with   out/<arm>/seed<k>/
-                 --train-seeds seeds (training.train): full with EMA, UNet and text encoder;
+    3. arms      three fine-tunes on the covers, seed k of each from the     out/<arm>/seed<k>/
+                 baseline's seed k (training.train): full with EMA, UNet and text encoder;
                  full with EMA, UNet only (text encoder frozen, as the seeds did); LoRA
     4. validate  the fine-tunes' first seeds on the validation split        out/validation/
                  (KID): the one with the lowest is the one ``--ship`` exports
@@ -67,7 +68,8 @@ class MiniatureConfig:
     seed: int = 0
     device: str = "auto"
     guidance: float = 4.0  # classifier-free guidance of the study's images (and the shipped model)
-    # Sized for nine fine-tunes and ten studied models in about an hour on 2 *shared* cores,
+    # Sized for three pretrainings, nine fine-tunes and twelve studied models in about an hour
+    # on one core,
     # where Inception features, not drawing, are the cost (~0.3 s an image on 2 quiet cores,
     # docs/eval.md): 600 real test covers (the one-seed study had 500), 120 for validation.
     sizes: DatasetSizes = field(
@@ -81,7 +83,7 @@ class MiniatureConfig:
     full_learning_rate: float = 5e-4
     lora_learning_rate: float = 2e-3
     lora_rank: int = 16
-    train_seeds: int = 3  # each arm is trained this many times (seeds seed … seed + N − 1)
+    train_seeds: int = 3  # each arm, the baseline too, is trained this many times (seeds seed …)
     generate: int = 80  # test prompts each model answers
     validate: int = 48  # validation prompts each arm's first seed answers
     bootstrap: int = 200  # resamples per interval
@@ -146,7 +148,7 @@ def run_miniature(
         log(f"[{name}] done in {summary['seconds'][name] / 60:.1f} min")
         summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
-    data, baseline = out / "data", out / "baseline" / "model"
+    data = out / "data"
     if config.train_seeds < 1:
         raise ValueError(f"train_seeds must be at least 1, got {config.train_seeds}.")
 
@@ -156,23 +158,26 @@ def run_miniature(
         (data / "dataset.json").is_file(),
         lambda: write_dataset(data, sizes=config.sizes, seed=config.seed, log=log),
     )
-    # 2. The baseline, from nothing, on the generic domain.
-    pretrain_config = PretrainConfig(
-        data=str(data / "generic"),
-        out=str(out / "baseline"),
-        seed=config.seed,
-        device=config.device,
-        **config.pretrain,
-    )
-    stage(
-        "pretrain",
-        (baseline / "model_index.json").is_file(),
-        lambda: pretrain(pretrain_config, log=log),
-    )
-    # 3. The three arms on the covers, each trained once per training seed.
+    # 2. The baseline, from nothing, on the generic domain, once per training seed.
+    for k in range(config.train_seeds):
+        pretrain_config = PretrainConfig(
+            data=str(data / "generic"),
+            out=str(baseline_folder(config, k)),
+            seed=config.seed + k,
+            device=config.device,
+            **config.pretrain,
+        )
+        stage(
+            f"pretrain seed {k}",
+            (baseline_folder(config, k) / "model" / "model_index.json").is_file(),
+            lambda c=pretrain_config: pretrain(c, log=log),
+        )
+    # 3. The three arms on the covers; seed k of each starts from the baseline's seed k, so a
+    # per-seed difference (eval.study.difference) compares a fine-tune with its own base.
     for arm in ARMS:
         for k in range(config.train_seeds):
-            train_config = finetune_config(config, baseline, arm, k)
+            base = baseline_folder(config, k) / "model"
+            train_config = finetune_config(config, base, arm, k)
             stage(
                 f"{ARMS[arm][0]} seed {k}",
                 arm_output(config, arm, k).is_file(),
@@ -200,7 +205,7 @@ def run_miniature(
     )  # fmt: skip
     # 6. A picture of what the numbers mean: the same titles through each arm's first seed.
     samples = study_dir / SAMPLES_FILE
-    models = {BASELINE: (baseline, None)}
+    models = {BASELINE: (baseline_folder(config, 0) / "model", None)}
     for arm in ARMS:
         models[arm] = _model_and_lora(config, arm, 0)
     stage("samples", samples.is_file(), lambda: write_samples(config, models, samples))
@@ -215,6 +220,11 @@ def run_miniature(
     return summary
 
 
+def baseline_folder(config: MiniatureConfig, k: int) -> Path:
+    """The pretraining run of the baseline with training seed ``k`` (its model is ``model/``)."""
+    return Path(config.out) / "baseline" / f"seed{k}"
+
+
 def arm_output(config: MiniatureConfig, arm: str, k: int) -> Path:
     """The file a finished training run of ``arm`` with training seed ``k`` leaves."""
     folder = Path(config.out) / ARMS[arm][0] / f"seed{k}"
@@ -224,7 +234,7 @@ def arm_output(config: MiniatureConfig, arm: str, k: int) -> Path:
 
 
 def _model_and_lora(config: MiniatureConfig, arm: str, k: int) -> tuple[Path, Path | None]:
-    baseline = Path(config.out) / "baseline" / "model"
+    baseline = baseline_folder(config, k) / "model"
     output = arm_output(config, arm, k)
     return (baseline, output) if ARMS[arm][1] == "lora" else (output.parent, None)
 
@@ -232,8 +242,11 @@ def _model_and_lora(config: MiniatureConfig, arm: str, k: int) -> tuple[Path, Pa
 def _entries(config: MiniatureConfig, *, seeds: int, baseline: bool = True) -> tuple[Any, ...]:
     from eval.study import ModelEntry
 
-    entries = [ModelEntry(str(Path(config.out) / "baseline" / "model"), name=BASELINE)]
-    entries = entries if baseline else []
+    entries = []
+    if baseline:
+        for k in range(seeds):
+            model = baseline_folder(config, k) / "model"
+            entries.append(ModelEntry(str(model), name=f"{BASELINE} s{k}", group=BASELINE))
     for arm in ARMS:
         for k in range(seeds):
             model, lora = _model_and_lora(config, arm, k)
@@ -446,6 +459,61 @@ def ship(config: MiniatureConfig, summary: dict[str, Any], *, folder: Path | Non
     }
     export_to_package(pipe, info, target)
     return target
+
+
+def publish(config: MiniatureConfig, folder: Path) -> list[Path]:
+    """Copy a finished run's results into ``folder`` (docs/miniature/ for the committed study):
+    the summary, the test study's report, results, chart and samples, the validation's report
+    and results, and every training run's report as ``training/<run>-seed<k>.json``. Paths
+    inside the run folder are written relative to it, so nothing names the machine it ran on.
+    Returns the files written."""
+    out, folder = Path(config.out), Path(folder)
+    if not (out / SUMMARY_FILE).is_file() or not _complete(out / "study"):
+        raise ValueError(f"{out} holds no finished study; run it first, then publish.")
+    copies = {
+        out / SUMMARY_FILE: folder / SUMMARY_FILE,
+        **{out / "study" / name: folder / name for name in STUDY_FILES},
+        **{out / "validation" / name: folder / "validation" / name for name in STUDY_FILES[:2]},
+    }
+    for k in range(config.train_seeds):
+        report = baseline_folder(config, k) / "pretrain_report.json"
+        copies[report] = folder / "training" / f"{BASELINE}-seed{k}.json"
+        for arm in ARMS:
+            run = Path(config.out) / ARMS[arm][0] / f"seed{k}"
+            copies[run / "training_report.json"] = (
+                folder / "training" / f"{run.parent.name}-seed{k}.json"
+            )
+    if (folder / "training").is_dir():  # runs of an earlier publish that this one lacks
+        shutil.rmtree(folder / "training")
+    written = []
+    for source, target in copies.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix == ".json":
+            text = json.dumps(_relative(json.loads(source.read_text("utf-8")), out), indent=2)
+            target.write_text(text + "\n", encoding="utf-8")
+        else:
+            shutil.copyfile(source, target)
+        written.append(target)
+    return written
+
+
+STUDY_FILES = ("report.md", "results.json", "chart.png", SAMPLES_FILE)
+
+
+def _relative(value: Any, root: Path) -> Any:
+    """``value`` with every string that names a path inside ``root`` made relative to it (and
+    ``root`` itself written as ".")."""
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
+    if isinstance(value, str) and value:
+        for base in {str(root), str(root.resolve())}:
+            if value == base:
+                return "."
+            if value.startswith(base.rstrip("/") + "/"):
+                return value[len(base.rstrip("/")) + 1 :]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
