@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument(
         "--device", default="auto", help="the device the weights are for: auto, cpu, cuda"
     )
+    pull.add_argument(
+        "--no-tiny-decoder",
+        dest="tiny_decoder",
+        action="store_false",
+        help="skip the preset's tiny decoder (TAESD, a few MB), which decoder=auto uses on a CPU",
+    )
     return parser
 
 
@@ -244,7 +250,9 @@ def run_models(args: argparse.Namespace | None = None) -> int:
     from models.registry import PRESETS
 
     if args is not None and getattr(args, "models_command", None) == "pull":
-        snapshots = pull(args.name, variant=args.variant, device=args.device)
+        snapshots = pull(
+            args.name, variant=args.variant, device=args.device, tiny_decoder=args.tiny_decoder
+        )
         for snapshot in snapshots:
             print(f"Cached {args.name} in {_short(snapshot)}")
         return 0
@@ -280,13 +288,17 @@ def _list_support_models() -> None:
     from models.hub import repo_state
     from models.support import SUPPORT_MODELS
 
+    from models.registry import TAESD
+
     print(f"\n{'support':<13} {'cached':<12} {'size':>9}  {'role':<22} where")
-    for model in SUPPORT_MODELS.values():
-        state = repo_state(model.repo_id)
+    rows = [(m.name, m.repo_id, m.role) for m in SUPPORT_MODELS.values()]
+    rows.append(("taesd", TAESD, "tiny decoder (CPU)"))  # pulled with sd15, small-sd, sd-turbo
+    for name, repo_id, role in rows:
+        state = repo_state(repo_id)
         cached = "yes" if state.cached else "no"
         size = _size(state.size_on_disk) if state.cached else "-"
-        where = _short(state.snapshot) if state.cached else model.repo_id
-        print(f"{model.name:<13} {cached:<12} {size:>9}  {model.role:<22} {where}")
+        where = _short(state.snapshot) if state.cached else repo_id
+        print(f"{name:<13} {cached:<12} {size:>9}  {role:<22} {where}")
 
 
 def _short(path: Path | None) -> str:

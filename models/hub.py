@@ -82,7 +82,10 @@ def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
 # are model.safetensors / pytorch_model.bin or their shards. Other files named *.bin
 # (training_args.bin) and other frameworks' weights (tf_model.h5, flax_model.msgpack) are left out.
 _TRANSFORMERS_EXTRA = frozenset({"vocab.txt", "processor_config.json"})
-_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model-", "pytorch_model.bin", "pytorch_model-")
+# A diffusers model repository (madebyollin/taesd, the tiny decoder) has the same shape, with
+# diffusion_pytorch_model.* weights.
+_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model-", "pytorch_model.bin", "pytorch_model-",
+                         "diffusion_pytorch_model.")  # fmt: skip
 
 
 def needed_transformers_files(files: list[str]) -> list[str]:
@@ -211,15 +214,28 @@ def cache_state(name: str) -> list[RepoState]:
 
 
 def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
-         token: str | None = None) -> list[Path]:  # fmt: skip
-    """Fetch what preset ``name``'s pipeline needs into the hub cache; returns the snapshots."""
+         token: str | None = None, tiny_decoder: bool = True) -> list[Path]:  # fmt: skip
+    """Fetch what preset ``name``'s pipeline needs into the hub cache, and with
+    ``tiny_decoder`` its tiny decoder too (TAESD, a few MB: what ``decoder=auto`` takes on a
+    CPU, models/optimize.py); returns the snapshots."""
     ids = repo_ids(name)
     if not ids:
         raise ModelUnavailable(
             f"The model {name} has nothing to download: it is built here, not fetched."
         )
     chosen = None if name not in PRESETS else choose_variant(name, variant=variant, device=device)
-    return [pull_repo(repo_id, variant=chosen, token=token) for repo_id in ids]
+    snapshots = [pull_repo(repo_id, variant=chosen, token=token) for repo_id in ids]
+    tiny = tiny_decoder_repo(name) if tiny_decoder else None
+    if tiny is not None:
+        snapshots.append(pull_repo(tiny, token=token))
+    return snapshots
+
+
+def tiny_decoder_repo(name: str) -> str | None:
+    """The hub repository of preset ``name``'s tiny decoder, or None (none, or built here)."""
+    preset = PRESETS.get(name)
+    tiny = preset.tiny_decoder if preset else None
+    return tiny if tiny and tiny.count("/") == 1 else None
 
 
 def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = None) -> Path:

@@ -28,6 +28,10 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   and the tiny one a small fraction of that (docs/benchmarks/cpu-runtime-*.md); a GPU decodes
   fast enough that the full decoder's quality wins. When the tiny decoder is loaded, previews
   are decoded with it too instead of the linear latent-to-RGB map.
+- ``decoder_runtime``: ``torch`` runs the decoder in torch; ``onnx`` runs the *tiny* decoder
+  in ONNX Runtime on a CPU (models/onnx_decoder.py; the ``[onnx]`` extra). Measured: about 1.7×
+  the float32 torch decoder, no gain over bfloat16 torch (docs/benchmarks/cpu-onnx-notes-*.md),
+  so it is off by default and meant for CPUs without bfloat16.
 - ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
   the 4 latent channels to RGB, no VAE), sent to the queue as :class:`~models.queue.Preview`
   events; the bot shows them in the status message. Off by default.
@@ -41,6 +45,7 @@ from typing import Any
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a batch is padded up to one
 DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
+DECODER_RUNTIMES = ("torch", "onnx")  # the ``decoder_runtime`` switch's values
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,18 @@ class Optimizations:
     prompt_cache: int = 256  # prompts whose embeddings are kept; 0: encode every call
     previews_every: int = 0  # send a rough preview every N steps (0: none)
     decoder: str = "auto"  # one of DECODERS
+    decoder_runtime: str = "torch"  # one of DECODER_RUNTIMES
 
     def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"`{name}` must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
+                )
+        if self.decoder_runtime == "onnx" and self.decoder == "full":
             raise ValueError(
-                f"`decoder` must be one of {', '.join(DECODERS)}, got {self.decoder!r}."
+                "decoder_runtime=onnx runs the tiny decoder only; use decoder=tiny or auto with "
+                "it, or decoder_runtime=torch."
             )
 
     @classmethod
@@ -78,6 +90,7 @@ class Optimizations:
             prompt_cache=0,
             previews_every=0,
             decoder="full",
+            decoder_runtime="torch",
         )
 
     def replace(self, text: str) -> Optimizations:
@@ -93,9 +106,10 @@ class Optimizations:
             name, value = name.strip(), value.strip().lower()
             if name not in fields:
                 raise ValueError(f"Unknown optimisation {name!r}; known: {', '.join(fields)}.")
-            if name == "decoder":
-                if value not in DECODERS:
-                    raise ValueError(f"`decoder` takes {', '.join(DECODERS)}, got {value!r}.")
+            if name in _CHOICES:
+                if value not in _CHOICES[name]:
+                    allowed = ", ".join(_CHOICES[name])
+                    raise ValueError(f"`{name}` takes {allowed}, got {value!r}.")
                 changes[name] = value
             elif isinstance(getattr(self, name), bool):
                 if value not in _SWITCH:
@@ -124,6 +138,8 @@ class Optimizations:
             on.append(f"previews/{self.previews_every}")
         if self.decoder != "full":
             on.append(f"decoder={self.decoder}")
+        if self.decoder_runtime != "torch":
+            on.append(f"decoder_runtime={self.decoder_runtime}")
         return ", ".join(on) or "none"
 
     # -- applying them ---------------------------------------------------------------------
@@ -187,4 +203,5 @@ class Optimizations:
             vae.disable_tiling()
 
 
+_CHOICES = {"decoder": DECODERS, "decoder_runtime": DECODER_RUNTIMES}  # the string switches
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}

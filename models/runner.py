@@ -323,7 +323,21 @@ class DiffusersRunner:
                 log.info(
                     "No tiny decoder for %s in the cache; decoding with the full VAE", model.name
                 )
+        if self.optimizations.decoder_runtime == "onnx":
+            self._decode_with_onnx(pipe, model)
         return self.optimizations.apply(pipe)
+
+    def _decode_with_onnx(self, pipe: Any, model: ModelSpec) -> None:
+        """The tiny decoder's torch module swapped for ONNX Runtime's (models/onnx_decoder.py),
+        on a CPU; elsewhere, or with the full VAE, torch decodes and the log says why."""
+        from models.onnx_decoder import onnx_decoder
+
+        vae = getattr(pipe, "vae", None)
+        if self.device != "cpu" or type(vae).__name__ != "AutoencoderTiny":
+            why = "not on a CPU" if self.device != "cpu" else "its tiny decoder is not loaded"
+            log.warning("decoder_runtime=onnx ignored for %s: %s", model.name, why)
+            return
+        vae.decoder = onnx_decoder(vae, self.cache_dir)
 
     def _generators(self, seeds: Sequence[int]) -> list[Any]:
         """One generator per image, so each image's noise depends on its own seed only."""

@@ -9,7 +9,8 @@ each, and keeps the medians:
     full decoder, 1 image, 512 px:          channels_last · bfloat16
     tiny decoder, 4 images, 512 px:         channels_last · bfloat16 · torch.compile ·
                                             1 intra-op thread · 2 workers x 1 thread ·
-                                            ONNX Runtime (when importable)
+                                            ONNX Runtime (the [onnx] extra) against
+                                            eager and both tuned torch decoders
 
 The winners are what :class:`models.optimize.Optimizations` switches on for a CPU; the table
 lands in docs/benchmarks/ beside the end-to-end comparison. Compiling the 865M UNet takes many
@@ -208,32 +209,39 @@ def _tiny_decoder_switches(
             torch.set_num_threads(threads)
 
     record(name, "2 workers x 1 thread", decode(tiny, batch=4), two_workers)
-    onnx = _onnx_runtime_decoder(tiny, say)
-    if onnx is not None:
-        record(name, "ONNX Runtime (CPU provider)", decode(tiny, batch=4), onnx,
-               f"onnxruntime {installed_version('onnxruntime')}")  # fmt: skip
+    _onnx_runtime_rows(record, decode, tiny, name, say)
 
 
-def _onnx_runtime_decoder(tiny: Any, say: Callable[[str], None]) -> Callable[[], Any] | None:
-    """The tiny decoder exported to ONNX and run by ONNX Runtime, or None where it is not
-    installed (it is no dependency of this project) or the export fails."""
-    try:
-        import onnxruntime
-        import torch
-    except ImportError:
-        say("runtime: onnxruntime is not installed; ONNX Runtime not measured")
-        return None
-    z = torch.randn(4, 4, 64, 64)  # (4, 4, 64, 64)
+def _onnx_runtime_rows(
+    record: Callable[..., None], decode: Callable[..., Any], tiny: Any, name: str, say: Callable
+) -> None:
+    """ONNX Runtime (models/onnx_decoder.py, the ``decoder_runtime=onnx`` backend) against
+    eager float32 torch and against the two tuned torch decoders the runner uses: float32 with
+    channels-last (a CPU without bfloat16) and bfloat16 with channels-last (``cpu_bfloat16``).
+    Skipped, and said, where the ``[onnx]`` extra is not installed."""
+    import copy
+
+    import torch
+
+    from models.errors import ModelUnavailable
+    from models.onnx_decoder import onnx_decoder
+
     with tempfile.TemporaryDirectory(prefix="taesd-onnx-") as folder:
-        path = Path(folder) / "decoder.onnx"
         try:
-            torch.onnx.export(tiny.decoder, (z,), str(path), dynamo=True, optimize=True)
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as error:
-            say(f"runtime: ONNX export failed: {type(error).__name__}: {error}")
-            return None
-    feed = {session.get_inputs()[0].name: z.numpy()}
-    return lambda: session.run(None, feed)
+            module = onnx_decoder(tiny, Path(folder))
+        except ModelUnavailable as error:
+            say(f"runtime: ONNX Runtime not measured: {error}")
+            return
+    by_onnx = copy.deepcopy(tiny)
+    by_onnx.decoder = module
+    note = f"onnxruntime {installed_version('onnxruntime')}"
+    tuned = copy.deepcopy(tiny).to(memory_format=torch.channels_last)
+    tuned_bf16 = copy.deepcopy(tuned).to(torch.bfloat16)
+    onnx = decode(by_onnx, batch=4)
+    record(name, "ONNX Runtime vs eager float32", decode(tiny, batch=4), onnx, note)
+    record(name, "ONNX Runtime vs float32 + channels_last", decode(tuned, batch=4), onnx, note)
+    record(name, "ONNX Runtime vs bfloat16 + channels_last",
+           decode(tuned_bf16, torch.bfloat16, batch=4), onnx, note)  # fmt: skip
 
 
 def table(results: Sequence[SwitchResult]) -> str:

@@ -19,16 +19,22 @@ pytestmark = pytest.mark.slow
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SMALL = "OFA-Sys/small-stable-diffusion-v0"
 IF1, IF2 = "DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"
+TAESD = "madebyollin/taesd"
 TOKEN = "hf_fake_test_token_for_the_local_hub"
 
 
 @pytest.fixture(scope="session")
-def served(standin_hub: Path) -> dict[str, tuple[Path, str]]:
+def served(
+    standin_hub: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, str]]:
     """The session's stand-ins (tests/conftest.py), served as the fake hub's repos; id ->
-    (snapshot folder, sha). The fake only reads them."""
-    from models.standins import REAL_REPOS, repo_folder, revision_of
+    (snapshot folder, sha). The fake only reads them. TAESD's, like the real repository, also
+    carries the original taesd_*.pth files and a .bin copy, which a pull must leave out."""
+    import shutil
 
-    return {
+    from models.standins import REAL_REPOS, repo_folder, revision_of, write_tiny_decoder_standin
+
+    repos = {
         repo.repo_id: (
             repo_folder(standin_hub, repo.repo_id) / "snapshots" / revision_of(repo.repo_id),
             revision_of(repo.repo_id),
@@ -36,6 +42,13 @@ def served(standin_hub: Path) -> dict[str, tuple[Path, str]]:
         for name in ("sd15", "small-sd", "deepfloyd-if")
         for repo in REAL_REPOS[name]
     }
+    taesd = tmp_path_factory.mktemp("taesd-served")
+    shutil.copytree(write_tiny_decoder_standin(tmp_path_factory.mktemp("taesd-hub")), taesd,
+                    dirs_exist_ok=True)  # fmt: skip
+    for extra in ("taesd_decoder.pth", "taesd_encoder.pth", "diffusion_pytorch_model.bin"):
+        (taesd / extra).write_bytes(b"not needed by a diffusers load")
+    repos[TAESD] = (taesd, "7" * 40)
+    return repos
 
 
 @pytest.fixture
@@ -115,9 +128,15 @@ def test_pull_sd15_fetches_only_what_the_pipeline_needs_and_lists_it(hub, served
     assert "v1-5-pruned.safetensors" not in fetched and "v1-5-pruned-emaonly.ckpt" not in fetched
     assert not any(f.endswith(".bin") or f == "README.md" for f in fetched)
 
+    # The tiny decoder comes along (decoder=auto takes it on a CPU): its config and weights only.
+    assert snapshot_files(tmp_path, TAESD) == {"config.json", "diffusion_pytorch_model.safetensors"}
+    assert not any(f.endswith(".pth") for f in hub.fetched(TAESD))
+
     after = cli(hub, tmp_path)
     row = next(line for line in after.stdout.splitlines() if line.startswith("sd15 "))
     assert row.split()[1:3] == ["yes", "full"], row
+    tiny_row = next(line for line in after.stdout.splitlines() if line.startswith("taesd "))
+    assert tiny_row.split()[1] == "yes", tiny_row
     assert "models--stable-diffusion-v1-5--stable-diffusion-v1-5/snapshots/" in row
     assert "KB" in row or "MB" in row
 
@@ -141,8 +160,10 @@ def test_pull_for_cuda_takes_fp16_and_small_sd_falls_back_to_bin(hub, served, tm
     assert any(".fp16.safetensors" in f for f in files)
     assert not any(f.endswith(".safetensors") and ".fp16." not in f for f in files)
 
-    done = cli(hub, tmp_path, "pull", "small-sd", "--variant", "fp16")
+    hub.requests.clear()
+    done = cli(hub, tmp_path, "pull", "small-sd", "--variant", "fp16", "--no-tiny-decoder")
     assert done.returncode == 0, done.stderr
+    assert not [r for r in hub.requests if r[1] == TAESD]
     files = snapshot_files(tmp_path, SMALL)
     assert files == expected(served[SMALL][0], variant=None)
     assert "unet/diffusion_pytorch_model.bin" in files or "text_encoder/pytorch_model.bin" in files
