@@ -28,10 +28,11 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   and the tiny one a small fraction of that (docs/benchmarks/cpu-runtime-*.md); a GPU decodes
   fast enough that the full decoder's quality wins. When the tiny decoder is loaded, previews
   are decoded with it too instead of the linear latent-to-RGB map.
-- ``decoder_runtime``: ``torch`` runs the decoder in torch; ``onnx`` runs the *tiny* decoder
-  in ONNX Runtime on a CPU (models/onnx_decoder.py; the ``[onnx]`` extra). Measured: about 1.7×
-  the float32 torch decoder, no gain over bfloat16 torch (docs/benchmarks/cpu-onnx-notes-*.md),
-  so it is off by default and meant for CPUs without bfloat16.
+- ``decoder_runtime``: ``torch`` runs the decoder in torch; ``openvino`` and ``onnx`` run the
+  *tiny* decoder, exported once, in OpenVINO or ONNX Runtime on a CPU (models/exported_decoder.py;
+  the ``[openvino]`` and ``[onnx]`` extras, so off by default). Measured for a 4-candidate
+  512 px batch (docs/benchmarks/cpu-onnx-notes-20261202.md): OpenVINO about 2× torch's tuned
+  decoder in float32 and in bfloat16; ONNX Runtime about 1.9× in float32, no gain in bfloat16.
 - ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
   the 4 latent channels to RGB, no VAE), sent to the queue as :class:`~models.queue.Preview`
   events; the bot shows them in the status message. Off by default.
@@ -45,7 +46,7 @@ from typing import Any
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a batch is padded up to one
 DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
-DECODER_RUNTIMES = ("torch", "onnx")  # the ``decoder_runtime`` switch's values
+DECODER_RUNTIMES = ("torch", "openvino", "onnx")  # the ``decoder_runtime`` switch's values
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,10 @@ class Optimizations:
                 raise ValueError(
                     f"`{name}` must be one of {', '.join(allowed)}, got {getattr(self, name)!r}."
                 )
-        if self.decoder_runtime == "onnx" and self.decoder == "full":
+        if self.decoder_runtime != "torch" and self.decoder == "full":
             raise ValueError(
-                "decoder_runtime=onnx runs the tiny decoder only; use decoder=tiny or auto with "
-                "it, or decoder_runtime=torch."
+                f"decoder_runtime={self.decoder_runtime} runs the tiny decoder only; use "
+                "decoder=tiny or auto with it, or decoder_runtime=torch."
             )
 
     @classmethod

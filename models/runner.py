@@ -323,21 +323,27 @@ class DiffusersRunner:
                 log.info(
                     "No tiny decoder for %s in the cache; decoding with the full VAE", model.name
                 )
-        if self.optimizations.decoder_runtime == "onnx":
-            self._decode_with_onnx(pipe, model)
+        if self.optimizations.decoder_runtime != "torch":
+            self._decode_outside_torch(pipe, model)
         return self.optimizations.apply(pipe)
 
-    def _decode_with_onnx(self, pipe: Any, model: ModelSpec) -> None:
-        """The tiny decoder's torch module swapped for ONNX Runtime's (models/onnx_decoder.py),
-        on a CPU; elsewhere, or with the full VAE, torch decodes and the log says why."""
-        from models.onnx_decoder import onnx_decoder
+    def _decode_outside_torch(self, pipe: Any, model: ModelSpec) -> None:
+        """The tiny decoder's torch module swapped for OpenVINO's or ONNX Runtime's
+        (models/exported_decoder.py), on a CPU; elsewhere, or with the full VAE, torch decodes
+        and the log says why."""
+        from models.exported_decoder import onnx_decoder, openvino_decoder
 
+        runtime = self.optimizations.decoder_runtime
         vae = getattr(pipe, "vae", None)
         if self.device != "cpu" or type(vae).__name__ != "AutoencoderTiny":
             why = "not on a CPU" if self.device != "cpu" else "its tiny decoder is not loaded"
-            log.warning("decoder_runtime=onnx ignored for %s: %s", model.name, why)
+            log.warning("decoder_runtime=%s ignored for %s: %s", runtime, model.name, why)
             return
-        vae.decoder = onnx_decoder(vae, self.cache_dir)
+        if runtime == "openvino":
+            bfloat16 = self.optimizations.cpu_bfloat16
+            vae.decoder = openvino_decoder(vae, self.cache_dir, bfloat16=bfloat16)
+        else:
+            vae.decoder = onnx_decoder(vae, self.cache_dir)
 
     def _generators(self, seeds: Sequence[int]) -> list[Any]:
         """One generator per image, so each image's noise depends on its own seed only."""

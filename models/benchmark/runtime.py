@@ -9,8 +9,8 @@ each, and keeps the medians:
     full decoder, 1 image, 512 px:          channels_last · bfloat16
     tiny decoder, 4 images, 512 px:         channels_last · bfloat16 · torch.compile ·
                                             1 intra-op thread · 2 workers x 1 thread ·
-                                            ONNX Runtime (the [onnx] extra) against
-                                            eager and both tuned torch decoders
+                                            ONNX Runtime and OpenVINO (their extras)
+                                            against eager and both tuned torch decoders
 
 The winners are what :class:`models.optimize.Optimizations` switches on for a CPU; the table
 lands in docs/benchmarks/ beside the end-to-end comparison. Compiling the 865M UNet takes many
@@ -193,7 +193,7 @@ def _tiny_decoder_switches(
         finally:
             torch.set_num_threads(threads)
 
-    record(name, "1 intra-op thread (of 2)", decode(tiny, batch=4), single_threaded)
+    record(name, f"1 intra-op thread (of {threads})", decode(tiny, batch=4), single_threaded)
     halves = [torch.randn(2, 4, 64, 64) for _ in range(2)]  # (2, 4, 64, 64) per worker
 
     def two_workers() -> None:
@@ -209,48 +209,63 @@ def _tiny_decoder_switches(
             torch.set_num_threads(threads)
 
     record(name, "2 workers x 1 thread", decode(tiny, batch=4), two_workers)
-    _onnx_runtime_rows(record, decode, tiny, name, say)
+    _exported_rows(record, decode, tiny, name, say)
 
 
-def _onnx_runtime_rows(
+def _exported_rows(
     record: Callable[..., None], decode: Callable[..., Any], tiny: Any, name: str, say: Callable
 ) -> None:
-    """ONNX Runtime (models/onnx_decoder.py, the ``decoder_runtime=onnx`` backend) against
+    """ONNX Runtime and OpenVINO (models/exported_decoder.py, ``decoder_runtime``) against
     eager float32 torch and against the two tuned torch decoders the runner uses: float32 with
     channels-last (a CPU without bfloat16) and bfloat16 with channels-last (``cpu_bfloat16``).
-    Skipped, and said, where the ``[onnx]`` extra is not installed."""
+    Each runtime is skipped, and said, where its extra is not installed."""
     import copy
 
     import torch
 
     from models.errors import ModelUnavailable
-    from models.onnx_decoder import onnx_decoder
+    from models.exported_decoder import onnx_decoder, openvino_decoder
 
-    with tempfile.TemporaryDirectory(prefix="taesd-onnx-") as folder:
-        try:
-            module = onnx_decoder(tiny, Path(folder))
-        except ModelUnavailable as error:
-            say(f"runtime: ONNX Runtime not measured: {error}")
-            return
-    by_onnx = copy.deepcopy(tiny)
-    by_onnx.decoder = module
-    note = f"onnxruntime {installed_version('onnxruntime')}"
     tuned = copy.deepcopy(tiny).to(memory_format=torch.channels_last)
     tuned_bf16 = copy.deepcopy(tuned).to(torch.bfloat16)
-    onnx = decode(by_onnx, batch=4)
-    record(name, "ONNX Runtime vs eager float32", decode(tiny, batch=4), onnx, note)
-    record(name, "ONNX Runtime vs float32 + channels_last", decode(tuned, batch=4), onnx, note)
-    record(name, "ONNX Runtime vs bfloat16 + channels_last",
-           decode(tuned_bf16, torch.bfloat16, batch=4), onnx, note)  # fmt: skip
+
+    def outside(make: Callable[[Path], Any]) -> Callable[[], Any] | None:
+        with tempfile.TemporaryDirectory(prefix="taesd-export-") as folder:
+            try:
+                module = make(Path(folder))
+            except ModelUnavailable as error:
+                say(f"runtime: not measured: {error}")
+                return None
+        swapped = copy.deepcopy(tiny)
+        swapped.decoder = module
+        return decode(swapped, batch=4)
+
+    onnx = outside(lambda folder: onnx_decoder(tiny, folder))
+    if onnx is not None:
+        note = f"onnxruntime {installed_version('onnxruntime')}"
+        record(name, "ONNX Runtime vs eager float32", decode(tiny, batch=4), onnx, note)
+        record(name, "ONNX Runtime vs float32 + channels_last", decode(tuned, batch=4), onnx,
+               note)  # fmt: skip
+        record(name, "ONNX Runtime vs bfloat16 + channels_last",
+               decode(tuned_bf16, torch.bfloat16, batch=4), onnx, note)  # fmt: skip
+    for bfloat16, torch_side, label in (
+        (False, decode(tuned, batch=4), "float32"),
+        (True, decode(tuned_bf16, torch.bfloat16, batch=4), "bfloat16"),
+    ):
+        openvino = outside(lambda folder, b=bfloat16: openvino_decoder(tiny, folder, bfloat16=b))
+        if openvino is not None:
+            note = f"openvino {installed_version('openvino')}"
+            record(name, f"OpenVINO {label} vs {label} + channels_last", torch_side, openvino,
+                   note)  # fmt: skip
 
 
 def table(results: Sequence[SwitchResult]) -> str:
     lines = [
-        f"{'component':<40} {'switch':<36} {'without s':>9} {'with s':>8} {'gain':>6}  verdict",
+        f"{'component':<40} {'switch':<42} {'without s':>9} {'with s':>8} {'gain':>6}  verdict",
     ]
     for r in results:
         lines.append(
-            f"{r.component:<40} {r.switch:<36} {r.baseline_s:>9.3f} {r.switched_s:>8.3f} "
+            f"{r.component:<40} {r.switch:<42} {r.baseline_s:>9.3f} {r.switched_s:>8.3f} "
             f"{r.speedup:>5.2f}x  {r.verdict()}" + (f" ({r.note})" if r.note else "")
         )
     return "\n".join(lines)
