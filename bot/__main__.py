@@ -283,8 +283,8 @@ def run_models(args: argparse.Namespace | None = None) -> int:
 
 
 def _list_support_models() -> None:
-    """The captioner, CLIP and the prompt expander (models/support.py): not generators, but
-    pulled and cached the same way."""
+    """The captioner, CLIP and the prompt expander (models/support.py), and the tiny decoder
+    TAESD: not generators, but pulled and cached the same way."""
     from models.hub import repo_state
     from models.registry import TAESD
     from models.support import SUPPORT_MODELS

@@ -6,7 +6,7 @@
     python -m training export-pairs --out DIR [--min-margin N] [--since DATE] [--until DATE]
     python -m training dpo --data PAIRS --base embedded --out runs/dpo [--beta B] [--method full]
     python -m training dpo-miniature [--out runs/dpo-miniature]   (the DPO proof, ~20 min on 2 cores)
-    python -m training miniature [--out runs/miniature] [--ship]   (the whole study, 33 min on 2 shared cores)
+    python -m training miniature [--out runs/miniature] [--ship] [--publish DIR]   (the whole study, 46 min on one core)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
     python -m training caption DIR [--titles merge|keep|replace]   (BLIP captions → metadata.jsonl)
@@ -335,11 +335,12 @@ def run_miniature_command(argv: list[str]) -> int:
         description="Reproduce the seeds' fine-tuning study in miniature, offline, on a CPU: a "
         "synthetic cover dataset, a tiny Stable Diffusion pretrained from scratch on a generic "
         "domain (the baseline), three fine-tunes on the covers (full with the text encoder, "
-        "full with it frozen, LoRA), each trained --train-seeds times, chosen between on the "
+        "full with it frozen, LoRA), the baseline and each arm trained --train-seeds times, "
+        "chosen between on the "
         "validation split, then FID/KID/prompt-following of all of them on the test split with "
         "paired differences and the spread over training seeds. docs/miniature.md has the "
-        "committed results and their wall time (32 min 55 s on 2 shared CPU cores with "
-        "OMP_NUM_THREADS=1); "
+        "committed results and their wall time (46.0 min on one core of a shared 2-core "
+        "machine with OMP_NUM_THREADS=1); "
         "each finished stage is kept, so rerunning continues.",
     )
     parser.add_argument("--out", type=Path, default=defaults.out, help=f"run folder (default {defaults.out})")  # fmt: skip
