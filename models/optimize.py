@@ -7,7 +7,11 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
   gives black images and runs slower than half-precision weights (see docs/facts.md).
 - ``cpu_bfloat16``: on a CPU, run every part in bfloat16 (oneDNN uses AVX-512 BF16 / AMX
-  where the CPU has them); measured per part in docs/benchmarks/cpu-runtime-*.md.
+  where the CPU has them); measured per part in docs/benchmarks/cpu-runtime-*.md (UNet 1.41×,
+  tiny decoder 1.67–1.93× on the development CPU). ``auto`` (the default) takes it where the
+  CPU has native BF16 (:func:`cpu_has_native_bfloat16`) and the UNet is real-size (at least
+  :data:`BFLOAT16_FROM` parameters): a CPU without BF16 emulates it, and the 1.5M-parameter
+  embedded model was trained and measured in float32 and gains nothing worth its rounding.
 - ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (fused
   kernels) instead of diffusers' explicit softmax(QKᵀ)V.
 - ``channels_last``: UNet and VAE weights in NHWC memory order, which convolution kernels on
@@ -45,6 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a batch is padded up to one
+BFLOAT16_FROM = 100_000_000  # UNet parameters from which cpu_bfloat16=auto takes bfloat16
+# (SD 1.5's UNet has 860M, sd-turbo's 865M, small-sd's 580M; the embedded model's 1.5M)
+ON_OFF_AUTO = ("auto", "on", "off")  # the ``cpu_bfloat16`` switch's values
 DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
 DECODER_RUNTIMES = ("torch", "openvino", "onnx")  # the ``decoder_runtime`` switch's values
 
@@ -52,7 +59,7 @@ DECODER_RUNTIMES = ("torch", "openvino", "onnx")  # the ``decoder_runtime`` swit
 @dataclass(frozen=True)
 class Optimizations:
     half_precision: bool = True
-    cpu_bfloat16: bool = False
+    cpu_bfloat16: str = "auto"  # one of ON_OFF_AUTO
     sdpa: bool = True
     channels_last: bool = True
     compile: bool = False  # off by default: minutes of compiling, and it needs a C compiler
@@ -82,7 +89,7 @@ class Optimizations:
         """Nothing switched on: a pipeline exactly as diffusers loads it (the baseline)."""
         return cls(
             half_precision=False,
-            cpu_bfloat16=False,
+            cpu_bfloat16="off",
             sdpa=False,
             channels_last=False,
             compile=False,
@@ -107,6 +114,8 @@ class Optimizations:
             name, value = name.strip(), value.strip().lower()
             if name not in fields:
                 raise ValueError(f"Unknown optimisation {name!r}; known: {', '.join(fields)}.")
+            if name == "cpu_bfloat16" and value in _SWITCH:
+                value = "on" if _SWITCH[value] else "off"
             if name in _CHOICES:
                 if value not in _CHOICES[name]:
                     allowed = ", ".join(_CHOICES[name])
@@ -126,9 +135,11 @@ class Optimizations:
         """A short line of what is on, for reports."""
         on = [
             name
-            for name in ("half_precision", "cpu_bfloat16", "sdpa", "channels_last", "compile")
+            for name in ("half_precision", "sdpa", "channels_last", "compile")
             if getattr(self, name)
         ]
+        if self.cpu_bfloat16 != "off":
+            on.append(f"cpu_bfloat16={self.cpu_bfloat16}")
         if self.vae_slicing_from:
             on.append(f"vae_slicing≥{self.vae_slicing_from}")
         if self.vae_tiling_from:
@@ -153,6 +164,17 @@ class Optimizations:
             return True
         return self.decoder == "auto" and has_one and device == "cpu"
 
+    def bfloat16_on_cpu(self, unet: Any) -> bool:
+        """Whether a pipeline with this UNet runs in bfloat16: on a CPU only, and for ``auto``
+        where the CPU has native BF16 and the UNet has :data:`BFLOAT16_FROM` parameters."""
+        first = next(unet.parameters(), None)
+        if first is None or first.device.type != "cpu" or self.cpu_bfloat16 == "off":
+            return False
+        if self.cpu_bfloat16 == "on":
+            return True
+        size = sum(p.numel() for p in unet.parameters())
+        return size >= BFLOAT16_FROM and cpu_has_native_bfloat16()
+
     def apply(self, pipe: Any) -> Any:
         """Set up a freshly loaded pipeline (already on its device) and return it."""
         import torch
@@ -160,7 +182,7 @@ class Optimizations:
 
         denoiser = pipe.unet
         # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/registry.py).
-        if self.cpu_bfloat16 and denoiser.device.type == "cpu":
+        if self.bfloat16_on_cpu(denoiser):
             pipe.to(dtype=torch.bfloat16)
         # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.
         denoiser.set_attn_processor(AttnProcessor2_0() if self.sdpa else AttnProcessor())
@@ -204,5 +226,18 @@ class Optimizations:
             vae.disable_tiling()
 
 
-_CHOICES = {"decoder": DECODERS, "decoder_runtime": DECODER_RUNTIMES}  # the string switches
+_CHOICES = {"decoder": DECODERS, "decoder_runtime": DECODER_RUNTIMES, "cpu_bfloat16": ON_OFF_AUTO}
+
+
+def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from the kernel's
+    CPU flags; False where there are none to read (macOS, Windows: bfloat16 stays opt-in)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            flags = next((line for line in lines if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 _SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}

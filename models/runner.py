@@ -340,7 +340,7 @@ class DiffusersRunner:
             log.warning("decoder_runtime=%s ignored for %s: %s", runtime, model.name, why)
             return
         if runtime == "openvino":
-            bfloat16 = self.optimizations.cpu_bfloat16
+            bfloat16 = self.optimizations.bfloat16_on_cpu(pipe.unet)
             vae.decoder = openvino_decoder(vae, self.cache_dir, bfloat16=bfloat16)
         else:
             vae.decoder = onnx_decoder(vae, self.cache_dir)

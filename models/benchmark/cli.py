@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE,...",
         help="switch optimisations of our side, e.g. channels_last=off,compile=on "
         "(names: half_precision, sdpa, channels_last, compile, vae_slicing_from, "
-        "vae_tiling_from, prompt_cache, previews_every, cpu_bfloat16, decoder=auto|full|tiny)",
+        "vae_tiling_from, prompt_cache, previews_every, cpu_bfloat16=auto|on|off, "
+        "decoder=auto|full|tiny, decoder_runtime=torch|openvino|onnx)",
     )
     parser.add_argument(
         "--stages",

@@ -22,29 +22,6 @@ RUNTIMES = {
 }
 
 
-@pytest.fixture(scope="module")
-def turbo_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.standins import write_standin, write_tiny_decoder_standin
-
-    hub = tmp_path_factory.mktemp("exported-hub")
-    write_standin("sd-turbo", hub)
-    write_tiny_decoder_standin(hub)
-    return hub
-
-
-@pytest.fixture
-def runner_for(turbo_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(turbo_hub))
-    from models.runner import DiffusersRunner
-
-    def make(switches: str, cache: Path = tmp_path / "cache"):
-        return DiffusersRunner(
-            device="cpu", cache_dir=cache, optimizations=Optimizations().replace(switches)
-        )
-
-    return make
-
-
 def test_the_switch_parses_and_refuses_what_cannot_work() -> None:
     assert Optimizations().decoder_runtime == "torch"
     assert Optimizations.plain().decoder_runtime == "torch"
@@ -175,16 +152,9 @@ def test_a_failed_export_says_so_and_leaves_no_file(
 
 
 def test_with_the_full_vae_the_runtime_is_ignored_and_torch_decodes(
-    runner_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, turbo_hub: Path
+    runner_for,
+    hub_without_taesd: Path,  # in this order: the hub without TAESD wins
 ) -> None:
-    import shutil
-
-    from models.standins import repo_folder
-
-    bare = tmp_path / "hub-without-taesd"
-    shutil.copytree(turbo_hub, bare, symlinks=True)
-    shutil.rmtree(repo_folder(bare, "madebyollin/taesd"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(bare))
     runner = runner_for("decoder=auto,decoder_runtime=openvino")
     images = runner(PARAMS, SPECS[:1], NoControl())
     assert type(runner.pipeline(PARAMS).vae).__name__ == "AutoencoderKL"

@@ -23,33 +23,6 @@ PARAMS = GenerationParams(model="sd-turbo", width=64, height=64, steps=2, guidan
 SPECS = [ImageSpec("Quiet Afternoon playlist cover image", "", seed=k) for k in range(2)]
 
 
-@pytest.fixture(scope="module")
-def turbo_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hub cache with sd-turbo's stand-in and, under its own repo, TAESD's."""
-    from models.standins import write_standin, write_tiny_decoder_standin
-
-    hub = tmp_path_factory.mktemp("turbo-hub")
-    write_standin("sd-turbo", hub)
-    write_tiny_decoder_standin(hub)
-    return hub
-
-
-@pytest.fixture
-def runner_for(turbo_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(turbo_hub))
-
-    def make(switches: str):
-        from models.runner import DiffusersRunner
-
-        return DiffusersRunner(
-            device="cpu",
-            cache_dir=tmp_path,
-            optimizations=Optimizations().replace(switches),
-        )
-
-    return make
-
-
 def test_the_decoder_switch_parses_and_refuses_bad_values() -> None:
     assert Optimizations().decoder == "auto" and Optimizations.plain().decoder == "full"
     assert Optimizations().replace("decoder=tiny").decoder == "tiny"
@@ -81,16 +54,8 @@ def test_tiny_decoder_loads_from_the_hub_cache_and_decodes(runner_for) -> None:
 
 
 def test_auto_falls_back_to_the_full_decoder_without_taesd_but_tiny_says_why(
-    runner_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, turbo_hub: Path
+    hub_without_taesd: Path, tmp_path: Path
 ) -> None:
-    import shutil
-
-    from models.standins import repo_folder
-
-    bare = tmp_path / "hub-without-taesd"
-    shutil.copytree(turbo_hub, bare, symlinks=True)
-    shutil.rmtree(repo_folder(bare, "madebyollin/taesd"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(bare))
     from models.runner import DiffusersRunner
 
     auto = DiffusersRunner(device="cpu", cache_dir=tmp_path, optimizations=Optimizations())
@@ -231,3 +196,60 @@ def test_the_real_size_presets_have_sd_turbo_and_taesd_shapes() -> None:
     assert spec.is_built_in_memory and (spec.steps, spec.guidance) == (1, 0.0)
     assert spec.tiny_decoder == BUILT_IN
     assert resolve_model("sd-turbo").tiny_decoder == "madebyollin/taesd"
+
+
+def test_cpu_bfloat16_parses_on_off_and_auto() -> None:
+    assert Optimizations().cpu_bfloat16 == "auto" and Optimizations.plain().cpu_bfloat16 == "off"
+    for text, value in (("on", "on"), ("true", "on"), ("0", "off"), ("AUTO", "auto")):
+        assert Optimizations().replace(f"cpu_bfloat16={text}").cpu_bfloat16 == value
+    assert "cpu_bfloat16=auto" in Optimizations().describe()
+    assert "cpu_bfloat16" not in Optimizations.plain().describe()
+    with pytest.raises(ValueError, match=r"`cpu_bfloat16` takes auto, on, off, got 'maybe'"):
+        Optimizations().replace("cpu_bfloat16=maybe")
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    from models.optimize import cpu_has_native_bfloat16
+
+    def cpu(flags: str) -> str:
+        path = tmp_path / f"cpuinfo-{len(flags)}"
+        path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+        return str(path)
+
+    assert cpu_has_native_bfloat16(cpu("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni"))
+    assert cpu_has_native_bfloat16(cpu("fpu avx2 amx_tile amx_bf16 amx_int8"))
+    assert not cpu_has_native_bfloat16(cpu("fpu sse2 avx2 avx512f avx512bw"))  # emulated only
+    assert not cpu_has_native_bfloat16(str(tmp_path / "no-such-file"))
+
+
+def test_auto_takes_bfloat16_for_a_real_size_unet_on_a_bf16_cpu_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from models import optimize
+
+    small = torch.nn.Linear(10, 10)  # 110 parameters, on the CPU
+    auto, on, off = (Optimizations(cpu_bfloat16=v) for v in ("auto", "on", "off"))
+    monkeypatch.setattr(optimize, "cpu_has_native_bfloat16", lambda: True)
+    assert not auto.bfloat16_on_cpu(small)  # too small to be worth it
+    assert on.bfloat16_on_cpu(small) and not off.bfloat16_on_cpu(small)
+    monkeypatch.setattr(optimize, "BFLOAT16_FROM", 100)
+    assert auto.bfloat16_on_cpu(small)
+    monkeypatch.setattr(optimize, "cpu_has_native_bfloat16", lambda: False)
+    assert not auto.bfloat16_on_cpu(small)  # a CPU that would emulate it
+    with torch.device("meta"):
+        elsewhere = torch.nn.Linear(10, 10)
+    assert not on.bfloat16_on_cpu(elsewhere)  # never off a CPU
+
+
+def test_cpu_bfloat16_on_runs_the_pipeline_in_bfloat16(runner_for) -> None:
+    import torch
+
+    runner = runner_for("decoder=tiny,cpu_bfloat16=on")
+    images = runner(PARAMS, SPECS, NoControl())
+    pipe = runner.pipeline(PARAMS)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    assert [made.image.size for made in images] == [(64, 64)] * 2
+    auto = runner_for("decoder=tiny")  # the stand-in's UNet is far below BFLOAT16_FROM
+    assert auto.pipeline(PARAMS).unet.dtype == torch.float32
