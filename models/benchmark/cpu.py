@@ -1,7 +1,8 @@
 """One cover on a CPU at real size: ours (tuned runtime, fast decoder) vs one plain diffusers call.
 
-``python -m models.benchmark.cpu`` measures, for each real-size random-weight preset it is
-given (models/embedded.py builds them; speed does not depend on the weights' values):
+``python -m models.benchmark.cpu`` measures, for each preset it is given – by default the
+real-size random-weight ones (models/embedded.py builds them; speed does not depend on the
+weights' values), or a real preset whose weights are in the hub cache:
 
     plain: the pipeline as diffusers loads it, float32, full VAE, one call of 4 images
     ours:  our DiffusersRunner with --opt (by default the tiny decoder and the switches that
@@ -30,6 +31,7 @@ from typing import Any
 from models.benchmark.formatting import installed_version
 from models.benchmark.stages import StageClock, StageTimes
 from models.benchmark.workload import DEFAULT_PROMPT
+from models.registry import RANDOM_ARCHITECTURES
 
 CANDIDATES = 4  # images in one cover
 
@@ -96,7 +98,12 @@ class CoverComparison:
             lines.append(
                 f"tiny vs full decoder on the same latents: mean |difference| "
                 f"{self.decoder_mean_abs:.1f}/255, PSNR {self.decoder_psnr_db:.1f} dB "
-                "(random weights: says nothing of quality, only that both decoded the same input)"
+                + (
+                    "(random weights: says nothing of quality, only that both decoded the "
+                    "same input)"
+                    if self.model in RANDOM_ARCHITECTURES
+                    else "(the cached weights: how far the tiny decoder strays from the full one)"
+                )
             )
         return "\n".join(lines)
 

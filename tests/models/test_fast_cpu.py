@@ -8,6 +8,7 @@ a second or two."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from pathlib import Path
 
@@ -157,7 +158,10 @@ def test_the_cpu_cover_comparison_times_both_sides_and_compares_decoders(
     assert len(result.plain_runs_s) == len(result.ours_runs_s) == 2
     assert result.plain.calls["decoder"] == result.ours.calls["decoder"] == 1
     assert result.decoder_mean_abs is not None and result.decoder_mean_abs > 0
-    assert "speed-up" in result.table() and "random weights" in result.table()
+    assert "speed-up" in result.table()
+    # The caveat belongs to the random-weight presets only; cached weights measure a real gap.
+    assert "random weights" not in result.table()
+    assert "random weights" in dataclasses.replace(result, model="sd-turbo-random").table()
 
     import torch
 
