@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -238,11 +239,15 @@ async def run_bot() -> int:
 _DEVICE_NOTE = {
     "embedded": "CPU ok",
     "sd15-random": "CPU ok (noise)",
+    "sd-turbo-random": "CPU ok (noise)",
     "small-sd": "GPU advised, CPU slow",
     "sd15": "GPU advised, CPU slow",
     "sd-turbo": "CPU ok (1 step)",
     "deepfloyd-if": "CUDA GPU practically",
 }
+
+
+_NAME_WIDTH = 15  # the name column of `models`: the longest preset name, sd-turbo-random
 
 
 def run_models(args: argparse.Namespace | None = None) -> int:
@@ -256,8 +261,10 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         for snapshot in snapshots:
             print(f"Cached {args.name} in {_short(snapshot)}")
         return 0
+    width = _NAME_WIDTH
     print(
-        f"{'name':<13} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  {'device':<22} where"
+        f"{'name':<{width}} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  "
+        f"{'device':<22} where"
     )
     for preset in PRESETS.values():
         if preset.repo_id is None:
@@ -272,7 +279,7 @@ def run_models(args: argparse.Namespace | None = None) -> int:
                 cached, size, where = "no", "-", "-"
         note = _DEVICE_NOTE.get(preset.name, "")
         line = (
-            f"{preset.name:<13} {cached:<12} {size:>9} {preset.native_size:>4}px "
+            f"{preset.name:<{width}} {cached:<12} {size:>9} {preset.native_size:>4}px "
             f"{preset.steps:>5}  {note:<22} {where}"
         )
         if preset.kind == "if":
@@ -289,7 +296,8 @@ def _list_support_models() -> None:
     from models.registry import TAESD
     from models.support import SUPPORT_MODELS
 
-    print(f"\n{'support':<13} {'cached':<12} {'size':>9}  {'role':<22} where")
+    width = _NAME_WIDTH
+    print(f"\n{'support':<{width}} {'cached':<12} {'size':>9}  {'role':<22} where")
     rows = [(m.name, m.repo_id, m.role) for m in SUPPORT_MODELS.values()]
     rows.append(("taesd", TAESD, "tiny decoder (CPU)"))  # pulled with sd15, small-sd, sd-turbo
     for name, repo_id, role in rows:
@@ -297,7 +305,7 @@ def _list_support_models() -> None:
         cached = "yes" if state.cached else "no"
         size = _size(state.size_on_disk) if state.cached else "-"
         where = _short(state.snapshot) if state.cached else repo_id
-        print(f"{name:<13} {cached:<12} {size:>9}  {role:<22} {where}")
+        print(f"{name:<{width}} {cached:<12} {size:>9}  {role:<22} {where}")
 
 
 def _short(path: Path | None) -> str:
@@ -342,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`python -m bot models | head`): not our failure. Point stdout
+        # at nothing so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool cut off by a pipe
     except Exception:
         incident = uuid.uuid4().hex[:8]
         log.exception("unexpected error (incident %s)", incident)

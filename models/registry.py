@@ -598,8 +598,7 @@ def load_hub_pipeline(
     if missing:
         raise ModelUnavailable(
             f"The model {repo_id} in the local Hugging Face cache is incomplete (no "
-            f"{', '.join(missing)}); fetch it again with `python -m bot models pull` or "
-            f"`hf download {repo_id}`."
+            f"{', '.join(missing)}); fetch it again with {fetch_command(repo_id)}."
         )
     chosen = _pick_variant(snapshot, repo_id, [c for c in components if c not in kwargs],
                            variant, half=half)  # fmt: skip  # 2.
@@ -610,6 +609,14 @@ def load_hub_pipeline(
         )
     except (ImportError, OSError, ValueError, KeyError, RuntimeError, AttributeError) as error:
         raise ModelUnavailable(_load_failure(repo_id, error)) from error
+
+
+def fetch_command(repo_id: str) -> str:
+    """How a user fetches ``repo_id``, for an error: `models pull` names the preset the repo
+    belongs to (it takes a preset's name, not a repo's), and `hf download` works for any repo."""
+    names = [p.name for p in PRESETS.values() if repo_id in (p.repo_id, p.stage2_repo_id)]
+    hf = f"`hf download {repo_id}`"
+    return f"`python -m bot models pull {names[0]}` or {hf}" if names else hf
 
 
 def _hub_snapshot(repo_id: str, *, allow_downloads: bool, variant: str | None) -> Path:
@@ -624,8 +631,8 @@ def _hub_snapshot(repo_id: str, *, allow_downloads: bool, variant: str | None) -
         if not allow_downloads:
             raise ModelUnavailable(
                 f"The model {repo_id} is not in the local Hugging Face cache "
-                f"({hf_cache_dir()}) and downloads are off; fetch it with `python -m bot "
-                f"models pull` or `hf download {repo_id}` on a machine with network, or set "
+                f"({hf_cache_dir()}) and downloads are off; fetch it with "
+                f"{fetch_command(repo_id)} on a machine with network, or set "
                 "COVER_ALLOW_DOWNLOADS=true."
             ) from error
     from models.hub import pull_repo
@@ -670,7 +677,7 @@ def _pick_variant(
     raise ModelUnavailable(
         f"The model {repo_id} in the local Hugging Face cache has no complete set of weights "
         f"({', '.join(lacking)} lack the full-precision files and not every component has the "
-        f"{variant or 'default'} ones); fetch it again with `python -m bot models pull`."
+        f"{variant or 'default'} ones); fetch it again with {fetch_command(repo_id)}."
     )
 
 

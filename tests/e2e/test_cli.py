@@ -351,3 +351,21 @@ def test_a_local_model_folder_with_broken_configs_is_one_line(cli_env, embedded_
     assert expected in errors[0] and "my-model" in errors[0], errors[0]
     if damage == "no weights":  # found while loading: by name only (Discord may show it)
         assert str(cli_env) not in errors[0]
+
+
+def test_a_reader_that_goes_away_is_not_an_incident(tmp_path):
+    """`python -m bot models | head -1`: the pipe closes while we still print. That is the
+    reader's choice, so no traceback and no incident id, only the shell's SIGPIPE status."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "bot", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    listing.stdout.close()  # before its first line: the interpreter takes longer to start
+    stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "incident" not in stderr, stderr

@@ -118,6 +118,12 @@ def test_pull_sd15_fetches_only_what_the_pipeline_needs_and_lists_it(hub, served
     assert before.returncode == 0, before.stderr
     row = next(line for line in before.stdout.splitlines() if line.startswith("sd15 "))
     assert row.split()[1] == "no"
+    # Every row's second column starts under its header's, the longest preset name included.
+    presets, support = before.stdout.split("\n\n")
+    for table in (presets, support):
+        header, *rows = table.splitlines()
+        column = header.index(" cached") + 1
+        assert all(r[column - 1] == " " and r[column] != " " for r in rows), table
 
     done = cli(hub, tmp_path, "pull", "sd15", "--device", "cpu")
     assert done.returncode == 0, done.stderr

@@ -265,7 +265,7 @@ def test_only_a_missing_model_is_called_missing(
     assert "not in the local" not in str(broken.value)
 
     shutil.rmtree(snapshot / "unet")
-    with pytest.raises(ModelUnavailable, match=r"incomplete \(no unet\)"):
+    with pytest.raises(ModelUnavailable, match=r"incomplete \(no unet\).*models pull sd15`"):
         load_pipeline(resolve_model("sd15"), device="cpu", cache_dir=cache_dir)
 
 

@@ -198,6 +198,15 @@ def test_uncached_hub_model_says_how_to_get_it(
     assert "OFA-Sys/small-stable-diffusion-v0" in message
     assert "cache" in message and str(tmp_path / "hf") in message
     assert "COVER_ALLOW_DOWNLOADS" in message
+    # The pull command as it runs: `models pull` takes a preset's name, not the bare command.
+    assert "`python -m bot models pull small-sd`" in message
+
+
+def test_the_fetch_command_names_the_preset_of_a_repo() -> None:
+    from models.registry import fetch_command
+
+    assert "models pull deepfloyd-if`" in fetch_command("DeepFloyd/IF-II-L-v1.0")  # stage 2
+    assert fetch_command("someone/their-model") == "`hf download someone/their-model`"
 
 
 def test_pick_device() -> None:
