@@ -247,9 +247,6 @@ _DEVICE_NOTE = {
 }
 
 
-_NAME_WIDTH = 15  # the name column of `models`: the longest preset name, sd-turbo-random
-
-
 def run_models(args: argparse.Namespace | None = None) -> int:
     from models.hub import cache_state, pull
     from models.registry import PRESETS
@@ -261,7 +258,7 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         for snapshot in snapshots:
             print(f"Cached {args.name} in {_short(snapshot)}")
         return 0
-    width = _NAME_WIDTH
+    width = max(len(name) for name in ("support", *PRESETS))  # the tables' name column
     print(
         f"{'name':<{width}} {'cached':<12} {'size':>9} {'native':>6} {'steps':>5}  "
         f"{'device':<22} where"
@@ -285,18 +282,17 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         if preset.kind == "if":
             line += "  (gated: accept the licence at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0)"
         print(line)
-    _list_support_models()
+    _list_support_models(width)
     return 0
 
 
-def _list_support_models() -> None:
+def _list_support_models(width: int) -> None:
     """The captioner, CLIP and the prompt expander (models/support.py), and the tiny decoder
     TAESD: not generators, but pulled and cached the same way."""
     from models.hub import repo_state
     from models.registry import TAESD
     from models.support import SUPPORT_MODELS
 
-    width = _NAME_WIDTH
     print(f"\n{'support':<{width}} {'cached':<12} {'size':>9}  {'role':<22} where")
     rows = [(m.name, m.repo_id, m.role) for m in SUPPORT_MODELS.values()]
     rows.append(("taesd", TAESD, "tiny decoder (CPU)"))  # pulled with sd15, small-sd, sd-turbo
