@@ -238,8 +238,6 @@ async def run_bot() -> int:
 # take far too long for a request.
 _DEVICE_NOTE = {
     "embedded": "CPU ok",
-    "sd15-random": "CPU ok (noise)",
-    "sd-turbo-random": "CPU ok (noise)",
     "small-sd": "GPU advised, CPU slow",
     "sd15": "GPU advised, CPU slow",
     "sd-turbo": "CPU ok (1 step)",
@@ -249,7 +247,7 @@ _DEVICE_NOTE = {
 
 def run_models(args: argparse.Namespace | None = None) -> int:
     from models.hub import cache_state, pull
-    from models.registry import PRESETS
+    from models.registry import PRESETS, RANDOM_ARCHITECTURES
 
     if args is not None and getattr(args, "models_command", None) == "pull":
         snapshots = pull(
@@ -274,7 +272,8 @@ def run_models(args: argparse.Namespace | None = None) -> int:
                 where = ", ".join(_short(s.snapshot) for s in states if s.snapshot)
             else:
                 cached, size, where = "no", "-", "-"
-        note = _DEVICE_NOTE.get(preset.name, "")
+        random = preset.name in RANDOM_ARCHITECTURES  # real shapes, random weights
+        note = "CPU ok (noise)" if random else _DEVICE_NOTE.get(preset.name, "")
         line = (
             f"{preset.name:<{width}} {cached:<12} {size:>9} {preset.native_size:>4}px "
             f"{preset.steps:>5}  {note:<22} {where}"

@@ -54,6 +54,17 @@ def repo_ids(name: str) -> list[str]:
     return [r for r in (preset.repo_id, preset.stage2_repo_id) if r]
 
 
+def fetch_command(repo_id: str) -> str:
+    """How a user fetches ``repo_id``, for an error: `models pull` with the name it takes (the
+    preset or support model the repo belongs to, :func:`repo_ids`), and `hf download`, which
+    works for any repo."""
+    from models.support import SUPPORT_MODELS
+
+    name = next((n for n in (*PRESETS, *SUPPORT_MODELS) if repo_id in repo_ids(n)), None)
+    hf = f"`hf download {repo_id}`"
+    return f"`python -m bot models pull {name}` or {hf}" if name else hf
+
+
 def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
                  variant: str | None) -> list[str]:  # fmt: skip
     """The files of ``files`` (a repository's paths) that the pipeline needs: model_index.json,

@@ -596,6 +596,8 @@ def load_hub_pipeline(
     components = [name for name, entry in index.items() if _is_component(entry)]
     missing = [name for name in components if name not in kwargs and not (snapshot / name).is_dir()]
     if missing:
+        from models.hub import fetch_command
+
         raise ModelUnavailable(
             f"The model {repo_id} in the local Hugging Face cache is incomplete (no "
             f"{', '.join(missing)}); fetch it again with {fetch_command(repo_id)}."
@@ -611,14 +613,6 @@ def load_hub_pipeline(
         raise ModelUnavailable(_load_failure(repo_id, error)) from error
 
 
-def fetch_command(repo_id: str) -> str:
-    """How a user fetches ``repo_id``, for an error: `models pull` names the preset the repo
-    belongs to (it takes a preset's name, not a repo's), and `hf download` works for any repo."""
-    names = [p.name for p in PRESETS.values() if repo_id in (p.repo_id, p.stage2_repo_id)]
-    hf = f"`hf download {repo_id}`"
-    return f"`python -m bot models pull {names[0]}` or {hf}" if names else hf
-
-
 def _hub_snapshot(repo_id: str, *, allow_downloads: bool, variant: str | None) -> Path:
     """The snapshot folder of ``repo_id`` in the local cache; fetched when allowed (only the
     files the pipeline needs, ``variant``'s weights where the repo has them)."""
@@ -629,6 +623,8 @@ def _hub_snapshot(repo_id: str, *, allow_downloads: bool, variant: str | None) -
         return Path(snapshot_download(repo_id, cache_dir=hf_cache_dir(), local_files_only=True))
     except LocalEntryNotFoundError as error:
         if not allow_downloads:
+            from models.hub import fetch_command
+
             raise ModelUnavailable(
                 f"The model {repo_id} is not in the local Hugging Face cache "
                 f"({hf_cache_dir()}) and downloads are off; fetch it with "
@@ -674,6 +670,8 @@ def _pick_variant(
         if all(candidate in variants for variants in have.values()):
             return candidate
     lacking = sorted(name for name, variants in have.items() if None not in variants)
+    from models.hub import fetch_command
+
     raise ModelUnavailable(
         f"The model {repo_id} in the local Hugging Face cache has no complete set of weights "
         f"({', '.join(lacking)} lack the full-precision files and not every component has the "

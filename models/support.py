@@ -63,9 +63,9 @@ def support_model(name: str) -> SupportModel | None:
 
 def fetch_hint(repo_id: str) -> str:
     """How to get ``repo_id`` into the cache, as a clause for a message."""
-    known = _BY_REPO.get(repo_id)
-    pull = f"`python -m bot models pull {known.name}` or " if known else ""
-    return f"fetch it with {pull}`hf download {repo_id}` on a machine with network"
+    from models.hub import fetch_command
+
+    return f"fetch it with {fetch_command(repo_id)} on a machine with network"
 
 
 def model_folder(name: str, *, role: str) -> Path:

@@ -203,7 +203,7 @@ def test_uncached_hub_model_says_how_to_get_it(
 
 
 def test_the_fetch_command_names_the_preset_of_a_repo() -> None:
-    from models.registry import fetch_command
+    from models.hub import fetch_command
 
     assert "models pull deepfloyd-if`" in fetch_command("DeepFloyd/IF-II-L-v1.0")  # stage 2
     assert fetch_command("someone/their-model") == "`hf download someone/their-model`"
