@@ -122,10 +122,43 @@ def _bpe(piece: str) -> int:
     return len(parts)
 
 
+# The tokenizer matches its special tokens in the raw text, exactly and case-sensitively, before
+# it normalises or lowercases anything: "<|endoftext|>" is one id (49407), "<|ENDOFTEXT|>" six.
+_SPECIAL = re.compile("|".join(re.escape(t) for t in (BOS, EOS)))
+
+
+def neutralise_special_tokens(text: str) -> str:
+    """``text`` with every literal ``<|startoftext|>`` and ``<|endoftext|>`` replaced by a space.
+
+    Text from outside (a playlist's title or description, an expansion model's output) must not
+    speak for the tokenizer: a spelled-out end-of-text token ends the prompt there, for the text
+    encoder's attention and for SD's pooled features, and silently drops the rest. A space
+    cannot be part of a special token, so the pieces left either side can never join into a new
+    one and one pass is enough."""
+    return _SPECIAL.sub(" ", text)
+
+
+# The pre-tokenizer (run on the lowercased text) also knows the two strings, as its first
+# alternatives: "<|ENDOFTEXT|>:" is pre-token "<|endoftext|>" then ":", and the byte-level step
+# splits that pre-token into "<|", "endoftext", "|>" – plain BPE words, not the special id.
+_SPELLED = tuple(t.lower() for t in (BOS, EOS))
+_PRETOKEN_SPELLED = re.compile("|".join(re.escape(t) for t in _SPELLED) + "|" + _PRETOKEN.pattern)
+
+
+def _count_plain(text: str) -> int:
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip().lower()
+    return sum(
+        _bpe("<|") + _bpe(piece[2:-2]) + _bpe("|>") if piece in _SPELLED else _bpe(piece)
+        for piece in _PRETOKEN_SPELLED.findall(text)
+    )
+
+
 def count_tokens(text: str) -> int:
     """CLIP's token count for ``text``, start and end tokens *not* included: the number of ids
     :func:`clip_tokenizer` gives before padding and truncation, minus two. Pure Python on the
     shipped merge list (no transformers, no torch), so the bot can budget its prompts exactly;
-    tests/app/test_prompts.py checks it against the real tokenizer."""
-    text = _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip().lower()
-    return sum(_bpe(piece) for piece in _PRETOKEN.findall(text))
+    tests/app/test_prompts.py checks it against the real tokenizer. A literal special token in
+    the text counts as the one id the tokenizer makes of it, and splits the text around it as
+    the tokenizer does (prompts never carry one: :func:`neutralise_special_tokens`)."""
+    pieces = _SPECIAL.split(text)
+    return len(pieces) - 1 + sum(_count_plain(piece) for piece in pieces)

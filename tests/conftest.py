@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import properties
+
+properties.load()  # hypothesis: derandomised in CI, exploring locally (tests/properties.py)
+
 # -- the embedded model (models/embedded.py) --------------------------------------------
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bot.app.errors import InvalidPlaylistLink
 from bot.app.links import PLAYLIST_ID_LENGTH, is_short_link, parse_playlist_ref
+from tests.properties import examples
 
 BASE62 = string.ascii_letters + string.digits
 
@@ -57,7 +58,7 @@ def _answer(text: str) -> str | InvalidPlaylistLink:
         return error
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(text=anything)
 @example("xn--a.com")
 @example("https://xn--ls8h.la/playlist/x")
@@ -73,7 +74,7 @@ def test_parse_raises_only_our_error(text: str) -> None:
         assert len(str(answer)) < 400  # huge input is quoted cut down
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(text=anything)
 @example("xn--a.com")
 @example("https://xn--zz.com/s/abc")
@@ -85,7 +86,7 @@ def test_is_short_link_never_raises(text: str) -> None:
     )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     ident=ids,
     form=st.sampled_from(

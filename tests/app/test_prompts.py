@@ -7,7 +7,7 @@ import functools
 import string
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.app.errors import InvalidOption
@@ -26,6 +26,7 @@ from bot.app.prompts import (
     find_themes,
     fit_tokens,
 )
+from tests.properties import examples
 
 # expand and auto (a language model) have their own tests in tests/models/test_expand.py.
 SINGLE_STYLES = [s for s in HEURISTIC_STYLES if s != "mix"]
@@ -342,15 +343,29 @@ def test_the_count_of_our_own_text():
     assert count_tokens("") == 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
-    st.text(
-        st.sampled_from(
-            string.ascii_letters + string.digits + string.punctuation + " \t\néüñßÅ日本🎵\u0301"
+    st.lists(
+        st.one_of(
+            st.text(
+                st.sampled_from(
+                    string.ascii_letters
+                    + string.digits
+                    + string.punctuation
+                    + " \t\néüñßÅ日本🎵\u0301"
+                ),
+                max_size=60,
+            ),
+            st.sampled_from(["<|endoftext|>", "<|startoftext|>", "<|ENDOFTEXT|>"]),
         ),
-        max_size=60,
-    )
+        max_size=4,
+    ).map("".join)
 )
+@example("<|endoftext|>")  # found by this test at random in CI: 6 counted, 1 real
+@example("<|startoftext|>")
+@example("x<|endoftext|>y<|startoftext|>")
+@example("<|ENDOFTEXT|>:")  # lowercased, the pre-tokenizer still splits the spelled token off
+@example("<<|ENDOFTEXT|>")  # ... but only where its regex reaches it first
 def test_the_count_matches_the_real_tokenizer_on_any_text(text: str):
     """The pure-Python count (models/clip_tokenizer.py) against transformers' CLIPTokenizer
     built from the same merge list: the same number of ids, start and end aside."""
@@ -437,3 +452,42 @@ def test_too_small_a_window_is_refused():
         build_prompts(rich_playlist(), seed=0, max_tokens=10)
     with pytest.raises(ValueError, match="max_tokens"):
         fit_tokens("anything", 2)
+
+
+# --- CLIP's special tokens in outside text ------------------------------------------------------
+
+SPECIAL_TITLES = [
+    "late night <|endoftext|> drive",
+    "<|startoftext|>gym hype",
+    "study <|endoftext|><|startoftext|> beats",
+    "＜｜endoftext｜＞ rainy day",  # fullwidth: NFKC makes the real token of it
+    "<|endo\u200bftext|> summer",  # the zero-width space is dropped, joining the token
+]
+
+
+def _special_ids_inside(text: str) -> list[int]:
+    ids = _real_tokenizer()(text, truncation=False)["input_ids"]
+    return [i for i in ids[1:-1] if i in (49406, 49407)]  # start/end of text, not at the edges
+
+
+@pytest.mark.parametrize("title", SPECIAL_TITLES)
+@pytest.mark.parametrize("style", HEURISTIC_STYLES)
+def test_a_title_that_spells_a_special_token_stays_text(title: str, style: str):
+    facts = rich_playlist(name=title, description=f"{title}. more words after it")
+    for prompt in build_prompts(facts, style=style, seed=3):
+        assert not _special_ids_inside(prompt.text), prompt.text
+        # The budget is computed on what the model sees.
+        assert count_tokens(prompt.text) + 2 == len(_real_tokenizer()(prompt.text)["input_ids"])
+    # The words after the token survive: nothing is cut at it.
+    seed_prompt = build_prompts(facts, style="seed", seed=3)[0].text
+    assert title.split()[-1] in seed_prompt
+
+
+def test_an_expansion_that_emits_a_special_token_is_cleaned():
+    def expander(prompt: str, seed: int, max_tokens: int) -> str:
+        return f"{prompt}, neon<|endoftext|> glow, <|startoftext|>chrome"
+
+    prompts = build_prompts(rich_playlist(), style="expand", seed=0, expander=expander)
+    for prompt in prompts:
+        assert not _special_ids_inside(prompt.text), prompt.text
+        assert "glow" in prompt.text and "chrome" in prompt.text

@@ -20,7 +20,8 @@ from bot.app.prompts import (
     build_prompts,
     fit_tokens,
 )
-from models.clip_tokenizer import MAX_TOKENS, clip_tokenizer
+from models.clip_tokenizer import BOS, EOS, MAX_TOKENS, clip_tokenizer
+from tests.properties import examples
 
 # Text as owners write it: any Unicode, with more weight on the letters, spaces, emoji and
 # punctuation that real names are made of.
@@ -33,6 +34,17 @@ owner_text = st.one_of(
     st.lists(
         st.sampled_from(["night", "drive", "lofi", "metal", "summer", "sad"]), max_size=12
     ).map(" ".join),
+    # CLIP's special tokens spelled out, plainly and in the forms that clean-up turns into them
+    # (fullwidth letters under NFKC, a zero-width space that is dropped).
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                ["<|endoftext|>", "<|startoftext|>", "＜｜endoftext｜＞", "<|endo\u200bftext|>"]
+            ),
+            st.text(alphabet="ab <|>", max_size=8),
+        ),
+        max_size=8,
+    ).map("".join),
 )
 track = st.builds(TrackFacts, name=owner_text, artists=st.lists(owner_text, max_size=3).map(tuple))
 facts = st.builds(
@@ -57,7 +69,15 @@ def clip_tokens(text: str) -> int:
     return len(tokenizer()(text, truncation=False)["input_ids"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def special_ids_inside(text: str) -> list[int]:
+    """The start/end-of-text ids the real tokenizer makes of ``text`` between its own start and
+    end token: any one there is text speaking for the tokenizer."""
+    specials = set(tokenizer().convert_tokens_to_ids([BOS, EOS]))
+    ids = tokenizer()(text, truncation=False)["input_ids"]
+    return [i for i in ids[1:-1] if i in specials]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     playlist=facts,
     style=st.sampled_from(HEURISTIC_STYLES),
@@ -73,17 +93,24 @@ def test_any_playlist_gives_prompts_inside_clips_context(playlist, style, count,
         assert prompt.text.strip() and prompt.style in STYLES
         assert clip_tokens(prompt.text) <= max_tokens, prompt.text
         assert clip_tokens(prompt.negative) <= MAX_TOKENS
+        assert not special_ids_inside(prompt.text), prompt.text
     again = build_prompts(playlist, count=count, style=style, seed=seed, max_tokens=max_tokens)
     assert again == prompts  # the same request writes the same prompts
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(text=owner_text, max_tokens=st.integers(3, MAX_TOKENS))
 @example(text=":\r00\x80", max_tokens=6)  # found once the counts were exact: only junk fitted
+@example(text="00000 00| 0", max_tokens=10)  # the junk after the cut goes: "00" ends it
 def test_fit_tokens_stays_inside_the_budget(text, max_tokens):
     fitted = fit_tokens(text, max_tokens)
     assert clip_tokens(fitted) <= max_tokens, fitted
-    assert set(fitted.split()) <= set(text.split()) or len(fitted.split()) == 1
+    # Whole leading words of the text; only the last may be cut short (junk at the cut, or a
+    # single word longer than the budget).
+    kept, words = fitted.split(), text.split()
+    if kept:
+        assert kept[:-1] == words[: len(kept) - 1]
+        assert words[len(kept) - 1].startswith(kept[-1])
     if text.split() and max_tokens >= 6:  # room for one character's 4 UTF-8 bytes
         assert fitted  # a non-empty text never comes back empty
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bot.app.errors import SnapshotError
 from bot.app.playlist import PlaylistFacts, load_snapshot
+from tests.properties import examples
 
 EXAMPLE = json.loads(
     (Path(__file__).resolve().parents[2] / "examples/playlists/gym-hype.json").read_text("utf-8")
@@ -36,7 +37,7 @@ nested = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(data=st.one_of(json_values, mutated, nested))
 def test_any_json_gives_facts_or_a_snapshot_error(data) -> None:
     with tempfile.TemporaryDirectory() as folder:

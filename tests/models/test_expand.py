@@ -24,6 +24,7 @@ from models.expand import (
     load_expander,
     words_of,
 )
+from tests.properties import examples
 
 FACTS = PlaylistFacts(id="4uLU6hMCjMI75M1A2tKUQC", name="Gym Hype", description="", items_readable=False)  # fmt: skip
 BASE = "Gym Hype playlist cover image"
@@ -71,7 +72,7 @@ clause_text = st.text(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(
         st.one_of(clause_text, st.sampled_from(sorted(UNWANTED_WORDS)), st.just("by greg")),

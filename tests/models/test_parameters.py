@@ -19,6 +19,7 @@ from models.parameters import (
     read_png_parameters,
     with_jpeg_comment,
 )
+from tests.properties import examples
 
 SAMPLE = ImageParameters(
     prompt="late night drive playlist cover image",
@@ -91,7 +92,7 @@ def test_an_image_without_parameters_is_refused_by_name(tmp_path):
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     prompt=_TEXT.filter(lambda s: s.strip()),
     negative=_TEXT,
@@ -127,7 +128,7 @@ def test_any_parameters_survive_the_round_trip(
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.text(max_size=2000))
 def test_any_text_is_read_or_refused_clearly(text):
     try:

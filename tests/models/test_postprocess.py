@@ -33,6 +33,7 @@ from models.postprocess import (
     title_mask,
     upscale,
 )
+from tests.properties import examples
 
 SIDE = 512
 
@@ -402,7 +403,7 @@ def test_a_ten_megabyte_title_is_planned_in_bounded_time() -> None:
     assert time.monotonic() - started < 30
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(title=st.text(max_size=400))
 def test_any_title_is_planned_inside_the_image_or_refused_by_name(title: str) -> None:
     image = solid((90, 30, 60), (96, 96))

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.properties import examples
 from training.__main__ import main
 from training.caption import (
     CAPTIONS,
@@ -327,7 +328,7 @@ metadata_lines = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(metadata_lines)
 def test_any_metadata_file_reads_or_fails_with_a_dataset_error(lines: list[str]) -> None:
     import tempfile

@@ -7,7 +7,7 @@ import re
 import unicodedata
 
 from models.clip_tokenizer import MAX_TOKENS as CLIP_MAX_TOKENS
-from models.clip_tokenizer import count_tokens
+from models.clip_tokenizer import count_tokens, neutralise_special_tokens
 
 UNTITLED = "untitled"  # the title of a playlist whose name is nothing but emoji and junk
 
@@ -30,7 +30,11 @@ _DANGLING = frozenset(_DANGLING_TEXT.split())
 
 
 def clean_text(text: str) -> str:
-    """Keep letters, digits and punctuation; drop emoji, symbols, control and stray marks.
+    """Keep letters, digits and punctuation; drop emoji, symbols, control and stray marks, and
+    CLIP's special tokens spelled out (``<|endoftext|>`` would end the prompt there).
+
+    Every piece of outside text passes here before it becomes part of a prompt: titles,
+    descriptions, genres, artists and an expansion model's output.
 
     NFKC first turns "𝓬𝓱𝓲𝓵𝓵" and fullwidth letters (common in playlist titles) into plain ones
     and composes accents, so the combining marks left afterwards are decoration (strike-through,
@@ -47,7 +51,10 @@ def clean_text(text: str) -> str:
             continue
         else:
             kept.append(ch)
-    return _SPACES.sub(" ", "".join(kept)).strip(_EDGE_JUNK)
+    # Last, on what is left: NFKC makes fullwidth "＜｜endoftext｜＞" the real thing, and dropping
+    # a zero-width space can join "<|endo\u200bftext|>" into one.
+    text = neutralise_special_tokens("".join(kept))
+    return _SPACES.sub(" ", text).strip(_EDGE_JUNK)
 
 
 def clean_title(name: str) -> str:

@@ -264,8 +264,11 @@ def build_prompts(
         # cues, makes the candidates differ.
         expand = expander or _default_expander()
         bases = [_write("seed", m, seed + i, max_tokens) for i in range(count)]
+        # The continuation is outside text like a title: cleaned the same way.
         return [
-            Prompt(expand(b.text, b.seed, max_tokens), DEFAULT_NEGATIVE, "expand", b.seed)
+            Prompt(
+                clean_text(expand(b.text, b.seed, max_tokens)), DEFAULT_NEGATIVE, "expand", b.seed
+            )
             for b in bases
         ]
     # 2. One style per candidate: the same for all, or the mix order with fallbacks.
