@@ -34,7 +34,8 @@ from typing import Any
 
 from PIL import Image
 
-from models.benchmark import _submit_and_wait, default_cache_dir
+from models.benchmark import default_cache_dir
+from models.benchmark.run import submit_and_wait
 from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, RunControl
 
 SIDES = ("in-process, 1 thread", "Ray, 1 worker", "Ray, 2 workers")
@@ -91,7 +92,7 @@ async def _throughput(runners: Sequence[Any], jobs: list[GenerationJob], max_bat
     async with GenerationQueue(
         list(runners), max_pending=len(jobs), max_batch=max_batch, job_timeout_s=3600
     ) as queue:
-        timed = await _submit_and_wait(queue, jobs)
+        timed = await submit_and_wait(queue, jobs)
     elapsed = max(done for _, _, done in timed) - min(sent for sent, _, _ in timed)
     return sum(len(result.images) for _, result, _ in timed) / elapsed
 
@@ -103,7 +104,7 @@ async def _per_batch_ms(runner: Any, params: GenerationParams, calls: int) -> fl
     times = []
     async with GenerationQueue(runner) as queue:
         for job in _jobs(calls, 1, params, "overhead"):
-            [(sent, _, done)] = await _submit_and_wait(queue, [job])
+            [(sent, _, done)] = await submit_and_wait(queue, [job])
             times.append((done - sent) * 1000)
     return statistics.median(times)
 
@@ -121,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (20)")
     parser.add_argument("--overhead-calls", type=int, default=20, help="jobs per overhead run")
     parser.add_argument("--cpus", type=int, default=2, help="logical CPUs of the local Ray (2)")
+    parser.add_argument(
+        "--runner",
+        choices=("embedded", "echo"),
+        default="embedded",
+        help="what the throughput sides run: the embedded model (default), or echo – no model, "
+        "only the queue's and Ray's own work (a smoke run in seconds)",
+    )
     parser.add_argument("--cache-dir", type=Path, help="project cache (default: the user's)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     return parser
@@ -137,28 +145,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.runner import DiffusersRunner
 
     ray = import_ray()
-    cache_dir = args.cache_dir or default_cache_dir()
-    ensure_embedded(cache_dir)
     model = resolve_model("embedded")
     params = GenerationParams(
         "embedded", model.native_size, model.native_size, args.steps, model.guidance
     )
+    if args.runner == "echo":
+        make_runner: Any = EchoRunner
+    else:
+        cache_dir = args.cache_dir or default_cache_dir()
+        ensure_embedded(cache_dir)
+        make_runner = functools.partial(DiffusersRunner, device="cpu", cache_dir=cache_dir)
     say = functools.partial(print, file=sys.stderr, flush=True)
 
     # 1. Two actors with one torch thread each, and an in-process runner on one thread too.
     began = datetime.now(UTC)
     connect("local", num_cpus=args.cpus)
     try:
-        spec = WorkerSpec(
-            functools.partial(DiffusersRunner, device="cpu", cache_dir=cache_dir),
-            num_gpus=0,
-            num_cpus=1,
-            torch_threads=1,
-        )
+        spec = WorkerSpec(make_runner, num_gpus=0, num_cpus=1, torch_threads=1)
         actors = start_workers(spec, count=2, name="bench")
         echo = start_workers(WorkerSpec(EchoRunner, num_gpus=0, num_cpus=0), count=1, name="echo")
         torch.set_num_threads(1)
-        local = DiffusersRunner(device="cpu", cache_dir=cache_dir)
+        local = make_runner()
         sides = {SIDES[0]: [local], SIDES[1]: actors[:1], SIDES[2]: actors}
         warm = _jobs(2, 1, params, "warm-up")
         asyncio.run(_throughput(actors, warm, 1))  # one call on each actor loads its pipeline
@@ -191,10 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": (
             f"python -m models.benchmark_ray --rounds {args.rounds} --jobs {args.jobs} "
             f"--images {args.images} --max-batch {args.max_batch} --steps {args.steps} "
-            f"--overhead-calls {args.overhead_calls} --cpus {args.cpus}"
+            f"--overhead-calls {args.overhead_calls} --cpus {args.cpus} --runner {args.runner}"
         ),
         "machine": f"{os.cpu_count()} CPU cores, shared with other work; no GPU",
-        "model": "embedded",
+        "model": "embedded" if args.runner == "embedded" else "none (echo runner)",
         "params": {"size": params.width, "steps": params.steps, "guidance": params.guidance},
         "workload": {"jobs": args.jobs, "images_per_job": args.images, "max_batch": args.max_batch},
         "versions": {"ray": ray.__version__, "torch": torch.__version__},
@@ -222,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def render_table(report: dict[str, Any]) -> str:
     """The report as plain text: medians, spread and n per side, and the speed-ups."""
     lines = [
-        f"embedded model, {report['params']['size']} px, {report['params']['steps']} steps; "
+        f"{report['model']}, {report['params']['size']} px, {report['params']['steps']} steps; "
         f"{report['workload']['jobs']} jobs x {report['workload']['images_per_job']} images, "
         f"max batch {report['workload']['max_batch']}; {report['machine']}",
         "",

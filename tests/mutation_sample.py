@@ -91,7 +91,9 @@ def statuses(names: set[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.mutation_sample", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("modules", nargs="*", help="dotted module names (default: all four)")
     parser.add_argument("--per-module", type=int, default=120, help="mutants drawn per module")
     parser.add_argument("--seed", type=int, default=15, help="seed of the draw")

@@ -99,8 +99,7 @@ def _add_field(
         text += f" [default {default}]"
     # SUPPRESS: only flags actually given override the preset.
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": text}
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    base = _flag_type(hint)
     if base is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
     elif typing.get_origin(base) is typing.Literal:
@@ -109,6 +108,14 @@ def _add_field(
         parser.add_argument(flag, nargs="+", metavar="TEXT", **kwargs)
     else:
         parser.add_argument(flag, type=base, metavar=spec.name.split("_")[-1].upper(), **kwargs)
+
+
+def _flag_type(hint: Any) -> Any:
+    """What a flag's text is parsed as: the type itself, ``X`` for an optional ``X | None``
+    (argparse calls ``type`` on the text, and a union is not callable)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
 
 def _shown(value: Any) -> str:
@@ -448,7 +455,7 @@ def run_pretrain(argv: list[str]) -> int:
         if spec.name in ("data", "out"):
             continue
         flag = "--" + spec.name.replace("_", "-")
-        parser.add_argument(flag, type=hints[spec.name], default=spec.default, help=f"default {spec.default}")  # fmt: skip
+        parser.add_argument(flag, type=_flag_type(hints[spec.name]), default=spec.default, help=f"default {spec.default}")  # fmt: skip
     config = PretrainConfig(**vars(parser.parse_args(argv)))
     _quiet_diffusers()
     result = pretrain(config, log=lambda line: print(line, flush=True))
