@@ -112,7 +112,7 @@ def add_owned_playlist(server: FakeSpotify, owner: str = "fakeowner") -> dict:
     server.add_artist(artist)
     playlist = make_playlist("mine", owner=owner)
     items = [make_item("Song A", artist), make_item("Song B", artist)]
-    server.add_playlist(playlist, items, items_refused=True)  # the app alone gets metadata only
+    server.add_playlist(playlist, items)  # the app alone gets metadata only (development mode)
     return playlist
 
 

@@ -72,6 +72,8 @@ def _no_sleep(seconds: float) -> None:
 
 
 def add_small_playlist(server: FakeSpotify, **kwargs: object) -> str:
+    """Two items the app may read: it has extended quota (development-mode apps may not)."""
+    server.extended_quota = True
     artist = make_artist("Test Artist", ["test genre"])
     server.add_artist(artist)
     playlist = make_playlist("small one", "just &amp; only a test", **kwargs)
@@ -92,6 +94,7 @@ def test_reads_two_pages_of_items_and_counts_genres(fake_spotify: FakeSpotify) -
     items.append(make_item("Duet", dreamy, smooth))
     playlist = make_playlist("night swim", "waves &amp; reverb <a href='https://x.example'>me</a>")
     fake_spotify.add_playlist(playlist, items)
+    fake_spotify.extended_quota = True  # an app with extended quota reads any playlist's items
     pid = playlist["id"]
 
     facts = make_reader(fake_spotify).read_playlist(pid)
@@ -118,6 +121,7 @@ def test_stops_paging_at_max_items(fake_spotify: FakeSpotify) -> None:
     fake_spotify.add_artist(artist)
     playlist = make_playlist("long one")
     fake_spotify.add_playlist(playlist, [make_item(f"T{i}", artist) for i in range(120)])
+    fake_spotify.extended_quota = True
 
     facts = make_reader(fake_spotify, spotify_max_items=60).read_playlist(playlist["id"])
 
@@ -127,14 +131,14 @@ def test_stops_paging_at_max_items(fake_spotify: FakeSpotify) -> None:
 
 def test_refused_items_give_metadata_only(fake_spotify: FakeSpotify) -> None:
     playlist = make_playlist("rainy lo-fi", "beats &amp; rain")
-    fake_spotify.add_playlist(playlist, [make_item("hidden", make_artist("X"))], items_refused=True)
+    fake_spotify.add_playlist(playlist, [make_item("hidden", make_artist("X"))])
 
     facts = make_reader(fake_spotify).read_playlist(playlist["id"])
 
     assert not facts.items_readable
     assert facts.tracks == () and facts.top_genres == ()
     assert facts.name == "rainy lo-fi" and facts.description == "beats & rain"
-    assert facts.total_items == 1  # Spotify still tells how many there are
+    assert facts.total_items is None  # the playlist object has no `items` then: no total
     assert "items" not in facts.raw["items"]
     assert not [r for r in fake_spotify.requests if r.path.startswith("/v1/artists/")]
 
@@ -345,7 +349,7 @@ def test_refused_items_are_not_logged_as_errors(
     fake_spotify: FakeSpotify, caplog: pytest.LogCaptureFixture
 ) -> None:
     playlist = make_playlist("not mine")
-    fake_spotify.add_playlist(playlist, items_refused=True)
+    fake_spotify.add_playlist(playlist)
     caplog.set_level(logging.DEBUG)
 
     make_reader(fake_spotify).read_playlist(playlist["id"])
@@ -435,6 +439,7 @@ def test_examples_read_back_through_the_fake_server(fake_spotify: FakeSpotify) -
     for path in sorted(EXAMPLES.glob("*.json")):
         fake_spotify.add_snapshot(path)
         expected = load_snapshot(path)
+        fake_spotify.extended_quota = expected.items_readable
         read = reader.read_playlist(expected.id)
         assert (read.name, read.description, read.tracks, read.top_artists) == (
             expected.name,
