@@ -25,7 +25,7 @@ from bot.app.errors import (
     SpotifyRateLimited,
     SpotifyUnavailable,
 )
-from bot.app.playlist import load_snapshot
+from bot.app.playlist import facts_from_spotify, load_snapshot
 from bot.app.settings import Settings
 from bot.app.spotify import (
     Failure,
@@ -43,8 +43,10 @@ from tests.fakes.spotify import (
     fake_id,
     fake_spotify_fixture,  # noqa: F401  (provides the `fake_spotify` fixture)
     make_artist,
+    make_episode_item,
     make_item,
     make_playlist,
+    make_unavailable_item,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "playlists"
@@ -141,6 +143,56 @@ def test_refused_items_give_metadata_only(fake_spotify: FakeSpotify) -> None:
     assert facts.total_items is None  # the playlist object has no `items` then: no total
     assert "items" not in facts.raw["items"]
     assert not [r for r in fake_spotify.requests if r.path.startswith("/v1/artists/")]
+
+
+def test_episodes_and_unavailable_items_stay_out_of_the_facts(fake_spotify: FakeSpotify) -> None:
+    """Issue 38: an episode became a "track" with no artists; now it is left out, as is an
+    item whose track went away (``item: null``)."""
+    artist = make_artist("Lumen Harbor", ["dream pop"])
+    fake_spotify.add_artist(artist)
+    playlist = make_playlist("songs and talk")
+    items = [make_item("Song", artist), make_episode_item("Episode 12"), make_unavailable_item()]
+    fake_spotify.add_playlist(playlist, items)
+    fake_spotify.extended_quota = True
+
+    facts = make_reader(fake_spotify).read_playlist(playlist["id"])
+
+    assert [t.name for t in facts.tracks] == ["Song"] and facts.total_items == 3
+    assert facts.top_artists == ("Lumen Harbor",) and facts.top_genres == ("dream pop",)
+
+
+def test_local_files_and_tracks_without_artists_keep_their_names() -> None:
+    local = {"is_local": True, "item": {"type": "track", "id": None, "name": "demo take 3",
+             "artists": [{"id": None, "name": "Me"}]}}  # fmt: skip
+    bare = {"is_local": False, "item": {"type": "track", "id": "x", "name": "Untitled", "artists": []}}  # fmt: skip
+    facts = facts_from_spotify({"id": fake_id("pl"), "name": "mine"}, [local, bare])
+    assert [(t.name, t.artists, t.artist_ids) for t in facts.tracks] == [
+        ("demo take 3", ("Me",), ()),
+        ("Untitled", (), ()),
+    ]
+
+
+def test_expired_app_token_is_renewed_once(fake_spotify: FakeSpotify) -> None:
+    """Issue 38: a 401 on an app-token call read as "playlist not found"; spotipy trusts the
+    token's `expires_in`, so a token Spotify drops early was never replaced."""
+    pid = add_small_playlist(fake_spotify)
+    reader = make_reader(fake_spotify)
+    reader.read_playlist(pid)
+    fake_spotify.expire_app_tokens()
+
+    facts = reader.read_playlist(pid)
+
+    assert facts.name == "small one" and len(facts.tracks) == 2
+    assert len(fake_spotify.requests_to("/api/token")) == 2
+
+
+def test_app_token_refused_twice_is_an_auth_error(fake_spotify: FakeSpotify) -> None:
+    pid = add_small_playlist(fake_spotify)
+    fake_spotify.script(f"/v1/playlists/{pid}", 401, forever=True)
+
+    with pytest.raises(SpotifyAuthError, match="HTTP 401"):
+        make_reader(fake_spotify).read_playlist(pid)
+    assert len(fake_spotify.requests_to("/api/token")) == 2  # one new token, not a loop
 
 
 def test_artist_lookup_failure_only_skips_genres(fake_spotify: FakeSpotify) -> None:
