@@ -69,10 +69,13 @@ class LinkedAccount:
     """A linked account as the rest of the bot sees it: no tokens."""
 
     discord_user_id: str
-    spotify_user_id: str
+    spotify_user_id: str  # the user `id`: what a playlist's `owner.id` is compared with
     display_name: str
     scopes: frozenset[str]
     linked_at: datetime
+    # Spotify's immutable `account_id`, which its description says to link by; for accounts
+    # linked before we stored it, their user id.
+    account_id: str = ""
 
     @property
     def can_upload(self) -> bool:
@@ -256,6 +259,7 @@ class SpotifyAccounts:
             scopes=" ".join(sorted(grant.scopes)),
             tokens=self._seal(grant),
             expires_at=grant.expires_at,
+            spotify_account_id=profile.get("account_id") or None,
         )
         log.info("Discord user %s linked Spotify user %s", user, profile["id"])
         account = self.account(user)
@@ -272,6 +276,7 @@ class SpotifyAccounts:
             display_name=row["display_name"] or row["spotify_user_id"],
             scopes=frozenset(row["scopes"].split()),
             linked_at=datetime.fromisoformat(row["linked_at"]),
+            account_id=row.get("spotify_account_id") or row["spotify_user_id"],
         )
 
     def unlink(self, discord_user_id: str) -> bool:

@@ -89,7 +89,9 @@ def facts_from_spotify(
     for item in items or ():
         track = _item_track(item)
         if track is None or not track.get("name"):
-            continue  # removed tracks and local files without metadata
+            continue  # removed tracks (`item: null`) and local files without metadata
+        if track.get("type", "track") != "track":
+            continue  # podcast episodes: talk, not music; their show is no artist to paint
         track_artists = [a for a in track.get("artists") or [] if isinstance(a, Mapping)]
         tracks.append(
             TrackFacts(

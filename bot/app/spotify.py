@@ -13,7 +13,7 @@ With a person's own token (authorisation code with PKCE; :class:`SpotifyUserClie
     POST accounts/api/token              code + verifier → tokens; refresh_token → new tokens
     GET  v1/me                           who linked: Spotify user id and display name
     GET  v1/playlists/{id}/items         items of a playlist the person owns or collaborates on
-    PUT  v1/playlists/{id}/images        a base64 JPEG (≤ 256 KB payload) as the playlist's cover
+    PUT  v1/playlists/{id}/images        a base64 JPEG (≤ MAX_UPLOAD_PAYLOAD) as the playlist's cover
 
 Since February 2026 Spotify gives items only for playlists the app's user owns or collaborates
 on, and batch ``/artists`` is gone (docs/spotify.md), hence the bonus rows and the person's own
@@ -66,16 +66,18 @@ from bot.app.errors import (
 from bot.app.links import parse_playlist_ref
 from bot.app.playlist import PlaylistFacts, facts_from_spotify
 from bot.app.settings import Settings
+from models.postprocess import SPOTIFY_JPEG_LIMIT
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ITEMS_PAGE_LIMIT = 50  # the most items Spotify returns per page of /items
+# Spotify's own figures (its API description; docs/facts.md, "Limits we rely on").
+ITEMS_PAGE_LIMIT = 50  # /playlists/{id}/items: limit 1–50 (default 20)
+SEARCH_PAGE_LIMIT = 10  # /search: limit 1–10 since 2026 (default 5); we ask for the most
 GENRE_ARTISTS = 5  # artists looked up one by one for genres (no batch endpoint since 2026)
 EDITORIAL_PREFIX = "37i9dQZF1"  # ids of Spotify's own editorial/algorithmic playlists
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # 429 reason since Jul 2026: waiting 30 s will not help
-SEARCH_PAGE_LIMIT = 10  # the most playlists a search page gives since 2026
 
 # What linking asks for, and why (README "Link your Spotify account"):
 #   playlist-read-private, playlist-read-collaborative  – read the items of your own playlists
@@ -88,7 +90,16 @@ SCOPES = (
     "playlist-modify-private",
 )
 UPLOAD_SCOPES = frozenset({"ugc-image-upload", "playlist-modify-public", "playlist-modify-private"})
-MAX_UPLOAD_PAYLOAD = 256 * 1024  # Spotify's cap on the base64 body of a cover upload
+# The base64 body of a cover upload: Spotify's "256 KB" with a margin below the reported 413s
+# (models/postprocess.py, docs/facts.md); the JPEGs we make are sized under it.
+MAX_UPLOAD_PAYLOAD = SPOTIFY_JPEG_LIMIT
+NOT_REGISTERED = (
+    "Spotify refused your account to this bot (HTTP 403). The bot's Spotify app is in "
+    "development mode, which serves only the accounts its owner added, at most 5; linking "
+    "again will not help. Ask the bot's operator to add your Spotify account's e-mail under "
+    "User Management in the Spotify developer dashboard (or to ask Spotify for extended quota), "
+    "then run /spotify link again."
+)
 VERIFIER_BYTES = 64  # → 86 base64url characters; RFC 7636 allows 43-128
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _NO_STATUS = 0  # spotipy retries on a status list; this one no HTTP answer carries
@@ -383,16 +394,35 @@ class SpotifyAPI:
 
     def app_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """:meth:`call` for a call made with the app's credentials: the token endpoint refusing
-        them is :class:`SpotifyAuthError`."""
-        try:
-            return self.call(fn, *args, **kwargs)
-        except SpotifyOauthError as exc:
-            # Only the short OAuth error code goes into the message: never anything that could
-            # hold the credentials themselves.
-            raise SpotifyAuthError(
-                f"Spotify refused the client credentials ({oauth_code(exc)}): check "
-                "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET."
-            ) from None
+        them is :class:`SpotifyAuthError`. A 401 means the app token expired or was revoked
+        before spotipy thought it would: a new one is fetched and the call made once more; a
+        second 401 is :class:`SpotifyAuthError` too."""
+        for renewed in (False, True):
+            try:
+                return self.call(fn, *args, **kwargs)
+            except SpotifyOauthError as exc:
+                # Only the short OAuth error code goes into the message: never anything that
+                # could hold the credentials themselves.
+                raise SpotifyAuthError(
+                    f"Spotify refused the client credentials ({oauth_code(exc)}): check "
+                    "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET."
+                ) from None
+            except SpotifyException as exc:
+                if exc.http_status != 401:
+                    raise
+                if renewed:
+                    raise SpotifyAuthError(
+                        "Spotify rejects the app's access token even when it is new (HTTP 401); "
+                        "check SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET."
+                    ) from None
+            log.info("Spotify rejected the app's access token; fetching a new one")
+            self._forget_app_token()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _forget_app_token(self) -> None:
+        auth = self.app().auth_manager
+        if isinstance(auth.cache_handler, MemoryCacheHandler):
+            auth.cache_handler.token_info = None
 
     def items(self, client: spotipy.Spotify, playlist_id: str, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` items of a playlist, following ``next``. Raises SpotifyException
@@ -486,7 +516,7 @@ class SpotifyReader:
         try:
             playlist = self._call(self._sp.playlist, playlist_id)
         except SpotifyException as exc:
-            if exc.http_status in (400, 401, 403, 404):  # 401/403: private to its owner
+            if exc.http_status in (400, 403, 404):  # 403: private to its owner
                 if is_editorial(playlist_id):
                     raise EditorialPlaylist(playlist_id) from None
                 raise PlaylistNotFound(playlist_id) from None
@@ -645,13 +675,20 @@ class SpotifyUserClient:
         try:
             body = await self._user_call(access_token, "your profile", "me")
         except SpotifyException as exc:
+            if exc.http_status == 403:
+                # Spotify's description of a 403: "re-authenticating the user won't help". For
+                # /me it is a development-mode app's list of users (at most 5) without them.
+                raise LinkFailed(NOT_REGISTERED) from None
             raise LinkFailed(
                 f"Spotify did not tell who you are (HTTP {exc.http_status}); "
                 "run /spotify link again."
             ) from None
         if not isinstance(body, Mapping) or not isinstance(body.get("id"), str):
             raise LinkFailed("Spotify did not tell who you are; run /spotify link again.")
-        return dict(body)
+        profile = dict(body)
+        if not isinstance(profile.get("account_id"), str):
+            profile.pop("account_id", None)  # answers from before 2026 have none
+        return profile
 
     async def playlist_items(
         self, access_token: str, playlist_id: str, *, limit: int
@@ -671,7 +708,8 @@ class SpotifyUserClient:
             ) from None
 
     async def upload_cover(self, access_token: str, playlist_id: str, jpeg: bytes) -> None:
-        """Make ``jpeg`` the playlist's cover. Spotify takes it base64-encoded, 256 KB at most,
+        """Make ``jpeg`` the playlist's cover. Spotify takes it base64-encoded (at most
+        :data:`MAX_UPLOAD_PAYLOAD` bytes then),
         with ``ugc-image-upload`` and ``playlist-modify-*``, from the owner only; it answers
         202 and applies the image a little later."""
         if not jpeg.startswith(_JPEG_MAGIC):
@@ -679,8 +717,8 @@ class SpotifyUserClient:
         payload = base64.b64encode(jpeg)
         if len(payload) > MAX_UPLOAD_PAYLOAD:
             raise UploadRefused(
-                f"The winning cover is {len(payload) / 1024:.0f} KB once encoded; Spotify takes "
-                f"at most {MAX_UPLOAD_PAYLOAD // 1024} KB."
+                f"The winning cover is {len(payload):,} bytes once encoded; Spotify takes "
+                f"at most {MAX_UPLOAD_PAYLOAD:,}."
             )
         try:
             await self._user_call(

@@ -220,6 +220,13 @@ def m005_community_styles(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m006_spotify_account_ids(db: Database) -> None:
+    # Spotify's `account_id`: the immutable id its description says to link accounts by (the
+    # user `id` may change). Rows linked before have none; `spotify_user_id` stands in for it.
+    db.execute("ALTER TABLE spotify_accounts ADD COLUMN spotify_account_id TEXT")
+
+
 CLOSE_REASONS = ("requester", "timer", "deleted")
 
 
@@ -776,6 +783,7 @@ class Storage:
         scopes: str,
         tokens: bytes,
         expires_at: datetime,
+        spotify_account_id: str | None = None,
     ) -> None:
         """Link (or link again: the row is replaced) a Discord user's Spotify account."""
         now = self._stamp()
@@ -783,10 +791,11 @@ class Storage:
             db.execute(
                 """
                 INSERT INTO spotify_accounts (discord_user_id, spotify_user_id, display_name,
-                    scopes, tokens, expires_at, linked_at, refreshed_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+                    scopes, tokens, expires_at, linked_at, refreshed_at, spotify_account_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
                 ON CONFLICT (discord_user_id) DO UPDATE SET
                     spotify_user_id = excluded.spotify_user_id,
+                    spotify_account_id = excluded.spotify_account_id,
                     display_name = excluded.display_name, scopes = excluded.scopes,
                     tokens = excluded.tokens, expires_at = excluded.expires_at,
                     linked_at = excluded.linked_at, refreshed_at = NULL
@@ -799,6 +808,7 @@ class Storage:
                     tokens,
                     _timestamp(expires_at),
                     now,
+                    spotify_account_id,
                 ],
             )
 

@@ -30,9 +30,11 @@ from bot.app.spotify import (
     new_verifier,
 )
 from bot.app.storage import Storage
+from models.postprocess import SPOTIFY_JPEG_MAX_BYTES
 from tests.fakes.spotify import (
     CLIENT_ID,
     CLIENT_SECRET,
+    COVER_PAYLOAD_CUTOFF,
     FakeSpotify,
     make_artist,
     make_item,
@@ -112,7 +114,7 @@ def add_owned_playlist(server: FakeSpotify, owner: str = "fakeowner") -> dict:
     server.add_artist(artist)
     playlist = make_playlist("mine", owner=owner)
     items = [make_item("Song A", artist), make_item("Song B", artist)]
-    server.add_playlist(playlist, items, items_refused=True)  # the app alone gets metadata only
+    server.add_playlist(playlist, items)  # the app alone gets metadata only (development mode)
     return playlist
 
 
@@ -364,7 +366,7 @@ async def test_upload_checks_the_image_before_sending(spotify, tmp_path):
     with pytest.raises(UploadRefused, match="not a JPEG"):
         await client.upload_cover("token", "pl", b"\x89PNG\r\n")
     too_big = jpeg_bytes() + bytes(200 * 1024)  # base64 of this exceeds 256 KB
-    with pytest.raises(UploadRefused, match="at most 256 KB"):
+    with pytest.raises(UploadRefused, match="at most 250,000"):
         await client.upload_cover("token", "pl", too_big)
     assert spotify.requests == []
     await client.close()
@@ -381,3 +383,40 @@ async def test_upload_sends_base64_jpeg(accounts, spotify):
     assert upload.payload_bytes == len(base64.b64encode(jpeg))
     with pytest.raises(UploadRefused, match="HTTP 403"):
         await accounts.client.upload_cover(token, add_owned_playlist(spotify, "x")["id"], jpeg)
+
+
+async def test_the_largest_cover_we_make_is_accepted(accounts, spotify):
+    """Issue 38: our JPEGs were sized to 256 KiB of base64, above what Spotify was seen to
+    refuse (a 191 KB JPEG, spotipy #633); the fake now refuses at Spotify's figure."""
+    playlist = add_owned_playlist(spotify)
+    await link(accounts)
+    token = await accounts._fresh_token("1001")
+    small = jpeg_bytes()
+    # The biggest JPEG encode_jpeg_under may make: padding after the image's end is ignored.
+    largest = small + bytes(SPOTIFY_JPEG_MAX_BYTES - len(small))
+    await accounts.client.upload_cover(token, playlist["id"], largest)
+    [upload] = spotify.uploads
+    assert upload.payload_bytes <= COVER_PAYLOAD_CUTOFF
+
+
+async def test_an_unregistered_user_is_told_what_the_operator_can_do(accounts, spotify):
+    """Issue 38: /me answers 403 to a user a development-mode app does not list; linking again
+    will not help, so the message must not say to."""
+    spotify.registered_users = {"the-app-owner"}
+    with pytest.raises(LinkFailed) as refused:
+        await link(accounts)
+    message = str(refused.value)
+    assert "development mode" in message and "User Management" in message
+    assert "will not help" in message and "operator" in message
+    assert accounts.account("1001") is None
+
+
+async def test_the_link_keeps_spotifys_account_id(accounts, spotify):
+    """Issue 38: Spotify's description says to link by `account_id` (immutable), not `id`; a row
+    linked before we stored it falls back to the user id."""
+    account = await link(accounts)
+    assert account.account_id == spotify.account.account_id != spotify.account.id
+    assert account.spotify_user_id == spotify.account.id  # what playlist owners are compared with
+    with accounts.storage._transaction() as db:
+        db.execute("UPDATE spotify_accounts SET spotify_account_id = NULL")
+    assert accounts.account("1001").account_id == spotify.account.id

@@ -25,7 +25,7 @@ from bot.app.errors import (
     SpotifyRateLimited,
     SpotifyUnavailable,
 )
-from bot.app.playlist import load_snapshot
+from bot.app.playlist import facts_from_spotify, load_snapshot
 from bot.app.settings import Settings
 from bot.app.spotify import (
     Failure,
@@ -43,8 +43,10 @@ from tests.fakes.spotify import (
     fake_id,
     fake_spotify_fixture,  # noqa: F401  (provides the `fake_spotify` fixture)
     make_artist,
+    make_episode_item,
     make_item,
     make_playlist,
+    make_unavailable_item,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "playlists"
@@ -72,6 +74,8 @@ def _no_sleep(seconds: float) -> None:
 
 
 def add_small_playlist(server: FakeSpotify, **kwargs: object) -> str:
+    """Two items the app may read: it has extended quota (development-mode apps may not)."""
+    server.extended_quota = True
     artist = make_artist("Test Artist", ["test genre"])
     server.add_artist(artist)
     playlist = make_playlist("small one", "just &amp; only a test", **kwargs)
@@ -92,6 +96,7 @@ def test_reads_two_pages_of_items_and_counts_genres(fake_spotify: FakeSpotify) -
     items.append(make_item("Duet", dreamy, smooth))
     playlist = make_playlist("night swim", "waves &amp; reverb <a href='https://x.example'>me</a>")
     fake_spotify.add_playlist(playlist, items)
+    fake_spotify.extended_quota = True  # an app with extended quota reads any playlist's items
     pid = playlist["id"]
 
     facts = make_reader(fake_spotify).read_playlist(pid)
@@ -118,6 +123,7 @@ def test_stops_paging_at_max_items(fake_spotify: FakeSpotify) -> None:
     fake_spotify.add_artist(artist)
     playlist = make_playlist("long one")
     fake_spotify.add_playlist(playlist, [make_item(f"T{i}", artist) for i in range(120)])
+    fake_spotify.extended_quota = True
 
     facts = make_reader(fake_spotify, spotify_max_items=60).read_playlist(playlist["id"])
 
@@ -127,16 +133,66 @@ def test_stops_paging_at_max_items(fake_spotify: FakeSpotify) -> None:
 
 def test_refused_items_give_metadata_only(fake_spotify: FakeSpotify) -> None:
     playlist = make_playlist("rainy lo-fi", "beats &amp; rain")
-    fake_spotify.add_playlist(playlist, [make_item("hidden", make_artist("X"))], items_refused=True)
+    fake_spotify.add_playlist(playlist, [make_item("hidden", make_artist("X"))])
 
     facts = make_reader(fake_spotify).read_playlist(playlist["id"])
 
     assert not facts.items_readable
     assert facts.tracks == () and facts.top_genres == ()
     assert facts.name == "rainy lo-fi" and facts.description == "beats & rain"
-    assert facts.total_items == 1  # Spotify still tells how many there are
+    assert facts.total_items is None  # the playlist object has no `items` then: no total
     assert "items" not in facts.raw["items"]
     assert not [r for r in fake_spotify.requests if r.path.startswith("/v1/artists/")]
+
+
+def test_episodes_and_unavailable_items_stay_out_of_the_facts(fake_spotify: FakeSpotify) -> None:
+    """Issue 38: an episode became a "track" with no artists; now it is left out, as is an
+    item whose track went away (``item: null``)."""
+    artist = make_artist("Lumen Harbor", ["dream pop"])
+    fake_spotify.add_artist(artist)
+    playlist = make_playlist("songs and talk")
+    items = [make_item("Song", artist), make_episode_item("Episode 12"), make_unavailable_item()]
+    fake_spotify.add_playlist(playlist, items)
+    fake_spotify.extended_quota = True
+
+    facts = make_reader(fake_spotify).read_playlist(playlist["id"])
+
+    assert [t.name for t in facts.tracks] == ["Song"] and facts.total_items == 3
+    assert facts.top_artists == ("Lumen Harbor",) and facts.top_genres == ("dream pop",)
+
+
+def test_local_files_and_tracks_without_artists_keep_their_names() -> None:
+    local = {"is_local": True, "item": {"type": "track", "id": None, "name": "demo take 3",
+             "artists": [{"id": None, "name": "Me"}]}}  # fmt: skip
+    bare = {"is_local": False, "item": {"type": "track", "id": "x", "name": "Untitled", "artists": []}}  # fmt: skip
+    facts = facts_from_spotify({"id": fake_id("pl"), "name": "mine"}, [local, bare])
+    assert [(t.name, t.artists, t.artist_ids) for t in facts.tracks] == [
+        ("demo take 3", ("Me",), ()),
+        ("Untitled", (), ()),
+    ]
+
+
+def test_expired_app_token_is_renewed_once(fake_spotify: FakeSpotify) -> None:
+    """Issue 38: a 401 on an app-token call read as "playlist not found"; spotipy trusts the
+    token's `expires_in`, so a token Spotify drops early was never replaced."""
+    pid = add_small_playlist(fake_spotify)
+    reader = make_reader(fake_spotify)
+    reader.read_playlist(pid)
+    fake_spotify.expire_app_tokens()
+
+    facts = reader.read_playlist(pid)
+
+    assert facts.name == "small one" and len(facts.tracks) == 2
+    assert len(fake_spotify.requests_to("/api/token")) == 2
+
+
+def test_app_token_refused_twice_is_an_auth_error(fake_spotify: FakeSpotify) -> None:
+    pid = add_small_playlist(fake_spotify)
+    fake_spotify.script(f"/v1/playlists/{pid}", 401, forever=True)
+
+    with pytest.raises(SpotifyAuthError, match="HTTP 401"):
+        make_reader(fake_spotify).read_playlist(pid)
+    assert len(fake_spotify.requests_to("/api/token")) == 2  # one new token, not a loop
 
 
 def test_artist_lookup_failure_only_skips_genres(fake_spotify: FakeSpotify) -> None:
@@ -345,7 +401,7 @@ def test_refused_items_are_not_logged_as_errors(
     fake_spotify: FakeSpotify, caplog: pytest.LogCaptureFixture
 ) -> None:
     playlist = make_playlist("not mine")
-    fake_spotify.add_playlist(playlist, items_refused=True)
+    fake_spotify.add_playlist(playlist)
     caplog.set_level(logging.DEBUG)
 
     make_reader(fake_spotify).read_playlist(playlist["id"])
@@ -435,6 +491,7 @@ def test_examples_read_back_through_the_fake_server(fake_spotify: FakeSpotify) -
     for path in sorted(EXAMPLES.glob("*.json")):
         fake_spotify.add_snapshot(path)
         expected = load_snapshot(path)
+        fake_spotify.extended_quota = expected.items_readable
         read = reader.read_playlist(expected.id)
         assert (read.name, read.description, read.tracks, read.top_artists) == (
             expected.name,

@@ -89,6 +89,7 @@ ALL_MIGRATIONS = [
     ("playlist_cover", "m003_request_resumes"),
     ("playlist_cover", "m004_close_reasons"),
     ("playlist_cover", "m005_community_styles"),
+    ("playlist_cover", "m006_spotify_account_ids"),
 ]
 
 

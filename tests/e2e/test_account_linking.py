@@ -71,7 +71,7 @@ def own_playlist(fake_spotify: FakeSpotify) -> dict:
     fake_spotify.add_artist(dreamy)
     playlist = make_playlist("sunday dishes", owner=fake_spotify.account.id)
     items = [make_item(f"Song {n}", dreamy) for n in range(3)]
-    fake_spotify.add_playlist(playlist, items, items_refused=True)
+    fake_spotify.add_playlist(playlist, items)
     return playlist
 
 
@@ -403,7 +403,7 @@ async def test_no_button_when_the_requester_does_not_own_the_playlist(
 ):
     settings = link_settings(discord, fake_spotify, tmp_path, cache_dir)
     theirs = make_playlist("not mine", owner="someone-else")
-    fake_spotify.add_playlist(theirs, [], items_refused=True)
+    fake_spotify.add_playlist(theirs, [])
     async with running_bot(settings, discord) as bot:
         await link(discord, ALICE)
         _, announcement = await winner_announcement(discord, bot, ALICE, theirs["id"])

@@ -3,16 +3,25 @@
 It serves what :mod:`bot.app.spotify` reads, shaped like Spotify's answers as of 2026 (see
 ``docs/facts.md``)::
 
-    POST /api/token                   client credentials (HTTP Basic), 400 invalid_client otherwise
-    GET  /v1/playlists/{id}           playlist metadata; its ``items`` page holds the first items
-                                      unless the playlist refuses them (then only href and total)
-    GET  /v1/playlists/{id}/items     paged items ``{"item": track, ...}``, absolute ``next`` URLs;
-                                      403 when the playlist refuses items (not owned by the app)
+    POST /api/token                   client credentials (HTTP Basic), 400 invalid_client otherwise;
+                                      the app token expires after ``server.app_token_lifetime_s``
+                                      (or at once with ``server.expire_app_tokens()``)
+    GET  /v1/playlists/{id}           playlist metadata; its ``items`` page (the first items) only
+                                      for a token that may read them, else no ``items`` field
+    GET  /v1/playlists/{id}/items     paged items ``{"item": track or episode, ...}``, ``limit``
+                                      1–50 (default 20), absolute ``next`` URLs; 403 to a token
+                                      that may not read them
     GET  /v1/artists/{id}             full artist objects, genres included
     GET  /v1/search?type=playlist     playlists whose name contains ``q`` (case-insensitive), paged
-                                      with ``limit`` ≤ 10 (Spotify's maximum since 2026) and
-                                      absolute ``next`` URLs; ``server.search_results[q]`` (a list
-                                      that may hold ``None``, as Spotify's does) overrides matching
+                                      with ``limit`` 1–10, default 5 (Spotify's figures since
+                                      2026) and absolute ``next`` URLs; ``server.search_results[q]``
+                                      (a list that may hold ``None``, as Spotify's does) overrides
+                                      matching
+
+Who may read a playlist's items is decided by the token, as in February 2026's development mode:
+a user token of the owner or of one of ``server.collaborators[playlist_id]``. App tokens and
+other people get metadata only – unless ``server.extended_quota`` is True (an app Spotify granted
+extended quota: every token reads every playlist's items).
     GET  /images/{key}                image bytes stored with ``server.add_image`` (no token, like
                                       Spotify's image CDN)
 
@@ -25,10 +34,19 @@ A person's own account (authorisation code with PKCE, as :mod:`bot.app.spotify` 
     POST /api/token                   ``authorization_code`` (checks the verifier against the
                                       challenge and the redirect URI; a code works once) and
                                       ``refresh_token`` (rotates: the old refresh token dies)
-    GET  /v1/me                       the token's user
+    GET  /v1/me                       the token's user (``account_id`` and ``id``); 403 with
+                                      Spotify's development-mode message for a user who is not in
+                                      ``server.registered_users`` (when that is not None), as is
+                                      every other call with that user's token
     GET  /v1/playlists/{id}/items     also served to a user token of the owner or a collaborator
-    PUT  /v1/playlists/{id}/images    base64 JPEG, ≤ 256 KB, owner's token with ugc-image-upload
-                                      and playlist-modify-*; kept in ``server.uploads``; 202
+    PUT  /v1/playlists/{id}/images    base64 JPEG, 413 above ``COVER_PAYLOAD_CUTOFF`` (Spotify's
+                                      "256 KB", read as the reported refusals allow; docs/facts.md),
+                                      owner's token with ugc-image-upload and playlist-modify-*;
+                                      kept in ``server.uploads``; 202
+
+Every answer under ``/v1`` is checked against Spotify's API description
+(:mod:`tests.fakes.spotify_schema`); what does not fit is kept in ``server.schema_problems`` and
+fails the test when the server stops.
 
 Every ``/v1`` call needs a bearer token that ``/api/token`` handed out (a user's expires after
 ``server.user_token_lifetime_s``, or at once with ``server.expire_user_tokens()``). Failures are scripted per
@@ -66,14 +84,27 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes import spotify_schema
+
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret-do-not-print"
-DEFAULT_LIMIT = 20  # Spotify's default page size for playlist items
-MAX_LIMIT = 50  # Spotify answers 400 to a larger limit
-SEARCH_MAX_LIMIT = 10  # search's page size cap since 2026
-SEARCH_MAX_OFFSET = 1000  # search pages stop there
+# Spotify's own figures (the API description, tests/fakes/spotify_openapi.json; docs/facts.md).
+DEFAULT_LIMIT = 20  # /playlists/{id}/items: limit default 20, minimum 1, maximum 50
+MAX_LIMIT = 50
+SEARCH_DEFAULT_LIMIT = 5  # /search: limit default 5, minimum 1, maximum 10 (since 2026)
+SEARCH_MAX_LIMIT = 10
+SEARCH_MAX_OFFSET = 1000  # /search: offset maximum 1000
 EMBEDDED_ITEMS = 100  # items Spotify puts inside the playlist object's own page
-MAX_COVER_PAYLOAD = 256 * 1024  # base64 bytes Spotify takes for a playlist cover
+# The cover upload's "maximum payload size is 256 KB", read as 256,000 bytes of base64: a
+# 191 KB JPEG (≥ 254,668 bytes once encoded, whichever "KB" its reporter meant) was refused with
+# a 413 (spotipy issue #633), so the real cut-off is no higher than that.
+COVER_PAYLOAD_CUTOFF = 256_000
+DEV_MODE_USER_CAP = 5  # development mode: at most 5 users (Spotify, February 2026)
+# Spotify's answer (2026 wording) to a user a development-mode app's owner has not added.
+NOT_REGISTERED = (
+    "The user is not registered for this application. Please check your settings on "
+    "https://developer.spotify.com/dashboard."
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +132,6 @@ class FakePlaylist:
 
     meta: dict[str, Any]
     items: list[dict[str, Any]] = field(default_factory=list)
-    items_refused: bool = False  # Spotify 2026: items only for playlists the app's user owns
 
 
 @dataclass
@@ -110,6 +140,11 @@ class FakeAccount:
 
     id: str = "fakeowner"  # make_playlist's default owner
     display_name: str = "Fake Owner"
+    account_id: str = ""  # the immutable one Spotify says to link by; made from `id` if empty
+
+    def __post_init__(self) -> None:
+        if not self.account_id:
+            self.account_id = "acct" + hashlib.sha256(self.id.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -187,7 +222,13 @@ class FakeSpotify:
         self.playlists: dict[str, FakePlaylist] = {}
         self.artists: dict[str, dict[str, Any]] = {}
         self.requests: list[LoggedRequest] = []
-        self.tokens_issued: list[str] = []
+        self.tokens_issued: list[str] = []  # every app token, valid or not (for leak checks)
+        self.app_token_lifetime_s = 3600.0
+        self._app_tokens: dict[str, float] = {}  # token → expiry (time.monotonic())
+        self.extended_quota = False  # True: every token reads every playlist's items
+        self.collaborators: dict[str, set[str]] = {}  # playlist id → user ids besides its owner
+        self.registered_users: set[str] | None = None  # development mode's list; None: anyone
+        self.schema_problems: list[str] = []
         self.images: dict[str, tuple[bytes, str]] = {}
         self.search_results: dict[str, list[Mapping[str, Any] | None]] = {}
         # -- a person's own account (see the module docstring) --
@@ -231,12 +272,14 @@ class FakeSpotify:
         playlist: Mapping[str, Any],
         items: Iterable[Mapping[str, Any]] = (),
         *,
-        items_refused: bool = False,
+        collaborators: Iterable[str] = (),
     ) -> FakePlaylist:
-        """Store a playlist object (its own ``items``/``tracks`` page is ignored) and its items."""
+        """Store a playlist object (its own ``items``/``tracks`` page is ignored) and its items;
+        ``collaborators`` are user ids who may read them besides the owner."""
         meta = {k: copy.deepcopy(v) for k, v in playlist.items() if k not in ("items", "tracks")}
-        stored = FakePlaylist(meta, [copy.deepcopy(dict(it)) for it in items], items_refused)
+        stored = FakePlaylist(meta, [copy.deepcopy(dict(it)) for it in items])
         self.playlists[str(meta["id"])] = stored
+        self.collaborators[str(meta["id"])] = set(collaborators)
         return stored
 
     def add_artist(self, artist: Mapping[str, Any]) -> None:
@@ -244,7 +287,7 @@ class FakeSpotify:
 
     def add_snapshot(self, snapshot: Mapping[str, Any] | str | Path) -> FakePlaylist:
         """Store a snapshot (``examples/playlists/*.json`` shape): the playlist, its items if the
-        page lists them (else the playlist refuses items), and its ``artists``."""
+        page lists them, and its ``artists``. Who may read the items is the token's matter."""
         if not isinstance(snapshot, Mapping):
             snapshot = json.loads(Path(snapshot).read_text(encoding="utf-8"))
         page = snapshot.get("items") or snapshot.get("tracks") or {}
@@ -252,11 +295,24 @@ class FakeSpotify:
         for artist in snapshot.get("artists") or ():
             self.add_artist(artist)
         playlist = {k: v for k, v in snapshot.items() if k != "artists"}
-        return self.add_playlist(playlist, items or (), items_refused=items is None)
+        return self.add_playlist(playlist, items or ())
 
     def register_redirect_uri(self, uri: str) -> None:
         """Add a redirect URI to the app's settings, as on Spotify's dashboard."""
         self.redirect_uris.add(uri)
+
+    def register_user(self, user_id: str) -> None:
+        """Add a user to a development-mode app's list (Dashboard → User Management); Spotify
+        takes at most :data:`DEV_MODE_USER_CAP`."""
+        registered = self.registered_users if self.registered_users is not None else set()
+        if user_id not in registered and len(registered) >= DEV_MODE_USER_CAP:
+            raise ValueError(f"a development-mode app takes at most {DEV_MODE_USER_CAP} users")
+        self.registered_users = registered | {user_id}
+
+    def expire_app_tokens(self) -> None:
+        """Every app (client-credentials) token handed out so far stops working."""
+        with self._lock:
+            self._app_tokens = dict.fromkeys(self._app_tokens, 0.0)
 
     def expire_user_tokens(self) -> None:
         """Every user access token handed out so far stops working (refresh tokens still do)."""
@@ -351,8 +407,13 @@ class FakeSpotify:
     def __enter__(self) -> FakeSpotify:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
         self.stop()
+        if exc_type is None and self.schema_problems:
+            problems = "\n  ".join(self.schema_problems[:10])
+            raise AssertionError(
+                f"the fake's answers do not fit Spotify's description:\n  {problems}"
+            )
 
     async def _start_site(self) -> None:
         app = web.Application(middlewares=[self._log_and_script])
@@ -383,11 +444,36 @@ class FakeSpotify:
             await asyncio.sleep(reply.delay_s)
         if reply is not None and reply.status != 200:
             return self._scripted_response(request.path, reply)
-        if request.path.startswith("/v1/") and not self._authorized(request):
-            if self._bearer(request) in self.access_tokens:
-                return _json(error_body(401, "The access token expired"), 401)
-            return _json(error_body(401, "No token provided or invalid token"), 401)
-        return await handler(request)
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        if not self._authorized(request):
+            token = self._bearer(request)
+            if token in self.access_tokens or token in self._app_tokens:
+                response = _json(error_body(401, "The access token expired"), 401)
+            else:
+                response = _json(error_body(401, "No token provided or invalid token"), 401)
+        elif not self._registered(request):
+            response = _json(error_body(403, NOT_REGISTERED), 403)
+        else:
+            response = await handler(request)
+        self._check_answer(request, response)
+        return response
+
+    def _check_answer(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Hold the answer against the API description (tests/fakes/spotify_schema.py)."""
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else request.path
+        path = template.removeprefix("/v1").rstrip("/")
+        if path.startswith("/playlists/"):
+            path = path.replace("{id}", "{playlist_id}")
+        body = None
+        if isinstance(response, web.Response) and response.body is not None:
+            body = json.loads(response.body)
+        try:
+            found = spotify_schema.problems(request.method, path, response.status, body)
+        except KeyError:
+            found = [f"{request.method} {path}: not in the description"]
+        self.schema_problems += found
 
     def _scripted_response(self, path: str, reply: Reply) -> web.Response:
         headers = {}
@@ -407,8 +493,33 @@ class FakeSpotify:
         return token if scheme == "Bearer" else None
 
     def _authorized(self, request: web.Request) -> bool:
-        token = self._bearer(request)
-        return token in self.tokens_issued or self._grant(request) is not None
+        return self._app_token(request) or self._grant(request) is not None
+
+    def _app_token(self, request: web.Request) -> bool:
+        """Whether the request carries a valid app (client-credentials) token."""
+        expires_at = self._app_tokens.get(self._bearer(request) or "")
+        return expires_at is not None and expires_at > time.monotonic()
+
+    def _registered(self, request: web.Request) -> bool:
+        """False for a user token of someone a development-mode app does not list."""
+        grant = self._grant(request)
+        return (
+            grant is None
+            or self.registered_users is None
+            or grant.account.id in self.registered_users
+        )
+
+    def _may_read_items(self, request: web.Request, stored: FakePlaylist) -> bool:
+        """Spotify 2026: the owner's or a collaborator's user token; anyone with extended quota."""
+        if self.extended_quota:
+            return True
+        grant = self._grant(request)
+        if grant is None:
+            return False
+        playlist_id = str(stored.meta["id"])
+        return grant.account.id == stored.meta["owner"]["id"] or grant.account.id in (
+            self.collaborators.get(playlist_id, ())
+        )
 
     def _grant(self, request: web.Request) -> Grant | None:
         """The person behind a valid user access token, else None (an app token, or none)."""
@@ -498,11 +609,14 @@ class FakeSpotify:
         account = grant.account
         return _json(
             {
-                "id": account.id,
+                "account_id": account.account_id,
                 "display_name": account.display_name,
+                "external_urls": {"spotify": f"https://open.spotify.com/user/{account.id}"},
+                "href": f"https://api.spotify.com/v1/users/{account.id}",
+                "id": account.id,
+                "images": [],
                 "type": "user",
                 "uri": f"spotify:user:{account.id}",
-                "external_urls": {"spotify": f"https://open.spotify.com/user/{account.id}"},
             }
         )
 
@@ -521,7 +635,7 @@ class FakeSpotify:
         if request.content_type != "image/jpeg":
             return _json(error_body(400, "Content-Type must be image/jpeg"), 400)
         payload = await request.read()
-        if len(payload) > MAX_COVER_PAYLOAD:
+        if len(payload) > COVER_PAYLOAD_CUTOFF:
             return _json(error_body(413, "Maximum payload size is 256 KB"), 413)
         try:
             jpeg = base64.b64decode(payload, validate=True)
@@ -553,8 +667,11 @@ class FakeSpotify:
                 {"error": "invalid_client", "error_description": "Invalid client secret"}, 400
             )
         token = "fake-token-" + secrets.token_hex(8)
-        self.tokens_issued.append(token)
-        return _json({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+        with self._lock:
+            self.tokens_issued.append(token)
+            self._app_tokens[token] = time.monotonic() + self.app_token_lifetime_s
+        lifetime = max(0, round(self.app_token_lifetime_s))
+        return _json({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
 
     async def _playlist(self, request: web.Request) -> web.Response:
         stored = self.playlists.get(request.match_info["id"])
@@ -562,9 +679,7 @@ class FakeSpotify:
             return _json(error_body(404), 404)
         body = copy.deepcopy(stored.meta)
         href = f"{self.api_base}/playlists/{stored.meta['id']}/items"
-        if stored.items_refused:
-            body["items"] = {"href": href, "total": len(stored.items)}
-        else:
+        if self._may_read_items(request, stored):  # else no `items` at all, as Spotify does
             body["items"] = self._page(stored, href, 0, EMBEDDED_ITEMS)
         return _json(body)
 
@@ -572,12 +687,8 @@ class FakeSpotify:
         stored = self.playlists.get(request.match_info["id"])
         if stored is None:
             return _json(error_body(404), 404)
-        grant = self._grant(request)
-        own = grant is not None and (
-            grant.account.id == stored.meta["owner"]["id"] or stored.meta.get("collaborative")
-        )
-        if stored.items_refused and not own:
-            return _json(error_body(403, "Forbidden: playlist items are not available"), 403)
+        if not self._may_read_items(request, stored):
+            return _json(error_body(403, "Forbidden"), 403)
         try:
             limit = int(request.query.get("limit", DEFAULT_LIMIT))
             offset = int(request.query.get("offset", 0))
@@ -616,7 +727,7 @@ class FakeSpotify:
         if not query or "playlist" not in request.query.get("type", "").split(","):
             return _json(error_body(400, "Missing q or unsupported type"), 400)
         try:
-            limit = int(request.query.get("limit", SEARCH_MAX_LIMIT))
+            limit = int(request.query.get("limit", SEARCH_DEFAULT_LIMIT))
             offset = int(request.query.get("offset", 0))
         except ValueError:
             return _json(error_body(400, "Invalid limit or offset"), 400)
@@ -647,8 +758,10 @@ class FakeSpotify:
 
     def _search_item(self, meta: Mapping[str, Any]) -> dict[str, Any]:
         """A simplified playlist object: metadata and a link to its items."""
-        item = copy.deepcopy(dict(meta))
-        item["items"] = {"href": f"{self.api_base}/playlists/{meta['id']}/items", "total": 0}
+        item = {k: copy.deepcopy(v) for k, v in meta.items() if k not in ("followers", "items")}
+        stored = self.playlists.get(str(meta["id"]))
+        total = len(stored.items) if stored is not None else 0
+        item["items"] = {"href": f"{self.api_base}/playlists/{meta['id']}/items", "total": total}
         return item
 
     async def _image(self, request: web.Request) -> web.Response:
@@ -690,25 +803,109 @@ def make_artist(name: str, genres: Sequence[str] = (), artist_id: str | None = N
 
 
 def make_item(name: str, *artists: Mapping[str, Any], album: str = "Single") -> dict:
-    """A playlist item as Spotify sends it since 2026 (``item``, not ``track``)."""
-    track_id = fake_id("tr")
+    """A playlist item as Spotify sends it since 2026 (``item``, not ``track``): a full track
+    object, its album with every field the API description requires."""
+    track_id, album_id = fake_id("tr"), fake_id("al")
     simple = [
         {k: a[k] for k in ("external_urls", "href", "id", "name", "type", "uri")} for a in artists
     ]
-    return {
-        "added_at": "2026-03-01T20:15:00Z",
-        "added_by": {"id": "fakeowner", "type": "user"},
-        "is_local": False,
-        "item": {
-            "album": {"album_type": "single", "artists": simple, "name": album, "images": []},
+    return _item(
+        {
+            "album": {
+                "album_type": "single",
+                "artists": simple,
+                "available_markets": ["DE", "US"],
+                "external_urls": {"spotify": f"https://open.spotify.com/album/{album_id}"},
+                "href": f"https://api.spotify.com/v1/albums/{album_id}",
+                "id": album_id,
+                "images": [],
+                "name": album,
+                "release_date": "2025-10-03",
+                "release_date_precision": "day",
+                "total_tracks": 1,
+                "type": "album",
+                "uri": f"spotify:album:{album_id}",
+            },
             "artists": simple,
+            "disc_number": 1,
             "duration_ms": 201000,
             "explicit": False,
+            "external_urls": {"spotify": f"https://open.spotify.com/track/{track_id}"},
+            "href": f"https://api.spotify.com/v1/tracks/{track_id}",
             "id": track_id,
+            "is_local": False,
             "name": name,
+            "popularity": 40,
+            "track_number": 1,
             "type": "track",
             "uri": f"spotify:track:{track_id}",
+        }
+    )
+
+
+def make_episode_item(name: str, show: str = "A Podcast") -> dict:
+    """A podcast episode in a playlist: ``item`` is an episode object (``type: "episode"``, no
+    ``artists``; its show says who made it)."""
+    episode_id, show_id = fake_id("ep"), fake_id("sh")
+    return _item(
+        {
+            "audio_preview_url": None,
+            "description": "An episode.",
+            "duration_ms": 1800000,
+            "explicit": False,
+            "external_urls": {"spotify": f"https://open.spotify.com/episode/{episode_id}"},
+            "href": f"https://api.spotify.com/v1/episodes/{episode_id}",
+            "html_description": "<p>An episode.</p>",
+            "id": episode_id,
+            "images": [],
+            "is_externally_hosted": False,
+            "is_playable": True,
+            "languages": ["en"],
+            "name": name,
+            "release_date": "2026-01-15",
+            "release_date_precision": "day",
+            "show": {
+                "available_markets": ["DE", "US"],
+                "copyrights": [],
+                "description": "A show.",
+                "explicit": False,
+                "external_urls": {"spotify": f"https://open.spotify.com/show/{show_id}"},
+                "href": f"https://api.spotify.com/v1/shows/{show_id}",
+                "html_description": "<p>A show.</p>",
+                "id": show_id,
+                "images": [],
+                "is_externally_hosted": False,
+                "languages": ["en"],
+                "media_type": "audio",
+                "name": show,
+                "publisher": show,
+                "total_episodes": 10,
+                "type": "show",
+                "uri": f"spotify:show:{show_id}",
+            },
+            "type": "episode",
+            "uri": f"spotify:episode:{episode_id}",
+        }
+    )
+
+
+def make_unavailable_item() -> dict:
+    """An item whose track went away: Spotify sends ``item: null``."""
+    return _item(None)
+
+
+def _item(item: Mapping[str, Any] | None) -> dict:
+    return {
+        "added_at": "2026-03-01T20:15:00Z",
+        "added_by": {
+            "external_urls": {"spotify": "https://open.spotify.com/user/fakeowner"},
+            "href": "https://api.spotify.com/v1/users/fakeowner",
+            "id": "fakeowner",
+            "type": "user",
+            "uri": "spotify:user:fakeowner",
         },
+        "is_local": False,
+        "item": item,
     }
 
 

@@ -66,7 +66,13 @@ def store(fake_spotify: FakeSpotify) -> dict[str, list[str]]:
     ]
     fake_spotify.add_playlist(mosaic)
     template = make_playlist("rock template")
-    template["images"] = [{"url": fake_spotify.add_image("seed-mix-image-rock", jpeg(200))}]
+    template["images"] = [
+        {
+            "url": fake_spotify.add_image("seed-mix-image-rock", jpeg(200)),
+            "height": None,
+            "width": None,
+        }
+    ]
     fake_spotify.add_playlist(template)
     spotify_owned = add(fake_spotify, "rock classics", jpeg(201), owner="spotify")
     same_image = add(fake_spotify, "jazz again", jpeg(100))  # the bytes of "late jazz 0"
