@@ -22,24 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
 
 
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, cache_dir, embedded_model_dir):
-    """A working directory and environment like a new user's: no credentials, no .env."""
-    monkeypatch.chdir(tmp_path)
-    for var in (
-        "SPOTIFY_CLIENT_ID",
-        "SPOTIFY_CLIENT_SECRET",
-        "DISCORD_TOKEN",
-        "COVER_DEFAULT_MODEL",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
-    monkeypatch.setenv("COVER_DB_PATH", str(tmp_path / "data" / "covers.db"))
-    monkeypatch.setenv("COVER_OUTPUT_DIR", str(tmp_path / "covers"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
-
-
 def test_examples_exist():
     assert len(EXAMPLES) >= 4, "the README promises a handful of example playlists"
 
