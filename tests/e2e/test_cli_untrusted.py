@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tests.e2e.test_cli import _run
+from tests.hostile import declared_png, ztxt_bomb
 
 SETTINGS = "Steps: 2, Sampler: x, CFG scale: 5, Seed: 1, Size: 64x64, Model: embedded"
 GOOD = "violet city playlist cover image\n" + SETTINGS
@@ -110,29 +110,6 @@ def test_a_missing_file_is_named_in_the_clis_words(cli_env, capsys):
 # -- point 2: the file is checked before it is read -------------------------------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    body = kind + data
-    return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-
-def _declared_png(width: int, height: int) -> bytes:
-    """A PNG header that declares ``width``x``height`` and carries no pixels."""
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IEND", b"")
-
-
-def _ztxt_bomb() -> bytes:
-    """A 64x64 PNG with a zTXt chunk that inflates to 64 MB (a few dozen KB on disk)."""
-    small = Path(__file__).with_name("_tmp.png")
-    try:
-        Image.new("RGB", (64, 64)).save(small)
-        data = small.read_bytes()
-    finally:
-        small.unlink(missing_ok=True)
-    bomb = _png_chunk(b"zTXt", b"parameters\x00\x00" + zlib.compress(b"a" * 64_000_000, 9))
-    return data[:33] + bomb + data[33:]  # right after IHDR (8-byte signature + 25)
-
-
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
@@ -155,10 +132,10 @@ def test_a_file_that_is_not_a_sane_image_is_one_line_at_once(cli_env, capsys, ki
         path = Path("/dev/zero")
     elif kind == "huge header":
         path = cli_env / "huge.png"
-        path.write_bytes(_declared_png(30_000, 30_000))
+        path.write_bytes(declared_png(30_000, 30_000))
     elif kind == "ztxt bomb":
         path = cli_env / "ztxt.png"
-        path.write_bytes(_ztxt_bomb())
+        path.write_bytes(ztxt_bomb())
     else:
         path = cli_env / "text.png"
         path.write_text("not an image", encoding="utf-8")
