@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run_cover(args: argparse.Namespace) -> int:
     from bot.app.cover import CoverRequest, CoverService
+    from bot.app.files import check_output_folder
     from bot.app.runners import build_runners
     from bot.app.settings import Settings
     from bot.app.storage import Storage
@@ -173,6 +174,7 @@ async def run_cover(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
     )
+    check_output_folder(Path(args.out or settings.output_dir))  # before minutes of work
     runners, release = build_runners(settings)
     storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     try:

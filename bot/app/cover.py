@@ -595,7 +595,15 @@ class CoverService:
             # Generated but not kept: the request must still end, as failed, with the reason,
             # or it stays "queued" and every restart regenerates it (tests/e2e/test_cli.py).
             reason = _output_reason(exc)
-            log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
+            # A full disk or a folder taken away is expected, and the reason says it all; a
+            # traceback is for anything else.
+            expected = isinstance(exc, OSError | sqlite3.Error | CoverError)
+            log.error(
+                "Request %s: the covers could not be kept: %s",
+                request_id[:8],
+                reason,
+                exc_info=None if expected else exc,
+            )
             try:
                 self.storage.finish_request(
                     request_id, status="failed", timings={"read_s": plan.read_s}, error=reason
