@@ -391,7 +391,8 @@ def pick_device(requested: str = "auto") -> str:
             raise ModelUnavailable(f"The device {requested!r} is not valid; write cuda or cuda:N.")
         if not torch.cuda.is_available():
             raise ModelUnavailable(
-                f"The device {requested!r} was asked for but torch sees no CUDA GPU here."
+                f"The device {requested!r} was asked for but torch sees no CUDA GPU here; "
+                "use --device cpu, or auto to take a GPU only when there is one."
             )
         if index and int(index) >= torch.cuda.device_count():
             raise ModelUnavailable(

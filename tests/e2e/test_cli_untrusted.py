@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.e2e.test_cli import _run
+from tests.e2e.test_cli import EXAMPLES, _run
 from tests.hostile import declared_png, ztxt_bomb
 
 SETTINGS = "Steps: 2, Sampler: x, CFG scale: 5, Seed: 1, Size: 64x64, Model: embedded"
@@ -147,3 +147,21 @@ def test_a_file_that_is_not_a_sane_image_is_one_line_at_once(cli_env, capsys, ki
     assert not worker.is_alive(), f"--variations-of {kind} did not return"
     line = _one_error(*answer[0])
     assert line.startswith(expected), line
+
+
+# -- point 8: the CLI's wording ---------------------------------------------------------------
+
+
+def test_a_mistyped_snapshot_path_lists_the_examples(cli_env, capsys):
+    line = _one_error(*_run(["cover", "examples/playlists/gym-hyp.json"], capsys))
+    assert "No playlist snapshot at examples/playlists/gym-hyp.json." in line
+    assert "gym-hype.json" in line and "late-night-drive.json" in line
+
+
+def test_cuda_without_a_gpu_says_what_to_use_instead(cli_env, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    line = _one_error(*_run(["cover", str(EXAMPLES[0]), "--device", "cuda"], capsys))
+    assert "no CUDA GPU here; use --device cpu, or auto" in line
