@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -22,6 +23,20 @@ from bot.app.prompts import STYLES
 from models.errors import CoverError
 
 log = logging.getLogger("bot")
+
+_MAX_ERROR_CHARS = 600  # one line, a few terminal rows; our own sentences are far shorter
+# C0/C1 controls (ESC starts terminal sequences that can rewrite the screen or the title) and
+# the bidirectional overrides that can make text read in another order than it is.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, limit: int | None = None) -> str:
+    """``text`` fit for the terminal: control characters shown as ``?`` (prompts and playlist
+    names come from files and from Spotify), cut to ``limit`` characters."""
+    text = _UNPRINTABLE.sub("?", text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run_cover(args: argparse.Namespace) -> int:
     from bot.app.cover import CoverRequest, CoverService
+    from bot.app.files import check_output_folder
     from bot.app.runners import build_runners
     from bot.app.settings import Settings
     from bot.app.storage import Storage
@@ -158,6 +174,7 @@ async def run_cover(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
     )
+    check_output_folder(Path(args.out or settings.output_dir))  # before minutes of work
     runners, release = build_runners(settings)
     storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     try:
@@ -173,7 +190,7 @@ async def run_cover(args: argparse.Namespace) -> int:
             facts = job.facts
             kind = "metadata only" if not facts.items_readable else f"{len(facts.tracks)} tracks"
             print(
-                f"Playlist: {facts.name!r} ({kind}); model {job.model.name}, "
+                f"Playlist: {printable(repr(facts.name))} ({kind}); model {printable(job.model.name)}, "
                 f"{request.count} candidate(s), seed {job.prompts[0].seed}",
                 file=sys.stderr,
             )
@@ -192,7 +209,8 @@ async def run_cover(args: argparse.Namespace) -> int:
         release()
 
     for c in cover.candidates:
-        print(f"  {c.index}. [{c.prompt.style}] {c.prompt.text}  (seed {c.seed})", file=sys.stderr)
+        text = printable(c.prompt.text)
+        print(f"  {c.index}. [{c.prompt.style}] {text}  (seed {c.seed})", file=sys.stderr)
     if cover.notice:
         print(f"note: {cover.notice}", file=sys.stderr)
     print(f"Wrote {len(cover.candidates)} candidate(s) in {cover.out_dir}", file=sys.stderr)
@@ -334,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_bot())
         return run_models(args)
     except CoverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc), limit=_MAX_ERROR_CHARS)}", file=sys.stderr)
         return 1
     except ValidationError as exc:
         problems = "; ".join(

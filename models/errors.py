@@ -21,6 +21,7 @@
     ├── FilesGone                   (bot.app.errors) a control on covers whose files are gone
     ├── NotAllowed                  (bot.app.errors) a control only the requester (or a manager) may use
     ├── ParametersUnreadable        (models.parameters) an image without readable generation parameters
+    ├── FileRefused                 (models.safe_files) not a regular file, too large, not an image, a bomb
     ├── StorageUnavailable          (bot.app.errors) the database file can't be opened or migrated
     ├── ModelUnavailable            a model name or path that cannot be loaded here
     ├── QueueFull                   the generation queue holds its maximum
@@ -45,6 +46,11 @@ class CoverError(Exception):
 
 class ModelUnavailable(CoverError):
     pass
+
+
+class FileRefused(CoverError):
+    """A file a person or a stored row named that is not read: not a regular file, too large,
+    not an image, or an image declaring more pixels than we decode (models/safe_files.py)."""
 
 
 class QueueFull(CoverError):

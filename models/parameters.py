@@ -12,13 +12,20 @@ Line one is the prompt, the ``Negative prompt:`` line is optional, and the last 
 JSON-quoted). An image-to-image result adds ``Denoising strength``. A JPEG carries a one-line
 comment instead (JPEG readers show comments, not text chunks).
 
+A prompt line that itself starts with ``Negative prompt:`` (a playlist may be called that) or
+with a backslash is written with one backslash in front, and the reader drops it: without the
+escape such a prompt reads back as an empty prompt and a negative one.
+
 :func:`parse_parameters` reads the text back: it is how ``--variations-of`` learns the prompt,
-seed and settings of a candidate the CLI or the bot wrote.
+seed and settings of a candidate the CLI or the bot wrote. Any file can carry any text, so what
+it reads is untrusted: :meth:`ImageParameters.check` holds it to :data:`LIMITS`, the same table
+the command-line flags and Discord options are held to (``CoverRequest.check``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,31 @@ _NEGATIVE = "Negative prompt: "
 _PAIR = re.compile(r'\s*([A-Za-z][\w /-]*):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)')
 _SIZE = re.compile(r"(\d+)x(\d+)")
 _MAX_COMMENT = 65533  # a JPEG segment's length field counts itself (2 bytes) too
+_ESCAPE = "\\"
+# Ours are a few hundred characters; anything far longer is not a candidate's parameters, and
+# parsing or quoting megabytes of it would only make megabytes of error message.
+MAX_TEXT_CHARS = 16_384
+MAX_PROMPT_CHARS = 2_000  # CLIP reads 77 tokens; expanded prompts stay far below this
+
+# The limits of every generation setting, wherever it comes from: a flag, a Discord option or
+# an image's parameters. (low, high), inclusive.
+LIMITS: dict[str, tuple[float, float]] = {
+    "steps": (1, 200),
+    "guidance": (0, 30),
+    "strength": (0.05, 1),
+    "size": (64, 1024),  # px per side; IF's first stage makes 64, nothing here makes more than 1024
+}
+
+
+def out_of_range(setting: str, value: float) -> str | None:
+    """Why ``value`` is not allowed for ``setting`` (a key of :data:`LIMITS`), or None.
+    NaN and infinities are never allowed; sizes must also be multiples of 8 (the VAE's)."""
+    low, high = LIMITS[setting]
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"must be between {low:g} and {high:g}, got {value:g}"
+    if setting == "size" and value % 8:
+        return f"must be a multiple of 8, got {value:g}"
+    return None
 
 
 class ParametersUnreadable(CoverError):
@@ -65,11 +97,32 @@ class ImageParameters:
         if self.strength is not None:
             pairs["Denoising strength"] = _number(self.strength)
         pairs.update(self.extra)
-        lines = [_one_line(self.prompt)]
+        lines = [_escaped(_one_line(self.prompt))]
         if self.negative_prompt:
             lines.append(_NEGATIVE + _one_line(self.negative_prompt))
         lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in pairs.items()))
         return "\n".join(lines)
+
+    def check(self) -> None:
+        """Hold what a file said to :data:`LIMITS` before any of it is used: a file can say
+        ``Steps: 1000000`` or ``Size: 100000x100000``. Raises :class:`ParametersUnreadable`
+        naming the setting as the file spells it."""
+        settings = [("Steps", "steps", self.steps), ("CFG scale", "guidance", self.cfg_scale)]
+        settings += [("Size", "size", self.width), ("Size", "size", self.height)]
+        if self.strength is not None:
+            settings.append(("Denoising strength", "strength", self.strength))
+        for label, setting, value in settings:
+            problem = out_of_range(setting, value)
+            if problem:
+                raise ParametersUnreadable(f"The image's {label} {problem}.")
+        for label, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt)):
+            if len(text) > MAX_PROMPT_CHARS:
+                raise ParametersUnreadable(
+                    f"The image's {label} is {len(text)} characters long; at most "
+                    f"{MAX_PROMPT_CHARS} are used."
+                )
+        if not self.prompt.strip():
+            raise ParametersUnreadable("The image's parameters have an empty prompt.")
 
     def comment(self) -> str:
         """The JPEG's short comment."""
@@ -81,7 +134,13 @@ class ImageParameters:
 
 
 def parse_parameters(text: str) -> ImageParameters:
-    """The parameters in ``text``. Raises :class:`ParametersUnreadable` naming what is wrong."""
+    """The parameters in ``text``. Raises :class:`ParametersUnreadable` naming what is wrong.
+    Only the layout is checked here; :meth:`ImageParameters.check` checks the values."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ParametersUnreadable(
+            f"The image's parameters are {len(text)} characters long; ours are under "
+            f"{MAX_TEXT_CHARS}."
+        )
     lines = text.strip("\n").split("\n")
     if len(lines) < 2:
         raise ParametersUnreadable("The image's parameters have no settings line.")
@@ -91,6 +150,7 @@ def parse_parameters(text: str) -> ImageParameters:
     negative_lines = [] if negative_at is None else head[negative_at:]
     if negative_lines:
         negative_lines[0] = negative_lines[0][len(_NEGATIVE) :]
+    prompt_lines = [_unescaped(line) for line in prompt_lines]
     pairs = _pairs(settings)
     try:
         width, height = _size(pairs.pop("Size"))
@@ -111,28 +171,30 @@ def parse_parameters(text: str) -> ImageParameters:
     except KeyError as missing:
         raise ParametersUnreadable(f"The image's parameters have no {missing.args[0]!r}.") from None
     except ValueError as error:
-        raise ParametersUnreadable(f"The image's parameters are malformed: {error}.") from None
+        detail = str(error) if len(str(error)) <= 100 else str(error)[:100] + "…"
+        raise ParametersUnreadable(f"The image's parameters are malformed: {detail}.") from None
 
 
-def read_png_parameters(path: str | Path) -> ImageParameters:
-    """The parameters a PNG written by us (or another SD front-end) carries."""
-    from PIL import Image, UnidentifiedImageError
+def read_png_parameters(source: str | Path | bytes, *, name: str | None = None) -> ImageParameters:
+    """The parameters a PNG written by us (or another SD front-end) carries: ``source`` is its
+    path or its bytes (then ``name`` names it). The file goes through
+    :func:`models.safe_files.open_image` first (a FIFO, ``/dev/zero`` or a decompression bomb
+    is refused, not read); the values are not checked here (:meth:`ImageParameters.check`)."""
+    from models.errors import FileRefused
+    from models.safe_files import open_image
 
+    label = name or (Path(source).name if not isinstance(source, bytes | bytearray) else "image")
     try:
-        with Image.open(path) as image:
-            text = getattr(image, "text", {}).get(PNG_KEY)
-    except FileNotFoundError:
-        raise ParametersUnreadable(f"There is no image at {Path(path).name}.") from None
-    except (UnidentifiedImageError, OSError) as error:
+        image = open_image(source, name=label)
+    except FileRefused as refused:
+        raise ParametersUnreadable(str(refused)) from None
+    text = image.info.get(PNG_KEY)
+    if not text or not isinstance(text, str):
         raise ParametersUnreadable(
-            f"{Path(path).name} is not a readable image ({error})."
-        ) from None
-    if not text:
-        raise ParametersUnreadable(
-            f"{Path(path).name} carries no generation parameters: give a candidate PNG that "
+            f"{label} carries no generation parameters: give a candidate PNG that "
             "`python -m bot cover` or the bot wrote."
         )
-    return parse_parameters(text)
+    return parse_parameters(str(text))
 
 
 def _pairs(line: str) -> dict[str, str]:
@@ -141,14 +203,16 @@ def _pairs(line: str) -> dict[str, str]:
     while at < len(line):
         match = _PAIR.match(line, at)
         if match is None or match.end() == at:
-            raise ParametersUnreadable(f"The image's settings line is malformed at {line[at:]!r}.")
+            rest = line[at:]
+            shown = rest if len(rest) <= 40 else rest[:40] + "…"
+            raise ParametersUnreadable(f"The image's settings line is malformed at {shown!r}.")
         key, value = match[1].strip(), match[2].strip()
         if value.startswith('"'):
             try:
                 value = str(json.loads(value))
             except ValueError:
                 raise ParametersUnreadable(
-                    f"The image's settings line has a broken quoted value for {key!r}."
+                    f"The image's settings line has a broken quoted value for {key[:40]!r}."
                 ) from None
         pairs[key] = value
         at = match.end()
@@ -166,6 +230,14 @@ def _quoted(value: str) -> str:
     if any(c in value for c in ',:"\n') or value != value.strip():
         return json.dumps(value, ensure_ascii=False)
     return value
+
+
+def _escaped(line: str) -> str:
+    return _ESCAPE + line if line.startswith((_NEGATIVE.rstrip(), _ESCAPE)) else line
+
+
+def _unescaped(line: str) -> str:
+    return line[1:] if line.startswith(_ESCAPE) else line
 
 
 def _one_line(text: str) -> str:

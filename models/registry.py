@@ -337,14 +337,33 @@ def _resolve_lora(lora: str) -> Path:
     """The LoRA weights file: a ``.safetensors`` file, or a folder holding save_lora_weights'."""
     path = Path(lora).expanduser()
     if path.is_dir() and (path / _LORA_FILE).is_file():
-        return (path / _LORA_FILE).resolve()
+        return _check_lora(lora, (path / _LORA_FILE).resolve())
     if path.is_file() and path.suffix == ".safetensors":
-        return path.resolve()
+        return _check_lora(lora, path.resolve())
     if not path.exists():
         raise ModelUnavailable(f"The LoRA file {lora!r} does not exist.")
     raise ModelUnavailable(
         f"The LoRA path {lora!r} must be a .safetensors file or a folder holding {_LORA_FILE}."
     )
+
+
+def _check_lora(lora: str, path: Path) -> Path:
+    """``path`` once its safetensors header reads and lists tensors: a garbage file is refused
+    here, before a job is queued, rather than by the pipeline mid-job. Only the header is read
+    (``safe_open`` maps the file; numpy, not torch, so this stays cheap)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as weights:
+            names = list(weights.keys())
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = str(error)[:100]
+        raise ModelUnavailable(
+            f"The LoRA file {lora!r} is not a readable safetensors file ({reason})."
+        ) from None
+    if not names:
+        raise ModelUnavailable(f"The LoRA file {lora!r} holds no weights.")
+    return path
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -372,7 +391,8 @@ def pick_device(requested: str = "auto") -> str:
             raise ModelUnavailable(f"The device {requested!r} is not valid; write cuda or cuda:N.")
         if not torch.cuda.is_available():
             raise ModelUnavailable(
-                f"The device {requested!r} was asked for but torch sees no CUDA GPU here."
+                f"The device {requested!r} was asked for but torch sees no CUDA GPU here; "
+                "use --device cpu, or auto to take a GPU only when there is one."
             )
         if index and int(index) >= torch.cuda.device_count():
             raise ModelUnavailable(

@@ -322,6 +322,7 @@ def run_export(argv: list[str]) -> int:
     db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
     result = export_votes(db, args.out)
     print(f"Exported {result.exported} winning covers to {result.folder}.")
+    _print_dropped(result.malformed, result.superseded)
     if result.missing:
         print(
             f"{len(result.missing)} winner image(s) no longer exist and were left out.",
@@ -658,10 +659,22 @@ def run_export_pairs(argv: list[str]) -> int:
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items())) or "none"
     print(f"Exported {result.pairs} pairs from {result.votes} votes to {result.folder} "
           f"(candidates without a pair: {skipped}).")  # fmt: skip
+    _print_dropped(result.malformed, result.superseded)
     if result.missing:
-        print(f"{len(result.missing)} image(s) no longer exist; their pairs were left out.",
+        print(f"{len(result.missing)} image(s) no longer exist or are not images; their pairs "
+              "were left out.",
               file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _print_dropped(malformed: int, superseded: int) -> None:
+    """The rows an export left out, counted (training/export.py says why each is dropped)."""
+    if malformed:
+        print(f"{malformed} vote(s) had malformed rows in the database and were skipped.",
+              file=sys.stderr)  # fmt: skip
+    if superseded:
+        print(f"{superseded} earlier post(s) of a request posted again were left out "
+              "(the last closed post of a request counts).", file=sys.stderr)  # fmt: skip
 
 
 def dpo_parser() -> argparse.ArgumentParser:

@@ -21,8 +21,8 @@ the batches the uninterrupted run saw, and every process of a multi-GPU run the 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from models.errors import FileRefused
+from models.safe_files import check_image, open_image
+
+log = logging.getLogger(__name__)
 
 METADATA = "metadata.jsonl"
 DATASETS_HINT = "pip install datasets"
@@ -72,7 +77,10 @@ def load_examples(
 
 
 def _from_metadata(root: Path, image_column: str, caption_column: str) -> list[Example]:
+    """The listed pairs; an image that is not a sane image (not a regular file, a bomb, not an
+    image at all: checked from its header) is skipped and counted, not a crash mid-epoch."""
     examples = []
+    refused: list[str] = []
     lines = (root / METADATA).read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -89,12 +97,30 @@ def _from_metadata(root: Path, image_column: str, caption_column: str) -> list[E
                     "--caption-column."
                 )
         path = root / str(row[image_column])
-        if not path.is_file():
+        if not path.exists():
             raise DatasetError(f"{root / METADATA}, line {number}: the image {path} is missing.")
+        try:
+            check_image(path)
+        except FileRefused as why:
+            refused.append(f"line {number}: {why}")
+            continue
         examples.append(Example(path, str(row[caption_column])))
+    report_skipped(root / METADATA, refused)
     if not examples:
-        raise DatasetError(f"{root / METADATA} lists no images.")
+        raise DatasetError(f"{root / METADATA} lists no usable images.")
     return examples
+
+
+def report_skipped(source: Path, refused: list[str]) -> None:
+    """One warning with the count of the images left out of ``source`` and the first reason."""
+    if refused:
+        log.warning(
+            "Skipped %d image(s) of %s that can't be used (%s%s)",
+            len(refused),
+            source,
+            refused[0],
+            "; …" if len(refused) > 1 else "",
+        )
 
 
 def _from_datasets(root: Path, image_column: str, caption_column: str, split: str) -> list[Example]:
@@ -131,12 +157,14 @@ def _from_datasets(root: Path, image_column: str, caption_column: str, split: st
 
 
 def open_rgb(image: Any) -> Image.Image:
-    """A loaded RGB copy of an :class:`Example`'s image, whatever form it came in."""
+    """A loaded RGB copy of an :class:`Example`'s image, whatever form it came in, read through
+    the safe reader (models/safe_files.py); DatasetError for one it refuses."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    source = io.BytesIO(image) if isinstance(image, bytes | bytearray) else image
-    with Image.open(source) as opened:
-        return opened.convert("RGB")
+    try:
+        return open_image(image).convert("RGB")
+    except FileRefused as why:
+        raise DatasetError(str(why)) from None
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.errors import FileRefused
+from models.safe_files import check_image
 from training.accelerated import add_lora, start_run
 from training.config import (
     REPORT_FILE,
@@ -46,7 +48,7 @@ from training.config import (
     default_cache_dir,
     option,
 )
-from training.data import DatasetError, open_rgb, prepare_image, sample_rng
+from training.data import DatasetError, open_rgb, prepare_image, report_skipped, sample_rng
 from training.export import PAIRS_FILE
 from training.objective import prediction_target, step_seed
 from training.outputs import (
@@ -208,6 +210,7 @@ def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
             f"{root} has no {PAIRS_FILE}; write one with 'python -m training export-pairs'."
         )
     pairs = []
+    refused: list[str] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -218,10 +221,17 @@ def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
         except (ValueError, KeyError, TypeError) as exc:
             raise DatasetError(f"{path} line {number} is not a pair ({exc}).") from None
         for image in (pair.winner, pair.loser):
-            if not image.is_file():
+            if not image.exists():
                 raise DatasetError(f"{path} line {number}: the image {image} is missing.")
+        try:
+            for image in (pair.winner, pair.loser):
+                check_image(image)  # a bomb or a non-image: a counted skip, not a crash mid-run
+        except FileRefused as why:
+            refused.append(f"line {number}: {why}")
+            continue
         if pair.margin >= min_margin:
             pairs.append(pair)
+    report_skipped(path, refused)
     if not pairs:
         raise DatasetError(f"{path} has no pair with a margin of at least {min_margin}.")
     return pairs

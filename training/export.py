@@ -6,11 +6,20 @@ where it came from), the format ``python -m training --data`` reads.
 
 ``python -m training export-pairs`` writes the same votes as preference pairs (winner, loser,
 same prompt) for ``python -m training dpo``; :func:`preference_pairs` states the rule.
+
+The database is read as untrusted input: file names are built from request ids through
+:func:`file_stem` (they cannot leave ``--out``), an image path is read only when it names a
+sane image (models/safe_files.py), and a row that does not have the stored shape is skipped
+and counted (``malformed``), not a traceback. A request posted more than once gives the pairs
+of its last closed post only (``superseded`` counts the others): two posts of one request can
+disagree (1 > 2 on one, 2 > 1 on the other), and DPO must not learn both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -18,7 +27,45 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from models.errors import FileRefused
+from models.safe_files import check_image
 from training.data import write_image_folder
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}  # what the bot writes
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def file_stem(request_id: Any, index: Any) -> str:
+    """``<request id>-<index>`` as a file name that stays in its folder: characters beyond
+    ``[A-Za-z0-9_-]`` become ``_`` (``../../x`` cannot climb out), long ids are cut, and an id
+    that had to change gets a hash of its original so two ids cannot meet in one name."""
+    text = str(request_id)
+    safe = _UNSAFE.sub("_", text)[:64] or "request"
+    if safe != text:
+        safe += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{safe}-{int(index)}"
+
+
+def _usable(source: Path, refused: list[str]) -> bool:
+    """Whether ``source`` is a sane image to copy (a database can name /dev/zero or a bomb);
+    a refusal is kept in ``refused`` for the summary."""
+    if source.suffix.lower() not in _IMAGE_SUFFIXES:
+        refused.append(str(source))
+        return False
+    try:
+        check_image(source)
+    except FileRefused:
+        refused.append(str(source))
+        return False
+    return True
+
+
+def _last_post_per_request(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows (oldest first) with only the last closed post of each request kept, and how
+    many earlier posts were dropped."""
+    last = {row["request_id"]: row for row in rows}
+    kept = [row for row in rows if last[row["request_id"]] is row]
+    return kept, len(rows) - len(kept)
 
 
 @dataclass(frozen=True)
@@ -26,6 +73,8 @@ class ExportResult:
     folder: Path
     exported: int
     missing: list[str]  # image paths recorded in the database but no longer on disk
+    malformed: int = 0  # rows without the stored shape, skipped
+    superseded: int = 0  # earlier closed posts of a request that was posted again
 
 
 def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
@@ -36,15 +85,20 @@ def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
     if not db_path.is_file():
         raise FileNotFoundError(f"There is no database at {db_path} (COVER_DB_PATH).")
     with Storage(db_path) as storage:
-        winners = storage.winning_covers()
+        winners, superseded = _last_post_per_request(storage.winning_covers())
     out.mkdir(parents=True, exist_ok=True)
-    rows, missing = [], []
+    rows, missing, malformed = [], [], 0
     for winner in winners:
         source = Path(winner["png_path"] or winner["jpeg_path"] or "")
-        if not source.is_file():
-            missing.append(str(source))
+        try:
+            file_name = file_stem(winner["request_id"], winner["index"]) + source.suffix.lower()
+        except (TypeError, ValueError):
+            malformed += 1
             continue
-        file_name = f"{winner['request_id']}-{winner['index']}{source.suffix}"
+        if not source.is_file() or not _usable(source, missing):
+            if str(source) not in missing:
+                missing.append(str(source))
+            continue
         shutil.copyfile(source, out / file_name)
         rows.append(
             {
@@ -58,7 +112,7 @@ def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
             }
         )
     write_image_folder(rows, out)
-    return ExportResult(folder=out, exported=len(rows), missing=missing)
+    return ExportResult(out, len(rows), missing, malformed, superseded)
 
 
 # -- preference pairs (python -m training export-pairs) ----------------------------------------
@@ -73,6 +127,8 @@ class PairsResult:
     votes: int  # closed votes in the date range that gave at least one pair
     skipped: dict[str, int]  # why candidates gave no pair, by reason (the rule's names)
     missing: list[str]  # image paths recorded in the database but no longer on disk
+    malformed: int = 0  # votes whose rows lack the stored shape (params not an object…)
+    superseded: int = 0  # earlier closed posts of a request posted again (the last one counts)
 
 
 def preference_pairs(vote: dict[str, Any], *, min_margin: int = 1) -> tuple[list[dict], Counter]:
@@ -91,6 +147,8 @@ def preference_pairs(vote: dict[str, Any], *, min_margin: int = 1) -> tuple[list
     """
     if min_margin < 1:
         raise ValueError(f"min_margin must be at least 1, got {min_margin}")
+    if not isinstance(vote["params"], dict):
+        raise TypeError(f"params must be an object, not {type(vote['params']).__name__}")
     tally: dict[int, int] = vote["tally"]
     by_index = {c["index"]: c for c in vote["candidates"]}
     winner = by_index.get(vote["winner"])
@@ -153,27 +211,39 @@ def export_pairs(
     db_path, out = Path(db_path), Path(out)
     if not db_path.is_file():
         raise FileNotFoundError(f"There is no database at {db_path} (COVER_DB_PATH).")
+    if min_margin < 1:  # here, not only in the rule: a bad option is not a malformed row
+        raise ValueError(f"min_margin must be at least 1, got {min_margin}")
     if since is not None and until is not None and since >= until:
         raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     with Storage(db_path) as storage:
         votes = storage.closed_votes(since=since, until=until)
     if guild_id is not None:
         votes = [v for v in votes if v["guild_id"] == guild_id]
+    votes, superseded = _last_post_per_request(votes)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    rows, missing, skipped, used = [], [], Counter(), 0
+    rows, missing, skipped, used, malformed = [], [], Counter(), 0, 0
     for vote in votes:
-        pairs, why = preference_pairs(vote, min_margin=min_margin)
+        try:
+            pairs, why = preference_pairs(vote, min_margin=min_margin)
+            for pair in pairs:
+                for side in ("winner", "loser"):
+                    pair[f"{side}_stem"] = file_stem(pair["request_id"], pair[f"{side}_index"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            malformed += 1  # a row edited by hand or by an older bot: not the stored shape
+            continue
         skipped.update(why)
         kept = 0
         for pair in pairs:
             files = {}
             for side in ("winner", "loser"):
                 source = Path(pair.pop(f"{side}_path") or "")
-                if not source.is_file():
-                    missing.append(str(source))
+                stem = pair.pop(f"{side}_stem")
+                if not source.is_file() or not _usable(source, missing):
+                    if str(source) not in missing:
+                        missing.append(str(source))
                     continue
-                name = f"{pair['request_id']}-{pair[f'{side}_index']}{source.suffix}"
+                name = stem + source.suffix.lower()
                 if not (images / name).exists():
                     shutil.copyfile(source, images / name)
                 files[f"{side}_file"] = f"images/{name}"
@@ -185,4 +255,4 @@ def export_pairs(
     tmp = out / (PAIRS_FILE + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out / PAIRS_FILE)
-    return PairsResult(out, len(rows), used, dict(skipped), missing)
+    return PairsResult(out, len(rows), used, dict(skipped), missing, malformed, superseded)

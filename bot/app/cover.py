@@ -37,7 +37,7 @@ from bot.app.playlist import PlaylistFacts, load_snapshot
 from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts
 from bot.app.settings import Settings
 from bot.app.storage import Storage
-from models.errors import CoverError, QueueClosed
+from models.errors import CoverError, FileRefused, QueueClosed
 from models.jobs import (
     GeneratedImage,
     GenerationJob,
@@ -45,9 +45,10 @@ from models.jobs import (
     ImageSpec,
     JobResult,
 )
-from models.parameters import read_png_parameters
+from models.parameters import out_of_range, read_png_parameters
 from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
+from models.safe_files import read_bytes
 
 if TYPE_CHECKING:
     from bot.app.accounts import SpotifyAccounts
@@ -89,14 +90,17 @@ class CoverRequest:
             raise InvalidOption(f"`count` must be between 1 and {MAX_CANDIDATES}, got {self.count}")
         if self.style not in STYLES:
             raise InvalidOption(f"`style` must be one of {', '.join(STYLES)}, got {self.style!r}")
-        if self.steps is not None and not 1 <= self.steps <= 200:
-            raise InvalidOption(f"`steps` must be between 1 and 200, got {self.steps}")
-        if self.guidance is not None and not 0 <= self.guidance <= 30:
-            raise InvalidOption(f"`guidance` must be between 0 and 30, got {self.guidance}")
+        # The same limits as an image's parameters (models/parameters.py LIMITS).
+        for setting, value in (
+            ("steps", self.steps),
+            ("guidance", self.guidance),
+            ("strength", self.strength),
+        ):
+            problem = None if value is None else out_of_range(setting, value)
+            if problem:
+                raise InvalidOption(f"`{setting}` {problem}")
         if self.seed is not None and not 0 <= self.seed < 2**62:
             raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
-        if not 0.05 <= self.strength <= 1:
-            raise InvalidOption(f"`strength` must be between 0.05 and 1, got {self.strength}")
         if self.community and (self.model is not None or self.lora is not None):
             raise InvalidOption(
                 "`community` brings its own model and LoRA; leave `model` out with it"
@@ -229,8 +233,9 @@ def request_again(
         playlist=row["playlist_id"],
         user_id=user_id,
         source=row["source"],
-        # Variations: the source image's own model; a community style: the server's, again.
-        model=None if source or stored.get("community_style") else model,
+        # The row's model (the bot recorded it; a PNG's own claim is not trusted); a community
+        # style: the server's again – except for variations, which keep the base it used.
+        model=model if source or not stored.get("community_style") else None,
         # Variations keep the LoRA that made the candidate (its PNG names the base model only).
         lora=stored.get("lora") if source or not stored.get("community_style") else None,
         community=bool(stored.get("community_style")) and source is None,
@@ -391,15 +396,36 @@ class CoverService:
         return CoverJob(self, plan, request_id, handle)
 
     def _variations_plan(self, request: CoverRequest) -> _Plan:
-        """Variations of a candidate: its own prompt, model and settings (from its parameters
-        chunk), new seeds, image-to-image from it. Blocking (reads the file)."""
+        """Variations of a candidate: its own prompt and settings (from its parameters chunk),
+        new seeds, image-to-image from it. Blocking (reads the file).
+
+        The file is untrusted (anyone can write any parameters into a PNG): it is read through
+        the safe reader, its values are held to the flags' limits, and the model it names is
+        used only when it is a preset – a folder is loaded only when the person names it
+        (``--model``, or for people on Discord one of the operator's folders), never because
+        a file says so.
+        """
         source = Path(request.variations_of or "")
         try:
-            init = source.read_bytes()
-        except OSError:
-            raise FilesGone(source.name) from None
-        found = read_png_parameters(source)
-        spec = resolve_model(request.model or found.model, lora=request.lora)
+            init = read_bytes(source)
+        except FileRefused:
+            if request.source == "cli":
+                raise
+            raise FilesGone(source.name) from None  # on Discord: a pressed button's files
+        found = read_png_parameters(init, name=source.name)
+        found.check()
+        if request.model is not None:
+            model = request.model
+            if request.source != "cli":
+                model = people_model(request.model, self.settings)
+        elif found.model.strip().lower() in list_models():
+            model = found.model
+        else:
+            raise InvalidOption(
+                f"{source.name} was made with a model that is not a preset (a local folder or "
+                "another tool's); name the model with --model."
+            )
+        spec = resolve_model(model, lora=request.lora)
         label = _manifest_label(source) or PlaylistFacts(
             id=request.playlist, name=source.parent.name, description=""
         )
@@ -482,8 +508,8 @@ class CoverService:
             )
             params = dataclasses.replace(params, strength=stored["strength"])
             try:
-                init = source.read_bytes()
-            except OSError:
+                init = read_bytes(source)
+            except FileRefused:
                 raise FilesGone(source.name) from None
         facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
         job = _job(request, params, prompts, facts.name, init_image=init)
@@ -569,7 +595,15 @@ class CoverService:
             # Generated but not kept: the request must still end, as failed, with the reason,
             # or it stays "queued" and every restart regenerates it (tests/e2e/test_cli.py).
             reason = _output_reason(exc)
-            log.error("Request %s: the covers could not be kept", request_id[:8], exc_info=exc)
+            # A full disk or a folder taken away is expected, and the reason says it all; a
+            # traceback is for anything else.
+            expected = isinstance(exc, OSError | sqlite3.Error | CoverError)
+            log.error(
+                "Request %s: the covers could not be kept: %s",
+                request_id[:8],
+                reason,
+                exc_info=None if expected else exc,
+            )
             try:
                 self.storage.finish_request(
                     request_id, status="failed", timings={"read_s": plan.read_s}, error=reason

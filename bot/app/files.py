@@ -4,6 +4,7 @@ Spotify-ready JPEG with a comment, the contact sheet, and ``cover.json``."""
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,22 @@ class CoverCandidate:
     jpeg_path: Path
     jpeg_bytes: int
     jpeg_quality: int
+
+
+def check_output_folder(folder: Path) -> None:
+    """Make ``folder`` and write a scratch file in it, so that a folder that can't be written
+    (below a regular file, on a read-only or pseudo file system like /proc) is found before
+    minutes of generation, not after. Raises :class:`OutputFailed` naming it."""
+    from bot.app.errors import OutputFailed
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputFailed(
+            f"The output folder {folder} can't be written ({error.strerror or type(error).__name__})."
+        ) from None
 
 
 def write_candidates(

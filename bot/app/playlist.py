@@ -227,7 +227,7 @@ def load_snapshot(path: str | Path) -> PlaylistFacts:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SnapshotError(f"No playlist snapshot at {path}.") from None
+        raise SnapshotError(f"No playlist snapshot at {path}.{_examples_hint()}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SnapshotError(f"Could not read the playlist snapshot {path}: {exc}.") from None
     except json.JSONDecodeError as exc:
@@ -238,3 +238,12 @@ def load_snapshot(path: str | Path) -> PlaylistFacts:
     page = data.get("items") or data.get("tracks")
     items = page.get("items") if isinstance(page, dict) else None
     return facts_from_spotify(data, items, data.get("artists") or (), source=f"snapshot:{path}")
+
+
+def _examples_hint() -> str:
+    """For a mistyped path: the example snapshots that ship with the project, if present."""
+    folder = Path(__file__).resolve().parents[2] / "examples" / "playlists"
+    names = sorted(p.name for p in folder.glob("*.json"))
+    if not names:
+        return ""
+    return f" The examples are {', '.join(names)} in {folder}."

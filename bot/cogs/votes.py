@@ -6,6 +6,9 @@ they must keep counting after a restart). Every decision reads SQLite, never mem
 Discord does not replay reactions added or taken back while the bot was disconnected, so at
 every READY (the start, and a reconnection that could not resume) each open vote is read back
 from its message and the database reconciled with what people see (:meth:`VotesCog.reconcile`).
+Closing a vote reads its post back first, under the same lock: Discord is the source of truth,
+and a ✅ may arrive before the reconciliation after a reconnection has reached that post.
+Stopping the bot while it reads is quiet: the votes stay open for the next start.
 A post deleted by someone closes its vote without a winner; a vote whose announcement can't
 be posted (channel gone, permissions lost) is still closed and recorded, with one log line.
 """
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -110,51 +114,71 @@ class VotesCog(commands.Cog):
         """READY comes at the start and after a reconnection that could not resume; reactions
         changed in between never arrive as events, so read every open vote back."""
         for message in self.bot.storage.open_cover_messages():
-            try:
-                await self.reconcile(message)
-            except discord.HTTPException as error:  # one unreadable vote must not stop the rest
-                log.warning(
-                    "Could not read the vote on %s back from Discord: %s",
-                    message["message_id"],
-                    _why(error),
-                )
+            if self.bot.is_closed():
+                return  # stopping: the rest are read back at the next start
+            await self.reconcile(message)
 
     async def reconcile(self, message: dict) -> None:
         """Match one open vote's database rows to its reactions on Discord (see
         :meth:`bot.app.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
         meanwhile closes it, and a post deleted meanwhile closes it without a winner."""
-        storage = self.bot.storage
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
         async with self._lock:
             try:
-                post = await channel.fetch_message(int(message["message_id"]))
+                close = await self._read_back(message)
             except discord.NotFound:  # the post, or its whole channel, was deleted
                 await self._deleted(int(message["message_id"]))
                 return
-            ballots: dict[str, set[int]] = {}
-            close = False
-            requester = self._requester(message)
-            for reaction in post.reactions:
-                emoji = str(reaction.emoji)
-                choice = _choice(emoji, message["candidate_count"])
-                if choice is None and emoji != CLOSE_EMOJI:
+            except _UNREADABLE as error:  # one unreadable vote must not stop the rest
+                if self._quiet_stop(error):
+                    return
+                if isinstance(error, RuntimeError):
+                    raise  # not a stop: a bug
+                log.warning(
+                    "Could not read the vote on %s back from Discord: %s",
+                    message["message_id"],
+                    _why(error),
+                )
+                return
+        if close:
+            await self.close_vote(message["message_id"], reason="requester")
+
+    async def _read_back(self, message: dict) -> bool:
+        """Store what one vote's reactions on Discord say (hold :attr:`_lock`); whether the
+        requester's ✅ is among them. Raises what reading the post raises."""
+        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+        post = await channel.fetch_message(int(message["message_id"]))
+        ballots: dict[str, set[int]] = {}
+        close = False
+        requester = self._requester(message)
+        for reaction in post.reactions:
+            emoji = str(reaction.emoji)
+            choice = _choice(emoji, message["candidate_count"])
+            if choice is None and emoji != CLOSE_EMOJI:
+                continue
+            async for user in reaction.users():  # pages of 100, as Discord serves them
+                if self.bot.user is not None and user.id == self.bot.user.id:
                     continue
-                async for user in reaction.users():  # pages of 100, as Discord serves them
-                    if self.bot.user is not None and user.id == self.bot.user.id:
-                        continue
-                    if choice is not None:
-                        ballots.setdefault(str(user.id), set()).add(choice)
-                    elif str(user.id) == requester:
-                        close = True
-            changed = storage.reconcile_votes(message["message_id"], ballots)
+                if choice is not None:
+                    ballots.setdefault(str(user.id), set()).add(choice)
+                elif str(user.id) == requester:
+                    close = True
+        changed = self.bot.storage.reconcile_votes(message["message_id"], ballots)
         if changed:
             log.info(
                 "Vote on %s: %d vote(s) changed while the bot was away, now counted",
                 message["message_id"],
                 changed,
             )
-        if close:
-            await self.close_vote(message["message_id"], reason="requester")
+        return close
+
+    def _quiet_stop(self, error: BaseException) -> bool:
+        """Whether ``error`` is the HTTP session closing under a read because the bot is being
+        stopped ("Session is closed", "Connector is closed"): expected then, logged at INFO;
+        the votes stay open and are read back at the next start."""
+        if not self.bot.is_closed() or isinstance(error, discord.HTTPException):
+            return False
+        log.info("Stopped while reading votes back (%s)", type(error).__name__)
+        return True
 
     def _requester(self, message: dict) -> str | None:
         """The user id of the person who asked for the covers of a cover message."""
@@ -170,9 +194,31 @@ class VotesCog(commands.Cog):
         permission the bot lost costs the announcement (one log line), never the result.
         """
         storage = self.bot.storage
-        winner = pick_winner(storage.tally(message_id))
-        if not storage.close_vote(message_id, winner=winner, reason=reason):
-            return  # someone else closed it a moment ago and announced it
+        async with self._lock:
+            message = storage.cover_message(message_id)
+            if message is None or message["status"] != "open":
+                return  # someone else closed it a moment ago and announced it
+            # Discord's reactions, not our tally, are the truth, and a close is final: votes
+            # cast while the bot was away (not read back yet after a reconnection) must count.
+            try:
+                await self._read_back(message)
+            except (discord.NotFound, discord.Forbidden):
+                pass  # gone or hidden for good: nothing newer can be read; the stored votes decide
+            except _UNREADABLE as error:
+                if self._quiet_stop(error):
+                    return
+                if isinstance(error, RuntimeError):
+                    raise  # not a stop: a bug
+                log.warning(
+                    "The vote on %s stays open: its post could not be read back (%s); the "
+                    "timer closes it once Discord answers",
+                    message_id,
+                    _why(error),
+                )
+                return
+            winner = pick_winner(storage.tally(message_id))
+            if not storage.close_vote(message_id, winner=winner, reason=reason):
+                return
         try:
             await self._announce(message_id, winner, _CLOSED_BY[reason])
         except (discord.NotFound, discord.Forbidden) as error:
@@ -248,8 +294,15 @@ class VotesCog(commands.Cog):
             await asyncio.sleep(min(60.0, max(0.2, limit / 4)))
 
 
-def _why(error: discord.HTTPException) -> str:
+# What reading a post back can raise besides a refusal: a 5xx, a dropped connection, or the
+# HTTP session closed under the read by a stop (aiohttp raises RuntimeError for that).
+_UNREADABLE = (discord.HTTPException, aiohttp.ClientError, OSError, RuntimeError)
+
+
+def _why(error: BaseException) -> str:
     """Discord's own words for a refusal, for a one-line log entry."""
+    if not isinstance(error, discord.HTTPException):
+        return f"{type(error).__name__}: {error}"
     return f"{error.status} {error.text or type(error).__name__} (code {error.code})"
 
 

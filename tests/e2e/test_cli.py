@@ -22,24 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "playlists").glob("*.json"))
 
 
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, cache_dir, embedded_model_dir):
-    """A working directory and environment like a new user's: no credentials, no .env."""
-    monkeypatch.chdir(tmp_path)
-    for var in (
-        "SPOTIFY_CLIENT_ID",
-        "SPOTIFY_CLIENT_SECRET",
-        "DISCORD_TOKEN",
-        "COVER_DEFAULT_MODEL",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
-    monkeypatch.setenv("COVER_DB_PATH", str(tmp_path / "data" / "covers.db"))
-    monkeypatch.setenv("COVER_OUTPUT_DIR", str(tmp_path / "covers"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path
-
-
 def test_examples_exist():
     assert len(EXAMPLES) >= 4, "the README promises a handful of example playlists"
 
@@ -255,21 +237,36 @@ def test_deeply_nested_snapshot_json_is_one_line(cli_env, capsys):
     ]
 
 
-def test_an_unwritable_out_folder_fails_the_request_with_one_line(cli_env, capsys):
-    """Generation succeeds, saving cannot (the folder would be below a regular file, which
-    even root cannot write into): one error line, and the request ends as failed rather than
-    staying queued for a restart to regenerate."""
+@pytest.mark.parametrize("where", ["below a file", "in /proc"])
+def test_an_unwritable_out_folder_is_one_line_before_any_work(cli_env, capsys, where):
+    """A folder below a regular file (which even root cannot write into) or on /proc: found
+    before the model loads and the covers are made, not after (issue 31): one error line, no
+    traceback, and no request recorded."""
     blocker = cli_env / "not-a-folder"
     blocker.write_text("a file", encoding="utf-8")
-    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--seed", "1", "--out", str(blocker / "x")]
+    out = blocker / "x" if where == "below a file" else Path("/proc/covers")
+    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--seed", "1", "--out", str(out)]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 1 and stdout == "" and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"error: The output folder {out} can't be written "
+        f"({'Not a directory' if where == 'below a file' else 'No such file or directory'})."
+    ], err
+    assert not (cli_env / "data" / "covers.db").exists() or not Storage(
+        cli_env / "data" / "covers.db"
+    )._rows("SELECT id FROM requests")
+
+
+def test_a_garbage_lora_file_is_one_line_before_any_work(cli_env, capsys):
+    lora = cli_env / "garbage.safetensors"
+    lora.write_bytes(bytes(range(256)) * 20)
+    argv = ["cover", str(EXAMPLES[0]), "--count", "1", "--lora", str(lora)]
     code, out, err = _run(argv, capsys)
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and out == "" and "Traceback" not in err
-    assert errors == [err.strip().splitlines()[-1]]  # loading bars above it, one error line
-    assert errors[0].startswith("error: The covers were made but could not be saved"), err
-    with Storage(cli_env / "data" / "covers.db") as storage:
-        rows = storage._rows("SELECT status, error FROM requests")
-    assert [row["status"] for row in rows] == ["failed"] and rows[0]["error"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: The LoRA file {str(lora)!r} is not a readable safetensors file"
+    ), err
 
 
 @pytest.mark.parametrize("problem", ["corrupt", "below a file"])

@@ -8,11 +8,13 @@ database recorded, and that nothing was logged as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
 import pytest
 
+from bot.app.storage import Storage
 from tests.fakes.discord import (
     ADD_REACTIONS,
     SEND_MESSAGES,
@@ -100,6 +102,51 @@ async def test_a_reconnection_that_cannot_resume_reads_the_votes_back(
         await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 0, 2: 2}, timeout=30)
         await discord.react(DAVE, post.id, "1️⃣")  # and live events count again
         await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 1, 2: 2})
+    assert tracebacks(caplog) == []
+
+
+async def test_a_vote_closed_while_votes_are_read_back_counts_the_votes_cast_while_away(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """After a reconnection the bot reads its open votes back one by one. A ✅ on a post it has
+    not read back yet closed the vote on the old counts: the votes cast while the bot was away
+    never counted, for the announcement or for DPO, and closing is final (issue 31)."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        first = await ask(discord, ALICE, playlist_link, count=2)
+        second = await ask(discord, BOB, playlist_link, count=2)
+        await discord.react(CAROL, second.id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(second.id)) == {1: 1, 2: 0})
+        async with discord.slow_reads(first.id):  # read back first, and slowly
+            async with discord.offline(resumable=False):
+                await discord.unreact(CAROL, second.id, "1️⃣")
+                await discord.react(CAROL, second.id, "2️⃣")
+                await discord.react(DAVE, second.id, "2️⃣")
+            await discord.wait_for(lambda: discord.held_reads_waiting, timeout=30)
+            await discord.react(BOB, second.id, "✅")  # live, while the first is being read
+            await asyncio.sleep(1.0)  # time enough for the old code to close and announce
+        result = await discord.wait_for(lambda: announcement(discord, second), timeout=30)
+        assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
+        row = bot.storage.cover_message(str(second.id))
+        assert (row["winner"], row["close_reason"]) == (2, "requester")
+    assert tracebacks(caplog) == []
+
+
+async def test_stopping_while_votes_are_read_back_is_quiet(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """The operator stops the bot while it is still reading its votes back: no
+    ``RuntimeError: Session is closed`` at ERROR, and the vote stays open for the next start."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        post = await ask(discord, ALICE, playlist_link, count=2)
+        async with discord.slow_reads(post.id):
+            async with discord.offline(resumable=False):
+                await discord.react(CAROL, post.id, "2️⃣")
+            await discord.wait_for(lambda: discord.held_reads_waiting, timeout=30)
+            await bot.close()
+    with Storage(settings.db_path) as storage:
+        assert storage.cover_message(str(post.id))["status"] == "open"
     assert tracebacks(caplog) == []
 
 

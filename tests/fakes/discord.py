@@ -32,7 +32,9 @@ It fails the way Discord does, which is where a bot's real bugs hide:
   message): anything else is 400 code 50035, Invalid Form Body;
 - with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
   per interval, and a faster one gets 429 with ``retry_after`` (counted in
-  :attr:`FakeDiscord.rate_limited`).
+  :attr:`FakeDiscord.rate_limited`);
+- reading a message back can be slow (:meth:`FakeDiscord.slow_reads` holds one message's reads),
+  so a bot reconciling its open votes after READY can be caught half-way by live events.
 
 A request to a route it does not know is answered 404 and kept in :attr:`FakeDiscord.unknown`,
 so a test can assert the bot only used what it meant to.
@@ -269,6 +271,8 @@ class FakeDiscord:
         self.reaction_interval_s = 0.0  # 0: no rate limit on reactions
         self.rate_limited = 0  # requests answered 429
         self._last_reaction = 0.0
+        self._held_reads: dict[int, asyncio.Event] = {}  # message → released; see slow_reads()
+        self.held_reads_waiting = 0  # GETs of a held message waiting now
         self._sockets: set[web.WebSocketResponse] = set()
         self._gateway_open = asyncio.Event()
         self._gateway_open.set()
@@ -443,6 +447,28 @@ class FakeDiscord:
         finally:
             self._gateway_open.set()
 
+    @contextlib.asynccontextmanager
+    async def slow_reads(self, message_id: int) -> AsyncIterator[None]:
+        """Hold every read of ``message_id`` (the message and its reactions) until the block
+        ends, as Discord does when it is slow to serve one: a bot reading its open votes back
+        after READY is stuck on that one while events for the others keep arriving."""
+        released = self._held_reads[message_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            released.set()
+            del self._held_reads[message_id]
+
+    async def _held(self, message_id: int) -> None:
+        released = self._held_reads.get(message_id)
+        if released is not None:
+            self.held_reads_waiting += 1
+            await self._notify()
+            try:
+                await released.wait()
+            finally:
+                self.held_reads_waiting -= 1
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         await self._gateway_open.wait()
         socket = web.WebSocketResponse()
@@ -591,12 +617,14 @@ class FakeDiscord:
             case ["channels", channel_id, "messages"] if method == "POST":
                 return await self._create_message(request, int(channel_id))
             case ["channels", _, "messages", message_id] if method == "GET":
+                await self._held(int(message_id))
                 return self._get_message(int(message_id))
             case ["channels", _, "messages", message_id] if method == "DELETE":
                 return await self._delete_own_message(int(message_id))
             case ["channels", _, "messages", message_id, "reactions", emoji, "@me"]:
                 return self._own_reaction(request, int(message_id), emoji)
             case ["channels", _, "messages", message_id, "reactions", emoji] if method == "GET":
+                await self._held(int(message_id))
                 return self._reaction_users(request, int(message_id), emoji)
         return None
 

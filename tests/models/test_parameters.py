@@ -3,7 +3,9 @@ tools read, read back by ``--variations-of``; the JPEG comment."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from models.parameters import (
+    LIMITS,
     ImageParameters,
     ParametersUnreadable,
     comment_overhead,
@@ -85,7 +88,7 @@ def test_an_image_without_parameters_is_refused_by_name(tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ParametersUnreadable, match=r"notes\.png is not a readable image"):
         read_png_parameters(tmp_path / "notes.png")
-    with pytest.raises(ParametersUnreadable, match=r"no image at gone\.png"):
+    with pytest.raises(ParametersUnreadable, match=r"no file gone\.png"):
         read_png_parameters(tmp_path / "gone.png")
 
 
@@ -150,3 +153,61 @@ def test_the_jpeg_comment_fits_the_budget_and_reads_back():
         image.load()  # still a valid JPEG
     with pytest.raises(ValueError, match="not a JPEG"):
         with_jpeg_comment(b"\x89PNG", comment)
+
+
+# -- issue 31: the text is untrusted ----------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.sampled_from(["Negative prompt: ", "Negative prompt:", "\\", "\\Negative prompt: "]),
+    rest=_TEXT.filter(lambda s: s.strip()),
+)
+def test_a_prompt_that_looks_like_a_negative_line_stays_the_prompt(prefix, rest):
+    """A playlist called "Negative prompt: x" read back as an empty prompt and a negative one."""
+    prompt = " ".join((prefix + rest).split())
+    read = parse_parameters(dataclasses.replace(SAMPLE, prompt=prompt, negative_prompt="").text())
+    assert (read.prompt, read.negative_prompt) == (prompt, "")
+
+
+_NUMBER = st.one_of(
+    st.integers(-(10**7), 10**7).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=_NUMBER, cfg=_NUMBER, width=_NUMBER, strength=_NUMBER)
+def test_whatever_a_file_says_passes_only_within_the_flags_limits(steps, cfg, width, strength):
+    """Read, then checked: either a clear refusal, or every value inside LIMITS."""
+    text = (
+        f"a cat\nSteps: {steps}, CFG scale: {cfg}, Seed: 1, Size: {width}x64, Model: embedded, "
+        f"Denoising strength: {strength}"
+    )
+    try:
+        read = parse_parameters(text)
+        read.check()
+    except ParametersUnreadable as error:
+        assert str(error) and len(str(error)) < 300
+        return
+    for setting, value in (
+        ("steps", read.steps),
+        ("guidance", read.cfg_scale),
+        ("size", read.width),
+        ("strength", read.strength),
+    ):
+        low, high = LIMITS[setting]
+        assert math.isfinite(value) and low <= value <= high
+
+
+@pytest.mark.parametrize("kind", ["settings line", "quoted value", "size"])
+def test_a_huge_parameters_text_makes_a_short_refusal(kind):
+    garbage = "x" * 10_000
+    text = {
+        "settings line": f"a cat\nSteps: 1, {garbage}",
+        "quoted value": f'a cat\nSteps: 1, {garbage}: "broken',
+        "size": f"a cat\nSteps: 1, CFG scale: 1, Seed: 1, Size: {garbage}, Model: m",
+    }[kind]
+    with pytest.raises(ParametersUnreadable) as caught:
+        parse_parameters(text)
+    assert len(str(caught.value)) < 300
