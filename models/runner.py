@@ -240,13 +240,11 @@ class DiffusersRunner:
         keys = [(spec.prompt, spec.negative_prompt, guided) for spec in specs]
         missing = list(dict.fromkeys(key for key in keys if key not in cache))
         if missing:
-            positive, negative = pipe.encode_prompt(
-                [prompt for prompt, _, _ in missing],
-                pipe._execution_device,
-                1,
-                guided,
-                negative_prompt=[negative for _, negative, _ in missing] if guided else None,
-            )
+            # Outside the pipeline's own no_grad (only its __call__ has one) the encoder's
+            # parameters require grad, and each cached row would hold the encoder's activations
+            # through its grad_fn: tens of MB per prompt on a GPU, for as long as it is cached.
+            with torch.no_grad():
+                positive, negative = self._encode(pipe, missing, guided)
             for row, key in enumerate(missing):
                 cache[key] = (
                     positive[row : row + 1],  # (1, tokens, width)
@@ -260,6 +258,17 @@ class DiffusersRunner:
         if guided:
             inputs["negative_prompt_embeds"] = torch.cat([cache[key][1] for key in keys])
         return inputs
+
+    @staticmethod
+    def _encode(pipe: Any, missing: Sequence[tuple[str, str, bool]], guided: bool) -> Any:
+        """The text encoder's outputs for ``missing`` (prompt, negative, guided) keys."""
+        return pipe.encode_prompt(
+            [prompt for prompt, _, _ in missing],
+            pipe._execution_device,
+            1,
+            guided,
+            negative_prompt=[negative for _, negative, _ in missing] if guided else None,
+        )
 
     def _img2img_pipeline(self, model: ModelSpec, lora_scale: float, pipe: Any) -> Any:
         """``pipe``'s image-to-image form, sharing its components (diffusers' ``from_pipe``)."""
@@ -349,9 +358,11 @@ class DiffusersRunner:
         """One generator per image, so each image's noise depends on its own seed only."""
         import torch
 
-        # MPS generators are not reliably seedable; diffusers moves CPU noise to the device.
-        device = self.device if self.device.startswith("cuda") else "cpu"
-        return [torch.Generator(device).manual_seed(seed) for seed in seeds]
+        # Always CPU generators, whatever the device: CUDA's random numbers differ from the
+        # CPU's for one seed, so a reroll, a resume or a Ray worker on another device would make
+        # other covers from the same seed (and MPS generators are not reliably seedable).
+        # diffusers draws CPU noise and moves it to the device: a few MB once per call.
+        return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
     def _free_memory(self) -> None:
         gc.collect()  # pipelines hold reference cycles; collect them before emptying caches
