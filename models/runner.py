@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.errors import ModelUnavailable
-from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
+from models.jobs import (
+    DeviceBroken,
+    GeneratedImage,
+    GenerationParams,
+    ImageSpec,
+    OutOfMemory,
+    RunControl,
+    is_broken_device,
+    is_out_of_memory,
+)
 from models.optimize import Optimizations
 from models.postprocess import latent_previews
 from models.registry import (
@@ -537,13 +546,20 @@ def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> 
 
 @contextmanager
 def _out_of_memory_as_ours(device: str) -> Iterator[None]:
-    """Turn CUDA's out-of-memory error into :class:`OutOfMemory` (the queue then splits the
-    batch), emptying the allocator's cache first so the halves have room."""
-    import torch
-
+    """Turn CUDA's out-of-memory errors into :class:`OutOfMemory` (the queue then splits the
+    batch), emptying the allocator's cache first so the halves have room – the named
+    ``OutOfMemoryError`` and the allocation failures that arrive as a plain ``RuntimeError``
+    (cuBLAS, cuDNN, a kernel launch). A sticky CUDA error becomes :class:`DeviceBroken`:
+    this process cannot use the device again, and the queue replaces or drops the worker."""
     try:
         yield
-    except torch.cuda.OutOfMemoryError as error:
+    except RuntimeError as error:
+        if is_broken_device(error):
+            raise DeviceBroken(f"{device} failed: {error}") from error
+        if not is_out_of_memory(error):
+            raise
         if device.startswith("cuda"):
+            import torch
+
             torch.cuda.empty_cache()
         raise OutOfMemory(f"Out of memory on {device}: {error}") from error

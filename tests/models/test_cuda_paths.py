@@ -6,6 +6,7 @@ CUDA's own error messages, a device name)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,151 @@ def test_generators_are_cpu_generators_whatever_the_device(
     first = randn_tensor(shape, generator=on_cpu, device=torch.device("cpu"))
     second = randn_tensor(shape, generator=elsewhere, device=torch.device("cpu"))
     assert torch.equal(first, second)
+
+
+# -- 10. CUDA's other out-of-memory errors, and errors that break the device -------------------
+
+
+class CudaFailingRunner:
+    """A stub runner that raises CUDA's own wording as torch does (a RuntimeError): ``oom``
+    above ``fits`` images, and ``sticky`` on its first ``sticky_calls`` calls."""
+
+    def __init__(self, *, oom: str = "", fits: int = 1, sticky: str = "", sticky_calls: int = 0):
+        self.oom, self.fits, self.sticky, self.sticky_calls = oom, fits, sticky, sticky_calls
+        self.calls: list[int] = []
+        self.restarts = 0
+
+    def __call__(self, params, specs, control):
+        from PIL import Image
+
+        from models.jobs import GeneratedImage
+
+        self.calls.append(len(specs))
+        if self.sticky and len(self.calls) <= self.sticky_calls:
+            raise RuntimeError(self.sticky)
+        if self.oom and len(specs) > self.fits:
+            raise RuntimeError(self.oom)
+        return [GeneratedImage(spec, Image.new("RGB", (8, 8)), spec.seed) for spec in specs]
+
+
+class RestartableRunner(CudaFailingRunner):
+    def restart(self) -> None:  # as a Ray runner does: a new process, a new CUDA context
+        self.restarts += 1
+
+
+def stub_job(user: str, images: int):
+    from models.jobs import GenerationJob
+
+    specs = tuple(ImageSpec(f"{user}#{i}", seed=i) for i in range(images))
+    params = GenerationParams(model="stub", width=8, height=8, steps=1, guidance=1.0)
+    return GenerationJob(user_id=user, params=params, images=specs)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+    ],
+)
+async def test_out_of_memory_as_a_plain_runtime_error_splits_the_batch(message: str) -> None:
+    from models.queue import GenerationQueue
+
+    runner = CudaFailingRunner(oom=message, fits=1)
+    async with GenerationQueue(runner, max_batch=4) as queue:
+        result = await asyncio.wait_for(queue.submit(stub_job("alice", 4)).result(), 5)
+    assert len(result.images) == 4
+    assert runner.calls == [4, 2, 1, 1, 2, 1, 1]
+
+
+STICKY = "CUDA error: an illegal memory access was encountered"
+
+
+async def test_a_sticky_cuda_error_replaces_the_worker_and_the_job_goes_on() -> None:
+    from models.queue import GenerationQueue
+
+    runner = RestartableRunner(sticky=STICKY, sticky_calls=1)
+    async with GenerationQueue(runner, max_batch=4) as queue:
+        result = await asyncio.wait_for(queue.submit(stub_job("alice", 2)).result(), 5)
+        assert runner.restarts == 1 and runner.calls == [2, 2]
+        assert len(result.images) == 2 and queue.worker_names == ("generator",)
+        later = await asyncio.wait_for(queue.submit(stub_job("bob", 1)).result(), 5)
+        assert len(later.images) == 1  # the replaced worker keeps serving
+
+
+async def test_a_sticky_cuda_error_without_restart_hands_the_batch_on(caplog) -> None:
+    """A local device cannot get a new CUDA context in this process: its worker leaves, and
+    its batch runs elsewhere instead of every later job failing on the broken device."""
+    from models.queue import GenerationQueue
+
+    broken = CudaFailingRunner(sticky="CUDA error: device-side assert triggered", sticky_calls=99)
+    broken.device = "cuda:0"
+    healthy = CudaFailingRunner()
+    healthy.device = "cuda:1"
+    async with GenerationQueue([broken, healthy], max_batch=4) as queue:
+        handles = [queue.submit(stub_job(user, 2)) for user in ("alice", "bob", "carol")]
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 5)
+        assert all(len(r.images) == 2 for r in results)
+        assert queue.worker_names == ("generator/cuda:1",)
+    assert broken.calls == [2] or broken.calls == [4]  # one call, then it left
+    assert "restart the bot" in caplog.text
+
+
+def test_the_runner_reports_cuda_failures_in_the_queues_terms() -> None:
+    from models.jobs import DeviceBroken, OutOfMemory
+    from models.runner import _out_of_memory_as_ours
+
+    with pytest.raises(OutOfMemory), _out_of_memory_as_ours("cpu"):
+        raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate")
+    with pytest.raises(DeviceBroken), _out_of_memory_as_ours("cpu"):
+        raise RuntimeError(STICKY)
+    with pytest.raises(RuntimeError, match="shapes"), _out_of_memory_as_ours("cpu"):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+
+class BreaksOncePerMarker:
+    """A runner for a Ray actor: its first call anywhere hits a sticky CUDA error (and leaves
+    ``marker`` behind); calls after that, in whichever process, succeed."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+        self.device = "cpu"
+
+    def __call__(self, params, specs, control):
+        import os
+
+        from PIL import Image
+
+        from models.jobs import GeneratedImage
+
+        if not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            raise RuntimeError(STICKY)
+        return [GeneratedImage(spec, Image.new("RGB", (8, 8)), os.getpid()) for spec in specs]
+
+
+async def test_a_ray_worker_with_a_broken_device_is_replaced_by_a_new_process(
+    ray_local, tmp_path: Path
+) -> None:
+    import functools
+    import os
+
+    from models.queue import GenerationQueue
+    from models.ray_workers import WorkerSpec, start_workers
+
+    ray_local.cloudpickle.register_pickle_by_value(__import__(__name__))
+    marker = tmp_path / "broke"
+    spec = WorkerSpec(
+        functools.partial(BreaksOncePerMarker, str(marker)), num_gpus=0, num_cpus=0.25
+    )
+    [runner] = start_workers(spec, count=1, name="fragile")
+    first_actor = runner.actor
+    try:
+        async with GenerationQueue(runner, max_batch=2) as queue:
+            result = await asyncio.wait_for(queue.submit(stub_job("alice", 2)).result(), 60)
+        broken_pid = int(marker.read_text())
+        assert {image.seed for image in result.images} - {broken_pid, os.getpid()}  # a new pid
+        assert runner.actor is not first_actor
+    finally:
+        ray_local.kill(runner.actor)
