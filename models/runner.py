@@ -373,6 +373,13 @@ class DiffusersRunner:
         # diffusers draws CPU noise and moves it to the device: a few MB once per call.
         return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
+    def unload_all(self) -> None:
+        """Drop every loaded pipeline with its image-to-image forms and cached embeddings."""
+        self._loaded.clear()
+        self._embeddings.clear()
+        self._img2img.clear()
+        self._free_memory()
+
     def _free_memory(self) -> None:
         gc.collect()  # pipelines hold reference cycles; collect them before emptying caches
         if self.device.startswith("cuda"):
@@ -404,8 +411,11 @@ class DiffusersRunner:
         import diffusers
 
         assert model.repo_id is not None and model.stage2_repo_id is not None
-        self._loaded.clear()  # IF needs all the memory there is
-        self._free_memory()
+        # IF needs all the memory there is: drop every SD pipeline and everything that holds
+        # its modules or tensors (the image-to-image forms share its components, the cached
+        # embeddings live on the device), or they stay on the GPU, and a stale img2img form
+        # would be used after the next load.
+        self.unload_all()
         dtype = torch_dtype(model, self.device)
         steps = params.steps if params.strength is None else img2img_steps(params)
         total = 2 * steps
@@ -424,23 +434,27 @@ class DiffusersRunner:
             }
 
         # 1. Stage I: encode the prompts once (stage II reuses the embeddings), make 64 px.
+        #    Freed however it ends: a cancel or an error must not leave T5 or the 4.3B UNet
+        #    on the GPU for the next job.
         stage1 = self._load_if_stage(stage1_class, model.repo_id, model, dtype)
-        prompt_embeds, negative_embeds = stage1.encode_prompt(
-            prompts, negative_prompt=negatives, clean_caption=False
-        )
-        with _out_of_memory_as_ours(self.device):
-            small = stage1(
-                **start,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                generator=self._generators(seeds),
-                num_inference_steps=steps,
-                guidance_scale=params.guidance,
-                output_type="pt",
-                callback=lambda step, _t, _x: control.step(step + 1, total),
-            ).images  # (B, 3, 64, 64)
-        del stage1
-        self._free_memory()
+        try:
+            prompt_embeds, negative_embeds = stage1.encode_prompt(
+                prompts, negative_prompt=negatives, clean_caption=False
+            )
+            with _out_of_memory_as_ours(self.device):
+                small = stage1(
+                    **start,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_embeds,
+                    generator=self._generators(seeds),
+                    num_inference_steps=steps,
+                    guidance_scale=params.guidance,
+                    output_type="pt",
+                    callback=lambda step, _t, _x: control.step(step + 1, total),
+                ).images  # (B, 3, 64, 64)
+        finally:
+            del stage1
+            self._free_memory()
 
         # 2. Stage II: 64 → 256 px, without its own text encoder.
         stage2 = self._load_if_stage(

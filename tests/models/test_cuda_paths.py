@@ -215,3 +215,33 @@ async def test_a_ray_worker_with_a_broken_device_is_replaced_by_a_new_process(
         assert runner.actor is not first_actor
     finally:
         ray_local.kill(runner.actor)
+
+
+# -- 7. DeepFloyd IF takes the whole device, and gives it back when stage I fails -------------
+
+
+class FailingStage:
+    """Stands in for IF's stage I: encodes, then fails mid-call (a cancel, an error)."""
+
+    def encode_prompt(self, prompts, **kwargs):
+        return None, None
+
+    def __call__(self, **kwargs):
+        raise RuntimeError("stage I failed")
+
+
+def test_switching_to_if_clears_every_cache_and_a_failed_stage_one_is_freed(
+    runner: DiffusersRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner(embedded(), SPECS, NoControl())  # an SD pipeline and its prompt embeddings
+    runner._img2img[runner.loaded[0]] = object()  # and its image-to-image form
+    assert runner._embeddings and runner._img2img
+    events: list[str] = []
+    monkeypatch.setattr(runner, "_load_if_stage", lambda *a, **k: FailingStage())
+    monkeypatch.setattr(runner, "_free_memory", lambda: events.append("freed"))
+    if_params = GenerationParams("deepfloyd-if", 256, 256, steps=2, guidance=7.0)
+    with pytest.raises(RuntimeError, match="stage I failed"):
+        runner(if_params, SPECS[:1], NoControl())
+    # Nothing of the SD model stays on the device: not its pipeline, embeddings or img2img form.
+    assert (runner.loaded, runner._embeddings, runner._img2img) == ([], {}, {})
+    assert events == ["freed", "freed"]  # before stage I loads, and after it failed
