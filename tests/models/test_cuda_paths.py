@@ -245,3 +245,63 @@ def test_switching_to_if_clears_every_cache_and_a_failed_stage_one_is_freed(
     # Nothing of the SD model stays on the device: not its pipeline, embeddings or img2img form.
     assert (runner.loaded, runner._embeddings, runner._img2img) == ([], {}, {})
     assert events == ["freed", "freed"]  # before stage I loads, and after it failed
+
+
+# -- 4. a Ray started here and the in-process workers never share a GPU -----------------------
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch reports two CUDA devices (nothing touches them: runners load lazily)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """models.ray_workers without Ray: a Ray started on this machine puts one actor on each
+    of its GPUs, as Ray's own GPU assignment does."""
+    import torch
+
+    import models.ray_workers as ray_workers
+
+    started: list[Any] = []
+
+    def start_workers(spec, *, count, **kwargs):
+        assert count == 0  # one per GPU of the cluster
+        runners = [
+            ray_workers.RayRunner(None, name=f"ray{i}", device=f"cuda:{i}")
+            for i in range(torch.cuda.device_count())
+        ]
+        started.extend(runners)
+        return runners
+
+    monkeypatch.setattr(ray_workers, "connect", lambda address, **options: False)
+    monkeypatch.setattr(ray_workers, "start_workers", start_workers)
+    monkeypatch.setattr(ray_workers.RayWorkers, "close", lambda self: None)
+    return started
+
+
+def test_a_local_ray_and_local_devices_never_take_one_gpu_twice(
+    two_gpus: None, fake_ray: list[Any], tmp_path: Path
+) -> None:
+    from bot.app.runners import build_runners
+    from bot.app.settings import Settings
+    from models.errors import NoWorkers
+
+    settings = Settings(_env_file=None, cache_dir=tmp_path, ray_address="local")  # type: ignore[call-arg]
+    runners, release = build_runners(settings)
+    release()
+    gpus = [runner.device for runner in runners if runner.device.startswith("cuda")]
+    assert sorted(gpus) == ["cuda:0", "cuda:1"]  # each once: the Ray actors have them
+    assert fake_ray and all(runner in runners for runner in fake_ray)
+    # Naming a GPU for an in-process worker too is refused, with what to change.
+    with pytest.raises(NoWorkers, match="COVER_DEVICES"):
+        build_runners(settings.model_copy(update={"devices": "cuda:0"}))
+    # A cluster elsewhere has GPUs of its own: the local ones still get their workers.
+    remote = settings.model_copy(update={"ray_address": "ray://head:10001"})
+    runners, release = build_runners(remote)
+    release()
+    assert len([r for r in runners if r.device.startswith("cuda")]) == 4
