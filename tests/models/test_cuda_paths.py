@@ -305,3 +305,51 @@ def test_a_local_ray_and_local_devices_never_take_one_gpu_twice(
     runners, release = build_runners(remote)
     release()
     assert len([r for r in runners if r.device.startswith("cuda")]) == 4
+
+
+# -- 5. the stage clock waits for the GPU before reading the time -----------------------------
+
+
+def test_the_stage_clock_synchronises_cuda_at_every_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CUDA kernels run asynchronously: without a synchronize the UNet's and decoder's time
+    is charged to whatever next waits for the GPU (post-processing's copy to the CPU)."""
+    import types
+
+    import torch
+
+    from models.benchmark.stages import StageClock
+
+    synced: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    unet = torch.nn.Linear(2, 2)
+    pipe = types.SimpleNamespace(
+        device=torch.device("cuda:1"),  # what a pipeline on the second GPU reports
+        unet=unet,
+        vae=types.SimpleNamespace(decode=lambda latents: latents),
+        image_processor=types.SimpleNamespace(postprocess=lambda pixels: pixels),
+    )
+    with StageClock(pipe) as clock:
+        unet(torch.zeros(1, 2))
+        pipe.vae.decode(1)
+        pipe.image_processor.postprocess(2)
+        times = clock.times()
+    assert times.calls["UNet"] == times.calls["decoder"] == 1
+    # start, then before and after each of the three stages, then the final reading
+    assert len(synced) == 1 + 2 * 3 + 1
+    assert set(synced) == {torch.device("cuda:1")}
+
+
+def test_the_stage_clock_on_a_cpu_synchronises_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import torch
+
+    from models.benchmark.stages import StageClock
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: pytest.fail("synced"))
+    unet = torch.nn.Linear(2, 2)
+    with StageClock(types.SimpleNamespace(device=torch.device("cpu"), unet=unet)) as clock:
+        unet(torch.zeros(1, 2))
+    assert clock.times().calls["UNet"] == 1
