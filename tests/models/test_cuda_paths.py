@@ -353,3 +353,45 @@ def test_the_stage_clock_on_a_cpu_synchronises_nothing(monkeypatch: pytest.Monke
     with StageClock(types.SimpleNamespace(device=torch.device("cpu"), unet=unet)) as clock:
         unet(torch.zeros(1, 2))
     assert clock.times().calls["UNet"] == 1
+
+
+# -- 6. --compare's baseline is what the docs say it is ---------------------------------------
+
+
+def test_the_baseline_loads_in_float32_on_a_gpu_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs call the baseline a pipeline as diffusers loads it, in float32; loading it in
+    the preset's half precision on CUDA credited the baseline with one of our optimisations."""
+    import models.registry
+    from models.benchmark.run import load_baseline
+
+    asked: dict[str, Any] = {}
+    monkeypatch.setattr(models.registry, "load_pipeline", lambda model, **kw: asked.update(kw))
+    load_baseline("sd15-random", device="cuda", cache_dir=Path("."), allow_downloads=False)
+    assert asked["half_precision"] is False and asked["device"] == "cuda"
+
+
+async def test_the_comparison_labels_its_baseline_and_keeps_each_sides_memory_its_own(
+    runner: DiffusersRunner,
+) -> None:
+    from models.benchmark.run import load_baseline, run_comparison, weights_bytes
+    from models.benchmark.workload import Workload
+    from models.queue import GenerationQueue
+    from models.registry import resolve_model
+
+    params = embedded(steps=1)
+    pipe = load_baseline(
+        resolve_model("embedded"), device="cpu", cache_dir=runner.cache_dir, allow_downloads=False
+    )
+    assert weights_bytes(pipe) == sum(
+        t.numel() * t.element_size()
+        for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+        for t in [*m.parameters(), *m.buffers()]
+    )
+    async with GenerationQueue(runner, max_batch=2) as queue:
+        comparison = await run_comparison(
+            pipe, queue, params, device="cpu", workloads=[Workload.concurrent(1, 1)], repeats=1
+        )
+    assert comparison.baseline.setup.endswith("float32")
+    assert "float32" in comparison.table()
+    for side in (comparison.baseline, comparison.ours):
+        assert side.memory_kind.endswith("less the other side's weights")
