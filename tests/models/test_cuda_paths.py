@@ -395,3 +395,30 @@ async def test_the_comparison_labels_its_baseline_and_keeps_each_sides_memory_it
     assert "float32" in comparison.table()
     for side in (comparison.baseline, comparison.ours):
         assert side.memory_kind.endswith("less the other side's weights")
+
+
+# -- 9. the peak table tells H100 variants apart -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),  # SXM
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H200 NVL", 835.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_the_peak_table_picks_the_variant(
+    monkeypatch: pytest.MonkeyPatch, name: str, peak: float | None
+) -> None:
+    import torch
+
+    from models.benchmark.flops import peak_tflops
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_tflops("cuda:0") == peak
+    assert peak_tflops("cpu") is None
