@@ -223,10 +223,15 @@ class DiffusersRunner:
                 guidance_scale=params.guidance,
                 **size,
                 callback_on_step_end=on_step_end,
-                output_type="pil",
+                output_type="np",  # floats: a NaN is still a NaN here, not yet a black picture
             )
+        import numpy as np
+
+        pixels = output.images[:wanted]  # (B, H, W, 3) in [0, 1]
+        nan = [bool(np.isnan(image).any()) for image in pixels]
+        images = pipe.image_processor.numpy_to_pil(np.nan_to_num(pixels))
         flagged = getattr(output, "nsfw_content_detected", None)
-        return _outcomes(output.images, flagged)[:wanted]
+        return _outcomes(images, flagged and flagged[:wanted], nan=nan, dtype=pipe.unet.dtype)
 
     def _prompt_inputs(
         self,
@@ -548,13 +553,30 @@ def _previews(pipe: Any, latents: Any) -> list[Image.Image]:
     return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
-def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> list[Outcome]:
-    """Pair each image with "is it black": flagged by a safety checker, or black pixels."""
+def _outcomes(
+    images: Sequence[Image.Image],
+    flagged: Sequence[bool] | None,
+    *,
+    nan: Sequence[bool] | None = None,
+    dtype: Any = None,
+) -> list[Outcome]:
+    """Pair each image with "is it black": flagged by a safety checker, black pixels, or NaN
+    (``nan``), which is logged as what it is: a black picture made of NaN is a numeric
+    overflow, typically of half precision, not the safety checker's verdict."""
     from models.postprocess import is_black
 
     flags = list(flagged) if flagged is not None else [False] * len(images)
+    nans = list(nan) if nan is not None else [False] * len(images)
+    for index in (i for i, is_nan in enumerate(nans) if is_nan):
+        log.warning(
+            "Image %d of the batch came out NaN, not a safety block: a numeric overflow in %s "
+            "(try COVER_OPTIMIZATIONS=half_precision=off, or decoder=tiny)",
+            index,
+            str(dtype).removeprefix("torch.") if dtype is not None else "the pipeline",
+        )
     return [
-        (image, bool(flag) or is_black(image)) for image, flag in zip(images, flags, strict=True)
+        (image, bool(flag) or is_nan or is_black(image))
+        for image, flag, is_nan in zip(images, flags, nans, strict=True)
     ]
 
 
