@@ -422,3 +422,72 @@ def test_the_peak_table_picks_the_variant(
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert peak_tflops("cuda:0") == peak
     assert peak_tflops("cpu") is None
+
+
+# -- 11. a NaN image is reported as NaN, not as the safety checker's doing --------------------
+
+
+def test_a_nan_image_is_logged_as_nan_not_as_safety_blocked(
+    runner: DiffusersRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half precision can overflow (the UNet or the VAE) into NaN, which turns into a black
+    picture; calling it the safety checker's verdict sends people after the wrong cause."""
+    import logging
+
+    import torch
+
+    runner.black_retries = 0
+    runner(embedded(steps=1), SPECS[:1], NoControl())
+    pipe = runner._loaded[runner.loaded[0]]
+    hook = pipe.vae.decoder.register_forward_hook(
+        lambda module, args, out: torch.full_like(out, float("nan"))
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="models.runner"):
+            [image] = runner(embedded(steps=1), SPECS[:1], NoControl())
+    finally:
+        hook.remove()
+    assert image.blocked  # never handed over as a cover
+    assert "NaN" in caplog.text and "not a safety" in caplog.text
+
+
+# -- 11. the image refuses to start on the CPU unless told to -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({}, True),  # a GPU image that sees no GPU: the driver or --gpus all is missing
+        ({"COVER_DEVICE": "cpu"}, False),
+        ({"COVER_DEVICES": "cpu"}, False),
+        ({"COVER_DEVICES": "none"}, False),  # Ray workers elsewhere do the work
+        ({"COVER_EXPECT_GPU": "0"}, False),
+        ({"COVER_DEVICES": "cuda:0"}, True),
+    ],
+)
+def test_a_gpu_image_without_a_gpu_fails_loudly(
+    env: dict[str, str], refused: bool, tmp_path: Path
+) -> None:
+    from models.device_check import problems
+
+    found = problems(env, cuda_available=False, torch_cuda="12.8", data_dir=tmp_path)
+    assert bool(found) is refused
+    if refused:
+        assert "--gpus all" in found[0] and "12.8" in found[0] and "COVER_DEVICE=cpu" in found[0]
+    assert problems(env, cuda_available=True, torch_cuda="12.8", data_dir=tmp_path) == []
+
+
+def test_an_unwritable_data_volume_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.device_check as check
+
+    blocked = tmp_path / "file"  # we are root here: modes stop nothing, a file in the way does
+    blocked.write_text("")
+    assert check._writable(tmp_path) and not check._writable(blocked / "data")
+    monkeypatch.setattr(check, "_writable", lambda folder: False)
+    [found] = check.problems({}, cuda_available=True, torch_cuda=None, data_dir=tmp_path)
+    assert "chown -R 10001:10001" in found and "named volume" in found
+    env = {"COVER_DATA_DIR": str(tmp_path), "COVER_EXPECT_GPU": "0"}
+    assert check.main(["true"], env=env) == 1  # refused before the command runs
+    assert check.main([], env=env) == 2
