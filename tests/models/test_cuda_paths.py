@@ -491,3 +491,31 @@ def test_an_unwritable_data_volume_is_named_with_the_fix(
     env = {"COVER_DATA_DIR": str(tmp_path), "COVER_EXPECT_GPU": "0"}
     assert check.main(["true"], env=env) == 1  # refused before the command runs
     assert check.main([], env=env) == 2
+
+
+# -- the GPU check script, dry-run on the CPU ---------------------------------------------------
+
+
+def test_the_gpu_check_script_runs_dry_on_the_cpu(
+    tmp_path: Path, cache_dir: Path, embedded_model_dir: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT_DIR": str(tmp_path),
+        "COVER_CACHE_DIR": str(cache_dir),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "gpu-check.sh"), "--dry-run"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.glob("compare-cpu-*.md"))
+    assert list(tmp_path.glob("prompt-cache-memory-cpu-*.json"))
+    assert "gpu-check: done" in done.stderr
