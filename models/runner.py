@@ -348,6 +348,7 @@ class DiffusersRunner:
                 )
         if self.optimizations.decoder_runtime != "torch":
             self._decode_outside_torch(pipe, model)
+        self.optimizations.allow_recompiles(devices=_cuda_devices(), models=self.max_loaded)
         return self.optimizations.apply(pipe)
 
     def _decode_outside_torch(self, pipe: Any, model: ModelSpec) -> None:
@@ -508,6 +509,13 @@ class DiffusersRunner:
         else:
             pipe.to(self.device)
         return pipe
+
+
+def _cuda_devices() -> int:
+    """CUDA devices of this machine: each may run a worker with its own compiled UNets."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
 def img2img_steps(params: GenerationParams) -> int:

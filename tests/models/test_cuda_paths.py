@@ -519,3 +519,21 @@ def test_the_gpu_check_script_runs_dry_on_the_cpu(
     assert list(tmp_path.glob("compare-cpu-*.md"))
     assert list(tmp_path.glob("prompt-cache-memory-cpu-*.json"))
     assert "gpu-check: done" in done.stderr
+
+
+# -- 3. compiled buckets do not run out silently ------------------------------------------------
+
+
+def test_the_recompile_limit_covers_buckets_devices_and_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch._dynamo
+
+    from models.optimize import BATCH_BUCKETS
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    Optimizations(compile=True).allow_recompiles(devices=4, models=2)
+    assert torch._dynamo.config.recompile_limit >= len(BATCH_BUCKETS) * 4 * 2
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    Optimizations().allow_recompiles(devices=4, models=2)  # eager: nothing to recompile
+    assert torch._dynamo.config.recompile_limit == 8
