@@ -81,10 +81,55 @@ class OutOfMemory(Exception):
     not fit; the queue then splits the batch and tries the halves."""
 
 
+# CUDA reports some allocation failures as a plain RuntimeError (torch.AcceleratorError)
+# rather than torch.cuda.OutOfMemoryError: a failed cudaMalloc inside a kernel launch, cuBLAS
+# or cuDNN failing to allocate their workspace. Smaller batches fit, as for the named error.
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+# Errors after which the process's CUDA context is unusable: every later call on it fails the
+# same way ("sticky" errors, CUDA programming guide), so only a new process can use the GPU.
+_BROKEN_DEVICE_TEXTS = (
+    "illegal memory access",
+    "illegal address",
+    "illegal instruction",
+    "misaligned address",
+    "device-side assert",
+    "unspecified launch failure",
+    "uncorrectable ecc error",
+    "cublas_status_execution_failed",
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says a batch did not fit: :class:`OutOfMemory`, torch's
+    ``OutOfMemoryError`` (matched by name, so the queue never imports torch), or a
+    ``RuntimeError`` with CUDA's allocation-failure wording."""
+    if isinstance(error, OutOfMemory):
+        return True
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(t in text for t in _OUT_OF_MEMORY_TEXTS)
+
+
+def is_broken_device(error: BaseException) -> bool:
+    """Whether ``error`` is a sticky CUDA error (illegal address, device-side assert, ...):
+    the device cannot be used again from this process (see :class:`DeviceBroken`)."""
+    if isinstance(error, DeviceBroken):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(t in text for t in _BROKEN_DEVICE_TEXTS)
+
+
 class WorkerLost(Exception):
     """A runner raises this when the device or remote worker behind it is gone (a Ray actor
     that died, a node that left). The queue stops using that runner and hands the batch, with
     the images still missing, to another one: the jobs are not failed for it."""
+
+
+class DeviceBroken(WorkerLost):
+    """The runner's device failed with a sticky CUDA error: its process cannot use the GPU
+    again. The queue asks the runner to ``restart()`` (a Ray actor is replaced by a new
+    process); a runner that cannot is lost, as for :class:`WorkerLost`."""
 
 
 class RunControl(Protocol):

@@ -198,6 +198,20 @@ class Optimizations:
             pipe.unet = torch.compile(denoiser, dynamic=False)
         return pipe
 
+    def allow_recompiles(self, *, devices: int, models: int) -> None:
+        """With ``compile``, let torch keep a compiled UNet for every batch bucket on every
+        device for every loaded model. They all share the UNet's one ``forward`` code object,
+        whose recompile limit (8 by default) torch would otherwise hit silently, running the
+        rest eagerly without an error."""
+        if not self.compile:
+            return
+        import torch._dynamo
+
+        needed = len(BATCH_BUCKETS) * max(devices, 1) * max(models, 1)
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, needed)
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, needed)
+
     def bucket(self, batch: int) -> int:
         """The batch size a call of ``batch`` images runs at (padded up when compiled)."""
         if not self.compile:

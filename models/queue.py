@@ -10,6 +10,8 @@
                                                │
     runner raised WorkerLost ─► the worker leaves; its batch (the images still missing)
                                 goes to the next free worker; no worker left ─► NoWorkers
+    a sticky CUDA error ─► the runner's restart() (a Ray actor: a new process) and the
+                           worker stays; a runner without one leaves as for WorkerLost
 
 A job ends exactly once, as one of: done (:class:`Finished`), cancelled, timed out, failed or
 closed (:class:`Failed` with the :class:`~models.errors.CoverError` that says why). Subscribers
@@ -25,8 +27,9 @@ runner (:mod:`models.ray_workers`) is the same kind of runner: it blocks its wor
 while the actor works and relays the actor's progress through the same ``control``.
 
 No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone) and its
-own cancellation, BaseExceptions included: runner errors fail the jobs of that call, out-of-memory splits the call in halves (a single image that
-still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
+own cancellation, BaseExceptions included: runner errors fail the jobs of that call, out-of-memory
+(also CUDA's allocation failures that arrive as a plain RuntimeError) splits the call in halves
+(a single image that still does not fit fails only its job), and a bug of our own is logged and fails the jobs it was
 working on. torch is never imported here.
 """
 
@@ -59,14 +62,16 @@ from models.errors import (
     QueueFull,
 )
 from models.jobs import (
+    DeviceBroken,
     GeneratedImage,
     GenerationJob,
     GenerationParams,
     JobResult,
-    OutOfMemory,
     RunInterrupted,
     Runner,
     WorkerLost,
+    is_broken_device,
+    is_out_of_memory,
 )
 
 log = logging.getLogger(__name__)
@@ -342,13 +347,6 @@ class _Control:
         now = time.monotonic()
         # Check the deadline here too, not only the loop's timer: the loop may be busy.
         return all(h._status is not JobStatus.RUNNING or now >= h._deadline for h in self._handles)
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError is matched by name so that this module never imports torch.
-    return isinstance(error, OutOfMemory) or any(
-        cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__
-    )
 
 
 Slot = tuple[JobHandle, int]  # one image: its job and the index of its spec in the job
@@ -668,9 +666,12 @@ class GenerationQueue:
         while (work := await self._next_work()) is not None:
             worker.running = work.unit
             try:
-                if await self._run_work(worker, work):
-                    self._lose(worker, work)
-                    return
+                stopped = await self._run_work(worker, work)
+                if stopped is not None:
+                    replaced = stopped is _Call.BROKEN and await self._restart(worker)
+                    self._lose(worker, work, replaced=replaced)
+                    if not replaced:
+                        return
             except BaseException as error:  # a bug of ours; close's own cancellation ends us
                 if _is_own_cancellation(error):
                     raise
@@ -728,10 +729,10 @@ class GenerationQueue:
         chunks = deque(slots[i : i + self.max_batch] for i in range(0, len(slots), self.max_batch))
         return _Work(unit, chunks)
 
-    async def _run_work(self, worker: _Worker, work: _Work) -> bool:
+    async def _run_work(self, worker: _Worker, work: _Work) -> _Call | None:
         """Run the calls of ``work`` on ``worker``; on out-of-memory, retry the two halves of
-        that call one after the other. Returns True when the worker was lost: the call that
-        was running is back at the front of ``work.chunks``."""
+        that call one after the other. Returns LOST or BROKEN when the worker cannot go on
+        (the call that was running is back at the front of ``work.chunks``), else None."""
         params = work.unit[0].job.params
         while work.chunks:
             # Images of jobs that ended meanwhile (cancelled, timed out, failed) are dropped.
@@ -739,9 +740,9 @@ class GenerationQueue:
             if not chunk:
                 continue
             outcome = await self._call(worker, params, chunk)
-            if outcome is _Call.LOST:
+            if outcome in (_Call.LOST, _Call.BROKEN):
                 work.chunks.appendleft(chunk)
-                return True
+                return outcome
             if outcome is _Call.DONE:
                 continue
             if len(chunk) == 1:
@@ -763,11 +764,33 @@ class GenerationQueue:
                     "Queue %s: job %s ended its calls without all images", worker.name, handle
                 )
                 self._end(handle, GenerationFailed(_internal_error_message(handle)))
-        return False
+        return None
 
-    def _lose(self, worker: _Worker, work: _Work) -> None:
-        """``worker`` is gone: hand its work to the others, or fail everything if none is left."""
-        worker.lost = True
+    async def _restart(self, worker: _Worker) -> bool:
+        """After a sticky CUDA error: a fresh runner in ``worker``'s place, where its runner
+        can make one (``restart()``; a Ray actor is replaced by a new process). True if so."""
+        restart = getattr(worker.runner, "restart", None)
+        if restart is None:
+            # CUDA cannot reset a process's context: only a new process can use the GPU again.
+            log.error(
+                "Queue %s: its device failed with a sticky CUDA error and this process cannot "
+                "use it again; restart the bot to bring the device back",
+                worker.name,
+            )
+            return False
+        assert self._loop is not None
+        try:
+            await self._loop.run_in_executor(worker.executor, restart)
+        except Exception:
+            log.exception("Queue %s: could not replace its failed runner", worker.name)
+            return False
+        log.warning("Queue %s: runner replaced after a sticky CUDA error", worker.name)
+        return True
+
+    def _lose(self, worker: _Worker, work: _Work, *, replaced: bool = False) -> None:
+        """``worker`` is gone (or ``replaced`` by a fresh runner, and stays): hand its work to
+        the workers left, or fail everything if none is left."""
+        worker.lost = not replaced
         live = [h for h in work.unit if h.status is JobStatus.RUNNING]
         for handle in live:
             handle._losses += 1
@@ -781,8 +804,9 @@ class GenerationQueue:
                 )
         left = [w for w in self._workers if not w.lost]
         log.warning(
-            "Queue %s: worker lost; %d worker(s) left; %d job(s) move on",
+            "Queue %s: worker %s; %d worker(s) left; %d job(s) move on",
             worker.name,
+            "replaced" if replaced else "lost",
             len(left),
             sum(h.status is JobStatus.RUNNING for h in work.unit),
         )
@@ -826,7 +850,7 @@ class GenerationQueue:
             return _Call.DONE
         except WorkerLost as error:
             log.warning("Queue %s: lost its worker during a call: %s", worker.name, error)
-            return _Call.LOST
+            return _Call.BROKEN if isinstance(error, DeviceBroken) else _Call.LOST
         except CoverError as error:  # e.g. ModelUnavailable: already a sentence for the user
             for handle in handles:
                 self._end(handle, error)
@@ -838,7 +862,12 @@ class GenerationQueue:
             # the worker. tests/models/test_queue.py raises each of them from a runner.
             if _is_own_cancellation(error):
                 raise
-            if _is_out_of_memory(error):
+            if is_broken_device(error):
+                log.error(
+                    "Queue %s: its device failed (a sticky CUDA error)", worker.name, exc_info=error
+                )
+                return _Call.BROKEN
+            if is_out_of_memory(error):
                 log.warning(
                     "Queue %s: out of GPU memory at %d image(s): %s", worker.name, len(specs), error
                 )
@@ -914,6 +943,7 @@ class _Call(enum.Enum):
     DONE = "done"  # images stored, or its jobs ended (failed, interrupted)
     OUT_OF_MEMORY = "out of memory"  # split it and try the halves
     LOST = "worker lost"  # run it on another worker
+    BROKEN = "device broken"  # a sticky CUDA error: restart the runner, or as LOST
 
 
 def _is_own_cancellation(error: BaseException) -> bool:

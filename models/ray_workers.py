@@ -11,7 +11,8 @@ carries a batch to a machine with a free GPU and its images back:
         │     stop=True once the queue's control says       ``stop`` was set
         │     every job of the batch has ended
         ▼
-    images, or the runner's own exception (OutOfMemory → the queue splits the batch), or
+    images, or the runner's own exception (OutOfMemory → the queue splits the batch; a sticky
+    CUDA error → the queue calls restart(): a new actor, so a new process and CUDA context), or
     WorkerLost when the actor or its node died (→ the queue retries the batch elsewhere)
 
 The actor is a threaded actor (``max_concurrency=2``): ``run`` holds one thread for the whole
@@ -141,12 +142,28 @@ class _Actor:
 
 class RayRunner:
     """A :class:`~models.jobs.Runner` that runs each call on one Ray actor (see the module
-    docstring). ``name`` shows in the queue's worker names and logs."""
+    docstring). ``name`` shows in the queue's worker names and logs; ``spec`` is what the
+    actor was started from, so that :meth:`restart` can start another."""
 
-    def __init__(self, actor: Any, *, name: str, device: str = "?") -> None:
+    def __init__(
+        self, actor: Any, *, name: str, device: str = "?", spec: WorkerSpec | None = None
+    ) -> None:
         self.actor = actor
         self.name = name
         self.device = device
+        self.spec = spec
+
+    def restart(self, start_timeout_s: float = 120.0) -> None:
+        """Replace the actor with a new one from the same spec, after a sticky CUDA error left
+        its process unable to use its GPU (the queue calls this; models/queue.py). Killing the
+        old actor gives its GPU back to Ray first, so the new one can have it."""
+        if self.spec is None:
+            raise WorkerLost(f"Ray worker {self.name} has no spec to start a new actor from")
+        ray = import_ray()
+        ray.kill(self.actor)
+        [fresh] = start_workers(self.spec, count=1, name=self.name, start_timeout_s=start_timeout_s)
+        self.actor, self.device = fresh.actor, fresh.device
+        log.warning("Ray worker %s replaced by a new actor on %s", self.name, self.device)
 
     def __call__(
         self, params: GenerationParams, specs: Sequence[ImageSpec], control: RunControl
@@ -244,7 +261,7 @@ def start_workers(
             continue
         worker_name = f"{name}{index}@{where['node']}"
         log.info("Ray worker %s ready on %s (pid %s)", worker_name, where["device"], where["pid"])
-        runners.append(RayRunner(actor, name=worker_name, device=where["device"]))
+        runners.append(RayRunner(actor, name=worker_name, device=where["device"], spec=spec))
     for ref in not_ready:
         index, actor = refs[ref]
         problems.append(f"worker {index} not ready after {start_timeout_s:g} s")

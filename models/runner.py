@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.errors import ModelUnavailable
-from models.jobs import GeneratedImage, GenerationParams, ImageSpec, OutOfMemory, RunControl
+from models.jobs import (
+    DeviceBroken,
+    GeneratedImage,
+    GenerationParams,
+    ImageSpec,
+    OutOfMemory,
+    RunControl,
+    is_broken_device,
+    is_out_of_memory,
+)
 from models.optimize import Optimizations
 from models.postprocess import latent_previews
 from models.registry import (
@@ -214,10 +223,15 @@ class DiffusersRunner:
                 guidance_scale=params.guidance,
                 **size,
                 callback_on_step_end=on_step_end,
-                output_type="pil",
+                output_type="np",  # floats: a NaN is still a NaN here, not yet a black picture
             )
+        import numpy as np
+
+        pixels = output.images[:wanted]  # (B, H, W, 3) in [0, 1]
+        nan = [bool(np.isnan(image).any()) for image in pixels]
+        images = pipe.image_processor.numpy_to_pil(np.nan_to_num(pixels))
         flagged = getattr(output, "nsfw_content_detected", None)
-        return _outcomes(output.images, flagged)[:wanted]
+        return _outcomes(images, flagged and flagged[:wanted], nan=nan, dtype=pipe.unet.dtype)
 
     def _prompt_inputs(
         self,
@@ -240,13 +254,11 @@ class DiffusersRunner:
         keys = [(spec.prompt, spec.negative_prompt, guided) for spec in specs]
         missing = list(dict.fromkeys(key for key in keys if key not in cache))
         if missing:
-            positive, negative = pipe.encode_prompt(
-                [prompt for prompt, _, _ in missing],
-                pipe._execution_device,
-                1,
-                guided,
-                negative_prompt=[negative for _, negative, _ in missing] if guided else None,
-            )
+            # Outside the pipeline's own no_grad (only its __call__ has one) the encoder's
+            # parameters require grad, and each cached row would hold the encoder's activations
+            # through its grad_fn: tens of MB per prompt on a GPU, for as long as it is cached.
+            with torch.no_grad():
+                positive, negative = self._encode(pipe, missing, guided)
             for row, key in enumerate(missing):
                 cache[key] = (
                     positive[row : row + 1],  # (1, tokens, width)
@@ -260,6 +272,17 @@ class DiffusersRunner:
         if guided:
             inputs["negative_prompt_embeds"] = torch.cat([cache[key][1] for key in keys])
         return inputs
+
+    @staticmethod
+    def _encode(pipe: Any, missing: Sequence[tuple[str, str, bool]], guided: bool) -> Any:
+        """The text encoder's outputs for ``missing`` (prompt, negative, guided) keys."""
+        return pipe.encode_prompt(
+            [prompt for prompt, _, _ in missing],
+            pipe._execution_device,
+            1,
+            guided,
+            negative_prompt=[negative for _, negative, _ in missing] if guided else None,
+        )
 
     def _img2img_pipeline(self, model: ModelSpec, lora_scale: float, pipe: Any) -> Any:
         """``pipe``'s image-to-image form, sharing its components (diffusers' ``from_pipe``)."""
@@ -325,6 +348,7 @@ class DiffusersRunner:
                 )
         if self.optimizations.decoder_runtime != "torch":
             self._decode_outside_torch(pipe, model)
+        self.optimizations.allow_recompiles(devices=_cuda_devices(), models=self.max_loaded)
         return self.optimizations.apply(pipe)
 
     def _decode_outside_torch(self, pipe: Any, model: ModelSpec) -> None:
@@ -349,9 +373,18 @@ class DiffusersRunner:
         """One generator per image, so each image's noise depends on its own seed only."""
         import torch
 
-        # MPS generators are not reliably seedable; diffusers moves CPU noise to the device.
-        device = self.device if self.device.startswith("cuda") else "cpu"
-        return [torch.Generator(device).manual_seed(seed) for seed in seeds]
+        # Always CPU generators, whatever the device: CUDA's random numbers differ from the
+        # CPU's for one seed, so a reroll, a resume or a Ray worker on another device would make
+        # other covers from the same seed (and MPS generators are not reliably seedable).
+        # diffusers draws CPU noise and moves it to the device: a few MB once per call.
+        return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+    def unload_all(self) -> None:
+        """Drop every loaded pipeline with its image-to-image forms and cached embeddings."""
+        self._loaded.clear()
+        self._embeddings.clear()
+        self._img2img.clear()
+        self._free_memory()
 
     def _free_memory(self) -> None:
         gc.collect()  # pipelines hold reference cycles; collect them before emptying caches
@@ -384,8 +417,11 @@ class DiffusersRunner:
         import diffusers
 
         assert model.repo_id is not None and model.stage2_repo_id is not None
-        self._loaded.clear()  # IF needs all the memory there is
-        self._free_memory()
+        # IF needs all the memory there is: drop every SD pipeline and everything that holds
+        # its modules or tensors (the image-to-image forms share its components, the cached
+        # embeddings live on the device), or they stay on the GPU, and a stale img2img form
+        # would be used after the next load.
+        self.unload_all()
         dtype = torch_dtype(model, self.device)
         steps = params.steps if params.strength is None else img2img_steps(params)
         total = 2 * steps
@@ -404,23 +440,27 @@ class DiffusersRunner:
             }
 
         # 1. Stage I: encode the prompts once (stage II reuses the embeddings), make 64 px.
+        #    Freed however it ends: a cancel or an error must not leave T5 or the 4.3B UNet
+        #    on the GPU for the next job.
         stage1 = self._load_if_stage(stage1_class, model.repo_id, model, dtype)
-        prompt_embeds, negative_embeds = stage1.encode_prompt(
-            prompts, negative_prompt=negatives, clean_caption=False
-        )
-        with _out_of_memory_as_ours(self.device):
-            small = stage1(
-                **start,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                generator=self._generators(seeds),
-                num_inference_steps=steps,
-                guidance_scale=params.guidance,
-                output_type="pt",
-                callback=lambda step, _t, _x: control.step(step + 1, total),
-            ).images  # (B, 3, 64, 64)
-        del stage1
-        self._free_memory()
+        try:
+            prompt_embeds, negative_embeds = stage1.encode_prompt(
+                prompts, negative_prompt=negatives, clean_caption=False
+            )
+            with _out_of_memory_as_ours(self.device):
+                small = stage1(
+                    **start,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_embeds,
+                    generator=self._generators(seeds),
+                    num_inference_steps=steps,
+                    guidance_scale=params.guidance,
+                    output_type="pt",
+                    callback=lambda step, _t, _x: control.step(step + 1, total),
+                ).images  # (B, 3, 64, 64)
+        finally:
+            del stage1
+            self._free_memory()
 
         # 2. Stage II: 64 → 256 px, without its own text encoder.
         stage2 = self._load_if_stage(
@@ -471,6 +511,13 @@ class DiffusersRunner:
         return pipe
 
 
+def _cuda_devices() -> int:
+    """CUDA devices of this machine: each may run a worker with its own compiled UNets."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
 def img2img_steps(params: GenerationParams) -> int:
     """Steps to ask of an image-to-image pipeline: it runs ``int(steps * strength)`` of them,
     so at least enough for one (sd-turbo's single step at strength 0.4 asks for 3)."""
@@ -514,25 +561,49 @@ def _previews(pipe: Any, latents: Any) -> list[Image.Image]:
     return pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
-def _outcomes(images: Sequence[Image.Image], flagged: Sequence[bool] | None) -> list[Outcome]:
-    """Pair each image with "is it black": flagged by a safety checker, or black pixels."""
+def _outcomes(
+    images: Sequence[Image.Image],
+    flagged: Sequence[bool] | None,
+    *,
+    nan: Sequence[bool] | None = None,
+    dtype: Any = None,
+) -> list[Outcome]:
+    """Pair each image with "is it black": flagged by a safety checker, black pixels, or NaN
+    (``nan``), which is logged as what it is: a black picture made of NaN is a numeric
+    overflow, typically of half precision, not the safety checker's verdict."""
     from models.postprocess import is_black
 
     flags = list(flagged) if flagged is not None else [False] * len(images)
+    nans = list(nan) if nan is not None else [False] * len(images)
+    for index in (i for i, is_nan in enumerate(nans) if is_nan):
+        log.warning(
+            "Image %d of the batch came out NaN, not a safety block: a numeric overflow in %s "
+            "(try COVER_OPTIMIZATIONS=half_precision=off, or decoder=tiny)",
+            index,
+            str(dtype).removeprefix("torch.") if dtype is not None else "the pipeline",
+        )
     return [
-        (image, bool(flag) or is_black(image)) for image, flag in zip(images, flags, strict=True)
+        (image, bool(flag) or is_nan or is_black(image))
+        for image, flag, is_nan in zip(images, flags, nans, strict=True)
     ]
 
 
 @contextmanager
 def _out_of_memory_as_ours(device: str) -> Iterator[None]:
-    """Turn CUDA's out-of-memory error into :class:`OutOfMemory` (the queue then splits the
-    batch), emptying the allocator's cache first so the halves have room."""
-    import torch
-
+    """Turn CUDA's out-of-memory errors into :class:`OutOfMemory` (the queue then splits the
+    batch), emptying the allocator's cache first so the halves have room – the named
+    ``OutOfMemoryError`` and the allocation failures that arrive as a plain ``RuntimeError``
+    (cuBLAS, cuDNN, a kernel launch). A sticky CUDA error becomes :class:`DeviceBroken`:
+    this process cannot use the device again, and the queue replaces or drops the worker."""
     try:
         yield
-    except torch.cuda.OutOfMemoryError as error:
+    except RuntimeError as error:
+        if is_broken_device(error):
+            raise DeviceBroken(f"{device} failed: {error}") from error
+        if not is_out_of_memory(error):
+            raise
         if device.startswith("cuda"):
+            import torch
+
             torch.cuda.empty_cache()
         raise OutOfMemory(f"Out of memory on {device}: {error}") from error

@@ -40,7 +40,8 @@ def build_runners(settings: Settings) -> tuple[list[Runner], Callable[[], None]]
        left at ``auto``, so ``--device`` and old settings keep their meaning).
     2. With ``COVER_RAY_ADDRESS``: join the cluster and start one actor per GPU (or
        ``COVER_RAY_WORKERS``), each building the same runner on its own node
-       (models/ray_workers.py). Ray is imported only here.
+       (models/ray_workers.py). Ray is imported only here. A Ray started here (``local``)
+       puts an actor on every GPU of this machine, so the in-process workers take none.
     No runner at all is a :class:`~models.errors.NoWorkers` with the settings to change.
     """
     from models.registry import local_devices
@@ -49,10 +50,10 @@ def build_runners(settings: Settings) -> tuple[list[Runner], Callable[[], None]]
     if requested.strip().lower() == "auto" and settings.device.strip().lower() != "auto":
         requested = settings.device
     use_ray = settings.ray_address is not None
-    runners = [
-        build_runner(settings, device=device)
-        for device in local_devices(requested, cuda_only=use_ray)
-    ]
+    devices = local_devices(requested, cuda_only=use_ray)
+    if (settings.ray_address or "").strip().lower() == "local":
+        devices = _beside_local_ray(devices, requested)
+    runners = [build_runner(settings, device=device) for device in devices]
     release: Callable[[], None] = lambda: None  # noqa: E731 (nothing to release locally)
     if use_ray:
         from models.ray_workers import RayWorkers, WorkerSpec, connect, start_workers
@@ -78,3 +79,16 @@ def build_runners(settings: Settings) -> tuple[list[Runner], Callable[[], None]]
     if not runners:
         raise NoWorkers("COVER_DEVICES names no device here and COVER_RAY_ADDRESS is not set")
     return runners, release
+
+
+def _beside_local_ray(devices: list[str], requested: str) -> list[str]:
+    """The local devices left for in-process workers when Ray runs on this machine: Ray gives
+    each of its actors one of this machine's GPUs, so a worker of ours on any of them would
+    fight an actor for its memory. ``auto`` leaves them all to Ray; naming one is refused."""
+    gpus = [device for device in devices if device.startswith("cuda")]
+    if gpus and requested.strip().lower() != "auto":
+        raise NoWorkers(
+            f"COVER_RAY_ADDRESS=local gives every GPU of this machine to Ray actors, and "
+            f"COVER_DEVICES names {', '.join(gpus)} too; set COVER_DEVICES=auto or none"
+        )
+    return [device for device in devices if not device.startswith("cuda")]

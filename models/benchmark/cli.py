@@ -207,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return report, None
             # 3. Side by side: a plain pipeline of its own for the baseline.
-            from models.registry import load_pipeline
+            from models.benchmark.run import load_baseline
 
-            pipe = load_pipeline(
+            pipe = load_baseline(
                 model,
                 device=runner.device,
                 cache_dir=runner.cache_dir,

@@ -36,12 +36,24 @@ def unet_flop_per_image(pipe: Any, params: GenerationParams) -> float:
     return per_pass * params.steps * (2 if params.guidance > 1 else 1)
 
 
-# Dense bf16/fp16 tensor-core peaks (vendor figures, without sparsity), for "share of peak".
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
+# Dense bf16/fp16 tensor-core peaks (vendor figures, without sparsity), for "share of peak",
+# most specific name first: torch names an H100 SXM "NVIDIA H100 80GB HBM3" but the PCIe card
+# "NVIDIA H100 PCIe" and the NVL "NVIDIA H100 NVL", which have fewer SMs and lower clocks.
+PEAK_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,  # SXM
+    "H200": 989.0,  # SXM
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10G": 125.0,
+}
 
 
 def peak_tflops(device: str) -> float | None:
-    """The GPU's published half-precision peak, when its name is in :data:`PEAK_TFLOPS`."""
+    """The GPU's published half-precision peak: the first key of :data:`PEAK_TFLOPS` in the
+    device's name (the table lists variants before their family)."""
     if not device.startswith("cuda"):
         return None
     import torch

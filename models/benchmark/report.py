@@ -189,6 +189,7 @@ class Comparison:
             f"{head.model} on {head.device} · {head.width}x{head.height} px · {head.steps} steps"
             f" · guidance {head.guidance:g} · max batch {head.max_batch}",
             f"ours: {self.optimizations} · median of {self.repeats} alternating run(s) per side",
+            self.baseline.setup,
             f"{'workload':<18} {'base img/s':>10} {'ours img/s':>10} {'speed-up':>8} "
             f"{'base p50/p95 s':>15} {'ours p50/p95 s':>15} {'TFLOP/s':>8}",
         ]

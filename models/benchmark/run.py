@@ -190,8 +190,9 @@ def run_baseline(
     """The baseline, blocking: what a bot without our queue does. All of a workload's requests
     arrive at once; each gets one plain ``pipe(...)`` call of its own, one after the other.
 
-    ``pipe`` is a pipeline as diffusers loads it (no :mod:`models.optimize` applied). A
-    request's latency runs from the common arrival to the end of its own call.
+    ``pipe`` is a pipeline as diffusers loads it (no :mod:`models.optimize` applied; see
+    :func:`load_baseline`). A request's latency runs from the common arrival to the end of its
+    own call; the report's ``setup`` names the precision the pipeline really ran in.
     """
     import torch
 
@@ -244,8 +245,46 @@ def run_baseline(
         (peak, memory_kind),
         started_at,
         began,
-        setup="baseline: one plain diffusers call per request, in turn",
+        setup=f"baseline: one plain diffusers call per request, in turn, {dtype_name(pipe)}",
     )
+
+
+def load_baseline(model: Any, *, device: str, cache_dir: Any, allow_downloads: bool) -> Any:
+    """The baseline's pipeline, as the docs describe it (:meth:`Optimizations.plain`): as
+    diffusers loads it, in float32 on every device – not the half precision a GPU loads for
+    the bot, which would credit the baseline with one of our optimisations."""
+    from models.registry import load_pipeline
+
+    return load_pipeline(
+        model,
+        device=device,
+        cache_dir=cache_dir,
+        allow_downloads=allow_downloads,
+        half_precision=Optimizations.plain().half_precision,
+    )
+
+
+def dtype_name(pipe: Any) -> str:
+    """The precision ``pipe``'s UNet runs in, e.g. "float32"."""
+    unet = getattr(pipe, "unet", None)
+    return str(getattr(unet, "dtype", "unknown precision")).removeprefix("torch.")
+
+
+def weights_bytes(pipe: Any) -> int:
+    """Bytes held by ``pipe``'s modules' parameters and buffers (shared tensors counted once):
+    what a pipeline occupies on its device for as long as it is loaded."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for component in getattr(pipe, "components", {}).values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in [*component.parameters(), *component.buffers()]:
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 async def run_comparison(
@@ -292,20 +331,35 @@ async def run_comparison(
         base_best.append(median_run(base_tries))
         our_best.append(median_run(our_tries))
 
-    def merged(runs: list[BenchmarkReport], results: list[WorkloadResult]) -> BenchmarkReport:
+    # Both pipelines stay loaded in this one process, so each side's peak also counts the
+    # other side's weights: take those out, so that each peak is its own pipeline's.
+    loaded = getattr(queue.runner, "loaded_pipeline", None)
+    ours_pipe = loaded(params) if loaded is not None else None
+    other_weights = {
+        "baseline": weights_bytes(ours_pipe) if ours_pipe is not None else 0,
+        "ours": weights_bytes(pipe),
+    }
+
+    def merged(
+        runs: list[BenchmarkReport], results: list[WorkloadResult], side: str
+    ) -> BenchmarkReport:
         peaks = [r.peak_memory_bytes for r in runs if r.peak_memory_bytes is not None]
+        less = other_weights[side]
         return dataclasses.replace(
             runs[0],
             results=tuple(results),
-            peak_memory_bytes=max(peaks) if peaks else None,
+            peak_memory_bytes=max(0, max(peaks) - less) if peaks else None,
+            memory_kind=f"{runs[0].memory_kind}, less the other side's weights"
+            if less
+            else runs[0].memory_kind,
             total_s=time.perf_counter() - began,
             started_at=warm.started_at,
         )
 
     flop = await asyncio.to_thread(unet_flop_per_image, pipe, params)
     return Comparison(
-        merged(base_runs, base_best),
-        merged(our_runs, our_best),
+        merged(base_runs, base_best, "baseline"),
+        merged(our_runs, our_best, "ours"),
         optimizations,
         unet_tflop_per_image=flop / 1e12,
         peak_tflops=peak_tflops(device),

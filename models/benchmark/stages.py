@@ -81,7 +81,14 @@ class _Frame:
 class StageClock:
     """Attach to ``pipe`` with ``with StageClock(pipe) as clock:``; read :meth:`times` after
     each pipeline call. Only calls on the thread that runs them are timed per stage; the
-    wall time between :meth:`start` and :meth:`times` is ``total_s``."""
+    wall time between :meth:`start` and :meth:`times` is ``total_s``.
+
+    On a CUDA device every reading of the clock first waits for the GPU
+    (``torch.cuda.synchronize``): kernels are queued asynchronously, so otherwise a stage is
+    charged only for queuing its work, and its GPU time lands on the next stage that waits
+    for a result (post-processing's copy to the CPU). The waits cost a little overlap; this
+    clock is for finding where time goes, the queue benchmark's figures are taken without it.
+    """
 
     pipe: Any
     seconds: dict[str, float] = field(default_factory=dict)
@@ -89,9 +96,11 @@ class StageClock:
     _stack: threading.local = field(default_factory=threading.local)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     _began: float = 0.0
+    _sync: Callable[[], None] | None = None
 
     def __enter__(self) -> StageClock:
         pipe = self.pipe
+        self._sync = _cuda_sync(pipe)
         # 1. Modules: forward hooks around their calls.
         for stage, name in (("text encoder", "text_encoder"), ("UNet", "unet")):
             module = getattr(pipe, name, None)
@@ -117,11 +126,11 @@ class StageClock:
         """Zero the counters and start the wall clock (before each call to be timed)."""
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.calls = dict.fromkeys(STAGES, 0)
-        self._began = time.perf_counter()
+        self._began = self._now()
 
     def times(self) -> StageTimes:
         """What was counted since :meth:`start`; "other" is the wall time no stage took."""
-        total = time.perf_counter() - self._began
+        total = self._now() - self._began
         seconds = dict(self.seconds)
         seconds["other"] = max(0.0, total - sum(v for k, v in seconds.items() if k != "other"))
         return StageTimes(seconds, dict(self.calls), total)
@@ -130,18 +139,24 @@ class StageClock:
 
     def _enter(self, stage: str) -> None:
         stack = self._frames()
-        stack.append(_Frame(stage, time.perf_counter()))
+        stack.append(_Frame(stage, self._now()))
 
     def _leave(self) -> None:
         stack = self._frames()
         if not stack:
             return  # a hook attached mid-call: nothing to close
         frame = stack.pop()
-        elapsed = time.perf_counter() - frame.began
+        elapsed = self._now() - frame.began
         self.seconds[frame.stage] = self.seconds.get(frame.stage, 0.0) + elapsed - frame.inner
         self.calls[frame.stage] = self.calls.get(frame.stage, 0) + 1
         if stack:
             stack[-1].inner += elapsed
+
+    def _now(self) -> float:
+        """The clock, once the device has finished what was queued on it."""
+        if self._sync is not None:
+            self._sync()
+        return time.perf_counter()
 
     def _frames(self) -> list[_Frame]:
         if not hasattr(self._stack, "frames"):
@@ -165,6 +180,16 @@ class StageClock:
 
         setattr(owner, method, timed)
         self._undo.append(lambda: delattr(owner, method))
+
+
+def _cuda_sync(pipe: Any) -> Callable[[], None] | None:
+    """What waits for ``pipe``'s CUDA device; None elsewhere (a CPU computes synchronously)."""
+    device = getattr(pipe, "device", None)
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch  # the pipeline is on CUDA: torch is loaded
+
+    return lambda: torch.cuda.synchronize(device)
 
 
 async def measure_stages(
