@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     kid = commands.add_parser("kid", help="KID between two image folders (fine on small sets)")
     _common_metric_options(kid)
 
+    # coverage and reanalyse parse their own arguments (main() hands them the rest of the
+    # line); they are listed here for --help.
+    commands.add_parser(
+        "coverage",
+        add_help=False,
+        help="simulate the seed-aware interval's coverage at the study's size (docs/eval.md)",
+    )
+
+    commands.add_parser(
+        "reanalyse",
+        add_help=False,
+        help="a finished study's results.json again, with seed-aware intervals and Holm",
+    )
+
     study = commands.add_parser(
         "study",
         help="generate for each model, then FID/KID/CLIP vs the real test images",
@@ -123,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["coverage"]:
+        from eval.coverage import main as coverage
+
+        return coverage(argv[1:])
+    if argv[:1] == ["reanalyse"]:
+        from eval.reanalysis import main as reanalyse
+
+        return reanalyse(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

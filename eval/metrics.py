@@ -8,6 +8,9 @@
                any ─► value ± z·standard error (interval_from_replicates), so an interval
                       always contains its own estimate; differences of models use the same
                       resamples for every model (paired)
+               arms of k training seeds ─► mean ± t·√(seed variance/k + test variance),
+                      Welch–Satterthwaite degrees of freedom (seed_aware_interval); p-values
+                      from the same t, adjusted over a family by Holm's step-down (holm)
 
 Everything is float64 NumPy. The matrix square root is computed here (no SciPy) from symmetric
 eigendecompositions, which stay real and stable when a covariance is singular – as it always is
@@ -16,6 +19,7 @@ when a set has fewer images than features.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -197,6 +201,105 @@ def interval_from_replicates(
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     half = z * scale * float(reps.std(ddof=1))
     return Estimate(float(value), float(value) - half, float(value) + half)
+
+
+@dataclass(frozen=True)
+class SeedAwareEstimate(Estimate):
+    """The mean of an arm's k training seeds (or of k paired per-seed differences) with an
+    interval that counts both sources of variance: ``seed_se`` (from the spread over seeds,
+    ``s/√k``; NaN for one seed, when it cannot be estimated) and ``test_se`` (the bootstrap
+    standard error of the mean over the test set), on ``df`` degrees of freedom."""
+
+    seed_se: float = float("nan")
+    test_se: float = float("nan")
+    df: float = float("nan")
+    p_value: float = float("nan")  # two-sided, against a true value of 0
+
+
+def seed_aware_interval(
+    per_seed: Sequence[float] | np.ndarray,
+    test_replicates: np.ndarray,
+    *,
+    confidence: float = 0.95,
+) -> SeedAwareEstimate:
+    """Mean of ``per_seed`` ± t_df · √(s²/k + v), the interval of an arm trained with k seeds.
+
+    - s² is the sample variance over the k per-seed values: training-seed variance, plus the
+      part of the test-sampling noise that differs from seed to seed (each seed's images are
+      its own draw);
+    - v is the variance of ``test_replicates``, the bootstrap replicates of the *mean* over
+      seeds (every seed resampled with the same real rows and prompts): test-sampling noise,
+      the part all seeds share included.
+
+    The seed-specific test noise is so counted twice, once in each term: the interval errs wide
+    by at most that, which the shared real set and prompts keep small (docs/eval.md measures
+    the coverage at the study's own size). The degrees of freedom are Welch–Satterthwaite's,
+    df = (a + b)² / (a²/(k−1) + b²/(R−1)) with a = s²/k, b = v and R replicates: near k − 1
+    when seeds dominate (three seeds: t = 4.30, not 1.96), large when the test set does.
+    The half-width is never below the plain t interval over the seeds, t_(k−1)·s/√k. The
+    estimate is always inside its interval. One seed: the test-only interval (seed
+    variance unknown, ``seed_se`` NaN)."""
+    reps = np.asarray(test_replicates, dtype=np.float64).reshape(-1)
+    test_se = float(reps.std(ddof=1)) if len(reps) > 1 else float("nan")
+    return seed_aware_from_se(per_seed, test_se, len(reps) - 1, confidence=confidence)
+
+
+def seed_aware_from_se(
+    per_seed: Sequence[float] | np.ndarray,
+    test_se: float,
+    test_df: float,
+    *,
+    confidence: float = 0.95,
+) -> SeedAwareEstimate:
+    """:func:`seed_aware_interval` from the test-sampling standard error of the mean and its
+    degrees of freedom, for results that kept the standard error but not the replicates."""
+    from scipy import stats  # lazy: the rest of this module needs only NumPy
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
+    values = np.asarray(per_seed, dtype=np.float64).reshape(-1)
+    if len(values) < 1:
+        raise ValueError("seed_aware_interval needs at least one per-seed value.")
+    value, k = float(values.mean()), len(values)
+    seed_var = float(values.var(ddof=1)) / k if k > 1 else float("nan")
+    test_var = test_se**2 if math.isfinite(test_se) and test_df >= 1 else float("nan")
+    parts = [(v, d) for v, d in ((seed_var, k - 1), (test_var, test_df)) if math.isfinite(v)]
+    total = sum(v for v, _ in parts)
+    seed_se, t_se = math.sqrt(seed_var), math.sqrt(test_var)  # NaN stays NaN
+    if total <= 0.0:  # nothing varies (or nothing is known): a point, not an interval
+        low = high = value if parts else float("nan")
+        return SeedAwareEstimate(value, low, high, seed_se, t_se, float("nan"), float("nan"))
+    df = total**2 / sum(v**2 / d for v, d in parts if v > 0)
+    se = math.sqrt(total)
+    level = 0.5 + confidence / 2.0
+    half = float(stats.t.ppf(level, df)) * se
+    p_value = float(2.0 * stats.t.sf(abs(value) / se, df))
+    if k > 1 and seed_var > 0 and half < float(stats.t.ppf(level, k - 1)) * math.sqrt(seed_var):
+        # Never narrower than the t interval over the seeds alone: with a few seeds the
+        # Satterthwaite df trusts the well-measured test part for a spread that the seeds'
+        # own k − 1 degrees of freedom cannot vouch for.
+        df = float(k - 1)
+        half = float(stats.t.ppf(level, df)) * math.sqrt(seed_var)
+        p_value = max(p_value, float(2.0 * stats.t.sf(abs(value) / math.sqrt(seed_var), df)))
+    return SeedAwareEstimate(value, value - half, value + half, seed_se, t_se, df, p_value)
+
+
+def holm(p_values: Sequence[float], *, alpha: float = 0.05) -> list[tuple[float, bool]]:
+    """Holm's step-down adjustment (Holm 1979): (adjusted p, rejected at ``alpha``) per test,
+    in the order given. Sorted ascending, the i-th smallest p (from 0) becomes
+    max over j ≤ i of min(1, (m − j)·p₍ⱼ₎); a test is rejected when its adjusted p ≤ alpha.
+    It controls the family-wise error rate under any dependence between the tests, which the
+    paired comparisons of one study have (they share arms, real images and prompts). NaN
+    p-values take no part and come back as (NaN, False)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    tested = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(len(p), np.nan)
+    m = len(tested)
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[index])))
+        adjusted[index] = running
+    return [(float(a), bool(np.isfinite(a) and a <= alpha)) for a in adjusted]
 
 
 def same_row_ids(*feature_sets: np.ndarray) -> list[np.ndarray]:

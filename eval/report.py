@@ -58,48 +58,57 @@ def report_markdown(results: dict[str, Any]) -> str:
     lines: list[str] = []
     comparisons = results.get("comparisons", [])
     if comparisons:
+        family = results.get("multiplicity", {})
         lines += [
-            "**Paired differences** (b − a; each arm the mean over its training seeds; the "
-            "interval covers test-set sampling, with the same real resample and the same "
-            "prompts for both; ± is the standard deviation over seeds of the per-seed "
-            "differences). Negative KID/FID differences and positive prompt-following ones "
-            "favour b.",
+            "**Paired differences** (b − a; each arm the mean over its training seeds, seed k "
+            "of b against seed k of a). The interval counts the training seeds and the test "
+            "set together (mean ± t·SE on Welch–Satterthwaite degrees of freedom; docs/eval.md); "
+            "*test only* is the test-sampling interval alone, narrower and not a prediction of "
+            "what another set of seeds would give. Holm p: adjusted over the family of "
+            f"{family.get('tests', '?')} tests (KID and prompt-following gain comparisons, and "
+            f"each model's permutation test); {SURVIVES} = survives at α = 0.05. Negative KID "
+            "and positive gain differences favour b. Conclusions rest on KID; ΔFID is shown "
+            f"with its bias caveat ({UNRELIABLE}) and decides nothing.",
             "",
-            "| a | b | seeds a / b | ΔKID ×10³ (95% CI) | ± seeds | ΔFID (95% CI) | ± seeds |"
-            + (" Δ prompt following (95% CI) | ± seeds |" if has_follow else ""),
-            "|---|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
+            "| a | b | seeds a / b | ΔKID ×10³ (95% CI) | Holm p | test only | ± seeds "
+            "| ΔFID (95% CI) |"
+            + (" Δ gain over own null (95% CI) | Holm p |" if has_follow else ""),
+            "|---|---|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
         ]
         for c in comparisons:
             line = (
                 f"| {c['a']} | {c['b']} | {c.get('seeds_a', c['seeds'])} / "
                 f"{c.get('seeds_b', c['seeds'])} | {_with_interval(c['kid'], KID_SCALE)} "
-                f"| {_spread(c['kid'], KID_SCALE)} | {_with_interval(c['fid'])} "
-                f"| {_spread(c['fid'])} |"
+                f"| {_holm(c['kid'])} | {_test_interval(c['kid'], KID_SCALE)} "
+                f"| {_spread(c['kid'], KID_SCALE)} | {_with_interval(c['fid'])} {UNRELIABLE} |"
             )
-            if has_follow and "prompt_following" in c:
-                pf = c["prompt_following"]
-                line += f" {_signed_percent(pf)} | {_spread(pf, percent=True)} |"
+            if has_follow and "prompt_gain" in c:
+                gain = c["prompt_gain"]
+                line += f" {_signed_percent(gain)} | {_holm(gain)} |"
+            elif has_follow:
+                line += " – | – |"
             lines.append(line)
         lines.append("")
     groups = [g for g in results.get("groups", []) if g["seeds"] > 1]
     if groups:
         lines += [
-            "**Arms over training seeds** (mean over seeds with its test-sampling interval; "
-            "± the standard deviation over seeds, the training variance).",
+            "**Arms over training seeds** (the mean over seeds; its interval counts the seeds "
+            "and the test set, *test only* the test set alone; ± the standard deviation over "
+            "seeds). Prompt following's gain is over each model's own permutation null.",
             "",
-            "| Arm | seeds | KID ×10³ (95% CI) | ± seeds | FID (95% CI) | ± seeds |"
-            + (" Prompt following (95% CI) | ± seeds |" if has_follow else ""),
+            "| Arm | seeds | KID ×10³ (95% CI) | test only | ± seeds | FID (95% CI) |"
+            + (" Prompt following (95% CI) | gain over own null (95% CI) |" if has_follow else ""),
             "|---|---|---|---|---|---|" + ("---|---|" if has_follow else ""),
         ]
         for g in results["groups"]:
             line = (
                 f"| {g['group']} | {g['seeds']} | {_with_interval(g['kid'], KID_SCALE)} "
-                f"| {_spread(g['kid'], KID_SCALE)} | {_with_interval(g['fid'])} "
-                f"| {_spread(g['fid'])} |"
+                f"| {_test_interval(g['kid'], KID_SCALE)} | {_spread(g['kid'], KID_SCALE)} "
+                f"| {_with_interval(g['fid'])} |"
             )
             if has_follow and "prompt_following" in g:
-                pf = g["prompt_following"]
-                line += f" {_percent(pf)} | {_spread(pf, percent=True)} |"
+                line += f" {_percent(g['prompt_following'])} |"
+                line += f" {_signed_percent(g['prompt_gain'])} |" if "prompt_gain" in g else " – |"
             lines.append(line)
         lines.append("")
     follow_head = (
@@ -127,7 +136,9 @@ def report_markdown(results: dict[str, Any]) -> str:
             if score:
                 follow_cell = (
                     f" {_percent(score['accuracy'])} | {score['chance']:.1%} / "
-                    f"{score['null_high']:.1%}, p = {score['p_value']:.3g} |"
+                    f"{score['null_high']:.1%}, p = {score['p_value']:.3g}"
+                    + (f", Holm p {_holm(score)}" if "holm_p" in score else "")
+                    + " |"
                 )
         lines.append(
             f"| {row['label']} | {_with_interval(kid, KID_SCALE)} | {fid_cell} | {clip_cell} |"
@@ -162,6 +173,22 @@ def report_markdown(results: dict[str, Any]) -> str:
     if results["notes"]:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"
+
+
+SURVIVES = "✓"  # marks a test that survives the family's Holm adjustment
+
+
+def _holm(metric: dict[str, Any]) -> str:
+    adjusted = metric.get("holm_p")
+    if adjusted is None or not math.isfinite(adjusted):
+        return "–"
+    return f"{adjusted:.3g}" + (f" {SURVIVES}" if metric.get("survives") else "")
+
+
+def _test_interval(metric: dict[str, Any], scale: float = 1.0) -> str:
+    if "test_low" not in metric:
+        return "–"
+    return _interval({"low": metric["test_low"], "high": metric["test_high"]}, scale)
 
 
 def _split_name(folder: str) -> str:

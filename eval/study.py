@@ -37,8 +37,10 @@ from eval.metrics import (
     fid_infinity,
     frechet_distance_from_features,
     half_sample_replicates,
+    holm,
     interval_from_replicates,
     kid_replicates,
+    seed_aware_interval,
 )
 from eval.progress import progress
 
@@ -425,6 +427,15 @@ def joint_metrics(
         "fid": (fid_values, fid_reps),
         **({"prompt_following": (follow_values, follow_reps)} if follow_values is not None else {}),
     }
+    if follow_values is not None and follow_reps is not None:
+        # Each model against its own chance line: the permutation null's mean differs from
+        # model to model (it depends on how its predictions spread over the labels), so raw
+        # accuracies are not comparable; the gain over the null is (constant per model, so the
+        # replicates shift with it).
+        chance = np.array([m.row["prompt_following"]["chance"] for m in usable])
+        metrics["prompt_gain"] = (follow_values - chance, follow_reps - chance)
+        for k, m in enumerate(usable):
+            m.row["prompt_following"]["gain"] = float(follow_values[k] - chance[k])
     for k, m in enumerate(usable):
         n_real, n_fake = len(real), len(m.features)
         fid = _non_negative(interval_from_replicates(fid_values[k], fid_reps[:, k]))
@@ -472,40 +483,108 @@ def joint_metrics(
                 }
             )
             comparisons.append(row)
-    return {"groups": group_rows, "comparisons": comparisons}
+    family = adjust_for_multiplicity([m.row for m in usable], comparisons)
+    return {"groups": group_rows, "comparisons": comparisons, "multiplicity": family}
+
+
+# The metrics whose paired comparisons and permutation tests make the family that decisions are
+# taken on (Holm-adjusted together): KID, the declared primary metric, and prompt following's
+# gain over each model's own chance line. FID is reported, never decided on: at fewer images
+# than feature dimensions it is mostly bias, and the bias depends on each model's spread.
+DECIDED_METRICS = ("kid", "prompt_gain")
+
+
+def _test_only(estimate: Estimate) -> dict[str, float]:
+    return {"test_low": estimate.low, "test_high": estimate.high}
+
+
+def _known(value: float) -> float | None:
+    """None for what could not be estimated (one seed has no seed variance): JSON has no NaN."""
+    return value if np.isfinite(value) else None
+
+
+def clipped(metric: str, low: float, high: float) -> tuple[float, float]:
+    """FID's interval stops at 0 and a share's at 0 and 1 (both still hold the estimate)."""
+    if metric == "fid":
+        return max(0.0, low), high
+    if metric == "prompt_following":
+        return max(0.0, low), min(1.0, high)
+    return low, high
 
 
 def pooled(
     values: np.ndarray, reps: np.ndarray, members: Sequence[int], metric: str = "kid"
 ) -> dict[str, Any]:
-    """The mean over an arm's seeds, its test-sampling interval (the replicates of the mean)
-    and its training spread (the standard deviation over seeds; None for a single seed).
-    FID's interval stops at 0 and a share's at 0 and 1 (both still hold the estimate)."""
+    """The mean over an arm's seeds with its seed-aware interval
+    (:func:`~eval.metrics.seed_aware_interval`: training seeds and test set together), the
+    test-sampling interval alone (``test_low``/``test_high``, the replicates of the mean) and
+    the training spread (the standard deviation over seeds; None for a single seed)."""
     members = list(members)
-    mean = interval_from_replicates(values[members].mean(), reps[:, members].mean(axis=1))
-    if metric == "fid":
-        mean = _non_negative(mean)
-    elif metric == "prompt_following":
-        mean = Estimate(mean.value, max(0.0, mean.low), min(1.0, mean.high))
+    mean_reps = reps[:, members].mean(axis=1)
+    both = seed_aware_interval(values[members], mean_reps)
+    test = interval_from_replicates(both.value, mean_reps)
+    low, high = clipped(metric, both.low, both.high)
+    test_low, test_high = clipped(metric, test.low, test.high)
     spread = float(values[members].std(ddof=1)) if len(members) > 1 else None
-    return {**asdict(mean), "spread": spread, "seeds": len(members)}
+    return {
+        "value": both.value, "low": low, "high": high, "test_low": test_low,
+        "test_high": test_high, "seed_se": _known(both.seed_se),
+        "test_se": _known(both.test_se), "df": _known(both.df),
+        "interval": "seeds and test set" if len(members) > 1 else "test set only (one seed)",
+        "spread": spread, "seeds": len(members),
+    }  # fmt: skip
 
 
 def difference(
     values: np.ndarray, reps: np.ndarray, a: Sequence[int], b: Sequence[int]
 ) -> dict[str, Any]:
-    """Arm b minus arm a (each the mean over its seeds), paired: its interval comes from the
-    same replicates for both. The spread is the standard deviation over seeds of the per-seed
-    differences (seed k of b against seed k of a, or against a's only model)."""
+    """Arm b minus arm a (each the mean over its seeds), paired twice over: seed k of b against
+    seed k of a (or against a's only model, a fixed baseline), and every model resampled with
+    the same real rows and prompts. The interval is seed-aware over the per-seed differences
+    (:func:`~eval.metrics.seed_aware_interval`), with its two-sided p-value against no
+    difference; ``test_low``/``test_high`` is the test-sampling interval alone. The spread is
+    the standard deviation of the per-seed differences."""
     a, b = list(a), list(b)
     coefficients = np.zeros(len(values))
     coefficients[b] += 1.0 / len(b)
     coefficients[a] -= 1.0 / len(a)
-    estimate = interval_from_replicates(values @ coefficients, reps @ coefficients)
+    diff_reps = reps @ coefficients
+    test = interval_from_replicates(values @ coefficients, diff_reps)
     pairs = [(a[k % len(a)], b[k]) for k in range(len(b))] if len(a) in (1, len(b)) else []
     per_seed = [values[j] - values[i] for i, j in pairs]
+    if per_seed:
+        both = seed_aware_interval(per_seed, diff_reps)
+        interval = "seeds and test set" if len(per_seed) > 1 else "test set only (one seed)"
+    else:  # arms of unequal seed counts: no pairs, the test-only interval is all there is
+        both = seed_aware_interval([test.value], diff_reps)
+        interval = "test set only (unpaired seeds)"
     spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
-    return {**asdict(estimate), "spread": spread}
+    return {
+        "value": both.value, "low": both.low, "high": both.high, **_test_only(test),
+        "seed_se": _known(both.seed_se), "test_se": _known(both.test_se),
+        "df": _known(both.df), "p_value": _known(both.p_value), "interval": interval,
+        "spread": spread,
+    }  # fmt: skip
+
+
+def adjust_for_multiplicity(
+    models: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Holm's step-down over one family: every paired comparison on the decided metrics and
+    every model's permutation test of prompt following. Each member gets ``holm_p`` and
+    ``survives`` (adjusted p ≤ 0.05) written into its own dict; returns the family's summary."""
+    members: list[dict[str, Any]] = []
+    for row in comparisons:
+        members += [
+            row[m] for m in DECIDED_METRICS if m in row and row[m].get("p_value") is not None
+        ]
+    members += [row["prompt_following"] for row in models if "prompt_following" in row]
+    for member, (adjusted, survives) in zip(
+        members, holm([m["p_value"] for m in members]), strict=True
+    ):
+        member["holm_p"], member["survives"] = adjusted, survives
+    return {"method": "Holm step-down, family-wise α = 0.05", "tests": len(members),
+            "metrics": [*DECIDED_METRICS, "permutation tests of prompt following"]}  # fmt: skip
 
 
 def _relative(path: str | None, root: Path) -> str | None:

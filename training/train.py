@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.accelerated import add_lora, start_run
+from training.accelerated import add_lora, frozen_by_rounding, start_run
 from training.config import (
     BNB_HINT,
     REPORT_FILE,
@@ -185,6 +185,10 @@ def train(config: TrainConfig) -> TrainResult:
             num_training_steps=max_steps * accelerator.num_processes,
         )
     )
+    if accelerator.is_main_process and (
+        warning := frozen_by_rounding(config.learning_rate, max_steps, params)
+    ):
+        log.warning(warning)  # once, before any time is spent (seed000's lr 1e-10, say)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     if config.method == "lora":

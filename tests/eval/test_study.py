@@ -174,8 +174,12 @@ def test_parse_models() -> None:
 
 
 def test_generation_params_follow_the_model_unless_overridden(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
     lora = tmp_path / "covers.safetensors"
-    lora.write_bytes(b"")  # resolving checks the name only; loading happens in models/
+    # Resolving reads the header only (a garbage file is refused before any work); the
+    # weights are loaded in models/.
+    save_file({"lora_A.weight": np.zeros((2, 2), np.float32)}, str(lora))
     config = StudyConfig(test_dir=tmp_path, models=(), out_dir=tmp_path, steps=3)
     params = generation_params(config, ModelEntry("sd15", str(lora)))
     assert (params.width, params.steps, params.guidance) == (512, 3, 7.5)

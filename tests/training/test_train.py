@@ -336,6 +336,30 @@ def test_seed000_learning_rate_leaves_float32_weights_unchanged():
     assert unchanged_share(1e-5) < 0.01
 
 
+def test_a_learning_rate_that_cannot_move_the_weights_is_said_before_the_run():
+    from models.embedded import build_architecture
+    from training.accelerated import frozen_by_rounding
+
+    params = list(build_architecture(seed=0).unet.parameters())
+    warning = frozen_by_rounding(1e-10, 100, params)
+    assert warning and "cannot move 9" in warning  # 9x% of the weights, as measured above
+    assert "at most" in warning and "lr × steps / median |w|" in warning
+    assert frozen_by_rounding(1e-5, 100, params) is None
+
+
+@pytest.mark.slow
+def test_a_run_at_seed000s_learning_rate_warns_once_at_the_start(
+    dataset, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    from training.train import train
+
+    config = tiny_config(dataset, tmp_path, cache_dir, learning_rate=1e-10, max_train_steps=1)
+    with caplog.at_level("WARNING", logger="training"):
+        train(config)
+    said = [r.getMessage() for r in caplog.records if "cannot move" in r.getMessage()]
+    assert len(said) == 1 and "learning rate 1e-10" in said[0]
+
+
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
