@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     kid = commands.add_parser("kid", help="KID between two image folders (fine on small sets)")
     _common_metric_options(kid)
 
-    # coverage and reanalyse parse their own arguments (main() hands them the rest of the
+    # coverage, power and reanalyse parse their own arguments (main() hands them the rest of the
     # line); they are listed here for --help.
     commands.add_parser(
         "coverage",
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate the seed-aware interval's coverage at the study's size (docs/eval.md)",
     )
 
+    commands.add_parser(
+        "power",
+        add_help=False,
+        help="seeds and images a study needs to see an effect, from a pilot's variances",
+    )
     commands.add_parser(
         "reanalyse",
         add_help=False,
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         from eval.reanalysis import main as reanalyse
 
         return reanalyse(argv[1:])
+    if argv[:1] == ["power"]:
+        from eval.power import main as power
+
+        return power(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -191,3 +191,17 @@ def test_reanalysis_recomputes_from_what_a_study_kept(tmp_path):
     assert diff["value"] == pytest.approx(np.mean([-0.05, -0.04, -0.05]))
     assert "survives" in diff and (tmp_path / "report.md").exists()
     assert reanalyse([str(tmp_path / "missing.json")]) == 1
+
+
+def test_power_against_the_normal_case_and_its_edges():
+    from eval.power import power, standard_error
+
+    # Many seeds: the t test is the z test; a 2.8-SE effect is found 80% of the time at 5%.
+    assert power(2.8, 1.0, seeds=10_000, alpha=0.05) == pytest.approx(0.80, abs=0.005)
+    assert power(0.0, 1.0, seeds=5, alpha=0.05) == pytest.approx(0.05)  # no effect: α
+    assert power(2.8, 1.0, seeds=3, alpha=0.05) < power(2.8, 1.0, seeds=30, alpha=0.05)
+    # Seeds shrink only the seed part; images only the test part.
+    assert standard_error(2.0, 0.0, 4, 80, 80) == pytest.approx(1.0)
+    assert standard_error(0.0, 1.0, 4, 320, 80) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="seeds"):
+        power(1.0, 1.0, seeds=1, alpha=0.05)
