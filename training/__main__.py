@@ -39,6 +39,7 @@ COMMANDS = (
     "export-votes",
     "export-pairs",
     "dpo",
+    "kto",
     "dpo-miniature",
     "miniature",
     "synthetic",
@@ -677,33 +678,47 @@ def _print_dropped(malformed: int, superseded: int) -> None:
               "(the last closed post of a request counts).", file=sys.stderr)  # fmt: skip
 
 
-def dpo_parser() -> argparse.ArgumentParser:
+_PREFERENCE_DESCRIPTIONS = {
+    "dpo": "Diffusion-DPO (Wallace et al., 2023) on preference pairs from "
+    "'python -m training export-pairs'",
+    "kto": "Diffusion-KTO (Li et al., 2024) on the voted candidates of an "
+    "'python -m training export-pairs' folder: each with a vote liked, each without disliked",
+}
+
+
+def dpo_parser(objective: str = "dpo") -> argparse.ArgumentParser:
+    """The parser of ``python -m training dpo`` and of ``kto``, one config for both."""
     from training.dpo import DPOConfig
 
     parser = argparse.ArgumentParser(
-        prog="python -m training dpo",
-        description="Diffusion-DPO (Wallace et al., 2023) on preference pairs from "
-        "'python -m training export-pairs': LoRA by default (--method full for every weight), "
-        "against the frozen base model as the reference. The LoRA goes to /cover with --lora "
-        "or to a server with /community set (docs/dpo.md).",
+        prog=f"python -m training {objective}",
+        description=f"{_PREFERENCE_DESCRIPTIONS[objective]}: LoRA by default (--method full for "
+        "every weight), against the frozen base model as the reference. The LoRA goes to "
+        "/cover with --lora or to a server with /community set (docs/dpo.md).",
     )
     hints = typing.get_type_hints(DPOConfig)
     for spec in dataclasses.fields(DPOConfig):
-        _add_field(parser, spec, hints[spec.name], presets={})
+        if spec.name != "objective":  # the command says which
+            _add_field(parser, spec, hints[spec.name], presets={})
     return parser
 
 
-def run_dpo(argv: list[str]) -> int:
+def run_dpo(argv: list[str], objective: str = "dpo") -> int:
     from training.dpo import DPOConfig, train_dpo
 
-    config = DPOConfig(**vars(dpo_parser().parse_args(argv)))
+    config = DPOConfig(**vars(dpo_parser(objective).parse_args(argv)), objective=objective)
     _quiet_diffusers()
     result = train_dpo(config)
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return 0
     report = result.report
+    examples = (
+        f"{report['liked']} liked and {report['disliked']} disliked images"
+        if objective == "kto"
+        else f"{report['pairs']} pairs"
+    )
     print(
-        f"DPO: {report['steps']} steps on {report['pairs']} pairs ({report['method']}, "
+        f"{objective.upper()}: {report['steps']} steps on {examples} ({report['method']}, "
         f"beta {report['beta']:g}) on {report['device']}: {report['seconds_per_step']:.3f} s/step, "
         f"final loss {report['final_loss']:.4f}."
     )
@@ -737,8 +752,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_export(argv)
         if command == "export-pairs":
             return run_export_pairs(argv)
-        if command == "dpo":
-            return run_dpo(argv)
+        if command in ("dpo", "kto"):
+            return run_dpo(argv, command)
         if command == "dpo-miniature":
             return run_dpo_miniature(argv)
         if command == "miniature":

@@ -15,6 +15,19 @@ the model's error drops on the winner more than on the loser, measured against t
 so it learns what separates winners from losers without drifting from the base elsewhere (the
 reference term is DPO's KL anchor; β sets how hard).
 
+**Diffusion-KTO** (``python -m training kto``; Li et al., 2024, "Aligning Diffusion Models by
+Optimizing Human Utility") learns from single images marked liked or disliked – which is what
+reactions on four candidates are: every candidate with a vote is liked, every one without a vote
+in a closed vote disliked. With the same implied reward as DPO, r = −β/2 · (e_θ − e_ref) on one
+image, and a reference point z₀ = max(0, batch mean of r), detached (KTO's estimate of the
+policy's divergence from the reference, Ethayarajh et al. 2024):
+
+    L = mean of  λ_D · (1 − σ(r − z₀))  over liked images,  λ_U · (1 − σ(z₀ − r))  over disliked
+
+with λ_U = (liked images / disliked images) so that the two sides weigh alike however unequal
+their numbers (KTO's advice: λ_D·n_D ≈ λ_U·n_U). It reads the same export-pairs folder: the
+pairs file names every voted candidate and its votes.
+
 Reads top to bottom like training/train.py, whose helpers it shares (checkpoints, LoRA saving,
 validation renders): typed config → Accelerator → load and freeze → LoRA (default) or full →
 pairs → prepare → resume → the loop → save. The reference model is the base itself: with LoRA
@@ -84,9 +97,14 @@ class DPOConfig:
         "lora: low-rank adapters on the UNet's attention (default); full: every UNet weight",
         default="lora",
     )
+    objective: Literal["dpo", "kto"] = option(
+        "dpo: preference pairs (Wallace et al. 2023); kto: each voted candidate liked, each "
+        "unvoted one disliked (Diffusion-KTO, Li et al. 2024)",
+        default="dpo",
+    )
     beta: float = option(
-        "DPO's β: how strongly preferences pull against the reference (Wallace et al. used "
-        "5000 for SD 1.5; larger stays closer to the base)",
+        "β: how strongly preferences pull against the reference (Wallace et al. used 5000 "
+        "for SD 1.5; larger stays closer to the base)",
         default=5000.0,
     )
     min_margin: int = option("use only pairs whose vote margin is at least this", default=1)
@@ -189,6 +207,24 @@ def diffusion_dpo_loss(
     return -F.logsigmoid(inside).mean(), (inside > 0).float().mean()
 
 
+def diffusion_kto_loss(
+    model: Any, ref: Any, liked: Any, beta: float, undesirable_weight: float
+) -> tuple[Any, Any]:
+    """The Diffusion-KTO loss (module docstring) from per-image denoising errors (B,) of the
+    trained model and the reference, and ``liked`` (B,) booleans. Returns (the loss, the share
+    of images already on their side of the reference point)."""
+    import torch
+
+    reward = -0.5 * beta * (model - ref)  # (B,): > 0 where the model denoises better than ref
+    reference_point = reward.mean().clamp(min=0).detach()
+    margin = torch.where(liked, reward - reference_point, reference_point - reward)
+    weights = torch.where(
+        liked, torch.ones_like(reward), torch.full_like(reward, undesirable_weight)
+    )
+    loss = (weights * (1.0 - torch.sigmoid(margin))).mean()
+    return loss, (margin > 0).float().mean()
+
+
 # -- data --------------------------------------------------------------------------------------
 
 
@@ -285,6 +321,79 @@ def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Labelled:
+    text: str
+    image: Path
+    liked: bool
+
+
+def load_labelled(folder: str | Path, *, min_margin: int = 1) -> list[Labelled]:
+    """Every image of an export-pairs folder once, liked when it drew a vote: the winners and
+    the losers with votes are liked, the losers without any disliked (KTO's data). Only pairs
+    with at least ``min_margin`` count, as for DPO."""
+    pairs = load_pairs(folder, min_margin=min_margin)
+    rows = {}
+    path = Path(folder).expanduser() / PAIRS_FILE
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)  # load_pairs has checked every line's shape
+            rows[str(row["loser_file"])] = int(row.get("loser_votes", 0))
+            rows[str(row["winner_file"])] = max(1, int(row.get("winner_votes", 1)))
+    root = Path(folder).expanduser()
+    seen: dict[Path, Labelled] = {}
+    for pair in pairs:
+        for image in (pair.winner, pair.loser):
+            votes = rows.get(image.relative_to(root).as_posix(), 0)
+            seen.setdefault(image, Labelled(pair.text, image, liked=votes > 0))
+    return list(seen.values())
+
+
+class LabelledImages:
+    """A map-style torch dataset for KTO: ``{"image": (3, R, R) in [-1, 1], "liked", "caption"}``
+    with train.py's deterministic crop and flip."""
+
+    def __init__(self, items: list[Labelled], *, resolution: int, random_flip: bool, seed: int):
+        self.items, self.resolution, self.random_flip, self.seed = (
+            items,
+            resolution,
+            random_flip,
+            seed,
+        )
+        self.epoch = 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        item = self.items[index]
+        rng = sample_rng(self.seed, self.epoch, index)
+        image = prepare_image(open_rgb(item.image), resolution=self.resolution, center_crop=True,
+                              flip=self.random_flip and rng.random() < 0.5, rng=rng)  # fmt: skip
+        pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
+        return {
+            "image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(),
+            "liked": item.liked,
+            "caption": item.text,
+        }
+
+
+def collate_labelled(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "image": torch.stack([b["image"] for b in batch]),  # (B, 3, R, R)
+        "liked": torch.tensor([b["liked"] for b in batch]),  # (B,) bool
+        "captions": [b["caption"] for b in batch],
+    }
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -294,8 +403,18 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     from models.registry import load_pipeline, resolve_model
     from training.data import EpochShuffle
 
-    # 0. Cheap checks first: the pairs and the model name, before minutes of loading.
+    # 0. Cheap checks first: the pairs (or labelled images) and the model name, before minutes
+    #    of loading.
+    kto = config.objective == "kto"
     pairs = load_pairs(config.data, min_margin=config.min_margin)
+    labelled = load_labelled(config.data, min_margin=config.min_margin) if kto else []
+    liked = sum(item.liked for item in labelled)
+    if kto and liked in (0, len(labelled)):
+        raise TrainingError(
+            f"KTO needs liked and disliked images; {config.data} has {liked} liked of "
+            f"{len(labelled)}."
+        )
+    undesirable_weight = liked / (len(labelled) - liked) if kto else 1.0
     spec = resolve_model(config.base)
     if spec.kind != "sd":
         raise TrainingError(f"--base {config.base!r} is not a Stable Diffusion model.")
@@ -359,14 +478,21 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         eps=config.adam_epsilon,
     )
 
-    # 4. Pairs in a deterministic order.
-    dataset = PreferencePairs(
-        pairs, resolution=config.resolution, random_flip=config.random_flip, seed=seed
-    )
+    # 4. Pairs (or labelled images) in a deterministic order.
+    dataset: Any
+    if kto:
+        dataset = LabelledImages(
+            labelled, resolution=config.resolution, random_flip=config.random_flip, seed=seed
+        )
+    else:
+        dataset = PreferencePairs(
+            pairs, resolution=config.resolution, random_flip=config.random_flip, seed=seed
+        )
     sampler = EpochShuffle(len(dataset), seed)
     dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.train_batch_size, sampler=sampler, collate_fn=collate_pairs
-    )
+        dataset, batch_size=config.train_batch_size, sampler=sampler,
+        collate_fn=collate_labelled if kto else collate_pairs,
+    )  # fmt: skip
 
     # 5. Prepare.
     unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
@@ -430,7 +556,7 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     # 7. The loop. One optimizer step = gradient_accumulation_steps micro-batches of pairs.
     micro_step = global_step * config.gradient_accumulation_steps
     epoch = micro_step // batches_per_epoch
-    progress = tqdm(total=max_steps, initial=global_step, desc="dpo steps",
+    progress = tqdm(total=max_steps, initial=global_step, desc=f"{config.objective} steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     step_times: list[float] = []
     step_loss = step_accuracy = 0.0
@@ -448,29 +574,45 @@ def train_dpo(config: DPOConfig) -> TrainResult:
                     step_seed(seed, micro_step, accelerator.process_index)
                 )
                 with torch.no_grad():
-                    pixels = torch.cat([batch["winner"], batch["loser"]]).to(device, weight_dtype)
+                    if kto:
+                        pixels = batch["image"].to(device, weight_dtype)  # (B, 3, R, R)
+                        captions = batch["captions"]
+                    else:  # winners then losers: (2B, 3, R, R)
+                        pixels = torch.cat([batch["winner"], batch["loser"]]).to(
+                            device, weight_dtype
+                        )
+                        captions = batch["captions"] * 2
                     latents = vae.encode(pixels).latent_dist.sample(generator=generator)
-                    latents = latents * vae.config.scaling_factor  # (2B, 4, h, w): winners, losers
-                    text = encode_prompts(batch["captions"] * 2)  # (2B, 77, D)
-                half = latents.shape[0] // 2
-                # The same noise and step for a winner and its loser (Wallace et al., §4).
-                noise = torch.randn(latents[:half].shape, generator=generator, device=device,
-                                    dtype=latents.dtype).repeat(2, 1, 1, 1)  # fmt: skip
+                    latents = latents * vae.config.scaling_factor  # (N, 4, h, w)
+                    text = encode_prompts(captions)  # (N, 77, D)
+                # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
+                # KTO: each image its own.
+                draws = latents.shape[0] if kto else latents.shape[0] // 2
+                noise = torch.randn(latents[:draws].shape, generator=generator, device=device,
+                                    dtype=latents.dtype)  # fmt: skip
                 timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (half,),
+                    0, noise_scheduler.config.num_train_timesteps, (draws,),
                     generator=generator, device=device,
-                ).repeat(2)  # (2B,)  # fmt: skip
+                )  # fmt: skip
+                if not kto:
+                    noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
                 target = prediction_target(noise_scheduler, latents, noise, timesteps)
-                prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (2B, 4, h, w)
+                prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (N, 4, h, w)
                 with torch.no_grad():
                     ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text),
                                                   target)  # fmt: skip
-                model_errors = denoising_errors(prediction, target)  # (2B,)
-                loss, accuracy = diffusion_dpo_loss(
-                    model_errors[:half], model_errors[half:], ref_errors[:half],
-                    ref_errors[half:], config.beta,
-                )  # fmt: skip
+                model_errors = denoising_errors(prediction, target)  # (N,)
+                if kto:
+                    loss, accuracy = diffusion_kto_loss(
+                        model_errors, ref_errors, batch["liked"].to(device), config.beta,
+                        undesirable_weight,
+                    )  # fmt: skip
+                else:
+                    loss, accuracy = diffusion_dpo_loss(
+                        model_errors[:draws], model_errors[draws:], ref_errors[:draws],
+                        ref_errors[draws:], config.beta,
+                    )  # fmt: skip
                 step_loss += accelerator.gather(loss.detach()).mean().item() / (
                     config.gradient_accumulation_steps
                 )
@@ -492,8 +634,8 @@ def train_dpo(config: DPOConfig) -> TrainResult:
             history.append({"step": global_step, "loss": last_loss, "accuracy": last_accuracy})
             if not math.isfinite(last_loss):
                 raise TrainingError(
-                    f"The DPO loss became {last_loss} at step {global_step}; lower "
-                    "--learning-rate or --beta."
+                    f"The {config.objective.upper()} loss became {last_loss} at step "
+                    f"{global_step}; lower --learning-rate or --beta."
                 )
             progress.update(1)
             progress.set_postfix(loss=f"{last_loss:.4f}", ranked=f"{last_accuracy:.2f}")
@@ -523,10 +665,14 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     report = build_report(config, accelerator, step_times, last_loss, global_step, output, seed,
                      mixed_precision)  # type: ignore[arg-type]  # fmt: skip
     report.update(
-        objective="diffusion-dpo", beta=config.beta, pairs=len(pairs),
+        objective=f"diffusion-{config.objective}", beta=config.beta, pairs=len(pairs),
         final_ranked_share=last_accuracy, history=history,
-        images_per_step=2 * report["images_per_step"],  # a pair is two images
+        # a DPO example is a pair, two images; a KTO example one image
+        images_per_step=report["images_per_step"] * (1 if kto else 2),
     )  # fmt: skip
+    if kto:
+        report.update(liked=liked, disliked=len(labelled) - liked,
+                      undesirable_weight=undesirable_weight)  # fmt: skip
     if report["seconds_per_step"]:
         report["images_per_second"] = report["images_per_step"] / report["seconds_per_step"]
     if accelerator.is_main_process:

@@ -343,3 +343,72 @@ def test_the_control_swaps_about_half_the_pairs_and_still_loads(pairs_dir, tmp_p
     ]
     assert sum(flipped) == swapped and all(f != k for f, k in zip(flipped, kept, strict=True))
     assert 0 < swapped < len(original)
+
+
+# -- Diffusion-KTO: single images, liked or disliked ----------------------------------------------
+
+
+def test_kto_loss_matches_a_hand_computed_case():
+    import torch
+
+    from training.dpo import diffusion_kto_loss
+
+    # β = 10: image 0 (liked) has error 0.1 below the reference → reward +0.5; image 1
+    # (disliked) 0.1 above → reward −0.5. The reference point max(0, mean reward) = 0.
+    #   liked: 1 − σ(0.5 − 0); disliked, weight 2: 2 · (1 − σ(0 − (−0.5))) → mean of the two.
+    model = torch.tensor([0.2, 0.5], requires_grad=True)
+    ref = torch.tensor([0.3, 0.4])
+    liked = torch.tensor([True, False])
+    loss, ranked = diffusion_kto_loss(model, ref, liked, beta=10.0, undesirable_weight=2.0)
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert loss.item() == pytest.approx(((1 - sigmoid(0.5)) + 2 * (1 - sigmoid(0.5))) / 2)
+    assert ranked.item() == 1.0  # both already on their side of the reference point
+    loss.backward()
+    # Lowering a liked image's error (and raising a disliked one's) lowers the loss.
+    assert model.grad[0] > 0 and model.grad[1] < 0
+    # The model as its own reference: every term 1 − σ(0) = ½.
+    same, _ = diffusion_kto_loss(ref, ref, liked, beta=10.0, undesirable_weight=1.0)
+    assert same.item() == pytest.approx(0.5)
+
+
+def test_kto_reads_each_voted_candidate_once_liked_and_each_unvoted_one_disliked(tmp_path):
+    from training.dpo import load_labelled
+
+    (tmp_path / "i").mkdir()
+    for name in ("w", "a", "b", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "i" / f"{name}.png")
+    rows = [  # one vote: w 3 votes, a 1, b and c none
+        {"text": "t", "winner_file": "i/w.png", "loser_file": f"i/{x}.png", "margin": 3 - v,
+         "winner_votes": 3, "loser_votes": v}
+        for x, v in (("a", 1), ("b", 0), ("c", 0))
+    ]  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = {item.image.name: item.liked for item in load_labelled(tmp_path)}
+    assert items == {"w.png": True, "a.png": True, "b.png": False, "c.png": False}
+
+
+def test_kto_trains_from_the_same_export_and_says_what_it_learnt_from(
+    pairs_dir, tmp_path, cache_dir, embedded_model_dir, capsys
+):
+    argv = ["kto", "--data", str(pairs_dir), "--out", str(tmp_path / "kto"), "--cache-dir",
+            str(cache_dir), "--resolution", "32", "--train-batch-size", "4",
+            "--max-train-steps", "8", "--checkpointing-steps", "0", "--seed", "7",
+            "--beta", "500", "--learning-rate", "1e-2", "--lora-rank", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "KTO: 8 steps on 6 liked and 6 disliked images" in capsys.readouterr().out
+    report = json.loads((tmp_path / "kto" / "training_report.json").read_text())
+    assert report["objective"] == "diffusion-kto" and report["undesirable_weight"] == 1.0
+    losses = [h["loss"] for h in report["history"]]
+    assert losses[0] == pytest.approx(0.5, abs=1e-4)  # the adapters start at zero: ½
+    assert np.mean(losses[-3:]) < 0.5 - 0.005, losses
+
+
+def test_kto_without_both_kinds_of_image_is_one_line(tmp_path, capsys):
+    (tmp_path / "i").mkdir()
+    for name in ("w", "l"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "i" / f"{name}.png")
+    row = {"text": "t", "winner_file": "i/w.png", "loser_file": "i/l.png", "margin": 1,
+           "winner_votes": 2, "loser_votes": 1}  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["kto", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "KTO needs liked and disliked images" in capsys.readouterr().err
