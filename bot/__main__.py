@@ -21,6 +21,7 @@ from bot.app.cover import VARIATION_STRENGTH
 from bot.app.errors import InvalidOption
 from bot.app.prompts import STYLES
 from models.errors import CoverError
+from models.hub_guard import DEADLINE_S, STALL_BYTES, STALL_S
 
 log = logging.getLogger("bot")
 
@@ -145,7 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the preset's tiny decoder (TAESD, a few MB), which decoder=auto uses on a CPU",
     )
+    pull.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=DEADLINE_S,
+        metavar="SECONDS",
+        help=f"give up on the whole pull after this long (default {DEADLINE_S:g})",
+    )
+    pull.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=STALL_S,
+        metavar="SECONDS",
+        help=f"give up when under {STALL_BYTES} bytes arrive in this long (default {STALL_S:g})",
+    )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e7:  # also nan
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text[:40]!r}")
+    return value
 
 
 async def run_cover(args: argparse.Namespace) -> int:
@@ -269,7 +294,12 @@ def run_models(args: argparse.Namespace | None = None) -> int:
 
     if args is not None and getattr(args, "models_command", None) == "pull":
         snapshots = pull(
-            args.name, variant=args.variant, device=args.device, tiny_decoder=args.tiny_decoder
+            args.name,
+            variant=args.variant,
+            device=args.device,
+            tiny_decoder=args.tiny_decoder,
+            deadline_s=args.deadline,
+            stall_s=args.stall_timeout,
         )
         for snapshot in snapshots:
             print(f"Cached {args.name} in {_short(snapshot)}")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.errors import ModelUnavailable
+from models.hub_guard import COMMIT, DEADLINE_S, STALL_S, Guard, HubMisbehaved, guarded, shown
 from models.registry import PRESETS, hf_cache_dir
 
 # Config files a component folder may carry; anything else that is not weights is left out.
@@ -49,7 +51,7 @@ def repo_ids(name: str) -> list[str]:
     preset = PRESETS.get(name)
     if preset is None:
         raise ModelUnavailable(
-            f"Unknown model {name!r}; use one of {', '.join([*PRESETS, *SUPPORT_MODELS])}."
+            f"Unknown model {shown(name)}; use one of {', '.join([*PRESETS, *SUPPORT_MODELS])}."
         )
     return [r for r in (preset.repo_id, preset.stage2_repo_id) if r]
 
@@ -77,6 +79,7 @@ def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
         for key, value in model_index.items()
         if not key.startswith("_")
         and isinstance(value, list)
+        and len(value) == 2
         and value[0] is not None
         and key not in skip
     ]
@@ -192,7 +195,10 @@ def repo_state(repo_id: str) -> RepoState:
     if snapshot is None or index_path is None or not index_path.is_file():
         return RepoState(repo_id, False, snapshot, 0, ())
     files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
-    index = json.loads(index_path.read_text(encoding="utf-8"))
+    try:
+        index = read_model_index(index_path.read_bytes(), repo_id)
+    except ModelUnavailable:  # a broken index loads no pipeline: not cached
+        return RepoState(repo_id, False, snapshot, 0, ())
     present: list[str] = []
     size = 0
     seen: set[str] = set()
@@ -225,20 +231,23 @@ def cache_state(name: str) -> list[RepoState]:
 
 
 def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
-         token: str | None = None, tiny_decoder: bool = True) -> list[Path]:  # fmt: skip
+         token: str | None = None, tiny_decoder: bool = True, deadline_s: float = DEADLINE_S,
+         stall_s: float = STALL_S) -> list[Path]:  # fmt: skip
     """Fetch what preset ``name``'s pipeline needs into the hub cache, and with
     ``tiny_decoder`` its tiny decoder too (TAESD, a few MB: what ``decoder=auto`` takes on a
-    CPU, models/optimize.py); returns the snapshots."""
+    CPU, models/optimize.py); returns the snapshots. The whole pull ends within ``deadline_s``
+    and a download that stalls for ``stall_s`` ends it (models/hub_guard.py)."""
     ids = repo_ids(name)
     if not ids:
         raise ModelUnavailable(
             f"The model {name} has nothing to download: it is built here, not fetched."
         )
     chosen = None if name not in PRESETS else choose_variant(name, variant=variant, device=device)
-    snapshots = [pull_repo(repo_id, variant=chosen, token=token) for repo_id in ids]
     tiny = tiny_decoder_repo(name) if tiny_decoder else None
+    guard = Guard(deadline_s=deadline_s, stall_s=stall_s)
+    snapshots = [pull_repo(repo_id, variant=chosen, token=token, guard=guard) for repo_id in ids]
     if tiny is not None:
-        snapshots.append(pull_repo(tiny, token=token))
+        snapshots.append(pull_repo(tiny, token=token, guard=guard))
     return snapshots
 
 
@@ -249,11 +258,86 @@ def tiny_decoder_repo(name: str) -> str | None:
     return tiny if tiny and tiny.count("/") == 1 else None
 
 
-def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = None) -> Path:
+def read_model_index(data: bytes, repo_id: str) -> dict[str, Any]:
+    """``model_index.json`` as a JSON object whose components are ``[library, class]`` pairs
+    (``[null, null]`` for a left-out one); anything else is a :class:`ModelUnavailable` that
+    says what is wrong, for a file from the hub or from the cache alike."""
+    try:
+        index = json.loads(data)
+    except (ValueError, RecursionError) as error:  # also UnicodeDecodeError
+        raise ModelUnavailable(f"The model_index.json of {repo_id} is not JSON.") from error
+    if not isinstance(index, dict):
+        raise ModelUnavailable(f"The model_index.json of {repo_id} is not a JSON object.")
+    for key, value in index.items():
+        if key.startswith("_") or not isinstance(value, list):
+            continue  # "_class_name", "requires_safety_checker": settings, not components
+        pair = len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+        if not pair or (value[0] is None) != (value[1] is None) or not safe_name(key):
+            raise ModelUnavailable(
+                f"The model_index.json of {repo_id} lists component {shown(key)} as "
+                f"{shown(json.dumps(value))}, not [library, class]."
+            )
+    return index
+
+
+# A repository path the hub may hand us: relative, '/'-separated, no '.' or '..' parts, printable,
+# and short enough for any file system (255 bytes a part; the hub itself caps paths far lower).
+_SAFE_PART = re.compile(r"[^\x00-\x1f\x7f\\/:*?\"<>|]{1,255}")
+
+
+def safe_name(name: object) -> bool:
+    if not isinstance(name, str) or not name or len(name) > 1024:
+        return False
+    parts = name.split("/")
+    return all(_SAFE_PART.fullmatch(p) and p not in (".", "..") for p in parts)
+
+
+def _listing(repo_id: str, token: str | None) -> tuple[str, dict[str, int | None]]:
+    """The repository's commit and files with their listed sizes, from the hub's model info
+    (``files_metadata``: the hub adds each file's size), checked before any file is asked for."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(repo_id, token=token, files_metadata=True)
+        sha, siblings = info.sha, list(info.siblings or [])
+        listed = {s.rfilename: s.size for s in siblings}
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # JSON, shape
+        raise HubMisbehaved(
+            f"The hub's model info for {repo_id} is not a model listing ({type(error).__name__})."
+        ) from error
+    if not isinstance(sha, str) or not COMMIT.fullmatch(sha):
+        raise HubMisbehaved(
+            f"The hub's model info for {repo_id} names commit {shown(str(sha))}, not a 40-digit "
+            "hex commit."
+        )
+    unsafe = next((name for name in listed if not safe_name(name)), None)
+    if unsafe is not None:
+        raise HubMisbehaved(
+            f"The hub lists an unsafe file name in {repo_id}: {shown(str(unsafe))}; nothing "
+            "was fetched."
+        )
+    sizes = [size for size in listed.values() if size is not None]
+    if not all(isinstance(size, int) and size >= 0 for size in sizes):
+        raise HubMisbehaved(f"The hub's model info for {repo_id} lists sizes that are not sizes.")
+    return sha, listed
+
+
+def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = None,
+              guard: Guard | None = None) -> Path:  # fmt: skip
     """Fetch what the pipeline in ``repo_id`` needs (``variant``'s weights where it has them)
-    and return its snapshot folder; also what loading does when downloads are allowed."""
+    and return its snapshot folder; also what loading does when downloads are allowed. Steps:
+
+    1. list the repository (commit, files, sizes) and check the names and the commit;
+    2. fetch model_index.json and pick the files the pipeline needs from it (or, for a
+       transformers model, from the listing);
+    3. fetch them one at a time, each held to its listed size.
+
+    One file at a time rather than ``snapshot_download``: the guard must know which file a
+    stream belongs to for its cap, and snapshot_download lists the repository again (a second
+    answer to check) before fetching in 8 threads.
+    """
     import httpx2 as httpx  # huggingface_hub 2.4 speaks HTTP through httpx2
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -264,19 +348,34 @@ def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = N
 
     cache = hf_cache_dir()
     token = token or os.environ.get("HF_TOKEN") or None
-    try:
-        info = HfApi().model_info(repo_id, token=token)
-        files = [s.rfilename for s in info.siblings or []]
-        # revision "main", not info.sha: only a branch name makes huggingface_hub write
+    guard = guard or Guard()
+
+    def fetch(filename: str) -> Path:
+        # revision "main", not the sha: only a branch name makes huggingface_hub write
         # refs/main, which offline loading (from_pretrained(local_files_only=True)) resolves.
-        if "model_index.json" in files or not files:
-            index_file = hf_hub_download(repo_id, "model_index.json", cache_dir=cache, token=token)
-            index = json.loads(Path(index_file).read_text(encoding="utf-8"))
-            wanted = needed_files(repo_id, files, index, variant=variant)
-        else:  # a transformers model: the captioner, CLIP, the prompt expander
-            hf_hub_download(repo_id, "config.json", cache_dir=cache, token=token)  # refs/main
-            wanted = needed_transformers_files(files)
-        path = snapshot_download(repo_id, allow_patterns=wanted, cache_dir=cache, token=token)
+        guard.file, guard.size = filename, listed.get(filename)
+        if guard.size is None and filename != "model_index.json":
+            raise HubMisbehaved(f"The hub lists no size for {filename} in {repo_id}.")
+        try:
+            return Path(hf_hub_download(repo_id, filename, cache_dir=cache, token=token))
+        finally:
+            guard.file = guard.size = None
+
+    try:
+        with guarded(guard):
+            guard.commit = None
+            sha, listed = _listing(repo_id, token)  # 1.
+            guard.commit = sha
+            files = list(listed)
+            if "model_index.json" in files or not files:  # 2.
+                index_file = fetch("model_index.json")
+                index = read_model_index(index_file.read_bytes(), repo_id)
+                wanted = needed_files(repo_id, files, index, variant=variant)
+            else:  # a transformers model: the captioner, CLIP, the prompt expander
+                wanted = needed_transformers_files(files)
+            if not wanted:
+                raise HubMisbehaved(f"The hub lists no files a pipeline loads in {repo_id}.")
+            paths = [fetch(filename) for filename in wanted]  # 3.
     except GatedRepoError as error:
         licence = (
             _LICENCE if repo_id.startswith("DeepFloyd/") else f"https://huggingface.co/{repo_id}"
@@ -292,7 +391,7 @@ def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = N
             f"The model {repo_id} could not be fetched: the Hugging Face hub is unreachable "
             "or HF_HUB_OFFLINE is set."
         ) from error
-    except httpx.TransportError as error:  # DNS, refused connection, timeout
+    except httpx.TransportError as error:  # DNS, refused connection, a dropped connection
         raise ModelUnavailable(
             f"The model {repo_id} could not be fetched: the connection to the Hugging Face hub "
             f"failed ({type(error).__name__}); check the network and pull again (it resumes)."
@@ -301,12 +400,8 @@ def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = N
         raise ModelUnavailable(
             f"The Hugging Face hub refused {repo_id} ({type(error).__name__})."
         ) from error
-    # snapshot_download falls back to the cache when the hub refuses the listing (HTTP errors are
-    # swallowed there): check that every wanted file really arrived.
-    missing = [f for f in wanted if not (Path(path) / f).is_file()]
-    if missing:
+    except OSError as error:  # huggingface_hub's size check, or a cache that can't be written
         raise ModelUnavailable(
-            f"The download of {repo_id} is incomplete ({len(missing)} file(s) missing, e.g. "
-            f"{missing[0]}); run the pull again."
-        )
-    return Path(path)
+            f"The model {repo_id} could not be stored: {shown(str(error), 200)}; pull again."
+        ) from error
+    return paths[0].parents[len(Path(wanted[0]).parts) - 1]

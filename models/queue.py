@@ -632,7 +632,11 @@ class GenerationQueue:
                 list(outcome.batch_sizes),
             )
         elif not isinstance(outcome, JobCancelled):
-            log.warning("Queue %s: job %s failed: %s", self.name, handle.id[:8], outcome)
+            # A failure on our side is the operator's (WARNING); any other (an uncached model, a
+            # closed queue) is a sentence its owner reports to the user – the bot's reply, the
+            # CLI's error line – so it is only noted here, not said twice.
+            level = logging.WARNING if isinstance(outcome, GenerationFailed) else logging.INFO
+            log.log(level, "Queue %s: job %s failed: %s", self.name, handle.id[:8], outcome)
         if was_waiting:
             self._publish_positions()
         return True

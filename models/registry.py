@@ -625,6 +625,10 @@ def load_hub_pipeline(
     chosen = _pick_variant(snapshot, repo_id, [c for c in components if c not in kwargs],
                            variant, half=half)  # fmt: skip  # 2.
     kwargs = {**_component_overrides(snapshot, index, dtype=dtype, variant=chosen), **kwargs}  # 3.
+    if not any(snapshot.glob("*/*.safetensors")):
+        # .bin weights only (small-sd): said here, diffusers takes them directly; left to guess,
+        # it looks for safetensors first and logs an ERROR per component before falling back.
+        kwargs.setdefault("use_safetensors", False)
     try:  # 4.
         return pipeline_class.from_pretrained(
             snapshot, dtype=dtype, variant=chosen, local_files_only=True, **kwargs

@@ -165,3 +165,22 @@ def test_cuda_without_a_gpu_says_what_to_use_instead(cli_env, capsys):
         pytest.skip("this machine has a CUDA GPU")
     line = _one_error(*_run(["cover", str(EXAMPLES[0]), "--device", "cuda"], capsys))
     assert "no CUDA GPU here; use --device cpu, or auto" in line
+
+
+def test_an_uncached_hub_model_is_one_line_not_a_warning_and_the_line(cli_env):
+    # A subprocess: the log line goes to stderr only where the CLI's own logging setup runs
+    # (under pytest, records go to its capture instead).
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's bot, not an installed one
+    env = {**os.environ, "HF_HOME": str(cli_env / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
+    env.pop("HF_HUB_CACHE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "cover", str(EXAMPLES[0]), "--model", "sd15"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    said, _, err = done.stderr.partition("\n")  # the first line says what is being made
+    assert said.startswith("Playlist: "), done.stderr
+    line = _one_error(done.returncode, "", err)
+    assert "not in the local Hugging Face cache" in line and "models pull sd15" in line

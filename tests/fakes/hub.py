@@ -8,10 +8,19 @@ X-Repo-Commit and Content-Length, honouring ``Range`` (how huggingface_hub resum
 path. Gated repos answer 401 ``X-Error-Code: GatedRepo`` without the right Bearer token, unknown
 repos 404 ``RepoNotFound``, as the real hub. ``drop_after[path] = n`` cuts the connection after
 n bytes of that file, once (``drops_left[path]`` times if set). Every request is logged in ``requests``.
+
+With ``?blobs=true`` (``model_info(files_metadata=True)``) the siblings carry their size, blob id
+and LFS info, as the real hub's. A hostile or broken hub, for the hardening of `models pull`
+(tests/models/test_hub_hostile.py): ``info_body[repo]`` replaces the model info answer with raw
+bytes; ``extra_siblings[repo]`` lists names that are not in the folder (``..``, absolute, 100 KB
+long); a sha given to :meth:`FakeHub.add` is served verbatim (in the info and X-Repo-Commit);
+``oversize[path] = n`` streams n bytes of that file in place of its listed size (chunked, no
+Content-Length); ``drip[path] = s`` sends that file one byte every s seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +36,11 @@ class FakeHub:
     drops_left: dict[str, int] = field(default_factory=dict)  # how often to cut (default once)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, repo, path
     ranges: list[tuple[str, int]] = field(default_factory=list)  # (path, first byte) of GETs
+    info_body: dict[str, bytes] = field(default_factory=dict)  # repo -> raw model info answer
+    extra_siblings: dict[str, list[str]] = field(default_factory=dict)  # repo -> listed names
+    oversize: dict[str, int] = field(default_factory=dict)  # path -> bytes actually streamed
+    drip: dict[str, float] = field(default_factory=dict)  # path -> seconds between bytes
+    sent: dict[str, int] = field(default_factory=dict)  # path -> bytes a misbehaviour wrote
 
     def add(self, repo_id: str, folder: Path, sha: str, *, token: str | None = None) -> None:
         self.repos[repo_id] = (folder, sha)
@@ -68,16 +82,31 @@ class FakeHub:
         repo_id, refused = self._arrive(request, "INFO")
         if refused:
             return refused
+        if repo_id in self.info_body:
+            return web.Response(body=self.info_body[repo_id], content_type="application/json")
         folder, sha = self.repos[repo_id]
+        blobs = request.query.get("blobs", "").lower() == "true"
         siblings = [
-            {"rfilename": p.relative_to(folder).as_posix()}
-            for p in sorted(folder.rglob("*"))
-            if p.is_file()
+            self._sibling(folder, p, blobs) for p in sorted(folder.rglob("*")) if p.is_file()
+        ]
+        siblings += [
+            {"rfilename": name, "size": 10} for name in self.extra_siblings.get(repo_id, [])
         ]
         return web.json_response(
             {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings,
              "gated": "manual" if repo_id in self.gated else False, "private": False}
         )  # fmt: skip
+
+    @staticmethod
+    def _sibling(folder: Path, path: Path, blobs: bool) -> dict[str, object]:
+        sibling: dict[str, object] = {"rfilename": path.relative_to(folder).as_posix()}
+        if blobs:  # what the hub adds for ?blobs=true
+            data = path.read_bytes()
+            sibling.update(size=len(data), blobId=hashlib.sha1(data).hexdigest())
+            if path.suffix in (".safetensors", ".bin", ".ckpt", ".model"):
+                sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                  "pointerSize": 134}  # fmt: skip
+        return sibling
 
     async def tree(self, request: web.Request) -> web.StreamResponse:
         """``list_repo_tree`` (snapshot_download lists a revision's files with it): one page of
@@ -129,6 +158,8 @@ class FakeHub:
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return web.Response(status=200, headers=headers)
+        if path in self.oversize or path in self.drip:
+            return await self._misbehave(request, path, headers)
         response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
         self.ranges.append((path, start))
@@ -143,6 +174,30 @@ class FakeHub:
             return response
         await response.write(body)
         await response.write_eof()
+        return response
+
+    async def _misbehave(
+        self, request: web.Request, path: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Serve ``path`` as a hostile hub would: far more bytes than it listed, or a drip."""
+        del headers["Content-Length"]  # chunked: the client learns the size only by reading
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        self.ranges.append((path, 0))
+        try:
+            if path in self.oversize:
+                block = b"\0" * (64 << 10)
+                for _ in range(self.oversize[path] // len(block)):
+                    await response.write(block)
+                    self.sent[path] = self.sent.get(path, 0) + len(block)
+            else:
+                for _ in range(10_000):  # ends once the client hangs up
+                    await response.write(b"\0")
+                    self.sent[path] = self.sent.get(path, 0) + 1
+                    await asyncio.sleep(self.drip[path])
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):  # the client stopped reading: what we expect
+            pass
         return response
 
     def app(self) -> web.Application:

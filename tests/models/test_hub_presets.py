@@ -5,6 +5,7 @@ cache, through the registry, the queue, post-processing and ``python -m bot cove
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import weakref
 from pathlib import Path
@@ -276,3 +277,15 @@ def test_a_tokenizer_library_that_is_missing_is_named() -> None:
     message = _load_failure("DeepFloyd/IF-I-XL-v1.0", error)
     assert "needs the sentencepiece package" in message and "pip install" in message
     assert "not in the local" not in message
+
+
+def test_small_sd_loads_its_bin_weights_without_an_error_line(
+    standin_hub: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path, caplog
+) -> None:
+    # diffusers looks for safetensors first and logs "An error occurred while trying to fetch
+    # …/unet" (and …/vae) at ERROR before taking the .bin it then loads (issue 31, point 8).
+    _use_hub(monkeypatch, standin_hub)
+    caplog.set_level("INFO")
+    load_pipeline(resolve_model("small-sd"), device="cpu", cache_dir=cache_dir)
+    assert "An error occurred" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
