@@ -3,8 +3,9 @@
     synthetic titles → embedded model → 4 candidates per request ─┐
       (requests, candidates, cover messages in a real SQLite file) │
     a simulated community with a hidden taste votes (cast_vote) ◄─┘ → close_vote
-    → export-pairs of the first N closed votes (its --until option), N = 50, 100, 200, 400
-    → python -m training dpo on each → held-out prompts, same seeds, base vs DPO
+    → export-pairs of the first N closed votes (its --until option), N = 40, 80, 160, 320
+    → python -m training dpo and kto on each, every one with S training seeds
+    → held-out prompts, same image seeds, base vs DPO vs KTO vs the taste-free control
 
 **The hidden taste** is :func:`top_light`: the community likes covers lit from above – the
 mean luminance of the top half minus that of the bottom half. The embedded model was trained on
@@ -21,9 +22,14 @@ the bot's reactions do, and the vote closes with the bot's rule (most votes, tie
 number; bot/cogs/votes.py ``pick_winner``).
 
 **Measured** on held-out prompts (the synthetic test split), prompt i with seed
-``HELD_OUT_SEED + i`` for every model: the DPO model wins prompt i when its image has more of
-the taste than the base's (ties count a half); the win rate is the mean with a bootstrap
-interval over prompts (eval/metrics.py ``bootstrap``), n = the number of held-out prompts.
+``HELD_OUT_SEED + i`` for every model: a model wins prompt i against another when its image has
+more of the taste (ties count a half). Every trained arm (DPO or KTO at N votes, and the
+control) is trained with ``seeds`` training seeds on the same votes; its win rate is the mean
+over seeds of each seed's mean over prompts, with a **seed-aware interval**
+(eval/metrics.py ``seed_aware_interval``: the spread over seeds and a bootstrap over prompts,
+every seed resampled with the same prompts), n = seeds × held-out prompts. The headline is each
+arm against the control of the same seed – what the taste added beyond changing the model at
+all – and KTO against DPO at the same votes: which learns the taste faster per vote.
 Quality: KID of base and of the largest-N DPO model against the real test covers, with the
 paired difference (eval/metrics.py ``kid_replicates`` → eval/study.py ``difference``), and
 prompt following (eval/prompt_following.py ``prompt_hits``) with the paired difference of hits.
@@ -62,6 +68,8 @@ class MiniatureConfig:
     beta: float = 5000.0
     learning_rate: float = 2e-3
     lora_rank: int = 4
+    seeds: int = 3  # training seeds of every trained arm (the votes are the same for all)
+    objectives: tuple[str, ...] = ("dpo", "kto")
     resamples: int = 500
     inception: str | None = None
     seed: int = 0
@@ -105,6 +113,25 @@ def win_shares(dpo: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 # -- generation --------------------------------------------------------------------------------
+
+
+def seed_aware_share(wins: np.ndarray, *, resamples: int, seed: int) -> dict[str, Any]:
+    """The mean of ``wins`` (seeds, prompts) – each training seed's win share over the same
+    held-out prompts – with its seed-aware 95% interval: the spread over seeds together with a
+    bootstrap over prompts that resamples every seed with the same prompts. Stops at 0 and 1
+    (still holding the estimate)."""
+    from eval.metrics import seed_aware_interval
+
+    wins = np.atleast_2d(np.asarray(wins, dtype=np.float64))  # (S, P)
+    rng = np.random.default_rng(seed)
+    prompts = wins.shape[1]
+    reps = np.array([wins[:, rng.integers(0, prompts, prompts)].mean() for _ in range(resamples)])
+    both = seed_aware_interval(wins.mean(axis=1), reps)
+    return {
+        "value": both.value, "low": max(0.0, both.low), "high": min(1.0, both.high),
+        "seeds": wins.shape[0], "n": int(wins.size),
+        "per_seed": [float(v) for v in wins.mean(axis=1)],
+    }  # fmt: skip
 
 
 def _pipeline(lora: Path | None, cache_dir: Path) -> Any:
@@ -241,43 +268,48 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     community = simulate_community(config, cache_dir, log)
     config.timings["community_s"] = time.perf_counter() - t
 
-    # 2. Pairs of the first N votes (the date-range option) and one DPO LoRA each.
-    log("2/5 pairs and DPO")
+    # 2. Pairs of the first N votes (the date-range option); one LoRA per objective, N and
+    #    training seed.
+    log("2/5 pairs, DPO and KTO")
     t = time.perf_counter()
-    loras, pair_counts = {}, {}
+    loras: dict[str, Path] = {}
+    pair_counts = {}
+
+    def train(objective: str, data: Path, name: str, seed: int) -> Path:
+        run_dir = config.out / name
+        lora = run_dir / "lora" / "pytorch_lora_weights.safetensors"
+        if not lora.is_file():
+            train_dpo(DPOConfig(
+                data=str(data), base="embedded", out=str(run_dir), objective=objective,
+                resolution=64, train_batch_size=config.batch_pairs,
+                max_train_steps=config.steps, beta=config.beta,
+                learning_rate=config.learning_rate, lora_rank=config.lora_rank,
+                checkpointing_steps=0, seed=seed,
+            ))  # fmt: skip
+        return lora
+
     for n in config.vote_counts:
         until = datetime.fromisoformat(community["closed_at"][n - 1]) + timedelta(milliseconds=1)
         pairs = export_pairs(config.out / "community.db", config.out / f"pairs-{n}", until=until)
         pair_counts[n] = {"pairs": pairs.pairs, "votes": pairs.votes, "skipped": pairs.skipped}
-        run_dir = config.out / f"dpo-{n}"
-        lora = run_dir / "lora" / "pytorch_lora_weights.safetensors"
-        if not lora.is_file():
-            train_dpo(DPOConfig(
-                data=str(config.out / f"pairs-{n}"), base="embedded", out=str(run_dir),
-                resolution=64, train_batch_size=config.batch_pairs,
-                max_train_steps=config.steps, beta=config.beta,
-                learning_rate=config.learning_rate, lora_rank=config.lora_rank,
-                checkpointing_steps=0, seed=config.seed,
-            ))  # fmt: skip
-        loras[n] = lora
-        log(f"  {n} votes: {pairs.pairs} pairs → {lora.parent.parent.name}")
+        for k in range(config.seeds):
+            for objective in config.objectives:
+                name = f"{objective}-{n}-s{k}"
+                loras[name] = train(objective, config.out / f"pairs-{n}", name, config.seed + k)
+        log(f"  {n} votes: {pairs.pairs} pairs → {', '.join(config.objectives)} × "
+            f"{config.seeds} seeds")  # fmt: skip
     # The control: the largest N's pairs with winner and loser swapped in a random half – a
-    # community without a taste. Its win rate must sit at 50%: a DPO model that "wins" merely by
-    # being changed would show up here.
+    # community without a taste, trained by DPO with each seed. A model that "wins" merely by
+    # being changed would win against the base here too.
     top_n = max(config.vote_counts)
-    control_lora = config.out / "dpo-control" / "lora" / "pytorch_lora_weights.safetensors"
-    if not control_lora.is_file():
+    if not (config.out / "pairs-control").is_dir():
         write_control_pairs(config.out / f"pairs-{top_n}", config.out / "pairs-control",
                             seed=config.seed)  # fmt: skip
-        train_dpo(DPOConfig(
-            data=str(config.out / "pairs-control"), base="embedded",
-            out=str(config.out / "dpo-control"), resolution=64,
-            train_batch_size=config.batch_pairs, max_train_steps=config.steps,
-            beta=config.beta, learning_rate=config.learning_rate, lora_rank=config.lora_rank,
-            checkpointing_steps=0, seed=config.seed,
-        ))  # fmt: skip
-    log(f"  control: {top_n} votes' pairs, half of them swapped → dpo-control")
-    config.timings["dpo_s"] = time.perf_counter() - t
+    for k in range(config.seeds):
+        name = f"control-s{k}"
+        loras[name] = train("dpo", config.out / "pairs-control", name, config.seed + k)
+    log(f"  control: {top_n} votes' pairs, half of them swapped → control × {config.seeds}")
+    config.timings["training_s"] = time.perf_counter() - t
 
     # 3. Held-out prompts, same seeds, base and every DPO model (loaded as /cover loads --lora).
     log("3/5 held-out covers")
@@ -286,11 +318,7 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
             for i in range(config.held_out)]  # fmt: skip
     prompts = [h["text"] for h in held]
     seeds = [HELD_OUT_SEED + i for i in range(config.held_out)]
-    models: dict[str, Path | None] = {
-        "base": None,
-        **{f"dpo-{n}": loras[n] for n in config.vote_counts},
-        "dpo-control": control_lora,
-    }
+    models: dict[str, Path | None] = {"base": None, **loras}
     images: dict[str, list[Path]] = {}
     for name, lora in models.items():
         pipe, spec = _pipeline(lora, cache_dir)
@@ -301,35 +329,38 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     tastes = {name: np.array([_taste_of(p) for p in paths]) for name, paths in images.items()}
     config.timings["held_out_s"] = time.perf_counter() - t
 
-    # 4. Win rates (per N), KID and prompt following (base vs the largest N).
+    # 4. Win rates (per N, over seeds), KID and prompt following (base vs the first
+    #    objective's largest N, seed 0).
     log("4/5 measures")
     t = time.perf_counter()
 
-    def mean_of(values: np.ndarray, share: bool = False) -> dict[str, float]:
-        estimate = bootstrap(lambda v: float(v.mean()), (values,), resamples=config.resamples,
-                             seed=config.seed)  # fmt: skip
-        return asdict(_share(estimate) if share else estimate)
+    def wins(arm: str, against: str | None = None) -> np.ndarray:
+        """(seeds, prompts): seed k of ``arm`` against seed k of ``against`` (or the base)."""
+        return np.array([
+            win_shares(tastes[f"{arm}-s{k}"],
+                       tastes[f"{against}-s{k}" if against else "base"])
+            for k in range(config.seeds)
+        ])  # fmt: skip
 
-    control_wins = win_shares(tastes["dpo-control"], tastes["base"])
-    control = {
-        "n": len(control_wins),
-        "win_rate": mean_of(control_wins, share=True),
-        "taste_shift": mean_of(tastes["dpo-control"] - tastes["base"]),
-    }
+    def share(values: np.ndarray) -> dict[str, Any]:
+        return seed_aware_share(values, resamples=config.resamples, seed=config.seed)
+
+    control = {"win_rate": share(wins("control"))}
     curve = []
     for n in config.vote_counts:
-        model = tastes[f"dpo-{n}"]
-        wins = win_shares(model, tastes["base"])
-        curve.append({
-            "votes": n, **pair_counts[n], "n": len(wins),
-            "win_rate": mean_of(wins, share=True),
-            "taste_shift": mean_of(model - tastes["base"]),
-            # Head to head with the control, prompt by prompt: what the taste added beyond
-            # changing the model at all.
-            "win_rate_vs_control": mean_of(win_shares(model, tastes["dpo-control"]), share=True),
-            "taste_shift_vs_control": mean_of(model - tastes["dpo-control"]),
-        })  # fmt: skip
-    top = f"dpo-{max(config.vote_counts)}"
+        row: dict[str, Any] = {"votes": n, **pair_counts[n]}
+        for objective in config.objectives:
+            arm = f"{objective}-{n}"
+            row[objective] = {
+                "win_rate": share(wins(arm)),
+                # Head to head with the control of the same seed, prompt by prompt: what the
+                # taste added beyond changing the model at all (the headline).
+                "win_rate_vs_control": share(wins(arm, "control")),
+            }
+        if {"dpo", "kto"} <= set(config.objectives):
+            row["kto_vs_dpo"] = share(wins(f"kto-{n}", f"dpo-{n}"))
+        curve.append(row)
+    top = f"{config.objectives[0]}-{max(config.vote_counts)}-s0"
     real_dir = config.out / "real"
     real_paths, real_labels = [], []
     for i in range(config.real_covers):
@@ -427,27 +458,45 @@ def _pct(e: dict[str, float]) -> str:
 
 
 def report_markdown(results: dict[str, Any], top: str) -> str:
+    settings = results["settings"]
+    objectives = settings["objectives"]
+    seeds = settings["seeds"]
+    head = "| votes | pairs |"
+    rule = "|---|---|"
+    for objective in objectives:
+        name = objective.upper()
+        head += f" {name} vs control (95% CI) | {name} vs base (95% CI) |"
+        rule += "---|---|"
+    if "kto_vs_dpo" in results["win_rate_by_votes"][0]:
+        head += " KTO vs DPO (95% CI) |"
+        rule += "---|"
     lines = [
-        "# DPO miniature: results",
+        "# DPO and KTO miniature: results",
         "",
         f"Hidden taste: {results['taste']}.",
         "",
-        "| votes | pairs | held-out prompts n | win rate vs base (95% CI) | taste shift ×10³ "
-        "vs base (95% CI) | win rate vs control (95% CI) | taste shift ×10³ vs control (95% CI) |",
-        "|---|---|---|---|---|---|---|",
+        f"Win rates on {settings['held_out']} held-out prompts; every trained arm with {seeds} "
+        f"training seeds on the same votes (n = {seeds} × {settings['held_out']}); seed k "
+        "against seed k of the control (the largest vote count's pairs, a random half swapped: "
+        "no taste left). Intervals are seed-aware: the spread over seeds with a bootstrap over "
+        "prompts (docs/eval.md). Against the control is the headline: against the base, a model "
+        "also wins by merely being changed.",
+        "",
+        head,
+        rule,
     ]
     for row in results["win_rate_by_votes"]:
-        lines.append(
-            f"| {row['votes']} | {row['pairs']} | {row['n']} | {_pct(row['win_rate'])} | "
-            f"{_milli(row['taste_shift'])} | {_pct(row['win_rate_vs_control'])} | "
-            f"{_milli(row['taste_shift_vs_control'])} |"
-        )
+        line = f"| {row['votes']} | {row['pairs']} |"
+        for objective in objectives:
+            arm = row[objective]
+            line += f" {_pct(arm['win_rate_vs_control'])} | {_pct(arm['win_rate'])} |"
+        if "kto_vs_dpo" in row:
+            line += f" {_pct(row['kto_vs_dpo'])} |"
+        lines.append(line)
     control = results["control_swapped_pairs"]
     lines += [
         "",
-        f"Control (the {results['win_rate_by_votes'][-1]['votes']} votes' pairs, a random half "
-        f"swapped: no taste left), n = {control['n']}: win rate vs base "
-        f"{_pct(control['win_rate'])}, taste shift ×10³ {_milli(control['taste_shift'])}.",
+        f"Control against the base, n = {control['win_rate']['n']}: {_pct(control['win_rate'])}.",
     ]
     kid, pf = results["kid"], results["prompt_following"]
     k = lambda e: f"{1e3 * e['value']:.2f} ({1e3 * e['low']:.2f} – {1e3 * e['high']:.2f})"  # noqa: E731
@@ -511,12 +560,13 @@ def write_chart(
         draw.line((left - 4, y_of(r), left, y_of(r)), fill="black")
         draw.text((left - 40, y_of(r) - 6), f"{r:.0%}", fill="black")
     draw.line((left, y_of(0.5), right, y_of(0.5)), fill=(200, 0, 0))
-    for key, colour, dx in (("win_rate", (0, 0, 160), 0), ("win_rate_vs_control", (0, 130, 0), 6)):
+    series = [(o, "win_rate_vs_control", c, dx)
+              for (o, c, dx) in (("dpo", (0, 0, 160), 0), ("kto", (0, 130, 0), 6))
+              if o in curve[0]]  # fmt: skip
+    for objective, key, colour, dx in series:
         points = []
         for row in curve:
-            if key not in row:
-                continue
-            x, rate = x_of(row["votes"]) + dx, row[key]
+            x, rate = x_of(row["votes"]) + dx, row[objective][key]
             draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=colour, width=2)
             points.append((x, y_of(rate["value"])))
         if len(points) > 1:
@@ -525,19 +575,20 @@ def write_chart(
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=colour)
     for row in curve:
         draw.text((x_of(row["votes"]) - 10, bottom + 8), str(row["votes"]), fill="black")
-    draw.text((right - 170, top + 8), "DPO vs base", fill=(0, 0, 160))
-    draw.text((right - 170, top + 22), "DPO vs control", fill=(0, 130, 0))
+    for number, (objective, _, colour, _) in enumerate(series):
+        draw.text((right - 170, top + 8 + 14 * number), f"{objective.upper()} vs control",
+                  fill=colour)  # fmt: skip
     if control is not None and curve:
         x, rate = x_of(curve[-1]["votes"]) - 12, control["win_rate"]
         draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(140, 140, 140), width=2)
         draw.ellipse((x - 4, y_of(rate["value"]) - 4, x + 4, y_of(rate["value"]) + 4),
                      fill=(140, 140, 140))  # fmt: skip
-        draw.text((x - 150, y_of(rate["value"]) - 6), "control (swapped pairs)",
+        draw.text((x - 150, y_of(rate["value"]) - 6), "control vs base",
                   fill=(110, 110, 110))  # fmt: skip
-    n = curve[0]["n"] if curve else 0
-    draw.text((left, bottom + 30), f"closed votes used for DPO (n = {n} held-out prompts each)",
-              fill="black")  # fmt: skip
-    draw.text((left, 10), "win rate of DPO under the hidden taste (95% CI)",
+    n = curve[0][series[0][0]]["win_rate"]["n"] if curve and series else 0
+    draw.text((left, bottom + 30), f"closed votes used for training (n = {n} each: seeds × "
+              "held-out prompts)", fill="black")  # fmt: skip
+    draw.text((left, 10), "win rate against the taste-free control (seed-aware 95% CI)",
               fill="black")  # fmt: skip
     image.save(path)
 
@@ -575,6 +626,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--resamples", type=int, default=defaults.resamples)
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help=f"training seeds of every trained arm (default {defaults.seeds})",
+    )
+    parser.add_argument("--objectives", default=",".join(defaults.objectives),
+                        help="dpo, kto or both (default dpo,kto)")  # fmt: skip
+    parser.add_argument(
         "--inception", default=None, help="Inception TorchScript file (docs/eval.md)"
     )
     parser.add_argument(
@@ -593,12 +652,18 @@ def main(argv: list[str]) -> int:
             parser.error(
                 f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}"
             )
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    if not objectives or set(objectives) - {"dpo", "kto"}:
+        parser.error(f"--objectives must be dpo, kto or both, got {args.objectives!r}")
+    if args.seeds < 2:
+        parser.error(f"--seeds must be at least 2 (a spread needs two), got {args.seeds}")
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     config = MiniatureConfig(
         out=args.out, vote_counts=counts, held_out=args.held_out, real_covers=args.real_covers,
         steps=args.steps, beta=args.beta, learning_rate=args.learning_rate,
-        resamples=args.resamples, inception=args.inception, docs=args.docs,
+        resamples=args.resamples, inception=args.inception, docs=args.docs, seeds=args.seeds,
+        objectives=objectives,
     )  # fmt: skip
     results = run(config)
     print((config.out / "report.md").read_text())

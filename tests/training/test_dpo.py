@@ -412,3 +412,43 @@ def test_kto_without_both_kinds_of_image_is_one_line(tmp_path, capsys):
     (tmp_path / "pairs.jsonl").write_text(json.dumps(row) + "\n")
     assert main(["kto", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "KTO needs liked and disliked images" in capsys.readouterr().err
+
+
+def test_a_seed_aware_share_counts_the_spread_over_seeds():
+    from training.dpo_miniature import seed_aware_share
+
+    # Three seeds that disagree (0.9, 0.5, 0.7 of 10 prompts each): the seed-aware interval is
+    # wider than the prompts-only view of the pooled 30 answers would be.
+    wins = np.array([[1] * 9 + [0], [1] * 5 + [0] * 5, [1] * 7 + [0] * 3], dtype=float)
+    got = seed_aware_share(wins, resamples=300, seed=0)
+    assert got["value"] == pytest.approx(0.7) and got["n"] == 30 and got["seeds"] == 3
+    assert got["per_seed"] == pytest.approx([0.9, 0.5, 0.7])
+    assert 0.0 <= got["low"] <= 0.7 <= got["high"] <= 1.0
+    naive = 1.96 * math.sqrt(0.7 * 0.3 / 30)
+    assert got["high"] - got["value"] > naive or got["high"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_miniature_trains_dpo_kto_and_the_control_over_seeds(
+    tmp_path, cache_dir, embedded_model_dir, tiny_inception, monkeypatch
+):
+    """The whole loop at smoke size: two vote counts, two training seeds, both objectives."""
+    from training.dpo_miniature import MiniatureConfig, run
+
+    monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
+    config = MiniatureConfig(
+        out=tmp_path / "mini", vote_counts=(3, 6), held_out=4, real_covers=6, steps=2,
+        batch_pairs=2, seeds=2, resamples=50, inception=str(tiny_inception),
+    )  # fmt: skip
+    results = run(config, log=lambda *_: None)
+    row = results["win_rate_by_votes"][-1]
+    for objective in ("dpo", "kto"):
+        arm = row[objective]["win_rate_vs_control"]
+        assert arm["seeds"] == 2 and arm["n"] == 8 and len(arm["per_seed"]) == 2
+        assert arm["low"] <= arm["value"] <= arm["high"]
+    assert "kto_vs_dpo" in row
+    for k in range(2):
+        assert (tmp_path / "mini" / f"kto-6-s{k}" / "training_report.json").is_file()
+        assert (tmp_path / "mini" / f"control-s{k}" / "lora").is_dir()
+    report = (tmp_path / "mini" / "report.md").read_text()
+    assert "KTO vs control" in report and "KTO vs DPO" in report
