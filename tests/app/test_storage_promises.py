@@ -1,0 +1,160 @@
+"""Storage promises an independent mutation sample found untested (issue 36): secure delete on
+the file's bytes, an unlink that takes the pending link with it, the vote export's window and
+tally, and a context manager that closes. Each test names the mutant it was seen to kill."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.app.storage import Storage
+
+TOKENS = b"sealed-token-blob-" + bytes(range(48, 122))  # distinctive: found by a byte search
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test sets; each reading moves it on one second."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
+    with Storage(tmp_path / "cover.db", now=clock) as storage:
+        yield storage
+
+
+def file_bytes(path: Path) -> bytes:
+    """The database file and its -wal/-shm companions, as they are on disk."""
+    return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
+
+
+def link(storage: Storage, user: str = "111", tokens: bytes = TOKENS) -> None:
+    storage.save_spotify_account(
+        discord_user_id=user,
+        spotify_user_id=f"spot-{user}",
+        display_name=None,
+        scopes="playlist-read-private",
+        tokens=tokens,
+        expires_at=LATER,
+    )
+
+
+@pytest.fixture
+def sqlite_without_secure_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new connection starts with ``secure_delete`` off, as on a SQLite built without
+    SQLITE_SECURE_DELETE (python.org's and Homebrew's builds; Debian's has it on, which is why
+    removing the pragma went unnoticed here)."""
+    connect = sqlite3.connect
+
+    def connect_without_secure_delete(*args, **kwargs) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete = OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect_without_secure_delete)
+
+
+@pytest.mark.usefixtures("sqlite_without_secure_delete")
+def test_unlinked_tokens_leave_the_file_even_where_sqlite_keeps_deleted_rows(tmp_path: Path):
+    """Kills: deleting ``PRAGMA secure_delete = ON`` in ``Storage._open``."""
+    # The check can see a leftover: a plain connection with the same default keeps the bytes.
+    plain_path = tmp_path / "plain.db"
+    plain = sqlite3.connect(plain_path)
+    plain.execute("CREATE TABLE t (b BLOB)")
+    plain.execute("INSERT INTO t VALUES (?)", [TOKENS])
+    plain.commit()
+    plain.execute("DELETE FROM t")
+    plain.commit()
+    plain.close()
+    assert TOKENS in plain_path.read_bytes()
+
+    path = tmp_path / "cover.db"
+    with Storage(path) as storage:
+        link(storage)
+        link(storage, user="222", tokens=b"another-user")  # the page keeps other rows
+        assert TOKENS in file_bytes(path)
+        assert storage.delete_spotify_account("111")
+        assert TOKENS not in file_bytes(path)
+        assert bytes(storage.spotify_account("222")["tokens"]) == b"another-user"
+
+
+def test_unlinking_drops_the_persons_pending_link_and_nobody_elses(storage: Storage):
+    """Kills: deleting ``DELETE FROM link_states …`` in ``delete_spotify_account``."""
+    link(storage)
+    for user in ("111", "222"):
+        storage.save_link_state(
+            state_hash=f"h{user}", discord_user_id=user, verifier=b"v", expires_at=LATER
+        )
+    assert storage.delete_spotify_account("111")
+    assert storage.take_link_state("h111") is None  # a link begun before the unlink is void
+    assert storage.take_link_state("h222")["discord_user_id"] == "222"
+
+
+def test_a_context_manager_closes_the_connection(tmp_path: Path):
+    """Kills: ``__exit__`` without ``self.close()``."""
+    with Storage(tmp_path / "cover.db") as storage:
+        assert storage.spotify_account("111") is None
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        storage.db.execute("SELECT 1")
+
+
+def closed_vote(storage: Storage, message_id: str, votes: dict[str, int], *, reason: str) -> str:
+    """A three-candidate post voted on and closed; returns its ``closed_at``."""
+    request_id = storage.record_request(
+        source="discord",
+        user_id="111",
+        playlist_id="p",
+        playlist_name="p",
+        model="embedded",
+        params={"steps": 4},
+        prompts=[{"text": "t", "seed": 1}],
+    )
+    storage.register_cover_message(
+        message_id=message_id, channel_id="c", request_id=request_id, candidate_count=3
+    )
+    for user, choice in votes.items():
+        storage.cast_vote(message_id=message_id, user_id=user, choice=choice)
+    storage.close_vote(message_id, winner=max(votes.values()), reason=reason)
+    return storage.cover_message(message_id)["closed_at"]
+
+
+def test_the_vote_export_window_is_since_inclusive_until_exclusive(storage: Storage):
+    """Kills: dropping the ``until`` filter, ``<`` → ``<=`` on it, ``>=`` → ``>`` on ``since``."""
+    stamps = [closed_vote(storage, f"m{n}", {"u": 1}, reason="timer") for n in range(1, 4)]
+    moments = [datetime.fromisoformat(stamp) for stamp in stamps]
+
+    def window(**bounds) -> list[str]:
+        return [vote["message_id"] for vote in storage.closed_votes(**bounds)]
+
+    assert window() == ["m1", "m2", "m3"]
+    assert window(until=moments[1]) == ["m1"]  # closed at `until`: left for the next export
+    assert window(since=moments[1]) == ["m2", "m3"]  # closed at `since`: in
+    assert window(since=moments[0], until=moments[2]) == ["m1", "m2"]
+    assert window(since=moments[2], until=moments[0]) == []
+
+
+def test_the_vote_export_carries_each_votes_tally(storage: Storage):
+    """Kills: deleting ``row["tally"] = self.tally(…)`` in ``closed_votes``; every candidate
+    is present, unvoted ones with 0, and a vote closed because its post was deleted is left
+    out."""
+    closed_vote(storage, "m1", {"a": 2, "b": 2, "c": 3}, reason="timer")
+    closed_vote(storage, "gone", {"a": 1}, reason="deleted")
+    [vote] = storage.closed_votes()
+    assert vote["message_id"] == "m1"
+    assert vote["tally"] == {1: 0, 2: 2, 3: 1}
