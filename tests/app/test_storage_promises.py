@@ -5,13 +5,14 @@ tally, and a context manager that closes. Each test names the mutant it was seen
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.app.storage import Storage
+from bot.app.storage import Storage, StorageUnavailable, _reason
 
 TOKENS = b"sealed-token-blob-" + bytes(range(48, 122))  # distinctive: found by a byte search
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
@@ -114,8 +115,8 @@ def test_a_context_manager_closes_the_connection(tmp_path: Path):
         storage.db.execute("SELECT 1")
 
 
-def closed_vote(storage: Storage, message_id: str, votes: dict[str, int], *, reason: str) -> str:
-    """A three-candidate post voted on and closed; returns its ``closed_at``."""
+def request(storage: Storage) -> str:
+    """A recorded request with three candidates."""
     request_id = storage.record_request(
         source="discord",
         user_id="111",
@@ -125,6 +126,27 @@ def closed_vote(storage: Storage, message_id: str, votes: dict[str, int], *, rea
         params={"steps": 4},
         prompts=[{"text": "t", "seed": 1}],
     )
+    storage.add_candidates(
+        request_id,
+        [
+            dict(
+                index=i,
+                prompt=f"prompt {i}",
+                negative="",
+                seed=i,
+                png_path=f"c{i}.png",
+                jpeg_path=f"c{i}.jpg",
+                black_retries=0,
+            )
+            for i in range(1, 4)
+        ],
+    )
+    return request_id
+
+
+def closed_vote(storage: Storage, message_id: str, votes: dict[str, int], *, reason: str) -> str:
+    """A three-candidate post voted on and closed; returns its ``closed_at``."""
+    request_id = request(storage)
     storage.register_cover_message(
         message_id=message_id, channel_id="c", request_id=request_id, candidate_count=3
     )
@@ -150,7 +172,8 @@ def test_the_vote_export_window_is_since_inclusive_until_exclusive(storage: Stor
 
 
 def test_the_vote_export_carries_each_votes_tally(storage: Storage):
-    """Kills: deleting ``row["tally"] = self.tally(…)`` in ``closed_votes``; every candidate
+    """Kills: deleting ``row["tally"] = self.tally(…)`` in ``closed_votes`` (and mutmut's
+    ``row["candidates"] = None``); every candidate
     is present, unvoted ones with 0, and a vote closed because its post was deleted is left
     out."""
     closed_vote(storage, "m1", {"a": 2, "b": 2, "c": 3}, reason="timer")
@@ -158,3 +181,56 @@ def test_the_vote_export_carries_each_votes_tally(storage: Storage):
     [vote] = storage.closed_votes()
     assert vote["message_id"] == "m1"
     assert vote["tally"] == {1: 0, 2: 2, 3: 1}
+    assert vote["candidates"] == storage.candidates(vote["request_id"])  # mutmut: → None
+    assert [c["index"] for c in vote["candidates"]] == [1, 2, 3]
+
+
+# -- found by the project's own sample (tests.mutation_sample, seed 15) ------------------------
+
+
+def test_a_write_waits_only_as_long_as_the_busy_timeout(tmp_path: Path):
+    """Another program holding the write lock: the write gives up after ``busy_timeout_s``, not
+    sqlite3's default 5 s. Kills dropping ``timeout=self.busy_timeout_s`` in ``_open``."""
+    path = tmp_path / "cover.db"
+    with Storage(path, busy_timeout_s=0.1) as storage:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable, match=r"held its lock for over 0\.1 s"):
+                link(storage)
+            assert time.monotonic() - started < 2.5
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+
+def test_an_os_error_without_a_reason_is_named_by_its_type():
+    """Kills ``type(exc).__name__`` → ``type(None).__name__`` in ``_reason``."""
+    assert _reason(FileNotFoundError()) == "FileNotFoundError"
+    assert _reason(OSError(13, "Permission denied")) == "Permission denied"
+
+
+def test_a_requests_cover_post_is_found_or_none(storage: Storage, clock: Clock):
+    """Kills the two ``cover_message_of`` mutants no test reached (its query and its None)."""
+    request_id = request(storage)
+    assert storage.cover_message_of(request_id) is None
+    storage.register_cover_message(
+        message_id="m1", channel_id="c", request_id=request_id, candidate_count=2
+    )
+    assert storage.cover_message_of(request_id)["message_id"] == "m1"
+    assert storage.cover_message_of("unknown") is None
+
+
+def test_a_snapshot_row_names_its_playlist_for_a_person_reading_the_file(
+    storage: Storage, tmp_path: Path
+):
+    """The ``name`` and ``snapshot_id`` columns are for the sqlite3 shell (nothing reads them
+    back). Kills ``str(playlist.get("name") or "")`` → ``str(None)``."""
+    storage.save_snapshot({"id": "p1", "name": "late night drive", "snapshot_id": "s9"})
+    storage.save_snapshot({"id": "p2", "snapshot_id": 7})  # no name; a snapshot_id not a string
+    with sqlite3.connect(tmp_path / "cover.db") as conn:
+        rows = conn.execute(
+            "SELECT playlist_id, name, snapshot_id FROM playlist_snapshots ORDER BY playlist_id"
+        ).fetchall()
+    assert rows == [("p1", "late night drive", "s9"), ("p2", "", None)]
