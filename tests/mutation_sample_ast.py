@@ -40,6 +40,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = mutmut_config()["source_paths"]
     modules = args.modules or [p.removesuffix(".py").replace("/", ".") for p in paths]
 
+    # A stopped run (kill PID) still removes its copy: SIGTERM unwinds like an exception.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="mutation-ast-") as tmp:
         # 1. A copy of the packages; the tests run there.
         work = Path(tmp)

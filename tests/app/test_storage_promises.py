@@ -234,3 +234,11 @@ def test_a_snapshot_row_names_its_playlist_for_a_person_reading_the_file(
             "SELECT playlist_id, name, snapshot_id FROM playlist_snapshots ORDER BY playlist_id"
         ).fetchall()
     assert rows == [("p1", "late night drive", "s9"), ("p2", "", None)]
+
+
+@pytest.mark.parametrize("playlist_id", [None, "", 42])
+def test_a_snapshot_needs_an_id_string(storage: Storage, playlist_id):
+    """Kills ``not isinstance(playlist_id, str) or not playlist_id`` → ``and`` (a truthy id of
+    another type got in), found by tests.mutation_sample_ast."""
+    with pytest.raises(ValueError, match="'id' string"):
+        storage.save_snapshot({"id": playlist_id, "name": "n"})
