@@ -228,3 +228,52 @@ async def test_close_without_drain_stops_an_idle_worker_at_once():
         busy.gate.set()
         await asyncio.wait_for(closing, GUARD_S)
     assert idle.calls == []
+
+
+# -- a bug of our own (found by the project's sample, tests.mutation_sample) --------------------
+
+
+async def test_a_bug_of_ours_fails_the_jobs_it_was_running_with_a_sentence(monkeypatch):
+    """The queue's own code raising mid-work ends the jobs with the 'failed on our side'
+    sentence, and the worker lives on. Kills ``GenerationFailed(_internal_error_message(…))`` →
+    ``GenerationFailed(None)`` in ``_work``."""
+    queue = GenerationQueue(Runner())
+
+    def broken(*args, **kwargs) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(queue, "_collect", broken)
+    await queue.start()
+    handle = queue.submit(job("alice", "a"))
+    result = await outcome(handle)
+    assert isinstance(result, GenerationFailed)
+    assert f"job {handle.id[:8]} failed on our side" in str(result)
+    monkeypatch.undo()
+    assert len((await outcome(queue.submit(job("bob", "b")))).images) == 1
+    await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+async def test_calls_that_end_without_every_image_fail_the_job_with_a_sentence(monkeypatch):
+    """Every call over, an image still missing: the job fails at once, not hangs. Kills
+    ``GenerationFailed(_internal_error_message(…))`` → ``GenerationFailed(None)`` at the end of
+    ``_run_work``."""
+    queue = GenerationQueue(Runner())
+    monkeypatch.setattr(queue, "_collect", lambda *args, **kwargs: None)  # images dropped
+    await queue.start()
+    handle = queue.submit(job("alice", "a"))
+    result = await outcome(handle)
+    assert isinstance(result, GenerationFailed) and "failed on our side" in str(result)
+    await asyncio.wait_for(queue.close(), GUARD_S)
+
+
+async def test_a_runner_returning_too_few_images_is_not_logged_as_our_bug(caplog):
+    """The wrong number of images fails the job through its own branch, not the safety net
+    for our bugs. Kills ``self._end(handle, GenerationFailed(…))`` → ``self._end(
+    GenerationFailed(…))`` in ``_call`` (a TypeError the safety net then caught)."""
+    queue = GenerationQueue(lambda params, specs, control: [])
+    await queue.start()
+    result = await outcome(queue.submit(job("alice", "a")))
+    await asyncio.wait_for(queue.close(), GUARD_S)
+    assert isinstance(result, GenerationFailed) and "failed on our side" in str(result)
+    assert "the runner returned 0 image(s) for 1" in caplog.text
+    assert "internal error" not in caplog.text
