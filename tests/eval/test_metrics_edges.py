@@ -1,0 +1,203 @@
+"""The statistics where an independent mutation sample found them untested (issue 36): an
+interval's width against a known spread, FID∞ against a curve with a known intercept, the
+smallest inputs each function takes and the first it refuses, and KID's refusal of a set without
+two different images. Each test names the mutant it was seen to kill. Pure NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import eval.metrics
+from eval.metrics import (
+    bootstrap,
+    feature_statistics,
+    fid_infinity,
+    frechet_distance_from_features,
+    half_sample_replicates,
+    interval_from_replicates,
+    kernel_inception_distance,
+    kid_replicates,
+    kid_value,
+)
+
+Z95, Z90 = 1.959963984540054, 1.6448536269514722  # NormalDist().inv_cdf(0.975), (0.95)
+
+
+# -- interval widths against a known spread ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("confidence", "z"), [(0.95, Z95), (0.90, Z90)])
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_an_interval_is_the_estimate_plus_minus_z_scale_sd(confidence, z, scale):
+    """Replicates 1, 3, 5, 7: standard deviation (ddof 1) √(20/3). Kills ``z * scale * std`` →
+    ``z / scale * std``, ddof 1 → 0 and the confidence → z mapping."""
+    estimate = interval_from_replicates(
+        10.0, np.array([1.0, 3.0, 5.0, 7.0]), confidence=confidence, scale=scale
+    )
+    half = z * scale * math.sqrt(20.0 / 3.0)
+    assert estimate.value == 10.0
+    assert estimate.low == pytest.approx(10.0 - half, rel=1e-12)
+    assert estimate.high == pytest.approx(10.0 + half, rel=1e-12)
+
+
+def test_two_replicates_are_enough_for_an_interval_and_one_is_not():
+    """Kills ``len(reps) < 2`` → ``<= 2``."""
+    two = interval_from_replicates(0.0, np.array([-1.0, 1.0]))
+    assert two.high == pytest.approx(Z95 * math.sqrt(2.0))
+    one = interval_from_replicates(0.0, np.array([1.0]))
+    assert math.isnan(one.low) and math.isnan(one.high)
+
+
+def test_half_samples_spread_like_the_standard_error_of_the_whole_sample():
+    """The mean of N = 400 draws with σ = 2 has standard error σ/√N = 0.1; half-samples without
+    replacement have (N − d)/d · Var(θ_half) = Var(θ_N) (docs of half_sample_replicates), so their
+    spread is that standard error. Kills halving the rows by another divisor, drawing with
+    replacement and dropping the rows' sort."""
+    data = np.random.default_rng(3).normal(0.0, 2.0, size=400)
+    standard_error = data.std(ddof=1) / math.sqrt(len(data))
+    seen_rows: list[np.ndarray] = []
+
+    def mean_of(real_rows: np.ndarray, prompt_rows: np.ndarray) -> float:
+        seen_rows.append(real_rows)
+        assert len(prompt_rows) == 5  # ⌊11/2⌋ prompts
+        return float(data[real_rows].mean())
+
+    reps = half_sample_replicates(mean_of, len(data), 11, resamples=400, seed=1)
+    assert reps.shape == (400,)
+    assert reps.std(ddof=1) == pytest.approx(standard_error, rel=0.12)
+    for rows in seen_rows:
+        assert len(rows) == 200 and len(set(rows.tolist())) == 200
+        assert (np.diff(rows) > 0).all()
+
+
+# -- FID∞ against a curve with a known intercept --------------------------------------------------
+
+
+def test_fid_infinity_recovers_the_intercept_of_an_exact_one_over_n_curve(monkeypatch):
+    """FID replaced by a + b/N of the second set's size: the fit must return a exactly. Kills
+    ``np.ones_like(…)`` → ``2.0 * …`` in the design matrix, the slope column ``1.0 / N`` → ``N``,
+    the sizes of the first set recorded instead of the second's, and the smallest fraction."""
+    a, b = 3.0, 250.0
+    monkeypatch.setattr(eval.metrics, "frechet_distance_from_features", lambda x, y: a + b / len(y))
+    x1, x2 = np.zeros((300, 2)), np.zeros((200, 2))
+    infinite, sizes, fids = fid_infinity(x1, x2, points=4, smallest=0.25)
+    assert sizes.tolist() == [50.0, 100.0, 150.0, 200.0]
+    assert fids == pytest.approx(a + b / sizes, rel=1e-12)
+    assert infinite == pytest.approx(a, rel=1e-9)
+
+
+def test_fid_infinity_of_two_samples_of_one_gaussian_is_near_zero():
+    """Real FIDs: both sets from N(0, I₄), so the true FID is 0 and each FID at N is the
+    small-sample bias alone, larger for smaller sets; the extrapolation removes most of it."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(2000, 4)), rng.normal(size=(2000, 4))
+    infinite, _, fids = fid_infinity(x, y, points=5, smallest=0.2)
+    assert fids[0] > fids[-1] > 0.0  # smaller sets: larger bias
+    assert abs(infinite) < 0.5 * fids[-1]
+
+
+@pytest.mark.parametrize("smallest", [0.0, 1.0])
+def test_fid_infinity_refuses_fractions_outside_zero_to_one(smallest):
+    """Kills ``0.0 < smallest`` → ``<=`` and ``smallest < 1.0`` → ``<=``."""
+    features = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match="0 < smallest < 1"):
+        fid_infinity(features, features, points=3, smallest=smallest)
+
+
+def test_fid_infinity_fits_a_line_through_two_points():
+    """Kills ``points < 2`` → ``<= 2``."""
+    features = np.random.default_rng(0).normal(size=(40, 2))
+    _, sizes, _ = fid_infinity(features, features + 1.0, points=2, smallest=0.5)
+    assert sizes.tolist() == [20.0, 40.0]
+
+
+# -- the smallest input each function takes, and the first it refuses ----------------------------
+
+
+def test_two_rows_make_a_covariance_and_one_does_not():
+    """Kills ``len(x) < 2`` → ``<= 2`` in feature_statistics and ``min(…) < 2`` → ``<= 2`` in
+    frechet_distance_from_features (both routes: fewer and more rows than features)."""
+    two = np.array([[0.0, 1.0], [2.0, 3.0]])
+    mean, cov = feature_statistics(two)
+    assert mean.tolist() == [1.0, 2.0] and cov.tolist() == [[2.0, 2.0], [2.0, 2.0]]
+    wide = np.random.default_rng(1).normal(size=(2, 8))  # 2 rows < 8 features: the SVD route
+    assert frechet_distance_from_features(wide, wide) == pytest.approx(0.0, abs=1e-12)
+    assert frechet_distance_from_features(two, two + 1.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        feature_statistics(two[:1])
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance_from_features(two[:1], two)
+
+
+def test_kid_takes_subsets_of_two_rows_and_refuses_one():
+    """Kills ``m < 2`` → ``<= 2`` and ``subsets < 1`` → ``<= 1`` in kernel_inception_distance."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)) + 1.0
+    mean, std = kernel_inception_distance(x, y, subsets=1, subset_size=2, seed=0)
+    assert math.isfinite(mean) and std == 0.0  # one subset: no spread
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        kernel_inception_distance(x, y, subset_size=1)
+    with pytest.raises(ValueError, match="subsets must be at least 1"):
+        kernel_inception_distance(x, y, subsets=0)
+
+
+def test_half_samples_take_four_rows_and_refuse_three():
+    """Kills ``min(n_real, n_prompts) < 4`` → ``<= 4``."""
+    reps = half_sample_replicates(lambda r, p: np.array([len(r), len(p)]), 4, 5, resamples=3)
+    assert reps.tolist() == [[2.0, 2.0]] * 3
+    for n_real, n_prompts in ((3, 4), (4, 3)):
+        with pytest.raises(ValueError, match="at least 4 rows"):
+            half_sample_replicates(lambda r, p: 0.0, n_real, n_prompts)
+
+
+def test_a_bootstrap_without_resamples_is_the_estimate_alone_and_negative_is_refused():
+    """Kills ``resamples < 0`` → ``<= 0``."""
+    estimate = bootstrap(np.mean, (np.arange(5.0),), resamples=0)
+    assert estimate.value == 2.0 and math.isnan(estimate.low)
+    with pytest.raises(ValueError, match="resamples must be 0 or more, got -1"):
+        bootstrap(np.mean, (np.arange(5.0),), resamples=-1)
+
+
+# -- KID needs two different images ------------------------------------------------------------
+
+
+def test_kid_refuses_a_set_of_one_image_repeated():
+    """Identical rows are one image: no pair of different images to average. Kills ``count <=
+    0`` → ``< 0`` in weighted_pair_mean (a division by zero instead of the refusal)."""
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(5, 3))
+    same = np.repeat(rng.normal(size=(1, 3)), 4, axis=0)
+    with pytest.raises(ValueError, match="at least 2 different images"):
+        kid_value(real, same)
+    with pytest.raises(ValueError, match="at least 2 different images"):
+        kid_value(same, real)
+    two = np.concatenate([same, rng.normal(size=(1, 3))])  # two different images: enough
+    assert math.isfinite(kid_value(real, two))
+
+
+def test_kid_bootstrap_draws_again_when_a_resample_has_one_image():
+    """Three real rows, two of them one image: about a third of the draws hold one image only
+    and are drawn again. Each replicate is then the KID of its resample (duplicates are one
+    image, so their pairs drop out either way), in the seeded order of the draws. Kills
+    ``break`` → ``continue`` after a good draw and ``continue`` → ``break`` after a bad one
+    (which left a replicate unwritten)."""
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(1, 3)), rng.normal(size=(1, 3))
+    real = np.concatenate([a, a, b])
+    generated = rng.normal(size=(6, 3)) + 0.5
+    _, reps = kid_replicates(real, [generated], resamples=40, seed=0)
+
+    draws = np.random.default_rng(0)
+    expected, redrawn = [], 0
+    while len(expected) < 40:
+        rows = draws.integers(0, 3, 3)
+        prompts = draws.integers(0, 6, 6)
+        if set(rows.tolist()) <= {0, 1} or set(rows.tolist()) == {2}:
+            redrawn += 1  # one image only: drawn again
+            continue
+        expected.append(kid_value(real[rows], generated[prompts]))
+    assert redrawn > 5
+    assert reps[:, 0] == pytest.approx(expected, rel=1e-9, abs=1e-12)
