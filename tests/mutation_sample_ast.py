@@ -260,7 +260,9 @@ def run_tests(workdir: Path, files: list[str], timeout: float) -> tuple[str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.mutation_sample_ast", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("modules", nargs="*", help="dotted module names (default: all four)")
     parser.add_argument("--per-module", type=int, default=60, help="mutants drawn per module")
     parser.add_argument("--seed", type=int, default=36, help="seed of the draw")
