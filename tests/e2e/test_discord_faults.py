@@ -150,6 +150,42 @@ async def test_stopping_while_votes_are_read_back_is_quiet(
     assert tracebacks(caplog) == []
 
 
+async def test_super_reaction_votes_count_and_a_requesters_super_check_closes(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """Discord lists only normal reactors unless asked for ``type=1``: reading votes back
+    (at READY, and before every close) deleted the super-reaction votes the live events had
+    counted, and a requester's super-✅ made while the bot was away never closed (issue 40)."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        live = await ask(discord, ALICE, playlist_link, count=2)
+        away = await ask(discord, BOB, playlist_link, count=2)
+        await discord.react(BOB, live.id, "2️⃣", super_=True)
+        await discord.react(DAVE, live.id, "2️⃣", super_=True)
+        await discord.react(CAROL, live.id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(live.id)) == {1: 1, 2: 2})
+        async with aiohttp.ClientSession() as http:  # the fake lists them as Discord does
+            users = f"{discord.api_base}/channels/{discord.channel_id}/messages/{live.id}"
+            users += "/reactions/2️⃣"
+            async with http.get(users) as normal, http.get(users, params={"type": 1}) as burst:
+                assert [u["id"] for u in await normal.json()] == [str(discord.bot_user.id)]
+                assert [u["id"] for u in await burst.json()] == [str(BOB.id), str(DAVE.id)]
+        await discord.react(ALICE, live.id, "✅", super_=True)
+        result = await discord.wait_for(lambda: announcement(discord, live), timeout=30)
+        assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
+
+        await discord.react(CAROL, away.id, "1️⃣", super_=True)
+        await discord.wait_for(lambda: bot.storage.tally(str(away.id)) == {1: 1, 2: 0})
+        async with discord.offline(resumable=False):
+            await discord.react(DAVE, away.id, "2️⃣", super_=True)
+            await discord.react(ALICE, away.id, "2️⃣")
+            await discord.react(BOB, away.id, "✅", super_=True)
+        result = await discord.wait_for(lambda: announcement(discord, away), timeout=30)
+        assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
+        assert bot.storage.vote_of(str(away.id), str(CAROL.id)) == 1
+    assert tracebacks(caplog) == []
+
+
 # -- deleted posts and channels, lost permissions ----------------------------------------------
 
 

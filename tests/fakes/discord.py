@@ -18,6 +18,9 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - reactions made while no bot is connected change the message's state only: Discord never
   replays them as events, so a bot learns of them only by reading the message
   (``GET …/messages/{id}``, ``GET …/reactions/{emoji}``, paginated as on Discord);
+- people can super-react (``react(..., super_=True)``): the event says ``burst: true``, the
+  message counts it in ``count_details.burst``, and the list of who reacted holds only normal
+  reactions unless it is asked for ``type=1``, as on Discord;
 - a deleted message (:meth:`delete_message`) or channel (:meth:`delete_channel`) answers 404
   with Discord's codes (10008 Unknown Message, 10003 Unknown Channel), and a reply that
   references an unknown message is refused with 400 code 50035 unless the reference says
@@ -92,6 +95,12 @@ def _error(
     return web.Response(
         status=status, body=json.dumps(body), content_type="application/json", headers=headers
     )
+
+
+def _invalid(field_name: str, *problems: str, code: str = "BASE_TYPE_BAD") -> web.Response:
+    """Discord's 400 Invalid Form Body (50035), naming the field and what is wrong with it."""
+    errors = {field_name: {"_errors": [{"code": code, "message": p} for p in problems]}}
+    return _error(400, "Invalid Form Body", 50035, errors=errors)
 
 
 def _components_refused(components: Any) -> web.Response | None:
@@ -262,6 +271,8 @@ class FakeDiscord:
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
         self.reactions: dict[int, list[tuple[int, str]]] = {}  # message → (user id, emoji)
+        # Super reactions (Nitro's "burst" ones), apart: a person may show both kinds at once.
+        self.super_reactions: dict[int, list[tuple[int, str]]] = {}
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
         self.identified = 0  # gateway sessions started (IDENTIFY received)
@@ -355,22 +366,30 @@ class FakeDiscord:
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
-    async def react(self, user: FakeUser, message_id: int, emoji: str) -> None:
-        """``user`` adds a reaction. With no bot connected only the message changes: Discord
-        does not replay missed reaction events on the next connection."""
+    async def react(
+        self, user: FakeUser, message_id: int, emoji: str, *, super_: bool = False
+    ) -> None:
+        """``user`` adds a reaction (``super_``: a super reaction, Discord's "burst" kind).
+        With no bot connected only the message changes: Discord does not replay missed
+        reaction events on the next connection."""
         self.users[user.id] = user
         entry = (user.id, emoji)
-        if entry in self.reactions.setdefault(message_id, []):
-            return  # one reaction per person and emoji, as on Discord
-        self.reactions[message_id].append(entry)
+        kept = (self.super_reactions if super_ else self.reactions).setdefault(message_id, [])
+        if entry in kept:
+            return  # one reaction of each kind per person and emoji, as on Discord
+        kept.append(entry)
         await self._dispatch_if_connected(
-            "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji)
+            "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji, super_)
         )
 
-    async def unreact(self, user: FakeUser, message_id: int, emoji: str) -> None:
-        self.reactions[message_id].remove((user.id, emoji))
-        payload = self._reaction_payload(user, message_id, emoji)
+    async def unreact(
+        self, user: FakeUser, message_id: int, emoji: str, *, super_: bool = False
+    ) -> None:
+        (self.super_reactions if super_ else self.reactions)[message_id].remove((user.id, emoji))
+        payload = self._reaction_payload(user, message_id, emoji, super_)
         payload.pop("member")
+        payload.pop("message_author_id")
+        payload.pop("burst_colors")
         await self._dispatch_if_connected("MESSAGE_REACTION_REMOVE", payload)
 
     async def delete_message(self, message_id: int, *, event: bool = True) -> None:
@@ -379,6 +398,7 @@ class FakeDiscord:
         message = self.messages[message_id]
         message.deleted = True
         self.reactions.pop(message_id, None)
+        self.super_reactions.pop(message_id, None)
         if event:
             await self._dispatch_if_connected(
                 "MESSAGE_DELETE",
@@ -567,7 +587,9 @@ class FakeDiscord:
             },
         }
 
-    def _reaction_payload(self, user: FakeUser, message_id: int, emoji: str) -> dict[str, Any]:
+    def _reaction_payload(
+        self, user: FakeUser, message_id: int, emoji: str, super_: bool = False
+    ) -> dict[str, Any]:
         message = self.messages[message_id]
         return {
             "user_id": str(user.id),
@@ -577,9 +599,9 @@ class FakeDiscord:
             "emoji": {"id": None, "name": emoji},
             "member": user.member(),
             "message_author_id": str(message.author.id),
-            "burst": False,
-            "burst_colors": [],
-            "type": 0,
+            "burst": super_,
+            "burst_colors": ["#ffd700", "#ff8c00"] if super_ else [],
+            "type": 1 if super_ else 0,
         }
 
     # -- REST --------------------------------------------------------------------------------
@@ -703,24 +725,30 @@ class FakeDiscord:
         message = self._live(message_id)
         if message is None:
             return _error(404, "Unknown Message", 10008)
-        counts: dict[str, list[int]] = {}
-        for user_id, emoji in self.reactions.get(message_id, []):
-            counts.setdefault(emoji, []).append(user_id)
+        normal: dict[str, list[int]] = {}
+        burst: dict[str, list[int]] = {}
+        for kept, counts in ((self.reactions, normal), (self.super_reactions, burst)):
+            for user_id, emoji in kept.get(message_id, []):
+                counts.setdefault(emoji, []).append(user_id)
         reactions = [
             {
                 "emoji": {"id": None, "name": emoji},
-                "count": len(users),
-                "count_details": {"burst": 0, "normal": len(users)},
-                "me": self.bot_user.id in users,
-                "me_burst": False,
-                "burst_colors": [],
+                "count": len(normal.get(emoji, ())) + len(burst.get(emoji, ())),
+                "count_details": {
+                    "burst": len(burst.get(emoji, ())),
+                    "normal": len(normal.get(emoji, ())),
+                },
+                "me": self.bot_user.id in normal.get(emoji, ()),
+                "me_burst": self.bot_user.id in burst.get(emoji, ()),
+                "burst_colors": ["#ffd700", "#ff8c00"] if emoji in burst else [],
             }
-            for emoji, users in counts.items()
+            for emoji in dict.fromkeys([*normal, *burst])
         ]
         return _json(message.payload(reactions))
 
     def _reaction_users(self, request: web.Request, message_id: int, emoji: str) -> web.Response:
-        """Who reacted with ``emoji``: by user id, ``limit`` (1–100, default 25) after ``after``."""
+        """Who reacted with ``emoji``: by user id, ``limit`` (1–100, default 25) after ``after``;
+        normal reactions only unless ``type=1`` (super reactions), as on Discord."""
         refused = self._lacks(READ_MESSAGE_HISTORY)
         if refused is not None:
             return refused
@@ -728,7 +756,11 @@ class FakeDiscord:
             return _error(404, "Unknown Message", 10008)
         limit = min(100, max(1, int(request.query.get("limit", 25))))
         after = int(request.query.get("after", 0))
-        ids = sorted(u for u, e in self.reactions.get(message_id, []) if e == emoji and u > after)
+        kind = request.query.get("type", "0")
+        if kind not in ("0", "1"):
+            return _invalid("type", f"Value {kind!r} is not a valid enum value.")
+        kept = self.super_reactions if kind == "1" else self.reactions
+        ids = sorted(u for u, e in kept.get(message_id, []) if e == emoji and u > after)
         return _json([self.users[u].payload() for u in ids[:limit]])
 
     async def _delete_own_message(self, message_id: int) -> web.Response:
