@@ -287,11 +287,21 @@ def _refusal(error: discord.HTTPException) -> str:
     return "I am missing a permission there"
 
 
+CHOICES_LIMIT = 25  # Discord takes at most 25 autocomplete choices…
+CHOICE_LIMIT = 100  # …each name and string value at most 100 characters, or none at all
+
+
 def model_choices(current: str, offered: list[str] | None = None) -> list[app_commands.Choice[str]]:
-    """Names (default: the registry's) containing what was typed so far (Discord shows at
-    most 25)."""
-    names = [name for name in offered or list_models() if current.lower() in name.lower()]
-    return [app_commands.Choice(name=name, value=name) for name in names[:25]]
+    """Names (default: the registry's) containing what was typed so far, within Discord's
+    limits: one choice too long and Discord refuses the whole list. A name over 100 characters
+    (an operator's folder can have one) can't be a choice's value, so it is left out; it can
+    still be typed in full."""
+    names = [
+        name
+        for name in offered or list_models()
+        if current.lower() in name.lower() and len(name) <= CHOICE_LIMIT
+    ]
+    return [app_commands.Choice(name=name, value=name) for name in names[:CHOICES_LIMIT]]
 
 
 def _command_name(interaction: discord.Interaction) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import aiohttp
 import pytest
@@ -20,7 +21,9 @@ from tests.fakes.discord import (
     SEND_MESSAGES,
     FakeDiscord,
     FakeUser,
+    Interaction,
     Message,
+    snowflake,
 )
 from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
 
@@ -379,3 +382,62 @@ async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_
                 json={"content": "late"},
             ) as expired:
                 assert (expired.status, (await expired.json())["code"]) == (401, 50027)
+
+
+async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tmp_path, cache_dir):
+    """Discord's published limits (issue 40), each refusal with Discord's status and code."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord):
+        api, app = discord.api_base, discord.application_id
+        channel = f"{api}/channels/{discord.channel_id}/messages"
+        # Interactions the bot never saw, so only the test answers them.
+        unanswered = Interaction(snowflake(), "token-a", ALICE, "cover", {}, time.monotonic())
+        typed = Interaction(snowflake(), "token-b", ALICE, "cover", {}, time.monotonic(), kind=4)
+        discord.interactions |= {unanswered.id: unanswered, typed.id: typed}
+        hooked = f"{api}/webhooks/{app}/{unanswered.token}"
+
+        def files(*sizes: int) -> aiohttp.FormData:
+            form = aiohttp.FormData()
+            form.add_field("payload_json", '{"content": "covers"}')
+            for n, size in enumerate(sizes):
+                form.add_field(f"files[{n}]", b"\0" * size, filename=f"cover-{n}.png")
+            return form
+
+        async with aiohttp.ClientSession() as http:
+
+            async def answer(method: str, url: str, **kwargs) -> tuple[int, int]:
+                async with http.request(method, url, **kwargs) as response:
+                    return response.status, (await response.json())["code"]
+
+            async def callback(interaction, body) -> tuple[int, int]:
+                url = f"{api}/interactions/{interaction.id}/{interaction.token}/callback"
+                return await answer("POST", url, json=body)
+
+            assert await answer("POST", channel, json={"content": "x" * 2001}) == (400, 50035)
+            assert await answer("POST", channel, json={"content": ""}) == (400, 50006)
+            assert await answer("POST", channel, json={"embeds": [{}] * 11}) == (400, 50035)
+            assert await answer("POST", channel, data=files(*[1] * 11)) == (400, 50035)
+            discord.upload_limit = 1000  # a server's upload limit, per file
+            assert await answer("POST", channel, data=files(10, 1001)) == (413, 40005)
+            assert await answer("POST", hooked, json={"content": "early"}) == (404, 10015)
+            assert await callback(unanswered, {"type": 6}) == (400, 50035)
+            too_many = [{"name": f"m{n}", "value": f"m{n}"} for n in range(26)]
+            too_long = [{"name": "m" * 101, "value": "m"}]
+            for choices in (too_many, too_long):
+                assert await callback(typed, {"type": 8, "data": {"choices": choices}}) == (
+                    400,
+                    50035,
+                )
+            assert typed.acked_at is None and unanswered.acked_at is None
+            async with http.post(channel, json={"content": "hi"}) as made:
+                message_id = (await made.json())["id"]
+            emoji = f"{channel}/{message_id}/reactions/hello/@me"
+            assert await answer("PUT", emoji) == (400, 10014)
+            commands = f"{api}/applications/{app}/commands"
+            for bad in (
+                {"name": "Cover Art", "description": "spaces and capitals"},
+                {"name": "cover", "description": "d" * 101},
+                {"name": "cover", "description": "d", "options": [{"name": "o"}] * 26},
+            ):
+                assert await answer("PUT", commands, json=[bad]) == (400, 50035)
+    assert "cover" in [c["name"] for c in discord.commands]  # refused syncs changed nothing

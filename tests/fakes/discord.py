@@ -49,7 +49,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +68,16 @@ READ_MESSAGE_HISTORY = 1 << 16
 MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES
 # What the README's invite link grants the bot (permissions=101440).
 BOT_PERMISSIONS = MEMBER_PERMISSIONS | READ_MESSAGE_HISTORY
+# Discord's published limits (discord-api-docs, API v10: message resource, interactions, the
+# JSON error codes); what the fake enforces of each is said where it is checked.
+CONTENT_LIMIT = 2000  # characters in a message's content
+EMBEDS_LIMIT = 10
+ATTACHMENTS_LIMIT = 10  # files on one message
+UPLOAD_LIMIT = 10 * 1024**2  # bytes per file in a server without boosts
+# Callback types each interaction type takes: a slash command (2) a message (4) or
+# "thinking…" (5), a button (3) also an update of its message (6, 7), autocomplete (4) only
+# its choices (8); 9 (a modal) for the first two.
+CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}}
 ACK_DEADLINE_S = 3.0  # an interaction not acknowledged by then is gone
 TOKEN_LIFETIME_S = 15 * 60  # an interaction token's follow-ups and edits work this long
 _snowflakes = itertools.count(1_300_000_000_000_000_000)
@@ -97,10 +109,125 @@ def _error(
     )
 
 
-def _invalid(field_name: str, *problems: str, code: str = "BASE_TYPE_BAD") -> web.Response:
-    """Discord's 400 Invalid Form Body (50035), naming the field and what is wrong with it."""
-    errors = {field_name: {"_errors": [{"code": code, "message": p} for p in problems]}}
+def _invalid(where: str, *problems: str, code: str = "BASE_TYPE_BAD") -> web.Response:
+    """Discord's 400 Invalid Form Body (50035), its errors nested along ``where``
+    (``"data.choices.3.name"``) as Discord nests them."""
+    errors: dict[str, Any] = {"_errors": [{"code": code, "message": p} for p in problems]}
+    for key in reversed(where.split(".")):
+        errors = {key: errors}
     return _error(400, "Invalid Form Body", 50035, errors=errors)
+
+
+def _too_long(where: str, limit: int) -> web.Response:
+    return _invalid(where, f"Must be {limit} or fewer in length.", code="BASE_TYPE_MAX_LENGTH")
+
+
+def _message_refused(
+    body: dict[str, Any], files: list[Attachment], upload_limit: int
+) -> web.Response | None:
+    """Discord's limits on a message body (create, follow-up, edit, an interaction's reply),
+    or None if kept. Emptiness is the caller's to check: an edit may leave parts as they were."""
+    content = body.get("content") or ""
+    if len(content) > CONTENT_LIMIT:
+        return _too_long("content", CONTENT_LIMIT)
+    if len(body.get("embeds") or []) > EMBEDS_LIMIT:
+        return _too_long("embeds", EMBEDS_LIMIT)
+    if len(files) > ATTACHMENTS_LIMIT or len(body.get("attachments") or []) > ATTACHMENTS_LIMIT:
+        return _too_long("attachments", ATTACHMENTS_LIMIT)
+    if any(len(f.data) > upload_limit for f in files):  # the server's limit, for each file
+        return _error(413, "Request entity too large", 40005)
+    return _components_refused(body.get("components"))
+
+
+def _empty(body: dict[str, Any], files: list[Attachment]) -> bool:
+    return not (
+        body.get("content")
+        or body.get("embeds")
+        or files
+        or body.get("attachments")
+        or body.get("components")
+        or body.get("sticker_ids")
+        or body.get("poll")
+    )
+
+
+def _emoji_known(emoji: str) -> bool:
+    """A custom emoji as ``name:id``, or a Unicode emoji: symbols with their joiners,
+    variation selectors and keycaps (``1️⃣`` is ``1``, U+FE0F, U+20E3). Letters, spaces and
+    control characters make an unknown emoji."""
+    name, _, custom_id = emoji.partition(":")
+    if custom_id:
+        return bool(name) and custom_id.isdigit()
+    if not 1 <= len(emoji) <= 10:
+        return False
+    kinds = [unicodedata.category(c) for c in emoji]
+    if any(k[0] in "LZ" or k == "Cc" for k in kinds):
+        return False
+    return "So" in kinds or "\u20e3" in emoji or any(0x1F1E6 <= ord(c) <= 0x1F1FF for c in emoji)
+
+
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def _commands_refused(commands: Any) -> web.Response | None:
+    """Discord's limits on a command sync: at most 100 chat commands, names 1-32 lower-case
+    word characters or dashes, descriptions 1-100 characters, at most 25 options (and 25
+    choices) each, required options before optional ones."""
+    if not isinstance(commands, list) or len(commands) > 100:
+        return _too_long("_", 100)
+    for n, command in enumerate(commands):
+        if (refused := _command_refused(command, str(n))) is not None:
+            return refused
+    return None
+
+
+def _command_refused(item: dict[str, Any], where: str) -> web.Response | None:
+    name, description = item.get("name") or "", item.get("description") or ""
+    if not _COMMAND_NAME.match(name) or name != name.lower():
+        return _invalid(
+            f"{where}.name", "Command name is invalid", code="APPLICATION_COMMAND_INVALID_NAME"
+        )
+    if item.get("type", 1) == 1 and not 1 <= len(description) <= 100:
+        return _invalid(
+            f"{where}.description",
+            "Must be between 1 and 100 in length.",
+            code="BASE_TYPE_BAD_LENGTH",
+        )
+    options = list(item.get("options") or [])
+    if len(options) > 25:
+        return _too_long(f"{where}.options", 25)
+    choices = list(item.get("choices") or [])
+    if len(choices) > 25:
+        return _too_long(f"{where}.choices", 25)
+    for n, choice in enumerate(choices):
+        if not 1 <= len(str(choice.get("name") or "")) <= 100:
+            return _too_long(f"{where}.choices.{n}.name", 100)
+    required = [bool(o.get("required")) for o in options]
+    if required != sorted(required, reverse=True):
+        return _invalid(
+            f"{where}.options",
+            "Required options must be placed before non-required options",
+            code="APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+        )
+    for n, option in enumerate(options):
+        if (refused := _command_refused(option, f"{where}.options.{n}")) is not None:
+            return refused
+    return None
+
+
+def _choices_refused(data: dict[str, Any]) -> web.Response | None:
+    """An autocomplete answer: at most 25 choices, names 1-100 characters, string values up
+    to 100. One bad choice and Discord refuses the whole answer (people see no list)."""
+    choices = list(data.get("choices") or [])
+    if len(choices) > 25:
+        return _too_long("data.choices", 25)
+    for n, choice in enumerate(choices):
+        name, value = str(choice.get("name") or ""), choice.get("value")
+        if not 1 <= len(name) <= 100:
+            return _too_long(f"data.choices.{n}.name", 100)
+        if isinstance(value, str) and len(value) > 100:
+            return _too_long(f"data.choices.{n}.value", 100)
+    return None
 
 
 def _components_refused(components: Any) -> web.Response | None:
@@ -248,6 +375,7 @@ class Interaction:
     options: dict[str, Any]
     sent_at: float
     custom_id: str | None = None  # a button press: the button's custom_id
+    kind: int = 2  # Discord's interaction type: 2 a slash command, 3 a button, 4 autocomplete
     message_id: int | None = None  # a button press: the message the button is on
     acked_at: float | None = None
     # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result
@@ -275,6 +403,9 @@ class FakeDiscord:
         self.super_reactions: dict[int, list[tuple[int, str]]] = {}
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
+        # "METHOD /path: status code" of every request refused (4xx), for tests to read
+        self.refused: list[str] = []
+        self.upload_limit = UPLOAD_LIMIT  # bytes per file; a bigger one gets 413
         self.identified = 0  # gateway sessions started (IDENTIFY received)
         self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}  # everyone seen
         self.bot_permissions = BOT_PERMISSIONS  # in the one channel; see revoke()
@@ -336,7 +467,13 @@ class FakeDiscord:
         self, user: FakeUser, command: str, option: str, typed: str
     ) -> Interaction:
         interaction = Interaction(
-            snowflake(), f"token-{snowflake()}", user, command, {option: typed}, time.monotonic()
+            snowflake(),
+            f"token-{snowflake()}",
+            user,
+            command,
+            {option: typed},
+            time.monotonic(),
+            kind=4,
         )
         self.interactions[interaction.id] = interaction
         await self._dispatch(
@@ -358,6 +495,7 @@ class FakeDiscord:
             time.monotonic(),
             custom_id=custom_id,
             message_id=message_id,
+            kind=3,
         )
         self.interactions[interaction.id] = interaction
         payload = self._interaction_payload(interaction, 3)
@@ -578,7 +716,7 @@ class FakeDiscord:
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(self.guild_id)},
             "context": 0,
-            "attachment_size_limit": 10 * 1024**2,
+            "attachment_size_limit": self.upload_limit,
             "data": {
                 "id": command["id"] if command else str(snowflake()),
                 "name": name,
@@ -615,6 +753,9 @@ class FakeDiscord:
         if response is None:
             self.unknown.append(f"{request.method} {path}")
             return _json({"message": "404: Not Found", "code": 0}, status=404)
+        if response.status >= 400 and isinstance(response, web.Response):
+            code = json.loads(response.text)["code"] if response.text else None
+            self.refused.append(f"{request.method} {path}: {response.status} {code}")
         return response
 
     async def _route(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
@@ -625,9 +766,9 @@ class FakeDiscord:
             case ["oauth2", "applications", "@me"] if method == "GET":
                 return _json(self._application())
             case ["applications", _, "commands"] if method == "PUT":
-                return _json(self._sync(await request.json()))
+                return self._sync(await request.json())
             case ["applications", _, "guilds", _, "commands"] if method == "PUT":
-                return _json(self._sync(await request.json()))
+                return self._sync(await request.json())
             case ["interactions", interaction_id, token, "callback"] if method == "POST":
                 return await self._callback(request, int(interaction_id), token)
             case ["webhooks", _, token] if method == "POST":
@@ -663,7 +804,9 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _sync(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _sync(self, commands: list[dict[str, Any]]) -> web.Response:
+        if (refused := _commands_refused(commands)) is not None:
+            return refused
         self.commands = [
             {
                 **c,
@@ -673,7 +816,7 @@ class FakeDiscord:
             }
             for c in commands
         ]
-        return self.commands
+        return _json(self.commands)
 
     def _gone(self, channel_id: int) -> bool:
         return self.channel_deleted and channel_id == self.channel_id
@@ -692,7 +835,7 @@ class FakeDiscord:
 
     async def _create_message(self, request: web.Request, channel_id: int) -> web.Response:
         body, files = await _read_body(request)
-        if (refused := _components_refused(body.get("components"))) is not None:
+        if (refused := self._body_refused(body, files)) is not None:
             return refused
         refused = self._lacks(SEND_MESSAGES, *([ATTACH_FILES] if files else []))
         if refused is not None:
@@ -787,8 +930,24 @@ class FakeDiscord:
             return _json(
                 {"message": "Interaction has already been acknowledged.", "code": 40060}, 400
             )
-        interaction.acked_at = time.monotonic()
         body, files = await _read_body(request)
+        if body.get("type") not in CALLBACK_TYPES[interaction.kind]:
+            return _invalid(
+                "type",
+                f"Interaction response type {body.get('type')!r} is not valid for an "
+                f"interaction of type {interaction.kind}",
+                code="INTERACTION_RESPONSE_TYPE_INVALID",
+            )
+        data = body.get("data") or {}
+        if body["type"] == 8:
+            refused = _choices_refused(data)
+        elif body["type"] == 4:
+            refused = self._body_refused(data, files)
+        else:
+            refused = None
+        if refused is not None:
+            return refused
+        interaction.acked_at = time.monotonic()
         interaction.response_type = body["type"]
         interaction.response = body.get("data") or {}
         if body["type"] in (4, 5):
@@ -837,10 +996,12 @@ class FakeDiscord:
             return _error(404, "Unknown Webhook", 10015)
         if (expired := self._expired(interaction)) is not None:
             return expired
+        if interaction.acked_at is None:  # its webhook exists once the interaction is answered
+            return _error(404, "Unknown Webhook", 10015)
         if self._gone(self.channel_id):
             return _error(404, "Unknown Channel", 10003)
         body, files = await _read_body(request)
-        if (refused := _components_refused(body.get("components"))) is not None:
+        if (refused := self._body_refused(body, files)) is not None:
             return refused
         message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
         return _json(message.payload())
@@ -854,6 +1015,17 @@ class FakeDiscord:
         original = interaction.original
         if request.method == "PATCH":
             body, files = await _read_body(request)
+            if (refused := _message_refused(body, files, self.upload_limit)) is not None:
+                return refused
+            after = {
+                "content": body.get("content", original.content),
+                "components": body.get("components", original.components),
+                "attachments": (files or body["attachments"])
+                if files or "attachments" in body
+                else original.attachments,
+            }
+            if _empty(after, []):  # an edit may not leave the message empty either
+                return _error(400, "Cannot send an empty message", 50006)
             if "content" in body and body["content"] is not None:
                 original.content = body["content"]
                 original.edits.append(body["content"])
@@ -870,6 +1042,8 @@ class FakeDiscord:
         if self._live(message_id) is None:
             return _error(404, "Unknown Message", 10008)
         entry = (self.bot_user.id, emoji)
+        if not _emoji_known(emoji):
+            return _error(400, "Unknown Emoji", 10014)
         if request.method == "PUT":
             refused = self._lacks(READ_MESSAGE_HISTORY, ADD_REACTIONS)
             if refused is not None:
@@ -899,6 +1073,14 @@ class FakeDiscord:
             with contextlib.suppress(ValueError):
                 self.reactions[message_id].remove(entry)
         return web.Response(status=204)
+
+    def _body_refused(self, body: dict[str, Any], files: list[Attachment]) -> web.Response | None:
+        """A new message's body as Discord checks it: its limits, and never empty (50006)."""
+        if (refused := _message_refused(body, files, self.upload_limit)) is not None:
+            return refused
+        if _empty(body, files):
+            return _error(400, "Cannot send an empty message", 50006)
+        return None
 
     def _store(
         self,
