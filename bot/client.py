@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.app.accounts import SpotifyAccounts
 from bot.app.cover import CoverService
-from bot.app.errors import CannotPost
+from bot.app.errors import CannotPost, TooLargeToPost
 from bot.app.prompts import MAX_CANDIDATES
 from bot.app.runners import build_runners
 from bot.app.settings import Settings
@@ -236,6 +236,7 @@ async def post_result(
     content: str,
     *,
     files: Sequence[tuple[Path, str]],
+    smaller: Sequence[tuple[str, Sequence[tuple[Path, str]]]] = (),
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
     view: discord.ui.View | None = None,
 ) -> discord.Message:
@@ -243,9 +244,36 @@ async def post_result(
     channel message: for work that outlived the token, or was resumed after a restart.
 
     ``files`` are (path, name on Discord) pairs, opened for each attempt: discord.py closes a
-    message's files once it was sent, or failed to be.
+    message's files once it was sent, or failed to be. When Discord refuses them as over the
+    server's upload limit (413, code 40005: it depends on the server's boosts), each of
+    ``smaller`` is tried in turn: a line added to ``content`` saying what changed, and its
+    files. If none fits, :class:`TooLargeToPost`.
     """
+    attempts = [("", files), *smaller]
+    for n, (note, names) in enumerate(attempts):
+        text = f"{content}\n{note}" if note else content
+        try:
+            return await _post_once(
+                bot, interaction, channel_id, text, names, allowed_mentions, view
+            )
+        except discord.HTTPException as error:
+            if error.status != 413:
+                raise
+            if n == len(attempts) - 1:
+                raise TooLargeToPost(channel_id) from error
+            log.info("Channel %s: files over the upload limit, trying smaller ones", channel_id)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
+
+async def _post_once(
+    bot: commands.Bot,
+    interaction: discord.Interaction | None,
+    channel_id: int,
+    content: str,
+    files: Sequence[tuple[Path, str]],
+    allowed_mentions: discord.AllowedMentions,
+    view: discord.ui.View | None,
+) -> discord.Message:
     def opened() -> list[discord.File]:
         return [discord.File(path, filename=name) for path, name in files]
 

@@ -312,6 +312,46 @@ async def test_a_late_post_into_a_channel_the_bot_lost_says_why(
     assert tracebacks(caplog) == []
 
 
+async def test_covers_over_the_servers_upload_limit_go_up_smaller(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """A server's upload limit refused the PNGs (413): the covers were made, then never
+    posted (an incident). Now the Spotify JPEGs go up instead, with a line saying why."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.upload_limit = 64 * 1024  # the tiny model's PNGs are ~100 KB, its JPEGs ~30 KB
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await discord.wait_for(
+            lambda: next((m for m in discord.followups(interaction) if m.attachments), None),
+            timeout=60,
+        )
+        assert [a.filename for a in post.attachments] == ["cover-1.jpg", "cover-2.jpg"]
+        assert "upload limit" in post.content
+        assert any(": 413 40005" in r for r in discord.refused)
+        await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣", "2️⃣"])
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+    assert tracebacks(caplog) == []
+
+
+async def test_covers_that_fit_no_upload_limit_say_so(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.upload_limit = 1000  # nothing fits
+    async with running_bot(settings, discord):
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        reply = await discord.wait_for(
+            lambda: (
+                interaction.original
+                and next((e for e in interaction.original.edits if "upload limit" in e), None)
+            ),
+            timeout=60,
+        )
+        assert reply.startswith("The covers were made, but")
+        assert discord.followups(interaction) == []
+    assert tracebacks(caplog) == []
+
+
 # -- rate limits and the interaction token -----------------------------------------------------
 
 
