@@ -15,6 +15,7 @@ import time
 import aiohttp
 import pytest
 
+from bot.app.settings import Settings
 from bot.app.storage import Storage
 from tests.fakes.discord import (
     ADD_REACTIONS,
@@ -364,6 +365,26 @@ async def test_reactions_wait_out_discords_rate_limit(
         post = await ask(discord, ALICE, playlist_link)
         assert discord.bot_reactions(post.id) == ["1️⃣", "2️⃣", "3️⃣", "4️⃣"]
     assert discord.rate_limited >= 1  # at least one 429 was served, and waited out
+    assert tracebacks(caplog) == []
+
+
+async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """Every answer carries X-RateLimit-* headers and the interaction's webhook takes 3
+    requests a second: the status edits at the bot's own pace (the default setting) stay
+    within it, and the covers still go up with their vote (issue 40)."""
+    interval = Settings.model_fields["status_edit_interval_s"].default
+    settings = bot_settings(
+        discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=interval
+    )
+    discord.webhook_rate = (3, 1.0)
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await cover_post(discord, interaction)
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
 
 

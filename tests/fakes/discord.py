@@ -413,6 +413,10 @@ class FakeDiscord:
         self.reaction_interval_s = 0.0  # 0: no rate limit on reactions
         self.rate_limited = 0  # requests answered 429
         self._last_reaction = 0.0
+        # With (n, seconds) set: each interaction token's webhook (follow-ups, edits of the
+        # original) takes n requests per window, as Discord's webhook buckets do; the rest 429.
+        self.webhook_rate: tuple[int, float] | None = None
+        self._webhook_hits: dict[str, list[float]] = {}
         self._held_reads: dict[int, asyncio.Event] = {}  # message → released; see slow_reads()
         self.held_reads_waiting = 0  # GETs of a held message waiting now
         self._sockets: set[web.WebSocketResponse] = set()
@@ -753,6 +757,8 @@ class FakeDiscord:
         if response is None:
             self.unknown.append(f"{request.method} {path}")
             return _json({"message": "404: Not Found", "code": 0}, status=404)
+        if not response.prepared:
+            response.headers.update(self._rate_headers(path))
         if response.status >= 400 and isinstance(response, web.Response):
             code = json.loads(response.text)["code"] if response.text else None
             self.refused.append(f"{request.method} {path}: {response.status} {code}")
@@ -772,9 +778,9 @@ class FakeDiscord:
             case ["interactions", interaction_id, token, "callback"] if method == "POST":
                 return await self._callback(request, int(interaction_id), token)
             case ["webhooks", _, token] if method == "POST":
-                return await self._followup(request, token)
+                return self._webhook_limited(token) or await self._followup(request, token)
             case ["webhooks", _, token, "messages", "@original"]:
-                return await self._original(request, token)
+                return self._webhook_limited(token) or await self._original(request, token)
             case ["channels", channel_id, *_] if self._gone(int(channel_id)):
                 return _error(404, "Unknown Channel", 10003)
             case ["channels", channel_id, "messages"] if method == "POST":
@@ -789,6 +795,53 @@ class FakeDiscord:
             case ["channels", _, "messages", message_id, "reactions", emoji] if method == "GET":
                 await self._held(int(message_id))
                 return self._reaction_users(request, int(message_id), emoji)
+        return None
+
+    def _rate_headers(self, path: str) -> dict[str, str]:
+        """Discord's ``X-RateLimit-*`` headers: a webhook's real bucket when
+        :attr:`webhook_rate` is set, elsewhere a bucket far from its limit."""
+        parts = path.split("/")
+        limit, window, used = 50, 1.0, 1
+        bucket = "/".join(parts[1:4] if parts[1:2] == ["webhooks"] else parts[1:3])
+        if parts[1:2] == ["webhooks"] and self.webhook_rate is not None:
+            limit, window = self.webhook_rate
+            used = len(self._recent(parts[3], window))
+        now = time.time()
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - used)),
+            "X-RateLimit-Reset": f"{now + window:.3f}",
+            "X-RateLimit-Reset-After": f"{window:.3f}",
+            "X-RateLimit-Bucket": f"fake-{bucket}",
+        }
+
+    def _recent(self, token: str, window: float) -> list[float]:
+        now = time.monotonic()
+        hits = [t for t in self._webhook_hits.get(token, []) if now - t < window]
+        self._webhook_hits[token] = hits
+        return hits
+
+    def _webhook_limited(self, token: str) -> web.Response | None:
+        """429 when the token's webhook bucket is spent (see :attr:`webhook_rate`)."""
+        if self.webhook_rate is None:
+            return None
+        limit, window = self.webhook_rate
+        hits = self._recent(token, window)
+        if len(hits) >= limit:
+            self.rate_limited += 1
+            wait = round(window - (time.monotonic() - hits[0]), 3)
+            return _error(
+                429,
+                "You are being rate limited.",
+                0,
+                retry_after=wait,
+                headers={
+                    "Via": "1.1 google",
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Scope": "user",
+                },
+            )
+        hits.append(time.monotonic())
         return None
 
     def _application(self) -> dict[str, Any]:
