@@ -36,6 +36,16 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
   per interval, and a faster one gets 429 with ``retry_after`` (counted in
   :attr:`FakeDiscord.rate_limited`);
+- bodies are held to Discord's published limits (the constants below): content up to 2,000
+  characters, 10 embeds, 10 files, each file within the server's upload limit
+  (:attr:`FakeDiscord.upload_limit`; over it 413 code 40005), never empty (50006), autocomplete
+  answers of at most 25 choices of up to 100 characters, only the callback types an
+  interaction takes, follow-ups only once it was answered (404 code 10015), known emoji only
+  (10014), command syncs within Discord's name, description and option limits; every refusal
+  is kept in :attr:`FakeDiscord.refused`;
+- every answer carries ``X-RateLimit-*`` headers, and with :attr:`FakeDiscord.webhook_rate`
+  set an interaction's webhook takes only so many requests a second (the rest 429 with
+  ``Retry-After``);
 - reading a message back can be slow (:meth:`FakeDiscord.slow_reads` holds one message's reads),
   so a bot reconciling its open votes after READY can be caught half-way by live events.
 
