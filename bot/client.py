@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.app.accounts import SpotifyAccounts
 from bot.app.cover import CoverService
-from bot.app.errors import CannotPost
+from bot.app.errors import CannotPost, TooLargeToPost
 from bot.app.prompts import MAX_CANDIDATES
 from bot.app.runners import build_runners
 from bot.app.settings import Settings
@@ -236,6 +236,7 @@ async def post_result(
     content: str,
     *,
     files: Sequence[tuple[Path, str]],
+    smaller: Sequence[tuple[str, Sequence[tuple[Path, str]]]] = (),
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
     view: discord.ui.View | None = None,
 ) -> discord.Message:
@@ -243,9 +244,36 @@ async def post_result(
     channel message: for work that outlived the token, or was resumed after a restart.
 
     ``files`` are (path, name on Discord) pairs, opened for each attempt: discord.py closes a
-    message's files once it was sent, or failed to be.
+    message's files once it was sent, or failed to be. When Discord refuses them as over the
+    server's upload limit (413, code 40005: it depends on the server's boosts), each of
+    ``smaller`` is tried in turn: a line added to ``content`` saying what changed, and its
+    files. If none fits, :class:`TooLargeToPost`.
     """
+    attempts = [("", files), *smaller]
+    for n, (note, names) in enumerate(attempts):
+        text = f"{content}\n{note}" if note else content
+        try:
+            return await _post_once(
+                bot, interaction, channel_id, text, names, allowed_mentions, view
+            )
+        except discord.HTTPException as error:
+            if error.status != 413:
+                raise
+            if n == len(attempts) - 1:
+                raise TooLargeToPost(channel_id) from error
+            log.info("Channel %s: files over the upload limit, trying smaller ones", channel_id)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
+
+async def _post_once(
+    bot: commands.Bot,
+    interaction: discord.Interaction | None,
+    channel_id: int,
+    content: str,
+    files: Sequence[tuple[Path, str]],
+    allowed_mentions: discord.AllowedMentions,
+    view: discord.ui.View | None,
+) -> discord.Message:
     def opened() -> list[discord.File]:
         return [discord.File(path, filename=name) for path, name in files]
 
@@ -287,11 +315,21 @@ def _refusal(error: discord.HTTPException) -> str:
     return "I am missing a permission there"
 
 
+CHOICES_LIMIT = 25  # Discord takes at most 25 autocomplete choices…
+CHOICE_LIMIT = 100  # …each name and string value at most 100 characters, or none at all
+
+
 def model_choices(current: str, offered: list[str] | None = None) -> list[app_commands.Choice[str]]:
-    """Names (default: the registry's) containing what was typed so far (Discord shows at
-    most 25)."""
-    names = [name for name in offered or list_models() if current.lower() in name.lower()]
-    return [app_commands.Choice(name=name, value=name) for name in names[:25]]
+    """Names (default: the registry's) containing what was typed so far, within Discord's
+    limits: one choice too long and Discord refuses the whole list. A name over 100 characters
+    (an operator's folder can have one) can't be a choice's value, so it is left out; it can
+    still be typed in full."""
+    names = [
+        name
+        for name in offered or list_models()
+        if current.lower() in name.lower() and len(name) <= CHOICE_LIMIT
+    ]
+    return [app_commands.Choice(name=name, value=name) for name in names[:CHOICES_LIMIT]]
 
 
 def _command_name(interaction: discord.Interaction) -> str:

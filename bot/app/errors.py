@@ -148,3 +148,17 @@ class CannotPost(CoverError):
             "Add Reactions and Read Message History there."
         )
         self.channel_id = channel_id
+
+
+class TooLargeToPost(CannotPost):
+    """Discord refused even the smallest files the bot had as over the server's upload limit
+    (413); the covers were made and stay on the bot's disk."""
+
+    def __init__(self, channel_id: int) -> None:
+        CoverError.__init__(
+            self,
+            f"The covers were made, but even their smallest files are over this server's "
+            f"upload limit, so I can't post them in <#{channel_id}>. Boosting the server "
+            "raises the limit.",
+        )
+        self.channel_id = channel_id

@@ -163,8 +163,16 @@ class CoverCog(commands.Cog):
         Through the interaction while its token lives; as a plain channel message otherwise
         (a job that outlived the token, or one resumed after a restart).
         """
-        files = [(c.png_path, f"cover-{c.index}.png") for c in cover.candidates]
-        files.append((cover.sheet_path, "sheet.png"))
+        sheet = (cover.sheet_path, "sheet.png")
+        files = [*((c.png_path, f"cover-{c.index}.png") for c in cover.candidates), sheet]
+        jpegs = [(c.jpeg_path, f"cover-{c.index}.jpg") for c in cover.candidates]
+        # Lighter posts for a server whose upload limit refuses the PNGs (it depends on boosts).
+        limit = "(This server's upload limit refused the PNGs"
+        smaller = [
+            (f"{limit}: the Spotify JPEGs instead.)", [*jpegs, sheet]),
+            (f"{limit} and the sheet: the Spotify JPEGs only.)", jpegs),
+            (f"{limit} and the JPEGs: the numbered sheet only.)", [sheet]),
+        ]
         numbers = " ".join(NUMBER_EMOJI[: len(cover.candidates)])
         content = (
             f"<@{user_id}>: covers for **{_escape(cover.facts.name)}**. "
@@ -182,6 +190,7 @@ class CoverCog(commands.Cog):
             channel_id,
             content,
             files=files,
+            smaller=smaller,
             allowed_mentions=mentions,
             view=controls_view(cover.request_id, len(cover.candidates)),
         )

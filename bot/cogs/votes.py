@@ -6,6 +6,8 @@ they must keep counting after a restart). Every decision reads SQLite, never mem
 Discord does not replay reactions added or taken back while the bot was disconnected, so at
 every READY (the start, and a reconnection that could not resume) each open vote is read back
 from its message and the database reconciled with what people see (:meth:`VotesCog.reconcile`).
+Reading back asks for both kinds of reaction: Discord lists super reactions only when asked
+(``type=1``), and a super-reaction vote (or a requester's super-✅) counts like any other.
 Closing a vote reads its post back first, under the same lock: Discord is the source of truth,
 and a ✅ may arrive before the reconciliation after a reconnection has reached that post.
 Stopping the bot while it reads is quiet: the votes stay open for the next start.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,7 +158,7 @@ class VotesCog(commands.Cog):
             choice = _choice(emoji, message["candidate_count"])
             if choice is None and emoji != CLOSE_EMOJI:
                 continue
-            async for user in reaction.users():  # pages of 100, as Discord serves them
+            async for user in _reactors(reaction):
                 if self.bot.user is not None and user.id == self.bot.user.id:
                     continue
                 if choice is not None:
@@ -297,6 +300,21 @@ class VotesCog(commands.Cog):
 # What reading a post back can raise besides a refusal: a 5xx, a dropped connection, or the
 # HTTP session closed under the read by a stop (aiohttp raises RuntimeError for that).
 _UNREADABLE = (discord.HTTPException, aiohttp.ClientError, OSError, RuntimeError)
+
+
+async def _reactors(reaction: discord.Reaction) -> AsyncIterator[discord.abc.Snowflake]:
+    """Everyone who reacted with ``reaction``, normally or with a super reaction: Discord lists
+    only normal reactors unless asked for super ones (``type=1``), and a super-reaction vote
+    counts like any other. Pages of 100, as Discord serves them; a kind nobody used is not
+    asked for. Someone who used both kinds comes twice."""
+    kinds = (
+        (discord.ReactionType.normal, reaction.normal_count),
+        (discord.ReactionType.burst, reaction.burst_count),
+    )
+    for kind, count in kinds:
+        if count:
+            async for user in reaction.users(type=kind):
+                yield user
 
 
 def _why(error: BaseException) -> str:

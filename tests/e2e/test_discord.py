@@ -118,6 +118,20 @@ async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_d
         assert "sd15" in names and "embedded" not in names
 
 
+async def test_model_autocomplete_stays_within_discords_limits(discord, tmp_path, cache_dir):
+    """One choice over 100 characters and Discord refuses the whole answer: people saw no list
+    at all because an operator's folder had a long name (issue 40)."""
+    folders = [tmp_path / ("finetune-" + "x" * 120), tmp_path / "my-finetune"]
+    settings = bot_settings(discord, None, tmp_path, cache_dir, discord_model_folders=folders)
+    async with running_bot(settings, discord):
+        interaction = await discord.autocomplete(ALICE, "cover", "model", "")
+        await discord.wait_for(lambda: interaction.response_type == 8, timeout=10)
+        choices = interaction.response["choices"]
+        assert 1 <= len(choices) <= 25 and "my-finetune" in [c["value"] for c in choices]
+        assert all(len(c["name"]) <= 100 and len(c["value"]) <= 100 for c in choices)
+    assert discord.refused == []
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import aiohttp
 import pytest
 
+from bot.app.settings import Settings
 from bot.app.storage import Storage
 from tests.fakes.discord import (
     ADD_REACTIONS,
     SEND_MESSAGES,
     FakeDiscord,
     FakeUser,
+    Interaction,
     Message,
+    snowflake,
 )
 from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
 
@@ -150,6 +154,42 @@ async def test_stopping_while_votes_are_read_back_is_quiet(
     assert tracebacks(caplog) == []
 
 
+async def test_super_reaction_votes_count_and_a_requesters_super_check_closes(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """Discord lists only normal reactors unless asked for ``type=1``: reading votes back
+    (at READY, and before every close) deleted the super-reaction votes the live events had
+    counted, and a requester's super-✅ made while the bot was away never closed (issue 40)."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        live = await ask(discord, ALICE, playlist_link, count=2)
+        away = await ask(discord, BOB, playlist_link, count=2)
+        await discord.react(BOB, live.id, "2️⃣", super_=True)
+        await discord.react(DAVE, live.id, "2️⃣", super_=True)
+        await discord.react(CAROL, live.id, "1️⃣")
+        await discord.wait_for(lambda: bot.storage.tally(str(live.id)) == {1: 1, 2: 2})
+        async with aiohttp.ClientSession() as http:  # the fake lists them as Discord does
+            users = f"{discord.api_base}/channels/{discord.channel_id}/messages/{live.id}"
+            users += "/reactions/2️⃣"
+            async with http.get(users) as normal, http.get(users, params={"type": 1}) as burst:
+                assert [u["id"] for u in await normal.json()] == [str(discord.bot_user.id)]
+                assert [u["id"] for u in await burst.json()] == [str(BOB.id), str(DAVE.id)]
+        await discord.react(ALICE, live.id, "✅", super_=True)
+        result = await discord.wait_for(lambda: announcement(discord, live), timeout=30)
+        assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
+
+        await discord.react(CAROL, away.id, "1️⃣", super_=True)
+        await discord.wait_for(lambda: bot.storage.tally(str(away.id)) == {1: 1, 2: 0})
+        async with discord.offline(resumable=False):
+            await discord.react(DAVE, away.id, "2️⃣", super_=True)
+            await discord.react(ALICE, away.id, "2️⃣")
+            await discord.react(BOB, away.id, "✅", super_=True)
+        result = await discord.wait_for(lambda: announcement(discord, away), timeout=30)
+        assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
+        assert bot.storage.vote_of(str(away.id), str(CAROL.id)) == 1
+    assert tracebacks(caplog) == []
+
+
 # -- deleted posts and channels, lost permissions ----------------------------------------------
 
 
@@ -273,6 +313,46 @@ async def test_a_late_post_into_a_channel_the_bot_lost_says_why(
     assert tracebacks(caplog) == []
 
 
+async def test_covers_over_the_servers_upload_limit_go_up_smaller(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """A server's upload limit refused the PNGs (413): the covers were made, then never
+    posted (an incident). Now the Spotify JPEGs go up instead, with a line saying why."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.upload_limit = 64 * 1024  # the tiny model's PNGs are ~100 KB, its JPEGs ~30 KB
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await discord.wait_for(
+            lambda: next((m for m in discord.followups(interaction) if m.attachments), None),
+            timeout=60,
+        )
+        assert [a.filename for a in post.attachments] == ["cover-1.jpg", "cover-2.jpg"]
+        assert "upload limit" in post.content
+        assert any(": 413 40005" in r for r in discord.refused)
+        await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣", "2️⃣"])
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+    assert tracebacks(caplog) == []
+
+
+async def test_covers_that_fit_no_upload_limit_say_so(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    discord.upload_limit = 1000  # nothing fits
+    async with running_bot(settings, discord):
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
+        reply = await discord.wait_for(
+            lambda: (
+                interaction.original
+                and next((e for e in interaction.original.edits if "upload limit" in e), None)
+            ),
+            timeout=60,
+        )
+        assert reply.startswith("The covers were made, but")
+        assert discord.followups(interaction) == []
+    assert tracebacks(caplog) == []
+
+
 # -- rate limits and the interaction token -----------------------------------------------------
 
 
@@ -285,6 +365,26 @@ async def test_reactions_wait_out_discords_rate_limit(
         post = await ask(discord, ALICE, playlist_link)
         assert discord.bot_reactions(post.id) == ["1️⃣", "2️⃣", "3️⃣", "4️⃣"]
     assert discord.rate_limited >= 1  # at least one 429 was served, and waited out
+    assert tracebacks(caplog) == []
+
+
+async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """Every answer carries X-RateLimit-* headers and the interaction's webhook takes 3
+    requests a second: the status edits at the bot's own pace (the default setting) stay
+    within it, and the covers still go up with their vote (issue 40)."""
+    interval = Settings.model_fields["status_edit_interval_s"].default
+    settings = bot_settings(
+        discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=interval
+    )
+    discord.webhook_rate = (3, 1.0)
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await cover_post(discord, interaction)
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
 
 
@@ -343,3 +443,62 @@ async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_
                 json={"content": "late"},
             ) as expired:
                 assert (expired.status, (await expired.json())["code"]) == (401, 50027)
+
+
+async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tmp_path, cache_dir):
+    """Discord's published limits (issue 40), each refusal with Discord's status and code."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    async with running_bot(settings, discord):
+        api, app = discord.api_base, discord.application_id
+        channel = f"{api}/channels/{discord.channel_id}/messages"
+        # Interactions the bot never saw, so only the test answers them.
+        unanswered = Interaction(snowflake(), "token-a", ALICE, "cover", {}, time.monotonic())
+        typed = Interaction(snowflake(), "token-b", ALICE, "cover", {}, time.monotonic(), kind=4)
+        discord.interactions |= {unanswered.id: unanswered, typed.id: typed}
+        hooked = f"{api}/webhooks/{app}/{unanswered.token}"
+
+        def files(*sizes: int) -> aiohttp.FormData:
+            form = aiohttp.FormData()
+            form.add_field("payload_json", '{"content": "covers"}')
+            for n, size in enumerate(sizes):
+                form.add_field(f"files[{n}]", b"\0" * size, filename=f"cover-{n}.png")
+            return form
+
+        async with aiohttp.ClientSession() as http:
+
+            async def answer(method: str, url: str, **kwargs) -> tuple[int, int]:
+                async with http.request(method, url, **kwargs) as response:
+                    return response.status, (await response.json())["code"]
+
+            async def callback(interaction, body) -> tuple[int, int]:
+                url = f"{api}/interactions/{interaction.id}/{interaction.token}/callback"
+                return await answer("POST", url, json=body)
+
+            assert await answer("POST", channel, json={"content": "x" * 2001}) == (400, 50035)
+            assert await answer("POST", channel, json={"content": ""}) == (400, 50006)
+            assert await answer("POST", channel, json={"embeds": [{}] * 11}) == (400, 50035)
+            assert await answer("POST", channel, data=files(*[1] * 11)) == (400, 50035)
+            discord.upload_limit = 1000  # a server's upload limit, per file
+            assert await answer("POST", channel, data=files(10, 1001)) == (413, 40005)
+            assert await answer("POST", hooked, json={"content": "early"}) == (404, 10015)
+            assert await callback(unanswered, {"type": 6}) == (400, 50035)
+            too_many = [{"name": f"m{n}", "value": f"m{n}"} for n in range(26)]
+            too_long = [{"name": "m" * 101, "value": "m"}]
+            for choices in (too_many, too_long):
+                assert await callback(typed, {"type": 8, "data": {"choices": choices}}) == (
+                    400,
+                    50035,
+                )
+            assert typed.acked_at is None and unanswered.acked_at is None
+            async with http.post(channel, json={"content": "hi"}) as made:
+                message_id = (await made.json())["id"]
+            emoji = f"{channel}/{message_id}/reactions/hello/@me"
+            assert await answer("PUT", emoji) == (400, 10014)
+            commands = f"{api}/applications/{app}/commands"
+            for bad in (
+                {"name": "Cover Art", "description": "spaces and capitals"},
+                {"name": "cover", "description": "d" * 101},
+                {"name": "cover", "description": "d", "options": [{"name": "o"}] * 26},
+            ):
+                assert await answer("PUT", commands, json=[bad]) == (400, 50035)
+    assert "cover" in [c["name"] for c in discord.commands]  # refused syncs changed nothing

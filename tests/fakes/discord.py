@@ -18,6 +18,9 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - reactions made while no bot is connected change the message's state only: Discord never
   replays them as events, so a bot learns of them only by reading the message
   (``GET …/messages/{id}``, ``GET …/reactions/{emoji}``, paginated as on Discord);
+- people can super-react (``react(..., super_=True)``): the event says ``burst: true``, the
+  message counts it in ``count_details.burst``, and the list of who reacted holds only normal
+  reactions unless it is asked for ``type=1``, as on Discord;
 - a deleted message (:meth:`delete_message`) or channel (:meth:`delete_channel`) answers 404
   with Discord's codes (10008 Unknown Message, 10003 Unknown Channel), and a reply that
   references an unknown message is refused with 400 code 50035 unless the reference says
@@ -33,6 +36,16 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
   per interval, and a faster one gets 429 with ``retry_after`` (counted in
   :attr:`FakeDiscord.rate_limited`);
+- bodies are held to Discord's published limits (the constants below): content up to 2,000
+  characters, 10 embeds, 10 files, each file within the server's upload limit
+  (:attr:`FakeDiscord.upload_limit`; over it 413 code 40005), never empty (50006), autocomplete
+  answers of at most 25 choices of up to 100 characters, only the callback types an
+  interaction takes, follow-ups only once it was answered (404 code 10015), known emoji only
+  (10014), command syncs within Discord's name, description and option limits; every refusal
+  is kept in :attr:`FakeDiscord.refused`;
+- every answer carries ``X-RateLimit-*`` headers, and with :attr:`FakeDiscord.webhook_rate`
+  set an interaction's webhook takes only so many requests a second (the rest 429 with
+  ``Retry-After``);
 - reading a message back can be slow (:meth:`FakeDiscord.slow_reads` holds one message's reads),
   so a bot reconciling its open votes after READY can be caught half-way by live events.
 
@@ -46,7 +59,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +78,16 @@ READ_MESSAGE_HISTORY = 1 << 16
 MEMBER_PERMISSIONS = VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES
 # What the README's invite link grants the bot (permissions=101440).
 BOT_PERMISSIONS = MEMBER_PERMISSIONS | READ_MESSAGE_HISTORY
+# Discord's published limits (discord-api-docs, API v10: message resource, interactions, the
+# JSON error codes); what the fake enforces of each is said where it is checked.
+CONTENT_LIMIT = 2000  # characters in a message's content
+EMBEDS_LIMIT = 10
+ATTACHMENTS_LIMIT = 10  # files on one message
+UPLOAD_LIMIT = 10 * 1024**2  # bytes per file in a server without boosts
+# Callback types each interaction type takes: a slash command (2) a message (4) or
+# "thinking…" (5), a button (3) also an update of its message (6, 7), autocomplete (4) only
+# its choices (8); 9 (a modal) for the first two.
+CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}}
 ACK_DEADLINE_S = 3.0  # an interaction not acknowledged by then is gone
 TOKEN_LIFETIME_S = 15 * 60  # an interaction token's follow-ups and edits work this long
 _snowflakes = itertools.count(1_300_000_000_000_000_000)
@@ -92,6 +117,127 @@ def _error(
     return web.Response(
         status=status, body=json.dumps(body), content_type="application/json", headers=headers
     )
+
+
+def _invalid(where: str, *problems: str, code: str = "BASE_TYPE_BAD") -> web.Response:
+    """Discord's 400 Invalid Form Body (50035), its errors nested along ``where``
+    (``"data.choices.3.name"``) as Discord nests them."""
+    errors: dict[str, Any] = {"_errors": [{"code": code, "message": p} for p in problems]}
+    for key in reversed(where.split(".")):
+        errors = {key: errors}
+    return _error(400, "Invalid Form Body", 50035, errors=errors)
+
+
+def _too_long(where: str, limit: int) -> web.Response:
+    return _invalid(where, f"Must be {limit} or fewer in length.", code="BASE_TYPE_MAX_LENGTH")
+
+
+def _message_refused(
+    body: dict[str, Any], files: list[Attachment], upload_limit: int
+) -> web.Response | None:
+    """Discord's limits on a message body (create, follow-up, edit, an interaction's reply),
+    or None if kept. Emptiness is the caller's to check: an edit may leave parts as they were."""
+    content = body.get("content") or ""
+    if len(content) > CONTENT_LIMIT:
+        return _too_long("content", CONTENT_LIMIT)
+    if len(body.get("embeds") or []) > EMBEDS_LIMIT:
+        return _too_long("embeds", EMBEDS_LIMIT)
+    if len(files) > ATTACHMENTS_LIMIT or len(body.get("attachments") or []) > ATTACHMENTS_LIMIT:
+        return _too_long("attachments", ATTACHMENTS_LIMIT)
+    if any(len(f.data) > upload_limit for f in files):  # the server's limit, for each file
+        return _error(413, "Request entity too large", 40005)
+    return _components_refused(body.get("components"))
+
+
+def _empty(body: dict[str, Any], files: list[Attachment]) -> bool:
+    return not (
+        body.get("content")
+        or body.get("embeds")
+        or files
+        or body.get("attachments")
+        or body.get("components")
+        or body.get("sticker_ids")
+        or body.get("poll")
+    )
+
+
+def _emoji_known(emoji: str) -> bool:
+    """A custom emoji as ``name:id``, or a Unicode emoji: symbols with their joiners,
+    variation selectors and keycaps (``1️⃣`` is ``1``, U+FE0F, U+20E3). Letters, spaces and
+    control characters make an unknown emoji."""
+    name, _, custom_id = emoji.partition(":")
+    if custom_id:
+        return bool(name) and custom_id.isdigit()
+    if not 1 <= len(emoji) <= 10:
+        return False
+    kinds = [unicodedata.category(c) for c in emoji]
+    if any(k[0] in "LZ" or k == "Cc" for k in kinds):
+        return False
+    return "So" in kinds or "\u20e3" in emoji or any(0x1F1E6 <= ord(c) <= 0x1F1FF for c in emoji)
+
+
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def _commands_refused(commands: Any) -> web.Response | None:
+    """Discord's limits on a command sync: at most 100 chat commands, names 1-32 lower-case
+    word characters or dashes, descriptions 1-100 characters, at most 25 options (and 25
+    choices) each, required options before optional ones."""
+    if not isinstance(commands, list) or len(commands) > 100:
+        return _too_long("_", 100)
+    for n, command in enumerate(commands):
+        if (refused := _command_refused(command, str(n))) is not None:
+            return refused
+    return None
+
+
+def _command_refused(item: dict[str, Any], where: str) -> web.Response | None:
+    name, description = item.get("name") or "", item.get("description") or ""
+    if not _COMMAND_NAME.match(name) or name != name.lower():
+        return _invalid(
+            f"{where}.name", "Command name is invalid", code="APPLICATION_COMMAND_INVALID_NAME"
+        )
+    if item.get("type", 1) == 1 and not 1 <= len(description) <= 100:
+        return _invalid(
+            f"{where}.description",
+            "Must be between 1 and 100 in length.",
+            code="BASE_TYPE_BAD_LENGTH",
+        )
+    options = list(item.get("options") or [])
+    if len(options) > 25:
+        return _too_long(f"{where}.options", 25)
+    choices = list(item.get("choices") or [])
+    if len(choices) > 25:
+        return _too_long(f"{where}.choices", 25)
+    for n, choice in enumerate(choices):
+        if not 1 <= len(str(choice.get("name") or "")) <= 100:
+            return _too_long(f"{where}.choices.{n}.name", 100)
+    required = [bool(o.get("required")) for o in options]
+    if required != sorted(required, reverse=True):
+        return _invalid(
+            f"{where}.options",
+            "Required options must be placed before non-required options",
+            code="APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+        )
+    for n, option in enumerate(options):
+        if (refused := _command_refused(option, f"{where}.options.{n}")) is not None:
+            return refused
+    return None
+
+
+def _choices_refused(data: dict[str, Any]) -> web.Response | None:
+    """An autocomplete answer: at most 25 choices, names 1-100 characters, string values up
+    to 100. One bad choice and Discord refuses the whole answer (people see no list)."""
+    choices = list(data.get("choices") or [])
+    if len(choices) > 25:
+        return _too_long("data.choices", 25)
+    for n, choice in enumerate(choices):
+        name, value = str(choice.get("name") or ""), choice.get("value")
+        if not 1 <= len(name) <= 100:
+            return _too_long(f"data.choices.{n}.name", 100)
+        if isinstance(value, str) and len(value) > 100:
+            return _too_long(f"data.choices.{n}.value", 100)
+    return None
 
 
 def _components_refused(components: Any) -> web.Response | None:
@@ -239,6 +385,7 @@ class Interaction:
     options: dict[str, Any]
     sent_at: float
     custom_id: str | None = None  # a button press: the button's custom_id
+    kind: int = 2  # Discord's interaction type: 2 a slash command, 3 a button, 4 autocomplete
     message_id: int | None = None  # a button press: the message the button is on
     acked_at: float | None = None
     # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result
@@ -262,8 +409,13 @@ class FakeDiscord:
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
         self.reactions: dict[int, list[tuple[int, str]]] = {}  # message → (user id, emoji)
+        # Super reactions (Nitro's "burst" ones), apart: a person may show both kinds at once.
+        self.super_reactions: dict[int, list[tuple[int, str]]] = {}
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
+        # "METHOD /path: status code" of every request refused (4xx), for tests to read
+        self.refused: list[str] = []
+        self.upload_limit = UPLOAD_LIMIT  # bytes per file; a bigger one gets 413
         self.identified = 0  # gateway sessions started (IDENTIFY received)
         self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}  # everyone seen
         self.bot_permissions = BOT_PERMISSIONS  # in the one channel; see revoke()
@@ -271,6 +423,10 @@ class FakeDiscord:
         self.reaction_interval_s = 0.0  # 0: no rate limit on reactions
         self.rate_limited = 0  # requests answered 429
         self._last_reaction = 0.0
+        # With (n, seconds) set: each interaction token's webhook (follow-ups, edits of the
+        # original) takes n requests per window, as Discord's webhook buckets do; the rest 429.
+        self.webhook_rate: tuple[int, float] | None = None
+        self._webhook_hits: dict[str, list[float]] = {}
         self._held_reads: dict[int, asyncio.Event] = {}  # message → released; see slow_reads()
         self.held_reads_waiting = 0  # GETs of a held message waiting now
         self._sockets: set[web.WebSocketResponse] = set()
@@ -325,7 +481,13 @@ class FakeDiscord:
         self, user: FakeUser, command: str, option: str, typed: str
     ) -> Interaction:
         interaction = Interaction(
-            snowflake(), f"token-{snowflake()}", user, command, {option: typed}, time.monotonic()
+            snowflake(),
+            f"token-{snowflake()}",
+            user,
+            command,
+            {option: typed},
+            time.monotonic(),
+            kind=4,
         )
         self.interactions[interaction.id] = interaction
         await self._dispatch(
@@ -347,6 +509,7 @@ class FakeDiscord:
             time.monotonic(),
             custom_id=custom_id,
             message_id=message_id,
+            kind=3,
         )
         self.interactions[interaction.id] = interaction
         payload = self._interaction_payload(interaction, 3)
@@ -355,22 +518,30 @@ class FakeDiscord:
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
-    async def react(self, user: FakeUser, message_id: int, emoji: str) -> None:
-        """``user`` adds a reaction. With no bot connected only the message changes: Discord
-        does not replay missed reaction events on the next connection."""
+    async def react(
+        self, user: FakeUser, message_id: int, emoji: str, *, super_: bool = False
+    ) -> None:
+        """``user`` adds a reaction (``super_``: a super reaction, Discord's "burst" kind).
+        With no bot connected only the message changes: Discord does not replay missed
+        reaction events on the next connection."""
         self.users[user.id] = user
         entry = (user.id, emoji)
-        if entry in self.reactions.setdefault(message_id, []):
-            return  # one reaction per person and emoji, as on Discord
-        self.reactions[message_id].append(entry)
+        kept = (self.super_reactions if super_ else self.reactions).setdefault(message_id, [])
+        if entry in kept:
+            return  # one reaction of each kind per person and emoji, as on Discord
+        kept.append(entry)
         await self._dispatch_if_connected(
-            "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji)
+            "MESSAGE_REACTION_ADD", self._reaction_payload(user, message_id, emoji, super_)
         )
 
-    async def unreact(self, user: FakeUser, message_id: int, emoji: str) -> None:
-        self.reactions[message_id].remove((user.id, emoji))
-        payload = self._reaction_payload(user, message_id, emoji)
+    async def unreact(
+        self, user: FakeUser, message_id: int, emoji: str, *, super_: bool = False
+    ) -> None:
+        (self.super_reactions if super_ else self.reactions)[message_id].remove((user.id, emoji))
+        payload = self._reaction_payload(user, message_id, emoji, super_)
         payload.pop("member")
+        payload.pop("message_author_id")
+        payload.pop("burst_colors")
         await self._dispatch_if_connected("MESSAGE_REACTION_REMOVE", payload)
 
     async def delete_message(self, message_id: int, *, event: bool = True) -> None:
@@ -379,6 +550,7 @@ class FakeDiscord:
         message = self.messages[message_id]
         message.deleted = True
         self.reactions.pop(message_id, None)
+        self.super_reactions.pop(message_id, None)
         if event:
             await self._dispatch_if_connected(
                 "MESSAGE_DELETE",
@@ -558,7 +730,7 @@ class FakeDiscord:
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(self.guild_id)},
             "context": 0,
-            "attachment_size_limit": 10 * 1024**2,
+            "attachment_size_limit": self.upload_limit,
             "data": {
                 "id": command["id"] if command else str(snowflake()),
                 "name": name,
@@ -567,7 +739,9 @@ class FakeDiscord:
             },
         }
 
-    def _reaction_payload(self, user: FakeUser, message_id: int, emoji: str) -> dict[str, Any]:
+    def _reaction_payload(
+        self, user: FakeUser, message_id: int, emoji: str, super_: bool = False
+    ) -> dict[str, Any]:
         message = self.messages[message_id]
         return {
             "user_id": str(user.id),
@@ -577,9 +751,9 @@ class FakeDiscord:
             "emoji": {"id": None, "name": emoji},
             "member": user.member(),
             "message_author_id": str(message.author.id),
-            "burst": False,
-            "burst_colors": [],
-            "type": 0,
+            "burst": super_,
+            "burst_colors": ["#ffd700", "#ff8c00"] if super_ else [],
+            "type": 1 if super_ else 0,
         }
 
     # -- REST --------------------------------------------------------------------------------
@@ -593,6 +767,11 @@ class FakeDiscord:
         if response is None:
             self.unknown.append(f"{request.method} {path}")
             return _json({"message": "404: Not Found", "code": 0}, status=404)
+        if not response.prepared:
+            response.headers.update(self._rate_headers(path))
+        if response.status >= 400 and isinstance(response, web.Response):
+            code = json.loads(response.text)["code"] if response.text else None
+            self.refused.append(f"{request.method} {path}: {response.status} {code}")
         return response
 
     async def _route(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
@@ -603,15 +782,15 @@ class FakeDiscord:
             case ["oauth2", "applications", "@me"] if method == "GET":
                 return _json(self._application())
             case ["applications", _, "commands"] if method == "PUT":
-                return _json(self._sync(await request.json()))
+                return self._sync(await request.json())
             case ["applications", _, "guilds", _, "commands"] if method == "PUT":
-                return _json(self._sync(await request.json()))
+                return self._sync(await request.json())
             case ["interactions", interaction_id, token, "callback"] if method == "POST":
                 return await self._callback(request, int(interaction_id), token)
             case ["webhooks", _, token] if method == "POST":
-                return await self._followup(request, token)
+                return self._webhook_limited(token) or await self._followup(request, token)
             case ["webhooks", _, token, "messages", "@original"]:
-                return await self._original(request, token)
+                return self._webhook_limited(token) or await self._original(request, token)
             case ["channels", channel_id, *_] if self._gone(int(channel_id)):
                 return _error(404, "Unknown Channel", 10003)
             case ["channels", channel_id, "messages"] if method == "POST":
@@ -628,6 +807,53 @@ class FakeDiscord:
                 return self._reaction_users(request, int(message_id), emoji)
         return None
 
+    def _rate_headers(self, path: str) -> dict[str, str]:
+        """Discord's ``X-RateLimit-*`` headers: a webhook's real bucket when
+        :attr:`webhook_rate` is set, elsewhere a bucket far from its limit."""
+        parts = path.split("/")
+        limit, window, used = 50, 1.0, 1
+        bucket = "/".join(parts[1:4] if parts[1:2] == ["webhooks"] else parts[1:3])
+        if parts[1:2] == ["webhooks"] and self.webhook_rate is not None:
+            limit, window = self.webhook_rate
+            used = len(self._recent(parts[3], window))
+        now = time.time()
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - used)),
+            "X-RateLimit-Reset": f"{now + window:.3f}",
+            "X-RateLimit-Reset-After": f"{window:.3f}",
+            "X-RateLimit-Bucket": f"fake-{bucket}",
+        }
+
+    def _recent(self, token: str, window: float) -> list[float]:
+        now = time.monotonic()
+        hits = [t for t in self._webhook_hits.get(token, []) if now - t < window]
+        self._webhook_hits[token] = hits
+        return hits
+
+    def _webhook_limited(self, token: str) -> web.Response | None:
+        """429 when the token's webhook bucket is spent (see :attr:`webhook_rate`)."""
+        if self.webhook_rate is None:
+            return None
+        limit, window = self.webhook_rate
+        hits = self._recent(token, window)
+        if len(hits) >= limit:
+            self.rate_limited += 1
+            wait = round(window - (time.monotonic() - hits[0]), 3)
+            return _error(
+                429,
+                "You are being rate limited.",
+                0,
+                retry_after=wait,
+                headers={
+                    "Via": "1.1 google",
+                    "Retry-After": str(wait),
+                    "X-RateLimit-Scope": "user",
+                },
+            )
+        hits.append(time.monotonic())
+        return None
+
     def _application(self) -> dict[str, Any]:
         return {
             "id": str(self.application_id),
@@ -641,7 +867,9 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _sync(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _sync(self, commands: list[dict[str, Any]]) -> web.Response:
+        if (refused := _commands_refused(commands)) is not None:
+            return refused
         self.commands = [
             {
                 **c,
@@ -651,7 +879,7 @@ class FakeDiscord:
             }
             for c in commands
         ]
-        return self.commands
+        return _json(self.commands)
 
     def _gone(self, channel_id: int) -> bool:
         return self.channel_deleted and channel_id == self.channel_id
@@ -670,7 +898,7 @@ class FakeDiscord:
 
     async def _create_message(self, request: web.Request, channel_id: int) -> web.Response:
         body, files = await _read_body(request)
-        if (refused := _components_refused(body.get("components"))) is not None:
+        if (refused := self._body_refused(body, files)) is not None:
             return refused
         refused = self._lacks(SEND_MESSAGES, *([ATTACH_FILES] if files else []))
         if refused is not None:
@@ -703,24 +931,30 @@ class FakeDiscord:
         message = self._live(message_id)
         if message is None:
             return _error(404, "Unknown Message", 10008)
-        counts: dict[str, list[int]] = {}
-        for user_id, emoji in self.reactions.get(message_id, []):
-            counts.setdefault(emoji, []).append(user_id)
+        normal: dict[str, list[int]] = {}
+        burst: dict[str, list[int]] = {}
+        for kept, counts in ((self.reactions, normal), (self.super_reactions, burst)):
+            for user_id, emoji in kept.get(message_id, []):
+                counts.setdefault(emoji, []).append(user_id)
         reactions = [
             {
                 "emoji": {"id": None, "name": emoji},
-                "count": len(users),
-                "count_details": {"burst": 0, "normal": len(users)},
-                "me": self.bot_user.id in users,
-                "me_burst": False,
-                "burst_colors": [],
+                "count": len(normal.get(emoji, ())) + len(burst.get(emoji, ())),
+                "count_details": {
+                    "burst": len(burst.get(emoji, ())),
+                    "normal": len(normal.get(emoji, ())),
+                },
+                "me": self.bot_user.id in normal.get(emoji, ()),
+                "me_burst": self.bot_user.id in burst.get(emoji, ()),
+                "burst_colors": ["#ffd700", "#ff8c00"] if emoji in burst else [],
             }
-            for emoji, users in counts.items()
+            for emoji in dict.fromkeys([*normal, *burst])
         ]
         return _json(message.payload(reactions))
 
     def _reaction_users(self, request: web.Request, message_id: int, emoji: str) -> web.Response:
-        """Who reacted with ``emoji``: by user id, ``limit`` (1–100, default 25) after ``after``."""
+        """Who reacted with ``emoji``: by user id, ``limit`` (1–100, default 25) after ``after``;
+        normal reactions only unless ``type=1`` (super reactions), as on Discord."""
         refused = self._lacks(READ_MESSAGE_HISTORY)
         if refused is not None:
             return refused
@@ -728,7 +962,11 @@ class FakeDiscord:
             return _error(404, "Unknown Message", 10008)
         limit = min(100, max(1, int(request.query.get("limit", 25))))
         after = int(request.query.get("after", 0))
-        ids = sorted(u for u, e in self.reactions.get(message_id, []) if e == emoji and u > after)
+        kind = request.query.get("type", "0")
+        if kind not in ("0", "1"):
+            return _invalid("type", f"Value {kind!r} is not a valid enum value.")
+        kept = self.super_reactions if kind == "1" else self.reactions
+        ids = sorted(u for u, e in kept.get(message_id, []) if e == emoji and u > after)
         return _json([self.users[u].payload() for u in ids[:limit]])
 
     async def _delete_own_message(self, message_id: int) -> web.Response:
@@ -755,8 +993,24 @@ class FakeDiscord:
             return _json(
                 {"message": "Interaction has already been acknowledged.", "code": 40060}, 400
             )
-        interaction.acked_at = time.monotonic()
         body, files = await _read_body(request)
+        if body.get("type") not in CALLBACK_TYPES[interaction.kind]:
+            return _invalid(
+                "type",
+                f"Interaction response type {body.get('type')!r} is not valid for an "
+                f"interaction of type {interaction.kind}",
+                code="INTERACTION_RESPONSE_TYPE_INVALID",
+            )
+        data = body.get("data") or {}
+        if body["type"] == 8:
+            refused = _choices_refused(data)
+        elif body["type"] == 4:
+            refused = self._body_refused(data, files)
+        else:
+            refused = None
+        if refused is not None:
+            return refused
+        interaction.acked_at = time.monotonic()
         interaction.response_type = body["type"]
         interaction.response = body.get("data") or {}
         if body["type"] in (4, 5):
@@ -805,10 +1059,12 @@ class FakeDiscord:
             return _error(404, "Unknown Webhook", 10015)
         if (expired := self._expired(interaction)) is not None:
             return expired
+        if interaction.acked_at is None:  # its webhook exists once the interaction is answered
+            return _error(404, "Unknown Webhook", 10015)
         if self._gone(self.channel_id):
             return _error(404, "Unknown Channel", 10003)
         body, files = await _read_body(request)
-        if (refused := _components_refused(body.get("components"))) is not None:
+        if (refused := self._body_refused(body, files)) is not None:
             return refused
         message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
         return _json(message.payload())
@@ -822,6 +1078,17 @@ class FakeDiscord:
         original = interaction.original
         if request.method == "PATCH":
             body, files = await _read_body(request)
+            if (refused := _message_refused(body, files, self.upload_limit)) is not None:
+                return refused
+            after = {
+                "content": body.get("content", original.content),
+                "components": body.get("components", original.components),
+                "attachments": (files or body["attachments"])
+                if files or "attachments" in body
+                else original.attachments,
+            }
+            if _empty(after, []):  # an edit may not leave the message empty either
+                return _error(400, "Cannot send an empty message", 50006)
             if "content" in body and body["content"] is not None:
                 original.content = body["content"]
                 original.edits.append(body["content"])
@@ -838,6 +1105,8 @@ class FakeDiscord:
         if self._live(message_id) is None:
             return _error(404, "Unknown Message", 10008)
         entry = (self.bot_user.id, emoji)
+        if not _emoji_known(emoji):
+            return _error(400, "Unknown Emoji", 10014)
         if request.method == "PUT":
             refused = self._lacks(READ_MESSAGE_HISTORY, ADD_REACTIONS)
             if refused is not None:
@@ -867,6 +1136,14 @@ class FakeDiscord:
             with contextlib.suppress(ValueError):
                 self.reactions[message_id].remove(entry)
         return web.Response(status=204)
+
+    def _body_refused(self, body: dict[str, Any], files: list[Attachment]) -> web.Response | None:
+        """A new message's body as Discord checks it: its limits, and never empty (50006)."""
+        if (refused := _message_refused(body, files, self.upload_limit)) is not None:
+            return refused
+        if _empty(body, files):
+            return _error(400, "Cannot send an empty message", 50006)
+        return None
 
     def _store(
         self,
