@@ -273,13 +273,14 @@ def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
     return pairs
 
 
-class PreferencePairs:
-    """A map-style torch dataset: ``{"winner", "loser": (3, R, R) in [-1, 1], "caption"}``;
-    the two images get the same crop and flip. The epoch is set with :meth:`use_epoch`."""
+class _EpochDataset:
+    """A map-style torch dataset over ``items`` whose crops and flips follow
+    ``(seed, epoch, index)`` (training/data.py ``sample_rng``); the epoch is set with
+    :meth:`use_epoch`."""
 
-    def __init__(self, pairs: list[Pair], *, resolution: int, random_flip: bool, seed: int):
-        self.pairs, self.resolution, self.random_flip, self.seed = (
-            pairs,
+    def __init__(self, items: list[Any], *, resolution: int, random_flip: bool, seed: int):
+        self.items, self.resolution, self.random_flip, self.seed = (
+            items,
             resolution,
             random_flip,
             seed,
@@ -290,13 +291,18 @@ class PreferencePairs:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.items)
+
+
+class PreferencePairs(_EpochDataset):
+    """``{"winner", "loser": (3, R, R) in [-1, 1], "caption"}``; the two images get the same
+    crop and flip."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import numpy as np
         import torch
 
-        pair = self.pairs[index]
+        pair = self.items[index]
         flip = self.random_flip and sample_rng(self.seed, self.epoch, index).random() < 0.5
         out: dict[str, Any] = {"caption": pair.text}
         for side, path in (("winner", pair.winner), ("loser", pair.loser)):
@@ -349,24 +355,8 @@ def load_labelled(folder: str | Path, *, min_margin: int = 1) -> list[Labelled]:
     return list(seen.values())
 
 
-class LabelledImages:
-    """A map-style torch dataset for KTO: ``{"image": (3, R, R) in [-1, 1], "liked", "caption"}``
-    with train.py's deterministic crop and flip."""
-
-    def __init__(self, items: list[Labelled], *, resolution: int, random_flip: bool, seed: int):
-        self.items, self.resolution, self.random_flip, self.seed = (
-            items,
-            resolution,
-            random_flip,
-            seed,
-        )
-        self.epoch = 0
-
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
+class LabelledImages(_EpochDataset):
+    """KTO's examples: ``{"image": (3, R, R) in [-1, 1], "liked", "caption"}``."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import numpy as np

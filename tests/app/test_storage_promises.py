@@ -7,26 +7,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bot.app.storage import Storage, StorageUnavailable, _reason
+from tests.app.test_storage import Clock
 
 TOKENS = b"sealed-token-blob-" + bytes(range(48, 122))  # distinctive: found by a byte search
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test sets; each reading moves it on one second."""
-
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.moment += timedelta(seconds=1)
-        return self.moment
 
 
 @pytest.fixture
