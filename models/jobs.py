@@ -48,6 +48,9 @@ class GenerationJob:
     images: tuple[ImageSpec, ...]
     priority: int = 0  # 0 = users' work; higher numbers wait until no lower-numbered job waits
     label: str = ""  # free text for logs, e.g. the playlist name
+    # Run on this queue worker only (a name from GenerationQueue.worker_names): a warm-up must
+    # compile on every device, not on whichever is free. None: any worker.
+    worker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -565,6 +565,11 @@ class GenerationQueue:
             raise self._no_workers
         if not job.images:
             raise ValueError(f"`job.images` is empty for user {job.user_id!r}: ask for 1 or more.")
+        if job.worker is not None and job.worker not in self.worker_names:
+            raise ValueError(
+                f"`job.worker` is {job.worker!r}, not a live worker of this queue: "
+                f"{', '.join(self.worker_names)}."
+            )
         if self._active_jobs(job.user_id) >= self.max_per_user:
             raise PendingLimitReached(self.max_per_user)
         if self.pending_count >= self.max_pending:
@@ -667,7 +672,7 @@ class GenerationQueue:
 
     async def _work(self, worker: _Worker) -> None:
         log.info("Queue %s: worker started", worker.name)
-        while (work := await self._next_work()) is not None:
+        while (work := await self._next_work(worker)) is not None:
             worker.running = work.unit
             try:
                 stopped = await self._run_work(worker, work)
@@ -687,36 +692,43 @@ class GenerationQueue:
                 self._wakeup.set()  # an idle worker waiting to close may now stop
         log.info("Queue %s: worker stopped", worker.name)
 
-    async def _next_work(self) -> _Work | None:
-        """The next work for a free worker, or None when it should stop."""
+    async def _next_work(self, worker: _Worker) -> _Work | None:
+        """The next work for ``worker`` when free, or None when it should stop."""
         while True:
             if self._aborting:
                 return None
             if self._orphans:
                 return self._orphans.popleft()
-            if self._lanes:
-                return self._take_unit()
+            if (unit := self._take_unit(worker)) is not None:
+                return unit
             # Drained, unless a busy worker may still be lost and leave its work to us.
             if self._closing and not any(w.running for w in self._workers if not w.lost):
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def _take_unit(self) -> _Work:
-        """Take the next job in fair order and the waiting jobs that can share its calls.
+    def _take_unit(self, worker: _Worker | None = None) -> _Work | None:
+        """Take the next job in fair order that ``worker`` may run (jobs pinned to another
+        worker wait for it) and the waiting jobs that can share its calls; None if there is
+        none.
 
         Companions have the same priority (so a benchmark never rides along while users'
-        jobs wait) and equal params, and are taken first fit in fair order while the images
-        stay within ``max_batch``. A job larger than ``max_batch`` runs alone, in chunks.
+        jobs wait), equal params and the same pin, and are taken first fit in fair order while
+        the images stay within ``max_batch``. A job larger than ``max_batch`` runs alone, in
+        chunks.
         """
-        order = list(self._waiting_in_order())
+        name = worker.name if worker is not None else None
+        order = [h for h in self._waiting_in_order() if h.job.worker in (None, name)]
+        if not order:
+            return None
         head = order[0]
         unit, images = [head], len(head.job.images)
         for other in order[1:]:
             if images >= self.max_batch or other.job.priority != head.job.priority:
                 break
             fits = images + len(other.job.images) <= self.max_batch
-            if fits and other.job.params == head.job.params:
+            same = other.job.params == head.job.params and other.job.worker == head.job.worker
+            if fits and same:
                 unit.append(other)
                 images += len(other.job.images)
 
@@ -807,6 +819,11 @@ class GenerationQueue:
                     ),
                 )
         left = [w for w in self._workers if not w.lost]
+        if worker.lost:  # jobs that may run on it alone would wait for ever
+            for handle in [h for h in self._waiting_in_order() if h.job.worker == worker.name]:
+                self._end(handle, GenerationFailed(
+                    f"Job {handle.id[:8]} was to run on worker {worker.name}, which was lost."
+                ))  # fmt: skip
         log.warning(
             "Queue %s: worker %s; %d worker(s) left; %d job(s) move on",
             worker.name,

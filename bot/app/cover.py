@@ -541,8 +541,10 @@ class CoverService:
             self._starting.discard(key)
 
     async def warm_up(self, priority: int) -> None:
-        """With a compiled UNet, compile each batch bucket of the default model now, at
-        ``priority`` (behind everyone's jobs), rather than during someone's first /cover."""
+        """With a compiled UNet, compile each batch bucket of the default model now on every
+        worker (device), at ``priority`` (behind everyone's jobs), rather than during
+        someone's first /cover. Each worker's jobs are pinned to it: a free worker taking
+        another's warm-up would leave that device to compile inside a user's job."""
         from models.optimize import Optimizations
 
         # The runners were built from these settings (bot/app/runners.py), so they say it.
@@ -551,15 +553,21 @@ class CoverService:
             return
         spec = resolve_model(self.settings.default_model)
         params = _params(spec, spec.native_size, spec.steps, spec.guidance)
-        for size in optimizations.warm_up_sizes(self.queue.max_batch):
-            images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
-            job = GenerationJob("warm-up", params, images, priority=priority)
-            try:
-                await self.queue.submit(job).result()
-            except CoverError as error:
-                log.warning("Warm-up of batch size %d failed: %s", size, error)
-                return
-            log.info("Warmed up batch size %d", size)
+        sizes = optimizations.warm_up_sizes(self.queue.max_batch)
+
+        async def warm(worker: str) -> None:
+            for size in sizes:
+                images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
+                job = GenerationJob(f"warm-up {worker}", params, images, priority=priority,
+                                    worker=worker)  # fmt: skip
+                try:
+                    await self.queue.submit(job).result()
+                except (CoverError, ValueError) as error:  # ValueError: the worker was lost
+                    log.warning("Warm-up of batch size %d on %s failed: %s", size, worker, error)
+                    return
+                log.info("Warmed up batch size %d on %s", size, worker)
+
+        await asyncio.gather(*(warm(worker) for worker in self.queue.worker_names))
 
     # -- images → files + rows ------------------------------------------------------------
 

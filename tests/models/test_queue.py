@@ -940,3 +940,79 @@ async def test_starting_twice_keeps_one_worker_per_runner():
     runner.gate.set()
     await wait_all(first, second)
     await queue.close()
+
+
+# -- jobs pinned to a worker (warm-ups must reach every device) ----------------------------------
+
+
+def pinned(user: str, name: str, worker: str, images: int = 1) -> GenerationJob:
+    specs = tuple(ImageSpec(f"{name}#{i}", seed=i) for i in range(images))
+    return GenerationJob(user_id=user, params=A, images=specs, label=name, worker=worker)
+
+
+async def test_a_pinned_job_waits_for_its_own_worker_while_the_other_is_free():
+    first, second = FakeRunner(), FakeRunner()
+    first.gate.clear()  # the first worker is held; the second is free all along
+    queue = await started_queue([first, second], max_batch=4)
+    try:
+        held = queue.submit(job("alice", "a1"))
+        await entered(first)
+        mine = queue.submit(pinned("warm", "w0", "generator/0"))
+        free = queue.submit(job("bob", "b1"))
+        # bob's job runs on the free worker; the pinned one does not ride along with it.
+        assert (await asyncio.wait_for(free.result(), GUARD_S)).workers == ("generator/1",)
+        await asyncio.sleep(0.05)
+        assert mine.status == "queued"
+        first.gate.set()
+        assert (await asyncio.wait_for(mine.result(), GUARD_S)).workers == ("generator/0",)
+        await asyncio.wait_for(held.result(), GUARD_S)
+        assert "w0" not in ran(second)
+    finally:
+        first.gate.set()
+        await queue.close()
+
+
+async def test_a_job_pinned_to_no_such_worker_is_refused_and_to_a_lost_one_ends():
+    doomed = LosingRunner(device="cuda:0")
+    doomed.gate.clear()
+    healthy = LosingRunner(device="cuda:1", lose=False)
+    healthy.gate.clear()
+    queue = await started_queue([doomed, healthy], max_batch=2)
+    try:
+        with pytest.raises(ValueError, match="not a live worker of this queue"):
+            queue.submit(pinned("warm", "x", "generator/cuda:7"))
+        first = queue.submit(job("alice", "a1"))
+        await entered(doomed)
+        second = queue.submit(job("bob", "b1"))
+        await entered(healthy)
+        # Both workers busy: a job for cuda:0 waits; then cuda:0 is lost under it.
+        waiting = queue.submit(pinned("warm", "w0", "generator/cuda:0"))
+        doomed.gate.set()
+        with pytest.raises(GenerationFailed, match="was to run on worker generator/cuda:0"):
+            await asyncio.wait_for(waiting.result(), GUARD_S)
+        healthy.gate.set()
+        await wait_all(first, second)
+    finally:
+        doomed.gate.set()
+        healthy.gate.set()
+        await queue.close()
+
+
+async def test_the_bots_warm_up_compiles_every_bucket_on_every_worker(tmp_path):
+    """bot/app/cover.py ``warm_up`` with a compiled UNet: each worker runs each bucket itself,
+    even when one worker is free long before the other."""
+    from bot.app.cover import CoverService
+    from bot.app.settings import Settings
+    from bot.app.storage import Storage
+
+    first, second = FakeRunner(), FakeRunner()
+    settings = Settings(_env_file=None, optimizations="compile=on", default_model="embedded",
+                        db_path=tmp_path / "db.sqlite")  # fmt: skip
+    queue = await started_queue([first, second], max_batch=4)
+    try:
+        with Storage(settings.db_path) as storage:
+            service = CoverService(settings, queue, storage)
+            await asyncio.wait_for(service.warm_up(priority=9), GUARD_S)
+    finally:
+        await queue.close()
+    assert call_sizes(first) == call_sizes(second) == [1, 2, 4]  # the buckets up to max_batch
