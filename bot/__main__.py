@@ -288,6 +288,10 @@ _DEVICE_NOTE = {
 }
 
 
+# What the listing says of a cached stand-in (models/standins.py, models/hub.py STANDIN_FIELD).
+_STANDIN_NOTE = "stand-in, random weights: makes noise"
+
+
 def run_models(args: argparse.Namespace | None = None) -> int:
     from models.hub import cache_state, pull
     from models.registry import PRESETS, RANDOM_ARCHITECTURES
@@ -310,12 +314,14 @@ def run_models(args: argparse.Namespace | None = None) -> int:
         f"{'device':<22} where"
     )
     for preset in PRESETS.values():
+        standin = False
         if preset.repo_id is None:
             cached, size, where = "built-in", "-", "-"
         else:
             states = cache_state(preset.name)
             if all(s.cached for s in states):
-                cached = "yes " + "+".join(states[0].variants)
+                standin = any(s.standin for s in states)
+                cached = ("stand-in " if standin else "yes ") + "+".join(states[0].variants)
                 size = _size(sum(s.size_on_disk for s in states))
                 where = ", ".join(_short(s.snapshot) for s in states if s.snapshot)
             else:
@@ -326,7 +332,9 @@ def run_models(args: argparse.Namespace | None = None) -> int:
             f"{preset.name:<{width}} {cached:<12} {size:>9} {preset.native_size:>4}px "
             f"{preset.steps:>5}  {note:<22} {where}"
         )
-        if preset.kind == "if":
+        if standin:
+            line += f"  ({_STANDIN_NOTE}; auto skips it)"
+        elif preset.kind == "if":
             line += "  (gated: accept the licence at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0)"
         print(line)
     _list_support_models(width)
@@ -345,10 +353,11 @@ def _list_support_models(width: int) -> None:
     rows.append(("taesd", TAESD, "tiny decoder (CPU)"))  # pulled with sd15, small-sd, sd-turbo
     for name, repo_id, role in rows:
         state = repo_state(repo_id)
-        cached = "yes" if state.cached else "no"
+        cached = ("stand-in" if state.standin else "yes") if state.cached else "no"
         size = _size(state.size_on_disk) if state.cached else "-"
         where = _short(state.snapshot) if state.cached else repo_id
-        print(f"{name:<{width}} {cached:<12} {size:>9}  {role:<22} {where}")
+        note = f"  ({_STANDIN_NOTE})" if state.cached and state.standin else ""
+        print(f"{name:<{width}} {cached:<12} {size:>9}  {role:<22} {where}{note}")
 
 
 def _short(path: Path | None) -> str:

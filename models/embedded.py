@@ -378,10 +378,21 @@ def build_tiny_decoder_architecture(seed: int = 0, device: str = "cpu") -> Any:
     """TAESD's shapes (``madebyollin/taesd``: diffusers' ``AutoencoderTiny`` defaults – 64
     channels throughout, 1/3/3/3 encoder and 3/3/3/1 decoder blocks, 2.4M parameters) with
     random weights: it decodes SD 1.x/2.x latents, so it times the fast decoder of both
-    ``*-random`` presets."""
+    ``*-random`` presets.
+
+    Its last convolution is lifted to mid-grey and scaled up: left as initialised, it outputs
+    0.015 ± 0.016, which AutoencoderTiny maps from [0, 1] to [-1, 1] as -0.97 – near-black
+    murk (mean ~4/255) that the black check rejects as a blocked image. Bias 0.5 and 12x the
+    weights give grey noise (mean ~100/255, sd ~40), what the presets promise; the values do not
+    change the speed."""
     import torch
     from diffusers import AutoencoderTiny
 
     with torch.device(device):
         torch.manual_seed(seed)
-        return AutoencoderTiny()
+        tiny = AutoencoderTiny()
+    last = tiny.decoder.layers[-1]  # Conv2d(64, 3): the image, in [0, 1] before the mapping
+    with torch.no_grad():
+        last.weight.mul_(12.0)
+        last.bias.fill_(0.5)
+    return tiny

@@ -41,6 +41,11 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # weights (the same XXL encoder as stage I) would be gigabytes fetched for nothing.
 _SKIP_COMPONENTS = {"DeepFloyd/IF-II-L-v1.0": frozenset({"text_encoder"})}
 _LICENCE = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
+# The field models/standins.py writes into a stand-in's top-level model_index.json (a pipeline)
+# or config.json (a model repository): random weights in a real repository's layout, which
+# nothing else tells apart from the real download. No hub repository has the field, and the
+# libraries ignore it (diffusers drops "_" keys; transformers keeps it as a config attribute).
+STANDIN_FIELD = "_playlist_cover_standin"
 
 
 def repo_ids(name: str) -> list[str]:
@@ -166,6 +171,7 @@ class RepoState:
     snapshot: Path | None
     size_on_disk: int  # bytes of the needed files present
     variants: tuple[str, ...]  # "fp16", "full"
+    standin: bool = False  # random weights from models/standins.py (:data:`STANDIN_FIELD`)
 
 
 def _snapshot(repo_id: str) -> Path | None:
@@ -215,7 +221,8 @@ def repo_state(repo_id: str) -> RepoState:
                 if f not in seen:
                     seen.add(f)
                     size += (snapshot / f).stat().st_size
-    return RepoState(repo_id, bool(present), snapshot, size, tuple(present))
+    standin = STANDIN_FIELD in index
+    return RepoState(repo_id, bool(present), snapshot, size, tuple(present), standin)
 
 
 def _transformers_state(repo_id: str, snapshot: Path) -> RepoState:
@@ -223,7 +230,20 @@ def _transformers_state(repo_id: str, snapshot: Path) -> RepoState:
     needed = needed_transformers_files(files)
     complete = any(_format_of(f) for f in needed)  # present by construction; weights decide
     size = sum((snapshot / f).stat().st_size for f in needed) if complete else 0
-    return RepoState(repo_id, complete, snapshot, size, ("full",) if complete else ())
+    variants = ("full",) if complete else ()
+    return RepoState(repo_id, complete, snapshot, size, variants, is_standin(snapshot))
+
+
+def is_standin(snapshot: Path) -> bool:
+    """Whether the snapshot folder ``snapshot`` is a stand-in: its model_index.json, or for a
+    model repository its config.json, carries :data:`STANDIN_FIELD`."""
+    for name in ("model_index.json", "config.json"):
+        try:
+            data = json.loads((snapshot / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return isinstance(data, dict) and STANDIN_FIELD in data
+    return False
 
 
 def cache_state(name: str) -> list[RepoState]:

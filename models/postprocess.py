@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
+    "BLACK_LEVEL",
     "MAX_TITLE_CHARS",
     "SPOTIFY_JPEG_LIMIT",
     "SPOTIFY_JPEG_MAX_BYTES",
@@ -71,11 +72,21 @@ Box = tuple[int, int, int, int]  # (left, top, right, bottom); right and bottom 
 # -- safety-checker output ------------------------------------------------------------------------
 
 
-def is_black(image: Image.Image, *, threshold: int = 8, fraction: float = 0.999) -> bool:
-    """True when the image is the safety checker's black replacement.
+# The brightest 8-bit sRGB value under CIE L* 10 (27 is L* 9.8, 28 is L* 10.3): the darkest step
+# of the Munsell value scale above black, a level at which nothing reads as a picture. The
+# safety checker's replacement is 0; the -random presets' random tiny decoder made murk of
+# mean 3.5-4/255 that a lower level (8, what a JPEG round trip leaves) let pass as a cover; the
+# darkest synthetic covers (training/synthetic.py: a moon on near-black) keep 6% of their
+# pixels above it, sixty times the slack.
+BLACK_LEVEL = 27
+
+
+def is_black(image: Image.Image, *, threshold: int = BLACK_LEVEL, fraction: float = 0.999) -> bool:
+    """True when the image is black or near-black: the safety checker's replacement, or murk.
 
     An image counts as black when at least ``fraction`` of its pixels have every channel at or
-    below ``threshold``; the slack forgives the faint noise a JPEG round trip or a VAE leaves.
+    below ``threshold`` (default :data:`BLACK_LEVEL`, L* 10); the slack forgives a few stray
+    pixels, and the level the faint noise a JPEG round trip, a VAE or random weights leave.
     """
     if not 0 <= threshold <= 255:
         raise ValueError(f"threshold must be between 0 and 255, got {threshold!r}.")

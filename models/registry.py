@@ -197,30 +197,37 @@ def auto_choice(*, gpu: bool | None = None) -> tuple[str, str]:
     """What ``auto`` picks and why, in words for the person who asked: on a machine with a
     CUDA GPU (``gpu``; default: ask torch) the first model of :data:`AUTO_PREFERENCE` in the
     local hub cache; on a CPU a cached one-step model (:data:`AUTO_PREFERENCE_CPU`); otherwise
-    the embedded model, which runs anywhere."""
+    the embedded model, which runs anywhere. A stand-in (random weights, models/standins.py)
+    is never picked: it paints noise, and only someone who names it wants that."""
+    from models.hub import repo_state
+
     if gpu is None:
         gpu = _cuda_available()
     preference = AUTO_PREFERENCE if gpu else AUTO_PREFERENCE_CPU
+    standins = []
     for name in preference:
         repo_id = PRESETS[name].repo_id
-        if repo_id is not None and hub_cached(repo_id):
-            if gpu:
-                return name, f"a CUDA GPU and {name} in the local Hugging Face cache"
-            return name, f"no CUDA GPU; {name} is cached and makes a cover in one step"
+        state = repo_state(repo_id) if repo_id is not None else None
+        if state is None or not state.cached:
+            continue
+        if state.standin:
+            standins.append(name)
+            continue
+        if gpu:
+            return name, f"a CUDA GPU and {name} in the local Hugging Face cache"
+        return name, f"no CUDA GPU; {name} is cached and makes a cover in one step"
     wanted = ", ".join(preference)
     where = "a CUDA GPU but" if gpu else "no CUDA GPU and"
+    skipped = (
+        f"; skipped the stand-in{'s' * (len(standins) > 1)} {', '.join(standins)} "
+        "(random weights: name it to use it)"
+        if standins
+        else ""
+    )
     return "embedded", (
         f"{where} none of {wanted} in the local Hugging Face cache "
-        f"(`python -m bot models pull {preference[0]}` fetches one)"
+        f"(`python -m bot models pull {preference[0]}` fetches one){skipped}"
     )
-
-
-def hub_cached(repo_id: str) -> bool:
-    """Whether the local Hugging Face cache holds every file the pipeline ``repo_id`` needs
-    (for at least one weights variant); a half-finished download does not count."""
-    from models.hub import repo_state
-
-    return repo_state(repo_id).cached
 
 
 def _cuda_available() -> bool:

@@ -29,6 +29,10 @@ a BERT WordPiece tokenizer with BLIP's ``[DEC]``), CLIP ViT-L/14 (``CLIPModel``,
 BPE) and MagicPrompt (``GPT2LMHeadModel``, a GPT-2 byte-level BPE trained here with the
 ``tokenizers`` library), each as a transformers repository: everything at the top level.
 
+Every stand-in says what it is: its top-level ``model_index.json`` (or ``config.json``) carries
+:data:`models.hub.STANDIN_FIELD`, which no real repository has, so ``python -m bot models`` lists
+it as a stand-in and ``auto`` never picks one (naming the preset still loads it).
+
 ``safety="flag-all"`` builds a safety checker that flags every image (what real checkers do to
 some honest prompts), so the black-image path can be tested end to end.
 """
@@ -44,6 +48,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+
+from models.hub import STANDIN_FIELD
 
 Safety = Literal["pass", "flag-all"]
 
@@ -182,7 +188,9 @@ def repo_folder(hub_cache: Path, repo_id: str) -> Path:
 
 def _into_cache(files: Path, hub_cache: Path, repo_id: str) -> Path:
     """Move ``files`` into the cache as huggingface_hub lays a download out: content-addressed
-    blobs, a snapshot of relative symlinks to them, and ``refs/main`` naming the snapshot."""
+    blobs, a snapshot of relative symlinks to them, and ``refs/main`` naming the snapshot. The
+    top-level model_index.json or config.json gets the stand-in marker first."""
+    _mark(files, repo_id)
     repo = repo_folder(hub_cache, repo_id)
     if repo.exists():
         shutil.rmtree(repo)
@@ -201,6 +209,17 @@ def _into_cache(files: Path, hub_cache: Path, repo_id: str) -> Path:
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     return snapshot
+
+
+def _mark(files: Path, repo_id: str) -> None:
+    """Write :data:`STANDIN_FIELD` into the repository's top-level description (model_index.json
+    for a pipeline, config.json for a model): the weights are random, whatever else looks real."""
+    top = files / "model_index.json"
+    if not top.is_file():
+        top = files / "config.json"
+    data = json.loads(top.read_text(encoding="utf-8"))
+    data[STANDIN_FIELD] = f"random weights standing in for {repo_id} (models/standins.py)"
+    top.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _finish_files(name: str, repo: RealRepo, files: Path) -> None:

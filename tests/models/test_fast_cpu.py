@@ -182,6 +182,26 @@ def test_alternate_runs_both_sides_in_turn_and_takes_medians() -> None:
     assert SwitchResult("c", "s", 1.0, 1.01, 3).verdict() == "no gain"
 
 
+def test_the_random_presets_tiny_decoder_paints_visible_noise() -> None:
+    """Issue 31, point 7: random TAESD weights decoded any latents to murk of mean ~4/255, which
+    the black check (models/postprocess.py) now rejects; the presets promise noise."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from models.embedded import build_tiny_decoder_architecture
+    from models.postprocess import is_black
+
+    tiny = build_tiny_decoder_architecture().eval()
+    with torch.no_grad():
+        pixels = tiny.decode(torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)))
+    rgb = ((pixels.sample[0] / 2 + 0.5).clamp(0, 1) * 255).round().byte()  # (3, H, W)
+    image = Image.fromarray(rgb.permute(1, 2, 0).numpy())
+    assert not is_black(image)
+    values = np.asarray(image, dtype=np.float64)
+    assert 64 < values.mean() < 192 and values.std() > 25  # grey noise, not a flat picture
+
+
 def test_the_real_size_presets_have_sd_turbo_and_taesd_shapes() -> None:
     from models.embedded import build_sd_turbo_architecture, build_tiny_decoder_architecture
     from models.registry import BUILT_IN, resolve_model

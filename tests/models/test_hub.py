@@ -140,9 +140,10 @@ def test_pull_sd15_fetches_only_what_the_pipeline_needs_and_lists_it(hub, served
 
     after = cli(hub, tmp_path)
     row = next(line for line in after.stdout.splitlines() if line.startswith("sd15 "))
-    assert row.split()[1:3] == ["yes", "full"], row
+    # Cached, and still known for what the fake hub served: a stand-in (its marker is pulled).
+    assert row.split()[1:3] == ["stand-in", "full"], row
     tiny_row = next(line for line in after.stdout.splitlines() if line.startswith("taesd "))
-    assert tiny_row.split()[1] == "yes", tiny_row
+    assert tiny_row.split()[1] == "stand-in", tiny_row
     assert "models--stable-diffusion-v1-5--stable-diffusion-v1-5/snapshots/" in row
     assert "KB" in row or "MB" in row
 

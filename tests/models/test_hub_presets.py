@@ -205,7 +205,8 @@ def test_a_safety_checker_that_blacks_everything_out_fails_clearly(
 def test_auto_picks_a_cached_sd_turbo_on_a_cpu_and_says_why(
     standin_hub: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    _use_hub(monkeypatch, standin_hub)
+    _use_hub(monkeypatch, cli_env / "hub")
+    _as_download(standin_hub, cli_env / "hub", "sd-turbo")
     assert main(_cover("--count", "1")) == 0
     err = capsys.readouterr().err
     assert "model sd-turbo" in err
@@ -218,15 +219,55 @@ def test_auto_prefers_sd15_on_a_gpu_and_sd_turbo_on_a_cpu(
     from models.registry import AUTO_PREFERENCE, auto_choice, resolve_auto
 
     _use_hub(monkeypatch, tmp_path)
-    _copy_repo(standin_hub, tmp_path, "sd-turbo")
+    _as_download(standin_hub, tmp_path, "sd-turbo")
     assert resolve_auto(gpu=False) == resolve_auto(gpu=True) == "sd-turbo"
     assert "no CUDA GPU" in auto_choice(gpu=False)[1]
-    _copy_repo(standin_hub, tmp_path, AUTO_PREFERENCE[0])
+    _as_download(standin_hub, tmp_path, AUTO_PREFERENCE[0])
     assert resolve_auto(gpu=True) == AUTO_PREFERENCE[0]  # the preferred one wins
     assert resolve_auto(gpu=False) == "sd-turbo"  # 25 steps of SD 1.5 are too slow on a CPU
 
 
+def test_standins_are_listed_as_such_and_auto_never_picks_one(
+    standin_hub: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Issue 31, point 7: a stand-in in the cache passed for the real model – listed as
+    "yes fp16+full", and ``auto`` painted its noise. Named, it still loads (the tests above)."""
+    from models.registry import auto_choice
+
+    _use_hub(monkeypatch, standin_hub)
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    for name in HUB_PRESETS:
+        assert rows[name].split()[1] == "stand-in", rows[name]
+        assert "(stand-in, random weights: makes noise; auto skips it)" in rows[name]
+    assert rows["sd-turbo"].split()[2] == "fp16+full"  # what is cached, as for a real one
+
+    name, why = auto_choice(gpu=False)
+    assert name == "embedded"
+    assert why.endswith("skipped the stand-in sd-turbo (random weights: name it to use it)")
+    name, why = auto_choice(gpu=True)
+    assert name == "embedded" and "skipped the stand-ins sd15, small-sd, sd-turbo" in why
+    assert main(_cover("--count", "1")) == 0
+    err = capsys.readouterr().err
+    assert "model embedded" in err and "skipped the stand-in sd-turbo" in err
+
+
 # -- what loading says when it fails --------------------------------------------------------
+
+
+def _as_download(source_hub: Path, hub: Path, name: str) -> None:
+    """Copy preset ``name``'s stand-in into ``hub`` without its stand-in marker: what a real
+    download of the preset looks like to everything that reads the cache."""
+    from models.hub import STANDIN_FIELD
+
+    for repo_id in filter(None, (PRESETS[name].repo_id, PRESETS[name].stage2_repo_id)):
+        folder = repo_folder(hub, repo_id)
+        shutil.copytree(repo_folder(source_hub, repo_id), folder, symlinks=True)
+        index = folder / "snapshots" / revision_of(repo_id) / "model_index.json"
+        data = json.loads(index.read_text())
+        del data[STANDIN_FIELD]
+        index.unlink()  # a link into the shared blobs; the copy gets a file of its own
+        index.write_text(json.dumps(data))
 
 
 def _copy_repo(source_hub: Path, hub: Path, name: str) -> Path:

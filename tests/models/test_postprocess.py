@@ -19,6 +19,7 @@ from PIL import Image, JpegImagePlugin
 
 from models import postprocess
 from models.postprocess import (
+    BLACK_LEVEL,
     SPOTIFY_JPEG_LIMIT,
     SPOTIFY_JPEG_MAX_BYTES,
     cell_origin,
@@ -87,6 +88,44 @@ def test_is_black_forgives_a_few_stray_pixels_but_not_a_patch() -> None:
     assert is_black(Image.fromarray(pixels))
     pixels[100:120, 100:120] = 255  # 400 pixels: 0.6%
     assert not is_black(Image.fromarray(pixels))
+
+
+def test_is_black_catches_near_black_up_to_lightness_10_and_no_further() -> None:
+    """Issue 31, point 7: the ``-random`` presets' tiny decoder made murk of mean 3.5/255 that
+    passed for a picture. Near-black is black up to CIE L* 10 (sRGB 27) in every channel."""
+    assert is_black(solid((BLACK_LEVEL,) * 3))
+    assert not is_black(solid((BLACK_LEVEL + 1,) * 3))
+    assert not is_black(solid((0, 0, BLACK_LEVEL + 1)))  # one visible channel is enough
+    rng = np.random.default_rng(0)
+    murk = rng.integers(0, 15, (256, 256, 3), dtype=np.uint8)  # mean 7/255
+    assert is_black(Image.fromarray(murk))
+    # the 0.1% slack still holds: 400 pixels of 65,536 (0.6%) above the level are a picture
+    murk[100:120, 100:120] = BLACK_LEVEL + 1
+    assert not is_black(Image.fromarray(murk))
+
+
+def test_dark_covers_are_not_black() -> None:
+    """The darkest synthetic covers (training/synthetic.py) pass: a moon on a near-black metal
+    background (94% of the pixels at or under L* 10 – the darkest of 3,000 drawn covers), a
+    dark-blue night with stars and scanlines; and a black sky whose stars cover 0.3%."""
+    from training.synthetic import CoverSpec, render_cover
+
+    def dark_share(image: Image.Image) -> float:
+        return float((np.asarray(image).max(axis=2) <= BLACK_LEVEL).mean())
+
+    moon = CoverSpec("metal lullaby", "metal", "sleep", None, None)
+    night = CoverSpec("80s midnight punk", "punk", None, "night", "80s")
+    for seed in range(5):
+        for spec in (moon, night):
+            image = render_cover(spec, np.random.default_rng(seed), 256)
+            assert not is_black(image), (spec.title, seed, dark_share(image))
+    darkest = render_cover(moon, np.random.default_rng(0), 256)
+    assert dark_share(darkest) > 0.9  # really dark: the test is near the line
+
+    sky = np.zeros((256, 256, 3), dtype=np.uint8)
+    stars = np.random.default_rng(1).integers(0, 256, (200, 2))  # 200 of 65,536 pixels
+    sky[stars[:, 0], stars[:, 1]] = 255
+    assert not is_black(Image.fromarray(sky))
 
 
 def test_is_black_false_for_a_real_picture() -> None:
