@@ -178,7 +178,13 @@ def test_lora_path_is_checked(tmp_path: Path) -> None:
     pickled.write_bytes(b"x")
     with pytest.raises(ModelUnavailable, match=r"\.safetensors"):
         resolve_model("embedded", lora=str(pickled))
-    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    garbage = tmp_path / "pytorch_lora_weights.safetensors"
+    garbage.write_bytes(b"x")  # the header is read before any work: garbage is refused
+    with pytest.raises(ModelUnavailable, match="not a readable safetensors file"):
+        resolve_model("embedded", lora=str(tmp_path))
+    from safetensors.numpy import save_file
+
+    save_file({"lora_A.weight": np.zeros((2, 2), np.float32)}, str(garbage))
     assert resolve_model("embedded", lora=str(tmp_path)).lora == (
         tmp_path / "pytorch_lora_weights.safetensors"
     )
