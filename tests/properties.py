@@ -17,12 +17,19 @@ from __future__ import annotations
 import os
 
 from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 EXPLORE_FACTOR = 20
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-settings.register_profile("dev")
-settings.register_profile("explore", max_examples=100 * EXPLORE_FACTOR)
+# Spelled out, not inherited: where CI is set, hypothesis's own defaults are derandomised with
+# no database, and a profile that only inherited them would not explore even when asked to.
+_EXPLORING = {
+    "derandomize": False,
+    "database": DirectoryBasedExampleDatabase(".hypothesis/examples"),
+}
+settings.register_profile("dev", **_EXPLORING)
+settings.register_profile("explore", max_examples=100 * EXPLORE_FACTOR, **_EXPLORING)
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 
