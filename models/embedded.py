@@ -123,9 +123,18 @@ def _untrained_info() -> dict[str, Any]:
     }
 
 
-def build_architecture(seed: int = 0) -> StableDiffusionPipeline:
+# The VAE per native size. The UNet always works on a 16x16 latent, so a bigger native size
+# costs the UNet nothing: one more VAE block doubles the side instead. At 128 px the VAE is
+# wider too (32 channels at full resolution, not 16), because its decoder draws every edge.
+VAE_BLOCKS: dict[int, tuple[int, ...]] = {64: (16, 32, 64), 128: (32, 64, 64, 64)}
+
+
+def build_architecture(seed: int = 0, native_size: int = NATIVE_SIZE) -> StableDiffusionPipeline:
     """The embedded model's architecture with seeded random weights (what training starts
-    from); every component has its own seed derived from ``seed``."""
+    from); every component has its own seed derived from ``seed``. ``native_size`` picks the
+    VAE (:data:`VAE_BLOCKS`); the UNet and the text encoder are the same at every size."""
+    if native_size not in VAE_BLOCKS:
+        raise ValueError(f"native_size must be one of {sorted(VAE_BLOCKS)}, got {native_size}.")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -148,14 +157,15 @@ def build_architecture(seed: int = 0) -> StableDiffusionPipeline:
     )
 
     torch.manual_seed(seed * 10 + _SEEDS["vae"])
+    blocks = VAE_BLOCKS[native_size]  # n blocks → 2**(n-1) x downsampling
     vae = AutoencoderKL(
-        sample_size=NATIVE_SIZE,
+        sample_size=native_size,
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        block_out_channels=(16, 32, 64),  # 3 blocks → 2**2 = 4x downsampling
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
         layers_per_block=1,
         norm_num_groups=8,
         scaling_factor=1.0,  # training measures the latents' spread and sets it
