@@ -115,7 +115,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
     captions = [e.caption for e in examples]
     log(f"data: {len(images)} images from {config.data}")
 
-    pipe = build_architecture(seed=config.seed)
+    pipe = build_architecture(seed=config.seed, native_size=config.resolution)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
     timings: dict[str, float] = {}
 
