@@ -9,6 +9,7 @@ guidance 4, at the model's native size) it measures, each with its n and a 95% i
 * palette: genre → palette (:mod:`eval.prompt_following`), centroids of the split's real covers;
 * composition: activity → composition (:mod:`eval.composition`), a classifier fitted on the
   train covers; its accuracy on the split's real covers is the ceiling;
+* the decoder's grid: :func:`eval.upscale_check.grid_ratio` at the VAE's downsampling factor;
 * KID to the split's real covers (Inception-v3), both sides at 64 px so that a 64 px and a
   128 px model are compared on what they draw, not on their resolution (sharpness is judged
   separately, :mod:`eval.upscale_check`).
@@ -25,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from eval.composition import (
@@ -33,7 +35,9 @@ from eval.composition import (
     composition_following,
     features_of,
 )
+from eval.metrics import bootstrap
 from eval.prompt_following import histograms, prompt_following
+from eval.upscale_check import grid_ratio
 
 KID_SIZE = 64  # px: the size both sides of KID are compared at (see the module docstring)
 
@@ -133,6 +137,12 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     )
     fake_features = cached_features(at_kid_size(generated, out / "kid"), inception, None)
     kid, _ = kid_estimate(real_features, fake_features, resamples=200, seed=0)
+    period = pipe.vae_scale_factor
+    grids = []
+    for path in generated:
+        with Image.open(path) as image:
+            grids.append(grid_ratio(image, period))
+    grid = bootstrap(lambda v: float(v.mean()), (np.array(grids),), resamples=400, seed=0)
 
     result = {
         "model": args.model if args.model == "shipped" else Path(args.model).name,
@@ -144,6 +154,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         "composition": composition.as_dict(),
         "composition_ceiling": ceiling.as_dict(),
         "kid": {"value": kid.value, "low": kid.low, "high": kid.high},
+        "grid": {"period": period, "value": grid.value, "low": grid.low, "high": grid.high},
     }
     (out / "check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
@@ -177,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     kid = result["kid"]
     print(
         f"KID x10^3 {kid['value'] * 1e3:.2f} ({kid['low'] * 1e3:.2f} – {kid['high'] * 1e3:.2f}), n = {result['generated']} / {result['real']}"
+    )
+    g = result["grid"]
+    print(
+        f"grid every {g['period']} px {g['value']:.3f} ({g['low']:.3f} – {g['high']:.3f}) (1 = none)"
     )
     return 0
 

@@ -104,6 +104,19 @@ def measure(up: Image.Image, reference: Image.Image, source: int) -> dict[str, f
     }
 
 
+def grid_ratio(image: Image.Image, period: int) -> float:
+    """Gradient energy on every ``period``-th pixel border over the energy elsewhere, in one
+    image: a decoder that paints each latent cell a little apart leaves lines every
+    ``period`` pixels (its downsampling factor), ~1.0 for the rules' drawings."""
+    pixels = grey(image)
+    dx = np.abs(np.diff(pixels, axis=1)).mean(axis=0)
+    dy = np.abs(np.diff(pixels, axis=0)).mean(axis=1)
+    border = (np.arange(len(dx)) + 1) % period == 0
+    return float(
+        (dx[border].mean() + dy[border].mean()) / max(dx[~border].mean() + dy[~border].mean(), 1e-3)
+    )
+
+
 def covers(split: str, count: int, sizes: tuple[int, ...]) -> list[dict[int, Image.Image]]:
     """``count`` covers without mood or era, each drawn at every size in ``sizes``."""
     out: list[dict[int, Image.Image]] = []
