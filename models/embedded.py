@@ -1,18 +1,19 @@
 """The embedded default model: a tiny Stable Diffusion trained here, on synthetic covers.
 
-It lets the bot, the CLI and the tests run end to end on any machine, offline, in well under a
+It lets the bot, the CLI and the tests run end to end on any machine, offline, in about a
 second per image on a laptop CPU. Its weights ship inside the package (``assets/embedded/``,
-float16, 7.6 MB): ``python -m training miniature`` trained them from scratch on CPU – a VAE,
-then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
-synthetic playlist covers (see ``docs/miniature.md``). At that budget it follows a prompt's
-words in colour (the genre's palette, dark for night) but not yet in layout or motif.
+float16, ~9 MB): ``python -m training.converge`` trained them from scratch on one CPU core – a
+VAE, then the UNet and text encoder on a generic shapes-and-colours domain, then on synthetic
+playlist covers, the snapshot chosen on the validation split (``docs/embedded.md``). It paints
+the genre's palette and, at about half the rules' own rate, the layout an activity word calls
+for (a horizon for a morning, bands for a workout); its shapes are still soft.
 
 Shape (the layout of SD 1.x, scaled down):
 
 * UNet2DConditionModel, block_out_channels (32, 64, 64), cross-attention in the first two down
-  and last two up blocks, sample_size 16 → 64 px images through a 4x VAE;
-* AutoencoderKL with three blocks (16, 32, 64; 2 downsamplings → vae_scale_factor 4), 4 latent
-  channels;
+  and last two up blocks, sample_size 16 → 128 px images through an 8x VAE;
+* AutoencoderKL with four blocks (32, 64, 64, 64; 3 downsamplings → vae_scale_factor 8), 4
+  latent channels (:data:`VAE_BLOCKS`; the miniature study keeps the 64 px, 4x one);
 * a 2-layer CLIPTextModel (width 32) over OpenAI CLIP's real 49,408-token BPE vocabulary
   (:mod:`models.clip_tokenizer`), model_max_length 77;
 * a zero-terminal-SNR, v-prediction noise schedule sampled by DPM-Solver++ 2M in ~20 steps
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 PACKAGED = Path(__file__).parent / "assets" / "embedded"
-EMBEDDED_VERSION = "covers-mini-v2"
-NATIVE_SIZE = 64  # px: unet sample_size 16 x vae_scale_factor 4
+EMBEDDED_VERSION = "covers-mini-v3"
+NATIVE_SIZE = 128  # px: unet sample_size 16 x vae_scale_factor 8
 INFO_FILE = "playlist_cover.json"
 WEIGHTS_FILE = "weights.fp16.safetensors"  # per component, in PACKAGED
 COMPONENTS = ("unet", "vae", "text_encoder")
