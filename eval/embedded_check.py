@@ -52,13 +52,16 @@ def read_rows(folder: Path) -> tuple[list[Path], list[dict[str, Any]]]:
 
 
 def load_pipeline(model: str) -> Any:
-    """The shipped package (``shipped``) or a diffusers folder, float32 on the CPU."""
+    """The shipped package (``shipped``), another package folder or a diffusers folder, float32
+    on the CPU."""
     from diffusers import StableDiffusionPipeline
 
-    from models.embedded import PACKAGED, _from_package, embedded_scheduler
+    from models.embedded import PACKAGED, _from_package, embedded_scheduler, packaged_info
 
     if model == "shipped":
         return _from_package(PACKAGED)
+    if packaged_info(Path(model)) is not None:  # a package folder, e.g. an earlier release's
+        return _from_package(Path(model))
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     pipe.scheduler = embedded_scheduler()  # training folders carry the DDPM scheduler's config
     return pipe
