@@ -1,18 +1,19 @@
 """The embedded default model: a tiny Stable Diffusion trained here, on synthetic covers.
 
-It lets the bot, the CLI and the tests run end to end on any machine, offline, in well under a
+It lets the bot, the CLI and the tests run end to end on any machine, offline, in about a
 second per image on a laptop CPU. Its weights ship inside the package (``assets/embedded/``,
-float16, 7.6 MB): ``python -m training miniature`` trained them from scratch on CPU – a VAE,
-then the UNet and text encoder on a generic shapes-and-colours domain, then a fine-tune on
-synthetic playlist covers (see ``docs/miniature.md``). At that budget it follows a prompt's
-words in colour (the genre's palette, dark for night) but not yet in layout or motif.
+float16, ~9 MB): ``python -m training.converge`` trained them from scratch on one CPU core – a
+VAE, then the UNet and text encoder on a generic shapes-and-colours domain, then on synthetic
+playlist covers, the snapshot chosen on the validation split (``docs/embedded.md``). It paints
+the genre's palette and, at about half the rules' own rate, the layout an activity word calls
+for (a horizon for a morning, bands for a workout); its shapes are still soft.
 
 Shape (the layout of SD 1.x, scaled down):
 
 * UNet2DConditionModel, block_out_channels (32, 64, 64), cross-attention in the first two down
-  and last two up blocks, sample_size 16 → 64 px images through a 4x VAE;
-* AutoencoderKL with three blocks (16, 32, 64; 2 downsamplings → vae_scale_factor 4), 4 latent
-  channels;
+  and last two up blocks, sample_size 16 → 128 px images through an 8x VAE;
+* AutoencoderKL with four blocks (32, 64, 64, 64; 3 downsamplings → vae_scale_factor 8), 4
+  latent channels (:data:`VAE_BLOCKS`; the miniature study keeps the 64 px, 4x one);
 * a 2-layer CLIPTextModel (width 32) over OpenAI CLIP's real 49,408-token BPE vocabulary
   (:mod:`models.clip_tokenizer`), model_max_length 77;
 * a zero-terminal-SNR, v-prediction noise schedule sampled by DPM-Solver++ 2M in ~20 steps
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 PACKAGED = Path(__file__).parent / "assets" / "embedded"
-EMBEDDED_VERSION = "covers-mini-v2"
-NATIVE_SIZE = 64  # px: unet sample_size 16 x vae_scale_factor 4
+EMBEDDED_VERSION = "covers-mini-v3"
+NATIVE_SIZE = 128  # px: unet sample_size 16 x vae_scale_factor 8
 INFO_FILE = "playlist_cover.json"
 WEIGHTS_FILE = "weights.fp16.safetensors"  # per component, in PACKAGED
 COMPONENTS = ("unet", "vae", "text_encoder")
@@ -123,9 +124,18 @@ def _untrained_info() -> dict[str, Any]:
     }
 
 
-def build_architecture(seed: int = 0) -> StableDiffusionPipeline:
+# The VAE per native size. The UNet always works on a 16x16 latent, so a bigger native size
+# costs the UNet nothing: one more VAE block doubles the side instead. At 128 px the VAE is
+# wider too (32 channels at full resolution, not 16), because its decoder draws every edge.
+VAE_BLOCKS: dict[int, tuple[int, ...]] = {64: (16, 32, 64), 128: (32, 64, 64, 64)}
+
+
+def build_architecture(seed: int = 0, native_size: int = NATIVE_SIZE) -> StableDiffusionPipeline:
     """The embedded model's architecture with seeded random weights (what training starts
-    from); every component has its own seed derived from ``seed``."""
+    from); every component has its own seed derived from ``seed``. ``native_size`` picks the
+    VAE (:data:`VAE_BLOCKS`); the UNet and the text encoder are the same at every size."""
+    if native_size not in VAE_BLOCKS:
+        raise ValueError(f"native_size must be one of {sorted(VAE_BLOCKS)}, got {native_size}.")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -148,14 +158,15 @@ def build_architecture(seed: int = 0) -> StableDiffusionPipeline:
     )
 
     torch.manual_seed(seed * 10 + _SEEDS["vae"])
+    blocks = VAE_BLOCKS[native_size]  # n blocks → 2**(n-1) x downsampling
     vae = AutoencoderKL(
-        sample_size=NATIVE_SIZE,
+        sample_size=native_size,
         in_channels=3,
         out_channels=3,
         latent_channels=4,
-        block_out_channels=(16, 32, 64),  # 3 blocks → 2**2 = 4x downsampling
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
         layers_per_block=1,
         norm_num_groups=8,
         scaling_factor=1.0,  # training measures the latents' spread and sets it

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.embedded import NATIVE_SIZE as EMBEDDED_NATIVE_SIZE
 from models.errors import ModelUnavailable
 
 Kind = Literal["sd", "if"]
@@ -62,12 +63,12 @@ PRESETS: dict[str, ModelPreset] = {
             name="embedded",
             repo_id=None,
             kind="sd",
-            native_size=64,
+            native_size=EMBEDDED_NATIVE_SIZE,
             steps=20,
             guidance=4.0,
             dtype_cuda="float32",
             description="Tiny built-in model trained here from scratch on synthetic covers "
-            "(64 px, ~8 MB): runs offline anywhere; the playlist's palette, not real covers.",
+            "(128 px, ~9 MB): runs offline anywhere; palette and layout, not real covers.",
             negative_prompts=False,
         ),
         ModelPreset(

@@ -429,7 +429,7 @@ def best_finetune(summary: dict[str, Any]) -> str:
 def ship(config: MiniatureConfig, summary: dict[str, Any], *, folder: Path | None = None) -> Path:
     """Export the arm chosen on validation (lowest KID, first seed) as the embedded default's
     packaged weights."""
-    from models.embedded import EMBEDDED_VERSION, NATIVE_SIZE, PACKAGED, export_to_package
+    from models.embedded import EMBEDDED_VERSION, PACKAGED, export_to_package
     from models.registry import load_pipeline, resolve_model
 
     out = Path(config.out)
@@ -444,7 +444,7 @@ def ship(config: MiniatureConfig, summary: dict[str, Any], *, folder: Path | Non
     info = {
         "name": "embedded",
         "version": EMBEDDED_VERSION,
-        "native_size": NATIVE_SIZE,
+        "native_size": 64,  # the study's architecture (PretrainConfig.architecture)
         "trained": True,
         "method": method,
         "arm": arm,

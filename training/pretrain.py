@@ -41,6 +41,9 @@ class PretrainConfig:
     resolution: int = 64  # px; images are used as they are, so they must already be this size
     seed: int = 0
     device: str = "auto"
+    # The miniature study's model is the 64 px architecture whatever the embedded default ships
+    # (models.embedded.VAE_BLOCKS): the study's numbers stay comparable across releases.
+    architecture: int = 64
     # --- 1. the VAE: L1 + L2 reconstruction of random crops, a whisper of KL (as SD's VAE) ---
     vae_steps: int = 1500
     vae_batch_size: int = 32
@@ -115,7 +118,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
     captions = [e.caption for e in examples]
     log(f"data: {len(images)} images from {config.data}")
 
-    pipe = build_architecture(seed=config.seed)
+    pipe = build_architecture(seed=config.seed, native_size=config.architecture)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
     timings: dict[str, float] = {}
 

@@ -17,6 +17,7 @@ from PIL import Image
 from models.embedded import (
     EMBEDDED_VERSION,
     INFO_FILE,
+    NATIVE_SIZE,
     build_embedded_pipeline,
     ensure_embedded,
     packaged_info,
@@ -87,14 +88,14 @@ def test_embedded_build_is_deterministic_and_loads_offline(
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     pipe = DiffusionPipeline.from_pretrained(embedded_model_dir, local_files_only=True)
-    assert pipe.vae_scale_factor * pipe.unet.config.sample_size == 64
+    assert pipe.vae_scale_factor * pipe.unet.config.sample_size == NATIVE_SIZE == 128
     assert pipe.tokenizer.model_max_length == 77
     assert len(pipe.tokenizer) == 49408  # CLIP's own vocabulary
     assert len(pipe.tokenizer("a playlist cover ♫").input_ids) > 2  # any text encodes
 
 
 def test_the_packaged_model_is_small_and_float16() -> None:
-    """The issue's budget: the shipped model, vocabulary included, is at most 10 MB."""
+    """Issue 29's budget: the shipped model, vocabulary included, is at most 20 MB."""
     from safetensors import safe_open
 
     from models.clip_tokenizer import VOCAB_FILE
@@ -103,7 +104,7 @@ def test_the_packaged_model_is_small_and_float16() -> None:
     if packaged_info() is None:
         pytest.skip("this checkout ships no trained embedded weights")
     files = [p for p in PACKAGED.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) + VOCAB_FILE.stat().st_size <= 10_000_000
+    assert sum(p.stat().st_size for p in files) + VOCAB_FILE.stat().st_size <= 20_000_000
     for component in COMPONENTS:
         with safe_open(PACKAGED / component / WEIGHTS_FILE, "pt") as weights:
             name = next(iter(weights.keys()))
@@ -144,7 +145,7 @@ def test_resolve_presets() -> None:
         "deepfloyd-if",
     }
     embedded = resolve_model("embedded")
-    assert (embedded.native_size, embedded.steps, embedded.guidance) == (64, 20, 4.0)
+    assert (embedded.native_size, embedded.steps, embedded.guidance) == (128, 20, 4.0)
     assert embedded.is_embedded and embedded.repo_id is None
     turbo = resolve_model("sd-turbo")
     assert (turbo.repo_id, turbo.steps, turbo.guidance) == ("stabilityai/sd-turbo", 1, 0.0)
@@ -156,7 +157,7 @@ def test_resolve_presets() -> None:
 def test_resolve_local_folder(embedded_model_dir: Path, tmp_path: Path) -> None:
     spec = resolve_model(str(embedded_model_dir))
     assert spec.path == embedded_model_dir.resolve()
-    assert spec.native_size == 64  # unet sample_size 16 x vae scale 4
+    assert spec.native_size == 128  # unet sample_size 16 x vae scale 8
     assert (spec.steps, spec.guidance) == (25, 7.5)
     with pytest.raises(ModelUnavailable, match=r"model_index\.json"):
         resolve_model(str(tmp_path))
@@ -444,7 +445,7 @@ def test_the_shipped_model_paints_the_palette_its_genre_word_names(
     ]
     preset = resolve_model("embedded")
     made = runner(
-        params(steps=preset.steps, guidance=preset.guidance, width=64, height=64),
+        params(steps=preset.steps, guidance=preset.guidance, width=NATIVE_SIZE, height=NATIVE_SIZE),
         specs,
         RecordingControl(),
     )
@@ -453,3 +454,37 @@ def test_the_shipped_model_paints_the_palette_its_genre_word_names(
     result = prompt_following(np.stack(real), real_labels, np.stack(generated), labels, resamples=0)
     assert result.chance == pytest.approx(1 / 12)
     assert result.accuracy.value >= 3 * result.chance, result.per_label
+
+
+def test_the_shipped_model_draws_the_layout_its_activity_word_names(
+    runner: DiffusersRunner,
+) -> None:
+    """The 128 px model's second skill (docs/embedded.md): an activity word sets the
+    composition. Three seeds of "<activity> pop playlist cover image" for each of the 8
+    activities, scored by the composition classifier (eval/composition.py) fitted on synthetic
+    train covers; the 64 px model it replaced scored 18.3% against a null of 17.6% on the test
+    split, so this fails for a model that paints palettes only."""
+    from eval.composition import CompositionClassifier, activity_labels, composition_features
+    from training.synthetic import ACTIVITIES, draw_example
+
+    features, rows = [], []
+    for index in range(900):
+        image, meta = draw_example("covers", "train", index, seed=0, size=64)
+        features.append(composition_features(image))
+        rows.append(meta)
+    classifier = CompositionClassifier.fit(np.stack(features), activity_labels(rows), steps=200)
+    specs = [
+        ImageSpec(f"{activity.words[0]} pop playlist cover image", seed=seed)
+        for activity in ACTIVITIES
+        for seed in range(3)
+    ]
+    preset = resolve_model("embedded")
+    made = runner(
+        params(steps=preset.steps, guidance=preset.guidance, width=NATIVE_SIZE, height=NATIVE_SIZE),
+        specs,
+        RecordingControl(),
+    )
+    predicted = classifier.predict(np.stack([composition_features(m.image) for m in made]))
+    truth = [activity.name for activity in ACTIVITIES for _ in range(3)]
+    hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
+    assert hits >= 8, list(zip(truth, predicted, strict=True))  # chance: 24 / 9 ≈ 2.7
