@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from bot.client import NUMBER_EMOJI
+from models.registry import resolve_model
 from tests.fakes.discord import FakeDiscord, FakeUser, Interaction, Message
 from tests.fakes.harness import bot_settings, cover_post, running_bot
 
@@ -73,7 +74,9 @@ async def test_each_control_for_the_right_and_the_wrong_person(
 
         # Details: anyone, privately, per candidate.
         details = await private_answer(discord, await press(discord, BOB, post, "details"))
-        assert "Model **embedded**" in details and "20 steps" in details and "64×64" in details
+        native = resolve_model("embedded").native_size
+        assert "Model **embedded**" in details and "20 steps" in details
+        assert f"{native}×{native} px (posted at 512×512)" in details
         for candidate in asked:
             assert f"{NUMBER_EMOJI[candidate['index'] - 1]} seed {candidate['seed']}:" in details
             assert candidate["prompt"] in details

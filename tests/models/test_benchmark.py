@@ -460,7 +460,15 @@ def test_cli_on_the_embedded_model(tmp_path, cache_dir, embedded_model_dir):
     json_path, png_path = (Path(line) for line in done.stdout.strip().splitlines()[-2:])
     assert json_path.parent == out and png_path.suffix == ".png"
     report = BenchmarkReport.from_json(json.loads(json_path.read_text()))
-    assert (report.model, report.device, report.width, report.steps) == ("embedded", "cpu", 64, 2)
+    from models.registry import resolve_model
+
+    native = resolve_model("embedded").native_size  # the benchmark runs at the model's own size
+    assert (report.model, report.device, report.width, report.steps) == (
+        "embedded",
+        "cpu",
+        native,
+        2,
+    )
     assert [r.images for r in report.results] == [4, 8]
     assert [r.batch_sizes for r in report.results] == [(4,), (8,)]
     for r in report.results:

@@ -205,7 +205,9 @@ def test_previews_every_n_steps_from_the_latents(cache_dir: Path, embedded_model
     done = runner(params(5), SPECS, control)
     assert [step for step, _ in control.previews] == [2, 4]  # none at the last step
     for _, images in control.previews:
-        assert [image.size for image in images] == [(16, 16)] * 3  # 64 px / 4, one per spec
+        # One per spec, a latent pixel per preview pixel: the size over the VAE's factor (8).
+        side = params(5).width // 8
+        assert [image.size for image in images] == [(side, side)] * 3
     assert len({np.asarray(i).tobytes() for i in control.previews[1][1]}) == 3  # each its own
     assert len(done) == 3
 
