@@ -67,25 +67,31 @@ def load_pipeline(model: str) -> Any:
     return pipe
 
 
-def generate(pipe: Any, prompts: list[str], folder: Path, *, batch: int = 8) -> list[Path]:
-    """Image i of ``prompts`` with seed i into ``folder`` (kept: a rerun skips it)."""
+def render(pipe: Any, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+    """``prompts[i]`` with seed ``seeds[i]`` at the model's native size, as the embedded preset
+    paints: 20 steps, guidance 4."""
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return pipe(
+        prompts,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        num_inference_steps=20,
+        guidance_scale=4.0,
+        height=size,
+        width=size,
+    ).images
+
+
+def generate(pipe: Any, prompts: list[str], folder: Path, *, batch: int = 8) -> list[Path]:
+    """Image i of ``prompts`` with seed i into ``folder`` (kept: a rerun skips it)."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.png" for i in range(len(prompts))]
     missing = [i for i, path in enumerate(paths) if not path.is_file()]
     pipe.set_progress_bar_config(disable=True)
     for start in range(0, len(missing), batch):
         chunk = missing[start : start + batch]
-        images = pipe(
-            [prompts[i] for i in chunk],
-            generator=[torch.Generator().manual_seed(i) for i in chunk],
-            num_inference_steps=20,
-            guidance_scale=4.0,
-            height=size,
-            width=size,
-        ).images
+        images = render(pipe, [prompts[i] for i in chunk], chunk)
         for i, image in zip(chunk, images, strict=True):
             image.save(paths[i])
     return paths

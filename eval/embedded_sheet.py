@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bot.app.playlist import load_snapshot
 from bot.app.prompts.writer import build_prompts
-from eval.embedded_check import load_pipeline
+from eval.embedded_check import load_pipeline, render
 from models.postprocess import upscale
 from training.synthetic import (
     ACTIVITIES,
@@ -57,17 +57,7 @@ def spec_from_title(title: str) -> CoverSpec:
 
 
 def _generate(pipe: Any, prompt: str, seeds: list[int]) -> list[Image.Image]:
-    import torch
-
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return pipe(
-        [prompt] * len(seeds),
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        num_inference_steps=20,
-        guidance_scale=4.0,
-        height=size,
-        width=size,
-    ).images
+    return render(pipe, [prompt] * len(seeds), seeds)
 
 
 def sheet(playlists: list[Path], models: dict[str, Any], seeds: list[int]) -> Image.Image:

@@ -422,6 +422,16 @@ def test_the_embedded_model_ignores_negative_prompts(runner: DiffusersRunner) ->
     assert negative[0].spec.negative_prompt == "blurry, watermark"  # the request is unchanged
 
 
+def _as_shipped(runner: DiffusersRunner, specs: list[ImageSpec]) -> list[Any]:
+    """``specs`` through the shipped model with its own steps, guidance and native size."""
+    preset = resolve_model("embedded")
+    return runner(
+        params(steps=preset.steps, guidance=preset.guidance, width=NATIVE_SIZE, height=NATIVE_SIZE),
+        specs,
+        RecordingControl(),
+    )
+
+
 def test_the_shipped_model_paints_the_palette_its_genre_word_names(
     runner: DiffusersRunner,
 ) -> None:
@@ -443,12 +453,7 @@ def test_the_shipped_model_paints_the_palette_its_genre_word_names(
         for genre in GENRES
         for seed in range(3)
     ]
-    preset = resolve_model("embedded")
-    made = runner(
-        params(steps=preset.steps, guidance=preset.guidance, width=NATIVE_SIZE, height=NATIVE_SIZE),
-        specs,
-        RecordingControl(),
-    )
+    made = _as_shipped(runner, specs)
     generated = [colour_histogram(np.asarray(m.image.convert("RGB"))) for m in made]
     labels = [genre.name for genre in GENRES for _ in range(3)]
     result = prompt_following(np.stack(real), real_labels, np.stack(generated), labels, resamples=0)
@@ -478,12 +483,7 @@ def test_the_shipped_model_draws_the_layout_its_activity_word_names(
         for activity in ACTIVITIES
         for seed in range(3)
     ]
-    preset = resolve_model("embedded")
-    made = runner(
-        params(steps=preset.steps, guidance=preset.guidance, width=NATIVE_SIZE, height=NATIVE_SIZE),
-        specs,
-        RecordingControl(),
-    )
+    made = _as_shipped(runner, specs)
     predicted = classifier.predict(np.stack([composition_features(m.image) for m in made]))
     truth = [activity.name for activity in ACTIVITIES for _ in range(3)]
     hits = sum(p == t for p, t in zip(predicted, truth, strict=True))
