@@ -174,6 +174,8 @@ def _taste_of(path: Path) -> float:
 def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> dict[str, Any]:
     """Requests, candidates, votes and closings through the bot's storage; returns the closing
     time of each vote (for --until) and the community's statistics."""
+    from bot.app.prompts import Prompt
+    from bot.app.records import CandidateRecord, StoredParams
     from bot.app.storage import Storage
     from training.synthetic import draw_example
 
@@ -208,16 +210,14 @@ def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> di
         request_id = storage.record_request(
             source="discord", user_id=f"requester-{k % 7}", playlist_id=f"mini{k:05d}",
             playlist_name=prompts[k].removesuffix(" playlist cover image"), model=spec.name,
-            params={"width": 64, "height": 64, "steps": spec.steps, "guidance": spec.guidance,
-                    "lora": None, "style": "seed", "count": config.candidates},
-            prompts=[{"text": prompts[k], "negative": "", "style": "seed", "seed": s}
-                     for s in seeds[k]],
+            params=StoredParams(width=64, height=64, steps=spec.steps, guidance=spec.guidance,
+                                count=config.candidates),
+            prompts=[Prompt(prompts[k], "", "seed", s) for s in seeds[k]],
             guild_id=GUILD, channel_id="miniature-channel",
         )  # fmt: skip
         storage.add_candidates(
             request_id,
-            [{"index": j + 1, "prompt": prompts[k], "negative": "", "seed": seeds[k][j],
-              "png_path": str(paths[k][j]), "jpeg_path": None}
+            [CandidateRecord(request_id, j + 1, prompts[k], "", seeds[k][j], str(paths[k][j]), None)
              for j in range(config.candidates)],
         )  # fmt: skip
         storage.finish_request(request_id, status="done", timings={})
@@ -230,7 +230,7 @@ def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> di
                               choice=choose(tastes[k], noise, rng) + 1)  # fmt: skip
         winner = pick_winner(storage.tally(message_id))
         storage.close_vote(message_id, winner=winner, reason="requester")
-        closed_at.append(storage.cover_message(message_id)["closed_at"])
+        closed_at.append(storage.cover_message(message_id).closed_at)
         agree += winner == int(np.argmax(tastes[k])) + 1
     storage.close()
     state = {

@@ -35,6 +35,7 @@ from bot.app.files import CoverCandidate, write_candidates, write_manifest
 from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
 from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts
+from bot.app.records import CandidateRecord, RequestRecord, StoredParams
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError, FileRefused, QueueClosed
@@ -219,33 +220,35 @@ def people_models(settings: Settings) -> list[str]:
 
 
 def request_again(
-    row: dict, *, user_id: str, settings: Settings, variations_of: Path | None = None
+    record: RequestRecord, *, user_id: str, settings: Settings, variations_of: Path | None = None
 ) -> CoverRequest:
     """A stored request asked again by ``user_id``: the same playlist and options with new
     seeds (a reroll), or variations of the candidate PNG ``variations_of``. A reroll of
     variations makes new variations of the same candidate."""
-    stored = row["params"]
-    model = row["model"]
+    stored = record.params
     # An operator's folder is offered to people by its name (people_model); the row has its path.
-    model = next((f.name for f in settings.discord_model_folders if str(f) == model), model)
-    source = variations_of or stored.get("variations_of")
+    model = next(
+        (f.name for f in settings.discord_model_folders if str(f) == record.model), record.model
+    )
+    source = variations_of or stored.variations_of
+    # The recorded model (the bot recorded it; a PNG's own claim is not trusted); a community
+    # style: the server's again – except for variations, which keep the base it used.
+    own_model = source is not None or not stored.community
     return CoverRequest(
-        playlist=row["playlist_id"],
+        playlist=record.playlist_id,
         user_id=user_id,
-        source=row["source"],
-        # The row's model (the bot recorded it; a PNG's own claim is not trusted); a community
-        # style: the server's again – except for variations, which keep the base it used.
-        model=model if source or not stored.get("community_style") else None,
+        source=record.source,
+        model=model if own_model else None,
         # Variations keep the LoRA that made the candidate (its PNG names the base model only).
-        lora=stored.get("lora") if source or not stored.get("community_style") else None,
-        community=bool(stored.get("community_style")) and source is None,
-        count=stored.get("count") or len(row["prompts"]) or MAX_CANDIDATES,
-        style=stored.get("style", "seed"),
-        title_overlay=bool(stored.get("title_overlay")),
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
+        lora=stored.lora if own_model else None,
+        community=stored.community and source is None,
+        count=stored.count or len(record.prompts) or MAX_CANDIDATES,
+        style=stored.style,
+        title_overlay=stored.title_overlay,
+        guild_id=record.guild_id,
+        channel_id=record.channel_id,
         variations_of=None if source is None else str(source),
-        strength=stored.get("strength") or VARIATION_STRENGTH,
+        strength=stored.strength or VARIATION_STRENGTH,
     )
 
 
@@ -366,19 +369,19 @@ class CoverService:
         """Queue the plan's job, then record the request (a refused job records nothing)."""
         request, params = plan.request, plan.job.params
         handle = self.queue.submit(plan.job)
-        stored = {
-            "width": params.width,
-            "height": params.height,
-            "steps": params.steps,
-            "guidance": params.guidance,
-            "lora": params.lora,
-            "style": request.style,
-            "count": request.count,
-            "title_overlay": request.title_overlay,
-            "community_style": request.community,
-        }
-        if request.variations_of is not None:
-            stored |= {"variations_of": request.variations_of, "strength": params.strength}
+        stored = StoredParams(
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance=params.guidance,
+            lora=params.lora,
+            style=request.style,
+            count=request.count,
+            title_overlay=request.title_overlay,
+            community=request.community,
+            variations_of=request.variations_of,
+            strength=None if request.variations_of is None else params.strength,
+        )
         request_id = self.storage.record_request(
             source=request.source,
             user_id=request.user_id,
@@ -386,10 +389,7 @@ class CoverService:
             playlist_name=plan.facts.name,
             model=plan.model.name,
             params=stored,
-            prompts=[
-                {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
-                for p in plan.prompts
-            ],
+            prompts=plan.prompts,
             guild_id=request.guild_id,
             channel_id=request.channel_id,
         )
@@ -446,13 +446,13 @@ class CoverService:
         the request has no server or the server has none."""
         if guild_id is None:
             raise InvalidOption("`community` works in a server only: it uses the server's style.")
-        row = self.storage.community_style(guild_id)
-        if row is None:
+        style = self.storage.community_style(guild_id)
+        if style is None:
             raise InvalidOption(
                 "This server has no community style yet: an administrator sets one with "
                 "`/community set` once a LoRA has been trained from its votes."
             )
-        return row["base_model"], row["lora_path"]
+        return style.base_model, style.lora_path
 
     def set_community_style(
         self, guild_id: str, *, lora_name: str, base_model: str | None, set_by: str
@@ -474,47 +474,44 @@ class CoverService:
         )
         return spec
 
-    def resume(self, row: dict) -> CoverJob:
+    def resume(self, record: RequestRecord) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.
 
         The playlist is not read again: the covers are made from what was accepted. Raises
         what :meth:`GenerationQueue.submit` raises (queue full, closed) and a
         :class:`~models.errors.CoverError` for a model that is gone.
         """
-        stored = row["params"]
-        spec = resolve_model(row["model"], lora=stored.get("lora"))
-        prompts = tuple(
-            Prompt(p["text"], p["negative"], p["style"], p["seed"]) for p in row["prompts"]
-        )
+        stored, prompts = record.params, record.prompts
+        spec = resolve_model(record.model, lora=stored.lora)
         request = CoverRequest(
-            playlist=row["playlist_id"],
-            user_id=row["user_id"],
-            source=row["source"],
-            model=row["model"],
-            lora=stored.get("lora"),
+            playlist=record.playlist_id,
+            user_id=record.user_id,
+            source=record.source,
+            model=record.model,
+            lora=stored.lora,
             count=len(prompts),
-            style=stored.get("style", "seed"),
-            title_overlay=bool(stored.get("title_overlay")),
-            community=bool(stored.get("community_style")),
-            guild_id=row["guild_id"],
-            channel_id=row["channel_id"],
+            style=stored.style,
+            title_overlay=stored.title_overlay,
+            community=stored.community,
+            guild_id=record.guild_id,
+            channel_id=record.channel_id,
         )
-        params = _params(spec, stored["width"], stored["steps"], stored["guidance"])
+        params = _params(spec, stored.width, stored.steps, stored.guidance)
         init = None
-        if stored.get("variations_of"):
-            source = Path(stored["variations_of"])
+        if stored.variations_of:
+            source = Path(stored.variations_of)
             request = dataclasses.replace(
-                request, variations_of=str(source), strength=stored["strength"]
+                request, variations_of=str(source), strength=stored.strength
             )
-            params = dataclasses.replace(params, strength=stored["strength"])
+            params = dataclasses.replace(params, strength=stored.strength)
             try:
                 init = read_bytes(source)
             except FileRefused:
                 raise FilesGone(source.name) from None
-        facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
+        facts = PlaylistFacts(id=record.playlist_id, name=record.playlist_name, description="")
         job = _job(request, params, prompts, facts.name, init_image=init)
         plan = _Plan(request, facts, spec, prompts, job, 0.0)
-        return CoverJob(self, plan, row["id"], self.queue.submit(plan.job))
+        return CoverJob(self, plan, record.id, self.queue.submit(plan.job))
 
     @contextlib.contextmanager
     def _claim(self, request: CoverRequest) -> Iterator[None]:
@@ -651,15 +648,16 @@ class CoverService:
         self.storage.add_candidates(
             request_id,
             [
-                {
-                    "index": c.index,
-                    "prompt": c.prompt.text,
-                    "negative": c.prompt.negative,
-                    "seed": c.seed,
-                    "png_path": str(c.png_path),
-                    "jpeg_path": str(c.jpeg_path),
-                    "black_retries": c.black_retries,
-                }
+                CandidateRecord(
+                    request_id,
+                    c.index,
+                    c.prompt.text,
+                    c.prompt.negative,
+                    c.seed,
+                    str(c.png_path),
+                    str(c.jpeg_path),
+                    c.black_retries,
+                )
                 for c in candidates
             ],
         )

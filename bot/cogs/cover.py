@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bot.app.cover import MAX_CANDIDATES, CoverJob, CoverRequest, CoverResult, people_models
 from bot.app.prompts import STYLES
+from bot.app.records import RequestRecord
 from bot.client import (
     CLOSE_EMOJI,
     NO_MENTIONS,
@@ -220,59 +221,59 @@ class CoverCog(commands.Cog):
         """
         storage, service = self.bot.storage, self.bot.service
         for row in storage.unfinished_requests("discord"):
-            channel = self.bot.get_partial_messageable(int(row["channel_id"]))
-            who = f"<@{row['user_id']}>"
-            name = _escape(row["playlist_name"])
-            tries = storage.note_resume(row["id"])
+            channel = self.bot.get_partial_messageable(int(row.channel_id))
+            who = f"<@{row.user_id}>"
+            name = _escape(row.playlist_name)
+            tries = storage.note_resume(row.id)
             if tries > self.bot.settings.resume_max_tries:
                 # Something in this request (or the machine) keeps stopping the bot before it
                 # ends: give up instead of regenerating it on every start.
                 reason = f"it was interrupted by {tries - 1} restarts already"
-                storage.finish_request(row["id"], status="failed", timings={}, error=reason)
-                log.warning("Gave up on request %s: %s", row["id"][:8], reason)
+                storage.finish_request(row.id, status="failed", timings={}, error=reason)
+                log.warning("Gave up on request %s: %s", row.id[:8], reason)
                 await _say(
                     channel,
                     f"{who}: your covers for **{name}** could not be made: {reason}. "
                     "Please ask again with /cover.",
-                    row["user_id"],
+                    row.user_id,
                 )
                 continue
             try:
                 job = service.resume(row)
             except CoverError as exc:
-                storage.finish_request(row["id"], status="failed", timings={}, error=str(exc))
+                storage.finish_request(row.id, status="failed", timings={}, error=str(exc))
                 await _say(
                     channel,
                     f"{who}: the bot restarted before your covers for **{name}** "
                     f"were made, and they can't be made now: {exc}",
-                    row["user_id"],
+                    row.user_id,
                 )
                 continue
-            log.info("Resumed request %s for user %s", row["id"][:8], row["user_id"])
+            log.info("Resumed request %s for user %s", row.id[:8], row.user_id)
             await _say(
                 channel,
                 f"{who}: the bot restarted while your covers for **{name}** "
                 "were waiting; they are being made now.",
-                row["user_id"],
+                row.user_id,
             )
             self._resumed.add(asyncio.create_task(self._finish_resumed(job, row)))
 
-    async def _finish_resumed(self, job: CoverJob, row: dict) -> None:
-        channel = self.bot.get_partial_messageable(int(row["channel_id"]))
+    async def _finish_resumed(self, job: CoverJob, row: RequestRecord) -> None:
+        channel = self.bot.get_partial_messageable(int(row.channel_id))
         try:
             cover = await job.result()
-            await self._post(cover, int(row["user_id"]), int(row["channel_id"]))
+            await self._post(cover, int(row.user_id), int(row.channel_id))
         except QueueClosed:
             return  # restarting again: the next start picks it up
         except CoverError as exc:
             await _say(
                 channel,
-                f"<@{row['user_id']}>: your covers for "
-                f"**{_escape(row['playlist_name'])}** failed: {exc}",
-                row["user_id"],
+                f"<@{row.user_id}>: your covers for "
+                f"**{_escape(row.playlist_name)}** failed: {exc}",
+                row.user_id,
             )
         except Exception:
-            log.exception("Resumed request %s failed", row["id"][:8])
+            log.exception("Resumed request %s failed", row.id[:8])
 
     async def cog_load(self) -> None:
         self._resumed: set[asyncio.Task[None]] = set()

@@ -192,8 +192,8 @@ class SpotifyCog(
         """Validate (the presser asked for these covers) → defer → upload → report in the
         channel, replying to the announcement. Every attempt is recorded by the upload."""
         message = self.bot.storage.cover_message(message_id)
-        request = message and self.bot.storage.request(message["request_id"])
-        if not request or request["user_id"] != str(interaction.user.id):
+        request = message and self.bot.storage.request(message.request_id)
+        if not request or request.user_id != str(interaction.user.id):
             await interaction.response.send_message(
                 error_text(NotRequester(), "Apply to Spotify"), ephemeral=True
             )
@@ -213,7 +213,7 @@ class SpotifyCog(
                     f"**{_escape(applied.playlist_name)}** on Spotify (it can take a few "
                     "minutes to show there)."
                 )
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+        channel = self.bot.get_partial_messageable(int(message.channel_id))
         reference = None
         if interaction.message is not None:
             reference = discord.PartialMessage(channel=channel, id=interaction.message.id)

@@ -28,6 +28,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
+from bot.app.records import CoverMessage
 from bot.client import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI
 from bot.cogs.spotify import apply_view
 
@@ -66,32 +67,32 @@ class VotesCog(commands.Cog):
         if self.bot.user is None or payload.user_id == self.bot.user.id:
             return  # the bot's own 1️⃣–4️⃣ are ballots' labels, not votes
         message = self.bot.storage.cover_message(str(payload.message_id))
-        if message is None or message["status"] != "open":
+        if message is None or not message.open:
             return
         emoji = str(payload.emoji)
         if emoji == CLOSE_EMOJI:
             if self._requester(message) == str(payload.user_id):
-                await self.close_vote(message["message_id"], reason="requester")
+                await self.close_vote(message.message_id, reason="requester")
             return
-        choice = _choice(emoji, message["candidate_count"])
+        choice = _choice(emoji, message.candidate_count)
         if choice is not None:
             async with self._lock:
                 self.bot.storage.cast_vote(
-                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
+                    message_id=message.message_id, user_id=str(payload.user_id), choice=choice
                 )
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         message = self.bot.storage.cover_message(str(payload.message_id))
-        if message is None or message["status"] != "open":
+        if message is None or not message.open:
             return
-        choice = _choice(str(payload.emoji), message["candidate_count"])
+        choice = _choice(str(payload.emoji), message.candidate_count)
         if choice is not None:
             # Only if it is still their vote: moving a vote then removing the old reaction
             # must not undo the move.
             async with self._lock:
                 self.bot.storage.remove_vote(
-                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
+                    message_id=message.message_id, user_id=str(payload.user_id), choice=choice
                 )
 
     @commands.Cog.listener()
@@ -121,7 +122,7 @@ class VotesCog(commands.Cog):
                 return  # stopping: the rest are read back at the next start
             await self.reconcile(message)
 
-    async def reconcile(self, message: dict) -> None:
+    async def reconcile(self, message: CoverMessage) -> None:
         """Match one open vote's database rows to its reactions on Discord (see
         :meth:`bot.app.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
         meanwhile closes it, and a post deleted meanwhile closes it without a winner."""
@@ -129,7 +130,7 @@ class VotesCog(commands.Cog):
             try:
                 close = await self._read_back(message)
             except discord.NotFound:  # the post, or its whole channel, was deleted
-                await self._deleted(int(message["message_id"]))
+                await self._deleted(int(message.message_id))
                 return
             except _UNREADABLE as error:  # one unreadable vote must not stop the rest
                 if self._quiet_stop(error):
@@ -138,24 +139,24 @@ class VotesCog(commands.Cog):
                     raise  # not a stop: a bug
                 log.warning(
                     "Could not read the vote on %s back from Discord: %s",
-                    message["message_id"],
+                    message.message_id,
                     _why(error),
                 )
                 return
         if close:
-            await self.close_vote(message["message_id"], reason="requester")
+            await self.close_vote(message.message_id, reason="requester")
 
-    async def _read_back(self, message: dict) -> bool:
+    async def _read_back(self, message: CoverMessage) -> bool:
         """Store what one vote's reactions on Discord say (hold :attr:`_lock`); whether the
         requester's ✅ is among them. Raises what reading the post raises."""
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
-        post = await channel.fetch_message(int(message["message_id"]))
+        channel = self.bot.get_partial_messageable(int(message.channel_id))
+        post = await channel.fetch_message(int(message.message_id))
         ballots: dict[str, set[int]] = {}
         close = False
         requester = self._requester(message)
         for reaction in post.reactions:
             emoji = str(reaction.emoji)
-            choice = _choice(emoji, message["candidate_count"])
+            choice = _choice(emoji, message.candidate_count)
             if choice is None and emoji != CLOSE_EMOJI:
                 continue
             async for user in _reactors(reaction):
@@ -165,11 +166,11 @@ class VotesCog(commands.Cog):
                     ballots.setdefault(str(user.id), set()).add(choice)
                 elif str(user.id) == requester:
                     close = True
-        changed = self.bot.storage.reconcile_votes(message["message_id"], ballots)
+        changed = self.bot.storage.reconcile_votes(message.message_id, ballots)
         if changed:
             log.info(
                 "Vote on %s: %d vote(s) changed while the bot was away, now counted",
-                message["message_id"],
+                message.message_id,
                 changed,
             )
         return close
@@ -183,10 +184,10 @@ class VotesCog(commands.Cog):
         log.info("Stopped while reading votes back (%s)", type(error).__name__)
         return True
 
-    def _requester(self, message: dict) -> str | None:
+    def _requester(self, message: CoverMessage) -> str | None:
         """The user id of the person who asked for the covers of a cover message."""
-        request = self.bot.storage.request(message["request_id"])
-        return request["user_id"] if request is not None else None
+        request = self.bot.storage.request(message.request_id)
+        return request.user_id if request is not None else None
 
     async def close_vote(self, message_id: str, *, reason: str) -> None:
         """Close the vote, then announce the winner with its image and Spotify-ready JPEG, and,
@@ -199,7 +200,7 @@ class VotesCog(commands.Cog):
         storage = self.bot.storage
         async with self._lock:
             message = storage.cover_message(message_id)
-            if message is None or message["status"] != "open":
+            if message is None or not message.open:
                 return  # someone else closed it a moment ago and announced it
             # Discord's reactions, not our tally, are the truth, and a close is final: votes
             # cast while the bot was away (not read back yet after a reconnection) must count.
@@ -235,7 +236,7 @@ class VotesCog(commands.Cog):
     async def _announce(self, message_id: str, winner: int | None, closed_by: str) -> None:
         storage = self.bot.storage
         message = storage.cover_message(message_id)
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+        channel = self.bot.get_partial_messageable(int(message.channel_id))
         # A reply that still goes out (without the link to the post) if the post was deleted:
         # Discord refuses a reply to a missing message otherwise (400, code 50035).
         reference = discord.MessageReference(
@@ -249,17 +250,15 @@ class VotesCog(commands.Cog):
             )
             return
         votes = storage.tally(message_id)[winner]
-        candidate = next(
-            c for c in storage.candidates(message["request_id"]) if c["index"] == winner
-        )
+        candidate = storage.candidate(message.request_id, winner)
         text = (
             f"Cover {NUMBER_EMOJI[winner - 1]} wins with {votes} vote{'s' if votes != 1 else ''} "
             f"(closed by {closed_by})."
         )
-        request = storage.request(message["request_id"])
-        if request and request["params"].get("community_style"):
+        request = storage.request(message.request_id)
+        if request and request.params.community:
             text += " Made with this server's community style."
-        png, jpeg = Path(candidate["png_path"]), Path(candidate["jpeg_path"])
+        png, jpeg = Path(candidate.png_path or ""), Path(candidate.jpeg_path or "")
         view = discord.utils.MISSING
         if png.is_file() and jpeg.is_file():
             text += f" The JPEG ({jpeg.stat().st_size / 1024:.0f} KB) is ready for Spotify."
@@ -268,10 +267,10 @@ class VotesCog(commands.Cog):
                 discord.File(jpeg, filename=f"winner-{winner}-spotify.jpg"),
             ]
             owner = request and self.bot.accounts.owner_account(
-                request["user_id"], request["playlist_id"]
+                request.user_id, request.playlist_id
             )
             if owner:
-                text += f" <@{request['user_id']}> can make it the playlist's cover on Spotify."
+                text += f" <@{request.user_id}> can make it the playlist's cover on Spotify."
                 view = apply_view(int(message_id))
         else:  # someone cleaned the output folder; the choice is still recorded
             log.warning("Winning cover files of %s are gone: %s", message_id, png.parent)
@@ -288,12 +287,12 @@ class VotesCog(commands.Cog):
         while True:
             now = datetime.now(UTC)
             for message in self.bot.storage.open_cover_messages():
-                opened = datetime.fromisoformat(message["created_at"])
+                opened = datetime.fromisoformat(message.created_at)
                 if (now - opened).total_seconds() >= limit:
                     try:
-                        await self.close_vote(message["message_id"], reason="timer")
+                        await self.close_vote(message.message_id, reason="timer")
                     except Exception:  # one bad message must not stop the sweeper for all
-                        log.exception("Could not close the vote on %s", message["message_id"])
+                        log.exception("Could not close the vote on %s", message.message_id)
             await asyncio.sleep(min(60.0, max(0.2, limit / 4)))
 
 
