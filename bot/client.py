@@ -27,6 +27,7 @@ from bot.app.prompts import MAX_CANDIDATES
 from bot.app.runners import build_runners
 from bot.app.settings import Settings
 from bot.app.storage import Storage
+from bot.app.votes import VoteService
 from models.errors import CoverError
 from models.jobs import Runner
 from models.queue import GenerationQueue
@@ -75,9 +76,17 @@ def build_bot(
     storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
     accounts = SpotifyAccounts(settings, storage)
     service = CoverService(settings, queue, storage, accounts=accounts)
+    votes = VoteService(storage, close_after_s=settings.vote_close_after_s, accounts=accounts)
     point_discord_at(settings)
     return CoverBot(
-        settings, queue, storage, service, accounts=accounts, release=release, **options
+        settings,
+        queue,
+        storage,
+        service,
+        votes=votes,
+        accounts=accounts,
+        release=release,
+        **options,
     )
 
 
@@ -114,6 +123,7 @@ class CoverBot(commands.Bot):
         storage: Storage,
         service: CoverService,
         *,
+        votes: VoteService,
         accounts: SpotifyAccounts,
         release: Callable[[], None] | None = None,
         **options: Any,
@@ -134,6 +144,7 @@ class CoverBot(commands.Bot):
         self.queue = queue
         self.storage = storage
         self.service = service
+        self.votes = votes
         self.accounts = accounts
         self._release = release  # stops the runners' Ray actors, if any (bot/app/cover.py)
         # What /benchmark and the log report: every worker's device.
@@ -239,9 +250,11 @@ async def post_result(
     smaller: Sequence[tuple[str, Sequence[tuple[Path, str]]]] = (),
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS,
     view: discord.ui.View | None = None,
+    reference: discord.MessageReference | None = None,
 ) -> discord.Message:
     """A follow-up while the interaction's token lives (``interaction`` given), else a plain
-    channel message: for work that outlived the token, or was resumed after a restart.
+    channel message (a reply to ``reference``, when given): for work that outlived the token,
+    was resumed after a restart, or announces a vote.
 
     ``files`` are (path, name on Discord) pairs, opened for each attempt: discord.py closes a
     message's files once it was sent, or failed to be. When Discord refuses them as over the
@@ -254,7 +267,7 @@ async def post_result(
         text = f"{content}\n{note}" if note else content
         try:
             return await _post_once(
-                bot, interaction, channel_id, text, names, allowed_mentions, view
+                bot, interaction, channel_id, text, names, allowed_mentions, view, reference
             )
         except discord.HTTPException as error:
             if error.status != 413:
@@ -273,6 +286,7 @@ async def _post_once(
     files: Sequence[tuple[Path, str]],
     allowed_mentions: discord.AllowedMentions,
     view: discord.ui.View | None,
+    reference: discord.MessageReference | None = None,
 ) -> discord.Message:
     def opened() -> list[discord.File]:
         return [discord.File(path, filename=name) for path, name in files]
@@ -301,6 +315,7 @@ async def _post_once(
             files=opened(),
             allowed_mentions=allowed_mentions,
             **({"view": view} if view is not None else {}),
+            **({"reference": reference} if reference is not None else {}),
         )
     except (discord.Forbidden, discord.NotFound) as error:
         raise CannotPost(channel_id, _refusal(error)) from error

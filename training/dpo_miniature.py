@@ -18,8 +18,8 @@ a real loss of prompt following, not the taste showing through.
 maximises taste / noise + Gumbel noise (a logit choice, Luce 1959), so they mostly but not
 always agree with the taste; ``noise`` is half the spread (standard deviation) of the taste
 over the first batch of candidates. Votes go through :class:`bot.app.storage.Storage` exactly as
-the bot's reactions do, and the vote closes with the bot's rule (most votes, tie → lower
-number; bot/cogs/votes.py ``pick_winner``).
+the bot's reactions do, and the vote closes with the bot's own rule (most votes, tie → lower
+number; :func:`bot.app.votes.pick_winner`).
 
 **Measured** on held-out prompts (the synthetic test split), prompt i with seed
 ``HELD_OUT_SEED + i`` for every model: a model wins prompt i against another when its image has
@@ -97,15 +97,6 @@ def choose(tastes: np.ndarray, noise: float, rng: np.random.Generator) -> int:
     return int(np.argmax(np.asarray(tastes) / noise + rng.gumbel(size=len(tastes))))
 
 
-def pick_winner(tally: dict[int, int]) -> int | None:
-    """The bot's rule (bot/cogs/votes.py ``pick_winner``, which training may not import: it
-    lives with discord): most votes; a tie goes to the lower number; no votes, no winner."""
-    if not tally or max(tally.values()) == 0:
-        return None
-    best = max(tally.values())
-    return min(c for c, n in tally.items() if n == best)
-
-
 def win_shares(dpo: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Per prompt: 1 where the DPO image has more of the taste, 0.5 on a tie, else 0."""
     dpo, base = np.asarray(dpo, dtype=np.float64), np.asarray(base, dtype=np.float64)
@@ -177,6 +168,7 @@ def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> di
     from bot.app.prompts import Prompt
     from bot.app.records import CandidateRecord, StoredParams
     from bot.app.storage import Storage
+    from bot.app.votes import pick_winner
     from training.synthetic import draw_example
 
     db_path = config.out / "community.db"

@@ -146,6 +146,18 @@ class _Plan:
     read_s: float
 
 
+@dataclass(frozen=True)
+class Resumption:
+    """A request a restart interrupted, as :meth:`CoverService.resume_unfinished` left it:
+    queued again (``job``), or recorded as failed with the reason (``error``; ``gave_up``:
+    restarts kept interrupting it)."""
+
+    record: RequestRecord
+    job: CoverJob | None = None
+    error: str | None = None
+    gave_up: bool = False
+
+
 class CoverJob:
     """One accepted cover request, queued. ``events()`` follows it through the queue (the
     queue's :class:`~models.queue.QueueEvent`); ``result()`` waits for it, writes the files and
@@ -473,6 +485,33 @@ class CoverService:
             guild_id, lora_path=str(spec.lora), base_model=spec.name, set_by=set_by
         )
         return spec
+
+    def resume_unfinished(self, source: str) -> list[Resumption]:
+        """Queue again what a restart interrupted (requests from ``source`` still queued),
+        oldest first. One that restarts keep interrupting – more than
+        ``settings.resume_max_tries`` times – is given up, and one that can no longer run (its
+        model is gone, the queue is full) fails: both are recorded as failed with the reason,
+        so nothing is dropped silently and nothing is remade forever."""
+        resumptions = []
+        for record in self.storage.unfinished_requests(source):
+            tries = self.storage.note_resume(record.id)
+            if tries > self.settings.resume_max_tries:
+                # Something in this request (or the machine) keeps stopping the bot before it
+                # ends: give up instead of regenerating it on every start.
+                reason = f"it was interrupted by {tries - 1} restarts already"
+                self.storage.finish_request(record.id, status="failed", timings={}, error=reason)
+                log.warning("Gave up on request %s: %s", record.id[:8], reason)
+                resumptions.append(Resumption(record, error=reason, gave_up=True))
+                continue
+            try:
+                job = self.resume(record)
+            except CoverError as exc:
+                self.storage.finish_request(record.id, status="failed", timings={}, error=str(exc))
+                resumptions.append(Resumption(record, error=str(exc)))
+                continue
+            log.info("Resumed request %s for user %s", record.id[:8], record.user_id)
+            resumptions.append(Resumption(record, job))
+        return resumptions
 
     def resume(self, record: RequestRecord) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.

@@ -214,49 +214,30 @@ class CoverCog(commands.Cog):
     # -- restarts ----------------------------------------------------------------------------
 
     async def resume_unfinished(self) -> None:
-        """Queue again what a restart interrupted, and tell each requester in their channel.
-
-        Requests that can no longer run (the model is gone, the queue is full) are marked
-        failed and their requesters told why; nothing is dropped silently.
-        """
-        storage, service = self.bot.storage, self.bot.service
-        for row in storage.unfinished_requests("discord"):
+        """Queue again what a restart interrupted (:meth:`CoverService.resume_unfinished`
+        decides what can be), and tell each requester in their channel."""
+        for resumed in self.bot.service.resume_unfinished("discord"):
+            row = resumed.record
             channel = self.bot.get_partial_messageable(int(row.channel_id))
-            who = f"<@{row.user_id}>"
-            name = _escape(row.playlist_name)
-            tries = storage.note_resume(row.id)
-            if tries > self.bot.settings.resume_max_tries:
-                # Something in this request (or the machine) keeps stopping the bot before it
-                # ends: give up instead of regenerating it on every start.
-                reason = f"it was interrupted by {tries - 1} restarts already"
-                storage.finish_request(row.id, status="failed", timings={}, error=reason)
-                log.warning("Gave up on request %s: %s", row.id[:8], reason)
-                await _say(
-                    channel,
-                    f"{who}: your covers for **{name}** could not be made: {reason}. "
-                    "Please ask again with /cover.",
-                    row.user_id,
+            who, name = f"<@{row.user_id}>", _escape(row.playlist_name)
+            if resumed.gave_up:
+                text = (
+                    f"{who}: your covers for **{name}** could not be made: {resumed.error}. "
+                    "Please ask again with /cover."
                 )
-                continue
-            try:
-                job = service.resume(row)
-            except CoverError as exc:
-                storage.finish_request(row.id, status="failed", timings={}, error=str(exc))
-                await _say(
-                    channel,
+            elif resumed.job is None:
+                text = (
                     f"{who}: the bot restarted before your covers for **{name}** "
-                    f"were made, and they can't be made now: {exc}",
-                    row.user_id,
+                    f"were made, and they can't be made now: {resumed.error}"
                 )
-                continue
-            log.info("Resumed request %s for user %s", row.id[:8], row.user_id)
-            await _say(
-                channel,
-                f"{who}: the bot restarted while your covers for **{name}** "
-                "were waiting; they are being made now.",
-                row.user_id,
-            )
-            self._resumed.add(asyncio.create_task(self._finish_resumed(job, row)))
+            else:
+                text = (
+                    f"{who}: the bot restarted while your covers for **{name}** "
+                    "were waiting; they are being made now."
+                )
+            await _say(channel, text, row.user_id)
+            if resumed.job is not None:
+                self._resumed.add(asyncio.create_task(self._finish_resumed(resumed.job, row)))
 
     async def _finish_resumed(self, job: CoverJob, row: RequestRecord) -> None:
         channel = self.bot.get_partial_messageable(int(row.channel_id))

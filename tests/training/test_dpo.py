@@ -318,7 +318,8 @@ def test_top_light_is_the_top_halfs_luminance_minus_the_bottoms():
 
 
 def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
-    from training.dpo_miniature import choose, pick_winner, win_shares
+    from bot.app.votes import pick_winner
+    from training.dpo_miniature import choose, win_shares
 
     rng = np.random.default_rng(0)
     picks = [choose(np.array([0.0, 0.3, 0.1]), 0.1, rng) for _ in range(2000)]
