@@ -26,15 +26,14 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.app.cover import request_again
 from bot.app.errors import FilesGone, NotAllowed
 from bot.app.prompts import MAX_CANDIDATES
 from bot.app.records import RequestRecord
-from bot.client import NUMBER_EMOJI, count_as_command, error_text, reply
+from bot.app.request import request_again
+from bot.cogs.helpers import NUMBER_EMOJI, count_as_command, error_text, reply
 
 if TYPE_CHECKING:
     from bot.client import CoverBot
-    from bot.cogs.cover import CoverCog
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +75,7 @@ class ControlButton(
         return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(ControlsCog.__cog_name__)
-        if cog is not None:
-            await cog.press(interaction, self.action, self.request_id, self.n)
+        await Controls(interaction.client).press(interaction, self.action, self.request_id, self.n)
 
 
 def controls_view(request_id: str, candidates: int) -> discord.ui.View:
@@ -92,6 +89,8 @@ def controls_view(request_id: str, candidates: int) -> discord.ui.View:
 
 
 class ControlsCog(commands.Cog):
+    """Registers the buttons, so that a press is understood after a restart too."""
+
     def __init__(self, bot: CoverBot) -> None:
         self.bot = bot
 
@@ -100,6 +99,13 @@ class ControlsCog(commands.Cog):
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ControlButton)
+
+
+class Controls:
+    """What a press does, with the bot it came to (nothing is kept between presses)."""
+
+    def __init__(self, bot: CoverBot) -> None:
+        self.bot = bot
 
     async def press(
         self, interaction: discord.Interaction, action: str, request_id: str, n: int | None
@@ -141,10 +147,9 @@ class ControlsCog(commands.Cog):
         request = request_again(record, user_id=presser, settings=self.bot.settings, variations_of=png)
         started = time.monotonic()
         await interaction.response.defer(thinking=True)
-        cover: CoverCog | None = self.bot.get_cog("CoverCog")  # type: ignore[assignment]
-        if cover is None:
-            raise RuntimeError("the cover cog is not loaded")
-        await cover.deliver(interaction, request, started)
+        # The cover cog takes it from here, as for /cover (CoverCog.on_cover_request).
+        what = "Reroll" if n is None else f"Variations of {n}"
+        self.bot.dispatch("cover_request", interaction, request, started, what)
 
     # -- details -------------------------------------------------------------------------------
 

@@ -13,19 +13,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app.cover import MAX_CANDIDATES, CoverJob, CoverRequest, CoverResult, people_models
-from bot.app.prompts import STYLES
+from bot.app.cover import CoverJob
+from bot.app.files import CoverResult
+from bot.app.prompts import MAX_CANDIDATES, STYLES
 from bot.app.records import RequestRecord
-from bot.client import (
+from bot.app.request import CoverRequest, people_models
+from bot.cogs.controls import controls_view
+from bot.cogs.helpers import (
     CLOSE_EMOJI,
     NO_MENTIONS,
     NUMBER_EMOJI,
     TOKEN_LIFETIME_S,
+    count_as_command,
+    error_text,
     model_choices,
     post_result,
     reply,
 )
-from bot.cogs.controls import controls_view
 from models.errors import CoverError, QueueClosed
 from models.queue import Failed, Finished, Preview, Progress, Queued, Started
 
@@ -78,11 +82,24 @@ class CoverCog(commands.Cog):
         )
         await self.deliver(interaction, request, started)
 
+    @commands.Cog.listener()
+    async def on_cover_request(
+        self, interaction: discord.Interaction, request: CoverRequest, started: float, what: str
+    ) -> None:
+        """A request made with a control under a cover post (a reroll, variations): the
+        controls (bot/cogs/controls.py) dispatch it as this event once it is checked and the
+        press deferred. Its errors are the press's: replied to the presser, like a command's."""
+        count_as_command(interaction)
+        try:
+            await self.deliver(interaction, request, started)
+        except Exception as error:
+            await reply(interaction, error_text(error, what), ephemeral=True)
+
     async def deliver(
         self, interaction: discord.Interaction, request: CoverRequest, started: float
     ) -> None:
         """Start ``request``, show its progress in the (deferred) reply, post the covers. The
-        slash command and the controls under a cover post (bot/cogs/controls.py) end here."""
+        slash command and the controls under a cover post (``on_cover_request``) end here."""
         # Every refusal is raised here: bad link, private playlist, cooldown, queue full…
         job = await self.bot.service.start(request)
         chosen = job.model

@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot.app.accounts import LinkedAccount
 from bot.app.errors import NotRequester
-from bot.client import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
+from bot.cogs.helpers import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
 from bot.oauth_callback import CallbackServer
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from discord.ext import commands
 from bot.app.errors import CannotPost
 from bot.app.records import CoverMessage
 from bot.app.votes import Announcement
-from bot.client import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI, post_result
+from bot.cogs.helpers import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI, post_result
 from bot.cogs.spotify import apply_view
 
 if TYPE_CHECKING:

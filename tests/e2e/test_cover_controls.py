@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from models.registry import resolve_model
 from tests.fakes.discord import FakeDiscord, FakeUser, Interaction, Message
 from tests.fakes.harness import bot_settings, cover_post, running_bot

@@ -20,7 +20,7 @@ from PIL import Image
 from bot.app.prompts import Prompt
 from bot.app.records import StoredParams
 from bot.app.storage import Storage
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from models.runner import DiffusersRunner
 from tests.fakes.discord import FakeUser, Message
 from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
@@ -477,7 +477,7 @@ async def test_the_model_option_names_presets_only_and_never_probes_the_disk(
 
 
 def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
-    from bot.app.cover import people_model, people_models
+    from bot.app.request import people_model, people_models
     from bot.app.settings import Settings
 
     folder = tmp_path / "my-finetune"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from tests.fakes.discord import FakeUser
 from tests.fakes.harness import bot_settings, cover_post, running_bot
 
