@@ -51,9 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What one cover is made of once every check passed: the facts, the model, the prompts and
@@ -127,8 +124,6 @@ class CoverJob:
                 self._service._finish(self._plan, self.request_id, self._handle, out_root)
             )
         return await asyncio.shield(self._result)
-
-
 
 
 def looks_like_snapshot(text: str) -> bool:

@@ -85,9 +85,7 @@ class VoteService:
 
     def cast(self, message: CoverMessage, user_id: str, choice: int) -> bool:
         """A reaction on candidate ``choice``: it becomes the person's vote (replacing theirs)."""
-        return self.storage.cast_vote(
-            message_id=message.message_id, user_id=user_id, choice=choice
-        )
+        return self.storage.cast_vote(message_id=message.message_id, user_id=user_id, choice=choice)
 
     def is_vote(self, message: CoverMessage, user_id: str, choice: int) -> bool:
         """Whether the person's vote on ``message`` is ``choice`` now."""

@@ -144,7 +144,9 @@ class Controls:
             png = Path(candidate.png_path) if candidate and candidate.png_path else None
             if png is None or not png.is_file():
                 raise FilesGone(png.name if png else f"candidate {n}")
-        request = request_again(record, user_id=presser, settings=self.bot.settings, variations_of=png)
+        request = request_again(
+            record, user_id=presser, settings=self.bot.settings, variations_of=png
+        )
         started = time.monotonic()
         await interaction.response.defer(thinking=True)
         # The cover cog takes it from here, as for /cover (CoverCog.on_cover_request).

@@ -35,7 +35,9 @@ def defined(module: ModuleType) -> dict[str, str]:
     return {
         name: cls.__mro__[1].__name__
         for name, cls in vars(module).items()
-        if inspect.isclass(cls) and issubclass(cls, CoverError) and cls.__module__ == module.__name__
+        if inspect.isclass(cls)
+        and issubclass(cls, CoverError)
+        and cls.__module__ == module.__name__
         and cls is not CoverError
     }
 
