@@ -288,7 +288,7 @@ _DEVICE_NOTE = {
 }
 
 
-# What the listing says of a cached stand-in (models/standins.py, models/hub.py STANDIN_FIELD).
+# What the listing says of a cached stand-in (modeltools/standins/, models/hub.py STANDIN_FIELD).
 _STANDIN_NOTE = "stand-in, random weights: makes noise"
 
 

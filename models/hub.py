@@ -41,7 +41,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # weights (the same XXL encoder as stage I) would be gigabytes fetched for nothing.
 _SKIP_COMPONENTS = {"DeepFloyd/IF-II-L-v1.0": frozenset({"text_encoder"})}
 _LICENCE = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
-# The field models/standins.py writes into a stand-in's top-level model_index.json (a pipeline)
+# The field modeltools/standins/ writes into a stand-in's top-level model_index.json (a pipeline)
 # or config.json (a model repository): random weights in a real repository's layout, which
 # nothing else tells apart from the real download. No hub repository has the field, and the
 # libraries ignore it (diffusers drops "_" keys; transformers keeps it as a config attribute).
@@ -171,7 +171,7 @@ class RepoState:
     snapshot: Path | None
     size_on_disk: int  # bytes of the needed files present
     variants: tuple[str, ...]  # "fp16", "full"
-    standin: bool = False  # random weights from models/standins.py (:data:`STANDIN_FIELD`)
+    standin: bool = False  # random weights from modeltools/standins/ (:data:`STANDIN_FIELD`)
 
 
 def _snapshot(repo_id: str) -> Path | None:

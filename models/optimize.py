@@ -1,7 +1,7 @@
 """What the runner does to make a pipeline fast, one switch per trick.
 
 Each switch is independent so the benchmark can show what each one buys
-(``python -m models.benchmark --compare --opt channels_last=off``). The baseline it compares
+(``python -m modeltools.benchmark --compare --opt channels_last=off``). The baseline it compares
 with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it

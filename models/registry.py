@@ -198,7 +198,7 @@ def auto_choice(*, gpu: bool | None = None) -> tuple[str, str]:
     """What ``auto`` picks and why, in words for the person who asked: on a machine with a
     CUDA GPU (``gpu``; default: ask torch) the first model of :data:`AUTO_PREFERENCE` in the
     local hub cache; on a CPU a cached one-step model (:data:`AUTO_PREFERENCE_CPU`); otherwise
-    the embedded model, which runs anywhere. A stand-in (random weights, models/standins.py)
+    the embedded model, which runs anywhere. A stand-in (random weights, modeltools/standins/)
     is never picked: it paints noise, and only someone who names it wants that."""
     from models.hub import repo_state
 

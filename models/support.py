@@ -7,7 +7,7 @@ the prompts – a captioner, CLIP, a prompt expander (seed 003's three helpers; 
 
 They are loaded from the local Hugging Face cache exactly like the hub presets
 (:mod:`models.registry`, :mod:`models.hub`): ``python -m bot models pull clip`` fetches one, and
-``models/standins.py`` writes architecture-faithful stand-ins of all three for tests. A user may
+``modeltools/standins/`` writes architecture-faithful stand-ins of all three for tests. A user may
 also give a local folder instead of a hub id (a fine-tuned expander, say).
 """
 

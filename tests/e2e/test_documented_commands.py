@@ -45,7 +45,7 @@ def documented_commands(texts: dict[str, str]) -> dict[tuple[str, ...], str]:
 def test_the_parser_finds_commands_and_their_subcommands():
     texts = {
         "a.md": "run `python -m bot models pull magicprompt` or\n.venv/bin/python -m eval fid real/ gen/\n",
-        "b.md": "python -m models.standins runs/hub blip and python -m tests.mutation_sample "
+        "b.md": "python -m modeltools.standins runs/hub blip and python -m tests.mutation_sample "
         "models.queue, then python3 -m venv .venv",
     }
     assert set(documented_commands(texts)) == {
@@ -55,7 +55,7 @@ def test_the_parser_finds_commands_and_their_subcommands():
         ("bot", "models", "pull", "magicprompt"),
         ("eval",),
         ("eval", "fid"),
-        ("models.standins",),
+        ("modeltools.standins",),
         ("tests.mutation_sample",),
     }
 
@@ -130,11 +130,11 @@ def test_a_subcommand_the_program_does_not_have_is_caught():
 
 
 def test_the_ray_benchmark_runs_end_to_end_on_a_local_ray(tmp_path: Path):
-    """The README's Ray figure comes from ``python -m models.benchmark_ray``: a smoke run with
+    """The README's Ray figure comes from ``python -m modeltools.benchmark_ray``: a smoke run with
     the echo runner (no model) on a throwaway local Ray writes its table and files."""
     pytest.importorskip("ray")
     done = subprocess.run(
-        [sys.executable, "-m", "models.benchmark_ray", "--runner", "echo", "--rounds", "1",
+        [sys.executable, "-m", "modeltools.benchmark_ray", "--runner", "echo", "--rounds", "1",
          "--jobs", "2", "--images", "1", "--steps", "2", "--overhead-calls", "2",
          "--out", str(tmp_path)],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,

@@ -1,5 +1,5 @@
 """Seed 003's data pipeline: ``python -m training caption`` and ``clip-filter`` with the support
-models' stand-ins (models/standins.py) in a Hugging Face cache, loaded as the real ones are."""
+models' stand-ins (modeltools/standins/) in a Hugging Face cache, loaded as the real ones are."""
 
 from __future__ import annotations
 

@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from models.benchmark.flops import peak_tflops, unet_flop_per_image
-from models.benchmark.memory import MemoryProbe
-from models.benchmark.report import BenchmarkReport, Comparison
-from models.benchmark.stages import measure_stages
-from models.benchmark.workload import (
+from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.optimize import Optimizations
+from modeltools.benchmark.flops import peak_tflops, unet_flop_per_image
+from modeltools.benchmark.memory import MemoryProbe
+from modeltools.benchmark.report import BenchmarkReport, Comparison
+from modeltools.benchmark.stages import measure_stages
+from modeltools.benchmark.workload import (
     DEFAULT_PROMPT,
     DEFAULT_WORKLOADS,
     Workload,
@@ -21,8 +23,6 @@ from models.benchmark.workload import (
     images_per_worker,
     pipeline_calls,
 )
-from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
-from models.optimize import Optimizations
 
 if TYPE_CHECKING:
     from models.queue import GenerationQueue, JobHandle
@@ -42,7 +42,7 @@ async def run_queue_benchmark(
 ) -> BenchmarkReport:
     """Run ``workloads`` one after the other through ``queue`` (started, on this event loop).
     With ``stages``, one more cover (the first workload's images per request) is timed stage
-    by stage (:func:`~models.benchmark.stages.measure_stages`) and put in the report.
+    by stage (:func:`~modeltools.benchmark.stages.measure_stages`) and put in the report.
 
     Each request is a job of user ``benchmark-<i>`` at ``priority``: with 1 or more, users'
     waiting jobs run first and never share a pipeline call with the benchmark's. ``device`` is

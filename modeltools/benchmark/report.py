@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.benchmark.chart import render_chart
-from models.benchmark.formatting import (
+from models.jobs import GenerationParams
+from modeltools.benchmark.chart import render_chart
+from modeltools.benchmark.formatting import (
     batches,
     byte_size,
     clip,
@@ -21,9 +22,8 @@ from models.benchmark.formatting import (
     number,
     plain_json,
 )
-from models.benchmark.stages import StageTimes
-from models.benchmark.workload import WorkloadResult
-from models.jobs import GenerationParams
+from modeltools.benchmark.stages import StageTimes
+from modeltools.benchmark.workload import WorkloadResult
 
 TABLE_LIMIT = 1500  # characters; a Discord message holds 2000, the table shares it with text
 
@@ -44,7 +44,7 @@ class BenchmarkReport:
     total_s: float  # the whole run, warm-up included
     max_batch: int | None = None  # the queue's cap on images per pipeline call
     setup: str = "our queue"  # how the images were made (the baseline says so)
-    stages: StageTimes | None = None  # one cover, stage by stage (models/benchmark/stages.py)
+    stages: StageTimes | None = None  # one cover, stage by stage (modeltools/benchmark/stages.py)
 
     @classmethod
     def measured(

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from models.benchmark.formatting import byte_size, number
+from modeltools.benchmark.formatting import byte_size, number
 
 if TYPE_CHECKING:
-    from models.benchmark.report import BenchmarkReport
+    from modeltools.benchmark.report import BenchmarkReport
 
 
 _BACKGROUND = (255, 255, 255)

@@ -203,8 +203,8 @@ async def measure_stages(
     """One ``images``-candidate cover through ``queue`` with a :class:`StageClock` on the
     runner's loaded pipeline; None where the runner has no pipeline to show (a test's fake
     runner, DeepFloyd IF's two stages, a Ray worker in another process)."""
-    from models.benchmark.run import job, submit_and_wait
     from models.jobs import ImageSpec
+    from modeltools.benchmark.run import job, submit_and_wait
 
     pipeline_for = getattr(queue.runner, "loaded_pipeline", None)
     pipe = pipeline_for(params) if pipeline_for is not None else None
