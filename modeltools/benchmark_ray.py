@@ -36,7 +36,7 @@ from PIL import Image
 
 from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, RunControl
 from modeltools.benchmark import default_cache_dir
-from modeltools.benchmark.run import submit_and_wait
+from modeltools.benchmark.submit import submit_and_wait
 
 SIDES = ("in-process, 1 thread", "Ray, 1 worker", "Ray, 2 workers")
 OVERHEAD_SIDES = ("in-process", "Ray")

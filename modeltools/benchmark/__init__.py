@@ -19,16 +19,18 @@ CUDA's memory counters: the bot imports this module.
 The package, one reason to change per file:
 
 - ``workload.py``: what is measured (workloads, timed results) and the pure maths over them;
+- ``submit.py``: benchmark jobs into a queue, and waiting for all of them;
 - ``run.py``: running workloads through the queue, the plain-diffusers baseline, both alternating;
 - ``stages.py``: where one cover's time goes, stage by stage;
 - ``memory.py``: the peak-memory probe; ``flops.py``: the UNet's FLOPs and GPU peaks;
-- ``report.py``: reports, comparisons and their files; ``chart.py``: the bar chart;
-  ``formatting.py``: numbers and sizes as text;
+- ``report.py``: reports and comparisons as tables; ``chart.py``: the bar chart; ``files.py``:
+  the JSON, chart and Markdown files they leave; ``formatting.py``: numbers and sizes as text;
 - ``cli.py`` (and ``__main__.py``): ``python -m modeltools.benchmark``.
 """
 
 from modeltools.benchmark.chart import render_chart
 from modeltools.benchmark.cli import build_parser, default_cache_dir, main
+from modeltools.benchmark.files import write_comparison, write_report
 from modeltools.benchmark.flops import PEAK_TFLOPS, peak_tflops, unet_flop_per_image
 from modeltools.benchmark.memory import (
     CUDA_MEMORY,
@@ -38,13 +40,7 @@ from modeltools.benchmark.memory import (
     MemoryProbe,
     read_rss_bytes,
 )
-from modeltools.benchmark.report import (
-    TABLE_LIMIT,
-    BenchmarkReport,
-    Comparison,
-    write_comparison,
-    write_report,
-)
+from modeltools.benchmark.report import TABLE_LIMIT, BenchmarkReport, Comparison
 from modeltools.benchmark.run import median_run, run_baseline, run_comparison, run_queue_benchmark
 from modeltools.benchmark.workload import (
     DEFAULT_PROMPT,

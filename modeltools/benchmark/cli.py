@@ -14,8 +14,9 @@ from typing import NoReturn
 from models.errors import CoverError, ModelUnavailable
 from models.jobs import GenerationParams
 from models.optimize import Optimizations
-from modeltools.benchmark.report import BenchmarkReport, Comparison, write_comparison, write_report
-from modeltools.benchmark.run import run_comparison, run_queue_benchmark
+from modeltools.benchmark.files import write_comparison, write_report
+from modeltools.benchmark.report import BenchmarkReport, Comparison
+from modeltools.benchmark.run import load_baseline, run_comparison, run_queue_benchmark
 from modeltools.benchmark.workload import Workload
 
 
@@ -207,8 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return report, None
             # 3. Side by side: a plain pipeline of its own for the baseline.
-            from modeltools.benchmark.run import load_baseline
-
             pipe = load_baseline(
                 model,
                 device=runner.device,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from models.registry import RANDOM_ARCHITECTURES
+from modeltools.benchmark.cli import default_cache_dir
 from modeltools.benchmark.formatting import installed_version
 from modeltools.benchmark.stages import StageClock, StageTimes
 from modeltools.benchmark.workload import DEFAULT_PROMPT
@@ -254,7 +255,6 @@ def _write(
 
 def main(argv: Sequence[str] | None = None) -> int:
     from models.optimize import Optimizations
-    from modeltools.benchmark.cli import default_cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m modeltools.benchmark.cpu")
     parser.add_argument(
