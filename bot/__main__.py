@@ -345,8 +345,8 @@ def _list_support_models(width: int) -> None:
     """The captioner, CLIP and the prompt expander (models/support.py), and the tiny decoder
     TAESD: not generators, but pulled and cached the same way."""
     from models.hub import repo_state
+    from models.presets import SUPPORT_MODELS
     from models.registry import TAESD
-    from models.support import SUPPORT_MODELS
 
     print(f"\n{'support':<{width}} {'cached':<12} {'size':>9}  {'role':<22} where")
     rows = [(m.name, m.repo_id, m.role) for m in SUPPORT_MODELS.values()]

@@ -33,6 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.clip_tokenizer import clip_tokenizer
+
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
@@ -139,8 +141,6 @@ def build_architecture(seed: int = 0, native_size: int = NATIVE_SIZE) -> StableD
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from models.clip_tokenizer import clip_tokenizer
-
     tokenizer = clip_tokenizer()
 
     torch.manual_seed(seed * 10 + _SEEDS["unet"])
@@ -229,8 +229,6 @@ def _from_package(package: Path) -> StableDiffusionPipeline:
     from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from models.clip_tokenizer import clip_tokenizer
-
     def read(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
         config = json.loads((package / component / "config.json").read_text(encoding="utf-8"))
         weights = load_file(package / component / WEIGHTS_FILE)
@@ -318,8 +316,6 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
     import torch
     from diffusers import UNet2DConditionModel
 
-    from models.clip_tokenizer import clip_tokenizer
-
     tokenizer = clip_tokenizer()
     with torch.device(device):
         torch.manual_seed(seed)
@@ -348,8 +344,6 @@ def build_sd_turbo_architecture(seed: int = 0, device: str = "cpu") -> StableDif
     (issue 22). The tokenizer is CLIP's BPE; sd-turbo's pads with ``!`` but costs the same."""
     import torch
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
-
-    from models.clip_tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
     with torch.device(device):

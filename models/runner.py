@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.devices import pick_device, torch_dtype
 from models.errors import ModelUnavailable
 from models.jobs import (
     DeviceBroken,
@@ -37,17 +38,11 @@ from models.jobs import (
     is_broken_device,
     is_out_of_memory,
 )
+from models.loading import load_hub_pipeline, load_pipeline, load_tiny_decoder
 from models.optimize import Optimizations
-from models.postprocess import latent_previews
-from models.registry import (
-    ModelSpec,
-    load_hub_pipeline,
-    load_pipeline,
-    load_tiny_decoder,
-    pick_device,
-    resolve_model,
-    torch_dtype,
-)
+from models.postprocess import is_black, latent_previews
+from models.presets import ModelSpec
+from models.registry import resolve_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -571,8 +566,6 @@ def _outcomes(
     """Pair each image with "is it black": flagged by a safety checker, black pixels, or NaN
     (``nan``), which is logged as what it is: a black picture made of NaN is a numeric
     overflow, typically of half precision, not the safety checker's verdict."""
-    from models.postprocess import is_black
-
     flags = list(flagged) if flagged is not None else [False] * len(images)
     nans = list(nan) if nan is not None else [False] * len(images)
     for index in (i for i, is_nan in enumerate(nans) if is_nan):

@@ -27,11 +27,9 @@ class RealRepo:
     differences: tuple[str, ...]
 
 
-
 def revision_of(repo_id: str) -> str:
     """A stable 40-hex commit id for a stand-in repository (what ``refs/main`` holds)."""
     return hashlib.sha1(f"playlist-cover stand-in {repo_id}".encode()).hexdigest()
-
 
 
 def repo_folder(hub_cache: Path, repo_id: str) -> Path:
@@ -72,4 +70,3 @@ def _mark(files: Path, repo_id: str) -> None:
     data = json.loads(top.read_text(encoding="utf-8"))
     data[STANDIN_FIELD] = f"random weights standing in for {repo_id} (modeltools/standins/)"
     top.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-

@@ -95,7 +95,6 @@ def standin_names() -> list[str]:
     return list(REAL_REPOS)
 
 
-
 def write_standin(
     name: str, hub_cache: Path, *, safety: Safety = "pass", seed: int = 0
 ) -> list[Path]:

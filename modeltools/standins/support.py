@@ -240,4 +240,3 @@ def _magicprompt(files: Path) -> None:
     GPT2LMHeadModel(config).save_pretrained(files)
     tokenizer.save_pretrained(files)
     (files / "training_args.bin").write_bytes(b"stand-in for the fine-tune's training arguments")
-

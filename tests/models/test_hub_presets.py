@@ -312,7 +312,7 @@ def test_only_a_missing_model_is_called_missing(
 
 
 def test_a_tokenizer_library_that_is_missing_is_named() -> None:
-    from models.registry import _load_failure
+    from models.loading import _load_failure
 
     error = ValueError("Couldn't instantiate the backend tokenizer: you need sentencepiece")
     message = _load_failure("DeepFloyd/IF-I-XL-v1.0", error)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from models.errors import ModelUnavailable
 from models.hub import needed_transformers_files, repo_state
-from models.support import SUPPORT_MODELS, is_available, model_folder
+from models.presets import SUPPORT_MODELS
+from models.support import is_available, model_folder
 from modeltools.standins import SUPPORT_REPOS, repo_folder, revision_of
 from tests.conftest import SUPPORT_MODELS as FIXTURE_NAMES
 from tests.fakes.hub import FakeHub, run_in_thread
