@@ -87,7 +87,7 @@ def build_embedded_pipeline(target_dir: Path, *, package: Path = PACKAGED) -> Pa
     try:
         info = packaged_info(package)
         if info is not None:
-            pipe = _from_package(package)
+            pipe = from_package(package)
         else:
             pipe, info = build_architecture(), _untrained_info()
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -222,7 +222,7 @@ def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folde
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _from_package(package: Path) -> StableDiffusionPipeline:
+def from_package(package: Path) -> StableDiffusionPipeline:
     """The model packaged in ``package``, in float32, assembled in memory."""
     import torch
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
