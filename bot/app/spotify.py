@@ -572,4 +572,3 @@ def _api_error(exc: SpotifyException) -> str:
     # spotipy's message is "<url>:\n <Spotify's message>"; the URL part says nothing new.
     message = str(exc.msg or "").split("\n", 1)[-1].strip()
     return message[:200] if message and message != "None" else "no reason given"
-
