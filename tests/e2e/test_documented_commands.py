@@ -196,7 +196,8 @@ def test_every_setting_the_code_reads_is_in_the_settings_tables():
     documented = settings_table_names(SETTINGS_DOC.read_text(encoding="utf-8"))
     variables = setting_variables()
     # It reads them: the settings class, a program's own variable, the image's start-up check.
-    assert {"DISCORD_TOKEN", "COVER_DB_PATH", "COVER_INCEPTION_PATH", "COVER_EXPECT_GPU"} <= variables
+    read = {"DISCORD_TOKEN", "COVER_DB_PATH", "COVER_INCEPTION_PATH", "COVER_EXPECT_GPU"}
+    assert read <= variables
     missing = sorted(variables - documented)
     assert not missing, f"settings missing from the tables of docs/settings.md: {missing}"
 
