@@ -22,7 +22,7 @@ from models.errors import ModelUnavailable
 
 Kind = Literal["sd", "if"]
 
-_INSTALL_HINT = "pip install 'playlist-cover[gen]'"
+_INSTALL_HINT = "pip install -e '.[gen]' in the project's checkout"
 _LORA_FILE = "pytorch_lora_weights.safetensors"  # what save_lora_weights writes into a folder
 _DTYPES = ("float16", "bfloat16")
 
