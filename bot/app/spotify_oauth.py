@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from bot.app.settings import Settings
 
-# What linking asks for, and why (README "Link your Spotify account"):
+# What linking asks for, and why (docs/spotify.md, "Linking your own Spotify account"):
 #   playlist-read-private, playlist-read-collaborative  – read the items of your own playlists
 #   ugc-image-upload + playlist-modify-public/-private  – PUT /playlists/{id}/images needs all
 SCOPES = (
