@@ -277,7 +277,7 @@ async def run_bot() -> int:
     return 0
 
 
-# What each preset practically needs to run (README "Models"); IF's two XL stages on a CPU
+# What each preset practically needs to run (docs/models.md, "Presets"); IF's two XL stages on a CPU
 # take far too long for a request.
 _DEVICE_NOTE = {
     "embedded": "CPU ok",

@@ -8,7 +8,7 @@ from typing import Any
 from models.errors import ModelUnavailable
 from models.presets import ModelSpec
 
-INSTALL_HINT = "pip install 'playlist-cover[gen]'"
+INSTALL_HINT = "pip install -e '.[gen]' in the project's checkout"
 _DTYPES = ("float16", "bfloat16")
 
 

@@ -240,7 +240,7 @@ def load_expander(name: str = DEFAULT_EXPANSION_MODEL) -> PromptExpander:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except ImportError:
             raise ModelUnavailable(
-                "Prompt expansion needs transformers: pip install 'playlist-cover[gen]'."
+                "Prompt expansion needs transformers: pip install -e '.[gen]' in the project's checkout."
             ) from None
         except (OSError, ValueError, KeyError) as error:
             raise ModelUnavailable(

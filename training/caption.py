@@ -182,7 +182,7 @@ def load_captioner(name: str = DEFAULT_CAPTION_MODEL, *, device: str = "cpu",
     try:
         from transformers import AutoModelForImageTextToText, AutoProcessor
     except ImportError:
-        raise ModelUnavailable("Captioning needs transformers: pip install 'playlist-cover[training]'") from None  # fmt: skip
+        raise ModelUnavailable("Captioning needs transformers: pip install -e '.[training]' in the project's checkout") from None  # fmt: skip
     quiet_libraries()
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder)

@@ -57,7 +57,7 @@ SUPPORT_REPOS: dict[str, RealRepo] = {
     ),
 }
 
-# The tiny autoencoder (models/registry.py's ``tiny_decoder``): a diffusers model repository,
+# The tiny autoencoder (a preset's ``tiny_decoder``, models/presets.py): a diffusers model repository,
 # config and weights at the top level, as madebyollin/taesd is.
 TINY_DECODER_REPO = RealRepo(
     "madebyollin/taesd",

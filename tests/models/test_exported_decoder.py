@@ -129,7 +129,7 @@ def test_without_the_runtime_the_error_names_the_install(
 
     monkeypatch.setattr(builtins, "__import__", without)
     runner = runner_for(f"decoder=tiny,decoder_runtime={runtime}")
-    with pytest.raises(ModelUnavailable, match=rf"pip install 'playlist-cover\[{runtime}\]'"):
+    with pytest.raises(ModelUnavailable, match=rf"pip install -e '\.\[{runtime}\]' in the"):
         runner.pipeline(PARAMS)
 
 
