@@ -181,7 +181,8 @@ class Optimizations:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         denoiser = pipe.unet
-        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/devices.py, torch_dtype).
+        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/devices.py's
+        #    torch_dtype).
         if self.bfloat16_on_cpu(denoiser):
             pipe.to(dtype=torch.bfloat16)
         # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.

@@ -2,7 +2,8 @@
 Hugging Face cache, or a message naming the model and the command that fetches it. What the
 support models are (a captioner, CLIP, a prompt expander) is data in models/presets.py.
 
-    name ─► SupportModel (models/presets.py) ─► snapshot in the Hugging Face cache (models/hub.py)
+    name ─► SupportModel (models/presets.py) ─► snapshot in the Hugging Face cache
+                                             │   (models/hub.py)
                                              └► ModelUnavailable naming the model and the
                                                 command that fetches it
 

@@ -57,8 +57,8 @@ SUPPORT_REPOS: dict[str, RealRepo] = {
     ),
 }
 
-# The tiny autoencoder (a preset's ``tiny_decoder``, models/presets.py): a diffusers model repository,
-# config and weights at the top level, as madebyollin/taesd is.
+# The tiny autoencoder (a preset's ``tiny_decoder``, models/presets.py): a diffusers model
+# repository, config and weights at the top level, as madebyollin/taesd is.
 TINY_DECODER_REPO = RealRepo(
     "madebyollin/taesd",
     "AutoencoderTiny",
