@@ -9,6 +9,7 @@ database recorded, and that nothing was logged as a traceback.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -384,6 +385,36 @@ async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
         post = await cover_post(discord, interaction)
         assert bot.storage.cover_message(str(post.id))["status"] == "open"
         await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert [r for r in discord.refused if ": 429" not in r] == []
+    assert tracebacks(caplog) == []
+
+
+async def test_status_edits_with_no_interval_send_only_the_latest_and_the_post_lands(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """With ``status_edit_interval_s`` at 0 a job reports faster than Discord takes edits (the
+    webhook here takes 2 a second): one edit at a time, the latest state wins, an unchanged
+    status is not sent again – so the edits stay within the limit (discord.py waits on the
+    headers; no 429), none repeats the one before, and the covers and the final edit land
+    soon after the job ends."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=0)
+    discord.webhook_rate = (2, 1.0)
+    held = gated_runner(cache_dir)
+    async with running_bot(settings, discord, runner=held):
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        await discord.wait_for(lambda: interaction.original and interaction.original.edits)
+        await asyncio.sleep(2.0)  # held at step 0: some 40 reports of the same step
+        edits_while_held = len(interaction.original.edits)
+        held.gate.set()
+        opened = time.monotonic()
+        post = await cover_post(discord, interaction)
+        posted_after = time.monotonic() - opened
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    edits = interaction.original.edits
+    print(f"\nedits {len(edits)} (held: {edits_while_held}), post {posted_after:.2f} s after")
+    assert edits_while_held <= 3  # "Making…", "Generating…", step 0 – not once per report
+    assert all(a != b for a, b in itertools.pairwise(edits))
+    assert discord.rate_limited == 0 and post.attachments
     assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
 
