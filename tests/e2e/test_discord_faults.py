@@ -18,6 +18,7 @@ import pytest
 
 from bot.app.settings import Settings
 from bot.app.storage import Storage
+from tests.fakes import discord_schema
 from tests.fakes.discord import (
     ADD_REACTIONS,
     SEND_MESSAGES,
@@ -532,4 +533,16 @@ async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tm
                 {"name": "cover", "description": "d", "options": [{"name": "o"}] * 26},
             ):
                 assert await answer("PUT", commands, json=[bad]) == (400, 50035)
+            discord.reaction_interval_s = 60.0
+            one, two = (f"{channel}/{message_id}/reactions/{e}/@me" for e in ("1️⃣", "2️⃣"))
+            async with http.put(one), http.put(two) as limited:
+                assert limited.status == 429
     assert "cover" in [c["name"] for c in discord.commands]  # refused syncs changed nothing
+    # Every refusal is worded as Discord's description has it (tests/fakes/discord_schema.py).
+    refusals = [e for e in discord.exchanges if e.status >= 400]
+    assert len(refusals) >= 14
+    assert [
+        p
+        for e in refusals
+        for p in discord_schema.response_problems(e.method, e.path, e.status, e.answer, e.headers)
+    ] == []

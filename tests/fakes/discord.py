@@ -295,6 +295,20 @@ def _components_refused(components: Any) -> web.Response | None:
     return _error(400, "Invalid Form Body", 50035, errors=errors)
 
 
+def _numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components as Discord answers them: each with its numeric ``id`` (1, 2, … through the
+    rows and their buttons, in order), unless the sender gave one."""
+    counter = itertools.count(1)
+
+    def number(component: dict[str, Any]) -> dict[str, Any]:
+        numbered = {"id": next(counter), **component}
+        if "components" in component:
+            numbered["components"] = [number(c) for c in component["components"]]
+        return numbered
+
+    return [number(c) for c in components]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -314,6 +328,9 @@ class FakeUser:
             "discriminator": "0",
             "avatar": None,
             "bot": self.bot,
+            "public_flags": 0,
+            "flags": 0,
+            "primary_guild": None,
         }
 
     def member(self) -> dict[str, Any]:
@@ -327,6 +344,18 @@ class FakeUser:
             "flags": 0,
             "permissions": str(permissions),
         }
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One REST request to the fake and its answer, as sent (for tests/fakes/discord_schema.py)."""
+
+    method: str
+    path: str  # under /api/v10
+    sent: Any  # the request's JSON, None without one
+    status: int
+    answer: Any  # the answer's JSON, None without one
+    headers: dict[str, str]
 
 
 @dataclass
@@ -384,7 +413,7 @@ class Message:
             "timestamp": _now(),
             "edited_timestamp": None,
             "flags": 64 if self.ephemeral else 0,
-            "components": self.components,
+            "components": _numbered(self.components),
             **(
                 {
                     "message_reference": {
@@ -440,6 +469,7 @@ class FakeDiscord:
         self.super_reactions: dict[int, list[tuple[int, str]]] = {}
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
+        self.exchanges: list[Exchange] = []  # every REST request and its answer, in order
         # "METHOD /path: status code" of every request refused (4xx), for tests to read
         self.refused: list[str] = []
         self.upload_limit = UPLOAD_LIMIT  # bytes per file; a bigger one gets 413
@@ -1044,13 +1074,24 @@ class FakeDiscord:
         if response.status >= 400 and isinstance(response, web.Response):
             code = json.loads(response.text)["code"] if response.text else None
             self.refused.append(f"{request.method} {path}: {response.status} {code}")
+        if isinstance(response, web.Response):
+            self.exchanges.append(
+                Exchange(
+                    request.method,
+                    path,
+                    await _sent_body(request),
+                    response.status,
+                    json.loads(response.text) if response.body else None,
+                    dict(response.headers),
+                )
+            )
         return response
 
     async def _route(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
         method = request.method
         match parts:
             case ["users", "@me"] if method == "GET":
-                return _json(self.bot_user.payload())
+                return _json(self.bot_user.payload() | {"mfa_enabled": False, "locale": "en-US"})
             case ["oauth2", "applications", "@me"] if method == "GET":
                 return _json(self._application())
             case ["applications", _, "commands"] if method == "PUT":
@@ -1137,6 +1178,17 @@ class FakeDiscord:
             "owner": {**self.bot_user.payload(), "bot": False},
             "verify_key": "0" * 64,
             "flags": 0,
+            "flags_new": "0",
+            "type": None,
+            "redirect_uris": [],
+            "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "approximate_guild_count": 1,
+            "approximate_user_install_count": 0,
+            "approximate_user_authorization_count": 0,
+            "explicit_content_filter": 0,
+            "team": None,
+            "eligible_oauth2_scopes": [],
         }
 
     def _sync(self, commands: list[dict[str, Any]]) -> web.Response:
@@ -1147,7 +1199,14 @@ class FakeDiscord:
                 **c,
                 "id": str(snowflake()),
                 "application_id": str(self.application_id),
-                "version": "1",
+                "version": str(snowflake()),
+                "type": c.get("type", 1),
+                "description": c.get("description") or "",
+                # Discord answers permissions as a string and fills the install types in.
+                "default_member_permissions": None
+                if c.get("default_member_permissions") is None
+                else str(c["default_member_permissions"]),
+                "integration_types": c.get("integration_types") or [0],
             }
             for c in commands
         ]
@@ -1307,9 +1366,11 @@ class FakeDiscord:
                 "interaction": {
                     "id": str(interaction.id),
                     "type": 3 if interaction.custom_id else 2,
-                    "response_message_id": str(interaction.original.id)
-                    if interaction.original
-                    else None,
+                    **(
+                        {"response_message_id": str(interaction.original.id)}
+                        if interaction.original
+                        else {}
+                    ),
                     "response_message_loading": body["type"] == 5,
                     "response_message_ephemeral": bool(interaction.response.get("flags", 0) & 64),
                 }
@@ -1441,11 +1502,17 @@ class FakeDiscord:
         return message
 
 
+# A multipart request's payload_json and files, kept once read.
+_MULTIPART = web.RequestKey("multipart", tuple)
+
+
 async def _read_body(request: web.Request) -> tuple[dict[str, Any], list[Attachment]]:
     """A JSON body, or multipart with ``payload_json`` and ``files[i]`` as discord.py sends."""
     if not request.content_type.startswith("multipart/"):
         text = await request.text()
         return (json.loads(text) if text else {}), []
+    if _MULTIPART in request:  # read already (the multipart stream reads once)
+        return request[_MULTIPART]
     body: dict[str, Any] = {}
     files: list[Attachment] = []
     reader = await request.multipart()
@@ -1454,7 +1521,16 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], list[Attachm
             body = json.loads(await part.text())
         elif part.filename:
             files.append(Attachment(part.filename, bytes(await part.read())))
+    request[_MULTIPART] = body, files
     return body, files
+
+
+async def _sent_body(request: web.Request) -> Any:
+    """The JSON a request carried (a multipart one's ``payload_json``), None if none."""
+    if request.content_type.startswith("multipart/"):
+        return (await _read_body(request))[0] if request.body_exists else None
+    text = await request.text() if request.body_exists else ""
+    return json.loads(text) if text else None
 
 
 def _option_type(value: Any) -> int:
