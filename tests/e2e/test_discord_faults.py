@@ -420,6 +420,24 @@ async def test_status_edits_with_no_interval_send_only_the_latest_and_the_post_l
     assert tracebacks(caplog) == []
 
 
+async def test_status_edits_wait_out_429s_the_headers_did_not_announce(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """A shared limit on the webhook (2 requests a second) that only its 429s reveal, and
+    status edits at every step: discord.py waits each 429 out and retries, nothing is lost –
+    the covers go up with their vote and the final edit lands."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=0)
+    discord.webhook_rate, discord.webhook_limit_shared = (2, 1.0), True
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await cover_post(discord, interaction)
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert discord.rate_limited >= 1  # 429s were served, and waited out
+    assert [r for r in discord.refused if ": 429" not in r] == []
+    assert tracebacks(caplog) == []
+
+
 async def test_a_token_that_expired_on_discords_clock_falls_back_to_the_channel(
     discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
 ):

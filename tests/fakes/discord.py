@@ -7,11 +7,28 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
 - it answers login, command sync, interaction callbacks, webhook follow-ups and edits, channel
   messages and reactions, and keeps what it was sent (messages with their attachment bytes,
   every status edit, every reaction) for tests to inspect;
-- it sends gateway events: READY, then whatever a test makes people do – run a slash command
+- it sends gateway events: READY (the guild listed as unavailable), GUILD_CREATE (its channel,
+  roles, member count and the bot's own member, so discord.py's cache is filled as in
+  production), then whatever a test makes people do – run a slash command
   (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
   (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
-  message (:meth:`delete_message`). Reactions the bot adds come back to it as gateway events,
-  as on Discord, so the bot must ignore its own.
+  message (:meth:`delete_message`) or several at once (:meth:`delete_messages`, one
+  MESSAGE_DELETE_BULK), write (:meth:`say`), type (:meth:`type_`), come online
+  (:meth:`go_online`). Reactions the bot adds come back to it as gateway events, as on
+  Discord, so the bot must ignore its own.
+
+Its gateway keeps Discord's rules (:data:`EVENT_INTENTS`):
+
+- only the events of the intents the bot asked for at IDENTIFY are sent, and without
+  MESSAGE_CONTENT a message's content arrives empty; a privileged intent the application has
+  not got (:attr:`FakeDiscord.privileged_intents`) closes the connection with 4014;
+- a session is resumable: its events are kept, and a RESUME gets those after the sequence
+  number the bot last saw, then RESUMED; :meth:`FakeDiscord.reconnecting` sends op 7,
+  :meth:`offline` drops the connection (``resumable=False``: op 9, a new IDENTIFY),
+  :meth:`unresponsive` makes it a zombie the bot must notice;
+- a heartbeat later than the interval HELLO asked for plus a grace
+  (:attr:`FakeDiscord.heartbeat_interval_s`, :attr:`heartbeat_grace_s`) closes the connection
+  with 4009, Session timed out, and the session is gone.
 
 It fails the way Discord does, which is where a bot's real bugs hide:
 
@@ -45,12 +62,15 @@ It fails the way Discord does, which is where a bot's real bugs hide:
   is kept in :attr:`FakeDiscord.refused`;
 - every answer carries ``X-RateLimit-*`` headers, and with :attr:`FakeDiscord.webhook_rate`
   set an interaction's webhook takes only so many requests a second (the rest 429 with
-  ``Retry-After``);
+  ``Retry-After``), announced in its headers or, with :attr:`webhook_limit_shared`, only by
+  its 429s;
 - reading a message back can be slow (:meth:`FakeDiscord.slow_reads` holds one message's reads),
   so a bot reconciling its open votes after READY can be caught half-way by live events.
 
 A request to a route it does not know is answered 404 and kept in :attr:`FakeDiscord.unknown`,
-so a test can assert the bot only used what it meant to.
+so a test can assert the bot only used what it meant to. Every REST exchange is kept in
+:attr:`FakeDiscord.exchanges`, and tests/fakes/discord_schema.py holds them to Discord's own
+API description (discord/discord-api-spec), the bot's requests and the fake's answers alike.
 """
 
 from __future__ import annotations
@@ -483,6 +503,9 @@ class FakeDiscord:
         # With (n, seconds) set: each interaction token's webhook (follow-ups, edits of the
         # original) takes n requests per window, as Discord's webhook buckets do; the rest 429.
         self.webhook_rate: tuple[int, float] | None = None
+        # True: that limit is a shared resource's (X-RateLimit-Scope: shared), which the
+        # headers do not announce – only its 429s tell, and the bot must wait them out.
+        self.webhook_limit_shared = False
         self._webhook_hits: dict[str, list[float]] = {}
         self._held_reads: dict[int, asyncio.Event] = {}  # message → released; see slow_reads()
         self.held_reads_waiting = 0  # GETs of a held message waiting now
@@ -1126,7 +1149,11 @@ class FakeDiscord:
         parts = path.split("/")
         limit, window, used = 50, 1.0, 1
         bucket = "/".join(parts[1:4] if parts[1:2] == ["webhooks"] else parts[1:3])
-        if parts[1:2] == ["webhooks"] and self.webhook_rate is not None:
+        if (
+            parts[1:2] == ["webhooks"]
+            and self.webhook_rate is not None
+            and not self.webhook_limit_shared
+        ):
             limit, window = self.webhook_rate
             used = len(self._recent(parts[3], window))
         now = time.time()
@@ -1161,7 +1188,7 @@ class FakeDiscord:
                 headers={
                     "Via": "1.1 google",
                     "Retry-After": str(wait),
-                    "X-RateLimit-Scope": "user",
+                    "X-RateLimit-Scope": "shared" if self.webhook_limit_shared else "user",
                 },
             )
         hits.append(time.monotonic())
