@@ -127,9 +127,9 @@ class CoverCog(commands.Cog):
 
         The job's events are read as they come and only the latest state is kept; one editor
         sends it, one edit at a time, and skips a status already shown. So an edit waiting on
-        Discord's rate limit never leaves the events (the job's end among them) queued behind
-        it – which, with the setting at 0, held the covers back for as long as the backlog of
-        stale edits took (tests/e2e/test_discord_faults.py).
+        Discord's rate limit never holds the job's later events (its end among them) behind
+        it: with the setting at 0, a backlog of stale edits would hold the covers back
+        (tests/e2e/test_discord_faults.py).
         """
         interval = self.bot.settings.status_edit_interval_s
         line = _StatusLine()

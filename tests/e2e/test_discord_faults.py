@@ -161,7 +161,7 @@ async def test_super_reaction_votes_count_and_a_requesters_super_check_closes(
 ):
     """Discord lists only normal reactors unless asked for ``type=1``: reading votes back
     (at READY, and before every close) deleted the super-reaction votes the live events had
-    counted, and a requester's super-✅ made while the bot was away never closed (issue 40)."""
+    counted, and a requester's super-✅ made while the bot was away never closed."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
         live = await ask(discord, ALICE, playlist_link, count=2)
@@ -375,7 +375,7 @@ async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
 ):
     """Every answer carries X-RateLimit-* headers and the interaction's webhook takes 3
     requests a second: the status edits at the bot's own pace (the default setting) stay
-    within it, and the covers still go up with their vote (issue 40)."""
+    within it, and the covers still go up with their vote."""
     interval = Settings.model_fields["status_edit_interval_s"].default
     settings = bot_settings(
         discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=interval
@@ -496,7 +496,7 @@ async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_
 
 
 async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tmp_path, cache_dir):
-    """Discord's published limits (issue 40), each refusal with Discord's status and code."""
+    """Discord's published limits, each refusal with Discord's status and code."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord):
         api, app = discord.api_base, discord.application_id

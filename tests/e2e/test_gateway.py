@@ -142,12 +142,12 @@ async def test_a_reconnect_request_resumes_and_replays_the_votes_of_the_gap(
 async def test_a_missed_heartbeat_closes_the_connection_and_the_bot_starts_anew(
     discord, tmp_path, cache_dir, caplog
 ):
-    discord.heartbeat_interval_s, discord.heartbeat_grace_s = 0.5, 0.5
+    discord.heartbeat_interval_s, discord.heartbeat_grace_s = 0.5, 1.0
     settings = bot_settings(discord, None, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
         await asyncio.sleep(1.5)  # heartbeats on time: the connection stays
         assert (discord.timed_out, discord.identified) == (0, 1)
-        time.sleep(2.0)  # a bot that blocks its event loop misses its heartbeats
+        time.sleep(3.0)  # a bot that blocks its event loop misses its heartbeats
         await discord.wait_for(lambda: discord.timed_out == 1, timeout=10)
         # 4009 Session timed out: the resume is refused and the bot identifies again.
         await discord.wait_for(lambda: discord.identified == 2 and discord.connected, timeout=30)
