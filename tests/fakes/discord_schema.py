@@ -27,6 +27,11 @@ import jsonschema
 
 EXTRACT = Path(__file__).with_name("discord_openapi.json")
 SOURCE = "https://github.com/discord/discord-api-spec/blob/{commit}/specs/openapi.json"
+# The description's licence (its repository's LICENSE), kept with the extract.
+LICENSE = (
+    "MIT License. Copyright 2023 Discord. The full text: "
+    "https://github.com/discord/discord-api-spec/blob/main/LICENSE"
+)
 
 # What the bot calls, as (method, the description's path).
 OPERATIONS = (
@@ -60,6 +65,7 @@ def extract(description: Mapping[str, Any], commit: str) -> dict[str, Any]:
         "source": SOURCE.format(commit=commit),
         "version": description["info"]["version"],
         "openapi": description["openapi"],
+        "license": LICENSE,
         "operations": {},
         "components": {"schemas": {}, "responses": {}, "headers": {}},
     }
