@@ -44,17 +44,28 @@ import copy
 import dataclasses
 import json
 import logging
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from models.errors import FileRefused
 from models.safe_files import check_image
-from training.accelerated import add_lora, start_run
+from training.accelerated import (
+    encode_prompts,
+    load_base,
+    make_lr_scheduler,
+    make_optimizer,
+    make_trainable,
+    rendered_at,
+    resolve_sd,
+    run_loop,
+    save_trained,
+    start_run,
+    validate,
+    write_report,
+    write_settings,
+)
 from training.config import (
-    REPORT_FILE,
     Method,
     Precision,
     TrainingError,
@@ -63,18 +74,13 @@ from training.config import (
 )
 from training.data import DatasetError, open_rgb, prepare_image, report_skipped, sample_rng
 from training.export import PAIRS_FILE
-from training.objective import prediction_target, step_seed
+from training.objective import prediction_target
 from training.outputs import (
     TrainResult,
     build_report,
     checkpoint_only_lora,
     find_checkpoint,
-    render_validation,
     resume_state,
-    save_checkpoint,
-    save_full,
-    save_lora,
-    save_samples,
 )
 
 log = logging.getLogger(__name__)
@@ -390,7 +396,6 @@ def collate_labelled(batch: list[dict[str, Any]]) -> dict[str, Any]:
 def train_dpo(config: DPOConfig) -> TrainResult:
     """Run ``config`` to the end and save the LoRA (or model); see the module docstring."""
     check_config(config)
-    from models.registry import load_pipeline, resolve_model
     from training.data import EpochShuffle
 
     # 0. Cheap checks first: the pairs (or labelled images) and the model name, before minutes
@@ -405,16 +410,8 @@ def train_dpo(config: DPOConfig) -> TrainResult:
             f"{len(labelled)}."
         )
     undesirable_weight = liked / (len(labelled) - liked) if kto else 1.0
-    spec = resolve_model(config.base)
-    if spec.kind != "sd":
-        raise TrainingError(f"--base {config.base!r} is not a Stable Diffusion model.")
+    spec = resolve_sd(config.base)
     import torch
-    from accelerate.utils import (
-        set_seed,
-    )
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
     out = Path(config.out).expanduser()
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
@@ -430,43 +427,23 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         tensorboard=False,
     )
     accelerator, seed, weight_dtype = run.accelerator, run.seed, run.weight_dtype
-    mixed_precision = run.mixed_precision
     device = accelerator.device
 
     # 2. The base model through the registry; VAE and text encoder frozen.
-    pipe = load_pipeline(
-        spec, device="cpu", cache_dir=cache_dir, allow_downloads=config.allow_downloads
-    )
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    vae.requires_grad_(False)
-    vae.to(device, dtype=weight_dtype)
-    text_encoder.requires_grad_(False)
-    text_encoder.to(device, dtype=weight_dtype)
+    base = load_base(spec, run, cache_dir=cache_dir, allow_downloads=config.allow_downloads,
+                     train_text_encoder=False)  # fmt: skip
+    unet, vae, text_encoder = base.unet, base.vae, base.text_encoder
+    noise_scheduler = base.noise_scheduler
 
     # 3. What trains, and the reference: LoRA adapters over the frozen base (the reference is
     #    the same UNet with its adapters off), or every weight against a frozen copy.
-    set_seed(seed)
     reference = None
-    if config.method == "lora":
-        unet.requires_grad_(False)
-        unet.to(device, dtype=weight_dtype)
-        add_lora(unet, rank=config.lora_rank, alpha=config.lora_alpha, layers=config.lora_layers)
-    else:
+    if config.method == "full":
         reference = copy.deepcopy(unet).requires_grad_(False).to(device, dtype=weight_dtype)
         reference.eval()
-        unet.requires_grad_(True)
-    unet.train()
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+    make_trainable(unet, config, run)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
-    )
+    optimizer = make_optimizer(params, config)
 
     # 4. Pairs (or labelled images) in a deterministic order.
     dataset: Any
@@ -486,177 +463,94 @@ def train_dpo(config: DPOConfig) -> TrainResult:
 
     # 5. Prepare.
     unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
-    batches_per_epoch = len(dataloader)
-    max_steps = config.max_train_steps
-    lr_scheduler = accelerator.prepare(
-        get_scheduler(
-            config.lr_scheduler,
-            optimizer=optimizer,
-            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=max_steps * accelerator.num_processes,
-        )
-    )
+    lr_scheduler = make_lr_scheduler(accelerator, optimizer, config, config.max_train_steps)
     if config.method == "lora":
         checkpoint_only_lora(accelerator)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        settings = {**dataclasses.asdict(config), "seed": seed, "mixed_precision": mixed_precision,
-                    "pairs": len(pairs)}  # fmt: skip
-        (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    settings = {**dataclasses.asdict(config), "seed": seed, "mixed_precision": run.mixed_precision}
+    write_settings(accelerator, out, {**settings, "pairs": len(pairs)})
 
     # 6. Resume: adapters (or weights), optimizer, scheduler and the step count.
-    global_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
-
-    def encode_prompts(captions: list[str]) -> Any:
-        ids = tokenizer(
-            captions,
-            max_length=tokenizer.model_max_length,
-            padding="max_length",
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)  # (B, 77)
-        return text_encoder(ids, return_dict=False)[0]  # (B, 77, D)  # fmt: skip
+    start_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
 
     def reference_prediction(noisy: Any, timesteps: Any, text: Any) -> Any:
         if reference is not None:
             return reference(noisy, timesteps, text, return_dict=False)[0]
-        base = accelerator.unwrap_model(unet)
-        base.disable_adapters()  # the LoRA's base *is* the reference
+        base_unet = accelerator.unwrap_model(unet)
+        base_unet.disable_adapters()  # the LoRA's base *is* the reference
         try:
-            return base(noisy, timesteps, text, return_dict=False)[0]
+            return base_unet(noisy, timesteps, text, return_dict=False)[0]
         finally:
-            base.enable_adapters()
+            base_unet.enable_adapters()
 
-    def checkpoint_now() -> None:
-        save_checkpoint(
-            accelerator, out, step=global_step, seed=seed, keep=config.checkpoints_total_limit
-        )
-
-    def validate() -> None:
-        if not config.validation_prompts or not accelerator.is_main_process:
-            return
-        images = render_validation(
-            accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, pipe.scheduler,
-            prompts=config.validation_prompts, resolution=config.resolution,
-            steps=config.validation_inference_steps, seed=seed, ema=None, params=params,
-            accelerator=accelerator,
+    # 7. The objective, one micro-batch: the trained model's and the reference's denoising
+    #    errors on the same noisy latents, into the DPO loss over pairs (winners, then losers)
+    #    or the KTO loss over liked and disliked images.
+    def micro_batch_loss(batch: dict[str, Any], generator: Any) -> tuple[Any, dict[str, Any]]:
+        with torch.no_grad():
+            if kto:
+                pixels = batch["image"].to(device, weight_dtype)  # (B, 3, R, R)
+                captions = batch["captions"]
+            else:  # winners then losers: (2B, 3, R, R)
+                pixels = torch.cat([batch["winner"], batch["loser"]]).to(device, weight_dtype)
+                captions = batch["captions"] * 2
+            latents = vae.encode(pixels).latent_dist.sample(generator=generator)
+            latents = latents * vae.config.scaling_factor  # (N, 4, h, w)
+            text = encode_prompts(base, text_encoder, captions, device)  # (N, 77, D)
+        # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
+        # KTO: each image its own.
+        draws = latents.shape[0] if kto else latents.shape[0] // 2
+        noise = torch.randn(latents[:draws].shape, generator=generator, device=device,
+                            dtype=latents.dtype)  # fmt: skip
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (draws,),
+            generator=generator, device=device,
         )  # fmt: skip
-        save_samples(images, out, global_step)
+        if not kto:
+            noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        target = prediction_target(noise_scheduler, latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (N, 4, h, w)
+        with torch.no_grad():
+            ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text), target)
+        model_errors = denoising_errors(prediction, target)  # (N,)
+        if kto:
+            loss, accuracy = diffusion_kto_loss(
+                model_errors, ref_errors, batch["liked"].to(device), config.beta,
+                undesirable_weight,
+            )  # fmt: skip
+        else:
+            loss, accuracy = diffusion_dpo_loss(
+                model_errors[:draws], model_errors[draws:], ref_errors[:draws],
+                ref_errors[draws:], config.beta,
+            )  # fmt: skip
+        return loss, {"accuracy": accuracy}
 
-    # 7. The loop. One optimizer step = gradient_accumulation_steps micro-batches of pairs.
-    micro_step = global_step * config.gradient_accumulation_steps
-    epoch = micro_step // batches_per_epoch
-    progress = tqdm(total=max_steps, initial=global_step, desc=f"{config.objective} steps",
-                    disable=not accelerator.is_local_main_process)  # fmt: skip
-    step_times: list[float] = []
-    step_loss = step_accuracy = 0.0
-    last_loss = last_accuracy = float("nan")
-    history: list[dict[str, float]] = []
-    step_started = time.perf_counter()
-    while global_step < max_steps:
-        sampler.use_epoch(epoch)
-        dataset.use_epoch(epoch)
-        skip = micro_step - epoch * batches_per_epoch
-        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-        for batch in batches:
-            with accelerator.accumulate(unet):
-                generator = torch.Generator(device).manual_seed(
-                    step_seed(seed, micro_step, accelerator.process_index)
-                )
-                with torch.no_grad():
-                    if kto:
-                        pixels = batch["image"].to(device, weight_dtype)  # (B, 3, R, R)
-                        captions = batch["captions"]
-                    else:  # winners then losers: (2B, 3, R, R)
-                        pixels = torch.cat([batch["winner"], batch["loser"]]).to(
-                            device, weight_dtype
-                        )
-                        captions = batch["captions"] * 2
-                    latents = vae.encode(pixels).latent_dist.sample(generator=generator)
-                    latents = latents * vae.config.scaling_factor  # (N, 4, h, w)
-                    text = encode_prompts(captions)  # (N, 77, D)
-                # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
-                # KTO: each image its own.
-                draws = latents.shape[0] if kto else latents.shape[0] // 2
-                noise = torch.randn(latents[:draws].shape, generator=generator, device=device,
-                                    dtype=latents.dtype)  # fmt: skip
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (draws,),
-                    generator=generator, device=device,
-                )  # fmt: skip
-                if not kto:
-                    noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                target = prediction_target(noise_scheduler, latents, noise, timesteps)
-                prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (N, 4, h, w)
-                with torch.no_grad():
-                    ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text),
-                                                  target)  # fmt: skip
-                model_errors = denoising_errors(prediction, target)  # (N,)
-                if kto:
-                    loss, accuracy = diffusion_kto_loss(
-                        model_errors, ref_errors, batch["liked"].to(device), config.beta,
-                        undesirable_weight,
-                    )  # fmt: skip
-                else:
-                    loss, accuracy = diffusion_dpo_loss(
-                        model_errors[:draws], model_errors[draws:], ref_errors[:draws],
-                        ref_errors[draws:], config.beta,
-                    )  # fmt: skip
-                step_loss += accelerator.gather(loss.detach()).mean().item() / (
-                    config.gradient_accumulation_steps
-                )
-                step_accuracy += accuracy.item() / config.gradient_accumulation_steps
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro_step += 1
-            if not accelerator.sync_gradients:
-                continue
+    def validate_now(step: int) -> None:
+        validate(run, base, config, unet=unet, text_encoder=text_encoder, params=params,
+                 out=out, step=step)  # fmt: skip
 
-            # 8. After each optimizer step: logs, checkpoints, validation.
-            global_step += 1
-            step_times.append(time.perf_counter() - step_started)
-            last_loss, last_accuracy, step_loss, step_accuracy = step_loss, step_accuracy, 0.0, 0.0
-            history.append({"step": global_step, "loss": last_loss, "accuracy": last_accuracy})
-            if not math.isfinite(last_loss):
-                raise TrainingError(
-                    f"The {config.objective.upper()} loss became {last_loss} at step "
-                    f"{global_step}; lower --learning-rate or --beta."
-                )
-            progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.4f}", ranked=f"{last_accuracy:.2f}")
-            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                checkpoint_now()
-            if config.validation_steps and global_step % config.validation_steps == 0:
-                validate()
-            step_started = time.perf_counter()
-            if global_step >= max_steps:
-                break
-        epoch += 1
-    progress.close()
+    # 8. The loop (training/accelerated.py): accumulate, clip, step; after each optimizer step
+    #    the logs, checkpoints and validation renders.
+    state = run_loop(
+        run, config, unet=unet, optimizer=optimizer, lr_scheduler=lr_scheduler,
+        dataloader=dataloader, sampler=sampler, dataset=dataset, params=params,
+        micro_batch_loss=micro_batch_loss, validate=validate_now, out=out,
+        start_step=start_step, max_steps=config.max_train_steps,
+        description=f"{config.objective} steps", advice="lower --learning-rate or --beta",
+    )  # fmt: skip
 
     # 9. Save what /cover loads: a LoRA file (--lora) or a diffusers folder (--model).
     accelerator.wait_for_everyone()
-    trained = accelerator.unwrap_model(unet)
-    if config.validation_prompts and (
-        not config.validation_steps or global_step % config.validation_steps
-    ):
-        validate()
-    output = out / ("lora" if config.method == "lora" else "model")
-    if accelerator.is_main_process:
-        if config.method == "lora":
-            output = save_lora(trained, output)
-        else:
-            save_full(trained, None, spec, output, cache_dir, config)  # type: ignore[arg-type]
-    report = build_report(config, accelerator, step_times, last_loss, global_step, output, seed,
-                     mixed_precision)  # type: ignore[arg-type]  # fmt: skip
+    if not rendered_at(state.step, config):
+        validate_now(state.step)
+    output = save_trained(run, base, config, unet=unet, out=out, cache_dir=cache_dir)
+    report = build_report(
+        config, accelerator, state.step_times, state.loss, state.step, output, seed,  # type: ignore[arg-type]
+        run.mixed_precision,
+    )  # fmt: skip
     report.update(
         objective=f"diffusion-{config.objective}", beta=config.beta, pairs=len(pairs),
-        final_ranked_share=last_accuracy, history=history,
+        final_ranked_share=state.metrics.get("accuracy", float("nan")), history=state.history,
         # a DPO example is a pair, two images; a KTO example one image
         images_per_step=report["images_per_step"] * (1 if kto else 2),
     )  # fmt: skip
@@ -665,7 +559,6 @@ def train_dpo(config: DPOConfig) -> TrainResult:
                       undesirable_weight=undesirable_weight)  # fmt: skip
     if report["seconds_per_step"]:
         report["images_per_second"] = report["images_per_step"] / report["seconds_per_step"]
-    if accelerator.is_main_process:
-        (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_report(accelerator, out, report)
     accelerator.end_training()
     return TrainResult(output=output, report=report, out_dir=out)
