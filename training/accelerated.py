@@ -365,8 +365,12 @@ def run_loop(
     state = LoopState(step=start_step)
     micro_step = start_step * accumulation
     epoch = micro_step // batches_per_epoch
-    progress = tqdm(total=max_steps, initial=start_step, desc=description,
-                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    progress = tqdm(
+        total=max_steps,
+        initial=start_step,
+        desc=description,
+        disable=not accelerator.is_local_main_process,
+    )
     step_loss, step_metrics = 0.0, {}
     step_started = time.perf_counter()
     if torch.cuda.is_available():
@@ -411,8 +415,13 @@ def run_loop(
             progress.set_postfix(loss=f"{state.loss:.4f}", lr=f"{lr:.2e}", **figures)
             accelerator.log({"train_loss": state.loss, "lr": lr}, step=state.step)
             if config.checkpointing_steps and state.step % config.checkpointing_steps == 0:
-                save_checkpoint(accelerator, out, step=state.step, seed=seed,
-                                keep=config.checkpoints_total_limit)  # fmt: skip
+                save_checkpoint(
+                    accelerator,
+                    out,
+                    step=state.step,
+                    seed=seed,
+                    keep=config.checkpoints_total_limit,
+                )
             if config.validation_steps and state.step % config.validation_steps == 0:
                 validate(state.step)
             step_started = time.perf_counter()  # checkpoints and validation are not step time
@@ -447,12 +456,19 @@ def validate(
     if not config.validation_prompts or not accelerator.is_main_process:
         return
     images = render_validation(
-        accelerator.unwrap_model(unet), base.vae, accelerator.unwrap_model(text_encoder),
-        base.tokenizer, base.pipe.scheduler,
-        prompts=config.validation_prompts, resolution=config.resolution,
-        steps=config.validation_inference_steps, seed=run.seed, ema=ema, params=params,
+        accelerator.unwrap_model(unet),
+        base.vae,
+        accelerator.unwrap_model(text_encoder),
+        base.tokenizer,
+        base.pipe.scheduler,
+        prompts=config.validation_prompts,
+        resolution=config.resolution,
+        steps=config.validation_inference_steps,
+        seed=run.seed,
+        ema=ema,
+        params=params,
         accelerator=accelerator,
-    )  # fmt: skip
+    )
     save_samples(images, out, step)
     if tensorboard:
         import numpy as np

@@ -28,11 +28,12 @@ with λ_U = (liked images / disliked images) so that the two sides weigh alike h
 their numbers (KTO's advice: λ_D·n_D ≈ λ_U·n_U). It reads the same export-pairs folder: the
 pairs file names every voted candidate and its votes.
 
-Reads top to bottom like training/train.py, whose helpers it shares (checkpoints, LoRA saving,
-validation renders): typed config → Accelerator → load and freeze → LoRA (default) or full →
-pairs → prepare → resume → the loop → save. The reference model is the base itself: with LoRA
-the adapters are switched off for its forward pass (no second copy of the UNet), with a full
-fine-tune a frozen copy is kept. Determinism is train.py's: data order and flips from
+Reads top to bottom like training/train.py, whose steps it shares (training/accelerated.py:
+the Accelerator, loading, the loop with its checkpoints and renders, saving): typed config →
+Accelerator → load and freeze → LoRA (default) or full → pairs (training/preferences.py) →
+prepare → resume → the objective → the loop → save. The reference model is the base itself:
+with LoRA the adapters are switched off for its forward pass (no second copy of the UNet), with
+a full fine-tune a frozen copy is kept. Determinism is train.py's: data order and flips from
 ``(seed, epoch, index)``, each micro-batch's noise, steps and latent samples from
 ``step_seed(seed, micro-batch, process)``, so a resumed run ends with the weights of an
 uninterrupted one (tests/training/test_dpo.py).
@@ -42,14 +43,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from models.errors import FileRefused
-from models.safe_files import check_image
 from training.accelerated import (
     encode_prompts,
     load_base,
@@ -72,8 +70,6 @@ from training.config import (
     default_cache_dir,
     option,
 )
-from training.data import DatasetError, open_rgb, prepare_image, report_skipped, sample_rng
-from training.export import PAIRS_FILE
 from training.objective import prediction_target
 from training.outputs import (
     TrainResult,
@@ -81,6 +77,14 @@ from training.outputs import (
     checkpoint_only_lora,
     find_checkpoint,
     resume_state,
+)
+from training.preferences import (
+    LabelledImages,
+    PreferencePairs,
+    collate_labelled,
+    collate_pairs,
+    load_labelled,
+    load_pairs,
 )
 
 log = logging.getLogger(__name__)
@@ -231,165 +235,6 @@ def diffusion_kto_loss(
     return loss, (margin > 0).float().mean()
 
 
-# -- data --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pair:
-    text: str
-    winner: Path
-    loser: Path
-    margin: int
-
-
-def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
-    """The pairs of an export-pairs folder with at least ``min_margin``; DatasetError when the
-    folder, its pairs file or an image is missing or no pair is left."""
-    root = Path(folder).expanduser()
-    path = root / PAIRS_FILE
-    if not path.is_file():
-        raise DatasetError(
-            f"{root} has no {PAIRS_FILE}; write one with 'python -m training export-pairs'."
-        )
-    pairs = []
-    refused: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pair = Pair(str(row["text"]), root / row["winner_file"], root / row["loser_file"],
-                        int(row["margin"]))  # fmt: skip
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"{path} line {number} is not a pair ({exc}).") from None
-        for image in (pair.winner, pair.loser):
-            if not image.exists():
-                raise DatasetError(f"{path} line {number}: the image {image} is missing.")
-        try:
-            for image in (pair.winner, pair.loser):
-                check_image(image)  # a bomb or a non-image: a counted skip, not a crash mid-run
-        except FileRefused as why:
-            refused.append(f"line {number}: {why}")
-            continue
-        if pair.margin >= min_margin:
-            pairs.append(pair)
-    report_skipped(path, refused)
-    if not pairs:
-        raise DatasetError(f"{path} has no pair with a margin of at least {min_margin}.")
-    return pairs
-
-
-class _EpochDataset:
-    """A map-style torch dataset over ``items`` whose crops and flips follow
-    ``(seed, epoch, index)`` (training/data.py ``sample_rng``); the epoch is set with
-    :meth:`use_epoch`."""
-
-    def __init__(self, items: list[Any], *, resolution: int, random_flip: bool, seed: int):
-        self.items, self.resolution, self.random_flip, self.seed = (
-            items,
-            resolution,
-            random_flip,
-            seed,
-        )
-        self.epoch = 0
-
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-class PreferencePairs(_EpochDataset):
-    """``{"winner", "loser": (3, R, R) in [-1, 1], "caption"}``; the two images get the same
-    crop and flip."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
-        pair = self.items[index]
-        flip = self.random_flip and sample_rng(self.seed, self.epoch, index).random() < 0.5
-        out: dict[str, Any] = {"caption": pair.text}
-        for side, path in (("winner", pair.winner), ("loser", pair.loser)):
-            image = prepare_image(
-                open_rgb(path), resolution=self.resolution, center_crop=True, flip=False,
-                rng=sample_rng(self.seed, self.epoch, index),
-            )  # fmt: skip
-            pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-            if flip:
-                pixels = pixels[:, ::-1]
-            out[side] = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
-        return out
-
-
-def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {
-        "winner": torch.stack([b["winner"] for b in batch]),  # (B, 3, R, R)
-        "loser": torch.stack([b["loser"] for b in batch]),  # (B, 3, R, R)
-        "captions": [b["caption"] for b in batch],
-    }
-
-
-@dataclass(frozen=True)
-class Labelled:
-    text: str
-    image: Path
-    liked: bool
-
-
-def load_labelled(folder: str | Path, *, min_margin: int = 1) -> list[Labelled]:
-    """Every image of an export-pairs folder once, liked when it drew a vote: the winners and
-    the losers with votes are liked, the losers without any disliked (KTO's data). Only pairs
-    with at least ``min_margin`` count, as for DPO."""
-    pairs = load_pairs(folder, min_margin=min_margin)
-    rows = {}
-    path = Path(folder).expanduser() / PAIRS_FILE
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)  # load_pairs has checked every line's shape
-            rows[str(row["loser_file"])] = int(row.get("loser_votes", 0))
-            rows[str(row["winner_file"])] = max(1, int(row.get("winner_votes", 1)))
-    root = Path(folder).expanduser()
-    seen: dict[Path, Labelled] = {}
-    for pair in pairs:
-        for image in (pair.winner, pair.loser):
-            votes = rows.get(image.relative_to(root).as_posix(), 0)
-            seen.setdefault(image, Labelled(pair.text, image, liked=votes > 0))
-    return list(seen.values())
-
-
-class LabelledImages(_EpochDataset):
-    """KTO's examples: ``{"image": (3, R, R) in [-1, 1], "liked", "caption"}``."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
-        item = self.items[index]
-        rng = sample_rng(self.seed, self.epoch, index)
-        image = prepare_image(open_rgb(item.image), resolution=self.resolution, center_crop=True,
-                              flip=self.random_flip and rng.random() < 0.5, rng=rng)  # fmt: skip
-        pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-        return {
-            "image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(),
-            "liked": item.liked,
-            "caption": item.text,
-        }
-
-
-def collate_labelled(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {
-        "image": torch.stack([b["image"] for b in batch]),  # (B, 3, R, R)
-        "liked": torch.tensor([b["liked"] for b in batch]),  # (B,) bool
-        "captions": [b["caption"] for b in batch],
-    }
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -430,8 +275,13 @@ def train_dpo(config: DPOConfig) -> TrainResult:
     device = accelerator.device
 
     # 2. The base model through the registry; VAE and text encoder frozen.
-    base = load_base(spec, run, cache_dir=cache_dir, allow_downloads=config.allow_downloads,
-                     train_text_encoder=False)  # fmt: skip
+    base = load_base(
+        spec,
+        run,
+        cache_dir=cache_dir,
+        allow_downloads=config.allow_downloads,
+        train_text_encoder=False,
+    )
     unet, vae, text_encoder = base.unet, base.vae, base.text_encoder
     noise_scheduler = base.noise_scheduler
 
@@ -457,9 +307,11 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         )
     sampler = EpochShuffle(len(dataset), seed)
     dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.train_batch_size, sampler=sampler,
+        dataset,
+        batch_size=config.train_batch_size,
+        sampler=sampler,
         collate_fn=collate_labelled if kto else collate_pairs,
-    )  # fmt: skip
+    )
 
     # 5. Prepare.
     unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
@@ -499,12 +351,16 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
         # KTO: each image its own.
         draws = latents.shape[0] if kto else latents.shape[0] // 2
-        noise = torch.randn(latents[:draws].shape, generator=generator, device=device,
-                            dtype=latents.dtype)  # fmt: skip
+        noise = torch.randn(
+            latents[:draws].shape, generator=generator, device=device, dtype=latents.dtype
+        )
         timesteps = torch.randint(
-            0, noise_scheduler.config.num_train_timesteps, (draws,),
-            generator=generator, device=device,
-        )  # fmt: skip
+            0,
+            noise_scheduler.config.num_train_timesteps,
+            (draws,),
+            generator=generator,
+            device=device,
+        )
         if not kto:
             noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
@@ -515,29 +371,54 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         model_errors = denoising_errors(prediction, target)  # (N,)
         if kto:
             loss, accuracy = diffusion_kto_loss(
-                model_errors, ref_errors, batch["liked"].to(device), config.beta,
+                model_errors,
+                ref_errors,
+                batch["liked"].to(device),
+                config.beta,
                 undesirable_weight,
-            )  # fmt: skip
+            )
         else:
             loss, accuracy = diffusion_dpo_loss(
-                model_errors[:draws], model_errors[draws:], ref_errors[:draws],
-                ref_errors[draws:], config.beta,
-            )  # fmt: skip
+                model_errors[:draws],
+                model_errors[draws:],
+                ref_errors[:draws],
+                ref_errors[draws:],
+                config.beta,
+            )
         return loss, {"accuracy": accuracy}
 
     def validate_now(step: int) -> None:
-        validate(run, base, config, unet=unet, text_encoder=text_encoder, params=params,
-                 out=out, step=step)  # fmt: skip
+        validate(
+            run,
+            base,
+            config,
+            unet=unet,
+            text_encoder=text_encoder,
+            params=params,
+            out=out,
+            step=step,
+        )
 
     # 8. The loop (training/accelerated.py): accumulate, clip, step; after each optimizer step
     #    the logs, checkpoints and validation renders.
     state = run_loop(
-        run, config, unet=unet, optimizer=optimizer, lr_scheduler=lr_scheduler,
-        dataloader=dataloader, sampler=sampler, dataset=dataset, params=params,
-        micro_batch_loss=micro_batch_loss, validate=validate_now, out=out,
-        start_step=start_step, max_steps=config.max_train_steps,
-        description=f"{config.objective} steps", advice="lower --learning-rate or --beta",
-    )  # fmt: skip
+        run,
+        config,
+        unet=unet,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        dataloader=dataloader,
+        sampler=sampler,
+        dataset=dataset,
+        params=params,
+        micro_batch_loss=micro_batch_loss,
+        validate=validate_now,
+        out=out,
+        start_step=start_step,
+        max_steps=config.max_train_steps,
+        description=f"{config.objective} steps",
+        advice="lower --learning-rate or --beta",
+    )
 
     # 9. Save what /cover loads: a LoRA file (--lora) or a diffusers folder (--model).
     accelerator.wait_for_everyone()
@@ -545,18 +426,28 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         validate_now(state.step)
     output = save_trained(run, base, config, unet=unet, out=out, cache_dir=cache_dir)
     report = build_report(
-        config, accelerator, state.step_times, state.loss, state.step, output, seed,  # type: ignore[arg-type]
+        config,
+        accelerator,
+        state.step_times,
+        state.loss,
+        state.step,
+        output,
+        seed,  # type: ignore[arg-type]
         run.mixed_precision,
-    )  # fmt: skip
+    )
     report.update(
-        objective=f"diffusion-{config.objective}", beta=config.beta, pairs=len(pairs),
-        final_ranked_share=state.metrics.get("accuracy", float("nan")), history=state.history,
+        objective=f"diffusion-{config.objective}",
+        beta=config.beta,
+        pairs=len(pairs),
+        final_ranked_share=state.metrics.get("accuracy", float("nan")),
+        history=state.history,
         # a DPO example is a pair, two images; a KTO example one image
         images_per_step=report["images_per_step"] * (1 if kto else 2),
-    )  # fmt: skip
+    )
     if kto:
-        report.update(liked=liked, disliked=len(labelled) - liked,
-                      undesirable_weight=undesirable_weight)  # fmt: skip
+        report.update(
+            liked=liked, disliked=len(labelled) - liked, undesirable_weight=undesirable_weight
+        )
     if report["seconds_per_step"]:
         report["images_per_second"] = report["images_per_step"] / report["seconds_per_step"]
     write_report(accelerator, out, report)

@@ -3,9 +3,10 @@
 :func:`train` runs a :class:`~training.config.TrainConfig` in numbered steps – Accelerator →
 load and freeze → (LoRA) → data → prepare → resume → the loop with
 ``accumulate``/``sync_gradients`` → main-process checkpoints, validation and the final save.
-What a run is asked (config, presets, checks) is in training/config.py, the loss's maths in
-training/objective.py, and what a run leaves behind (checkpoints, renders, the saved model, the
-report) in training/outputs.py.
+The objective – one micro-batch's loss – is written out in step 7; the steps it shares with
+Diffusion-DPO (training/dpo.py) are in training/accelerated.py, what a run is asked (config,
+presets, checks) in training/config.py, the loss's maths in training/objective.py, and what a
+run leaves behind (checkpoints, renders, the saved model, the report) in training/outputs.py.
 
 Runs unchanged on one CPU, one GPU, or many GPUs/nodes under ``accelerate launch -m training``:
 everything distributed goes through the :class:`accelerate.Accelerator`.
@@ -95,8 +96,13 @@ def train(config: TrainConfig) -> TrainResult:
     device = accelerator.device
 
     # 2. The base model through the registry, then freeze what is not trained.
-    base = load_base(spec, run, cache_dir=cache_dir, allow_downloads=config.allow_downloads,
-                     train_text_encoder=config.train_text_encoder)  # fmt: skip
+    base = load_base(
+        spec,
+        run,
+        cache_dir=cache_dir,
+        allow_downloads=config.allow_downloads,
+        train_text_encoder=config.train_text_encoder,
+    )
     unet, vae, text_encoder = base.unet, base.vae, base.text_encoder
     noise_scheduler = base.noise_scheduler
 
@@ -174,9 +180,11 @@ def train(config: TrainConfig) -> TrainResult:
             # Shifts each channel's mean so the model also learns to change overall
             # brightness (Guttenberg 2023, "Diffusion with Offset Noise").
             noise = noise + config.noise_offset * torch.randn(
-                (*latents.shape[:2], 1, 1), generator=generator, device=device,
+                (*latents.shape[:2], 1, 1),
+                generator=generator,
+                device=device,
                 dtype=latents.dtype,
-            )  # fmt: skip
+            )
         timesteps = torch.randint(
             0,
             noise_scheduler.config.num_train_timesteps,
@@ -195,18 +203,39 @@ def train(config: TrainConfig) -> TrainResult:
         return (per_sample.mean(dim=(1, 2, 3)) * weights).mean(), {}
 
     def validate_now(step: int) -> None:
-        validate(run, base, config, unet=unet, text_encoder=text_encoder, params=params,
-                 out=out, step=step, ema=ema, tensorboard=tensorboard)  # fmt: skip
+        validate(
+            run,
+            base,
+            config,
+            unet=unet,
+            text_encoder=text_encoder,
+            params=params,
+            out=out,
+            step=step,
+            ema=ema,
+            tensorboard=tensorboard,
+        )
 
     # 8. The loop (training/accelerated.py): accumulate, clip, step; after each optimizer step
     #    the EMA, the logs, checkpoints and validation renders.
     state = run_loop(
-        run, config, unet=unet, optimizer=optimizer, lr_scheduler=lr_scheduler,
-        dataloader=dataloader, sampler=sampler, dataset=dataset, params=params,
-        micro_batch_loss=micro_batch_loss, validate=validate_now, out=out,
-        start_step=start_step, max_steps=max_steps, ema=ema,
+        run,
+        config,
+        unet=unet,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        dataloader=dataloader,
+        sampler=sampler,
+        dataset=dataset,
+        params=params,
+        micro_batch_loss=micro_batch_loss,
+        validate=validate_now,
+        out=out,
+        start_step=start_step,
+        max_steps=max_steps,
+        ema=ema,
         advice="lower --learning-rate or use --mixed-precision bf16/no",
-    )  # fmt: skip
+    )
 
     # 9. Save what the bot loads: EMA weights when kept, as a diffusers folder or a LoRA file.
     accelerator.wait_for_everyone()
@@ -215,10 +244,19 @@ def train(config: TrainConfig) -> TrainResult:
     if not rendered_at(state.step, config):
         validate_now(state.step)  # the final weights' images, unless the last step rendered them
     trained_text = accelerator.unwrap_model(text_encoder) if config.train_text_encoder else None
-    output = save_trained(run, base, config, unet=unet, out=out, cache_dir=cache_dir,
-                          text_encoder=trained_text)  # fmt: skip
-    report = build_report(config, accelerator, state.step_times, state.loss, state.step, output,
-                          seed, run.mixed_precision)  # fmt: skip
+    output = save_trained(
+        run, base, config, unet=unet, out=out, cache_dir=cache_dir, text_encoder=trained_text
+    )
+    report = build_report(
+        config,
+        accelerator,
+        state.step_times,
+        state.loss,
+        state.step,
+        output,
+        seed,
+        run.mixed_precision,
+    )
     write_report(accelerator, out, report)
     accelerator.end_training()
     return TrainResult(output=output, report=report, out_dir=out)
