@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from training.config import BNB_HINT, REPORT_FILE, TRAIN_STATE, TrainingError
+from training.data import token_ids
 from training.objective import step_seed
 from training.outputs import (
     render_validation,
@@ -182,13 +183,7 @@ def load_base(
 def encode_prompts(base: Base, text_encoder: Any, captions: list[str], device: Any) -> Any:
     """(B, 77, D) text embeddings of ``captions`` (``text_encoder``: the base's, or the prepared
     one when it trains)."""
-    ids = base.tokenizer(
-        captions,
-        max_length=base.tokenizer.model_max_length,
-        padding="max_length",
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)  # (B, 77)
+    ids = token_ids(base.tokenizer, captions).to(device)  # (B, 77)
     return text_encoder(ids, return_dict=False)[0]  # (B, 77, D)
 
 

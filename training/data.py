@@ -290,6 +290,17 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def token_ids(tokenizer: Any, captions: list[str]) -> Any:
+    """(N, 77) CLIP token ids of ``captions``, padded and truncated to the tokenizer's length."""
+    return tokenizer(
+        captions,
+        max_length=tokenizer.model_max_length,
+        padding="max_length",
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
 def write_image_folder(rows: Sequence[dict[str, Any]], folder: Path) -> Path:
     """Write ``metadata.jsonl`` for ``rows`` (already holding ``file_name`` and ``text``)."""
     folder.mkdir(parents=True, exist_ok=True)
