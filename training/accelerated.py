@@ -1,19 +1,20 @@
-"""The steps every accelerate-driven run shares, in the order the fine-tunes
-(training/train.py) and Diffusion-DPO/KTO (training/dpo.py) take them:
+"""The steps every accelerate-driven run shares, numbered as the fine-tunes
+(training/train.py) and Diffusion-DPO/KTO (training/dpo.py) number them:
 
+    0. :func:`resolve_sd`: the model name checked before anything loads;
     1. :func:`start_run`: the Accelerator, the run's seed and the frozen parts' dtype;
     2. :func:`load_base`: the base pipeline through the registry, the VAE (and the text encoder
        unless it trains) frozen on the device;
     3. :func:`make_trainable`: every UNet weight, or LoRA adapters (:func:`add_lora`) over a
        frozen base; :func:`make_optimizer` (AdamW);
     5. :func:`make_lr_scheduler` once accelerate has prepared the rest;
-    7. :func:`run_loop`: the epochs, ``accumulate`` and ``sync_gradients``, clipping, the EMA,
-       the logs, checkpoints and validation renders (:func:`validate`) – the trainer passes its
-       objective in as the loss of one micro-batch;
+    8. :func:`run_loop`: the epochs, ``accumulate`` and ``sync_gradients``, clipping, the EMA,
+       the logs, checkpoints and validation renders (:func:`validate`);
     9. :func:`save_trained` and :func:`write_report`.
 
-The trainers keep what is theirs – the data, the objective, the report's extra figures – in
-their own numbered function, so each still reads top to bottom."""
+What is each trainer's own stays in its numbered function, so each still reads top to bottom:
+its data (4), its objective – the loss of one micro-batch, which it hands to the loop (7) – and
+its report's extra figures (9)."""
 
 from __future__ import annotations
 
@@ -305,7 +306,7 @@ def write_settings(accelerator: Any, out: Path, settings: dict[str, Any]) -> Non
         (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
-# -- 7. the loop -------------------------------------------------------------------------------
+# -- 8. the loop -------------------------------------------------------------------------------
 
 # The loss of one micro-batch and the figures to average over an optimizer step beside it
 # (DPO's share of pairs ranked right, say); the generator is seeded per micro-batch.
