@@ -10,7 +10,7 @@ reference model does (their eq. 14, with the constant T·ω(λ_t) folded into β
     L   = −log σ(−β/2 · (e_w − e_l))
 
 with ‖·‖² the mean over latent elements and target the scheduler's prediction target (ε, or
-the velocity for v-prediction; training/train.py ``prediction_target``). The loss falls when
+the velocity for v-prediction; training/objective.py ``prediction_target``). The loss falls when
 the model's error drops on the winner more than on the loser, measured against the reference,
 so it learns what separates winners from losers without drifting from the base elsewhere (the
 reference term is DPO's KL anchor; β sets how hard).
