@@ -342,6 +342,7 @@ def run_loop(
     max_steps: int,
     ema: Any = None,
     description: str = "steps",
+    loss_name: str = "loss",
     advice: str = "lower --learning-rate",
 ) -> LoopState:
     """Train from ``start_step`` to ``max_steps``. One optimizer step is
@@ -350,8 +351,8 @@ def run_loop(
 
     The data order follows the epoch (``sampler`` and ``dataset``, the prepared ``dataloader``'s
     own, have ``use_epoch``: training/data.py) and a resumed run skips the batches its
-    checkpoint had already seen, so it sees exactly the batches an uninterrupted run would. ``advice`` ends the error raised when
-    the loss stops being finite."""
+    checkpoint had already seen, so it sees exactly the batches an uninterrupted run would.
+    ``loss_name`` and ``advice`` word the error raised when the loss stops being finite."""
     import torch
     from tqdm.auto import tqdm
 
@@ -404,7 +405,9 @@ def run_loop(
             state.loss, state.metrics, step_loss, step_metrics = step_loss, step_metrics, 0.0, {}
             state.history.append({"step": state.step, "loss": state.loss, **state.metrics})
             if not math.isfinite(state.loss):
-                raise TrainingError(f"The loss became {state.loss} at step {state.step}; {advice}.")
+                raise TrainingError(
+                    f"The {loss_name} became {state.loss} at step {state.step}; {advice}."
+                )
             lr = lr_scheduler.get_last_lr()[0]
             progress.update(1)
             figures = {name: f"{value:.2f}" for name, value in state.metrics.items()}

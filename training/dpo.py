@@ -417,6 +417,7 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         start_step=start_step,
         max_steps=config.max_train_steps,
         description=f"{config.objective} steps",
+        loss_name=f"{config.objective.upper()} loss",
         advice="lower --learning-rate or --beta",
     )
 
