@@ -4,7 +4,9 @@
 #   docker run --rm --gpus all -v playlist-cover-data:/data playlist-cover python -m bot cover /app/examples/playlists/gym-hype.json
 #   docker run --rm --gpus all -v playlist-cover-data:/data playlist-cover python -m training --help
 # Programs run in /data, so training's runs/ and eval's eval-runs/ land on the volume too.
-# A host folder instead of the named volume must belong to uid 10001 (the start-up check says so).
+# A host folder instead of the named volume must belong to uid 10001 (the start-up check says so):
+#   mkdir -p data && sudo chown 10001:10001 data && docker run ... -v "$PWD/data:/data" playlist-cover
+# docs/deployment.md has the whole walk.
 # Not built in CI (CI machines have no Docker engine).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
@@ -53,10 +55,13 @@ ENV COVER_DB_PATH=/data/playlist-cover.db \
     TRITON_CACHE_DIR=/data/cache/triton
 VOLUME ["/data"]
 WORKDIR /data
-# The Spotify OAuth callback server (README "Link your Spotify account"): inside a container set
+# The Spotify OAuth callback server (docs/spotify.md): inside a container set
 # COVER_CALLBACK_HOST=0.0.0.0 and publish the port to the reverse proxy, e.g. -p 127.0.0.1:8888:8888.
 EXPOSE 8888
 # Refuses to start when this GPU image sees no GPU (unless COVER_DEVICE=cpu or
 # COVER_EXPECT_GPU=0) or cannot write /data, then runs the command in its place.
 ENTRYPOINT ["python", "-m", "models.device_check"]
+# The command runs as PID 1, where a signal without a handler is ignored: Python handles SIGINT
+# (asyncio.run cancels the bot, which closes cleanly), so `docker stop` sends that, not SIGTERM.
+STOPSIGNAL SIGINT
 CMD ["python", "-m", "bot", "run"]

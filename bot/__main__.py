@@ -267,7 +267,7 @@ async def run_bot() -> int:
     return 0
 
 
-# What each preset practically needs to run (README "Models"); IF's two XL stages on a CPU
+# What each preset practically needs to run (docs/models.md, "Presets"); IF's two XL stages on a CPU
 # take far too long for a request.
 _DEVICE_NOTE = {
     "embedded": "CPU ok",
@@ -278,7 +278,7 @@ _DEVICE_NOTE = {
 }
 
 
-# What the listing says of a cached stand-in (models/standins.py, models/hub.py STANDIN_FIELD).
+# What the listing says of a cached stand-in (modeltools/standins/, models/hub.py STANDIN_FIELD).
 _STANDIN_NOTE = "stand-in, random weights: makes noise"
 
 
@@ -335,8 +335,8 @@ def _list_support_models(width: int) -> None:
     """The captioner, CLIP and the prompt expander (models/support.py), and the tiny decoder
     TAESD: not generators, but pulled and cached the same way."""
     from models.hub import repo_state
+    from models.presets import SUPPORT_MODELS
     from models.registry import TAESD
-    from models.support import SUPPORT_MODELS
 
     print(f"\n{'support':<{width}} {'cached':<12} {'size':>9}  {'role':<22} where")
     rows = [(m.name, m.repo_id, m.role) for m in SUPPORT_MODELS.values()]

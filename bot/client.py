@@ -2,8 +2,10 @@
 
 The application (queue, services, storage) is built by :func:`bot.app.wiring.build_app` and
 handed in, so tests run the real bot against a local fake Discord with a tiny pipeline, and
-``python -m bot run`` runs it against Discord. Errors become replies in one place,
-:func:`bot.cogs.helpers.error_text`; what the cogs share is in :mod:`bot.cogs.helpers`.
+``python -m bot run`` runs it against Discord. Everything the bot does is in its cogs, loaded
+by name (:data:`COGS`): errors become replies in one of them (:mod:`bot.cogs.errors`), and what
+they share is in :mod:`bot.cogs.helpers`. This module imports none of them, so the cogs may
+name :class:`CoverBot` for their types.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from discord.ext import commands
 
 from bot.app.settings import Settings
 from bot.app.wiring import App, build_app
-from bot.cogs.helpers import NO_MENTIONS, error_text, reply
 from models.jobs import Runner
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ WARM_UP_PRIORITY = 2  # after people (0) and /benchmark (1)
 
 
 COGS = (
+    "bot.cogs.errors",
     "bot.cogs.cover",
     "bot.cogs.controls",
     "bot.cogs.votes",
@@ -89,7 +91,7 @@ class CoverBot(commands.Bot):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
-            allowed_mentions=NO_MENTIONS,
+            allowed_mentions=discord.AllowedMentions.none(),  # never ping anyone by default
             help_command=None,
             tree_cls=_Tree,
             **options,
@@ -109,7 +111,6 @@ class CoverBot(commands.Bot):
             str(getattr(runner, "name", None) or getattr(runner, "device", app.settings.device))
             for runner in app.queue.runners
         )
-        self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
         await self.queue.start()
@@ -148,16 +149,3 @@ class CoverBot(commands.Bot):
         await super().close()  # unloads the cogs: the Spotify callback server stops there
         await self.accounts.close()
         self.storage.close()
-
-    async def on_app_command_error(
-        self, interaction: discord.Interaction, error: app_commands.AppCommandError
-    ) -> None:
-        """Every slash-command error ends here (button presses too, through
-        :func:`error_text`): a plain sentence for what users can fix, an incident id (and a
-        logged traceback) for our bugs."""
-        text = error_text(error, f"Command {_command_name(interaction)}")
-        await reply(interaction, text, ephemeral=True)
-
-
-def _command_name(interaction: discord.Interaction) -> str:
-    return interaction.command.qualified_name if interaction.command else "?"

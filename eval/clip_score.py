@@ -97,7 +97,7 @@ def load_clip(name: str, *, device: str = "cpu", allow_downloads: bool = False) 
     try:
         from transformers import AutoTokenizer, CLIPModel
     except ImportError:
-        return "transformers is not installed (pip install 'playlist-cover[eval]')"
+        return "transformers is not installed (pip install -e '.[eval]' in the project's checkout)"
     from models.registry import hf_cache_dir
 
     # The cache as the environment says now (huggingface_hub reads HF_HUB_CACHE once, at import).

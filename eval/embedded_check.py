@@ -56,12 +56,12 @@ def load_pipeline(model: str) -> Any:
     on the CPU."""
     from diffusers import StableDiffusionPipeline
 
-    from models.embedded import PACKAGED, _from_package, embedded_scheduler, packaged_info
+    from models.embedded import PACKAGED, embedded_scheduler, from_package, packaged_info
 
     if model == "shipped":
-        return _from_package(PACKAGED)
+        return from_package(PACKAGED)
     if packaged_info(Path(model)) is not None:  # a package folder, e.g. an earlier release's
-        return _from_package(Path(model))
+        return from_package(Path(model))
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     pipe.scheduler = embedded_scheduler()  # training folders carry the DDPM scheduler's config
     return pipe

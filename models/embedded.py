@@ -33,6 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.clip_tokenizer import clip_tokenizer
+
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
@@ -85,7 +87,7 @@ def build_embedded_pipeline(target_dir: Path, *, package: Path = PACKAGED) -> Pa
     try:
         info = packaged_info(package)
         if info is not None:
-            pipe = _from_package(package)
+            pipe = from_package(package)
         else:
             pipe, info = build_architecture(), _untrained_info()
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -138,8 +140,6 @@ def build_architecture(seed: int = 0, native_size: int = NATIVE_SIZE) -> StableD
         raise ValueError(f"native_size must be one of {sorted(VAE_BLOCKS)}, got {native_size}.")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from models.clip_tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
 
@@ -222,14 +222,12 @@ def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folde
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _from_package(package: Path) -> StableDiffusionPipeline:
+def from_package(package: Path) -> StableDiffusionPipeline:
     """The model packaged in ``package``, in float32, assembled in memory."""
     import torch
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
     from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from models.clip_tokenizer import clip_tokenizer
 
     def read(component: str) -> tuple[dict[str, Any], dict[str, Any]]:
         config = json.loads((package / component / "config.json").read_text(encoding="utf-8"))
@@ -318,8 +316,6 @@ def build_sd15_architecture(seed: int = 0, device: str = "cpu") -> StableDiffusi
     import torch
     from diffusers import UNet2DConditionModel
 
-    from models.clip_tokenizer import clip_tokenizer
-
     tokenizer = clip_tokenizer()
     with torch.device(device):
         torch.manual_seed(seed)
@@ -348,8 +344,6 @@ def build_sd_turbo_architecture(seed: int = 0, device: str = "cpu") -> StableDif
     (issue 22). The tokenizer is CLIP's BPE; sd-turbo's pads with ``!`` but costs the same."""
     import torch
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
-
-    from models.clip_tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
     with torch.device(device):

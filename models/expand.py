@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from models.clip_tokenizer import MAX_TOKENS
+from models.clip_tokenizer import MAX_TOKENS, clip_tokenizer
+from models.errors import ModelUnavailable
+from models.loading import quiet_libraries
+from models.support import is_available, model_folder
 
 DEFAULT_EXPANSION_MODEL = "Gustavosta/MagicPrompt-Stable-Diffusion"
 
@@ -167,8 +170,6 @@ def finish(
 
 @lru_cache(maxsize=1)
 def _clip_tokenizer() -> Any:
-    from models.clip_tokenizer import clip_tokenizer
-
     return clip_tokenizer()
 
 
@@ -226,9 +227,6 @@ _LOADING = threading.Lock()
 def load_expander(name: str = DEFAULT_EXPANSION_MODEL) -> PromptExpander:
     """The expander ``name`` (hub id in the local cache, or a folder), loaded once per process.
     Raises :class:`~models.errors.ModelUnavailable` naming the model and how to fetch it."""
-    from models.errors import ModelUnavailable
-    from models.support import model_folder
-
     folder = model_folder(name, role="prompt expansion")
     key = str(folder)
     with _LOADING:
@@ -237,14 +235,12 @@ def load_expander(name: str = DEFAULT_EXPANSION_MODEL) -> PromptExpander:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from models.registry import quiet_libraries
-
             quiet_libraries()
             model = AutoModelForCausalLM.from_pretrained(folder).eval()
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except ImportError:
             raise ModelUnavailable(
-                "Prompt expansion needs transformers: pip install 'playlist-cover[gen]'."
+                "Prompt expansion needs transformers: pip install -e '.[gen]' in the project's checkout."
             ) from None
         except (OSError, ValueError, KeyError) as error:
             raise ModelUnavailable(
@@ -257,8 +253,6 @@ def load_expander(name: str = DEFAULT_EXPANSION_MODEL) -> PromptExpander:
 
 def expansion_available(name: str = DEFAULT_EXPANSION_MODEL) -> bool:
     """Whether :func:`load_expander` would find the model (nothing is loaded)."""
-    from models.support import is_available
-
     return is_available(name)
 
 

@@ -40,7 +40,7 @@ OPENVINO_SHAPES = 8  # compiled input shapes an OpenVINO decoder keeps (a few si
 
 
 def install_hint(runtime: str) -> str:
-    return f"pip install 'playlist-cover[{runtime}]'"
+    return f"pip install -e '.[{runtime}]' in the project's checkout"
 
 
 def onnx_decoder(tiny: Any, cache_dir: Path) -> torch.nn.Module:

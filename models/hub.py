@@ -4,7 +4,7 @@ fetching exactly that (``python -m bot models`` and ``models pull``; see bot/__m
 Everything goes through ``huggingface_hub``: ``HfApi.model_info`` for a repository's file list,
 ``snapshot_download(allow_patterns=...)`` for the download (its progress bar, its resume of
 ``.incomplete`` files), ``scan_cache_dir`` for what is on disk. The cache folder is
-:func:`models.registry.hf_cache_dir` (huggingface_hub reads HF_HOME once, at import).
+:func:`hf_cache_dir` (huggingface_hub reads HF_HOME once, at import).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.devices import cuda_available
 from models.errors import ModelUnavailable
 from models.hub_guard import COMMIT, DEADLINE_S, STALL_S, Guard, HubMisbehaved, guarded, shown
-from models.registry import PRESETS, hf_cache_dir
+from models.presets import PRESETS, SUPPORT_MODELS
 
 # Config files a component folder may carry; anything else that is not weights is left out.
 _CONFIGS = frozenset(
@@ -41,16 +42,30 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # weights (the same XXL encoder as stage I) would be gigabytes fetched for nothing.
 _SKIP_COMPONENTS = {"DeepFloyd/IF-II-L-v1.0": frozenset({"text_encoder"})}
 _LICENCE = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
-# The field models/standins.py writes into a stand-in's top-level model_index.json (a pipeline)
+# The field modeltools/standins/ writes into a stand-in's top-level model_index.json (a pipeline)
 # or config.json (a model repository): random weights in a real repository's layout, which
 # nothing else tells apart from the real download. No hub repository has the field, and the
 # libraries ignore it (diffusers drops "_" keys; transformers keeps it as a config attribute).
 STANDIN_FIELD = "_playlist_cover_standin"
 
 
-def repo_ids(name: str) -> list[str]:
-    from models.support import SUPPORT_MODELS
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache as the environment says now (huggingface_hub reads it once, at
+    import, so a changed HF_HOME would otherwise go unnoticed)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return hf_home() / "hub"
 
+
+def hf_home() -> Path:
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface"
+
+
+def repo_ids(name: str) -> list[str]:
     if name in SUPPORT_MODELS:  # the captioner, CLIP, the prompt expander (models/support.py)
         return [SUPPORT_MODELS[name].repo_id]
     preset = PRESETS.get(name)
@@ -65,8 +80,6 @@ def fetch_command(repo_id: str) -> str:
     """How a user fetches ``repo_id``, for an error: `models pull` with the name it takes (the
     preset or support model the repo belongs to, :func:`repo_ids`), and `hf download`, which
     works for any repo."""
-    from models.support import SUPPORT_MODELS
-
     name = next((n for n in (*PRESETS, *SUPPORT_MODELS) if repo_id in repo_ids(n)), None)
     hf = f"`hf download {repo_id}`"
     return f"`python -m bot models pull {name}` or {hf}" if name else hf
@@ -155,12 +168,7 @@ def choose_variant(name: str, *, variant: str | None = "auto", device: str = "au
     preset = PRESETS[name]
     if preset.variant is None:
         return None
-    if device == "auto":
-        from models.registry import _cuda_available
-
-        cuda = _cuda_available()
-    else:
-        cuda = device.startswith("cuda")
+    cuda = cuda_available() if device == "auto" else device.startswith("cuda")
     return preset.variant if cuda else None
 
 
@@ -171,7 +179,7 @@ class RepoState:
     snapshot: Path | None
     size_on_disk: int  # bytes of the needed files present
     variants: tuple[str, ...]  # "fp16", "full"
-    standin: bool = False  # random weights from models/standins.py (:data:`STANDIN_FIELD`)
+    standin: bool = False  # random weights from modeltools/standins/ (:data:`STANDIN_FIELD`)
 
 
 def _snapshot(repo_id: str) -> Path | None:

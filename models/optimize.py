@@ -1,7 +1,7 @@
 """What the runner does to make a pipeline fast, one switch per trick.
 
 Each switch is independent so the benchmark can show what each one buys
-(``python -m models.benchmark --compare --opt channels_last=off``). The baseline it compares
+(``python -m modeltools.benchmark --compare --opt channels_last=off``). The baseline it compares
 with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
 
 - ``half_precision``: load CUDA weights in the preset's float16/bfloat16. Never autocast: it
@@ -181,7 +181,8 @@ class Optimizations:
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         denoiser = pipe.unet
-        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/registry.py).
+        # 0. bfloat16 on a CPU (CUDA's half precision is chosen at load: models/devices.py's
+        #    torch_dtype).
         if self.bfloat16_on_cpu(denoiser):
             pipe.to(dtype=torch.bfloat16)
         # 1. Attention: diffusers picks SDPA by default on torch 2; the baseline undoes that.

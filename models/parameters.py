@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import CoverError
+from models.errors import CoverError, FileRefused
+from models.safe_files import open_image
 
 PNG_KEY = "parameters"
 _NEGATIVE = "Negative prompt: "
@@ -180,9 +181,6 @@ def read_png_parameters(source: str | Path | bytes, *, name: str | None = None) 
     path or its bytes (then ``name`` names it). The file goes through
     :func:`models.safe_files.open_image` first (a FIFO, ``/dev/zero`` or a decompression bomb
     is refused, not read); the values are not checked here (:meth:`ImageParameters.check`)."""
-    from models.errors import FileRefused
-    from models.safe_files import open_image
-
     label = name or (Path(source).name if not isinstance(source, bytes | bytearray) else "image")
     try:
         image = open_image(source, name=label)

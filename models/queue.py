@@ -19,12 +19,9 @@ of :meth:`JobHandle.events` see ``Queued(position)`` whenever the position chang
 ``Started``, ``Progress(step, total)`` from the runner's :meth:`RunControl.step`, then the final
 event.
 
-Threads: everything here runs on the event loop except the runners and :class:`_Control.step`,
-which run in each worker's own single thread. Those threads only *read* a job's status and
-deadline and the queue's ``_aborting`` flag, and hand progress to the loop with
-``loop.call_soon_threadsafe``; results come back through ``run_in_executor``'s future. A remote
-runner (:mod:`models.ray_workers`) is the same kind of runner: it blocks its worker's thread
-while the actor works and relays the actor's progress through the same ``control``.
+Its parts: models/handles.py (one job as its submitter sees it: status, events, handle),
+models/lanes.py (waiting jobs, and which go together), models/workers.py (the runner's side:
+workers, the control a call runs with, and how the worker threads meet the event loop).
 
 No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone) and its
 own cancellation, BaseExceptions included: runner errors fail the jobs of that call, out-of-memory
@@ -36,20 +33,11 @@ working on. torch is never imported here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
-import math
 import time
-import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 from models.errors import (
     CoverError,
@@ -60,6 +48,17 @@ from models.errors import (
     PendingLimitReached,
     QueueClosed,
     QueueFull,
+)
+from models.handles import (
+    Failed,
+    Finished,
+    JobHandle,
+    JobStatus,
+    Preview,
+    Progress,
+    Queued,
+    QueueEvent,
+    Started,
 )
 from models.jobs import (
     DeviceBroken,
@@ -73,326 +72,35 @@ from models.jobs import (
     is_broken_device,
     is_out_of_memory,
 )
+from models.lanes import Slot, Waiting, Work, companions
+from models.workers import (
+    MAX_WORKER_LOSSES,
+    Call,
+    Control,
+    Worker,
+    internal_error_message,
+    is_own_cancellation,
+    lost_too_often_message,
+    out_of_memory_message,
+    pinned_to_lost_message,
+    runner_failed_message,
+    worker_names,
+)
+
+__all__ = [
+    "Failed",
+    "Finished",
+    "GenerationQueue",
+    "JobHandle",
+    "JobStatus",
+    "Preview",
+    "Progress",
+    "QueueEvent",
+    "Queued",
+    "Started",
+]
 
 log = logging.getLogger(__name__)
-
-# -- events --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Queued:
-    """The job waits; ``position`` 1 runs next. Sent again whenever the position changes."""
-
-    position: int
-
-
-@dataclass(frozen=True)
-class Started:
-    """The job left the queue; ``batch_size`` is the images in its first pipeline call."""
-
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Denoising step ``step`` of ``total`` of the pipeline call the job is in."""
-
-    step: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Preview:
-    """Rough pictures of the job's images at ``step`` (only from runners that make them)."""
-
-    step: int
-    images: tuple[Image.Image, ...]
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The job's images are ready (final event)."""
-
-    result: JobResult
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job ended without images: cancelled, timed out, failed or closed (final event)."""
-
-    error: CoverError
-
-
-QueueEvent = Queued | Started | Progress | Preview | Finished | Failed
-_FINAL_EVENTS = (Finished, Failed)
-
-
-class JobStatus(enum.StrEnum):
-    """Where a job is. A ``StrEnum``: ``handle.status == "done"`` works."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"  # timed out, closed, or the generator failed
-    CANCELLED = "cancelled"
-
-
-_ENDED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-# -- one job -------------------------------------------------------------------------------
-
-
-class JobHandle:
-    """The submitter's view of one job: its status, events, result, and a way to cancel it.
-
-    Created by :meth:`GenerationQueue.submit`; use it on the queue's event loop only.
-    """
-
-    def __init__(self, queue: GenerationQueue, job: GenerationJob) -> None:
-        self.id: str = uuid.uuid4().hex
-        self.job: GenerationJob = job
-        self._queue = queue
-        self._status = JobStatus.QUEUED
-        self._outcome: JobResult | CoverError | None = None
-        self._ended = asyncio.Event()
-        # What a late subscriber is told first: the last Queued, or Started (+ last Progress),
-        # or the final event.
-        self._state: tuple[QueueEvent, ...] = ()
-        self._inboxes: list[asyncio.Queue[QueueEvent]] = []
-        self._position: int | None = None
-        # Written by the queue while the job runs. The worker thread reads _status and
-        # _deadline (plain attribute reads; the loop is their only writer).
-        self._submitted_at = time.monotonic()
-        self._deadline = math.inf
-        self._timer: asyncio.TimerHandle | None = None
-        self._first_call_at: float | None = None
-        self._last_call_end: float | None = None
-        self._images: list[GeneratedImage | None] = [None] * len(job.images)
-        self._batch_sizes: list[int] = []
-        self._workers: list[str] = []  # the worker of each call, beside _batch_sizes
-        self._losses = 0  # how often a worker was lost under this job (MAX_WORKER_LOSSES)
-
-    @property
-    def status(self) -> JobStatus:
-        return self._status
-
-    @property
-    def done(self) -> bool:
-        """True once the job has ended, whichever way."""
-        return self._status in _ENDED
-
-    @property
-    def position(self) -> int | None:
-        """1 = runs next; None once it runs or has ended."""
-        return self._queue.position_of(self)
-
-    def cancel(self) -> bool:
-        """Cancel the job. A waiting job leaves the queue at once; a running one ends now with
-        :class:`JobCancelled` and its images are dropped (its batch goes on if other jobs in it
-        still want theirs, otherwise the runner is interrupted at its next step).
-        Returns False if the job had already ended."""
-        return self._queue._cancel(self)
-
-    async def result(self) -> JobResult:
-        """Wait for the job's images; raises the :class:`CoverError` it ended with instead."""
-        await self._ended.wait()
-        if isinstance(self._outcome, JobResult):
-            return self._outcome
-        assert self._outcome is not None
-        raise self._outcome
-
-    def events(self) -> AsyncIterator[QueueEvent]:
-        """A new subscription: first the current state (e.g. the last ``Queued``), then every
-        event as it happens; it ends after the final :class:`Finished` or :class:`Failed`."""
-        inbox: asyncio.Queue[QueueEvent] = asyncio.Queue()
-        for event in self._state:
-            inbox.put_nowait(event)
-        if not self.done:
-            self._inboxes.append(inbox)
-        return self._read(inbox)
-
-    async def _read(self, inbox: asyncio.Queue[QueueEvent]) -> AsyncIterator[QueueEvent]:
-        try:
-            while True:
-                event = await inbox.get()
-                yield event
-                if isinstance(event, _FINAL_EVENTS):
-                    return
-        finally:
-            if inbox in self._inboxes:
-                self._inboxes.remove(inbox)
-
-    def _publish(self, event: QueueEvent) -> None:
-        if self.done:
-            return  # a late Progress from the worker thread after the job ended
-        if isinstance(event, Progress) and self._state and isinstance(self._state[0], Started):
-            self._state = (self._state[0], event)
-        else:
-            self._state = (event,)
-        for inbox in self._inboxes:
-            inbox.put_nowait(event)
-
-    def _settle(self, outcome: JobResult | CoverError) -> None:
-        """End the job once: status, outcome, final event, waiters woken."""
-        final: QueueEvent
-        if isinstance(outcome, JobResult):
-            final = Finished(outcome)
-            status = JobStatus.DONE
-        else:
-            final = Failed(outcome)
-            status = JobStatus.CANCELLED if isinstance(outcome, JobCancelled) else JobStatus.FAILED
-        self._publish(final)
-        self._status = status
-        self._outcome = outcome
-        self._inboxes = []  # each got the final event; their readers stop there
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._ended.set()
-
-    def _result(self) -> JobResult:
-        first = self._first_call_at if self._first_call_at is not None else time.monotonic()
-        last = self._last_call_end if self._last_call_end is not None else first
-        images = tuple(image for image in self._images if image is not None)
-        return JobResult(
-            job_id=self.id,
-            images=images,
-            wait_s=first - self._submitted_at,
-            run_s=last - first,
-            batch_sizes=tuple(self._batch_sizes),
-            workers=tuple(self._workers),
-        )
-
-    def __repr__(self) -> str:
-        return f"<JobHandle {self.id[:8]} user={self.job.user_id!r} {self._status}>"
-
-
-# -- waiting jobs --------------------------------------------------------------------------
-
-
-class _Lane:
-    """The waiting jobs of one priority: a FIFO per user; users take turns in dict order."""
-
-    def __init__(self) -> None:
-        self._users: OrderedDict[str, deque[JobHandle]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._users.values())
-
-    def push(self, handle: JobHandle) -> None:
-        # A user with nothing waiting joins at the back of the turn order.
-        self._users.setdefault(handle.job.user_id, deque()).append(handle)
-
-    def remove(self, handle: JobHandle, *, served: bool = False) -> None:
-        """Take ``handle`` out; ``served`` sends its user to the back of the turn order."""
-        user = handle.job.user_id
-        jobs = self._users[user]
-        jobs.remove(handle)
-        if not jobs:
-            del self._users[user]
-        elif served:
-            self._users.move_to_end(user)
-
-    def fair_order(self) -> Iterator[JobHandle]:
-        """Every waiting job, in the order they would run if nothing else arrived: each user's
-        oldest, in turn order, then each user's second oldest, and so on."""
-        queues = list(self._users.values())
-        depth = max((len(jobs) for jobs in queues), default=0)
-        for rank in range(depth):
-            for jobs in queues:
-                if rank < len(jobs):
-                    yield jobs[rank]
-
-
-# -- the runner's side ---------------------------------------------------------------------
-
-
-class _Control:
-    """The :class:`~models.jobs.RunControl` of one runner call; used from the worker thread."""
-
-    def __init__(
-        self,
-        queue: GenerationQueue,
-        loop: asyncio.AbstractEventLoop,
-        handles: Sequence[JobHandle],
-        chunk: Sequence[Slot] = (),
-    ) -> None:
-        self._queue = queue
-        self._loop = loop
-        self._handles = handles
-        self._chunk = chunk
-
-    def step(self, step: int, total: int) -> None:
-        if self._should_stop():
-            raise RunInterrupted("every job of this batch was cancelled, timed out or closed")
-        try:
-            self._loop.call_soon_threadsafe(self._queue._progress, self._handles, step, total)
-        except RuntimeError as error:  # the event loop is closed: nobody waits for this call
-            raise RunInterrupted("the event loop is gone") from error
-
-    def preview(self, step: int, images: Sequence[Image.Image]) -> None:
-        owners = [handle for handle, _ in self._chunk]
-        if len(images) < len(owners):
-            return  # a runner that padded nothing yet sent too few: not worth an error
-        per_job: dict[JobHandle, list[Image.Image]] = {}
-        for handle, image in zip(owners, images, strict=False):
-            per_job.setdefault(handle, []).append(image)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
-            self._loop.call_soon_threadsafe(self._queue._preview, per_job, step)
-
-    def _should_stop(self) -> bool:
-        if self._queue._aborting:
-            return True
-        now = time.monotonic()
-        # Check the deadline here too, not only the loop's timer: the loop may be busy.
-        return all(h._status is not JobStatus.RUNNING or now >= h._deadline for h in self._handles)
-
-
-Slot = tuple[JobHandle, int]  # one image: its job and the index of its spec in the job
-
-# A job whose batch lost its worker this often fails instead of moving on: a batch that kills
-# every worker it lands on (a poisoned input, a crashing driver) must not take them all down.
-MAX_WORKER_LOSSES = 2
-
-
-@dataclass
-class _Work:
-    """Jobs taken together and the runner calls they still need, first call first."""
-
-    unit: list[JobHandle]
-    chunks: deque[list[Slot]]
-
-
-class _Worker:
-    """One device slot: a runner, the single thread it runs in, the task feeding it, and the
-    jobs it is running now. ``lost`` once its runner raised :class:`WorkerLost`."""
-
-    def __init__(self, name: str, runner: Runner) -> None:
-        self.name = name
-        self.runner = runner
-        self.executor: ThreadPoolExecutor | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.running: list[JobHandle] = []  # the jobs it took last (some may have ended)
-        self.lost = False
-
-    def __repr__(self) -> str:
-        return f"<worker {self.name}{' lost' if self.lost else ''}>"
-
-
-def _worker_names(base: str, runners: Sequence[Runner]) -> list[str]:
-    """``base`` for a single runner (logs read as before); else ``base/<device>`` or ``base/i``."""
-    if len(runners) == 1:
-        return [base]
-    names = []
-    for index, runner in enumerate(runners):
-        label = getattr(runner, "name", None) or getattr(runner, "device", None) or str(index)
-        name = f"{base}/{label}"
-        names.append(name if name not in names else f"{name}#{index}")
-    return names
-
-
-# -- the queue -----------------------------------------------------------------------------
 
 
 class GenerationQueue:
@@ -444,11 +152,11 @@ class GenerationQueue:
         self.job_timeout_s = job_timeout_s
         self.name = name
         self._workers = [
-            _Worker(worker_name, each)
-            for worker_name, each in zip(_worker_names(name, runners), runners, strict=True)
+            Worker(worker_name, each)
+            for worker_name, each in zip(worker_names(name, runners), runners, strict=True)
         ]
-        self._lanes: dict[int, _Lane] = {}  # priority → waiting jobs
-        self._orphans: deque[_Work] = deque()  # work whose worker was lost, oldest first
+        self._waiting = Waiting()  # jobs not yet running, by priority and user
+        self._orphans: deque[Work] = deque()  # work whose worker was lost, oldest first
         self._no_workers: NoWorkers | None = None  # set once the last worker was lost
         self._closing = False  # no more submissions
         self._aborting = False  # stop the running call too (close without drain)
@@ -534,7 +242,7 @@ class GenerationQueue:
     @property
     def pending_count(self) -> int:
         """Jobs waiting to run (running jobs not included)."""
-        return sum(len(lane) for lane in self._lanes.values())
+        return len(self._waiting)
 
     @property
     def running(self) -> tuple[JobHandle, ...]:
@@ -574,8 +282,8 @@ class GenerationQueue:
             raise PendingLimitReached(self.max_per_user)
         if self.pending_count >= self.max_pending:
             raise QueueFull(self.max_pending)
-        handle = JobHandle(self, job)
-        self._lanes.setdefault(job.priority, _Lane()).push(handle)
+        handle = JobHandle(job, time.monotonic(), position_of=self.position_of, cancel=self._cancel)
+        self._waiting.push(handle)
         log.info(
             "Queue %s: job %s accepted: user %s, %d image(s), priority %d, %s",
             self.name,
@@ -591,22 +299,12 @@ class GenerationQueue:
 
     # -- bookkeeping (event loop only) --------------------------------------------------
 
-    def _waiting_in_order(self) -> Iterator[JobHandle]:
-        for priority in sorted(self._lanes):
-            yield from self._lanes[priority].fair_order()
-
     def _active_jobs(self, user_id: str) -> int:
-        waiting = sum(1 for h in self._waiting_in_order() if h.job.user_id == user_id)
+        waiting = sum(1 for h in self._waiting.in_order() if h.job.user_id == user_id)
         return waiting + sum(1 for h in self.running if h.job.user_id == user_id)
 
-    def _unqueue(self, handle: JobHandle, *, served: bool = False) -> None:
-        lane = self._lanes[handle.job.priority]
-        lane.remove(handle, served=served)
-        if not len(lane):
-            del self._lanes[handle.job.priority]
-
     def _publish_positions(self) -> None:
-        for position, handle in enumerate(self._waiting_in_order(), start=1):
+        for position, handle in enumerate(self._waiting.in_order(), start=1):
             if handle._position != position:
                 handle._position = position
                 handle._publish(Queued(position))
@@ -624,7 +322,7 @@ class GenerationQueue:
             return False
         was_waiting = handle.status is JobStatus.QUEUED
         if was_waiting:
-            self._unqueue(handle)
+            self._waiting.remove(handle)
         handle._settle(outcome)
         if isinstance(outcome, JobResult):
             log.info(
@@ -651,18 +349,16 @@ class GenerationQueue:
         self._aborting = True
         orphaned = [h for work in self._orphans for h in work.unit]
         self._orphans.clear()
-        for handle in [*self._waiting_in_order(), *self.running, *orphaned]:
+        for handle in [*self._waiting.in_order(), *self.running, *orphaned]:
             self._end(handle, QueueClosed())
 
-    def _progress(self, handles: Sequence[JobHandle], step: int, total: int) -> None:
-        for handle in handles:
-            if handle.status is JobStatus.RUNNING:
-                handle._publish(Progress(step, total))
-
-    def _preview(self, per_job: dict[JobHandle, list[Image.Image]], step: int) -> None:
-        for handle, images in per_job.items():
-            if handle.status is JobStatus.RUNNING:
-                handle._publish(Preview(step, tuple(images)))
+    def _should_stop(self, handles: Sequence[JobHandle]) -> bool:
+        """Whether a runner call for ``handles`` should stop; asked from the worker's thread."""
+        if self._aborting:
+            return True
+        now = time.monotonic()
+        # Check the deadline here too, not only the loop's timer: the loop may be busy.
+        return all(h._status is not JobStatus.RUNNING or now >= h._deadline for h in handles)
 
     def _time_out(self, handle: JobHandle) -> None:
         if handle.status is JobStatus.RUNNING:
@@ -670,29 +366,29 @@ class GenerationQueue:
 
     # -- the workers --------------------------------------------------------------------
 
-    async def _work(self, worker: _Worker) -> None:
+    async def _work(self, worker: Worker) -> None:
         log.info("Queue %s: worker started", worker.name)
         while (work := await self._next_work(worker)) is not None:
             worker.running = work.unit
             try:
                 stopped = await self._run_work(worker, work)
                 if stopped is not None:
-                    replaced = stopped is _Call.BROKEN and await self._restart(worker)
+                    replaced = stopped is Call.BROKEN and await worker.restart(self._loop)
                     self._lose(worker, work, replaced=replaced)
                     if not replaced:
                         return
             except BaseException as error:  # a bug of ours; close's own cancellation ends us
-                if _is_own_cancellation(error):
+                if is_own_cancellation(error):
                     raise
                 log.exception("Queue %s: internal error while running %s", worker.name, work.unit)
                 for handle in work.unit:
-                    self._end(handle, GenerationFailed(_internal_error_message(handle)))
+                    self._end(handle, GenerationFailed(internal_error_message(handle)))
             finally:
                 worker.running = []
                 self._wakeup.set()  # an idle worker waiting to close may now stop
         log.info("Queue %s: worker stopped", worker.name)
 
-    async def _next_work(self, worker: _Worker) -> _Work | None:
+    async def _next_work(self, worker: Worker) -> Work | None:
         """The next work for ``worker`` when free, or None when it should stop."""
         while True:
             if self._aborting:
@@ -707,45 +403,28 @@ class GenerationQueue:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def _take_unit(self, worker: _Worker | None = None) -> _Work | None:
+    def _take_unit(self, worker: Worker | None = None) -> Work | None:
         """Take the next job in fair order that ``worker`` may run (jobs pinned to another
         worker wait for it) and the waiting jobs that can share its calls; None if there is
-        none.
-
-        Companions have the same priority (so a benchmark never rides along while users'
-        jobs wait), equal params and the same pin, and are taken first fit in fair order while
-        the images stay within ``max_batch``. A job larger than ``max_batch`` runs alone, in
-        chunks.
+        none (which jobs go together: :func:`models.lanes.companions`).
         """
         name = worker.name if worker is not None else None
-        order = [h for h in self._waiting_in_order() if h.job.worker in (None, name)]
+        order = [h for h in self._waiting.in_order() if h.job.worker in (None, name)]
         if not order:
             return None
-        head = order[0]
-        unit, images = [head], len(head.job.images)
-        for other in order[1:]:
-            if images >= self.max_batch or other.job.priority != head.job.priority:
-                break
-            fits = images + len(other.job.images) <= self.max_batch
-            same = other.job.params == head.job.params and other.job.worker == head.job.worker
-            if fits and same:
-                unit.append(other)
-                images += len(other.job.images)
-
+        unit = companions(order, self.max_batch)
         assert self._loop is not None
-        first_call = min(images, self.max_batch)
+        first_call = min(sum(len(handle.job.images) for handle in unit), self.max_batch)
         for handle in unit:
-            self._unqueue(handle, served=True)
+            self._waiting.remove(handle, served=True)
             handle._status = JobStatus.RUNNING
             handle._deadline = time.monotonic() + self.job_timeout_s
             handle._timer = self._loop.call_later(self.job_timeout_s, self._time_out, handle)
             handle._publish(Started(first_call))
         self._publish_positions()
-        slots = [(handle, index) for handle in unit for index in range(len(handle.job.images))]
-        chunks = deque(slots[i : i + self.max_batch] for i in range(0, len(slots), self.max_batch))
-        return _Work(unit, chunks)
+        return Work.of(unit, self.max_batch)
 
-    async def _run_work(self, worker: _Worker, work: _Work) -> _Call | None:
+    async def _run_work(self, worker: Worker, work: Work) -> Call | None:
         """Run the calls of ``work`` on ``worker``; on out-of-memory, retry the two halves of
         that call one after the other. Returns LOST or BROKEN when the worker cannot go on
         (the call that was running is back at the front of ``work.chunks``), else None."""
@@ -756,20 +435,14 @@ class GenerationQueue:
             if not chunk:
                 continue
             outcome = await self._call(worker, params, chunk)
-            if outcome in (_Call.LOST, _Call.BROKEN):
+            if outcome in (Call.LOST, Call.BROKEN):
                 work.chunks.appendleft(chunk)
                 return outcome
-            if outcome is _Call.DONE:
+            if outcome is Call.DONE:
                 continue
             if len(chunk) == 1:
                 handle = chunk[0][0]
-                self._end(
-                    handle,
-                    GenerationFailed(
-                        f"Job {handle.id[:8]} ran out of GPU memory even at batch size 1 "
-                        f"({params.width}x{params.height}, model {params.model!r})."
-                    ),
-                )
+                self._end(handle, GenerationFailed(out_of_memory_message(handle, params)))
             else:
                 half = len(chunk) // 2
                 work.chunks.extendleft([chunk[half:], chunk[:half]])  # the first half runs first
@@ -779,31 +452,10 @@ class GenerationQueue:
                 log.error(
                     "Queue %s: job %s ended its calls without all images", worker.name, handle
                 )
-                self._end(handle, GenerationFailed(_internal_error_message(handle)))
+                self._end(handle, GenerationFailed(internal_error_message(handle)))
         return None
 
-    async def _restart(self, worker: _Worker) -> bool:
-        """After a sticky CUDA error: a fresh runner in ``worker``'s place, where its runner
-        can make one (``restart()``; a Ray actor is replaced by a new process). True if so."""
-        restart = getattr(worker.runner, "restart", None)
-        if restart is None:
-            # CUDA cannot reset a process's context: only a new process can use the GPU again.
-            log.error(
-                "Queue %s: its device failed with a sticky CUDA error and this process cannot "
-                "use it again; restart the bot to bring the device back",
-                worker.name,
-            )
-            return False
-        assert self._loop is not None
-        try:
-            await self._loop.run_in_executor(worker.executor, restart)
-        except Exception:
-            log.exception("Queue %s: could not replace its failed runner", worker.name)
-            return False
-        log.warning("Queue %s: runner replaced after a sticky CUDA error", worker.name)
-        return True
-
-    def _lose(self, worker: _Worker, work: _Work, *, replaced: bool = False) -> None:
+    def _lose(self, worker: Worker, work: Work, *, replaced: bool = False) -> None:
         """``worker`` is gone (or ``replaced`` by a fresh runner, and stays): hand its work to
         the workers left, or fail everything if none is left."""
         worker.lost = not replaced
@@ -811,19 +463,11 @@ class GenerationQueue:
         for handle in live:
             handle._losses += 1
             if handle._losses > MAX_WORKER_LOSSES:
-                self._end(
-                    handle,
-                    GenerationFailed(
-                        f"Job {handle.id[:8]} lost its worker {handle._losses} times; "
-                        "it was stopped so that it cannot take more workers down."
-                    ),
-                )
+                self._end(handle, GenerationFailed(lost_too_often_message(handle)))
         left = [w for w in self._workers if not w.lost]
         if worker.lost:  # jobs that may run on it alone would wait for ever
-            for handle in [h for h in self._waiting_in_order() if h.job.worker == worker.name]:
-                self._end(handle, GenerationFailed(
-                    f"Job {handle.id[:8]} was to run on worker {worker.name}, which was lost."
-                ))  # fmt: skip
+            for handle in [h for h in self._waiting.in_order() if h.job.worker == worker.name]:
+                self._end(handle, GenerationFailed(pinned_to_lost_message(handle, worker.name)))
         log.warning(
             "Queue %s: worker %s; %d worker(s) left; %d job(s) move on",
             worker.name,
@@ -840,17 +484,19 @@ class GenerationQueue:
         for handle in [*work.unit, *(h for o in self._orphans for h in o.unit)]:
             self._end(handle, self._no_workers)
         self._orphans.clear()
-        for handle in list(self._waiting_in_order()):
+        for handle in list(self._waiting.in_order()):
             self._end(handle, self._no_workers)
 
-    async def _call(self, worker: _Worker, params: GenerationParams, chunk: list[Slot]) -> _Call:
+    async def _call(self, worker: Worker, params: GenerationParams, chunk: list[Slot]) -> Call:
         """One runner call for ``chunk`` on ``worker``; stores the images or ends the jobs that
         failed. Says whether the call ran out of memory (the caller splits it) or lost its
         worker (the caller hands the chunk on)."""
         assert self._loop is not None
         handles = list(dict.fromkeys(handle for handle, _ in chunk))
         specs = [handle.job.images[index] for handle, index in chunk]
-        control = _Control(self, self._loop, handles, chunk)
+        control = Control(
+            self._loop, handles, chunk, should_stop=lambda: self._should_stop(handles)
+        )
         log.info(
             "Queue %s: running %d image(s) for %d job(s) %s",
             worker.name,
@@ -868,31 +514,31 @@ class GenerationQueue:
             )
         except RunInterrupted:
             self._end_interrupted(handles)
-            return _Call.DONE
+            return Call.DONE
         except WorkerLost as error:
             log.warning("Queue %s: lost its worker during a call: %s", worker.name, error)
-            return _Call.BROKEN if isinstance(error, DeviceBroken) else _Call.LOST
+            return Call.BROKEN if isinstance(error, DeviceBroken) else Call.LOST
         except CoverError as error:  # e.g. ModelUnavailable: already a sentence for the user
             for handle in handles:
                 self._end(handle, error)
-            return _Call.DONE
+            return Call.DONE
         except BaseException as error:
             # Anything else the runner raises fails this call's jobs, BaseExceptions too
             # (SystemExit, KeyboardInterrupt, a library's abort, a CancelledError raised in
             # the runner's thread): only our own task being cancelled (close's timeout) ends
             # the worker. tests/models/test_queue.py raises each of them from a runner.
-            if _is_own_cancellation(error):
+            if is_own_cancellation(error):
                 raise
             if is_broken_device(error):
                 log.error(
                     "Queue %s: its device failed (a sticky CUDA error)", worker.name, exc_info=error
                 )
-                return _Call.BROKEN
+                return Call.BROKEN
             if is_out_of_memory(error):
                 log.warning(
                     "Queue %s: out of GPU memory at %d image(s): %s", worker.name, len(specs), error
                 )
-                return _Call.OUT_OF_MEMORY
+                return Call.OUT_OF_MEMORY
             log.error(
                 "Queue %s: the runner failed on jobs %s",
                 worker.name,
@@ -900,14 +546,8 @@ class GenerationQueue:
                 exc_info=error,
             )
             for handle in handles:
-                self._end(
-                    handle,
-                    GenerationFailed(
-                        f"Generating the images of job {handle.id[:8]} failed "
-                        f"({type(error).__name__}); the details are in the log."
-                    ),
-                )
-            return _Call.DONE
+                self._end(handle, GenerationFailed(runner_failed_message(handle, error)))
+            return Call.DONE
 
         if not isinstance(images, Sequence) or len(images) != len(specs):
             count = len(images) if isinstance(images, Sequence) else type(images).__name__
@@ -915,10 +555,10 @@ class GenerationQueue:
                 "Queue %s: the runner returned %s image(s) for %d", worker.name, count, len(specs)
             )
             for handle in handles:
-                self._end(handle, GenerationFailed(_internal_error_message(handle)))
-            return _Call.DONE
+                self._end(handle, GenerationFailed(internal_error_message(handle)))
+            return Call.DONE
         self._collect(chunk, images, ended=time.monotonic(), worker=worker.name)
-        return _Call.DONE
+        return Call.DONE
 
     def _collect(
         self, chunk: list[Slot], images: Sequence[GeneratedImage], ended: float, worker: str
@@ -949,32 +589,10 @@ class GenerationQueue:
             elif now >= handle._deadline:
                 self._end(handle, JobTimedOut(self.job_timeout_s))
             else:  # the runner raised RunInterrupted although nobody asked it to stop
-                self._end(handle, GenerationFailed(_internal_error_message(handle)))
+                self._end(handle, GenerationFailed(internal_error_message(handle)))
 
     def __repr__(self) -> str:
         return (
             f"<GenerationQueue {self.name} waiting={self.pending_count} "
             f"running={len(self.running)} workers={len(self.worker_names)} closed={self._closing}>"
         )
-
-
-class _Call(enum.Enum):
-    """How one runner call ended, for :meth:`GenerationQueue._run_work`."""
-
-    DONE = "done"  # images stored, or its jobs ended (failed, interrupted)
-    OUT_OF_MEMORY = "out of memory"  # split it and try the halves
-    LOST = "worker lost"  # run it on another worker
-    BROKEN = "device broken"  # a sticky CUDA error: restart the runner, or as LOST
-
-
-def _is_own_cancellation(error: BaseException) -> bool:
-    """True when ``error`` is the worker task's own cancellation, not one the runner raised."""
-    task = asyncio.current_task()
-    return isinstance(error, asyncio.CancelledError) and task is not None and task.cancelling() > 0
-
-
-def _internal_error_message(handle: JobHandle) -> str:
-    return (
-        f"Generating the images of job {handle.id[:8]} failed on our side; "
-        "the details are in the log."
-    )

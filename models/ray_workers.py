@@ -21,7 +21,7 @@ queue: its control raises RunInterrupted in our polling loop, and we pass that o
 LoRA selection and the prompt-embedding cache live in the actor's runner, as they do locally;
 a LoRA path must therefore exist on the worker's machine too (docs/deployment.md).
 
-Ray is an optional extra (``pip install 'playlist-cover[ray]'``): this module imports it only
+Ray is an optional extra (``pip install -e '.[ray]'``): this module imports it only
 inside :func:`connect` and :class:`RayRunner`, so ``import models`` never does.
 """
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often the driver asks an actor for progress: a tiny step takes ~50 ms here
-INSTALL_HINT = "pip install 'playlist-cover[ray]'"
+INSTALL_HINT = "pip install -e '.[ray]' in the project's checkout"
 
 
 def import_ray() -> Any:

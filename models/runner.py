@@ -19,14 +19,15 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.devices import pick_device, torch_dtype
 from models.errors import ModelUnavailable
+from models.img2img import check_img2img, img2img_steps, init_image
 from models.jobs import (
     DeviceBroken,
     GeneratedImage,
@@ -37,17 +38,11 @@ from models.jobs import (
     is_broken_device,
     is_out_of_memory,
 )
+from models.loading import load_hub_pipeline, load_pipeline, load_tiny_decoder
 from models.optimize import Optimizations
-from models.postprocess import latent_previews
-from models.registry import (
-    ModelSpec,
-    load_hub_pipeline,
-    load_pipeline,
-    load_tiny_decoder,
-    pick_device,
-    resolve_model,
-    torch_dtype,
-)
+from models.postprocess import is_black, latent_previews
+from models.presets import ModelSpec
+from models.registry import resolve_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -135,7 +130,7 @@ class DiffusersRunner:
             return run(model, params, batch, seeds, control)
 
         if params.strength is not None:
-            _check_img2img(params, specs)
+            check_img2img(params, specs)
         images = self._generate_with_retries(specs, generate)
         return [dataclasses.replace(image, sampler=self._sampler) for image in images]
 
@@ -187,7 +182,7 @@ class DiffusersRunner:
             pipe = self._img2img_pipeline(model, params.lora_scale, pipe)
             steps = img2img_steps(params)
             size = {
-                "image": [_init_image(spec, params.width, params.height) for spec in specs],
+                "image": [init_image(spec, params.width, params.height) for spec in specs],
                 "strength": params.strength,
             }
         if not model.negative_prompts:
@@ -435,7 +430,7 @@ class DiffusersRunner:
             stage2_class = diffusers.IFImg2ImgSuperResolutionPipeline
             side = IF_OUTPUT_SIDE
             start = {
-                "image": [_init_image(spec, side, side) for spec in specs],
+                "image": [init_image(spec, side, side) for spec in specs],
                 "strength": params.strength,
             }
 
@@ -518,34 +513,6 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
-def img2img_steps(params: GenerationParams) -> int:
-    """Steps to ask of an image-to-image pipeline: it runs ``int(steps * strength)`` of them,
-    so at least enough for one (sd-turbo's single step at strength 0.4 asks for 3)."""
-    assert params.strength is not None
-    return max(params.steps, math.ceil(1 / params.strength))
-
-
-def _check_img2img(params: GenerationParams, specs: Sequence[ImageSpec]) -> None:
-    if not 0 < params.strength <= 1:  # type: ignore[operator]
-        raise ValueError(f"strength must be in (0, 1], got {params.strength}")
-    if any(spec.init_image is None for spec in specs):
-        raise ValueError("an image-to-image batch needs an init_image on every spec")
-
-
-def _init_image(spec: ImageSpec, width: int, height: int) -> Image.Image:
-    """The spec's start image, decoded and resized to the size the model makes."""
-    import io
-
-    from PIL import Image
-
-    assert spec.init_image is not None
-    with Image.open(io.BytesIO(spec.init_image)) as opened:
-        image = opened.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
-    return image
-
-
 def _previews(pipe: Any, latents: Any) -> list[Image.Image]:
     """Preview pictures of the latents: decoded by the tiny decoder when the pipeline has it
     (a few percent of a step here), else the rough linear map of models/postprocess.py."""
@@ -571,8 +538,6 @@ def _outcomes(
     """Pair each image with "is it black": flagged by a safety checker, black pixels, or NaN
     (``nan``), which is logged as what it is: a black picture made of NaN is a numeric
     overflow, typically of half precision, not the safety checker's verdict."""
-    from models.postprocess import is_black
-
     flags = list(flagged) if flagged is not None else [False] * len(images)
     nans = list(nan) if nan is not None else [False] * len(images)
     for index in (i for i, is_nan in enumerate(nans) if is_nan):

@@ -22,12 +22,12 @@ mkdir -p "$OUT_DIR"
 say() { echo "gpu-check: $*" >&2; }
 
 say "1. $model --compare, half precision, compile off"
-"$PYTHON" -m models.benchmark --compare --model "$model" --device "$device" "${sizes[@]}" \
+"$PYTHON" -m modeltools.benchmark --compare --model "$model" --device "$device" "${sizes[@]}" \
     --workloads "$workloads" --repeats "$repeats" --out "$OUT_DIR" \
     --opt half_precision=on,compile=off
 if [[ -n "$compiled" ]]; then
     say "1b. $model --compare, half precision, compile on"
-    "$PYTHON" -m models.benchmark --compare --model "$model" --device "$device" \
+    "$PYTHON" -m modeltools.benchmark --compare --model "$model" --device "$device" \
         --workloads "$workloads" --repeats "$repeats" --out "$OUT_DIR" \
         --opt half_precision=on,compile=on
 fi
@@ -37,8 +37,8 @@ say "2. memory after $prompts distinct prompts"
 import json, sys, time
 from pathlib import Path
 
-from models.benchmark.cli import default_cache_dir
-from models.benchmark.memory import read_rss_bytes
+from modeltools.benchmark.cli import default_cache_dir
+from modeltools.benchmark.memory import read_rss_bytes
 from models.jobs import GenerationParams, ImageSpec, NoControl
 from models.registry import resolve_model
 from models.runner import DiffusersRunner
@@ -73,14 +73,14 @@ PY
 gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 if [[ "$gpus" -ge 2 ]]; then
     say "3. two devices: one queue worker each"
-    "$PYTHON" -m models.benchmark --model "$model" --devices auto --workloads 8 --out "$OUT_DIR"
+    "$PYTHON" -m modeltools.benchmark --model "$model" --devices auto --workloads 8 --out "$OUT_DIR"
 else
     say "3. skipped: $gpus CUDA device(s) visible"
 fi
 
 if "$PYTHON" -c "import sys; from models.registry import hub_cached; sys.exit(not hub_cached('DeepFloyd/IF-I-XL-v1.0'))"; then
     say "4. one DeepFloyd IF cover"
-    "$PYTHON" -m models.benchmark --model deepfloyd-if --device "$device" --workloads 1 \
+    "$PYTHON" -m modeltools.benchmark --model deepfloyd-if --device "$device" --workloads 1 \
         --images 1 --out "$OUT_DIR"
 else
     say "4. skipped: DeepFloyd IF is not in the cache (python -m bot models pull deepfloyd-if)"

@@ -34,7 +34,7 @@ def embedded_model_dir(cache_dir: Path) -> Path:
     return ensure_embedded(cache_dir)
 
 
-# -- stand-ins of the hub presets (models/standins.py) ---------------------------------------
+# -- stand-ins of the hub presets (modeltools/standins/) ---------------------------------------
 
 HUB_PRESETS = ("small-sd", "sd15", "sd-turbo", "deepfloyd-if")
 
@@ -43,7 +43,7 @@ HUB_PRESETS = ("small-sd", "sd15", "sd-turbo", "deepfloyd-if")
 def standin_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face hub cache holding every hub preset's stand-in, written once per session;
     point ``HF_HUB_CACHE`` at it."""
-    from models.standins import write_standin
+    from modeltools.standins import write_standin
 
     hub = tmp_path_factory.mktemp("hub")
     for name in HUB_PRESETS:
@@ -58,7 +58,7 @@ SUPPORT_MODELS = ("blip", "clip", "magicprompt")
 def support_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face hub cache holding the support models' stand-ins (captioner, CLIP, prompt
     expander: models/support.py), written once per session; point ``HF_HUB_CACHE`` at it."""
-    from models.standins import write_support_standin
+    from modeltools.standins import write_support_standin
 
     hub = tmp_path_factory.mktemp("support-hub")
     for name in SUPPORT_MODELS:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from training.data import IMAGE_EXTENSIONS, METADATA, DatasetError
+from training.data import IMAGE_EXTENSIONS, METADATA, DatasetError, is_relative_inside, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,6 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
                 raise DatasetError(
                     f"{metadata}, line {number}: not a JSON object with a file_name."
                 ) from None
-            from training.clip_filter import is_relative_inside
-
             if not is_relative_inside(name):
                 raise DatasetError(f"{metadata}, line {number}: the file name {name!r} leads outside the folder.")  # fmt: skip
             if not (folder / name).is_file():
@@ -182,7 +180,7 @@ def load_captioner(name: str = DEFAULT_CAPTION_MODEL, *, device: str = "cpu",
     try:
         from transformers import AutoModelForImageTextToText, AutoProcessor
     except ImportError:
-        raise ModelUnavailable("Captioning needs transformers: pip install 'playlist-cover[training]'") from None  # fmt: skip
+        raise ModelUnavailable("Captioning needs transformers: pip install -e '.[training]' in the project's checkout") from None  # fmt: skip
     quiet_libraries()
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder)
@@ -231,7 +229,7 @@ def caption_folder(
         ) as bar:  # fmt: skip
             for start in range(0, len(todo), config.batch_size):
                 names = todo[start : start + config.batch_size]
-                images = [_open(folder / name) for name in names]
+                images = [read_rgb(folder / name) for name in names]
                 began = time.perf_counter()
                 captions = model(images)
                 seconds += time.perf_counter() - began
@@ -277,16 +275,6 @@ def _end_torn_line(path: Path) -> None:
         if torn:
             with path.open("a", encoding="utf-8") as out:
                 out.write("\n")
-
-
-def _open(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"{path} is not a readable image ({type(error).__name__}).") from None
 
 
 def _device(requested: str) -> str:

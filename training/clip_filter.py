@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import METADATA, DatasetError
+from training.data import METADATA, DatasetError, is_relative_inside, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,6 @@ def at_the_cut(scores: Sequence[float], threshold: float, k: int) -> tuple[list[
 # -- the run -----------------------------------------------------------------------------------
 
 
-def is_relative_inside(name: str) -> bool:
-    """Whether a metadata file name stays inside its folder (no absolute path, no ``..``): the
-    kept set is written to ``OUT/<file_name>``, which must not land elsewhere."""
-    path = Path(name)
-    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
-
-
 def read_pairs(folder: Path, caption_column: str = "text") -> list[dict[str, Any]]:
     rows = []
     metadata = folder / METADATA
@@ -149,8 +142,6 @@ def filter_pairs(
     inject one); by default eval's loader with the local cache only."""
     from tqdm.auto import tqdm
 
-    from training.caption import _open
-
     config.check()
     data, out = Path(config.data), Path(config.out)
     # 1. The pairs, checked before the model loads.
@@ -163,7 +154,7 @@ def filter_pairs(
     with tqdm(total=len(rows), desc="clip filter", unit="img") as bar:
         for start in range(0, len(rows), config.batch_size):
             batch = rows[start : start + config.batch_size]
-            images = [_open(data / r["file_name"]) for r in batch]
+            images = [read_rgb(data / r["file_name"]) for r in batch]
             began = time.perf_counter()
             cosines = clip.cosines(images, [r[config.caption_column] for r in batch])
             seconds += time.perf_counter() - began

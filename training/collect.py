@@ -48,7 +48,8 @@ import numpy as np
 from PIL import Image
 
 from bot.app.errors import SpotifyAuthError, SpotifyRateLimited, SpotifyUnavailable
-from bot.app.spotify import SEARCH_PAGE_LIMIT, RetryPolicy, SpotifyAPI
+from bot.app.spotify import SEARCH_PAGE_LIMIT, SpotifyAPI
+from bot.app.spotify_retry import RetryPolicy
 from training.data import METADATA
 
 log = logging.getLogger(__name__)

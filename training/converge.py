@@ -130,7 +130,7 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
     from diffusers.training_utils import EMAModel
 
     from models.embedded import build_architecture
-    from training.pretrain import _tokenize
+    from training.data import token_ids
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,8 +235,8 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
     cached = torch.load(latents)
     vae.register_to_config(scaling_factor=cached["scaling"])
     mean, std, scaling = cached["mean"], cached["std"], cached["scaling"]
-    token_ids = _tokenize(tokenizer, [*cover_captions, *generic_captions])
-    empty_ids = _tokenize(tokenizer, [""])
+    caption_ids = token_ids(tokenizer, [*cover_captions, *generic_captions])
+    empty_ids = token_ids(tokenizer, [""])
     domains = {"covers": (0, len(covers)), "generic": (len(covers), len(both))}
 
     # 3.–4. UNet + text encoder: generic, then covers.
@@ -254,7 +254,7 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
             index = torch.randint(low, high, (config.batch_size,), generator=rng)
             noisy_latent = mean[index] + std[index] * torch.randn(mean[index].shape, generator=rng)
             x0 = noisy_latent * scaling
-            ids = token_ids[index].clone()
+            ids = caption_ids[index].clone()
             dropped = torch.rand(config.batch_size, generator=rng) < config.proportion_empty_prompts
             ids[dropped] = empty_ids
             noise = torch.randn(x0.shape, generator=rng)

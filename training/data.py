@@ -167,6 +167,26 @@ def open_rgb(image: Any) -> Image.Image:
         raise DatasetError(str(why)) from None
 
 
+def read_rgb(path: Path) -> Image.Image:
+    """An RGB copy of the image file at ``path`` opened with Pillow directly (the caption and
+    CLIP-filter commands read a user's own folder); DatasetError for one Pillow cannot read."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise DatasetError(f"{path} is not a readable image ({type(error).__name__}).") from None
+
+
+def is_relative_inside(name: str) -> bool:
+    """Whether a metadata file name stays inside its folder (no absolute path, no ``..``): the
+    caption and CLIP-filter commands write to ``OUT/<file_name>``, which must not land
+    elsewhere."""
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """The generator for one example's augmentation in one epoch (stable across processes and
     Python runs: ``hash()`` of a tuple would not be)."""
@@ -268,6 +288,17 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "pixel_values": torch.stack([b["pixel_values"] for b in batch]),  # (B, 3, R, R)
         "captions": [b["caption"] for b in batch],
     }
+
+
+def token_ids(tokenizer: Any, captions: list[str]) -> Any:
+    """(N, 77) CLIP token ids of ``captions``, padded and truncated to the tokenizer's length."""
+    return tokenizer(
+        captions,
+        max_length=tokenizer.model_max_length,
+        padding="max_length",
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 def write_image_folder(rows: Sequence[dict[str, Any]], folder: Path) -> Path:

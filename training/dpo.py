@@ -10,7 +10,7 @@ reference model does (their eq. 14, with the constant T·ω(λ_t) folded into β
     L   = −log σ(−β/2 · (e_w − e_l))
 
 with ‖·‖² the mean over latent elements and target the scheduler's prediction target (ε, or
-the velocity for v-prediction; training/train.py ``prediction_target``). The loss falls when
+the velocity for v-prediction; training/objective.py ``prediction_target``). The loss falls when
 the model's error drops on the winner more than on the loser, measured against the reference,
 so it learns what separates winners from losers without drifting from the base elsewhere (the
 reference term is DPO's KL anchor; β sets how hard).
@@ -28,11 +28,12 @@ with λ_U = (liked images / disliked images) so that the two sides weigh alike h
 their numbers (KTO's advice: λ_D·n_D ≈ λ_U·n_U). It reads the same export-pairs folder: the
 pairs file names every voted candidate and its votes.
 
-Reads top to bottom like training/train.py, whose helpers it shares (checkpoints, LoRA saving,
-validation renders): typed config → Accelerator → load and freeze → LoRA (default) or full →
-pairs → prepare → resume → the loop → save. The reference model is the base itself: with LoRA
-the adapters are switched off for its forward pass (no second copy of the UNet), with a full
-fine-tune a frozen copy is kept. Determinism is train.py's: data order and flips from
+Reads top to bottom like training/train.py, whose steps it shares (training/accelerated.py:
+the Accelerator, loading, the loop with its checkpoints and renders, saving): typed config →
+Accelerator → load and freeze → LoRA (default) or full → pairs (training/preferences.py) →
+prepare → resume → the objective → the loop → save. The reference model is the base itself:
+with LoRA the adapters are switched off for its forward pass (no second copy of the UNet), with
+a full fine-tune a frozen copy is kept. Determinism is train.py's: data order and flips from
 ``(seed, epoch, index)``, each micro-batch's noise, steps and latent samples from
 ``step_seed(seed, micro-batch, process)``, so a resumed run ends with the weights of an
 uninterrupted one (tests/training/test_dpo.py).
@@ -42,39 +43,48 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from models.errors import FileRefused
-from models.safe_files import check_image
-from training.accelerated import add_lora, start_run
+from training.accelerated import (
+    encode_prompts,
+    load_base,
+    make_lr_scheduler,
+    make_optimizer,
+    make_trainable,
+    rendered_at,
+    resolve_sd,
+    run_loop,
+    save_trained,
+    start_run,
+    validate,
+    write_report,
+    write_settings,
+)
 from training.config import (
-    REPORT_FILE,
     Method,
     Precision,
     TrainingError,
     default_cache_dir,
     option,
 )
-from training.data import DatasetError, open_rgb, prepare_image, report_skipped, sample_rng
-from training.export import PAIRS_FILE
-from training.objective import prediction_target, step_seed
+from training.objective import prediction_target
 from training.outputs import (
     TrainResult,
     build_report,
     checkpoint_only_lora,
     find_checkpoint,
-    render_validation,
     resume_state,
-    save_checkpoint,
-    save_full,
-    save_lora,
-    save_samples,
+)
+from training.preferences import (
+    LabelledImages,
+    PreferencePairs,
+    collate_labelled,
+    collate_pairs,
+    load_labelled,
+    load_pairs,
 )
 
 log = logging.getLogger(__name__)
@@ -225,172 +235,12 @@ def diffusion_kto_loss(
     return loss, (margin > 0).float().mean()
 
 
-# -- data --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pair:
-    text: str
-    winner: Path
-    loser: Path
-    margin: int
-
-
-def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
-    """The pairs of an export-pairs folder with at least ``min_margin``; DatasetError when the
-    folder, its pairs file or an image is missing or no pair is left."""
-    root = Path(folder).expanduser()
-    path = root / PAIRS_FILE
-    if not path.is_file():
-        raise DatasetError(
-            f"{root} has no {PAIRS_FILE}; write one with 'python -m training export-pairs'."
-        )
-    pairs = []
-    refused: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pair = Pair(str(row["text"]), root / row["winner_file"], root / row["loser_file"],
-                        int(row["margin"]))  # fmt: skip
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"{path} line {number} is not a pair ({exc}).") from None
-        for image in (pair.winner, pair.loser):
-            if not image.exists():
-                raise DatasetError(f"{path} line {number}: the image {image} is missing.")
-        try:
-            for image in (pair.winner, pair.loser):
-                check_image(image)  # a bomb or a non-image: a counted skip, not a crash mid-run
-        except FileRefused as why:
-            refused.append(f"line {number}: {why}")
-            continue
-        if pair.margin >= min_margin:
-            pairs.append(pair)
-    report_skipped(path, refused)
-    if not pairs:
-        raise DatasetError(f"{path} has no pair with a margin of at least {min_margin}.")
-    return pairs
-
-
-class _EpochDataset:
-    """A map-style torch dataset over ``items`` whose crops and flips follow
-    ``(seed, epoch, index)`` (training/data.py ``sample_rng``); the epoch is set with
-    :meth:`use_epoch`."""
-
-    def __init__(self, items: list[Any], *, resolution: int, random_flip: bool, seed: int):
-        self.items, self.resolution, self.random_flip, self.seed = (
-            items,
-            resolution,
-            random_flip,
-            seed,
-        )
-        self.epoch = 0
-
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-class PreferencePairs(_EpochDataset):
-    """``{"winner", "loser": (3, R, R) in [-1, 1], "caption"}``; the two images get the same
-    crop and flip."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
-        pair = self.items[index]
-        flip = self.random_flip and sample_rng(self.seed, self.epoch, index).random() < 0.5
-        out: dict[str, Any] = {"caption": pair.text}
-        for side, path in (("winner", pair.winner), ("loser", pair.loser)):
-            image = prepare_image(
-                open_rgb(path), resolution=self.resolution, center_crop=True, flip=False,
-                rng=sample_rng(self.seed, self.epoch, index),
-            )  # fmt: skip
-            pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-            if flip:
-                pixels = pixels[:, ::-1]
-            out[side] = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
-        return out
-
-
-def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {
-        "winner": torch.stack([b["winner"] for b in batch]),  # (B, 3, R, R)
-        "loser": torch.stack([b["loser"] for b in batch]),  # (B, 3, R, R)
-        "captions": [b["caption"] for b in batch],
-    }
-
-
-@dataclass(frozen=True)
-class Labelled:
-    text: str
-    image: Path
-    liked: bool
-
-
-def load_labelled(folder: str | Path, *, min_margin: int = 1) -> list[Labelled]:
-    """Every image of an export-pairs folder once, liked when it drew a vote: the winners and
-    the losers with votes are liked, the losers without any disliked (KTO's data). Only pairs
-    with at least ``min_margin`` count, as for DPO."""
-    pairs = load_pairs(folder, min_margin=min_margin)
-    rows = {}
-    path = Path(folder).expanduser() / PAIRS_FILE
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)  # load_pairs has checked every line's shape
-            rows[str(row["loser_file"])] = int(row.get("loser_votes", 0))
-            rows[str(row["winner_file"])] = max(1, int(row.get("winner_votes", 1)))
-    root = Path(folder).expanduser()
-    seen: dict[Path, Labelled] = {}
-    for pair in pairs:
-        for image in (pair.winner, pair.loser):
-            votes = rows.get(image.relative_to(root).as_posix(), 0)
-            seen.setdefault(image, Labelled(pair.text, image, liked=votes > 0))
-    return list(seen.values())
-
-
-class LabelledImages(_EpochDataset):
-    """KTO's examples: ``{"image": (3, R, R) in [-1, 1], "liked", "caption"}``."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
-        item = self.items[index]
-        rng = sample_rng(self.seed, self.epoch, index)
-        image = prepare_image(open_rgb(item.image), resolution=self.resolution, center_crop=True,
-                              flip=self.random_flip and rng.random() < 0.5, rng=rng)  # fmt: skip
-        pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
-        return {
-            "image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(),
-            "liked": item.liked,
-            "caption": item.text,
-        }
-
-
-def collate_labelled(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {
-        "image": torch.stack([b["image"] for b in batch]),  # (B, 3, R, R)
-        "liked": torch.tensor([b["liked"] for b in batch]),  # (B,) bool
-        "captions": [b["caption"] for b in batch],
-    }
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
 def train_dpo(config: DPOConfig) -> TrainResult:
     """Run ``config`` to the end and save the LoRA (or model); see the module docstring."""
     check_config(config)
-    from models.registry import load_pipeline, resolve_model
     from training.data import EpochShuffle
 
     # 0. Cheap checks first: the pairs (or labelled images) and the model name, before minutes
@@ -405,16 +255,8 @@ def train_dpo(config: DPOConfig) -> TrainResult:
             f"{len(labelled)}."
         )
     undesirable_weight = liked / (len(labelled) - liked) if kto else 1.0
-    spec = resolve_model(config.base)
-    if spec.kind != "sd":
-        raise TrainingError(f"--base {config.base!r} is not a Stable Diffusion model.")
+    spec = resolve_sd(config.base)
     import torch
-    from accelerate.utils import (
-        set_seed,
-    )
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
     out = Path(config.out).expanduser()
     cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
@@ -430,43 +272,28 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         tensorboard=False,
     )
     accelerator, seed, weight_dtype = run.accelerator, run.seed, run.weight_dtype
-    mixed_precision = run.mixed_precision
     device = accelerator.device
 
     # 2. The base model through the registry; VAE and text encoder frozen.
-    pipe = load_pipeline(
-        spec, device="cpu", cache_dir=cache_dir, allow_downloads=config.allow_downloads
+    base = load_base(
+        spec,
+        run,
+        cache_dir=cache_dir,
+        allow_downloads=config.allow_downloads,
+        train_text_encoder=False,
     )
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    vae.requires_grad_(False)
-    vae.to(device, dtype=weight_dtype)
-    text_encoder.requires_grad_(False)
-    text_encoder.to(device, dtype=weight_dtype)
+    unet, vae, text_encoder = base.unet, base.vae, base.text_encoder
+    noise_scheduler = base.noise_scheduler
 
     # 3. What trains, and the reference: LoRA adapters over the frozen base (the reference is
     #    the same UNet with its adapters off), or every weight against a frozen copy.
-    set_seed(seed)
     reference = None
-    if config.method == "lora":
-        unet.requires_grad_(False)
-        unet.to(device, dtype=weight_dtype)
-        add_lora(unet, rank=config.lora_rank, alpha=config.lora_alpha, layers=config.lora_layers)
-    else:
+    if config.method == "full":
         reference = copy.deepcopy(unet).requires_grad_(False).to(device, dtype=weight_dtype)
         reference.eval()
-        unet.requires_grad_(True)
-    unet.train()
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+    make_trainable(unet, config, run)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
-    )
+    optimizer = make_optimizer(params, config)
 
     # 4. Pairs (or labelled images) in a deterministic order.
     dataset: Any
@@ -480,192 +307,150 @@ def train_dpo(config: DPOConfig) -> TrainResult:
         )
     sampler = EpochShuffle(len(dataset), seed)
     dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.train_batch_size, sampler=sampler,
+        dataset,
+        batch_size=config.train_batch_size,
+        sampler=sampler,
         collate_fn=collate_labelled if kto else collate_pairs,
-    )  # fmt: skip
+    )
 
     # 5. Prepare.
     unet, optimizer, dataloader = accelerator.prepare(unet, optimizer, dataloader)
-    batches_per_epoch = len(dataloader)
-    max_steps = config.max_train_steps
-    lr_scheduler = accelerator.prepare(
-        get_scheduler(
-            config.lr_scheduler,
-            optimizer=optimizer,
-            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=max_steps * accelerator.num_processes,
-        )
-    )
+    lr_scheduler = make_lr_scheduler(accelerator, optimizer, config, config.max_train_steps)
     if config.method == "lora":
         checkpoint_only_lora(accelerator)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        settings = {**dataclasses.asdict(config), "seed": seed, "mixed_precision": mixed_precision,
-                    "pairs": len(pairs)}  # fmt: skip
-        (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    settings = {**dataclasses.asdict(config), "seed": seed, "mixed_precision": run.mixed_precision}
+    write_settings(accelerator, out, {**settings, "pairs": len(pairs)})
 
     # 6. Resume: adapters (or weights), optimizer, scheduler and the step count.
-    global_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
-
-    def encode_prompts(captions: list[str]) -> Any:
-        ids = tokenizer(
-            captions,
-            max_length=tokenizer.model_max_length,
-            padding="max_length",
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)  # (B, 77)
-        return text_encoder(ids, return_dict=False)[0]  # (B, 77, D)  # fmt: skip
+    start_step = resume_state(accelerator, checkpoint, resume=config.resume, out=out)
 
     def reference_prediction(noisy: Any, timesteps: Any, text: Any) -> Any:
         if reference is not None:
             return reference(noisy, timesteps, text, return_dict=False)[0]
-        base = accelerator.unwrap_model(unet)
-        base.disable_adapters()  # the LoRA's base *is* the reference
+        base_unet = accelerator.unwrap_model(unet)
+        base_unet.disable_adapters()  # the LoRA's base *is* the reference
         try:
-            return base(noisy, timesteps, text, return_dict=False)[0]
+            return base_unet(noisy, timesteps, text, return_dict=False)[0]
         finally:
-            base.enable_adapters()
+            base_unet.enable_adapters()
 
-    def checkpoint_now() -> None:
-        save_checkpoint(
-            accelerator, out, step=global_step, seed=seed, keep=config.checkpoints_total_limit
+    # 7. The objective, one micro-batch: the trained model's and the reference's denoising
+    #    errors on the same noisy latents, into the DPO loss over pairs (winners, then losers)
+    #    or the KTO loss over liked and disliked images.
+    def micro_batch_loss(batch: dict[str, Any], generator: Any) -> tuple[Any, dict[str, Any]]:
+        with torch.no_grad():
+            if kto:
+                pixels = batch["image"].to(device, weight_dtype)  # (B, 3, R, R)
+                captions = batch["captions"]
+            else:  # winners then losers: (2B, 3, R, R)
+                pixels = torch.cat([batch["winner"], batch["loser"]]).to(device, weight_dtype)
+                captions = batch["captions"] * 2
+            latents = vae.encode(pixels).latent_dist.sample(generator=generator)
+            latents = latents * vae.config.scaling_factor  # (N, 4, h, w)
+            text = encode_prompts(base, text_encoder, captions, device)  # (N, 77, D)
+        # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
+        # KTO: each image its own.
+        draws = latents.shape[0] if kto else latents.shape[0] // 2
+        noise = torch.randn(
+            latents[:draws].shape, generator=generator, device=device, dtype=latents.dtype
+        )
+        timesteps = torch.randint(
+            0,
+            noise_scheduler.config.num_train_timesteps,
+            (draws,),
+            generator=generator,
+            device=device,
+        )
+        if not kto:
+            noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        target = prediction_target(noise_scheduler, latents, noise, timesteps)
+        prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (N, 4, h, w)
+        with torch.no_grad():
+            ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text), target)
+        model_errors = denoising_errors(prediction, target)  # (N,)
+        if kto:
+            loss, accuracy = diffusion_kto_loss(
+                model_errors,
+                ref_errors,
+                batch["liked"].to(device),
+                config.beta,
+                undesirable_weight,
+            )
+        else:
+            loss, accuracy = diffusion_dpo_loss(
+                model_errors[:draws],
+                model_errors[draws:],
+                ref_errors[:draws],
+                ref_errors[draws:],
+                config.beta,
+            )
+        return loss, {"accuracy": accuracy}
+
+    def validate_now(step: int) -> None:
+        validate(
+            run,
+            base,
+            config,
+            unet=unet,
+            text_encoder=text_encoder,
+            params=params,
+            out=out,
+            step=step,
         )
 
-    def validate() -> None:
-        if not config.validation_prompts or not accelerator.is_main_process:
-            return
-        images = render_validation(
-            accelerator.unwrap_model(unet), vae, text_encoder, tokenizer, pipe.scheduler,
-            prompts=config.validation_prompts, resolution=config.resolution,
-            steps=config.validation_inference_steps, seed=seed, ema=None, params=params,
-            accelerator=accelerator,
-        )  # fmt: skip
-        save_samples(images, out, global_step)
-
-    # 7. The loop. One optimizer step = gradient_accumulation_steps micro-batches of pairs.
-    micro_step = global_step * config.gradient_accumulation_steps
-    epoch = micro_step // batches_per_epoch
-    progress = tqdm(total=max_steps, initial=global_step, desc=f"{config.objective} steps",
-                    disable=not accelerator.is_local_main_process)  # fmt: skip
-    step_times: list[float] = []
-    step_loss = step_accuracy = 0.0
-    last_loss = last_accuracy = float("nan")
-    history: list[dict[str, float]] = []
-    step_started = time.perf_counter()
-    while global_step < max_steps:
-        sampler.use_epoch(epoch)
-        dataset.use_epoch(epoch)
-        skip = micro_step - epoch * batches_per_epoch
-        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
-        for batch in batches:
-            with accelerator.accumulate(unet):
-                generator = torch.Generator(device).manual_seed(
-                    step_seed(seed, micro_step, accelerator.process_index)
-                )
-                with torch.no_grad():
-                    if kto:
-                        pixels = batch["image"].to(device, weight_dtype)  # (B, 3, R, R)
-                        captions = batch["captions"]
-                    else:  # winners then losers: (2B, 3, R, R)
-                        pixels = torch.cat([batch["winner"], batch["loser"]]).to(
-                            device, weight_dtype
-                        )
-                        captions = batch["captions"] * 2
-                    latents = vae.encode(pixels).latent_dist.sample(generator=generator)
-                    latents = latents * vae.config.scaling_factor  # (N, 4, h, w)
-                    text = encode_prompts(captions)  # (N, 77, D)
-                # DPO: the same noise and step for a winner and its loser (Wallace et al., §4);
-                # KTO: each image its own.
-                draws = latents.shape[0] if kto else latents.shape[0] // 2
-                noise = torch.randn(latents[:draws].shape, generator=generator, device=device,
-                                    dtype=latents.dtype)  # fmt: skip
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (draws,),
-                    generator=generator, device=device,
-                )  # fmt: skip
-                if not kto:
-                    noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)  # (2B, …)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                target = prediction_target(noise_scheduler, latents, noise, timesteps)
-                prediction = unet(noisy, timesteps, text, return_dict=False)[0]  # (N, 4, h, w)
-                with torch.no_grad():
-                    ref_errors = denoising_errors(reference_prediction(noisy, timesteps, text),
-                                                  target)  # fmt: skip
-                model_errors = denoising_errors(prediction, target)  # (N,)
-                if kto:
-                    loss, accuracy = diffusion_kto_loss(
-                        model_errors, ref_errors, batch["liked"].to(device), config.beta,
-                        undesirable_weight,
-                    )  # fmt: skip
-                else:
-                    loss, accuracy = diffusion_dpo_loss(
-                        model_errors[:draws], model_errors[draws:], ref_errors[:draws],
-                        ref_errors[draws:], config.beta,
-                    )  # fmt: skip
-                step_loss += accelerator.gather(loss.detach()).mean().item() / (
-                    config.gradient_accumulation_steps
-                )
-                step_accuracy += accuracy.item() / config.gradient_accumulation_steps
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro_step += 1
-            if not accelerator.sync_gradients:
-                continue
-
-            # 8. After each optimizer step: logs, checkpoints, validation.
-            global_step += 1
-            step_times.append(time.perf_counter() - step_started)
-            last_loss, last_accuracy, step_loss, step_accuracy = step_loss, step_accuracy, 0.0, 0.0
-            history.append({"step": global_step, "loss": last_loss, "accuracy": last_accuracy})
-            if not math.isfinite(last_loss):
-                raise TrainingError(
-                    f"The {config.objective.upper()} loss became {last_loss} at step "
-                    f"{global_step}; lower --learning-rate or --beta."
-                )
-            progress.update(1)
-            progress.set_postfix(loss=f"{last_loss:.4f}", ranked=f"{last_accuracy:.2f}")
-            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
-                checkpoint_now()
-            if config.validation_steps and global_step % config.validation_steps == 0:
-                validate()
-            step_started = time.perf_counter()
-            if global_step >= max_steps:
-                break
-        epoch += 1
-    progress.close()
+    # 8. The loop (training/accelerated.py): accumulate, clip, step; after each optimizer step
+    #    the logs, checkpoints and validation renders.
+    state = run_loop(
+        run,
+        config,
+        unet=unet,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        dataloader=dataloader,
+        sampler=sampler,
+        dataset=dataset,
+        params=params,
+        micro_batch_loss=micro_batch_loss,
+        validate=validate_now,
+        out=out,
+        start_step=start_step,
+        max_steps=config.max_train_steps,
+        description=f"{config.objective} steps",
+        loss_name=f"{config.objective.upper()} loss",
+        advice="lower --learning-rate or --beta",
+    )
 
     # 9. Save what /cover loads: a LoRA file (--lora) or a diffusers folder (--model).
     accelerator.wait_for_everyone()
-    trained = accelerator.unwrap_model(unet)
-    if config.validation_prompts and (
-        not config.validation_steps or global_step % config.validation_steps
-    ):
-        validate()
-    output = out / ("lora" if config.method == "lora" else "model")
-    if accelerator.is_main_process:
-        if config.method == "lora":
-            output = save_lora(trained, output)
-        else:
-            save_full(trained, None, spec, output, cache_dir, config)  # type: ignore[arg-type]
-    report = build_report(config, accelerator, step_times, last_loss, global_step, output, seed,
-                     mixed_precision)  # type: ignore[arg-type]  # fmt: skip
+    if not rendered_at(state.step, config):
+        validate_now(state.step)
+    output = save_trained(run, base, config, unet=unet, out=out, cache_dir=cache_dir)
+    report = build_report(
+        config,
+        accelerator,
+        state.step_times,
+        state.loss,
+        state.step,
+        output,
+        seed,  # type: ignore[arg-type]
+        run.mixed_precision,
+    )
     report.update(
-        objective=f"diffusion-{config.objective}", beta=config.beta, pairs=len(pairs),
-        final_ranked_share=last_accuracy, history=history,
+        objective=f"diffusion-{config.objective}",
+        beta=config.beta,
+        pairs=len(pairs),
+        final_ranked_share=state.metrics.get("accuracy", float("nan")),
+        history=state.history,
         # a DPO example is a pair, two images; a KTO example one image
         images_per_step=report["images_per_step"] * (1 if kto else 2),
-    )  # fmt: skip
+    )
     if kto:
-        report.update(liked=liked, disliked=len(labelled) - liked,
-                      undesirable_weight=undesirable_weight)  # fmt: skip
+        report.update(
+            liked=liked, disliked=len(labelled) - liked, undesirable_weight=undesirable_weight
+        )
     if report["seconds_per_step"]:
         report["images_per_second"] = report["images_per_step"] / report["seconds_per_step"]
-    if accelerator.is_main_process:
-        (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_report(accelerator, out, report)
     accelerator.end_training()
     return TrainResult(output=output, report=report, out_dir=out)

@@ -7,7 +7,7 @@ the same code the commands use (:class:`training.caption.Captioner`,
 :meth:`eval.clip_score.ClipScorer.cosines`, :class:`models.expand.PromptExpander`):
 
 * **stand-ins** – the models in the Hugging Face cache (``HF_HUB_CACHE``; the stand-ins of
-  ``python -m models.standins DIR blip clip magicprompt``, or the real models where cached);
+  ``python -m modeltools.standins DIR blip clip magicprompt``, or the real models where cached);
 * **real size** (``--real-size``) – the real models' architectures (BLIP base, CLIP ViT-L/14,
   GPT-2 small) built in memory from their configs with random weights: no download, the real
   cost per image. Random weights stop generating at random, so generation is held to a fixed

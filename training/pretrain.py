@@ -99,7 +99,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
 
     from models.embedded import build_architecture
     from models.registry import pick_device
-    from training.data import load_examples, open_rgb
+    from training.data import load_examples, open_rgb, token_ids
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -160,8 +160,8 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
     # 3. UNet and text encoder together, on the scheduler's prediction target; an empty caption
     #    for a share of the examples teaches the unconditional prediction guidance needs.
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    token_ids = _tokenize(tokenizer, captions)  # (N, 77)
-    empty_ids = _tokenize(tokenizer, [""])  # (1, 77)
+    caption_ids = token_ids(tokenizer, captions)  # (N, 77)
+    empty_ids = token_ids(tokenizer, [""])  # (1, 77)
     unet.to(device).train()
     text_encoder.to(device).train()
     params = [*unet.parameters(), *text_encoder.parameters()]
@@ -176,7 +176,7 @@ def pretrain(config: PretrainConfig, *, log: Callable[[str], None] = print) -> P
         index = torch.randint(0, len(images), (config.batch_size,), generator=rng)
         noise_like = torch.randn(latent_mean[index].shape, generator=rng)
         latents = (latent_mean[index] + latent_std[index] * noise_like) * scaling
-        ids = token_ids[index].clone()
+        ids = caption_ids[index].clone()
         dropped = torch.rand(config.batch_size, generator=rng) < config.proportion_empty_prompts
         ids[dropped] = empty_ids
         noise = torch.randn(latents.shape, generator=rng)
@@ -253,16 +253,6 @@ def _reconstruction_error(vae: Any, images: Any) -> float:
     with torch.no_grad():
         decoded = vae.decode(vae.encode(images).latent_dist.mean).sample
     return (decoded.clamp(-1, 1) - images).abs().mean().item()
-
-
-def _tokenize(tokenizer: Any, captions: list[str]) -> Any:
-    return tokenizer(
-        captions,
-        max_length=tokenizer.model_max_length,
-        padding="max_length",
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids  # (N, 77)
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -43,11 +43,10 @@ from bot.app.errors import (
     UploadRefused,
 )
 from bot.app.settings import GENERATE_KEY, Settings
-from bot.app.spotify import (
+from bot.app.spotify import AccessTokenRejected, SpotifyUserClient
+from bot.app.spotify_oauth import (
     SCOPES,
     UPLOAD_SCOPES,
-    AccessTokenRejected,
-    SpotifyUserClient,
     TokenGrant,
     authorize_url,
     challenge_for,

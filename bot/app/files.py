@@ -83,13 +83,8 @@ def write_candidates(
     JPEG, numbered from 1 in the order given. Each file carries its generation parameters: the
     PNG a ``parameters`` chunk, the JPEG a comment (models/parameters.py)."""
     from models.parameters import comment_overhead, png_info, with_jpeg_comment
-    from models.postprocess import (
-        SPOTIFY_JPEG_MAX_BYTES,
-        contact_sheet,
-        encode_jpeg_under,
-        overlay_title,
-        upscale,
-    )
+    from models.postprocess import SPOTIFY_JPEG_MAX_BYTES, contact_sheet, encode_jpeg_under, upscale
+    from models.title import overlay_title
 
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates: list[CoverCandidate] = []

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     spotify_max_wait_s: float = 20.0  # longest Retry-After we sleep through before giving up
     spotify_max_items: int = 500  # playlist items read for genres/artists (paging stops there)
 
-    # --- linking a person's own Spotify account (bot/app/accounts.py, README "Link your Spotify") ---
+    # --- linking a person's own Spotify account (bot/app/accounts.py, docs/spotify.md) ---
     spotify_authorize_url: str = Field(
         "https://accounts.spotify.com/authorize",
         validation_alias=AliasChoices("SPOTIFY_AUTHORIZE_URL", "COVER_SPOTIFY_AUTHORIZE_URL"),

@@ -19,15 +19,13 @@ Since February 2026 Spotify gives items only for playlists the app's user owns o
 on, and batch ``/artists`` is gone (docs/spotify.md), hence the bonus rows and the person's own
 token for their playlists.
 
-One retry policy and one error mapping for all of it: :func:`retry_delay` decides, per failure,
-whether to wait and how long, within ``settings.spotify_max_tries`` and
-``settings.spotify_max_wait_s``. spotipy's own retries are off: its urllib3 retries drop
+One retry policy and one error mapping for all of it (bot/app/spotify_retry.py): its
+:func:`~bot.app.spotify_retry.retry_delay` decides, per failure, whether to wait and how long,
+within ``settings.spotify_max_tries`` and ``settings.spotify_max_wait_s``. spotipy's own retries are off: its urllib3 retries drop
 ``Retry-After`` from the final error and honour it for up to six hours, which would park a
 worker thread for that long. spotipy is synchronous; the async callers run it in a thread.
 
-PKCE (RFC 7636) rather than the secret-based code flow for linking: the token requests carry the
-client id and the verifier, never the client secret, so a leaked code is useless without the
-verifier only the bot holds. Spotify rotates refresh tokens in this flow: each refresh may answer
+Linking uses PKCE (bot/app/spotify_oauth.py holds the scopes, the verifier and the grant). Spotify rotates refresh tokens in this flow: each refresh may answer
 a new one, and the old one stops working (callers store the new one). Tokens appear in no
 message, log line or repr: :class:`TokenGrant` hides them.
 """
@@ -36,18 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import hashlib
 import logging
-import math
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlencode
+from typing import Any, TypeVar
 
 import spotipy
 from spotipy.cache_handler import MemoryCacheHandler
@@ -66,6 +58,8 @@ from bot.app.errors import (
 from bot.app.links import parse_playlist_ref
 from bot.app.playlist import PlaylistFacts, facts_from_spotify
 from bot.app.settings import Settings
+from bot.app.spotify_oauth import SCOPES, TokenGrant, challenge_for
+from bot.app.spotify_retry import RetryPolicy, classify, oauth_code, retry_delay, tame_spotipy_logs
 from models.postprocess import SPOTIFY_JPEG_LIMIT
 
 log = logging.getLogger(__name__)
@@ -77,19 +71,7 @@ ITEMS_PAGE_LIMIT = 50  # /playlists/{id}/items: limit 1–50 (default 20)
 SEARCH_PAGE_LIMIT = 10  # /search: limit 1–10 since 2026 (default 5); we ask for the most
 GENRE_ARTISTS = 5  # artists looked up one by one for genres (no batch endpoint since 2026)
 EDITORIAL_PREFIX = "37i9dQZF1"  # ids of Spotify's own editorial/algorithmic playlists
-QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # 429 reason since Jul 2026: waiting 30 s will not help
 
-# What linking asks for, and why (README "Link your Spotify account"):
-#   playlist-read-private, playlist-read-collaborative  – read the items of your own playlists
-#   ugc-image-upload + playlist-modify-public/-private  – PUT /playlists/{id}/images needs all
-SCOPES = (
-    "playlist-read-private",
-    "playlist-read-collaborative",
-    "ugc-image-upload",
-    "playlist-modify-public",
-    "playlist-modify-private",
-)
-UPLOAD_SCOPES = frozenset({"ugc-image-upload", "playlist-modify-public", "playlist-modify-private"})
 # The base64 body of a cover upload: Spotify's "256 KB" with a margin below the reported 413s
 # (models/postprocess.py, docs/facts.md); the JPEGs we make are sized under it.
 MAX_UPLOAD_PAYLOAD = SPOTIFY_JPEG_LIMIT
@@ -100,170 +82,14 @@ NOT_REGISTERED = (
     "User Management in the Spotify developer dashboard (or to ask Spotify for extended quota), "
     "then run /spotify link again."
 )
-VERIFIER_BYTES = 64  # → 86 base64url characters; RFC 7636 allows 43-128
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _NO_STATUS = 0  # spotipy retries on a status list; this one no HTTP answer carries
-
-
-# -- the retry policy (pure: no I/O, unit-testable) -------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_tries: int = 4  # attempts per request, the first one included
-    max_wait_s: float = 20.0  # longest Retry-After we sleep through
-    backoff_s: float = 0.5  # first wait after a 5xx/timeout; doubles each time
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            max_tries=max(1, settings.spotify_max_tries), max_wait_s=settings.spotify_max_wait_s
-        )
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failed request worth retrying: rate-limited (429) or unavailable (5xx, network)."""
-
-    kind: Literal["rate_limited", "unavailable"]
-    detail: str  # for messages: "HTTP 503", "timeout", ...
-    retry_after: float | None = None  # seconds, from the Retry-After header of a 429
-    final: bool = False  # retrying cannot help (quota exhausted)
-
-
-def retry_delay(failure: Failure, attempt: int, policy: RetryPolicy) -> float:
-    """Seconds to sleep before try ``attempt + 1`` after ``failure`` on try ``attempt`` (from 1).
-
-    Raises the error to show instead when we should stop: :class:`SpotifyRateLimited` at once when
-    Spotify asks for a longer wait than ``policy.max_wait_s`` (or the quota is gone), and when the
-    tries run out; :class:`SpotifyUnavailable` when the tries run out on 5xx/network failures.
-    """
-    backoff = policy.backoff_s * 2 ** (attempt - 1)  # 0.5 s, 1 s, 2 s, ...
-    if failure.kind == "rate_limited":
-        # A 429 without Retry-After should not happen; wait like a 5xx then.
-        wait = backoff if failure.retry_after is None else max(0.0, failure.retry_after)
-        if failure.final or wait > policy.max_wait_s or attempt >= policy.max_tries:
-            raise SpotifyRateLimited(wait)
-        return wait
-    if attempt >= policy.max_tries:
-        raise SpotifyUnavailable(
-            f"Spotify did not answer properly ({failure.detail}) after {attempt} "
-            f"{'try' if attempt == 1 else 'tries'}; try again in a few minutes."
-        )
-    return backoff
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """The ``Retry-After`` header in seconds (a number or an HTTP date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def classify(exc: BaseException) -> Failure | None:
-    """The retryable :class:`Failure` that ``exc`` stands for, or None if retrying won't help
-    (the caller then interprets ``exc``: a 404, a refused code…)."""
-    if isinstance(exc, SpotifyOauthError):
-        return _token_failure(exc)
-    if isinstance(exc, SpotifyException):
-        return status_failure(exc.http_status, exc.headers or {}, exc.reason)
-    if isinstance(exc, OSError):  # requests' errors (spotipy's transport) are OSErrors
-        detail = "timeout" if "Timeout" in type(exc).__name__ else "connection failed"
-        return Failure("unavailable", detail)
-    return None
-
-
-def status_failure(status: int, headers: Mapping[str, str], reason: str | None) -> Failure | None:
-    """The retryable :class:`Failure` an HTTP status stands for (429, 5xx), else None."""
-    if status == 429:
-        return Failure(
-            "rate_limited",
-            "HTTP 429",
-            retry_after=parse_retry_after(headers.get("Retry-After")),
-            final=reason == QUOTA_EXCEEDED,
-        )
-    if status >= 500:
-        return Failure("unavailable", f"HTTP {status}")
-    return None
-
-
-def _token_failure(exc: SpotifyOauthError) -> Failure | None:
-    # spotipy raises SpotifyOauthError inside its `except HTTPError`, so the HTTP answer of the
-    # token endpoint is the exception's context; a 429/5xx there is Spotify's trouble, not ours.
-    response = getattr(exc.__context__, "response", None)
-    if response is None:
-        return None
-    return status_failure(response.status_code, response.headers, None)
-
-
-def oauth_code(exc: SpotifyOauthError) -> str:
-    """The short OAuth error code alone (``invalid_grant``): never the description, which may
-    echo what was sent."""
-    return exc.error if isinstance(exc.error, str) and exc.error.isidentifier() else "refused"
 
 
 def is_editorial(playlist_id: str) -> bool:
     """Spotify's own editorial/algorithmic playlists (closed to third-party apps since Nov 2024)
     all have ids starting with the same prefix; a 404 for one of them means "closed", not "gone"."""
     return playlist_id.startswith(EDITORIAL_PREFIX)
-
-
-# -- PKCE (pure) -------------------------------------------------------------------------------
-
-
-def new_verifier() -> str:
-    """A fresh code verifier: 86 characters of [A-Za-z0-9_-], from 512 random bits."""
-    return secrets.token_urlsafe(VERIFIER_BYTES)
-
-
-def challenge_for(verifier: str) -> str:
-    """The S256 code challenge: base64url(sha256(verifier)) without padding (RFC 7636 §4.2)."""
-    if not 43 <= len(verifier) <= 128:
-        raise ValueError(f"verifier must be 43 to 128 characters, got {len(verifier)}")
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def new_state() -> str:
-    """An unguessable OAuth ``state`` (256 bits)."""
-    return secrets.token_urlsafe(32)
-
-
-def authorize_url(settings: Settings, *, client_id: str, state: str, challenge: str) -> str:
-    """Where to send the person's browser to ask for :data:`SCOPES`."""
-    query = {
-        "client_id": client_id,
-        "response_type": "code",
-        "redirect_uri": settings.spotify_redirect_uri,
-        "scope": " ".join(SCOPES),
-        "state": state,
-        "code_challenge_method": "S256",
-        "code_challenge": challenge,
-    }
-    return f"{settings.spotify_authorize_url}?{urlencode(query)}"
-
-
-# -- tokens ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenGrant:
-    """What the token endpoint answered. The tokens stay out of ``repr``."""
-
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    expires_at: datetime
-    scopes: frozenset[str]
 
 
 class AccessTokenRejected(Exception):
@@ -299,7 +125,7 @@ class SpotifyAPI:
         self.timeout_s = timeout_s
         self.policy = policy
         self._sleep = sleep
-        _tame_spotipy_logs()
+        tame_spotipy_logs()
         self._app: spotipy.Spotify | None = None
         if credentials is not None:
             auth = spotipy.SpotifyClientCredentials(
@@ -746,39 +572,3 @@ def _api_error(exc: SpotifyException) -> str:
     # spotipy's message is "<url>:\n <Spotify's message>"; the URL part says nothing new.
     message = str(exc.msg or "").split("\n", 1)[-1].strip()
     return message[:200] if message and message != "None" else "no reason given"
-
-
-class _TameSpotipyLogs(logging.Filter):
-    """Two fixes to spotipy's logging, applied to its own loggers.
-
-    - Its debug lines print request headers and bodies: Basic (client id:secret), Bearer
-      tokens, and the form of a token request (a code and its verifier, a refresh token).
-      All dropped: tests/e2e/test_account_linking.py logs a whole link flow at DEBUG and looks for them.
-    - It logs every HTTP error at ERROR, including the 403 that most playlists now answer on
-      ``/items`` and the 429s we retry. We report every outcome ourselves, so those go to DEBUG.
-    """
-
-    dropped = 0  # records held back so far (tests check that spotipy did log)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if (
-            record.levelno <= logging.DEBUG
-            or "Authorization" in message
-            or "token" in message.lower()
-        ):
-            _TameSpotipyLogs.dropped += 1
-            return False
-        if record.levelno == logging.ERROR and message.startswith("HTTP Error for"):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
-
-
-_LOG_FILTER = _TameSpotipyLogs()
-
-
-def _tame_spotipy_logs() -> None:
-    for name in ("spotipy.oauth2", "spotipy.client", "spotipy.cache_handler"):
-        logger = logging.getLogger(name)
-        if _LOG_FILTER not in logger.filters:
-            logger.addFilter(_LOG_FILTER)

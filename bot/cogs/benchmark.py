@@ -16,9 +16,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.helpers import TOKEN_LIFETIME_S, model_choices, post_result
-from models.benchmark import Workload, run_queue_benchmark, write_report
 from models.jobs import GenerationParams
 from models.registry import resolve_model
+from modeltools.benchmark import Workload, run_queue_benchmark, write_report
 
 if TYPE_CHECKING:
     from bot.client import CoverBot

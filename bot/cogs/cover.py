@@ -140,32 +140,55 @@ class CoverCog(commands.Cog):
     async def _show_status(
         self, interaction: discord.Interaction, job: CoverJob, started: float
     ) -> None:
-        """Edit the deferred reply as the job moves, at most once per ``status_edit_interval_s``
-        for progress (Discord rate-limits edits), always for a change of state."""
+        """Edit the deferred reply as the job moves: always for a change of state, for
+        progress at most once per ``status_edit_interval_s`` (Discord rate-limits edits).
+
+        The job's events are read as they come and only the latest state is kept; one editor
+        sends it, one edit at a time, and skips a status already shown. So an edit waiting on
+        Discord's rate limit never holds the job's later events (its end among them) behind
+        it: with the setting at 0, a backlog of stale edits would hold the covers back
+        (tests/e2e/test_discord_faults.py).
+        """
         interval = self.bot.settings.status_edit_interval_s
-        last_edit = 0.0
-        files: list[discord.File] = []  # a preview replaces the last; a text edit drops it
-        async for event in job.events():
-            if isinstance(event, Finished | Failed):
-                return
-            now = time.monotonic()
-            if isinstance(event, Queued):
-                text = f"Queued: position {event.position}."
-            elif isinstance(event, Started):
-                text = "Generating…"
-            elif isinstance(event, Progress) and now - last_edit >= interval:
-                text = f"Generating: step {event.step}/{event.total}."
-            elif isinstance(event, Preview) and now - last_edit >= interval:
-                text = f"Generating: step {event.step}, rough preview:"
-                files = [_preview_file(event)]
-            else:
-                continue
-            if now - started > self.token_lifetime_s:
-                return  # the token is about to expire; the result is posted in the channel
+        line = _StatusLine()
+        editor = asyncio.create_task(self._edit_status(interaction, job, line))
+        try:
+            async for event in job.events():
+                if isinstance(event, Finished | Failed):
+                    return
+                now = time.monotonic()
+                files: list[discord.File] = []  # a preview replaces the last; text drops it
+                if isinstance(event, Queued):
+                    text = f"Queued: position {event.position}."
+                elif isinstance(event, Started):
+                    text = "Generating…"
+                elif isinstance(event, Progress) and now - line.shown_at >= interval:
+                    text = f"Generating: step {event.step}/{event.total}."
+                elif isinstance(event, Preview) and now - line.shown_at >= interval:
+                    text = f"Generating: step {event.step}, rough preview:"
+                    files = [_preview_file(event)]
+                else:
+                    continue
+                if now - started > self.token_lifetime_s:
+                    return  # the token is about to expire; the result is posted in the channel
+                line.show(text, files)
+        finally:
+            editor.cancel()
+
+    @staticmethod
+    async def _edit_status(
+        interaction: discord.Interaction, job: CoverJob, line: _StatusLine
+    ) -> None:
+        """Send ``line``'s latest state whenever it changes, one edit at a time."""
+        while True:
+            await line.changed.wait()
+            line.changed.clear()
+            text, files = line.text, line.files
+            if text == line.shown and not files:
+                continue  # the same step reported again
             try:
                 await interaction.edit_original_response(content=text, attachments=files)
-                last_edit = now
-                files = []
+                line.shown, line.shown_at = text, time.monotonic()
             except discord.HTTPException:
                 log.info("Could not edit the status of %s", job.id[:8], exc_info=True)
 
@@ -292,6 +315,21 @@ async def _say(channel: discord.abc.Messageable, text: str, user_id: str) -> Non
         await channel.send(text, allowed_mentions=mentions)
     except discord.HTTPException:
         log.warning("Could not post to channel %s", getattr(channel, "id", "?"), exc_info=True)
+
+
+class _StatusLine:
+    """A status reply's latest state (text and files) and what was last shown of it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.files: list[discord.File] = []
+        self.shown: str | None = None
+        self.shown_at = 0.0
+        self.changed = asyncio.Event()
+
+    def show(self, text: str, files: list[discord.File]) -> None:
+        self.text, self.files = text, files
+        self.changed.set()
 
 
 def _preview_file(event: Preview) -> discord.File:

@@ -191,7 +191,7 @@ def test_importing_bot_and_models_does_not_import_ray():
 
     code = (
         "import sys, bot, bot.__main__, bot.app.cover, bot.client, bot.app.settings, models, "
-        "models.queue, models.runner, models.benchmark, models.ray_workers, models.registry\n"
+        "models.queue, models.runner, modeltools.benchmark, models.ray_workers, models.registry\n"
         "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
         "assert not loaded, loaded\n"
     )

@@ -21,14 +21,8 @@ from PIL import Image
 from bot.app.accounts import SpotifyAccounts, TokenVault
 from bot.app.errors import LinkFailed, LinkingDisabled, NotLinked, UploadRefused
 from bot.app.settings import Settings
-from bot.app.spotify import (
-    SCOPES,
-    SpotifyUserClient,
-    authorize_url,
-    challenge_for,
-    new_state,
-    new_verifier,
-)
+from bot.app.spotify import SpotifyUserClient
+from bot.app.spotify_oauth import SCOPES, authorize_url, challenge_for, new_state, new_verifier
 from bot.app.storage import Storage
 from models.postprocess import SPOTIFY_JPEG_MAX_BYTES
 from tests.fakes.spotify import (

@@ -27,11 +27,11 @@ from bot.app.errors import (
 )
 from bot.app.playlist import facts_from_spotify, load_snapshot
 from bot.app.settings import Settings
-from bot.app.spotify import (
+from bot.app.spotify import SpotifyReader
+from bot.app.spotify_retry import (
     Failure,
     RetryPolicy,
-    SpotifyReader,
-    _TameSpotipyLogs,
+    TameSpotipyLogs,
     parse_retry_after,
     retry_delay,
 )
@@ -387,12 +387,12 @@ def test_debug_logs_hold_no_credentials(
 ) -> None:
     pid = add_small_playlist(fake_spotify)
     caplog.set_level(logging.DEBUG)
-    dropped = _TameSpotipyLogs.dropped
+    dropped = TameSpotipyLogs.dropped
 
     make_reader(fake_spotify).read_playlist(pid)
 
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-    assert _TameSpotipyLogs.dropped > dropped  # spotipy did log its requests, and was stopped
+    assert TameSpotipyLogs.dropped > dropped  # spotipy did log its requests, and was stopped
     for secret in (CLIENT_SECRET, basic, *fake_spotify.tokens_issued):
         assert secret not in caplog.text
 

@@ -122,7 +122,7 @@ async def test_model_autocomplete_offers_the_registry(discord, tmp_path, cache_d
 
 async def test_model_autocomplete_stays_within_discords_limits(discord, tmp_path, cache_dir):
     """One choice over 100 characters and Discord refuses the whole answer: people saw no list
-    at all because an operator's folder had a long name (issue 40)."""
+    at all because an operator's folder had a long name."""
     folders = [tmp_path / ("finetune-" + "x" * 120), tmp_path / "my-finetune"]
     settings = bot_settings(discord, None, tmp_path, cache_dir, discord_model_folders=folders)
     async with running_bot(settings, discord):

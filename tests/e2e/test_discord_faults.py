@@ -9,6 +9,7 @@ database recorded, and that nothing was logged as a traceback.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -17,6 +18,7 @@ import pytest
 
 from bot.app.settings import Settings
 from bot.app.storage import Storage
+from tests.fakes import discord_schema
 from tests.fakes.discord import (
     ADD_REACTIONS,
     SEND_MESSAGES,
@@ -159,7 +161,7 @@ async def test_super_reaction_votes_count_and_a_requesters_super_check_closes(
 ):
     """Discord lists only normal reactors unless asked for ``type=1``: reading votes back
     (at READY, and before every close) deleted the super-reaction votes the live events had
-    counted, and a requester's super-✅ made while the bot was away never closed (issue 40)."""
+    counted, and a requester's super-✅ made while the bot was away never closed."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
         live = await ask(discord, ALICE, playlist_link, count=2)
@@ -373,7 +375,7 @@ async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
 ):
     """Every answer carries X-RateLimit-* headers and the interaction's webhook takes 3
     requests a second: the status edits at the bot's own pace (the default setting) stay
-    within it, and the covers still go up with their vote (issue 40)."""
+    within it, and the covers still go up with their vote."""
     interval = Settings.model_fields["status_edit_interval_s"].default
     settings = bot_settings(
         discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=interval
@@ -384,6 +386,54 @@ async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
         post = await cover_post(discord, interaction)
         assert bot.storage.cover_message(str(post.id)).status == "open"
         await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert [r for r in discord.refused if ": 429" not in r] == []
+    assert tracebacks(caplog) == []
+
+
+async def test_status_edits_with_no_interval_send_only_the_latest_and_the_post_lands(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """With ``status_edit_interval_s`` at 0 a job reports faster than Discord takes edits (the
+    webhook here takes 2 a second): one edit at a time, the latest state wins, an unchanged
+    status is not sent again – so the edits stay within the limit (discord.py waits on the
+    headers; no 429), none repeats the one before, and the covers and the final edit land
+    soon after the job ends."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=0)
+    discord.webhook_rate = (2, 1.0)
+    held = gated_runner(cache_dir)
+    async with running_bot(settings, discord, runner=held):
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        await discord.wait_for(lambda: interaction.original and interaction.original.edits)
+        await asyncio.sleep(2.0)  # held at step 0: some 40 reports of the same step
+        edits_while_held = len(interaction.original.edits)
+        held.gate.set()
+        opened = time.monotonic()
+        post = await cover_post(discord, interaction)
+        posted_after = time.monotonic() - opened
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    edits = interaction.original.edits
+    print(f"\nedits {len(edits)} (held: {edits_while_held}), post {posted_after:.2f} s after")
+    assert edits_while_held <= 3  # "Making…", "Generating…", step 0 – not once per report
+    assert all(a != b for a, b in itertools.pairwise(edits))
+    assert discord.rate_limited == 0 and post.attachments
+    assert [r for r in discord.refused if ": 429" not in r] == []
+    assert tracebacks(caplog) == []
+
+
+async def test_status_edits_wait_out_429s_the_headers_did_not_announce(
+    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog
+):
+    """A shared limit on the webhook (2 requests a second) that only its 429s reveal, and
+    status edits at every step: discord.py waits each 429 out and retries, nothing is lost –
+    the covers go up with their vote and the final edit lands."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir, status_edit_interval_s=0)
+    discord.webhook_rate, discord.webhook_limit_shared = (2, 1.0), True
+    async with running_bot(settings, discord) as bot:
+        interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
+        post = await cover_post(discord, interaction)
+        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
+    assert discord.rate_limited >= 1  # 429s were served, and waited out
     assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
 
@@ -446,7 +496,7 @@ async def test_the_fake_refuses_what_discord_refuses(discord, fake_spotify, tmp_
 
 
 async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tmp_path, cache_dir):
-    """Discord's published limits (issue 40), each refusal with Discord's status and code."""
+    """Discord's published limits, each refusal with Discord's status and code."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord):
         api, app = discord.api_base, discord.application_id
@@ -501,4 +551,16 @@ async def test_the_fake_refuses_bodies_discord_refuses(discord, fake_spotify, tm
                 {"name": "cover", "description": "d", "options": [{"name": "o"}] * 26},
             ):
                 assert await answer("PUT", commands, json=[bad]) == (400, 50035)
+            discord.reaction_interval_s = 60.0
+            one, two = (f"{channel}/{message_id}/reactions/{e}/@me" for e in ("1️⃣", "2️⃣"))
+            async with http.put(one), http.put(two) as limited:
+                assert limited.status == 429
     assert "cover" in [c["name"] for c in discord.commands]  # refused syncs changed nothing
+    # Every refusal is worded as Discord's description has it (tests/fakes/discord_schema.py).
+    refusals = [e for e in discord.exchanges if e.status >= 400]
+    assert len(refusals) >= 14
+    assert [
+        p
+        for e in refusals
+        for p in discord_schema.response_problems(e.method, e.path, e.status, e.answer, e.headers)
+    ] == []

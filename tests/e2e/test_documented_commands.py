@@ -1,7 +1,8 @@
 """Every command the documentation names runs: each ``python -m <module> [subcommand …]`` found in
 README.md and docs/*.md is started with ``--help`` in a subprocess (exit 0, a usage line naming
-the subcommand, no traceback); every setting the code reads is in a settings table; every extra
-the docs and the code's install hints name exists in pyproject.toml.
+the subcommand, no traceback); every setting the code reads is in docs/settings.md's tables;
+every extra the docs and the code's install hints name exists in pyproject.toml; the README
+stays a user's page; every relative link between the docs leads to a file.
 
 The commands are parsed from the files, so a command is covered the day it is documented."""
 
@@ -45,7 +46,7 @@ def documented_commands(texts: dict[str, str]) -> dict[tuple[str, ...], str]:
 def test_the_parser_finds_commands_and_their_subcommands():
     texts = {
         "a.md": "run `python -m bot models pull magicprompt` or\n.venv/bin/python -m eval fid real/ gen/\n",
-        "b.md": "python -m models.standins runs/hub blip and python -m tests.mutation_sample "
+        "b.md": "python -m modeltools.standins runs/hub blip and python -m tests.mutation_sample "
         "models.queue, then python3 -m venv .venv",
     }
     assert set(documented_commands(texts)) == {
@@ -55,7 +56,7 @@ def test_the_parser_finds_commands_and_their_subcommands():
         ("bot", "models", "pull", "magicprompt"),
         ("eval",),
         ("eval", "fid"),
-        ("models.standins",),
+        ("modeltools.standins",),
         ("tests.mutation_sample",),
     }
 
@@ -130,11 +131,11 @@ def test_a_subcommand_the_program_does_not_have_is_caught():
 
 
 def test_the_ray_benchmark_runs_end_to_end_on_a_local_ray(tmp_path: Path):
-    """The README's Ray figure comes from ``python -m models.benchmark_ray``: a smoke run with
+    """The README's Ray figure comes from ``python -m modeltools.benchmark_ray``: a smoke run with
     the echo runner (no model) on a throwaway local Ray writes its table and files."""
     pytest.importorskip("ray")
     done = subprocess.run(
-        [sys.executable, "-m", "models.benchmark_ray", "--runner", "echo", "--rounds", "1",
+        [sys.executable, "-m", "modeltools.benchmark_ray", "--runner", "echo", "--rounds", "1",
          "--jobs", "2", "--images", "1", "--steps", "2", "--overhead-calls", "2",
          "--out", str(tmp_path)],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
@@ -150,8 +151,16 @@ def test_the_ray_benchmark_runs_end_to_end_on_a_local_ray(tmp_path: Path):
 # -- settings and extras -------------------------------------------------------------------------
 
 
-def _doc_text() -> str:
-    return "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
+SETTINGS_DOC = ROOT / "docs" / "settings.md"
+
+
+def settings_table_names(text: str) -> set[str]:
+    """The variables named in the first column of ``text``'s tables."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
 
 
 def setting_variables() -> set[str]:
@@ -173,17 +182,24 @@ def setting_variables() -> set[str]:
     for package in ("bot", "models", "training", "eval"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
-            names |= set(re.findall(r"environ(?:\.get\(|\[)\s*\"(COVER_[A-Z0-9_]+)\"", text))
+            names |= set(re.findall(r"env(?:iron)?(?:\.get\(|\[)\s*\"(COVER_[A-Z0-9_]+)\"", text))
             names |= set(re.findall(r"^[A-Z_]+_ENV = \"(COVER_[A-Z0-9_]+)\"", text, re.M))
     return names
 
 
-def test_every_setting_the_code_reads_is_documented():
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", _doc_text()))
+def test_the_settings_table_reader_reads_first_columns_only():
+    text = "| `COVER_A`, `COVER_B` | 1 | like `COVER_C` |\n`COVER_D` in prose\n"
+    assert settings_table_names(text) == {"COVER_A", "COVER_B"}
+
+
+def test_every_setting_the_code_reads_is_in_the_settings_tables():
+    documented = settings_table_names(SETTINGS_DOC.read_text(encoding="utf-8"))
     variables = setting_variables()
-    assert {"DISCORD_TOKEN", "COVER_DB_PATH", "COVER_INCEPTION_PATH"} <= variables  # it reads them
+    # It reads them: the settings class, a program's own variable, the image's start-up check.
+    read = {"DISCORD_TOKEN", "COVER_DB_PATH", "COVER_INCEPTION_PATH", "COVER_EXPECT_GPU"}
+    assert read <= variables
     missing = sorted(variables - documented)
-    assert not missing, f"settings no doc names (README's *Settings* table): {missing}"
+    assert not missing, f"settings missing from the tables of docs/settings.md: {missing}"
 
 
 def pyproject_extras() -> set[str]:
@@ -225,3 +241,50 @@ def test_every_extra_the_docs_name_exists_and_the_readme_lists_them_all():
     assert not unknown, f"extras that pyproject.toml does not define: {unknown}"
     missing = pyproject_extras() - readme_extras_table()
     assert not missing, f"extras missing from README's extras table: {missing}"
+
+
+# -- the README is a user's page; links lead somewhere ---------------------------------------------
+
+README_MAX_LINES = 300
+# History belongs in git, not in the README: "issue 17", "issue #17", "stop 3".
+_HISTORY = re.compile(r"\b(?:issue|stop) #?\d+", re.I)
+
+
+def history_mentions(text: str) -> list[str]:
+    return [m.group(0) for m in _HISTORY.finditer(text)]
+
+
+def test_the_history_check_finds_issue_and_stop_numbers():
+    text = "Since issue 17 the queue … at stop 3, see Issue #29; an issued 5 is fine"
+    assert history_mentions(text) == ["issue 17", "stop 3", "Issue #29"]
+
+
+def test_the_readme_is_short_and_names_no_issue_numbers():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= README_MAX_LINES, "README.md: the rest belongs in docs/"
+    assert not history_mentions(text), history_mentions(text)
+
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def broken_links(path: Path, text: str) -> list[str]:
+    """Relative links (``[text](target)``, images too) in ``text`` whose file is not there."""
+    broken = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a web address, mail, or a heading on the same page
+        if not (path.parent / target.split("#")[0]).exists():
+            broken.append(target)
+    return broken
+
+
+def test_the_link_check_finds_a_missing_file(tmp_path: Path):
+    (tmp_path / "there.md").write_text("")
+    text = "[a](there.md) [b](missing.md#part) [c](https://example.org) ![d](gone.png) [e](#top)"
+    assert broken_links(tmp_path / "page.md", text) == ["missing.md#part", "gone.png"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_leads_to_a_file(doc: Path):
+    assert not broken_links(doc, doc.read_text(encoding="utf-8"))

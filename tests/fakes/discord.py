@@ -7,11 +7,28 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
 - it answers login, command sync, interaction callbacks, webhook follow-ups and edits, channel
   messages and reactions, and keeps what it was sent (messages with their attachment bytes,
   every status edit, every reaction) for tests to inspect;
-- it sends gateway events: READY, then whatever a test makes people do – run a slash command
+- it sends gateway events: READY (the guild listed as unavailable), GUILD_CREATE (its channel,
+  roles, member count and the bot's own member, so discord.py's cache is filled as in
+  production), then whatever a test makes people do – run a slash command
   (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
   (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
-  message (:meth:`delete_message`). Reactions the bot adds come back to it as gateway events,
-  as on Discord, so the bot must ignore its own.
+  message (:meth:`delete_message`) or several at once (:meth:`delete_messages`, one
+  MESSAGE_DELETE_BULK), write (:meth:`say`), type (:meth:`type_`), come online
+  (:meth:`go_online`). Reactions the bot adds come back to it as gateway events, as on
+  Discord, so the bot must ignore its own.
+
+Its gateway keeps Discord's rules (:data:`EVENT_INTENTS`):
+
+- only the events of the intents the bot asked for at IDENTIFY are sent, and without
+  MESSAGE_CONTENT a message's content arrives empty; a privileged intent the application has
+  not got (:attr:`FakeDiscord.privileged_intents`) closes the connection with 4014;
+- a session is resumable: its events are kept, and a RESUME gets those after the sequence
+  number the bot last saw, then RESUMED; :meth:`FakeDiscord.reconnecting` sends op 7,
+  :meth:`offline` drops the connection (``resumable=False``: op 9, a new IDENTIFY),
+  :meth:`unresponsive` makes it a zombie the bot must notice;
+- a heartbeat later than the interval HELLO asked for plus a grace
+  (:attr:`FakeDiscord.heartbeat_interval_s`, :attr:`heartbeat_grace_s`) closes the connection
+  with 4009, Session timed out, and the session is gone.
 
 It fails the way Discord does, which is where a bot's real bugs hide:
 
@@ -45,12 +62,15 @@ It fails the way Discord does, which is where a bot's real bugs hide:
   is kept in :attr:`FakeDiscord.refused`;
 - every answer carries ``X-RateLimit-*`` headers, and with :attr:`FakeDiscord.webhook_rate`
   set an interaction's webhook takes only so many requests a second (the rest 429 with
-  ``Retry-After``);
+  ``Retry-After``), announced in its headers or, with :attr:`webhook_limit_shared`, only by
+  its 429s;
 - reading a message back can be slow (:meth:`FakeDiscord.slow_reads` holds one message's reads),
   so a bot reconciling its open votes after READY can be caught half-way by live events.
 
 A request to a route it does not know is answered 404 and kept in :attr:`FakeDiscord.unknown`,
-so a test can assert the bot only used what it meant to.
+so a test can assert the bot only used what it meant to. Every REST exchange is kept in
+:attr:`FakeDiscord.exchanges`, and tests/fakes/discord_schema.py holds them to Discord's own
+API description (discord/discord-api-spec), the bot's requests and the fake's answers alike.
 """
 
 from __future__ import annotations
@@ -90,6 +110,32 @@ UPLOAD_LIMIT = 10 * 1024**2  # bytes per file in a server without boosts
 CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}}
 ACK_DEADLINE_S = 3.0  # an interaction not acknowledged by then is gone
 TOKEN_LIFETIME_S = 15 * 60  # an interaction token's follow-ups and edits work this long
+# Gateway intents (discord-api-docs, API v10, Gateway: List of Intents) and the events each
+# brings: an event whose intent the bot did not ask for at IDENTIFY is not sent, and without
+# MESSAGE_CONTENT a message's content, embeds, attachments and components arrive empty. The
+# privileged ones must also be switched on for the application (FakeDiscord.privileged_intents)
+# or IDENTIFY is closed with 4014, Disallowed intent(s).
+GUILDS = 1 << 0
+GUILD_MEMBERS = 1 << 1
+GUILD_PRESENCES = 1 << 8
+GUILD_MESSAGES = 1 << 9
+GUILD_MESSAGE_REACTIONS = 1 << 10
+GUILD_MESSAGE_TYPING = 1 << 11
+MESSAGE_CONTENT = 1 << 15
+PRIVILEGED_INTENTS = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
+EVENT_INTENTS = {
+    "GUILD_CREATE": GUILDS,
+    "CHANNEL_UPDATE": GUILDS,
+    "GUILD_MEMBER_ADD": GUILD_MEMBERS,
+    "PRESENCE_UPDATE": GUILD_PRESENCES,
+    "MESSAGE_CREATE": GUILD_MESSAGES,
+    "MESSAGE_DELETE": GUILD_MESSAGES,
+    "MESSAGE_DELETE_BULK": GUILD_MESSAGES,
+    "MESSAGE_REACTION_ADD": GUILD_MESSAGE_REACTIONS,
+    "MESSAGE_REACTION_REMOVE": GUILD_MESSAGE_REACTIONS,
+    "TYPING_START": GUILD_MESSAGE_TYPING,
+}
+HEARTBEAT_INTERVAL_S = 41.25  # what Discord's HELLO asks for
 _snowflakes = itertools.count(1_300_000_000_000_000_000)
 
 
@@ -269,6 +315,20 @@ def _components_refused(components: Any) -> web.Response | None:
     return _error(400, "Invalid Form Body", 50035, errors=errors)
 
 
+def _numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components as Discord answers them: each with its numeric ``id`` (1, 2, … through the
+    rows and their buttons, in order), unless the sender gave one."""
+    counter = itertools.count(1)
+
+    def number(component: dict[str, Any]) -> dict[str, Any]:
+        numbered = {"id": next(counter), **component}
+        if "components" in component:
+            numbered["components"] = [number(c) for c in component["components"]]
+        return numbered
+
+    return [number(c) for c in components]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -288,6 +348,9 @@ class FakeUser:
             "discriminator": "0",
             "avatar": None,
             "bot": self.bot,
+            "public_flags": 0,
+            "flags": 0,
+            "primary_guild": None,
         }
 
     def member(self) -> dict[str, Any]:
@@ -301,6 +364,18 @@ class FakeUser:
             "flags": 0,
             "permissions": str(permissions),
         }
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One REST request to the fake and its answer, as sent (for tests/fakes/discord_schema.py)."""
+
+    method: str
+    path: str  # under /api/v10
+    sent: Any  # the request's JSON, None without one
+    status: int
+    answer: Any  # the answer's JSON, None without one
+    headers: dict[str, str]
 
 
 @dataclass
@@ -358,7 +433,7 @@ class Message:
             "timestamp": _now(),
             "edited_timestamp": None,
             "flags": 64 if self.ephemeral else 0,
-            "components": self.components,
+            "components": _numbered(self.components),
             **(
                 {
                     "message_reference": {
@@ -406,6 +481,7 @@ class FakeDiscord:
         self.application_id = snowflake()
         self.guild_id = snowflake()
         self.channel_id = snowflake()
+        self.bot_role_id = snowflake()  # the role Discord makes for the bot at its invite
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
         self.reactions: dict[int, list[tuple[int, str]]] = {}  # message → (user id, emoji)
@@ -413,6 +489,7 @@ class FakeDiscord:
         self.super_reactions: dict[int, list[tuple[int, str]]] = {}
         self.commands: list[dict[str, Any]] = []  # as the bot last synced them
         self.unknown: list[str] = []  # "METHOD /path" of requests no route matched
+        self.exchanges: list[Exchange] = []  # every REST request and its answer, in order
         # "METHOD /path: status code" of every request refused (4xx), for tests to read
         self.refused: list[str] = []
         self.upload_limit = UPLOAD_LIMIT  # bytes per file; a bigger one gets 413
@@ -426,14 +503,30 @@ class FakeDiscord:
         # With (n, seconds) set: each interaction token's webhook (follow-ups, edits of the
         # original) takes n requests per window, as Discord's webhook buckets do; the rest 429.
         self.webhook_rate: tuple[int, float] | None = None
+        # True: that limit is a shared resource's (X-RateLimit-Scope: shared), which the
+        # headers do not announce – only its 429s tell, and the bot must wait them out.
+        self.webhook_limit_shared = False
         self._webhook_hits: dict[str, list[float]] = {}
         self._held_reads: dict[int, asyncio.Event] = {}  # message → released; see slow_reads()
         self.held_reads_waiting = 0  # GETs of a held message waiting now
         self._sockets: set[web.WebSocketResponse] = set()
         self._gateway_open = asyncio.Event()
         self._gateway_open.set()
-        self._resumable = True
+        # The gateway session: the intents it asked for, its events in order (replayed to a
+        # resume from the sequence number the bot last saw), the connection they go to.
+        self.intents: int | None = None  # as the bot last identified
+        self.privileged_intents = 0  # switched on for the application in the developer portal
+        self.heartbeat_interval_s = HEARTBEAT_INTERVAL_S
+        self.heartbeat_grace_s = 5.0  # a heartbeat later than interval + grace is missed
+        self.resumed = 0  # sessions resumed (RESUME accepted)
+        self.timed_out = 0  # connections closed for a missed heartbeat
+        self.sent: list[str] = []  # the events sent to the bot, by name, in order
+        self._session: str | None = None
         self._seq = 0
+        self._backlog: list[dict[str, Any]] = []  # every dispatch of the session, as sent
+        self._connection: web.WebSocketResponse | None = None  # the session's, if live
+        self._unresponsive: web.WebSocketResponse | None = None  # see unresponsive()
+        self._dropped: set[web.WebSocketResponse] = set()  # connections the fake closed
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -562,6 +655,60 @@ class FakeDiscord:
             )
         await self._notify()
 
+    async def delete_messages(self, *message_ids: int) -> None:
+        """A moderator deletes several messages at once (a purge): later requests on them
+        get 404, and a connected bot gets one MESSAGE_DELETE_BULK for all of them."""
+        for message_id in message_ids:
+            self.messages[message_id].deleted = True
+            self.reactions.pop(message_id, None)
+            self.super_reactions.pop(message_id, None)
+        await self._dispatch_if_connected(
+            "MESSAGE_DELETE_BULK",
+            {
+                "ids": [str(m) for m in message_ids],
+                "channel_id": str(self.channel_id),
+                "guild_id": str(self.guild_id),
+            },
+        )
+        await self._notify()
+
+    async def say(self, user: FakeUser, content: str) -> Message:
+        """``user`` writes ``content`` in the channel: MESSAGE_CREATE, its content empty for a
+        bot without the MESSAGE_CONTENT intent (see :data:`EVENT_INTENTS`)."""
+        self.users[user.id] = user
+        message = Message(snowflake(), self.channel_id, user, content)
+        self.messages[message.id] = message
+        mentioned = [u for u in self.users.values() if f"<@{u.id}>" in content]
+        payload = message.payload() | {
+            "guild_id": str(self.guild_id),
+            "member": user.member(),
+            "mentions": [u.payload() for u in mentioned],
+        }
+        await self._dispatch_if_connected("MESSAGE_CREATE", payload)
+        return message
+
+    async def type_(self, user: FakeUser) -> None:
+        """``user`` starts typing in the channel (TYPING_START)."""
+        payload = {
+            "channel_id": str(self.channel_id),
+            "guild_id": str(self.guild_id),
+            "user_id": str(user.id),
+            "timestamp": int(time.time()),
+            "member": user.member(),
+        }
+        await self._dispatch_if_connected("TYPING_START", payload)
+
+    async def go_online(self, user: FakeUser) -> None:
+        """``user`` comes online (PRESENCE_UPDATE, for bots with the GUILD_PRESENCES intent)."""
+        payload = {
+            "user": {"id": str(user.id)},
+            "guild_id": str(self.guild_id),
+            "status": "online",
+            "activities": [],
+            "client_status": {"desktop": "online"},
+        }
+        await self._dispatch_if_connected("PRESENCE_UPDATE", payload)
+
     def delete_channel(self) -> None:
         """The channel is deleted: everything addressed to it answers 404 Unknown Channel."""
         self.channel_deleted = True
@@ -602,22 +749,54 @@ class FakeDiscord:
 
     # -- gateway -----------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bot's gateway session has a live connection (identified or resumed)."""
+        return self._connection is not None
+
     @contextlib.asynccontextmanager
     async def offline(self, *, resumable: bool = False) -> AsyncIterator[None]:
         """Drop the bot's gateway connection and hold its reconnection until the block ends.
 
-        Whatever people do inside the block reaches the bot only as state. When the bot comes
-        back it tries to resume; with ``resumable=False`` the session is invalidated (op 9),
-        as Discord does after a longer outage, and the bot must identify again: a new READY.
+        With ``resumable=False`` the session is gone, as after a longer outage: whatever people
+        do inside the block reaches the bot only as state, its RESUME is answered op 9 and it
+        must identify again (a new READY). With ``resumable=True`` the session lives on and
+        Discord replays the block's events when the bot resumes.
         """
         self._gateway_open.clear()
-        self._resumable = resumable
+        if not resumable:
+            self._session = None
         for socket in list(self._sockets):
-            await socket.close(code=4000, message=b"going offline")  # a code bots reconnect on
+            await self._drop(socket, 4000, b"going offline")  # a code bots reconnect on
         try:
             yield
         finally:
             self._gateway_open.set()
+
+    @contextlib.asynccontextmanager
+    async def reconnecting(self) -> AsyncIterator[None]:
+        """Ask the bot to reconnect (op 7 RECONNECT, as Discord does before it moves a
+        session) and hold its new connection until the block ends; the events of the block
+        are replayed when it resumes."""
+        self._gateway_open.clear()
+        if self._connection is not None:
+            await self._connection.send_str(json.dumps({"op": 7, "d": None}))
+        try:
+            yield
+        finally:
+            self._gateway_open.set()
+
+    @contextlib.asynccontextmanager
+    async def unresponsive(self) -> AsyncIterator[None]:
+        """The bot's connection goes quiet inside the block (no heartbeat ACKs, no events) –
+        a zombie connection, as when a Discord node hangs. The bot must notice (discord.py:
+        nothing received for ``heartbeat_timeout``), close it and resume; the events held
+        back are replayed then. A new connection made inside the block answers normally."""
+        self._unresponsive = self._connection
+        try:
+            yield
+        finally:
+            self._unresponsive = None
 
     @contextlib.asynccontextmanager
     async def slow_reads(self, message_id: int) -> AsyncIterator[None]:
@@ -646,26 +825,86 @@ class FakeDiscord:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self._sockets.add(socket)
+        beat = [time.monotonic()]  # when the last heartbeat came; HELLO starts the clock
+        watchdog = asyncio.create_task(self._watch_heartbeats(socket, beat))
         try:
-            await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41_250}}))
+            hello = {"heartbeat_interval": round(self.heartbeat_interval_s * 1000)}
+            await socket.send_str(json.dumps({"op": 10, "d": hello}))
             async for frame in socket:
-                if frame.type != WSMsgType.TEXT:
-                    continue
-                message = json.loads(frame.data)
-                if message["op"] == 1:  # heartbeat
-                    await socket.send_str(json.dumps({"op": 11}))
-                elif message["op"] == 2:  # identify
-                    self.identified += 1
-                    await self._send(socket, "READY", self._ready_payload())
-                    await self._notify()
-                elif message["op"] == 6:  # resume
-                    if self._resumable:
-                        await self._send(socket, "RESUMED", {})
-                    else:  # invalid session, not resumable: the bot must identify anew
-                        await socket.send_str(json.dumps({"op": 9, "d": False}))
+                if frame.type == WSMsgType.TEXT:
+                    await self._gateway_op(socket, json.loads(frame.data), beat)
         finally:
+            watchdog.cancel()
             self._sockets.discard(socket)
+            if self._connection is socket:
+                self._connection = None
+                # The bot closing with 1000 or 1001 ends its session (discord.py does on
+                # close()); any other code, or a close of the fake's, leaves it resumable.
+                if socket not in self._dropped and socket.close_code in (1000, 1001):
+                    self._session = None
+            self._dropped.discard(socket)
+            await self._notify()
         return socket
+
+    async def _gateway_op(
+        self, socket: web.WebSocketResponse, message: dict[str, Any], beat: list[float]
+    ) -> None:
+        op, data = message.get("op"), message.get("d") or {}
+        if op == 1:  # heartbeat
+            if self._beat_missed(beat[0]):  # it came after the deadline: the watchdog's case
+                await self._time_out(socket)
+                return
+            beat[0] = time.monotonic()
+            if socket is not self._unresponsive:
+                await socket.send_str(json.dumps({"op": 11}))
+        elif op == 2:  # identify
+            intents = int(data.get("intents", 0))
+            if intents & PRIVILEGED_INTENTS & ~self.privileged_intents:
+                await self._drop(socket, 4014, b"Disallowed intent(s).")
+                return
+            self.identified += 1
+            self.intents = intents
+            self._session, self._seq, self._backlog = f"session-{snowflake()}", 0, []
+            self._connection = socket
+            await self._dispatch_if_connected("READY", self._ready_payload())
+            # Then each guild READY listed as unavailable, in full (discord.py fills its cache).
+            await self._dispatch_if_connected("GUILD_CREATE", self._guild_payload())
+            await self._notify()
+        elif op == 6:  # resume
+            if self._session is None or data.get("session_id") != self._session:
+                # Not resumable: op 9, the bot must identify anew.
+                await socket.send_str(json.dumps({"op": 9, "d": False}))
+                return
+            self.resumed += 1
+            self._connection = socket
+            seen = int(data.get("seq") or 0)
+            for frame in [f for f in self._backlog if f["s"] > seen]:  # what it missed
+                await self._send(socket, frame)
+            await self._dispatch_if_connected("RESUMED", {})
+            await self._notify()
+
+    def _beat_missed(self, last: float) -> bool:
+        return time.monotonic() - last > self.heartbeat_interval_s + self.heartbeat_grace_s
+
+    async def _watch_heartbeats(self, socket: web.WebSocketResponse, beat: list[float]) -> None:
+        """Close a connection whose heartbeat is late, as Discord does (4009, Session timed
+        out: the session is gone and the bot must identify again)."""
+        while not socket.closed:
+            if self._beat_missed(beat[0]):
+                await self._time_out(socket)
+                return
+            due = beat[0] + self.heartbeat_interval_s + self.heartbeat_grace_s
+            await asyncio.sleep(max(0.01, due - time.monotonic()))
+
+    async def _time_out(self, socket: web.WebSocketResponse) -> None:
+        self.timed_out += 1
+        if self._connection is socket:
+            self._session = None
+        await self._drop(socket, 4009, b"Session timed out")
+
+    async def _drop(self, socket: web.WebSocketResponse, code: int, reason: bytes) -> None:
+        self._dropped.add(socket)
+        await socket.close(code=code, message=reason)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -675,24 +914,110 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": self.bot_user.payload(),
-            "guilds": [],  # the guild arrives with interactions, partially, as for a new bot
-            "session_id": f"session-{snowflake()}",
+            # Every guild starts unavailable; GUILD_CREATE follows for each, as on Discord.
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": self._session,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
         }
 
-    async def _send(self, socket: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        await socket.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+    def _channel_payload(self) -> dict[str, Any]:
+        denied = BOT_PERMISSIONS & ~self.bot_permissions  # revoke(): the bot's role denied
+        overwrites = [{"id": str(self.bot_role_id), "type": 0, "allow": "0", "deny": str(denied)}]
+        return {
+            "id": str(self.channel_id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": "covers",
+            "position": 0,
+            "permission_overwrites": overwrites if denied else [],
+            "nsfw": False,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "parent_id": None,
+        }
+
+    def _guild_payload(self) -> dict[str, Any]:
+        """The guild as GUILD_CREATE carries it: its channels, roles and member count, and of
+        its members only the bot (the rest needs the GUILD_MEMBERS intent and chunking)."""
+        role = {"hoist": False, "mentionable": False, "icon": None, "unicode_emoji": None}
+        roles = [
+            {**role, "id": str(self.guild_id), "name": "@everyone", "color": 0, "position": 0,
+             "permissions": str(MEMBER_PERMISSIONS), "managed": False, "flags": 0},
+            {**role, "id": str(self.bot_role_id), "name": self.bot_user.name, "color": 0,
+             "position": 1, "permissions": str(BOT_PERMISSIONS), "managed": True, "flags": 0,
+             "tags": {"bot_id": str(self.bot_user.id)}},
+        ]  # fmt: skip
+        me = self.bot_user.member() | {"roles": [str(self.bot_role_id)]}
+        me.pop("permissions")  # only interactions carry a member's computed permissions
+        return {
+            "id": str(self.guild_id),
+            "name": "Cover Club",
+            "icon": None,
+            "owner_id": str(next(iter(self.users))),
+            "unavailable": False,
+            "large": False,
+            "member_count": len(self.users),
+            "joined_at": "2026-01-01T00:00:00+00:00",
+            "channels": [] if self.channel_deleted else [self._channel_payload()],
+            "threads": [],
+            "roles": roles,
+            "members": [me],
+            "voice_states": [],
+            "presences": [],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "system_channel_id": None,
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "max_members": 500000,
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
+    async def _send(self, socket: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        self.sent.append(frame["t"])
+        with contextlib.suppress(ConnectionError):  # closing under it: the resume replays it
+            await socket.send_str(json.dumps(frame))
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
-        if not self._sockets:
+        if self._session is None:
             raise RuntimeError(f"no bot is connected to receive {event}")
         await self._dispatch_if_connected(event, data)
 
     async def _dispatch_if_connected(self, event: str, data: dict[str, Any]) -> None:
-        for socket in list(self._sockets):
-            await self._send(socket, event, data)
+        """Send an event to the bot's session, if it has one and asked for the event's intent:
+        to its connection now, and kept for a resume either way."""
+        needs = EVENT_INTENTS.get(event, 0)
+        if self._session is None or (self.intents or 0) & needs != needs:
+            return
+        if event.startswith("MESSAGE_") and "content" in data:
+            data = self._without_content(data)
+        self._seq += 1
+        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
+        self._backlog.append(frame)
+        if self._connection is not None and self._connection is not self._unresponsive:
+            await self._send(self._connection, frame)
+
+    def _without_content(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A message as a bot without the MESSAGE_CONTENT intent sees it: empty, unless the
+        bot wrote it or is mentioned in it (discord-api-docs, Message Content Intent)."""
+        mentioned = any(int(u["id"]) == self.bot_user.id for u in data.get("mentions", ()))
+        mine = int(data["author"]["id"]) == self.bot_user.id
+        if (self.intents or 0) & MESSAGE_CONTENT or mentioned or mine:
+            return data
+        return data | {"content": "", "embeds": [], "attachments": [], "components": []}
 
     def _interaction_payload(
         self, interaction: Interaction, kind: int, *, focused: str | None = None
@@ -772,13 +1097,24 @@ class FakeDiscord:
         if response.status >= 400 and isinstance(response, web.Response):
             code = json.loads(response.text)["code"] if response.text else None
             self.refused.append(f"{request.method} {path}: {response.status} {code}")
+        if isinstance(response, web.Response):
+            self.exchanges.append(
+                Exchange(
+                    request.method,
+                    path,
+                    await _sent_body(request),
+                    response.status,
+                    json.loads(response.text) if response.body else None,
+                    dict(response.headers),
+                )
+            )
         return response
 
     async def _route(self, request: web.Request, parts: list[str]) -> web.StreamResponse | None:
         method = request.method
         match parts:
             case ["users", "@me"] if method == "GET":
-                return _json(self.bot_user.payload())
+                return _json(self.bot_user.payload() | {"mfa_enabled": False, "locale": "en-US"})
             case ["oauth2", "applications", "@me"] if method == "GET":
                 return _json(self._application())
             case ["applications", _, "commands"] if method == "PUT":
@@ -813,7 +1149,11 @@ class FakeDiscord:
         parts = path.split("/")
         limit, window, used = 50, 1.0, 1
         bucket = "/".join(parts[1:4] if parts[1:2] == ["webhooks"] else parts[1:3])
-        if parts[1:2] == ["webhooks"] and self.webhook_rate is not None:
+        if (
+            parts[1:2] == ["webhooks"]
+            and self.webhook_rate is not None
+            and not self.webhook_limit_shared
+        ):
             limit, window = self.webhook_rate
             used = len(self._recent(parts[3], window))
         now = time.time()
@@ -848,7 +1188,7 @@ class FakeDiscord:
                 headers={
                     "Via": "1.1 google",
                     "Retry-After": str(wait),
-                    "X-RateLimit-Scope": "user",
+                    "X-RateLimit-Scope": "shared" if self.webhook_limit_shared else "user",
                 },
             )
         hits.append(time.monotonic())
@@ -865,6 +1205,17 @@ class FakeDiscord:
             "owner": {**self.bot_user.payload(), "bot": False},
             "verify_key": "0" * 64,
             "flags": 0,
+            "flags_new": "0",
+            "type": None,
+            "redirect_uris": [],
+            "interactions_endpoint_url": None,
+            "role_connections_verification_url": None,
+            "approximate_guild_count": 1,
+            "approximate_user_install_count": 0,
+            "approximate_user_authorization_count": 0,
+            "explicit_content_filter": 0,
+            "team": None,
+            "eligible_oauth2_scopes": [],
         }
 
     def _sync(self, commands: list[dict[str, Any]]) -> web.Response:
@@ -875,7 +1226,14 @@ class FakeDiscord:
                 **c,
                 "id": str(snowflake()),
                 "application_id": str(self.application_id),
-                "version": "1",
+                "version": str(snowflake()),
+                "type": c.get("type", 1),
+                "description": c.get("description") or "",
+                # Discord answers permissions as a string and fills the install types in.
+                "default_member_permissions": None
+                if c.get("default_member_permissions") is None
+                else str(c["default_member_permissions"]),
+                "integration_types": c.get("integration_types") or [0],
             }
             for c in commands
         ]
@@ -1035,9 +1393,11 @@ class FakeDiscord:
                 "interaction": {
                     "id": str(interaction.id),
                     "type": 3 if interaction.custom_id else 2,
-                    "response_message_id": str(interaction.original.id)
-                    if interaction.original
-                    else None,
+                    **(
+                        {"response_message_id": str(interaction.original.id)}
+                        if interaction.original
+                        else {}
+                    ),
                     "response_message_loading": body["type"] == 5,
                     "response_message_ephemeral": bool(interaction.response.get("flags", 0) & 64),
                 }
@@ -1169,11 +1529,17 @@ class FakeDiscord:
         return message
 
 
+# A multipart request's payload_json and files, kept once read.
+_MULTIPART = web.RequestKey("multipart", tuple)
+
+
 async def _read_body(request: web.Request) -> tuple[dict[str, Any], list[Attachment]]:
     """A JSON body, or multipart with ``payload_json`` and ``files[i]`` as discord.py sends."""
     if not request.content_type.startswith("multipart/"):
         text = await request.text()
         return (json.loads(text) if text else {}), []
+    if _MULTIPART in request:  # read already (the multipart stream reads once)
+        return request[_MULTIPART]
     body: dict[str, Any] = {}
     files: list[Attachment] = []
     reader = await request.multipart()
@@ -1182,7 +1548,16 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], list[Attachm
             body = json.loads(await part.text())
         elif part.filename:
             files.append(Attachment(part.filename, bytes(await part.read())))
+    request[_MULTIPART] = body, files
     return body, files
+
+
+async def _sent_body(request: web.Request) -> Any:
+    """The JSON a request carried (a multipart one's ``payload_json``), None if none."""
+    if request.content_type.startswith("multipart/"):
+        return (await _read_body(request))[0] if request.body_exists else None
+    text = await request.text() if request.body_exists else ""
+    return json.loads(text) if text else None
 
 
 def _option_type(value: Any) -> int:

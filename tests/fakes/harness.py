@@ -44,11 +44,12 @@ def bot_settings(
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    settings: Settings, discord: FakeDiscord, *, runner: Runner | None = None
+    settings: Settings, discord: FakeDiscord, *, runner: Runner | None = None, **options: Any
 ) -> AsyncIterator[CoverBot]:
-    """The bot logged in, commands synced, gateway READY; closed (queue first) on exit."""
+    """The bot logged in, commands synced, gateway READY and its guild cached; closed (queue
+    first) on exit. ``options`` go to discord.py's client (``heartbeat_timeout``, ``intents``)."""
     sessions = discord.identified
-    bot = build_bot(settings, runner=runner, guild_ready_timeout=0.05)
+    bot = build_bot(settings, runner=runner, **({"guild_ready_timeout": 0.05} | options))
     task = asyncio.create_task(bot.start(settings.require_discord_token().get_secret_value()))
     try:
         await discord.wait_for(lambda: task.done() or discord.identified > sessions, timeout=60)

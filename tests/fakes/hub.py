@@ -1,6 +1,6 @@
 """A local fake of the Hugging Face hub for `models pull` tests (tests/models/test_hub.py).
 
-It serves repositories from folders (a stand-in snapshot from models/standins.py) on
+It serves repositories from folders (a stand-in snapshot from modeltools/standins/) on
 127.0.0.1 with the endpoints huggingface_hub 2.4 calls: ``GET /api/models/{repo}/revision/{rev}``
 (model_info: sha and siblings), ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with ETag,
 X-Repo-Commit and Content-Length, honouring ``Range`` (how huggingface_hub resumes an

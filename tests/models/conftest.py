@@ -1,5 +1,5 @@
 """Fixtures of the fast CPU path's tests (test_fast_cpu.py, test_exported_decoder.py):
-sd-turbo's and TAESD's stand-ins (models/standins.py) in a hub cache of their own."""
+sd-turbo's and TAESD's stand-ins (modeltools/standins/) in a hub cache of their own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def turbo_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hub cache with sd-turbo's stand-in and, under its own repo, TAESD's. Read only."""
-    from models.standins import write_standin, write_tiny_decoder_standin
+    from modeltools.standins import write_standin, write_tiny_decoder_standin
 
     hub = tmp_path_factory.mktemp("turbo-hub")
     write_standin("sd-turbo", hub)
@@ -23,7 +23,7 @@ def turbo_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def hub_without_taesd(turbo_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of :func:`turbo_hub` without TAESD, made the hub cache."""
-    from models.standins import repo_folder
+    from modeltools.standins import repo_folder
 
     bare = tmp_path / "hub-without-taesd"
     shutil.copytree(turbo_hub, bare, symlinks=True)

@@ -24,7 +24,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.benchmark import (
+from models.errors import GenerationFailed, QueueFull
+from models.jobs import (
+    GeneratedImage,
+    GenerationJob,
+    GenerationParams,
+    ImageSpec,
+    JobResult,
+    RunControl,
+)
+from models.queue import GenerationQueue
+from modeltools.benchmark import (
     CUDA_MEMORY,
     DEFAULT_PROMPT,
     DEFAULT_WORKLOADS,
@@ -43,16 +53,6 @@ from models.benchmark import (
     run_queue_benchmark,
     write_report,
 )
-from models.errors import GenerationFailed, QueueFull
-from models.jobs import (
-    GeneratedImage,
-    GenerationJob,
-    GenerationParams,
-    ImageSpec,
-    JobResult,
-    RunControl,
-)
-from models.queue import GenerationQueue
 
 GUARD_S = 10.0  # no test waits longer than this for anything
 ROOT = Path(__file__).resolve().parents[2]
@@ -422,7 +422,7 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, complaint, capsys):
 
 
 def test_importing_the_module_does_not_import_torch():
-    code = "import sys, models.benchmark; print('torch' in sys.modules)"
+    code = "import sys, modeltools.benchmark; print('torch' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
@@ -437,7 +437,7 @@ def test_cli_on_the_embedded_model(tmp_path, cache_dir, embedded_model_dir):
         [
             sys.executable,
             "-m",
-            "models.benchmark",
+            "modeltools.benchmark",
             "--steps",
             "2",
             "--workloads",

@@ -319,7 +319,7 @@ def test_the_stage_clock_synchronises_cuda_at_every_reading(
 
     import torch
 
-    from models.benchmark.stages import StageClock
+    from modeltools.benchmark.stages import StageClock
 
     synced: list[Any] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
@@ -346,7 +346,7 @@ def test_the_stage_clock_on_a_cpu_synchronises_nothing(monkeypatch: pytest.Monke
 
     import torch
 
-    from models.benchmark.stages import StageClock
+    from modeltools.benchmark.stages import StageClock
 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: pytest.fail("synced"))
     unet = torch.nn.Linear(2, 2)
@@ -362,7 +362,7 @@ def test_the_baseline_loads_in_float32_on_a_gpu_too(monkeypatch: pytest.MonkeyPa
     """The docs call the baseline a pipeline as diffusers loads it, in float32; loading it in
     the preset's half precision on CUDA credited the baseline with one of our optimisations."""
     import models.registry
-    from models.benchmark.run import load_baseline
+    from modeltools.benchmark.run import load_baseline
 
     asked: dict[str, Any] = {}
     monkeypatch.setattr(models.registry, "load_pipeline", lambda model, **kw: asked.update(kw))
@@ -373,10 +373,10 @@ def test_the_baseline_loads_in_float32_on_a_gpu_too(monkeypatch: pytest.MonkeyPa
 async def test_the_comparison_labels_its_baseline_and_keeps_each_sides_memory_its_own(
     runner: DiffusersRunner,
 ) -> None:
-    from models.benchmark.run import load_baseline, run_comparison, weights_bytes
-    from models.benchmark.workload import Workload
     from models.queue import GenerationQueue
     from models.registry import resolve_model
+    from modeltools.benchmark.run import load_baseline, run_comparison, weights_bytes
+    from modeltools.benchmark.workload import Workload
 
     params = embedded(steps=1)
     pipe = load_baseline(
@@ -417,7 +417,7 @@ def test_the_peak_table_picks_the_variant(
 ) -> None:
     import torch
 
-    from models.benchmark.flops import peak_tflops
+    from modeltools.benchmark.flops import peak_tflops
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert peak_tflops("cuda:0") == peak

@@ -1,5 +1,5 @@
 """Prompt expansion (models/expand.py) and the ``expand``/``auto`` styles (bot/app/prompts.py): the
-pure clean-filter-bound step on any text (hypothesis), and the GPT-2 stand-in (models/standins.py)
+pure clean-filter-bound step on any text (hypothesis), and the GPT-2 stand-in (modeltools/standins/)
 loaded from a Hugging Face cache as the real MagicPrompt is."""
 
 from __future__ import annotations

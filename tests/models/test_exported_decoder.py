@@ -1,6 +1,6 @@
 """The tiny decoder outside torch (``decoder_runtime=openvino|onnx``,
 models/exported_decoder.py): the real exporter, the real OpenVINO and ONNX Runtime, on
-sd-turbo's and TAESD's stand-ins (models/standins.py) at 64 px."""
+sd-turbo's and TAESD's stand-ins (modeltools/standins/) at 64 px."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_without_the_runtime_the_error_names_the_install(
 
     monkeypatch.setattr(builtins, "__import__", without)
     runner = runner_for(f"decoder=tiny,decoder_runtime={runtime}")
-    with pytest.raises(ModelUnavailable, match=rf"pip install 'playlist-cover\[{runtime}\]'"):
+    with pytest.raises(ModelUnavailable, match=rf"pip install -e '\.\[{runtime}\]' in the"):
         runner.pipeline(PARAMS)
 
 
@@ -164,8 +164,8 @@ def test_with_the_full_vae_the_runtime_is_ignored_and_torch_decodes(
 def test_the_runtime_benchmark_times_both_runtimes_against_the_tuned_decoders() -> None:
     import torch
 
-    from models.benchmark.runtime import _exported_rows
     from models.embedded import build_tiny_decoder_architecture
+    from modeltools.benchmark.runtime import _exported_rows
 
     rows: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
 

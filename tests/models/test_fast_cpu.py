@@ -2,7 +2,7 @@
 per-stage clock, the CPU cover comparison and the runtime-switch helpers.
 
 Real diffusers pipelines throughout: sd-turbo's stand-in and TAESD's stand-in
-(models/standins.py) in a hub cache of the module's own, at 64 px so a 2-core CPU runs them in
+(modeltools/standins/) in a hub cache of the module's own, at 64 px so a 2-core CPU runs them in
 a second or two."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from models.benchmark.runtime import SwitchResult, alternate
-from models.benchmark.stages import STAGES, StageClock, StageTimes
 from models.errors import ModelUnavailable
 from models.jobs import GenerationParams, ImageSpec, NoControl
 from models.optimize import Optimizations
+from modeltools.benchmark.runtime import SwitchResult, alternate
+from modeltools.benchmark.stages import STAGES, StageClock, StageTimes
 
 PARAMS = GenerationParams(model="sd-turbo", width=64, height=64, steps=2, guidance=0.0)
 SPECS = [ImageSpec("Quiet Afternoon playlist cover image", "", seed=k) for k in range(2)]
@@ -123,8 +123,8 @@ def test_stage_times_median_and_lines() -> None:
 
 
 def test_the_queue_benchmark_reports_stages(runner_for) -> None:
-    from models.benchmark import Workload, run_queue_benchmark
     from models.queue import GenerationQueue
+    from modeltools.benchmark import Workload, run_queue_benchmark
 
     runner = runner_for("decoder=tiny")
 
@@ -143,7 +143,7 @@ def test_the_queue_benchmark_reports_stages(runner_for) -> None:
 def test_the_cpu_cover_comparison_times_both_sides_and_compares_decoders(
     turbo_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.benchmark.cpu import compare_cover, pixel_distance
+    from modeltools.benchmark.cpu import compare_cover, pixel_distance
 
     monkeypatch.setenv("HF_HUB_CACHE", str(turbo_hub))
     result = compare_cover(

@@ -32,7 +32,7 @@ def served(
     carries the original taesd_*.pth files and a .bin copy, which a pull must leave out."""
     import shutil
 
-    from models.standins import REAL_REPOS, repo_folder, revision_of, write_tiny_decoder_standin
+    from modeltools.standins import REAL_REPOS, repo_folder, revision_of, write_tiny_decoder_standin
 
     repos = {
         repo.repo_id: (

@@ -1,5 +1,5 @@
 """The hub presets end to end, offline: stand-ins of small-sd, sd15, sd-turbo and DeepFloyd IF
-(models/standins.py: the real classes, files and cache layout, tiny weights) in a Hugging Face
+(modeltools/standins/: the real classes, files and cache layout, tiny weights) in a Hugging Face
 cache, through the registry, the queue, post-processing and ``python -m bot cover``."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from bot.__main__ import main
 from bot.app.storage import Storage
 from models.errors import ModelUnavailable
 from models.registry import PRESETS, load_pipeline, resolve_model
-from models.standins import REAL_REPOS, repo_folder, revision_of, write_standin
+from modeltools.standins import REAL_REPOS, repo_folder, revision_of, write_standin
 from tests.conftest import HUB_PRESETS
 
 pytestmark = pytest.mark.slow
@@ -312,7 +312,7 @@ def test_only_a_missing_model_is_called_missing(
 
 
 def test_a_tokenizer_library_that_is_missing_is_named() -> None:
-    from models.registry import _load_failure
+    from models.loading import _load_failure
 
     error = ValueError("Couldn't instantiate the backend tokenizer: you need sentencepiece")
     message = _load_failure("DeepFloyd/IF-I-XL-v1.0", error)

@@ -129,7 +129,7 @@ def test_compare_runs_the_baseline_and_ours_in_one_process(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [
-            sys.executable, "-m", "models.benchmark", "--compare", "--steps", "2",
+            sys.executable, "-m", "modeltools.benchmark", "--compare", "--steps", "2",
             "--workloads", "1,2", "--images", "2", "--size", "64",
             "--out", str(tmp_path), "--cache-dir", str(cache_dir),
         ],
@@ -145,12 +145,12 @@ def test_compare_runs_the_baseline_and_ours_in_one_process(
     assert data["ours"]["results"][1]["batch_sizes"] == [4]  # two requests, one call
     assert data["unet_tflop_per_image"] > 0
     [markdown] = tmp_path.glob("compare-*.md")
-    assert "python -m models.benchmark --compare" in markdown.read_text()
+    assert "python -m modeltools.benchmark --compare" in markdown.read_text()
 
 
 def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "models.benchmark", "--opt", "turbo=on"],
+        [sys.executable, "-m", "modeltools.benchmark", "--opt", "turbo=on"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
@@ -163,7 +163,7 @@ def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_median_run_is_kept() -> None:
-    from models.benchmark import Workload, WorkloadResult, median_run
+    from modeltools.benchmark import Workload, WorkloadResult, median_run
 
     def run(rate: float) -> WorkloadResult:
         return WorkloadResult(Workload.concurrent(1), 4, 4 / rate, rate, 1.0, 1.0, (4,))

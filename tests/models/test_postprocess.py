@@ -17,22 +17,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, JpegImagePlugin
 
-from models import postprocess
+import models.title
 from models.postprocess import (
     BLACK_LEVEL,
     SPOTIFY_JPEG_LIMIT,
     SPOTIFY_JPEG_MAX_BYTES,
     cell_origin,
     contact_sheet,
-    contrast_ratio,
     encode_jpeg_under,
     is_black,
+    upscale,
+)
+from models.title import (
+    TitlePlacement,
+    contrast_ratio,
     overlay_title,
     plan_title,
     relative_luminance,
     render_title,
     title_mask,
-    upscale,
 )
 from tests.properties import examples
 
@@ -55,7 +58,7 @@ def wcag_luminance(pixels: np.ndarray) -> np.ndarray:
     return linear[..., 0] * 0.2126 + linear[..., 1] * 0.7152 + linear[..., 2] * 0.0722
 
 
-def min_contrast_under_text(out: Image.Image, plan: postprocess.TitlePlacement) -> float:
+def min_contrast_under_text(out: Image.Image, plan: TitlePlacement) -> float:
     """The lowest contrast between the text colour and any background pixel inside the plan's
     box of the rendered image (pixels the glyphs touch are the text itself, so they are left out)."""
     left, top, right, bottom = plan.box
@@ -408,7 +411,7 @@ def test_an_empty_title_is_refused(title: str) -> None:
 def test_a_unicode_title_renders(font: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if font == "bundled":
         # Pretend DejaVu is missing, so Pillow's own (Latin-only) font is used.
-        monkeypatch.setattr(postprocess, "_system_font_path", lambda: None)
+        monkeypatch.setattr(models.title, "system_font_path", lambda: None)
     image = BACKGROUNDS["noise"]
     plan = plan_title(image, "Café Noir — 夜")
     if font == "bundled":
@@ -430,7 +433,7 @@ def test_a_ten_megabyte_title_is_planned_in_bounded_time() -> None:
     """A subprocess with a deadline, so a regression fails the test instead of hanging it."""
     script = (
         "from PIL import Image\n"
-        "from models.postprocess import plan_title\n"
+        "from models.title import plan_title\n"
         "plan = plan_title(Image.new('RGB', (512, 512)), 'word ' * 2_000_000)\n"
         "assert len(plan.lines) <= 3 and plan.lines[-1].endswith('…'), plan.lines\n"
     )

@@ -173,7 +173,7 @@ def test_no_worker_that_fits_is_a_clear_message_not_a_hang(ray_local, cache_dir)
 
 def test_without_ray_installed_the_message_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray → ImportError
-    with pytest.raises(NoWorkers, match=r"pip install 'playlist-cover\[ray\]'"):
+    with pytest.raises(NoWorkers, match=r"pip install -e '\.\[ray\]' in the project's checkout"):
         models.ray_workers.import_ray()
 
 

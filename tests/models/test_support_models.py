@@ -1,5 +1,5 @@
 """The support models (models/support.py: captioner, CLIP, prompt expander): their stand-ins in
-the hub-cache layout (models/standins.py), what a pull of a transformers repository fetches,
+the hub-cache layout (modeltools/standins/), what a pull of a transformers repository fetches,
 the message when one is missing, and eval's CLIP score from the cached CLIP."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from PIL import Image
 
 from models.errors import ModelUnavailable
 from models.hub import needed_transformers_files, repo_state
-from models.standins import SUPPORT_REPOS, repo_folder, revision_of
-from models.support import SUPPORT_MODELS, is_available, model_folder
+from models.presets import SUPPORT_MODELS
+from models.support import is_available, model_folder
+from modeltools.standins import SUPPORT_REPOS, repo_folder, revision_of
 from tests.conftest import SUPPORT_MODELS as FIXTURE_NAMES
 from tests.fakes.hub import FakeHub, run_in_thread
 

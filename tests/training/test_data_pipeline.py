@@ -1,5 +1,5 @@
 """Seed 003's data pipeline: ``python -m training caption`` and ``clip-filter`` with the support
-models' stand-ins (models/standins.py) in a Hugging Face cache, loaded as the real ones are."""
+models' stand-ins (modeltools/standins/) in a Hugging Face cache, loaded as the real ones are."""
 
 from __future__ import annotations
 
@@ -350,7 +350,7 @@ def test_any_metadata_file_reads_or_fails_with_a_dataset_error(lines: list[str])
 
 @given(st.text(alphabet=st.sampled_from(list("ab./\\~:")), max_size=12))
 def test_a_file_name_judged_inside_resolves_inside(name: str) -> None:
-    from training.clip_filter import is_relative_inside
+    from training.data import is_relative_inside
 
     folder = Path("/data/covers")
     if is_relative_inside(name):

@@ -333,8 +333,8 @@ def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
 
 
 def test_the_control_swaps_about_half_the_pairs_and_still_loads(pairs_dir, tmp_path):
-    from training.dpo import load_pairs
     from training.dpo_miniature import write_control_pairs
+    from training.preferences import load_pairs
 
     source = tmp_path / "pairs-6"
     shutil.copytree(pairs_dir, source)
@@ -377,7 +377,7 @@ def test_kto_loss_matches_a_hand_computed_case():
 
 
 def test_kto_reads_each_voted_candidate_once_liked_and_each_unvoted_one_disliked(tmp_path):
-    from training.dpo import load_labelled
+    from training.preferences import load_labelled
 
     (tmp_path / "i").mkdir()
     for name in ("w", "a", "b", "c"):

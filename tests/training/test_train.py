@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.__main__ import main, train_parser
+from training.__main__ import main
+from training.commands.fine_tune import train_parser
 from training.config import PRESETS, TrainingError, config_from_preset
 from training.data import (
     DatasetError,

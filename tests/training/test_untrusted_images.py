@@ -37,7 +37,7 @@ def test_an_image_folder_skips_and_counts_what_it_cannot_use(tmp_path, caplog):
 
 
 def test_the_pairs_loader_skips_and_counts_pairs_with_a_bad_image(tmp_path, caplog):
-    from training.dpo import load_pairs
+    from training.preferences import load_pairs
 
     names = _hostile_images(tmp_path)
     rows = [

@@ -1,6 +1,6 @@
 """One cover on a CPU at real size: ours (tuned runtime, fast decoder) vs one plain diffusers call.
 
-``python -m models.benchmark.cpu`` measures, for each preset it is given – by default the
+``python -m modeltools.benchmark.cpu`` measures, for each preset it is given – by default the
 real-size random-weight ones (models/embedded.py builds them; speed does not depend on the
 weights' values), or a real preset whose weights are in the hub cache:
 
@@ -8,7 +8,7 @@ weights' values), or a real preset whose weights are in the hub cache:
     ours:  our DiffusersRunner with --opt (by default the tiny decoder and the switches that
            won in docs/benchmarks/cpu-runtime-*.md), the same 4 images
     alternating plain, ours, plain, ours, ... --repeats times; medians, with n
-    a StageClock on both (models/benchmark/stages.py): where each side's seconds go
+    a StageClock on both (modeltools/benchmark/stages.py): where each side's seconds go
     the decoders compared: the last run's latents decoded by the full and the tiny decoder
 
 and writes ``cpu-cover-<time>.json`` and ``.md`` (no machine paths). Real-size models on 2
@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.benchmark.formatting import installed_version
-from models.benchmark.stages import StageClock, StageTimes
-from models.benchmark.workload import DEFAULT_PROMPT
 from models.registry import RANDOM_ARCHITECTURES
+from modeltools.benchmark.cli import default_cache_dir
+from modeltools.benchmark.formatting import installed_version
+from modeltools.benchmark.stages import StageClock, StageTimes
+from modeltools.benchmark.workload import DEFAULT_PROMPT
 
 CANDIDATES = 4  # images in one cover
 
@@ -253,10 +254,9 @@ def _write(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.benchmark.cli import default_cache_dir
     from models.optimize import Optimizations
 
-    parser = argparse.ArgumentParser(prog="python -m models.benchmark.cpu")
+    parser = argparse.ArgumentParser(prog="python -m modeltools.benchmark.cpu")
     parser.add_argument(
         "--models", default="sd-turbo-random,sd15-random", help="comma-separated presets"
     )
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"cpu-cover-{started:%Y%m%dT%H%M%SZ}"
-    command = "python -m models.benchmark.cpu " + " ".join(
+    command = "python -m modeltools.benchmark.cpu " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     results: list[CoverComparison] = []

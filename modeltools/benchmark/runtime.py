@@ -1,6 +1,6 @@
 """Which CPU runtime switches win here: each one timed against the same module without it.
 
-``python -m models.benchmark.runtime`` builds sd-turbo's real-size UNet, SD's full VAE decoder
+``python -m modeltools.benchmark.runtime`` builds sd-turbo's real-size UNet, SD's full VAE decoder
 and TAESD's tiny decoder with random weights (models/embedded.py; speed does not depend on the
 weights' values), then times each switch alternately with its baseline, ``--repeats`` times
 each, and keeps the medians:
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.benchmark.formatting import installed_version
+from modeltools.benchmark.formatting import installed_version
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,7 @@ def table(results: Sequence[SwitchResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.benchmark.runtime")
+    parser = argparse.ArgumentParser(prog="python -m modeltools.benchmark.runtime")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per side (2)")
     parser.add_argument("--parts", default=",".join(PARTS), help="unet,full,tiny (all)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     stem.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(
-        f"# CPU runtime switches, {started:%Y-%m-%d}\n\n```\npython -m models.benchmark.runtime "
+        f"# CPU runtime switches, {started:%Y-%m-%d}\n\n```\npython -m modeltools.benchmark.runtime "
         f"--repeats {args.repeats} --parts {','.join(parts)}\n```\n\ntorch {info['torch']}, {info['threads']} threads, "
         f"median of {args.repeats} alternating calls per side.\n\n```\n{text}\n```\n",
         encoding="utf-8",

@@ -9,11 +9,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from models.benchmark.flops import peak_tflops, unet_flop_per_image
-from models.benchmark.memory import MemoryProbe
-from models.benchmark.report import BenchmarkReport, Comparison
-from models.benchmark.stages import measure_stages
-from models.benchmark.workload import (
+from models.jobs import GenerationParams, ImageSpec
+from models.optimize import Optimizations
+from modeltools.benchmark.flops import peak_tflops, unet_flop_per_image
+from modeltools.benchmark.memory import MemoryProbe
+from modeltools.benchmark.report import BenchmarkReport, Comparison
+from modeltools.benchmark.stages import measure_stages
+from modeltools.benchmark.submit import job, submit_and_wait
+from modeltools.benchmark.workload import (
     DEFAULT_PROMPT,
     DEFAULT_WORKLOADS,
     Workload,
@@ -21,11 +24,9 @@ from models.benchmark.workload import (
     images_per_worker,
     pipeline_calls,
 )
-from models.jobs import GenerationJob, GenerationParams, ImageSpec, JobResult
-from models.optimize import Optimizations
 
 if TYPE_CHECKING:
-    from models.queue import GenerationQueue, JobHandle
+    from models.queue import GenerationQueue
 
 
 async def run_queue_benchmark(
@@ -42,7 +43,7 @@ async def run_queue_benchmark(
 ) -> BenchmarkReport:
     """Run ``workloads`` one after the other through ``queue`` (started, on this event loop).
     With ``stages``, one more cover (the first workload's images per request) is timed stage
-    by stage (:func:`~models.benchmark.stages.measure_stages`) and put in the report.
+    by stage (:func:`~modeltools.benchmark.stages.measure_stages`) and put in the report.
 
     Each request is a job of user ``benchmark-<i>`` at ``priority``: with 1 or more, users'
     waiting jobs run first and never share a pipeline call with the benchmark's. ``device`` is
@@ -124,54 +125,6 @@ async def _measure(
         pipeline_calls(results),
         images_per_worker(results),
     )
-
-
-def job(
-    user_id: str, params: GenerationParams, images: tuple[ImageSpec, ...], priority: int
-) -> GenerationJob:
-    return GenerationJob(
-        user_id=user_id, params=params, images=images, priority=priority, label="benchmark"
-    )
-
-
-async def submit_and_wait(
-    queue: GenerationQueue, jobs: Sequence[GenerationJob]
-) -> list[tuple[float, JobResult, float]]:
-    """Submit ``jobs`` at once and wait for all: (submitted at, result, result at) per job, on
-    the ``time.perf_counter`` clock. Whatever happens (a refused submit, a failed job, this
-    coroutine cancelled), none of these jobs is left in the queue afterwards."""
-    handles: list[JobHandle] = []
-    submitted: list[float] = []
-    try:
-        for job in jobs:
-            submitted.append(time.perf_counter())
-            handles.append(queue.submit(job))
-        finished = await _results(handles)
-    finally:
-        for handle in handles:
-            handle.cancel()  # a no-op for jobs that have ended
-    return [(s, result, at) for s, (result, at) in zip(submitted, finished, strict=True)]
-
-
-async def _results(handles: Sequence[JobHandle]) -> list[tuple[JobResult, float]]:
-    """Each job's result and when it came, in order; the first failure is raised at once."""
-
-    async def result_of(handle: JobHandle) -> tuple[JobResult, float]:
-        result = await handle.result()
-        return result, time.perf_counter()
-
-    tasks = [asyncio.create_task(result_of(handle)) for handle in handles]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            error = task.exception() if task.done() else None
-            if error is not None:
-                raise error
-        return [task.result() for task in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # retrieve what they raised
 
 
 # -- the baseline and the comparison ----------------------------------------------------

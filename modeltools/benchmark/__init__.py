@@ -13,24 +13,26 @@ queue's batching of concurrent requests, its worker thread and the runner's real
 
 Two callers: the bot's admin ``/benchmark`` runs it on the bot's own, already running queue at a
 low priority (users' jobs go first, so their work shows up in the numbers as waiting time), and
-``python -m models.benchmark`` builds a queue of its own. torch is imported lazily, and only for
+``python -m modeltools.benchmark`` builds a queue of its own. torch is imported lazily, and only for
 CUDA's memory counters: the bot imports this module.
 
 The package, one reason to change per file:
 
 - ``workload.py``: what is measured (workloads, timed results) and the pure maths over them;
+- ``submit.py``: benchmark jobs into a queue, and waiting for all of them;
 - ``run.py``: running workloads through the queue, the plain-diffusers baseline, both alternating;
 - ``stages.py``: where one cover's time goes, stage by stage;
 - ``memory.py``: the peak-memory probe; ``flops.py``: the UNet's FLOPs and GPU peaks;
-- ``report.py``: reports, comparisons and their files; ``chart.py``: the bar chart;
-  ``formatting.py``: numbers and sizes as text;
-- ``cli.py`` (and ``__main__.py``): ``python -m models.benchmark``.
+- ``report.py``: reports and comparisons as tables; ``chart.py``: the bar chart; ``files.py``:
+  the JSON, chart and Markdown files they leave; ``formatting.py``: numbers and sizes as text;
+- ``cli.py`` (and ``__main__.py``): ``python -m modeltools.benchmark``.
 """
 
-from models.benchmark.chart import render_chart
-from models.benchmark.cli import build_parser, default_cache_dir, main
-from models.benchmark.flops import PEAK_TFLOPS, peak_tflops, unet_flop_per_image
-from models.benchmark.memory import (
+from modeltools.benchmark.chart import render_chart
+from modeltools.benchmark.cli import build_parser, default_cache_dir, main
+from modeltools.benchmark.files import write_comparison, write_report
+from modeltools.benchmark.flops import PEAK_TFLOPS, peak_tflops, unet_flop_per_image
+from modeltools.benchmark.memory import (
     CUDA_MEMORY,
     LIFETIME_RSS,
     NOT_MEASURED,
@@ -38,15 +40,9 @@ from models.benchmark.memory import (
     MemoryProbe,
     read_rss_bytes,
 )
-from models.benchmark.report import (
-    TABLE_LIMIT,
-    BenchmarkReport,
-    Comparison,
-    write_comparison,
-    write_report,
-)
-from models.benchmark.run import median_run, run_baseline, run_comparison, run_queue_benchmark
-from models.benchmark.workload import (
+from modeltools.benchmark.report import TABLE_LIMIT, BenchmarkReport, Comparison
+from modeltools.benchmark.run import median_run, run_baseline, run_comparison, run_queue_benchmark
+from modeltools.benchmark.workload import (
     DEFAULT_PROMPT,
     DEFAULT_WORKLOADS,
     Workload,

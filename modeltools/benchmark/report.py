@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from models.benchmark.chart import render_chart
-from models.benchmark.formatting import (
+from models.jobs import GenerationParams
+from modeltools.benchmark.formatting import (
     batches,
     byte_size,
     clip,
@@ -21,9 +19,8 @@ from models.benchmark.formatting import (
     number,
     plain_json,
 )
-from models.benchmark.stages import StageTimes
-from models.benchmark.workload import WorkloadResult
-from models.jobs import GenerationParams
+from modeltools.benchmark.stages import StageTimes
+from modeltools.benchmark.workload import WorkloadResult
 
 TABLE_LIMIT = 1500  # characters; a Discord message holds 2000, the table shares it with text
 
@@ -44,7 +41,7 @@ class BenchmarkReport:
     total_s: float  # the whole run, warm-up included
     max_batch: int | None = None  # the queue's cap on images per pipeline call
     setup: str = "our queue"  # how the images were made (the baseline says so)
-    stages: StageTimes | None = None  # one cover, stage by stage (models/benchmark/stages.py)
+    stages: StageTimes | None = None  # one cover, stage by stage (modeltools/benchmark/stages.py)
 
     @classmethod
     def measured(
@@ -213,35 +210,3 @@ class Comparison:
             f"torch {head.torch_version or '?'}"
         )
         return "\n".join(lines)
-
-
-def write_report(report: BenchmarkReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``benchmark-<start time>.json`` and its chart ``.png`` into ``out_dir`` (made if
-    missing; an earlier run's files are never overwritten). Returns both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.fromisoformat(report.started_at).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    stem, attempt = f"benchmark-{stamp}", 1
-    while (out_dir / f"{stem}.json").exists() or (out_dir / f"{stem}.png").exists():
-        attempt += 1
-        stem = f"benchmark-{stamp}-{attempt}"
-    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    render_chart(report).save(png_path)
-    return json_path, png_path
-
-
-def write_comparison(comparison: Comparison, out_dir: Path, command: str) -> tuple[Path, Path]:
-    """Write ``compare-<start time>.json`` and a ``.md`` with the command and the table."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.fromisoformat(comparison.ours.started_at).astimezone(UTC)
-    stem = f"compare-{comparison.ours.device.replace(':', '')}-{started:%Y%m%dT%H%M%SZ}"
-    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(comparison.to_json(), indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(
-        f"# Baseline vs our queue, {started:%Y-%m-%d}\n\n```\n{command}\n```\n\n"
-        f"```\n{comparison.table()}\n```\n",
-        encoding="utf-8",
-    )
-    return json_path, md_path

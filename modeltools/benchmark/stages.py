@@ -22,8 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from models.jobs import GenerationParams, ImageSpec
+from modeltools.benchmark.submit import job, submit_and_wait
+
 if TYPE_CHECKING:
-    from models.jobs import GenerationParams
     from models.queue import GenerationQueue
 
 STAGES = ("text encoder", "UNet", "decoder", "safety checker", "post-processing", "other")
@@ -203,9 +205,6 @@ async def measure_stages(
     """One ``images``-candidate cover through ``queue`` with a :class:`StageClock` on the
     runner's loaded pipeline; None where the runner has no pipeline to show (a test's fake
     runner, DeepFloyd IF's two stages, a Ray worker in another process)."""
-    from models.benchmark.run import job, submit_and_wait
-    from models.jobs import ImageSpec
-
     pipeline_for = getattr(queue.runner, "loaded_pipeline", None)
     pipe = pipeline_for(params) if pipeline_for is not None else None
     if pipe is None:

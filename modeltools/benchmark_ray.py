@@ -13,7 +13,7 @@
         ▼
     medians with n and the spread (min–max) ─► table on stdout, ray-<time>.json and .md
 
-``python -m models.benchmark_ray --out docs/benchmarks`` (needs the ray extra). It starts and
+``python -m modeltools.benchmark_ray --out docs/benchmarks`` (needs the ray extra). It starts and
 stops a Ray of its own and builds the embedded model in the cache if it is missing.
 """
 
@@ -34,9 +34,9 @@ from typing import Any
 
 from PIL import Image
 
-from models.benchmark import default_cache_dir
-from models.benchmark.run import submit_and_wait
 from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, RunControl
+from modeltools.benchmark import default_cache_dir
+from modeltools.benchmark.submit import submit_and_wait
 
 SIDES = ("in-process, 1 thread", "Ray, 1 worker", "Ray, 2 workers")
 OVERHEAD_SIDES = ("in-process", "Ray")
@@ -111,7 +111,7 @@ async def _per_batch_ms(runner: Any, params: GenerationParams, calls: int) -> fl
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m models.benchmark_ray",
+        prog="python -m modeltools.benchmark_ray",
         description="Throughput with 1 vs 2 Ray workers and the per-batch overhead of Ray, "
         "side by side in one run, on the embedded model.",
     )
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": began.isoformat(timespec="seconds"),
         # The settings that shape the numbers; never a path of this machine.
         "command": (
-            f"python -m models.benchmark_ray --rounds {args.rounds} --jobs {args.jobs} "
+            f"python -m modeltools.benchmark_ray --rounds {args.rounds} --jobs {args.jobs} "
             f"--images {args.images} --max-batch {args.max_batch} --steps {args.steps} "
             f"--overhead-calls {args.overhead_calls} --cpus {args.cpus} --runner {args.runner}"
         ),

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from models.benchmark.formatting import byte_size, number
-
-if TYPE_CHECKING:
-    from models.benchmark.report import BenchmarkReport
-
+from modeltools.benchmark.formatting import byte_size, number
+from modeltools.benchmark.report import BenchmarkReport
 
 _BACKGROUND = (255, 255, 255)
 _INK = (33, 37, 41)

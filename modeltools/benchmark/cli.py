@@ -1,4 +1,4 @@
-"""``python -m models.benchmark``: arguments, a queue of its own, the table and the files."""
+"""``python -m modeltools.benchmark``: arguments, a queue of its own, the table and the files."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from models.benchmark.report import BenchmarkReport, Comparison, write_comparison, write_report
-from models.benchmark.run import run_comparison, run_queue_benchmark
-from models.benchmark.workload import Workload
 from models.errors import CoverError, ModelUnavailable
 from models.jobs import GenerationParams
 from models.optimize import Optimizations
+from modeltools.benchmark.files import write_comparison, write_report
+from modeltools.benchmark.report import BenchmarkReport, Comparison
+from modeltools.benchmark.run import load_baseline, run_comparison, run_queue_benchmark
+from modeltools.benchmark.workload import Workload
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +61,7 @@ def default_cache_dir() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m models.benchmark",
+        prog="python -m modeltools.benchmark",
         description="Measure images/s and latency of a model through the generation queue, "
         "print a table and write a JSON report and a bar chart.",
     )
@@ -135,7 +136,7 @@ def _optimizations(text: str) -> Optimizations:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m models.benchmark``: exit 0 with the table on stdout and the two written
+    """``python -m modeltools.benchmark``: exit 0 with the table on stdout and the two written
     paths after it; 2 for bad arguments (including an unknown model or device); 1 when the
     run fails with a :class:`~models.errors.CoverError`."""
     parser = build_parser()
@@ -207,8 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return report, None
             # 3. Side by side: a plain pipeline of its own for the baseline.
-            from models.benchmark.run import load_baseline
-
             pipe = load_baseline(
                 model,
                 device=runner.device,
@@ -240,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if comparison is not None:
         print()
         print(comparison.table())
-        command = "python -m models.benchmark " + " ".join(
+        command = "python -m modeltools.benchmark " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
         for path in write_comparison(comparison, args.out, command):

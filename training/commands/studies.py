@@ -1,0 +1,117 @@
+"""``python -m training miniature`` (the seeds' fine-tuning study in miniature) and its
+``pretrain`` stage on its own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+
+from training.commands.common import flag_type, quiet_diffusers
+
+
+def run_miniature_command(argv: list[str]) -> int:
+    from training.miniature import MiniatureConfig
+
+    defaults = MiniatureConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m training miniature",
+        description="Reproduce the seeds' fine-tuning study in miniature, offline, on a CPU: a "
+        "synthetic cover dataset, a tiny Stable Diffusion pretrained from scratch on a generic "
+        "domain (the baseline), three fine-tunes on the covers (full with the text encoder, "
+        "full with it frozen, LoRA), the baseline and each arm trained --train-seeds times, "
+        "chosen between on the "
+        "validation split, then FID/KID/prompt-following of all of them on the test split with "
+        "paired differences and the spread over training seeds. docs/miniature.md has the "
+        "committed results and their wall time (46.0 min on one core of a shared 2-core "
+        "machine with OMP_NUM_THREADS=1); "
+        "each finished stage is kept, so rerunning continues.",
+    )
+    parser.add_argument("--out", type=Path, default=defaults.out, help=f"run folder (default {defaults.out})")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke-test-sized run (4 minutes on 2 shared CPU cores in the test suite, with "
+        "a small stand-in for the Inception network; longer with the real one); its numbers "
+        "mean nothing",
+    )
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        default=None,
+        help=f"train the baseline and each fine-tune arm this many times (default {defaults.train_seeds}; "
+        "--quick: 2): the table shows the mean ± spread over them",
+    )
+    parser.add_argument("--fresh", action="store_true", help="delete --out first and start over")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="afterwards, make the arm with the lowest KID on the validation split (its first "
+        "seed) the embedded default model (writes models/assets/embedded/ in this checkout)",
+    )
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        metavar="DIR",
+        help="afterwards, copy the results (summary, reports, charts, every training run's "
+        "report) into DIR with paths relative to --out; the committed study uses docs/miniature",
+    )
+    args = parser.parse_args(argv)
+    return _miniature(args)
+
+
+def _miniature(args: argparse.Namespace) -> int:
+    import shutil
+
+    from training.miniature import MiniatureConfig, best_finetune, publish, run_miniature, ship
+
+    if args.ship and args.quick:
+        raise ValueError("--ship with --quick would ship a smoke-test model; drop one of them.")
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    make = MiniatureConfig.quick if args.quick else MiniatureConfig
+    config = make(out=args.out, seed=args.seed)
+    config.device = args.device
+    if args.train_seeds is not None:
+        if args.train_seeds < 1:
+            raise ValueError(f"--train-seeds must be at least 1, got {args.train_seeds}.")
+        config.train_seeds = args.train_seeds
+    quiet_diffusers()
+    summary = run_miniature(config, log=lambda line: print(line, flush=True))
+    print((args.out / "study" / "report.md").read_text(encoding="utf-8"), end="")
+    minutes = summary["total_seconds"] / 60
+    print(f"Reproduction: {minutes:.1f} min of stage time; results in {args.out}/study/.")
+    if args.ship:
+        folder = ship(config, summary)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        print(f"Shipped the {best_finetune(summary)} (chosen on validation) as the embedded model: {folder} ({size / 1e6:.1f} MB).")  # fmt: skip
+    if args.publish:
+        written = publish(config, args.publish)
+        print(f"Published {len(written)} files into {args.publish}.")
+    return 0
+
+
+def run_pretrain(argv: list[str]) -> int:
+    from training.pretrain import PretrainConfig, pretrain
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training pretrain",
+        description="Train the embedded model's architecture from scratch on an image folder: "
+        "the VAE, then the UNet and CLIP text encoder together (the miniature study's baseline).",
+    )
+    parser.add_argument("--data", required=True, help="image folder with metadata.jsonl")
+    parser.add_argument("--out", required=True, help="run folder; the model lands in OUT/model")
+    hints = typing.get_type_hints(PretrainConfig)
+    for spec in dataclasses.fields(PretrainConfig):
+        if spec.name in ("data", "out"):
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        parser.add_argument(flag, type=flag_type(hints[spec.name]), default=spec.default, help=f"default {spec.default}")  # fmt: skip
+    config = PretrainConfig(**vars(parser.parse_args(argv)))
+    quiet_diffusers()
+    result = pretrain(config, log=lambda line: print(line, flush=True))
+    print(f"Model: {result.model} ({result.report['seconds']['total'] / 60:.1f} min)")
+    return 0
