@@ -431,7 +431,7 @@ async def test_status_edits_wait_out_429s_the_headers_did_not_announce(
     async with running_bot(settings, discord) as bot:
         interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
         post = await cover_post(discord, interaction)
-        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        assert bot.storage.cover_message(str(post.id)).status == "open"
         await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
     assert discord.rate_limited >= 1  # 429s were served, and waited out
     assert [r for r in discord.refused if ": 429" not in r] == []

@@ -187,8 +187,8 @@ async def test_a_purge_closes_the_vote_of_a_cover_post_it_takes(
         await discord.wait_for(lambda: bot.storage.tally(str(post.id))[2] == 1)
         await discord.delete_messages(chatter.id, post.id)
         row = await discord.wait_for(
-            lambda: (r := bot.storage.cover_message(str(post.id)))["status"] == "closed" and r
+            lambda: (r := bot.storage.cover_message(str(post.id))).status == "closed" and r
         )
-        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+        assert (row.winner, row.close_reason) == (None, "deleted")
         assert "MESSAGE_DELETE_BULK" in discord.sent and "MESSAGE_DELETE" not in discord.sent
     assert tracebacks(caplog) == []
