@@ -63,9 +63,8 @@ class ApplyButton(
         return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(SpotifyCog.__cog_name__)
-        if cog is not None:
-            await cog.apply(interaction, str(self.message_id))
+        # The Spotify cog takes it from here (SpotifyCog.on_apply_cover): no cog looked up.
+        interaction.client.dispatch("apply_cover", interaction, str(self.message_id))
 
 
 def apply_view(message_id: int) -> discord.ui.View:
@@ -187,6 +186,12 @@ class SpotifyCog(
         await interaction.response.send_message(text, ephemeral=True)
 
     # -- Apply to Spotify ------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_apply_cover(self, interaction: discord.Interaction, message_id: str) -> None:
+        """A press of an "Apply to Spotify" button (:class:`ApplyButton`)."""
+        count_as_command(interaction)
+        await self.apply(interaction, message_id)
 
     async def apply(self, interaction: discord.Interaction, message_id: str) -> None:
         """Validate (the presser asked for these covers) → defer → upload → report in the
