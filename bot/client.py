@@ -112,6 +112,11 @@ class CoverBot(commands.Bot):
             for runner in app.queue.runners
         )
 
+    async def on_message(self, message: discord.Message) -> None:
+        """Nothing: the bot has slash commands only. commands.Bot's default would read a message
+        starting with a mention ("@bot hi") as the prefix command "hi" and log its
+        CommandNotFound at ERROR (tests/e2e/test_gateway.py)."""
+
     async def setup_hook(self) -> None:
         await self.queue.start()
         for extension in COGS:
