@@ -14,7 +14,7 @@ fit for them. Each layer keeps its leaves in one module and draws them there: th
     ├── JobCancelled          the job was cancelled before it finished
     ├── JobTimedOut           the job ran past its time limit
     ├── GenerationFailed      the pipeline raised (including out-of-memory at batch size 1)
-    ├── ParametersUnreadable  (models.parameters) an image without readable generation parameters
+    ├── ParametersUnreadable  an image without readable generation parameters (models/parameters.py)
     └── …                     the application core's leaves: bot/app/errors.py
 
 Callers catch :class:`CoverError` at exactly one place (the CLI's ``main``, the bot's error
@@ -81,3 +81,7 @@ class JobTimedOut(CoverError):
 
 class GenerationFailed(CoverError):
     pass
+
+
+class ParametersUnreadable(CoverError):
+    """An image without our generation parameters, or with ones we cannot read."""

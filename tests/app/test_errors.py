@@ -48,7 +48,3 @@ def test_the_docstring_draws_every_error_of_its_module_under_its_parent(module):
     for name, parent in defined(module).items():
         assert tree.get(name) == parent, f"{name} is drawn under {tree.get(name)}, not {parent}"
 
-
-def test_the_serving_librarys_tree_names_the_one_leaf_kept_elsewhere():
-    assert "ParametersUnreadable" in drawn(models.errors)
-    assert issubclass(models.parameters.ParametersUnreadable, CoverError)
