@@ -1,7 +1,9 @@
-"""The statistics where an independent mutation sample found them untested (issue 36): an
-interval's width against a known spread, FID∞ against a curve with a known intercept, the
-smallest inputs each function takes and the first it refuses, and KID's refusal of a set without
-two different images. Each test names the mutant it was seen to kill. Pure NumPy."""
+"""The statistics where mutation samples found them untested (docs/testing.md, "Mutation
+samples"): an interval's width against a known spread, FID∞ against a curve with a known
+intercept, the smallest inputs each function takes and the first it refuses, KID's refusal of a
+set without two different images, the bootstrap's replayed draws, the documented defaults, and
+the seed-aware interval and Holm's adjustment field by field. Each test names the mutant it was
+seen to kill. NumPy, and SciPy's t distribution for the expected values."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from eval.metrics import (
     frechet_distance,
     frechet_distance_from_features,
     half_sample_replicates,
+    holm,
     interval_from_replicates,
     kernel_inception_distance,
     kid_replicates,
@@ -27,6 +30,7 @@ from eval.metrics import (
     poly_kernel,
     same_row_ids,
     seed_aware_from_se,
+    seed_aware_interval,
     weighted_pair_mean,
 )
 
@@ -287,7 +291,81 @@ def test_the_default_draws_are_the_documented_ones():
     assert default.tolist() == seed_0.tolist()
 
 
-# -- seed-aware intervals: the cases tests/eval/test_seed_aware.py leaves out -------------------
+# -- seed-aware intervals and Holm's adjustment, field by field ---------------------------------
+#
+# tests/eval/test_seed_aware.py covers these too, but it is not among the tests the mutation
+# samples judge with: it reads the committed study (docs/miniature/results.json, which the samples
+# do not copy) and runs a 10 s coverage simulation. So the cases are here, computed by hand.
+
+SEEDS = [0.10, 0.12, 0.14]  # mean 0.12, s² = 0.0004, s²/k = 0.0004/3
+
+
+def test_a_seed_aware_interval_by_hand_where_the_test_set_dominates():
+    """a = s²/k, b = SE²: mean ± t_df·√(a + b), df = (a + b)²/(a²/(k − 1) + b²/df_b), and a
+    p-value from the same t. Kills each field dropped, shifted or set to None, s² with ddof 2,
+    ``total**2`` → ``total**3`` and the t quantile called without its level or its df."""
+    a, b, df_b = 0.0004 / 3, 0.05**2, 199
+    got = seed_aware_from_se(SEEDS, 0.05, df_b)
+    df = (a + b) ** 2 / (a**2 / 2 + b**2 / df_b)
+    se = math.sqrt(a + b)
+    half = stats.t.ppf(0.975, df) * se
+    assert got.value == pytest.approx(0.12)
+    assert (got.low, got.high) == pytest.approx((0.12 - half, 0.12 + half), rel=1e-12)
+    assert got.seed_se == pytest.approx(math.sqrt(a), rel=1e-12)
+    assert got.test_se == 0.05
+    assert got.df == pytest.approx(df, rel=1e-12)
+    assert got.p_value == pytest.approx(2 * stats.t.sf(0.12 / se, df), rel=1e-9)
+
+
+def test_a_seed_aware_interval_is_never_narrower_than_the_seeds_own():
+    """Test noise as large as the seeds' and measured on 10⁶ degrees of freedom: Satterthwaite's
+    df ≈ 8 gives 2.31·√(2a) < t₂·√a = 4.30·√a, so the seeds' t interval is taken, on k − 1 = 2
+    degrees of freedom, with the larger of the two p-values. Kills the p-value's ``max(p_value,
+    …)`` → ``max(None, …)``."""
+    a = 0.0004 / 3
+    got = seed_aware_from_se(SEEDS, math.sqrt(a), 10**6)
+    assert got.df == 2.0
+    assert got.high - got.value == pytest.approx(stats.t.ppf(0.975, 2) * math.sqrt(a), rel=1e-12)
+    satterthwaite = (2 * a) ** 2 / (a**2 / 2 + a**2 / 10**6)
+    p_both = 2 * stats.t.sf(0.12 / math.sqrt(2 * a), satterthwaite)
+    p_seeds = 2 * stats.t.sf(0.12 / math.sqrt(a), 2)
+    assert got.p_value == pytest.approx(max(p_both, p_seeds), rel=1e-9)
+
+
+def test_two_seeds_have_a_variance_and_one_has_none():
+    """Two seeds: the seeds' t interval on 1 degree of freedom (a test part of 0 adds nothing).
+    One seed: the test-set interval, ``seed_se`` NaN. No seed: refused. Kills ``k > 1`` → ``k >
+    2`` for the seed variance and ``len(values) < 1`` → ``<= 1``."""
+    two = seed_aware_from_se([0.1, 0.2], 0.0, 50)
+    seed_se = math.sqrt(0.005 / 2)
+    assert two.df == pytest.approx(1.0) and two.seed_se == pytest.approx(seed_se)
+    assert two.high - two.value == pytest.approx(stats.t.ppf(0.975, 1) * seed_se)
+    one = seed_aware_from_se([0.3], 0.02, 99)
+    assert one.value == 0.3 and math.isnan(one.seed_se) and one.df == pytest.approx(99.0)
+    assert one.high - one.value == pytest.approx(stats.t.ppf(0.975, 99) * 0.02)
+    with pytest.raises(ValueError, match="at least one per-seed value"):
+        seed_aware_from_se([], 0.02, 99)
+
+
+def test_the_interval_from_replicates_is_the_one_from_their_standard_error():
+    """``seed_aware_interval`` is ``seed_aware_from_se`` with SE = the replicates' SD (ddof 1) on
+    R − 1 degrees of freedom. Kills the replicates or their SE dropped from either call."""
+    reps = np.array([0.11, 0.13, 0.12, 0.10, 0.14])
+    got = seed_aware_interval(SEEDS, reps)
+    assert got == seed_aware_from_se(SEEDS, float(reps.std(ddof=1)), 4)
+
+
+def test_holm_by_hand_with_a_missing_p_value_and_the_cap_at_1():
+    """Four tested p-values (a NaN takes no part): sorted 0.01·4 = 0.04, 0.03·3 = 0.09,
+    0.04·2 = 0.08 → 0.09 (never below an earlier one), 0.5·1; and 2·0.6 is capped at 1. Kills
+    each step of the running maximum set to None, ``(m − rank) * p`` → ``/ p`` and the NaN filter
+    dropped."""
+    got = holm([0.01, float("nan"), 0.04, 0.03, 0.5])
+    adjusted = [p for p, _ in got]
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1])
+    assert adjusted[2:] == pytest.approx([0.09, 0.09, 0.5])
+    assert [rejected for _, rejected in got] == [True, False, False, False, False]
+    assert holm([0.6, 0.7]) == [(1.0, False), (1.0, False)]
 
 
 def test_identical_seeds_leave_the_test_set_interval():
