@@ -8,6 +8,7 @@ seen to kill. NumPy, and SciPy's t distribution for the expected values."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -118,6 +119,15 @@ def test_fid_infinity_refuses_fractions_outside_zero_to_one(smallest):
     features = np.random.default_rng(0).normal(size=(20, 2))
     with pytest.raises(ValueError, match="0 < smallest < 1"):
         fid_infinity(features, features, points=3, smallest=smallest)
+
+
+def test_fid_infinity_draws_at_least_two_rows_of_each_set():
+    """Three rows and a smallest fraction of a quarter: 0.75 rows rounds to 1, and a covariance
+    needs 2. Kills either ``max(2, …)`` → ``max(1, …)``."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(3, 2)), rng.normal(size=(3, 2)) + 1.0
+    _, sizes, fids = fid_infinity(x, y, points=2, smallest=0.25)
+    assert sizes.tolist() == [2.0, 3.0] and np.isfinite(fids).all()
 
 
 def test_fid_infinity_fits_a_line_through_two_points():
@@ -252,6 +262,17 @@ def test_kid_bootstrap_replays_its_seeded_draws_with_every_real_row_drawable():
     assert reps[:, 0] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+def test_kid_bootstrap_says_so_when_no_draw_has_two_different_images(monkeypatch):
+    """Two images per set and one draw allowed per replicate (the module's ``_REDRAWS``): three
+    draws in four hold a single image, so some replicate finds none – a refusal, never a
+    replicate left unwritten. Kills deleting that ``raise``."""
+    monkeypatch.setattr(eval.metrics, "_REDRAWS", 1)
+    rng = np.random.default_rng(11)
+    real, generated = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    with pytest.raises(ValueError, match="found no resample with 2 different images"):
+        kid_replicates(real, [generated], resamples=20, seed=0)
+
+
 def test_kid_replicates_without_resamples_or_models_are_empty():
     """No resamples: no replicate rows; no models: no values and no columns. Kills
     ``max(resamples, 0)`` → ``max(resamples, 1)`` (one row of uninitialised memory) and the
@@ -334,13 +355,16 @@ def test_a_seed_aware_interval_is_never_narrower_than_the_seeds_own():
 
 def test_two_seeds_have_a_variance_and_one_has_none():
     """Two seeds: the seeds' t interval on 1 degree of freedom (a test part of 0 adds nothing).
-    One seed: the test-set interval, ``seed_se`` NaN. No seed: refused. Kills ``k > 1`` → ``k >
-    2`` for the seed variance and ``len(values) < 1`` → ``<= 1``."""
+    One seed: the test-set interval, ``seed_se`` NaN, and no NumPy warning. No seed: refused.
+    Kills ``k > 1`` → ``k > 2`` and → ``k > 0`` (a variance of one value: NaN, with a warning)
+    for the seed variance, and ``len(values) < 1`` → ``<= 1``."""
     two = seed_aware_from_se([0.1, 0.2], 0.0, 50)
     seed_se = math.sqrt(0.005 / 2)
     assert two.df == pytest.approx(1.0) and two.seed_se == pytest.approx(seed_se)
     assert two.high - two.value == pytest.approx(stats.t.ppf(0.975, 1) * seed_se)
-    one = seed_aware_from_se([0.3], 0.02, 99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy warning for a variance of one value
+        one = seed_aware_from_se([0.3], 0.02, 99)
     assert one.value == 0.3 and math.isnan(one.seed_se) and one.df == pytest.approx(99.0)
     assert one.high - one.value == pytest.approx(stats.t.ppf(0.975, 99) * 0.02)
     with pytest.raises(ValueError, match="at least one per-seed value"):
