@@ -231,6 +231,7 @@ class FakeLinkService:
             "/album": redirect(f"https://open.spotify.com/album/{PID}?si=x"),
             "/home": redirect("https://open.spotify.com/"),
             "/no-location": redirect(""),
+            "/malformed": redirect("https://[not-an-address]/s/abc"),  # yarl refuses the host
             "/broken": unavailable,
             "/script-page": page(
                 "<html><head><meta property='al:ios:url' content='spotify:playlist:"
@@ -441,6 +442,7 @@ async def recording_session() -> AsyncIterator[tuple[aiohttp.ClientSession, list
         ("/dead", "is dead (Spotify answered 404)"),
         ("/album", "leads to a Spotify album, not a playlist"),
         ("/no-location", "redirects without saying where"),
+        ("/malformed", 'redirects to a malformed address "https://[not-an-address]/s/abc"'),
         ("/broken", "answered HTTP 503"),
         ("/empty-page", "does not lead to a Spotify playlist"),
         ("/busy-page", "naming 2 Spotify items"),
