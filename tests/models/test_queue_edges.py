@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import models.queue
-from models.errors import GenerationFailed, JobTimedOut, QueueClosed
+from models.errors import GenerationFailed, JobTimedOut, NoWorkers, QueueClosed
 from models.jobs import (
     DeviceBroken,
     GeneratedImage,
@@ -324,3 +324,21 @@ async def test_a_broken_device_is_restarted_on_its_own_thread_and_the_job_goes_o
     assert [entry.split()[0] for entry in runner.threads] == ["call", "restart", "call"]
     assert len({entry.split()[1] for entry in runner.threads}) == 1  # one thread for all three
     assert runner.threads[0].split()[1].startswith("gen-")
+
+
+async def test_a_runner_that_cannot_be_restarted_loses_its_worker():
+    """``restart()`` itself fails: the worker is lost, not kept with its broken runner, and the
+    job, with no worker left, ends with :class:`NoWorkers`. Kills ``return False`` → ``True`` after a
+    failed restart."""
+
+    class Unrestartable(RestartingRunner):
+        def restart(self) -> None:
+            super().restart()
+            raise RuntimeError("no new process")
+
+    runner = Unrestartable()
+    async with GenerationQueue(runner, max_batch=4) as queue:
+        result = await outcome(queue.submit(job("alice", "a")))
+        assert queue.worker_names == ()
+    assert isinstance(result, NoWorkers)
+    assert [entry.split()[0] for entry in runner.threads] == ["call", "restart"]
