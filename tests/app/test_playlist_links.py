@@ -231,6 +231,7 @@ class FakeLinkService:
             "/album": redirect(f"https://open.spotify.com/album/{PID}?si=x"),
             "/home": redirect("https://open.spotify.com/"),
             "/no-location": redirect(""),
+            "/malformed": redirect("https://[not-an-address]/s/abc"),  # yarl refuses the host
             "/broken": unavailable,
             "/script-page": page(
                 "<html><head><meta property='al:ios:url' content='spotify:playlist:"
@@ -244,6 +245,8 @@ class FakeLinkService:
             "/busy-page": page(
                 f"open.spotify.com/playlist/{PID} and open.spotify.com/playlist/{OTHER}"
             ),
+            # The first 64 KiB end inside a four-byte character.
+            "/cut-mid-character": page(_cut_mid_character(f"open.spotify.com/playlist/{PID}")),
         }
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
@@ -256,6 +259,12 @@ PAGE_CAP = 64 * 1024  # how much of a short link's page the resolver reads (bot/
 def _padded(text: str, *, end: int) -> str:
     """An ASCII page in which ``text`` ends at byte ``end``, then more padding."""
     return "x" * (end - len(text) - 1) + " " + text + " " + "y" * 100_000
+
+
+def _cut_mid_character(text: str) -> str:
+    """A page that names ``text`` first and whose byte ``PAGE_CAP`` falls inside a character."""
+    head = text + " " + "x" * (PAGE_CAP - 2 - len(text) - 1)  # ASCII: PAGE_CAP − 2 bytes
+    return head + "\N{MUSICAL NOTE}" + "y" * 1000  # the note's 4 bytes straddle PAGE_CAP
 
 
 @pytest.fixture
@@ -433,6 +442,7 @@ async def recording_session() -> AsyncIterator[tuple[aiohttp.ClientSession, list
         ("/dead", "is dead (Spotify answered 404)"),
         ("/album", "leads to a Spotify album, not a playlist"),
         ("/no-location", "redirects without saying where"),
+        ("/malformed", 'redirects to a malformed address "https://[not-an-address]/s/abc"'),
         ("/broken", "answered HTTP 503"),
         ("/empty-page", "does not lead to a Spotify playlist"),
         ("/busy-page", "naming 2 Spotify items"),
@@ -527,3 +537,24 @@ def test_messages_quote_at_most_sixty_characters():
     with pytest.raises(InvalidPlaylistLink) as caught:
         parse_playlist_ref(exact + "a")
     assert str(caught.value).startswith(f'"{"a" * (QUOTE_CHARS - 1)}…" is not a playlist id')
+
+
+async def test_a_page_cut_inside_a_character_is_still_read(links):
+    """The 64 KiB cut can split a UTF-8 character; the broken end is replaced, not fatal. Kills
+    ``decode("utf-8", errors="replace")`` → ``decode("utf-8")`` (a UnicodeDecodeError escaped
+    as something other than a link error)."""
+    with pytest.raises(UnicodeDecodeError):  # the page's first PAGE_CAP bytes do cut one
+        _cut_mid_character("x").encode()[:PAGE_CAP].decode()
+    assert await resolve_short_link(links.url("/cut-mid-character"), allowed_hosts=LOCAL) == PID
+
+
+async def test_the_last_allowed_hop_to_another_page_names_the_link_and_where_it_led(links):
+    """One hop allowed, and its Location is a page that is not a playlist: the message quotes
+    both the link given and that page. Kills the URL and the quoted link set to None in the
+    check after the walk."""
+    message = await resolve_error(links.url("/unknown-kind"), max_hops=1)
+    assert message == (
+        f'The short link "{links.url("/unknown-kind")}" leads to '
+        f'"https://open.spotify.com/concert/{PID}", not to a Spotify playlist.'
+    )
+    assert links.hits == ["/unknown-kind"]

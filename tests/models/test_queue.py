@@ -541,7 +541,7 @@ async def test_close_without_drain_fails_waiting_and_interrupts_running():
         queue.submit(job("carol", "late"))
 
 
-async def test_close_timeout_fails_what_is_left():
+async def test_close_timeout_fails_what_is_left(caplog):
     runner = FakeRunner()
     runner.gate.clear()  # a call that never steps: only the timeout ends the close
     queue = await started_queue(runner)
@@ -553,6 +553,9 @@ async def test_close_timeout_fails_what_is_left():
     assert all(worker.task is not None and worker.task.done() for worker in queue._workers)
     with pytest.raises(QueueClosed):
         await asyncio.wait_for(stuck.result(), GUARD_S)
+    # close's own cancellation of a worker is not taken for a bug of ours (a mutation sample
+    # found this unchecked)
+    assert "internal error" not in caplog.text
     runner.gate.set()  # let the thread finish; its next step is interrupted
 
 

@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 import models.queue
-from models.errors import GenerationFailed, JobTimedOut, QueueClosed
+from models.errors import GenerationFailed, JobTimedOut, NoWorkers, QueueClosed
 from models.jobs import (
+    DeviceBroken,
     GeneratedImage,
     GenerationJob,
     GenerationParams,
@@ -253,17 +254,24 @@ async def test_a_bug_of_ours_fails_the_jobs_it_was_running_with_a_sentence(monke
     await asyncio.wait_for(queue.close(), GUARD_S)
 
 
-async def test_calls_that_end_without_every_image_fail_the_job_with_a_sentence(monkeypatch):
-    """Every call over, an image still missing: the job fails at once, not hangs. Kills
-    ``GenerationFailed(_internal_error_message(…))`` → ``GenerationFailed(None)`` at the end of
-    ``_run_work``."""
+async def test_calls_that_end_without_every_image_fail_the_job_with_a_sentence(monkeypatch, caplog):
+    """Every call over, an image still missing: the job fails at once, not hangs, with the
+    sentence that names it, and the worker carries on (no internal error of the worker loop).
+    Kills ``GenerationFailed(_internal_error_message(…))`` → ``GenerationFailed(None)`` at the
+    end of ``_run_work``, and its ``_internal_error_message(handle)`` → ``(None)`` (which failed
+    there and was caught by the worker loop)."""
     queue = GenerationQueue(Runner())
     monkeypatch.setattr(queue, "_collect", lambda *args, **kwargs: None)  # images dropped
     await queue.start()
     handle = queue.submit(job("alice", "a"))
     result = await outcome(handle)
     assert isinstance(result, GenerationFailed) and "failed on our side" in str(result)
+    assert f"job {handle.id[:8]}" in str(result)
+    assert "ended its calls without all images" in caplog.text
+    assert "internal error" not in caplog.text
+    assert queue.closed is False
     await asyncio.wait_for(queue.close(), GUARD_S)
+    assert queue.closed is True
 
 
 async def test_a_runner_returning_too_few_images_is_not_logged_as_our_bug(caplog):
@@ -277,3 +285,60 @@ async def test_a_runner_returning_too_few_images_is_not_logged_as_our_bug(caplog
     assert isinstance(result, GenerationFailed) and "failed on our side" in str(result)
     assert "the runner returned 0 image(s) for 1" in caplog.text
     assert "internal error" not in caplog.text
+
+
+# -- a broken device's runner restarted in place ------------------------------------------------
+
+
+class RestartingRunner(Runner):
+    """Its first call fails as a broken device does; ``restart()`` (as a Ray runner has) records
+    the thread it ran on, as every call does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []  # "call" or "restart", with the thread's name
+
+    def __call__(
+        self, params: GenerationParams, specs: Sequence[ImageSpec], control: RunControl
+    ) -> list[GeneratedImage]:
+        self.threads.append(f"call {threading.current_thread().name}")
+        if len(self.threads) == 1:
+            raise DeviceBroken("a sticky CUDA error")
+        return super().__call__(params, specs, control)
+
+    def restart(self) -> None:
+        self.threads.append(f"restart {threading.current_thread().name}")
+
+
+async def test_a_broken_device_is_restarted_on_its_own_thread_and_the_job_goes_on():
+    """The runner's ``restart()`` runs once, in the worker's own thread (where its calls run),
+    and the same worker finishes the job. Kills the restart looked up under another name, its
+    ``is None`` test negated, it run on the loop's default executor or without the function, the
+    ``is _Call.BROKEN`` test negated, and ``_restart(None)``."""
+    runner = RestartingRunner()
+    async with GenerationQueue(runner, max_batch=4) as queue:
+        result = await outcome(queue.submit(job("alice", "a", images=2)))
+        assert queue.worker_names == ("generator",)
+    assert not isinstance(result, Exception)
+    assert [image.spec.prompt for image in result.images] == ["a#0", "a#1"]
+    assert [entry.split()[0] for entry in runner.threads] == ["call", "restart", "call"]
+    assert len({entry.split()[1] for entry in runner.threads}) == 1  # one thread for all three
+    assert runner.threads[0].split()[1].startswith("gen-")
+
+
+async def test_a_runner_that_cannot_be_restarted_loses_its_worker():
+    """``restart()`` itself fails: the worker is lost, not kept with its broken runner, and the
+    job, with no worker left, ends with :class:`NoWorkers`. Kills ``return False`` → ``True`` after a
+    failed restart."""
+
+    class Unrestartable(RestartingRunner):
+        def restart(self) -> None:
+            super().restart()
+            raise RuntimeError("no new process")
+
+    runner = Unrestartable()
+    async with GenerationQueue(runner, max_batch=4) as queue:
+        result = await outcome(queue.submit(job("alice", "a")))
+        assert queue.worker_names == ()
+    assert isinstance(result, NoWorkers)
+    assert [entry.split()[0] for entry in runner.threads] == ["call", "restart"]
