@@ -50,6 +50,7 @@ COGS = (
     "bot.cogs.benchmark",
     "bot.cogs.spotify",
     "bot.cogs.community",
+    "bot.cogs.queue",
 )
 
 
