@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bot.app.cover import VARIATION_STRENGTH
 from bot.app.errors import InvalidOption
 from bot.app.prompts import STYLES
+from bot.app.request import VARIATION_STRENGTH
 from models.errors import CoverError
 from models.hub_guard import DEADLINE_S, STALL_BYTES, STALL_S
 
@@ -174,12 +174,11 @@ def _seconds(text: str) -> float:
 
 
 async def run_cover(args: argparse.Namespace) -> int:
-    from bot.app.cover import CoverRequest, CoverService
     from bot.app.files import check_output_folder
-    from bot.app.runners import build_runners
+    from bot.app.request import CoverRequest
     from bot.app.settings import Settings
-    from bot.app.storage import Storage
-    from models.queue import GenerationQueue, Progress, Queued
+    from bot.app.wiring import build_app
+    from models.queue import Progress, Queued
 
     settings = Settings()
     if args.device:
@@ -200,18 +199,10 @@ async def run_cover(args: argparse.Namespace) -> int:
         guidance=args.guidance,
     )
     check_output_folder(Path(args.out or settings.output_dir))  # before minutes of work
-    runners, release = build_runners(settings)
-    storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
+    app = build_app(settings, linked_accounts=False)  # the command line links no accounts
     try:
-        async with GenerationQueue(
-            runners,
-            max_pending=settings.queue_max_pending,
-            max_per_user=settings.queue_max_per_user,
-            max_batch=settings.queue_max_batch,
-            job_timeout_s=settings.job_timeout_s,
-        ) as queue:
-            service = CoverService(settings, queue, storage)
-            job = await service.start(request)
+        async with app.queue:
+            job = await app.service.start(request)
             facts = job.facts
             kind = "metadata only" if not facts.items_readable else f"{len(facts.tracks)} tracks"
             print(
@@ -230,8 +221,7 @@ async def run_cover(args: argparse.Namespace) -> int:
             finally:
                 progress.cancel()
     finally:
-        storage.close()
-        release()
+        app.close()
 
     for c in cover.candidates:
         text = printable(c.prompt.text)

@@ -1,37 +1,21 @@
-"""The one exception tree of the project. Its leaves' ``str()`` is a sentence fit for a user.
+"""The serving library's errors, and the root of the project's one exception tree.
 
-    CoverError                      anything a user can be told about in plain words
-    ├── MissingSetting              (bot.app.errors) a required environment variable is unset
-    ├── InvalidOption               (bot.app.errors) a request option out of range (also a ValueError)
-    ├── InvalidPlaylistLink         (bot.app.errors) not a Spotify playlist link, URI or id
-    ├── CooldownActive              (bot.app.errors) this user's last request was too recent
-    ├── SpotifyError                (bot.app.errors) Spotify said no or did not answer
-    │   ├── PlaylistNotFound        404: missing, private, or deleted
-    │   ├── EditorialPlaylist       Spotify-owned playlists are closed to third-party apps
-    │   ├── SpotifyRateLimited      429 for longer than we wait; carries retry_after
-    │   ├── SpotifyAuthError        the client credentials were refused
-    │   ├── SpotifyUnavailable      5xx, timeouts, connection errors
-    │   ├── LinkFailed              the OAuth callback refused: bad/used/expired state, declined…
-    │   ├── NotLinked               no linked account, or its link no longer works (relink)
-    │   └── UploadRefused           a cover upload refused: not the owner, missing scope, bad image
-    ├── LinkingDisabled             (bot.app.errors) account linking is not set up on this bot
-    ├── NotRequester                (bot.app.errors) only the requester may apply the winning cover
-    ├── SnapshotError               (bot.app.errors) a playlist snapshot file is missing or malformed
-    ├── OutputFailed                (bot.app.errors) images made, but not saved: disk, folder, database
-    ├── FilesGone                   (bot.app.errors) a control on covers whose files are gone
-    ├── NotAllowed                  (bot.app.errors) a control only the requester (or a manager) may use
-    ├── ParametersUnreadable        (models.parameters) an image without readable generation parameters
-    ├── FileRefused                 (models.safe_files) not a regular file, too large, not an image, a bomb
-    ├── StorageUnavailable          (bot.app.errors) the database file can't be opened or migrated
-    ├── ModelUnavailable            a model name or path that cannot be loaded here
-    ├── QueueFull                   the generation queue holds its maximum
-    ├── PendingLimitReached         this user already has their maximum of jobs waiting
-    ├── QueueClosed                 the queue is shutting down
-    ├── NoWorkers                   no device or remote worker is left to generate on
-    ├── JobCancelled                the job was cancelled before it finished
-    ├── JobTimedOut                 the job ran past its time limit
-    ├── AllCandidatesBlocked        (bot.app.errors) every image came out black (safety checker)
-    └── GenerationFailed            the pipeline raised (including out-of-memory at batch size 1)
+Every error a user may be told about is a :class:`CoverError`, whose ``str()`` is a sentence
+fit for them. Each layer keeps its leaves in one module and draws them there: these are
+``models``'s; the application core's are in :mod:`bot.app.errors`.
+
+    CoverError                anything a user can be told about in plain words
+    ├── ModelUnavailable      a model name or path that cannot be loaded here
+    ├── FileRefused           not a regular file, too large, not an image, a decompression bomb
+    ├── QueueFull             the generation queue holds its maximum
+    ├── PendingLimitReached   this user already has their maximum of jobs waiting
+    ├── QueueClosed           the queue is shutting down
+    ├── NoWorkers             no device or remote worker is left to generate on
+    ├── JobCancelled          the job was cancelled before it finished
+    ├── JobTimedOut           the job ran past its time limit
+    ├── GenerationFailed      the pipeline raised (including out-of-memory at batch size 1)
+    ├── ParametersUnreadable  an image without readable generation parameters (models/parameters.py)
+    └── …                     the application core's leaves: bot/app/errors.py
 
 Callers catch :class:`CoverError` at exactly one place (the CLI's ``main``, the bot's error
 handler) and show ``str(error)``; anything else is a bug, logged with its traceback.
@@ -97,3 +81,7 @@ class JobTimedOut(CoverError):
 
 class GenerationFailed(CoverError):
     pass
+
+
+class ParametersUnreadable(CoverError):
+    """An image without our generation parameters, or with ones we cannot read."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import CoverError, FileRefused
+from models.errors import FileRefused, ParametersUnreadable
 from models.safe_files import open_image
 
 PNG_KEY = "parameters"
@@ -65,10 +65,6 @@ def out_of_range(setting: str, value: float) -> str | None:
     if setting == "size" and value % 8:
         return f"must be a multiple of 8, got {value:g}"
     return None
-
-
-class ParametersUnreadable(CoverError):
-    """An image without our generation parameters, or with ones we cannot read."""
 
 
 @dataclass(frozen=True)

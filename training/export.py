@@ -22,11 +22,13 @@ import json
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from bot.app.records import ClosedVote
 from models.errors import FileRefused
 from models.safe_files import check_image
 from training.data import write_image_folder
@@ -60,11 +62,16 @@ def _usable(source: Path, refused: list[str]) -> bool:
     return True
 
 
-def _last_post_per_request(rows: list[dict]) -> tuple[list[dict], int]:
+T = TypeVar("T")
+
+
+def _last_post_per_request(
+    rows: list[T], request_id: Callable[[T], str]
+) -> tuple[list[T], int]:
     """The rows (oldest first) with only the last closed post of each request kept, and how
     many earlier posts were dropped."""
-    last = {row["request_id"]: row for row in rows}
-    kept = [row for row in rows if last[row["request_id"]] is row]
+    last = {request_id(row): row for row in rows}
+    kept = [row for row in rows if last[request_id(row)] is row]
     return kept, len(rows) - len(kept)
 
 
@@ -85,13 +92,16 @@ def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
     if not db_path.is_file():
         raise FileNotFoundError(f"There is no database at {db_path} (COVER_DB_PATH).")
     with Storage(db_path) as storage:
-        winners, superseded = _last_post_per_request(storage.winning_covers())
+        winners, superseded = _last_post_per_request(
+            storage.winning_covers(), lambda w: w.request_id
+        )
     out.mkdir(parents=True, exist_ok=True)
     rows, missing, malformed = [], [], 0
     for winner in winners:
-        source = Path(winner["png_path"] or winner["jpeg_path"] or "")
+        candidate = winner.candidate
+        source = Path(candidate.png_path or candidate.jpeg_path or "")
         try:
-            file_name = file_stem(winner["request_id"], winner["index"]) + source.suffix.lower()
+            file_name = file_stem(winner.request_id, candidate.index) + source.suffix.lower()
         except (TypeError, ValueError):
             malformed += 1
             continue
@@ -103,12 +113,12 @@ def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
         rows.append(
             {
                 "file_name": file_name,
-                "text": winner["prompt"],
-                "playlist_id": winner["playlist_id"],
-                "playlist_name": winner["playlist_name"],
-                "model": winner["model"],
-                "seed": winner["seed"],
-                "voted_at": winner["closed_at"],
+                "text": candidate.prompt,
+                "playlist_id": winner.playlist_id,
+                "playlist_name": winner.playlist_name,
+                "model": winner.model,
+                "seed": candidate.seed,
+                "voted_at": winner.closed_at,
             }
         )
     write_image_folder(rows, out)
@@ -131,11 +141,11 @@ class PairsResult:
     superseded: int = 0  # earlier closed posts of a request posted again (the last one counts)
 
 
-def preference_pairs(vote: dict[str, Any], *, min_margin: int = 1) -> tuple[list[dict], Counter]:
+def preference_pairs(vote: ClosedVote, *, min_margin: int = 1) -> tuple[list[dict], Counter]:
     """The pairs one closed vote gives, by the rule docs/dpo.md states:
 
     - the winner is the one the bot recorded (most votes; a tie goes to the lower number,
-      bot/cogs/votes.py ``pick_winner``); every other candidate is a loser of one pair
+      bot/app/votes.py ``pick_winner``); every other candidate is a loser of one pair
       (winner, loser) with ``margin`` = winner's votes − loser's votes;
     - a loser tied with the winner gives no pair (``tie``): the tie-break is a rule, not a
       preference; nor does one with ``margin < min_margin`` (``margin``). With the default
@@ -147,45 +157,43 @@ def preference_pairs(vote: dict[str, Any], *, min_margin: int = 1) -> tuple[list
     """
     if min_margin < 1:
         raise ValueError(f"min_margin must be at least 1, got {min_margin}")
-    if not isinstance(vote["params"], dict):
-        raise TypeError(f"params must be an object, not {type(vote['params']).__name__}")
-    tally: dict[int, int] = vote["tally"]
-    by_index = {c["index"]: c for c in vote["candidates"]}
-    winner = by_index.get(vote["winner"])
+    tally = vote.tally
+    by_index = {c.index: c for c in vote.candidates}
+    winner = vote.winner
     skipped: Counter = Counter()
     if winner is None:
         skipped["winner-missing"] += 1
         return [], skipped
     pairs = []
     for index, loser in sorted(by_index.items()):
-        if index == winner["index"]:
+        if index == winner.index:
             continue
-        margin = tally.get(winner["index"], 0) - tally.get(index, 0)
+        margin = tally.get(winner.index, 0) - tally.get(index, 0)
         if margin == 0:
             skipped["tie"] += 1
         elif margin < min_margin:
             skipped["margin"] += 1
-        elif loser["prompt"] != winner["prompt"]:
+        elif loser.prompt != winner.prompt:
             skipped["prompt"] += 1
         else:
             pairs.append(
                 {
-                    "message_id": vote["message_id"],
-                    "request_id": vote["request_id"],
-                    "guild_id": vote["guild_id"],
-                    "closed_at": vote["closed_at"],
-                    "model": vote["model"],
-                    "lora": vote["params"].get("lora"),
-                    "community_style": bool(vote["params"].get("community_style")),
-                    "text": winner["prompt"],
-                    "winner_index": winner["index"],
-                    "winner_seed": winner["seed"],
-                    "winner_votes": tally.get(winner["index"], 0),
-                    "winner_path": winner["png_path"] or winner["jpeg_path"],
+                    "message_id": vote.message.message_id,
+                    "request_id": vote.request.id,
+                    "guild_id": vote.request.guild_id,
+                    "closed_at": vote.message.closed_at,
+                    "model": vote.request.model,
+                    "lora": vote.request.params.lora,
+                    "community_style": vote.request.params.community,
+                    "text": winner.prompt,
+                    "winner_index": winner.index,
+                    "winner_seed": winner.seed,
+                    "winner_votes": tally.get(winner.index, 0),
+                    "winner_path": winner.png_path or winner.jpeg_path,
                     "loser_index": index,
-                    "loser_seed": loser["seed"],
+                    "loser_seed": loser.seed,
                     "loser_votes": tally.get(index, 0),
-                    "loser_path": loser["png_path"] or loser["jpeg_path"],
+                    "loser_path": loser.png_path or loser.jpeg_path,
                     "margin": margin,
                 }
             )
@@ -216,13 +224,13 @@ def export_pairs(
     if since is not None and until is not None and since >= until:
         raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     with Storage(db_path) as storage:
-        votes = storage.closed_votes(since=since, until=until)
+        votes, malformed = storage.closed_votes(since=since, until=until)
     if guild_id is not None:
-        votes = [v for v in votes if v["guild_id"] == guild_id]
-    votes, superseded = _last_post_per_request(votes)
+        votes = [v for v in votes if v.request.guild_id == guild_id]
+    votes, superseded = _last_post_per_request(votes, lambda v: v.request.id)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    rows, missing, skipped, used, malformed = [], [], Counter(), 0, 0
+    rows, missing, skipped, used = [], [], Counter(), 0
     for vote in votes:
         try:
             pairs, why = preference_pairs(vote, min_margin=min_margin)

@@ -213,13 +213,13 @@ class SpotifyAccounts:
                 "This authorisation link is not valid or was already used; run /spotify link "
                 "in Discord for a new one."
             )
-        if datetime.fromisoformat(pending["expires_at"]) <= self._now():
+        if datetime.fromisoformat(pending.expires_at) <= self._now():
             minutes = self.settings.link_state_ttl_s / 60
             raise LinkFailed(
                 f"This authorisation link expired (links last {minutes:g} minutes); run "
                 "/spotify link in Discord for a new one."
             )
-        user = pending["discord_user_id"]
+        user = pending.discord_user_id
         # 2. what the person decided on Spotify's page
         if error:
             code_name = error if error.isidentifier() else "refused"
@@ -230,7 +230,7 @@ class SpotifyAccounts:
             raise LinkFailed("Spotify sent no authorisation code; run /spotify link again.")
         # 3. code + verifier → tokens, with every scope we asked for
         try:
-            verifier = vault.open(pending["verifier"])["verifier"]
+            verifier = vault.open(pending.verifier)["verifier"]
         except InvalidToken:
             raise LinkFailed(
                 "The bot's encryption key changed during your link; run /spotify link again."
@@ -270,12 +270,12 @@ class SpotifyAccounts:
         if row is None:
             return None
         return LinkedAccount(
-            discord_user_id=row["discord_user_id"],
-            spotify_user_id=row["spotify_user_id"],
-            display_name=row["display_name"] or row["spotify_user_id"],
-            scopes=frozenset(row["scopes"].split()),
-            linked_at=datetime.fromisoformat(row["linked_at"]),
-            account_id=row.get("spotify_account_id") or row["spotify_user_id"],
+            discord_user_id=row.discord_user_id,
+            spotify_user_id=row.spotify_user_id,
+            display_name=row.display_name or row.spotify_user_id,
+            scopes=frozenset(row.scopes.split()),
+            linked_at=datetime.fromisoformat(row.linked_at),
+            account_id=row.spotify_account_id or row.spotify_user_id,
         )
 
     def unlink(self, discord_user_id: str) -> bool:
@@ -335,18 +335,18 @@ class SpotifyAccounts:
         given, and failures are raised as the :class:`CoverError` that says why.
         """
         message = self.storage.cover_message(message_id)
-        if message is None or message["status"] != "closed" or message["winner"] is None:
+        if message is None or message.open or message.winner is None:
             raise UploadRefused("This vote has no winning cover to apply.")
-        request = self.storage.request(message["request_id"])
-        if request is None or request["user_id"] != discord_user_id:
+        request = self.storage.request(message.request_id)
+        if request is None or request.user_id != discord_user_id:
             raise NotRequester()
         attempt: dict[str, Any] = {
             "message_id": message_id,
-            "request_id": request["id"],
-            "playlist_id": request["playlist_id"],
+            "request_id": request.id,
+            "playlist_id": request.playlist_id,
             "discord_user_id": discord_user_id,
             "spotify_user_id": None,
-            "candidate": message["winner"],
+            "candidate": message.winner,
             "jpeg_bytes": None,
         }
         try:
@@ -355,7 +355,7 @@ class SpotifyAccounts:
             if account is None:
                 raise NotLinked()
             attempt["spotify_user_id"] = account.spotify_user_id
-            if self.owner_account(discord_user_id, request["playlist_id"]) is None:
+            if self.owner_account(discord_user_id, request.playlist_id) is None:
                 raise UploadRefused(
                     f"Your linked Spotify account ({account.display_name}) does not own this "
                     "playlist, and Spotify takes covers only from a playlist's owner."
@@ -364,11 +364,11 @@ class SpotifyAccounts:
                 raise UploadRefused(
                     "Your Spotify link does not allow image uploads; link again with /spotify link."
                 )
-            jpeg = await self._winner_jpeg(request["id"], message["winner"])
+            jpeg = await self._winner_jpeg(request.id, message.winner)
             attempt["jpeg_bytes"] = len(jpeg)
             await self._with_token(
                 discord_user_id,
-                lambda token: self.client.upload_cover(token, request["playlist_id"], jpeg),
+                lambda token: self.client.upload_cover(token, request.playlist_id, jpeg),
             )
         except Exception as exc:
             status = "rate_limited" if isinstance(exc, SpotifyRateLimited) else "failed"
@@ -380,26 +380,24 @@ class SpotifyAccounts:
         upload_id = self.storage.record_upload(**attempt, status="applied")
         log.info(
             "Applied cover %s of message %s to playlist %s",
-            message["winner"],
+            message.winner,
             message_id,
-            request["playlist_id"],
+            request.playlist_id,
         )
         return AppliedCover(
-            request["playlist_id"],
-            request["playlist_name"],
-            message["winner"],
+            request.playlist_id,
+            request.playlist_name,
+            message.winner,
             attempt["jpeg_bytes"],
             upload_id,
         )
 
     async def _winner_jpeg(self, request_id: str, winner: int) -> bytes:
-        candidate = next(
-            (c for c in self.storage.candidates(request_id) if c["index"] == winner), None
-        )
+        candidate = self.storage.candidate(request_id, winner)
         try:
-            if candidate is None or not candidate["jpeg_path"]:
+            if candidate is None or not candidate.jpeg_path:
                 raise FileNotFoundError
-            return await asyncio.to_thread(Path(candidate["jpeg_path"]).read_bytes)
+            return await asyncio.to_thread(Path(candidate.jpeg_path).read_bytes)
         except OSError:
             raise UploadRefused(
                 "The winning cover's files are no longer on the bot's disk."
@@ -433,14 +431,14 @@ class SpotifyAccounts:
             if row is None:
                 raise NotLinked()
             try:
-                tokens = vault.open(row["tokens"])
+                tokens = vault.open(row.tokens)
             except InvalidToken:
                 self.storage.delete_spotify_account(discord_user_id)
                 raise NotLinked(
                     "Your Spotify link can no longer be read (the bot's encryption key "
                     "changed); link it again with /spotify link."
                 ) from None
-            expires_at = datetime.fromisoformat(row["expires_at"])
+            expires_at = datetime.fromisoformat(row.expires_at)
             if tokens["access_token"] != rejected and expires_at - REFRESH_MARGIN > self._now():
                 return tokens["access_token"]
             try:
@@ -453,7 +451,7 @@ class SpotifyAccounts:
                     "Spotify refused the refresh token of user %s; link dropped", discord_user_id
                 )
                 raise
-            scopes = grant.scopes or frozenset(row["scopes"].split())
+            scopes = grant.scopes or frozenset(row.scopes.split())
             self.storage.update_spotify_tokens(
                 discord_user_id,
                 tokens=self._seal(grant),

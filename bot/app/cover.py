@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import re
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.app.community import community_model
 from bot.app.errors import (
     AllCandidatesBlocked,
     CooldownActive,
@@ -31,21 +30,17 @@ from bot.app.errors import (
     InvalidOption,
     OutputFailed,
 )
-from bot.app.files import CoverCandidate, write_candidates, write_manifest
+from bot.app.files import CoverResult, manifest_label, slugify, write_candidates, write_manifest
 from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
-from bot.app.prompts import MAX_CANDIDATES, STYLES, Prompt, build_prompts
+from bot.app.prompts import Prompt, build_prompts
+from bot.app.records import CandidateRecord, RequestRecord, StoredParams
+from bot.app.request import CoverRequest, people_model
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError, FileRefused, QueueClosed
-from models.jobs import (
-    GeneratedImage,
-    GenerationJob,
-    GenerationParams,
-    ImageSpec,
-    JobResult,
-)
-from models.parameters import out_of_range, read_png_parameters
+from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.parameters import read_png_parameters
 from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
 from models.safe_files import read_bytes
@@ -54,81 +49,6 @@ if TYPE_CHECKING:
     from bot.app.accounts import SpotifyAccounts
 
 log = logging.getLogger(__name__)
-
-# Image-to-image strength of "variations of N": the layout and palette stay, details change
-# (tests/e2e/test_cover_controls.py measures how much closer they stay than a reroll).
-VARIATION_STRENGTH = 0.4
-
-
-@dataclass(frozen=True)
-class CoverRequest:
-    """What a person asked for. ``playlist`` is a Spotify link/URI/id or a snapshot file path."""
-
-    playlist: str
-    user_id: str = "cli"
-    source: str = "cli"
-    model: str | None = None  # None → settings.default_model
-    lora: str | None = None
-    count: int = MAX_CANDIDATES
-    seed: int | None = None  # None → a fresh random seed, recorded so the run can be repeated
-    style: str = "seed"
-    title_overlay: bool = False
-    steps: int | None = None  # None → the model preset's
-    guidance: float | None = None
-    guild_id: str | None = None
-    channel_id: str | None = None
-    # Variations: image-to-image from this candidate PNG (one the CLI or the bot wrote: its
-    # parameters chunk gives the prompt, seed, model and settings); ``playlist`` is then only
-    # its label. ``strength``: how far the variations may move from it (0-1).
-    variations_of: str | None = None
-    strength: float = VARIATION_STRENGTH
-    community: bool = False  # use the server's community style (its LoRA on its base model)
-
-    def check(self) -> None:
-        """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
-        if not 1 <= self.count <= MAX_CANDIDATES:
-            raise InvalidOption(f"`count` must be between 1 and {MAX_CANDIDATES}, got {self.count}")
-        if self.style not in STYLES:
-            raise InvalidOption(f"`style` must be one of {', '.join(STYLES)}, got {self.style!r}")
-        # The same limits as an image's parameters (models/parameters.py LIMITS).
-        for setting, value in (
-            ("steps", self.steps),
-            ("guidance", self.guidance),
-            ("strength", self.strength),
-        ):
-            problem = None if value is None else out_of_range(setting, value)
-            if problem:
-                raise InvalidOption(f"`{setting}` {problem}")
-        if self.seed is not None and not 0 <= self.seed < 2**62:
-            raise InvalidOption(f"`seed` must be between 0 and 2**62, got {self.seed}")
-        if self.community and (self.model is not None or self.lora is not None):
-            raise InvalidOption(
-                "`community` brings its own model and LoRA; leave `model` out with it"
-            )
-
-
-@dataclass(frozen=True)
-class CoverResult:
-    request_id: str
-    facts: PlaylistFacts
-    model: ModelSpec
-    candidates: tuple[CoverCandidate, ...]
-    sheet_path: Path
-    out_dir: Path
-    timings: dict[str, float] = field(default_factory=dict)
-    blocked: int = 0  # images the safety checker blacked out even after retries; dropped
-
-    @property
-    def notice(self) -> str | None:
-        """A sentence for the requester when fewer candidates came than were asked for."""
-        if not self.blocked:
-            return None
-        asked = self.blocked + len(self.candidates)
-        return (
-            f"{self.blocked} of {asked} candidates came out black (the model's safety checker "
-            f"flagged {'it' if self.blocked == 1 else 'them'}, also after retries with new "
-            f"seeds) and {'was' if self.blocked == 1 else 'were'} left out."
-        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +63,18 @@ class _Plan:
     prompts: tuple[Prompt, ...]
     job: GenerationJob
     read_s: float
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """A request a restart interrupted, as :meth:`CoverService.resume_unfinished` left it:
+    queued again (``job``), or recorded as failed with the reason (``error``; ``gave_up``:
+    restarts kept interrupting it)."""
+
+    record: RequestRecord
+    job: CoverJob | None = None
+    error: str | None = None
+    gave_up: bool = False
 
 
 class CoverJob:
@@ -194,70 +126,10 @@ class CoverJob:
         return await asyncio.shield(self._result)
 
 
-def people_model(name: str | None, settings: Settings) -> str:
-    """The model a person on Discord asked for: a preset, or a folder the operator listed in
-    ``discord_model_folders``, named by its folder name; None is the bot's default.
-
-    Anything else gets the same sentence whatever it is – a path that exists on the bot's
-    machine, a home directory, a folder that is not a pipeline – so the option cannot be used
-    to probe the bot's disk (tests/test_discord_e2e.py).
-    """
-    if name is None:
-        return settings.default_model
-    wanted = name.strip()
-    if wanted.lower() in list_models():
-        return wanted.lower()
-    for folder in settings.discord_model_folders:
-        if wanted == folder.name:
-            return str(folder)
-    raise InvalidOption(f"`model` must be one of {', '.join(people_models(settings))}.")
-
-
-def people_models(settings: Settings) -> list[str]:
-    """What the ``/cover`` model option offers: presets, then the operator's folders' names."""
-    return [*list_models(), *(folder.name for folder in settings.discord_model_folders)]
-
-
-def request_again(
-    row: dict, *, user_id: str, settings: Settings, variations_of: Path | None = None
-) -> CoverRequest:
-    """A stored request asked again by ``user_id``: the same playlist and options with new
-    seeds (a reroll), or variations of the candidate PNG ``variations_of``. A reroll of
-    variations makes new variations of the same candidate."""
-    stored = row["params"]
-    model = row["model"]
-    # An operator's folder is offered to people by its name (people_model); the row has its path.
-    model = next((f.name for f in settings.discord_model_folders if str(f) == model), model)
-    source = variations_of or stored.get("variations_of")
-    return CoverRequest(
-        playlist=row["playlist_id"],
-        user_id=user_id,
-        source=row["source"],
-        # The row's model (the bot recorded it; a PNG's own claim is not trusted); a community
-        # style: the server's again – except for variations, which keep the base it used.
-        model=model if source or not stored.get("community_style") else None,
-        # Variations keep the LoRA that made the candidate (its PNG names the base model only).
-        lora=stored.get("lora") if source or not stored.get("community_style") else None,
-        community=bool(stored.get("community_style")) and source is None,
-        count=stored.get("count") or len(row["prompts"]) or MAX_CANDIDATES,
-        style=stored.get("style", "seed"),
-        title_overlay=bool(stored.get("title_overlay")),
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        variations_of=None if source is None else str(source),
-        strength=stored.get("strength") or VARIATION_STRENGTH,
-    )
-
-
 def looks_like_snapshot(text: str) -> bool:
     """A path to a JSON file, rather than a Spotify link/URI/id."""
     text = text.strip()
     return text.lower().endswith(".json") or Path(text).is_file()
-
-
-def slugify(text: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "playlist"
 
 
 class CoverService:
@@ -335,7 +207,7 @@ class CoverService:
                 return self._submit(plan)
             model, lora = request.model or self.settings.default_model, request.lora
             if request.community:
-                model, lora = self.community_style(request.guild_id)
+                model, lora = community_model(self.storage, request.guild_id)
             elif request.source != "cli":
                 model = people_model(request.model, self.settings)
             spec = resolve_model(model, lora=lora)
@@ -366,19 +238,19 @@ class CoverService:
         """Queue the plan's job, then record the request (a refused job records nothing)."""
         request, params = plan.request, plan.job.params
         handle = self.queue.submit(plan.job)
-        stored = {
-            "width": params.width,
-            "height": params.height,
-            "steps": params.steps,
-            "guidance": params.guidance,
-            "lora": params.lora,
-            "style": request.style,
-            "count": request.count,
-            "title_overlay": request.title_overlay,
-            "community_style": request.community,
-        }
-        if request.variations_of is not None:
-            stored |= {"variations_of": request.variations_of, "strength": params.strength}
+        stored = StoredParams(
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance=params.guidance,
+            lora=params.lora,
+            style=request.style,
+            count=request.count,
+            title_overlay=request.title_overlay,
+            community=request.community,
+            variations_of=request.variations_of,
+            strength=None if request.variations_of is None else params.strength,
+        )
         request_id = self.storage.record_request(
             source=request.source,
             user_id=request.user_id,
@@ -386,10 +258,7 @@ class CoverService:
             playlist_name=plan.facts.name,
             model=plan.model.name,
             params=stored,
-            prompts=[
-                {"text": p.text, "negative": p.negative, "style": p.style, "seed": p.seed}
-                for p in plan.prompts
-            ],
+            prompts=plan.prompts,
             guild_id=request.guild_id,
             channel_id=request.channel_id,
         )
@@ -426,7 +295,7 @@ class CoverService:
                 "another tool's); name the model with --model."
             )
         spec = resolve_model(model, lora=request.lora)
-        label = _manifest_label(source) or PlaylistFacts(
+        label = manifest_label(source) or PlaylistFacts(
             id=request.playlist, name=source.parent.name, description=""
         )
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
@@ -440,81 +309,71 @@ class CoverService:
         job = _job(request, params, prompts, label.name, init_image=init)
         return _Plan(request, label, spec, prompts, job, 0.0)
 
-    # The community style: a server's LoRA, preference-tuned from its votes (docs/dpo.md).
-    def community_style(self, guild_id: str | None) -> tuple[str, str]:
-        """The (base model, LoRA path) the server's community style uses; InvalidOption when
-        the request has no server or the server has none."""
-        if guild_id is None:
-            raise InvalidOption("`community` works in a server only: it uses the server's style.")
-        row = self.storage.community_style(guild_id)
-        if row is None:
-            raise InvalidOption(
-                "This server has no community style yet: an administrator sets one with "
-                "`/community set` once a LoRA has been trained from its votes."
-            )
-        return row["base_model"], row["lora_path"]
+    def resume_unfinished(self, source: str) -> list[Resumption]:
+        """Queue again what a restart interrupted (requests from ``source`` still queued),
+        oldest first. One that restarts keep interrupting – more than
+        ``settings.resume_max_tries`` times – is given up, and one that can no longer run (its
+        model is gone, the queue is full) fails: both are recorded as failed with the reason,
+        so nothing is dropped silently and nothing is remade forever."""
+        resumptions = []
+        for record in self.storage.unfinished_requests(source):
+            tries = self.storage.note_resume(record.id)
+            if tries > self.settings.resume_max_tries:
+                # Something in this request (or the machine) keeps stopping the bot before it
+                # ends: give up instead of regenerating it on every start.
+                reason = f"it was interrupted by {tries - 1} restarts already"
+                self.storage.finish_request(record.id, status="failed", timings={}, error=reason)
+                log.warning("Gave up on request %s: %s", record.id[:8], reason)
+                resumptions.append(Resumption(record, error=reason, gave_up=True))
+                continue
+            try:
+                job = self.resume(record)
+            except CoverError as exc:
+                self.storage.finish_request(record.id, status="failed", timings={}, error=str(exc))
+                resumptions.append(Resumption(record, error=str(exc)))
+                continue
+            log.info("Resumed request %s for user %s", record.id[:8], record.user_id)
+            resumptions.append(Resumption(record, job))
+        return resumptions
 
-    def set_community_style(
-        self, guild_id: str, *, lora_name: str, base_model: str | None, set_by: str
-    ) -> ModelSpec:
-        """Point a server at ``lora_name``, a file (or folder holding
-        ``pytorch_lora_weights.safetensors``) in ``settings.community_lora_dir``, on
-        ``base_model`` (default: the bot's default model). Checked before it is stored: a
-        name outside that folder, a missing file or a base model the registry does not know
-        is refused with one sentence."""
-        folder = Path(self.settings.community_lora_dir).expanduser()
-        name = lora_name.strip()
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise InvalidOption(
-                f"`lora` must be the name of a file in the bot's community LoRA folder, got {name!r}."
-            )
-        spec = resolve_model(base_model or self.settings.default_model, lora=str(folder / name))
-        self.storage.set_community_style(
-            guild_id, lora_path=str(spec.lora), base_model=spec.name, set_by=set_by
-        )
-        return spec
-
-    def resume(self, row: dict) -> CoverJob:
+    def resume(self, record: RequestRecord) -> CoverJob:
         """Queue a stored request again after a restart, with the prompts and seeds it had.
 
         The playlist is not read again: the covers are made from what was accepted. Raises
         what :meth:`GenerationQueue.submit` raises (queue full, closed) and a
         :class:`~models.errors.CoverError` for a model that is gone.
         """
-        stored = row["params"]
-        spec = resolve_model(row["model"], lora=stored.get("lora"))
-        prompts = tuple(
-            Prompt(p["text"], p["negative"], p["style"], p["seed"]) for p in row["prompts"]
-        )
+        stored, prompts = record.params, record.prompts
+        spec = resolve_model(record.model, lora=stored.lora)
         request = CoverRequest(
-            playlist=row["playlist_id"],
-            user_id=row["user_id"],
-            source=row["source"],
-            model=row["model"],
-            lora=stored.get("lora"),
+            playlist=record.playlist_id,
+            user_id=record.user_id,
+            source=record.source,
+            model=record.model,
+            lora=stored.lora,
             count=len(prompts),
-            style=stored.get("style", "seed"),
-            title_overlay=bool(stored.get("title_overlay")),
-            community=bool(stored.get("community_style")),
-            guild_id=row["guild_id"],
-            channel_id=row["channel_id"],
+            style=stored.style,
+            title_overlay=stored.title_overlay,
+            community=stored.community,
+            guild_id=record.guild_id,
+            channel_id=record.channel_id,
         )
-        params = _params(spec, stored["width"], stored["steps"], stored["guidance"])
+        params = _params(spec, stored.width, stored.steps, stored.guidance)
         init = None
-        if stored.get("variations_of"):
-            source = Path(stored["variations_of"])
+        if stored.variations_of:
+            source = Path(stored.variations_of)
             request = dataclasses.replace(
-                request, variations_of=str(source), strength=stored["strength"]
+                request, variations_of=str(source), strength=stored.strength
             )
-            params = dataclasses.replace(params, strength=stored["strength"])
+            params = dataclasses.replace(params, strength=stored.strength)
             try:
                 init = read_bytes(source)
             except FileRefused:
                 raise FilesGone(source.name) from None
-        facts = PlaylistFacts(id=row["playlist_id"], name=row["playlist_name"], description="")
+        facts = PlaylistFacts(id=record.playlist_id, name=record.playlist_name, description="")
         job = _job(request, params, prompts, facts.name, init_image=init)
         plan = _Plan(request, facts, spec, prompts, job, 0.0)
-        return CoverJob(self, plan, row["id"], self.queue.submit(plan.job))
+        return CoverJob(self, plan, record.id, self.queue.submit(plan.job))
 
     @contextlib.contextmanager
     def _claim(self, request: CoverRequest) -> Iterator[None]:
@@ -651,15 +510,16 @@ class CoverService:
         self.storage.add_candidates(
             request_id,
             [
-                {
-                    "index": c.index,
-                    "prompt": c.prompt.text,
-                    "negative": c.prompt.negative,
-                    "seed": c.seed,
-                    "png_path": str(c.png_path),
-                    "jpeg_path": str(c.jpeg_path),
-                    "black_retries": c.black_retries,
-                }
+                CandidateRecord(
+                    request_id,
+                    c.index,
+                    c.prompt.text,
+                    c.prompt.negative,
+                    c.seed,
+                    str(c.png_path),
+                    str(c.jpeg_path),
+                    c.black_retries,
+                )
                 for c in candidates
             ],
         )
@@ -706,16 +566,6 @@ def _job(
         images=tuple(ImageSpec(p.text, p.negative, p.seed, init_image) for p in prompts),
         label=label,
     )
-
-
-def _manifest_label(candidate: Path) -> PlaylistFacts | None:
-    """The playlist of a candidate, from the ``cover.json`` beside it (None without one)."""
-    try:
-        manifest = json.loads((candidate.parent / "cover.json").read_text(encoding="utf-8"))
-        playlist = manifest["playlist"]
-        return PlaylistFacts(id=str(playlist["id"]), name=str(playlist["name"]), description="")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _output_reason(exc: BaseException) -> str:

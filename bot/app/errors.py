@@ -1,4 +1,32 @@
-"""Errors of the application layer. The whole tree is drawn in :mod:`models.errors`."""
+"""The application core's errors: the leaves of :class:`~models.errors.CoverError` that are
+about requests, playlists, Spotify, storage and posting. Each ``str()`` is the sentence the
+person is shown (the root and the serving library's leaves: :mod:`models.errors`).
+
+    CoverError                  (models.errors)
+    ├── MissingSetting          a required environment variable is unset
+    ├── InvalidOption           a request option out of range (also a ValueError)
+    ├── InvalidPlaylistLink     not a Spotify playlist link, URI or id
+    ├── SnapshotError           a playlist snapshot file is missing or malformed
+    ├── CooldownActive          this user's last request was too recent; carries retry_after
+    ├── SpotifyError            Spotify said no or did not answer
+    │   ├── PlaylistNotFound    404: missing, private, or deleted
+    │   ├── EditorialPlaylist   Spotify-owned playlists are closed to third-party apps
+    │   ├── SpotifyRateLimited  429 for longer than we wait; carries retry_after
+    │   ├── SpotifyAuthError    the client credentials were refused
+    │   ├── SpotifyUnavailable  5xx, timeouts, connection errors
+    │   ├── LinkFailed          the OAuth callback refused: bad/used/expired state, declined…
+    │   ├── NotLinked           no linked account, or its link no longer works (relink)
+    │   └── UploadRefused       a cover upload refused: not the owner, missing scope, bad image
+    ├── AllCandidatesBlocked    every image came out black (safety checker)
+    ├── LinkingDisabled         account linking is not set up on this bot
+    ├── NotRequester            only the requester may apply the winning cover
+    ├── OutputFailed            images made, but not saved: disk, folder, database
+    ├── FilesGone               a control on covers whose files are gone
+    ├── NotAllowed              a control only the requester (or a manager) may use
+    ├── StorageUnavailable      the database file can't be opened or used right now
+    └── CannotPost              Discord refused the bot's post: permissions, channel gone
+        └── TooLargeToPost      even the smallest files are over the server's upload limit
+"""
 
 from __future__ import annotations
 

@@ -4,17 +4,17 @@ Spotify-ready JPEG with a comment, the contact sheet, and ``cover.json``."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bot.app.errors import OutputFailed
+from bot.app.playlist import PlaylistFacts
 from bot.app.prompts import Prompt, clean_title
 from models.jobs import GeneratedImage, GenerationParams
 from models.parameters import ImageParameters
-
-if TYPE_CHECKING:
-    from bot.app.cover import CoverResult
+from models.registry import ModelSpec
 
 OUTPUT_SIZE = 512  # every candidate is delivered at 512x512, whatever the model's native size
 
@@ -31,12 +31,36 @@ class CoverCandidate:
     jpeg_quality: int
 
 
+@dataclass(frozen=True)
+class CoverResult:
+    """The kept covers of one request: its candidates' files, the sheet, and what made them."""
+
+    request_id: str
+    facts: PlaylistFacts
+    model: ModelSpec
+    candidates: tuple[CoverCandidate, ...]
+    sheet_path: Path
+    out_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    blocked: int = 0  # images the safety checker blacked out even after retries; dropped
+
+    @property
+    def notice(self) -> str | None:
+        """A sentence for the requester when fewer candidates came than were asked for."""
+        if not self.blocked:
+            return None
+        asked = self.blocked + len(self.candidates)
+        return (
+            f"{self.blocked} of {asked} candidates came out black (the model's safety checker "
+            f"flagged {'it' if self.blocked == 1 else 'them'}, also after retries with new "
+            f"seeds) and {'was' if self.blocked == 1 else 'were'} left out."
+        )
+
+
 def check_output_folder(folder: Path) -> None:
     """Make ``folder`` and write a scratch file in it, so that a folder that can't be written
     (below a regular file, on a read-only or pseudo file system like /proc) is found before
     minutes of generation, not after. Raises :class:`OutputFailed` naming it."""
-    from bot.app.errors import OutputFailed
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -135,3 +159,18 @@ def write_manifest(cover: CoverResult) -> Path:
     }
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "playlist"
+
+
+def manifest_label(candidate: Path) -> PlaylistFacts | None:
+    """The playlist of a candidate, from the ``cover.json`` beside it (None without one)."""
+    try:
+        manifest = json.loads((candidate.parent / "cover.json").read_text(encoding="utf-8"))
+        playlist = manifest["playlist"]
+        return PlaylistFacts(id=str(playlist["id"]), name=str(playlist["name"]), description="")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

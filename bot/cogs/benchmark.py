@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import TOKEN_LIFETIME_S, model_choices, post_result
+from bot.cogs.helpers import TOKEN_LIFETIME_S, model_choices, post_result
 from models.jobs import GenerationParams
 from models.registry import resolve_model
 from modeltools.benchmark import Workload, run_queue_benchmark, write_report

@@ -14,7 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NO_MENTIONS
+from bot.app.community import set_community_style
+from bot.cogs.helpers import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.client import CoverBot
@@ -41,9 +42,9 @@ class CommunityCog(commands.Cog):
         self, interaction: discord.Interaction, lora: str, model: str | None = None
     ) -> None:
         """Use a LoRA trained on this server's votes for /cover community:True."""
-        spec = self.bot.service.set_community_style(
-            str(interaction.guild_id), lora_name=lora, base_model=model,
-            set_by=str(interaction.user.id),
+        spec = set_community_style(
+            self.bot.settings, self.bot.storage, str(interaction.guild_id), lora_name=lora,
+            base_model=model, set_by=str(interaction.user.id),
         )  # fmt: skip
         await interaction.response.send_message(
             f"Community style set: `{lora}` on {spec.name}. Use it with `/cover community:True`.",

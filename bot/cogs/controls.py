@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from bot.app.cover import request_again
 from bot.app.errors import FilesGone, NotAllowed
 from bot.app.prompts import MAX_CANDIDATES
-from bot.client import NUMBER_EMOJI, count_as_command, error_text, reply
+from bot.app.records import RequestRecord
+from bot.app.request import request_again
+from bot.cogs.helpers import NUMBER_EMOJI, count_as_command, error_text, reply
 
 if TYPE_CHECKING:
     from bot.client import CoverBot
-    from bot.cogs.cover import CoverCog
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ class ControlButton(
         return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(ControlsCog.__cog_name__)
-        if cog is not None:
-            await cog.press(interaction, self.action, self.request_id, self.n)
+        await Controls(interaction.client).press(interaction, self.action, self.request_id, self.n)
 
 
 def controls_view(request_id: str, candidates: int) -> discord.ui.View:
@@ -91,6 +89,8 @@ def controls_view(request_id: str, candidates: int) -> discord.ui.View:
 
 
 class ControlsCog(commands.Cog):
+    """Registers the buttons, so that a press is understood after a restart too."""
+
     def __init__(self, bot: CoverBot) -> None:
         self.bot = bot
 
@@ -100,75 +100,81 @@ class ControlsCog(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ControlButton)
 
+
+class Controls:
+    """What a press does, with the bot it came to (nothing is kept between presses)."""
+
+    def __init__(self, bot: CoverBot) -> None:
+        self.bot = bot
+
     async def press(
         self, interaction: discord.Interaction, action: str, request_id: str, n: int | None
     ) -> None:
         what = {"reroll": "Reroll", "vary": f"Variations of {n}"}.get(action, action.title())
         try:
-            row = self.bot.storage.request(request_id)
-            if row is None:
+            record = self.bot.storage.request(request_id)
+            if record is None:
                 raise FilesGone("its request")
             if action == "details":
                 await interaction.response.send_message(
-                    self.details(row),
+                    self.details(record),
                     ephemeral=True,
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
             elif action == "delete":
-                await self.delete(interaction, row)
+                await self.delete(interaction, record)
             else:
-                await self.again(interaction, row, n)
+                await self.again(interaction, record, n)
         except Exception as error:
             await reply(interaction, error_text(error, what), ephemeral=True)
 
     # -- reroll and variations ---------------------------------------------------------------
 
-    async def again(self, interaction: discord.Interaction, row: dict, n: int | None) -> None:
+    async def again(
+        self, interaction: discord.Interaction, record: RequestRecord, n: int | None
+    ) -> None:
         """Reroll (``n`` None, the requester only) or variations of candidate ``n`` (anyone):
         checked before anything is shown, then the same path as ``/cover``."""
         presser = str(interaction.user.id)
-        if n is None and presser != row["user_id"]:
+        if n is None and presser != record.user_id:
             raise NotAllowed("Only the person who asked for these covers can reroll them.")
         png = None
         if n is not None:
-            candidate = next(
-                (c for c in self.bot.storage.candidates(row["id"]) if c["index"] == n), None
-            )
-            png = Path(candidate["png_path"]) if candidate and candidate["png_path"] else None
+            candidate = self.bot.storage.candidate(record.id, n)
+            png = Path(candidate.png_path) if candidate and candidate.png_path else None
             if png is None or not png.is_file():
                 raise FilesGone(png.name if png else f"candidate {n}")
-        request = request_again(row, user_id=presser, settings=self.bot.settings, variations_of=png)
+        request = request_again(
+            record, user_id=presser, settings=self.bot.settings, variations_of=png
+        )
         started = time.monotonic()
         await interaction.response.defer(thinking=True)
-        cover: CoverCog | None = self.bot.get_cog("CoverCog")  # type: ignore[assignment]
-        if cover is None:
-            raise RuntimeError("the cover cog is not loaded")
-        await cover.deliver(interaction, request, started)
+        # The cover cog takes it from here, as for /cover (CoverCog.on_cover_request).
+        what = "Reroll" if n is None else f"Variations of {n}"
+        self.bot.dispatch("cover_request", interaction, request, started, what)
 
     # -- details -------------------------------------------------------------------------------
 
-    def details(self, row: dict) -> str:
+    def details(self, record: RequestRecord) -> str:
         """Model, settings and time of a request, then each candidate's seed and prompt; the
         negative prompt once when all share it. Cut to Discord's 2,000 characters."""
-        params, timings = row["params"], row.get("timings") or {}
-        candidates = self.bot.storage.candidates(row["id"])
+        params, timings = record.params, record.timings
+        candidates = self.bot.storage.candidates(record.id)
         made = f", made in {timings['generate_s']:.1f} s" if "generate_s" in timings else ""
-        strength = (
-            f", variations at strength {params['strength']:g}" if params.get("strength") else ""
-        )
+        strength = f", variations at strength {params.strength:g}" if params.strength else ""
         lines = [
-            f"Model **{row['model']}**, {params['steps']} steps, CFG {params['guidance']:g}, "
-            f"{params['width']}×{params['height']} px (posted at 512×512){strength}{made}."
+            f"Model **{record.model}**, {params.steps} steps, CFG {params.guidance:g}, "
+            f"{params.width}×{params.height} px (posted at 512×512){strength}{made}."
         ]
-        negatives = {c["negative"] for c in candidates}
+        negatives = {c.negative for c in candidates}
         if len(negatives) == 1 and (shared := negatives.pop()):
             lines.append(f"Negative prompt: `{_code(shared)}`")
             negatives = set()
         for c in candidates:
-            emoji = NUMBER_EMOJI[c["index"] - 1] if c["index"] <= len(NUMBER_EMOJI) else c["index"]
-            lines.append(f"{emoji} seed {c['seed']}: `{_code(c['prompt'])}`")
-            if negatives and c["negative"]:
-                lines.append(f"    negative: `{_code(c['negative'])}`")
+            emoji = NUMBER_EMOJI[c.index - 1] if c.index <= len(NUMBER_EMOJI) else c.index
+            lines.append(f"{emoji} seed {c.seed}: `{_code(c.prompt)}`")
+            if negatives and c.negative:
+                lines.append(f"    negative: `{_code(c.negative)}`")
         if not candidates:
             lines.append("No candidates were kept for this request.")
         text = "\n".join(lines)
@@ -176,11 +182,11 @@ class ControlsCog(commands.Cog):
 
     # -- delete ----------------------------------------------------------------------------
 
-    async def delete(self, interaction: discord.Interaction, row: dict) -> None:
+    async def delete(self, interaction: discord.Interaction, record: RequestRecord) -> None:
         """The requester or a server manager removes the post; its vote closes, no winner."""
         permissions = interaction.permissions
         manager = permissions.administrator or permissions.manage_messages
-        if str(interaction.user.id) != row["user_id"] and not manager:
+        if str(interaction.user.id) != record.user_id and not manager:
             raise NotAllowed(
                 "Only the person who asked for these covers, or someone who may manage "
                 "messages here, can delete them."

@@ -13,18 +13,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.app.cover import MAX_CANDIDATES, CoverJob, CoverRequest, CoverResult, people_models
-from bot.app.prompts import STYLES
-from bot.client import (
+from bot.app.cover import CoverJob
+from bot.app.files import CoverResult
+from bot.app.prompts import MAX_CANDIDATES, STYLES
+from bot.app.records import RequestRecord
+from bot.app.request import CoverRequest, people_models
+from bot.cogs.controls import controls_view
+from bot.cogs.helpers import (
     CLOSE_EMOJI,
     NO_MENTIONS,
     NUMBER_EMOJI,
     TOKEN_LIFETIME_S,
+    count_as_command,
+    error_text,
     model_choices,
     post_result,
     reply,
 )
-from bot.cogs.controls import controls_view
 from models.errors import CoverError, QueueClosed
 from models.queue import Failed, Finished, Preview, Progress, Queued, Started
 
@@ -77,11 +82,24 @@ class CoverCog(commands.Cog):
         )
         await self.deliver(interaction, request, started)
 
+    @commands.Cog.listener()
+    async def on_cover_request(
+        self, interaction: discord.Interaction, request: CoverRequest, started: float, what: str
+    ) -> None:
+        """A request made with a control under a cover post (a reroll, variations): the
+        controls (bot/cogs/controls.py) dispatch it as this event once it is checked and the
+        press deferred. Its errors are the press's: replied to the presser, like a command's."""
+        count_as_command(interaction)
+        try:
+            await self.deliver(interaction, request, started)
+        except Exception as error:
+            await reply(interaction, error_text(error, what), ephemeral=True)
+
     async def deliver(
         self, interaction: discord.Interaction, request: CoverRequest, started: float
     ) -> None:
         """Start ``request``, show its progress in the (deferred) reply, post the covers. The
-        slash command and the controls under a cover post (bot/cogs/controls.py) end here."""
+        slash command and the controls under a cover post (``on_cover_request``) end here."""
         # Every refusal is raised here: bad link, private playlist, cooldown, queue full…
         job = await self.bot.service.start(request)
         chosen = job.model
@@ -236,66 +254,47 @@ class CoverCog(commands.Cog):
     # -- restarts ----------------------------------------------------------------------------
 
     async def resume_unfinished(self) -> None:
-        """Queue again what a restart interrupted, and tell each requester in their channel.
-
-        Requests that can no longer run (the model is gone, the queue is full) are marked
-        failed and their requesters told why; nothing is dropped silently.
-        """
-        storage, service = self.bot.storage, self.bot.service
-        for row in storage.unfinished_requests("discord"):
-            channel = self.bot.get_partial_messageable(int(row["channel_id"]))
-            who = f"<@{row['user_id']}>"
-            name = _escape(row["playlist_name"])
-            tries = storage.note_resume(row["id"])
-            if tries > self.bot.settings.resume_max_tries:
-                # Something in this request (or the machine) keeps stopping the bot before it
-                # ends: give up instead of regenerating it on every start.
-                reason = f"it was interrupted by {tries - 1} restarts already"
-                storage.finish_request(row["id"], status="failed", timings={}, error=reason)
-                log.warning("Gave up on request %s: %s", row["id"][:8], reason)
-                await _say(
-                    channel,
-                    f"{who}: your covers for **{name}** could not be made: {reason}. "
-                    "Please ask again with /cover.",
-                    row["user_id"],
+        """Queue again what a restart interrupted (:meth:`CoverService.resume_unfinished`
+        decides what can be), and tell each requester in their channel."""
+        for resumed in self.bot.service.resume_unfinished("discord"):
+            row = resumed.record
+            channel = self.bot.get_partial_messageable(int(row.channel_id))
+            who, name = f"<@{row.user_id}>", _escape(row.playlist_name)
+            if resumed.gave_up:
+                text = (
+                    f"{who}: your covers for **{name}** could not be made: {resumed.error}. "
+                    "Please ask again with /cover."
                 )
-                continue
-            try:
-                job = service.resume(row)
-            except CoverError as exc:
-                storage.finish_request(row["id"], status="failed", timings={}, error=str(exc))
-                await _say(
-                    channel,
+            elif resumed.job is None:
+                text = (
                     f"{who}: the bot restarted before your covers for **{name}** "
-                    f"were made, and they can't be made now: {exc}",
-                    row["user_id"],
+                    f"were made, and they can't be made now: {resumed.error}"
                 )
-                continue
-            log.info("Resumed request %s for user %s", row["id"][:8], row["user_id"])
-            await _say(
-                channel,
-                f"{who}: the bot restarted while your covers for **{name}** "
-                "were waiting; they are being made now.",
-                row["user_id"],
-            )
-            self._resumed.add(asyncio.create_task(self._finish_resumed(job, row)))
+            else:
+                text = (
+                    f"{who}: the bot restarted while your covers for **{name}** "
+                    "were waiting; they are being made now."
+                )
+            await _say(channel, text, row.user_id)
+            if resumed.job is not None:
+                self._resumed.add(asyncio.create_task(self._finish_resumed(resumed.job, row)))
 
-    async def _finish_resumed(self, job: CoverJob, row: dict) -> None:
-        channel = self.bot.get_partial_messageable(int(row["channel_id"]))
+    async def _finish_resumed(self, job: CoverJob, row: RequestRecord) -> None:
+        channel = self.bot.get_partial_messageable(int(row.channel_id))
         try:
             cover = await job.result()
-            await self._post(cover, int(row["user_id"]), int(row["channel_id"]))
+            await self._post(cover, int(row.user_id), int(row.channel_id))
         except QueueClosed:
             return  # restarting again: the next start picks it up
         except CoverError as exc:
             await _say(
                 channel,
-                f"<@{row['user_id']}>: your covers for "
-                f"**{_escape(row['playlist_name'])}** failed: {exc}",
-                row["user_id"],
+                f"<@{row.user_id}>: your covers for "
+                f"**{_escape(row.playlist_name)}** failed: {exc}",
+                row.user_id,
             )
         except Exception:
-            log.exception("Resumed request %s failed", row["id"][:8])
+            log.exception("Resumed request %s failed", row.id[:8])
 
     async def cog_load(self) -> None:
         self._resumed: set[asyncio.Task[None]] = set()

@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot.app.accounts import LinkedAccount
 from bot.app.errors import NotRequester
-from bot.client import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
+from bot.cogs.helpers import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
 from bot.oauth_callback import CallbackServer
 
 if TYPE_CHECKING:
@@ -63,9 +63,8 @@ class ApplyButton(
         return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog(SpotifyCog.__cog_name__)
-        if cog is not None:
-            await cog.apply(interaction, str(self.message_id))
+        # The Spotify cog takes it from here (SpotifyCog.on_apply_cover): no cog looked up.
+        interaction.client.dispatch("apply_cover", interaction, str(self.message_id))
 
 
 def apply_view(message_id: int) -> discord.ui.View:
@@ -188,12 +187,18 @@ class SpotifyCog(
 
     # -- Apply to Spotify ------------------------------------------------------------------
 
+    @commands.Cog.listener()
+    async def on_apply_cover(self, interaction: discord.Interaction, message_id: str) -> None:
+        """A press of an "Apply to Spotify" button (:class:`ApplyButton`)."""
+        count_as_command(interaction)
+        await self.apply(interaction, message_id)
+
     async def apply(self, interaction: discord.Interaction, message_id: str) -> None:
         """Validate (the presser asked for these covers) → defer → upload → report in the
         channel, replying to the announcement. Every attempt is recorded by the upload."""
         message = self.bot.storage.cover_message(message_id)
-        request = message and self.bot.storage.request(message["request_id"])
-        if not request or request["user_id"] != str(interaction.user.id):
+        request = message and self.bot.storage.request(message.request_id)
+        if not request or request.user_id != str(interaction.user.id):
             await interaction.response.send_message(
                 error_text(NotRequester(), "Apply to Spotify"), ephemeral=True
             )
@@ -213,7 +218,7 @@ class SpotifyCog(
                     f"**{_escape(applied.playlist_name)}** on Spotify (it can take a few "
                     "minutes to show there)."
                 )
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+        channel = self.bot.get_partial_messageable(int(message.channel_id))
         reference = None
         if interaction.message is not None:
             reference = discord.PartialMessage(channel=channel, id=interaction.message.id)

@@ -1,5 +1,9 @@
 """Votes: raw reaction events, early returns, and the database deciding "one vote per user".
 
+The rules (what counts, who may close, who wins, what is announced) are
+:class:`bot.app.votes.VoteService`'s; this cog turns reaction events into its calls and its
+answers into messages.
+
 Raw events because cover messages are webhook follow-ups that discord.py does not cache (and
 they must keep counting after a restart). Every decision reads SQLite, never memory.
 
@@ -7,12 +11,15 @@ Discord does not replay reactions added or taken back while the bot was disconne
 every READY (the start, and a reconnection that could not resume) each open vote is read back
 from its message and the database reconciled with what people see (:meth:`VotesCog.reconcile`).
 Reading back asks for both kinds of reaction: Discord lists super reactions only when asked
-(``type=1``), and a super-reaction vote (or a requester's super-✅) counts like any other.
+(``type=1``), and a super-reaction vote (or a requester's super-✅) counts like any other. A
+person may show both kinds of the same number: taking one back leaves the vote standing.
 Closing a vote reads its post back first, under the same lock: Discord is the source of truth,
 and a ✅ may arrive before the reconciliation after a reconnection has reached that post.
 Stopping the bot while it reads is quiet: the votes stay open for the next start.
 A post deleted by someone closes its vote without a winner; a vote whose announcement can't
-be posted (channel gone, permissions lost) is still closed and recorded, with one log line.
+be posted (channel gone, permissions lost) is still closed and recorded, with one log line; an
+announcement whose files are over the server's upload limit goes out with smaller ones, or
+with none and a sentence saying so.
 """
 
 from __future__ import annotations
@@ -20,35 +27,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.client import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI
+from bot.app.errors import CannotPost
+from bot.app.records import CoverMessage
+from bot.app.votes import Announcement
+from bot.cogs.helpers import CLOSE_EMOJI, NO_MENTIONS, NUMBER_EMOJI, post_result
 from bot.cogs.spotify import apply_view
 
 if TYPE_CHECKING:
     from bot.client import CoverBot
 
 log = logging.getLogger(__name__)
-_CLOSED_BY = {"requester": "the requester", "timer": "the timer"}  # for the announcement
-
-
-def pick_winner(tally: dict[int, int]) -> int | None:
-    """Most votes wins; a tie goes to the lower number; no votes at all, no winner."""
-    best = max(tally.values(), default=0)
-    if best == 0:
-        return None
-    return min(choice for choice, votes in tally.items() if votes == best)
 
 
 class VotesCog(commands.Cog):
     def __init__(self, bot: CoverBot) -> None:
         self.bot = bot
+        self.votes = bot.votes
         self._sweeper: asyncio.Task[None] | None = None
         # Reaction events wait while a message is being reconciled, so an event that comes
         # in while its message is read is applied after, not overwritten by an older reading.
@@ -65,34 +65,58 @@ class VotesCog(commands.Cog):
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.bot.user is None or payload.user_id == self.bot.user.id:
             return  # the bot's own 1️⃣–4️⃣ are ballots' labels, not votes
-        message = self.bot.storage.cover_message(str(payload.message_id))
-        if message is None or message["status"] != "open":
+        message = self.votes.open_vote(str(payload.message_id))
+        if message is None:
             return
         emoji = str(payload.emoji)
         if emoji == CLOSE_EMOJI:
-            if self._requester(message) == str(payload.user_id):
-                await self.close_vote(message["message_id"], reason="requester")
+            if self.votes.may_close(message, str(payload.user_id)):
+                await self.close_vote(message.message_id, reason="requester")
             return
-        choice = _choice(emoji, message["candidate_count"])
+        choice = _choice(emoji, message.candidate_count)
         if choice is not None:
             async with self._lock:
-                self.bot.storage.cast_vote(
-                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
-                )
+                self.votes.cast(message, str(payload.user_id), choice)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        message = self.bot.storage.cover_message(str(payload.message_id))
-        if message is None or message["status"] != "open":
+        message = self.votes.open_vote(str(payload.message_id))
+        if message is None:
             return
-        choice = _choice(str(payload.emoji), message["candidate_count"])
+        choice = _choice(str(payload.emoji), message.candidate_count)
+        user_id = str(payload.user_id)
         if choice is not None:
-            # Only if it is still their vote: moving a vote then removing the old reaction
-            # must not undo the move.
             async with self._lock:
-                self.bot.storage.remove_vote(
-                    message_id=message["message_id"], user_id=str(payload.user_id), choice=choice
-                )
+                if not self.votes.is_vote(message, user_id, choice):
+                    return  # an old reaction of a vote that moved on: nothing to take back
+                still_shown = await self._other_kind_shown(message, payload)
+                self.votes.withdraw(message, user_id, choice, still_shown=still_shown)
+
+    async def _other_kind_shown(
+        self, message: CoverMessage, payload: discord.RawReactionActionEvent
+    ) -> bool:
+        """Whether the person still shows the removed emoji as the other kind of reaction (a
+        normal one beside the super one taken back, or the other way round). Discord's event
+        says which kind went (``burst``), not what is left, so the post is read back; if it
+        can't be read, the vote goes, as it would with one kind."""
+        other = discord.ReactionType.normal if payload.burst else discord.ReactionType.burst
+        try:
+            post = await self.bot.get_partial_messageable(int(message.channel_id)).fetch_message(
+                int(message.message_id)
+            )
+            for reaction in post.reactions:
+                if str(reaction.emoji) != str(payload.emoji):
+                    continue
+                count = reaction.normal_count if payload.burst else reaction.burst_count
+                if count:
+                    async for user in reaction.users(type=other):
+                        if user.id == payload.user_id:
+                            return True
+        except _UNREADABLE as error:
+            if isinstance(error, RuntimeError) and not self.bot.is_closed():
+                raise  # not a stop: a bug
+            log.info("Could not read %s back after a removal: %s", message.message_id, _why(error))
+        return False
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -104,32 +128,27 @@ class VotesCog(commands.Cog):
             await self._deleted(message_id)
 
     async def _deleted(self, message_id: int) -> None:
-        """A cover post was deleted: nobody can vote on it any more, so its vote closes
-        without a winner, recorded as deleted; there is no post left to announce under."""
-        storage = self.bot.storage
-        if storage.cover_message(str(message_id)) is None:
-            return  # not a cover post
-        if storage.close_vote(str(message_id), winner=None, reason="deleted"):
+        if self.votes.deleted(str(message_id)):
             log.info("Cover post %s was deleted; its vote closed without a winner", message_id)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
         """READY comes at the start and after a reconnection that could not resume; reactions
         changed in between never arrive as events, so read every open vote back."""
-        for message in self.bot.storage.open_cover_messages():
+        for message in self.votes.open_votes():
             if self.bot.is_closed():
                 return  # stopping: the rest are read back at the next start
             await self.reconcile(message)
 
-    async def reconcile(self, message: dict) -> None:
+    async def reconcile(self, message: CoverMessage) -> None:
         """Match one open vote's database rows to its reactions on Discord (see
-        :meth:`bot.app.storage.Storage.reconcile_votes` for the rule); a requester's ✅ added
+        :meth:`bot.app.votes.VoteService.reconcile` for the rule); a requester's ✅ added
         meanwhile closes it, and a post deleted meanwhile closes it without a winner."""
         async with self._lock:
             try:
                 close = await self._read_back(message)
             except discord.NotFound:  # the post, or its whole channel, was deleted
-                await self._deleted(int(message["message_id"]))
+                await self._deleted(int(message.message_id))
                 return
             except _UNREADABLE as error:  # one unreadable vote must not stop the rest
                 if self._quiet_stop(error):
@@ -138,24 +157,24 @@ class VotesCog(commands.Cog):
                     raise  # not a stop: a bug
                 log.warning(
                     "Could not read the vote on %s back from Discord: %s",
-                    message["message_id"],
+                    message.message_id,
                     _why(error),
                 )
                 return
         if close:
-            await self.close_vote(message["message_id"], reason="requester")
+            await self.close_vote(message.message_id, reason="requester")
 
-    async def _read_back(self, message: dict) -> bool:
+    async def _read_back(self, message: CoverMessage) -> bool:
         """Store what one vote's reactions on Discord say (hold :attr:`_lock`); whether the
         requester's ✅ is among them. Raises what reading the post raises."""
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
-        post = await channel.fetch_message(int(message["message_id"]))
+        channel = self.bot.get_partial_messageable(int(message.channel_id))
+        post = await channel.fetch_message(int(message.message_id))
         ballots: dict[str, set[int]] = {}
         close = False
-        requester = self._requester(message)
+        requester = self.votes.requester(message)
         for reaction in post.reactions:
             emoji = str(reaction.emoji)
-            choice = _choice(emoji, message["candidate_count"])
+            choice = _choice(emoji, message.candidate_count)
             if choice is None and emoji != CLOSE_EMOJI:
                 continue
             async for user in _reactors(reaction):
@@ -165,11 +184,11 @@ class VotesCog(commands.Cog):
                     ballots.setdefault(str(user.id), set()).add(choice)
                 elif str(user.id) == requester:
                     close = True
-        changed = self.bot.storage.reconcile_votes(message["message_id"], ballots)
+        changed = self.votes.reconcile(message, ballots)
         if changed:
             log.info(
                 "Vote on %s: %d vote(s) changed while the bot was away, now counted",
-                message["message_id"],
+                message.message_id,
                 changed,
             )
         return close
@@ -183,11 +202,6 @@ class VotesCog(commands.Cog):
         log.info("Stopped while reading votes back (%s)", type(error).__name__)
         return True
 
-    def _requester(self, message: dict) -> str | None:
-        """The user id of the person who asked for the covers of a cover message."""
-        request = self.bot.storage.request(message["request_id"])
-        return request["user_id"] if request is not None else None
-
     async def close_vote(self, message_id: str, *, reason: str) -> None:
         """Close the vote, then announce the winner with its image and Spotify-ready JPEG, and,
         when the requester's linked Spotify account owns the playlist, an "Apply to Spotify"
@@ -196,10 +210,9 @@ class VotesCog(commands.Cog):
         The outcome is recorded before anything is sent: a channel that is gone or a
         permission the bot lost costs the announcement (one log line), never the result.
         """
-        storage = self.bot.storage
         async with self._lock:
-            message = storage.cover_message(message_id)
-            if message is None or message["status"] != "open":
+            message = self.votes.open_vote(message_id)
+            if message is None:
                 return  # someone else closed it a moment ago and announced it
             # Discord's reactions, not our tally, are the truth, and a close is final: votes
             # cast while the bot was away (not read back yet after a reconnection) must count.
@@ -219,81 +232,82 @@ class VotesCog(commands.Cog):
                     _why(error),
                 )
                 return
-            winner = pick_winner(storage.tally(message_id))
-            if not storage.close_vote(message_id, winner=winner, reason=reason):
+            outcome = self.votes.close(message_id, reason=reason)
+            if outcome is None:
                 return
         try:
-            await self._announce(message_id, winner, _CLOSED_BY[reason])
-        except (discord.NotFound, discord.Forbidden) as error:
+            await self._announce(outcome)
+        except (discord.NotFound, discord.Forbidden, CannotPost) as error:
             log.warning(
                 "The vote on %s closed (winner: %s) but could not be announced: %s",
                 message_id,
-                winner or "none",
+                outcome.winner or "none",
                 _why(error),
             )
 
-    async def _announce(self, message_id: str, winner: int | None, closed_by: str) -> None:
-        storage = self.bot.storage
-        message = storage.cover_message(message_id)
-        channel = self.bot.get_partial_messageable(int(message["channel_id"]))
+    async def _announce(self, outcome: Announcement) -> None:
+        message = outcome.message
+        channel_id = int(message.channel_id)
         # A reply that still goes out (without the link to the post) if the post was deleted:
         # Discord refuses a reply to a missing message otherwise (400, code 50035).
         reference = discord.MessageReference(
-            message_id=int(message_id), channel_id=channel.id, fail_if_not_exists=False
+            message_id=int(message.message_id), channel_id=channel_id, fail_if_not_exists=False
         )
-        if winner is None:
-            await channel.send(
-                f"The vote was closed by {closed_by} with no votes; no cover was chosen.",
+        if outcome.winner is None:
+            await self.bot.get_partial_messageable(channel_id).send(
+                f"The vote was closed by {outcome.closed_by} with no votes; no cover was chosen.",
                 reference=reference,
                 allowed_mentions=NO_MENTIONS,
             )
             return
-        votes = storage.tally(message_id)[winner]
-        candidate = next(
-            c for c in storage.candidates(message["request_id"]) if c["index"] == winner
-        )
+        winner, votes = outcome.winner, outcome.votes
         text = (
             f"Cover {NUMBER_EMOJI[winner - 1]} wins with {votes} vote{'s' if votes != 1 else ''} "
-            f"(closed by {closed_by})."
+            f"(closed by {outcome.closed_by})."
         )
-        request = storage.request(message["request_id"])
-        if request and request["params"].get("community_style"):
+        if outcome.community:
             text += " Made with this server's community style."
-        png, jpeg = Path(candidate["png_path"]), Path(candidate["jpeg_path"])
-        view = discord.utils.MISSING
-        if png.is_file() and jpeg.is_file():
-            text += f" The JPEG ({jpeg.stat().st_size / 1024:.0f} KB) is ready for Spotify."
-            files = [
-                discord.File(png, filename=f"winner-{winner}.png"),
-                discord.File(jpeg, filename=f"winner-{winner}-spotify.jpg"),
-            ]
-            owner = request and self.bot.accounts.owner_account(
-                request["user_id"], request["playlist_id"]
-            )
-            if owner:
-                text += f" <@{request['user_id']}> can make it the playlist's cover on Spotify."
-                view = apply_view(int(message_id))
-        else:  # someone cleaned the output folder; the choice is still recorded
-            log.warning("Winning cover files of %s are gone: %s", message_id, png.parent)
+        if outcome.png is None or outcome.jpeg is None:  # the choice is still recorded
+            log.warning("Winning cover files of %s are gone", message.message_id)
             text += " Its image files are no longer on the bot's disk."
-            files = []
-        await channel.send(
-            text, files=files, view=view, reference=reference, allowed_mentions=NO_MENTIONS
+            await self.bot.get_partial_messageable(channel_id).send(
+                text, reference=reference, allowed_mentions=NO_MENTIONS
+            )
+            return
+        text += f" The JPEG ({outcome.jpeg.stat().st_size / 1024:.0f} KB) is ready for Spotify."
+        view = None
+        if outcome.apply_for is not None:
+            text += f" <@{outcome.apply_for}> can make it the playlist's cover on Spotify."
+            view = apply_view(int(message.message_id))
+        png = (outcome.png, f"winner-{winner}.png")
+        jpeg = (outcome.jpeg, f"winner-{winner}-spotify.jpg")
+        # A server whose upload limit refuses both files gets the JPEG alone, then none.
+        limit = "(This server's upload limit refused"
+        smaller = [
+            (f"{limit} the PNG: the Spotify JPEG only.)", [jpeg]),
+            (f"{limit} the images: they stay on the bot's disk.)", []),
+        ]
+        await post_result(
+            self.bot,
+            None,
+            channel_id,
+            text,
+            files=[png, jpeg],
+            smaller=smaller,
+            view=view,
+            reference=reference,
         )
 
     async def _close_expired_votes(self) -> None:
         """Close votes older than ``vote_close_after_s``, also those left open by a restart."""
-        limit = self.bot.settings.vote_close_after_s
+        limit = self.votes.close_after_s
         await self.bot.wait_until_ready()
         while True:
-            now = datetime.now(UTC)
-            for message in self.bot.storage.open_cover_messages():
-                opened = datetime.fromisoformat(message["created_at"])
-                if (now - opened).total_seconds() >= limit:
-                    try:
-                        await self.close_vote(message["message_id"], reason="timer")
-                    except Exception:  # one bad message must not stop the sweeper for all
-                        log.exception("Could not close the vote on %s", message["message_id"])
+            for message in self.votes.expired():
+                try:
+                    await self.close_vote(message.message_id, reason="timer")
+                except Exception:  # one bad message must not stop the sweeper for all
+                    log.exception("Could not close the vote on %s", message.message_id)
             await asyncio.sleep(min(60.0, max(0.2, limit / 4)))
 
 

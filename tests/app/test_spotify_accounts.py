@@ -274,7 +274,7 @@ async def test_tokens_and_verifiers_are_encrypted_at_rest(accounts, spotify, tmp
         assert secret.encode() not in raw
     # They are there, encrypted: the key opens them.
     row = accounts.storage.spotify_account("1001")
-    opened = Fernet(accounts.settings.token_key.get_secret_value()).decrypt(row["tokens"])
+    opened = Fernet(accounts.settings.token_key.get_secret_value()).decrypt(row.tokens)
     assert spotify.user_tokens()[0].encode() in opened
 
 
@@ -290,7 +290,7 @@ async def test_an_expired_access_token_is_refreshed_before_use(accounts, spotify
     clock.moment += timedelta(hours=1)
     assert await accounts.read_items("1001", playlist) is not None
     assert len(user_grants(spotify, "refresh_token")) == 2
-    assert accounts.storage.spotify_account("1001")["refreshed_at"] is not None
+    assert accounts.storage.spotify_account("1001").refreshed_at is not None
 
 
 async def test_a_rejected_access_token_is_refreshed_once(accounts, spotify):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.prompts import Prompt
+from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import MIGRATIONS, SCHEMA_MAX_CANDIDATES, Storage
 
 
@@ -49,6 +53,9 @@ def storage(open_storage: Callable[[], Storage]) -> Storage:
     return open_storage()
 
 
+PARAMS = StoredParams(width=128, height=128, steps=20, guidance=7.5, style="mix")
+
+
 def record(storage: Storage, **changes) -> str:
     fields = dict(
         source="discord",
@@ -56,20 +63,10 @@ def record(storage: Storage, **changes) -> str:
         playlist_id="37i9dQZF1DX0XUsuxWHRQd",
         playlist_name="late night drive 🌙",
         model="embedded",
-        params={"width": 128, "steps": 20, "guidance": 7.5, "lora": None, "style": "mix"},
+        params=PARAMS,
         prompts=[
-            {
-                "text": "late night drive playlist cover image",
-                "negative": "",
-                "style": "seed",
-                "seed": 7,
-            },
-            {
-                "text": "late night drive, synthwave",
-                "negative": "blurry",
-                "style": "genre",
-                "seed": 8,
-            },
+            Prompt("late night drive playlist cover image", "", "seed", 7),
+            Prompt("late night drive, synthwave", "blurry", "genre", 8),
         ],
         guild_id="222",
         channel_id="333",
@@ -90,6 +87,7 @@ ALL_MIGRATIONS = [
     ("playlist_cover", "m004_close_reasons"),
     ("playlist_cover", "m005_community_styles"),
     ("playlist_cover", "m006_spotify_account_ids"),
+    ("playlist_cover", "m007_params_community"),
 ]
 
 
@@ -136,8 +134,28 @@ def test_a_database_of_the_first_release_is_upgraded_in_place(db_path: Path):
         assert {"link_states", "spotify_accounts", "spotify_uploads"} <= set(
             storage.db.table_names()
         )
-        assert storage.request(request_id)["status"] == "queued"
+        assert storage.request(request_id).status == "queued"
     assert migration_rows(db_path) == ALL_MIGRATIONS
+
+
+def test_stored_params_from_before_m007_read_community_under_its_request_name(db_path: Path):
+    from sqlite_utils import Database
+
+    db_path.parent.mkdir(parents=True)
+    old = Database(db_path)
+    MIGRATIONS.apply(old, stop_before="m007_params_community")
+    for n, (key, value) in enumerate([("community_style", True), ("community_style", False)]):
+        params = {"width": 64, "height": 64, "steps": 4, "guidance": 1.0, key: value}
+        old["requests"].insert(
+            dict(id=f"r{n}", created_at="2026-01-01", source="discord", user_id="u",
+                 playlist_id="p", playlist_name="n", model="embedded",
+                 params=json.dumps(params), prompts="[]", status="done")
+        )  # fmt: skip
+    old.close()
+    with Storage(db_path) as storage:
+        assert [storage.request(f"r{n}").params.community for n in (0, 1)] == [True, False]
+        [raw] = storage._rows("SELECT params FROM requests WHERE id = 'r0'")
+        assert "community_style" not in json.loads(raw["params"])
 
 
 # --- requests and candidates ----------------------------------------------------------------------
@@ -149,31 +167,20 @@ def test_a_request_round_trips_with_its_json_fields(storage: Storage):
     row = storage.request(request_id)
     assert row is not None
     assert len(request_id) == 32 and int(request_id, 16) >= 0
-    assert row["status"] == "queued"
-    assert row["playlist_name"] == "late night drive 🌙"
-    assert row["params"] == {
-        "width": 128,
-        "steps": 20,
-        "guidance": 7.5,
-        "lora": None,
-        "style": "mix",
-    }
-    assert row["prompts"][1] == {
-        "text": "late night drive, synthwave",
-        "negative": "blurry",
-        "style": "genre",
-        "seed": 8,
-    }
-    assert row["timings"] is None and row["finished_at"] is None
-    assert (row["guild_id"], row["channel_id"]) == ("222", "333")
-    assert row["created_at"] == "2026-03-01T12:00:01.000+00:00"
+    assert row.status == "queued"
+    assert row.playlist_name == "late night drive 🌙"
+    assert row.params == PARAMS
+    assert row.prompts[1] == Prompt("late night drive, synthwave", "blurry", "genre", 8)
+    assert row.timings == {} and row.finished_at is None
+    assert (row.guild_id, row.channel_id) == ("222", "333")
+    assert row.created_at == "2026-03-01T12:00:01.000+00:00"
 
     storage.finish_request(request_id, status="done", timings={"read_s": 0.2, "generate_s": 1.5})
     row = storage.request(request_id)
-    assert row["status"] == "done"
-    assert row["timings"] == {"read_s": 0.2, "generate_s": 1.5}
-    assert row["error"] is None
-    assert row["finished_at"] > row["created_at"]
+    assert row.status == "done"
+    assert row.timings == {"read_s": 0.2, "generate_s": 1.5}
+    assert row.error is None
+    assert row.finished_at > row.created_at
 
 
 def test_a_failed_request_keeps_its_error(storage: Storage):
@@ -181,8 +188,8 @@ def test_a_failed_request_keeps_its_error(storage: Storage):
     storage.finish_request(request_id, status="failed", timings={}, error="GPU out of memory")
 
     row = storage.request(request_id)
-    assert (row["status"], row["error"], row["timings"]) == ("failed", "GPU out of memory", {})
-    assert row["guild_id"] is None
+    assert (row.status, row.error, row.timings) == ("failed", "GPU out of memory", {})
+    assert row.guild_id is None
 
 
 def test_unknown_requests(storage: Storage):
@@ -194,8 +201,9 @@ def test_unknown_requests(storage: Storage):
         storage.add_candidates("nope", [candidate(1)])
 
 
-def candidate(index: int, **changes) -> dict:
+def candidate(index: int, **changes) -> CandidateRecord:
     row = dict(
+        request_id="",  # add_candidates files it under the request it is given
         index=index,
         prompt=f"prompt {index}",
         negative="blurry",
@@ -205,7 +213,7 @@ def candidate(index: int, **changes) -> dict:
         black_retries=0,
     )
     row.update(changes)
-    return row
+    return CandidateRecord(**row)
 
 
 def test_candidates_round_trip_in_order(storage: Storage):
@@ -215,12 +223,12 @@ def test_candidates_round_trip_in_order(storage: Storage):
     )
 
     rows = storage.candidates(request_id)
-    assert [r["index"] for r in rows] == [1, 2]
-    assert rows[0] == {"request_id": request_id, **candidate(1)}
-    assert rows[1]["black_retries"] == 1 and rows[1]["seed"] == 2**63 - 1
+    assert [r.index for r in rows] == [1, 2]
+    assert rows[0] == dataclasses.replace(candidate(1), request_id=request_id)
+    assert rows[1].black_retries == 1 and rows[1].seed == 2**63 - 1
 
     storage.add_candidates(request_id, [candidate(1, prompt="redone")])  # replaces, no duplicate
-    assert [r["prompt"] for r in storage.candidates(request_id)] == ["redone", "prompt 2"]
+    assert [r.prompt for r in storage.candidates(request_id)] == ["redone", "prompt 2"]
 
 
 def test_candidate_values_are_checked(storage: Storage):
@@ -310,15 +318,15 @@ def message(storage: Storage) -> str:
 
 def test_a_registered_message_starts_open(storage: Storage, message: str):
     row = storage.cover_message(message)
-    assert row["status"] == "open" and row["winner"] is None and row["closed_at"] is None
-    assert row["candidate_count"] == 4 and row["channel_id"] == "333"
+    assert row.status == "open" and row.winner is None and row.closed_at is None
+    assert row.candidate_count == 4 and row.channel_id == "333"
     assert storage.tally(message) == {1: 0, 2: 0, 3: 0, 4: 0}
-    assert [m["message_id"] for m in storage.open_cover_messages()] == [message]
+    assert [m.message_id for m in storage.open_cover_messages()] == [message]
     assert storage.cover_message("unknown") is None
 
 
 def test_registering_checks_its_inputs(storage: Storage, message: str):
-    request_id = storage.cover_message(message)["request_id"]
+    request_id = storage.cover_message(message).request_id
     with pytest.raises(ValueError, match="already registered"):
         storage.register_cover_message(
             message_id=message, channel_id="333", request_id=request_id, candidate_count=4
@@ -399,15 +407,15 @@ def test_a_closed_vote_rejects_votes_and_keeps_its_result(storage: Storage, mess
     assert storage.close_vote(message, winner=2) is True
 
     closed = storage.cover_message(message)
-    assert (closed["status"], closed["winner"]) == ("closed", 2)
-    assert closed["closed_at"] > closed["created_at"]
+    assert (closed.status, closed.winner) == ("closed", 2)
+    assert closed.closed_at > closed.created_at
     assert storage.cast_vote(message_id=message, user_id="bob", choice=1) is False
     assert storage.remove_vote(message_id=message, user_id="alice") is False
     assert storage.tally(message) == {1: 0, 2: 1, 3: 0, 4: 0}
     assert storage.open_cover_messages() == []
 
     assert storage.close_vote(message, winner=3) is False  # closing is final
-    assert storage.cover_message(message)["winner"] == 2
+    assert storage.cover_message(message).winner == 2
 
 
 def test_close_vote_checks_its_inputs(storage: Storage, message: str):
@@ -416,7 +424,7 @@ def test_close_vote_checks_its_inputs(storage: Storage, message: str):
     with pytest.raises(KeyError, match="unknown"):
         storage.close_vote("unknown", winner=None)
     storage.close_vote(message, winner=None)
-    assert storage.cover_message(message)["winner"] is None
+    assert storage.cover_message(message).winner is None
 
 
 def test_calls_from_other_threads_are_serialised(storage: Storage, message: str):
@@ -443,8 +451,8 @@ def test_a_link_state_is_taken_once(storage: Storage):
         state_hash="h1", discord_user_id="111", verifier=b"sealed", expires_at=later
     )
     row = storage.take_link_state("h1")
-    assert (row["discord_user_id"], bytes(row["verifier"])) == ("111", b"sealed")
-    assert row["expires_at"].startswith("2030-01-01T00:00:00")
+    assert (row.discord_user_id, bytes(row.verifier)) == ("111", b"sealed")
+    assert row.expires_at.startswith("2030-01-01T00:00:00")
     assert storage.take_link_state("h1") is None
     assert storage.take_link_state("unknown") is None
 
@@ -480,7 +488,7 @@ def link_account(storage: Storage, user: str = "111", tokens: bytes = b"sealed-1
 def test_an_account_links_refreshes_relinks_and_unlinks(storage: Storage):
     link_account(storage)
     row = storage.spotify_account("111")
-    assert (row["spotify_user_id"], bytes(row["tokens"]), row["refreshed_at"]) == (
+    assert (row.spotify_user_id, bytes(row.tokens), row.refreshed_at) == (
         "spot",
         b"sealed-1",
         None,
@@ -488,11 +496,11 @@ def test_an_account_links_refreshes_relinks_and_unlinks(storage: Storage):
     later = datetime(2031, 1, 1, tzinfo=UTC)
     assert storage.update_spotify_tokens("111", tokens=b"sealed-2", expires_at=later, scopes="x")
     row = storage.spotify_account("111")
-    assert bytes(row["tokens"]) == b"sealed-2" and row["refreshed_at"] is not None
-    assert row["expires_at"].startswith("2031")
+    assert bytes(row.tokens) == b"sealed-2" and row.refreshed_at is not None
+    assert row.expires_at.startswith("2031")
     link_account(storage, tokens=b"sealed-3")  # linking again replaces the row
-    assert bytes(storage.spotify_account("111")["tokens"]) == b"sealed-3"
-    assert storage.spotify_account("111")["refreshed_at"] is None
+    assert bytes(storage.spotify_account("111").tokens) == b"sealed-3"
+    assert storage.spotify_account("111").refreshed_at is None
     assert storage.delete_spotify_account("111") is True
     assert storage.spotify_account("111") is None
     assert storage.delete_spotify_account("111") is False
@@ -512,7 +520,7 @@ def test_an_unlinked_accounts_tokens_leave_the_file(storage: Storage, db_path: P
 
 
 def test_uploads_are_recorded_in_order(storage: Storage, message: str):
-    request_id = storage.cover_message(message)["request_id"]
+    request_id = storage.cover_message(message).request_id
     common = dict(
         message_id=message,
         request_id=request_id,
@@ -525,7 +533,7 @@ def test_uploads_are_recorded_in_order(storage: Storage, message: str):
     first = storage.record_upload(**common, status="rate_limited", error="try again in 60 s")
     second = storage.record_upload(**common, status="applied")
     rows = storage.uploads(message)
-    assert [(r["id"], r["status"], r["error"]) for r in rows] == [
+    assert [(r.id, r.status, r.error) for r in rows] == [
         (first, "rate_limited", "try again in 60 s"),
         (second, "applied", None),
     ]
@@ -556,7 +564,7 @@ def test_every_candidate_number_at_the_edges_counts(storage: Storage, count: int
         with pytest.raises(ValueError, match=f"winner must be between 1 and {count}, got {bad}"):
             storage.close_vote("m", winner=bad)
     assert storage.close_vote("m", winner=count)
-    assert storage.cover_message("m")["winner"] == count
+    assert storage.cover_message("m").winner == count
 
 
 @pytest.mark.parametrize("count", [0, SCHEMA_MAX_CANDIDATES + 1])
@@ -584,13 +592,13 @@ def test_reconciling_votes_with_the_reactions_discord_shows(storage: Storage, me
     assert storage.reconcile_votes(message, {"late": {1}}) == 0  # a closed vote stays closed
     assert storage.vote_of(message, "late") is None
     row = storage.cover_message(message)
-    assert (row["winner"], row["close_reason"]) == (2, "timer")
+    assert (row.winner, row.close_reason) == (2, "timer")
 
 
 def test_a_close_reason_must_be_known(storage: Storage, message: str):
     with pytest.raises(ValueError, match="reason must be one of"):
         storage.close_vote(message, winner=None, reason="bored")
-    assert storage.cover_message(message)["status"] == "open"
+    assert storage.cover_message(message).status == "open"
 
 
 def test_unfinished_requests_are_the_queued_ones_of_a_source_oldest_first(storage: Storage):
@@ -599,8 +607,8 @@ def test_unfinished_requests_are_the_queued_ones_of_a_source_oldest_first(storag
     done = record(storage)
     storage.finish_request(done, status="done", timings={})
     rows = storage.unfinished_requests("discord")
-    assert [row["id"] for row in rows] == [first, second]
-    assert rows[0]["params"]["style"] == "mix"  # JSON columns come back decoded
+    assert [row.id for row in rows] == [first, second]
+    assert rows[0].params.style == "mix"  # JSON columns come back decoded
     assert len(storage.unfinished_requests("cli")) == 1
 
 
@@ -618,7 +626,7 @@ def test_the_last_request_time_is_per_user_and_source(storage: Storage):
     latest = record(storage)
     record(storage, user_id="222")
     record(storage, source="cli")
-    stamp = storage.request(latest)["created_at"]
+    stamp = storage.request(latest).created_at
     assert storage.last_request_at("111", "discord") == datetime.fromisoformat(stamp)
     assert storage.last_request_at("333", "discord") is None
 
@@ -631,7 +639,7 @@ def test_json_is_kept_as_written_and_hashed_as_utf8(storage: Storage):
 
     from bot.app.storage import content_hash
 
-    request_id = record(storage, params={"style": "café ☕"})
+    request_id = record(storage, params=dataclasses.replace(PARAMS, style="café ☕"))
     [raw] = storage._rows("SELECT params FROM requests WHERE id = ?", [request_id])
     assert "café ☕" in raw["params"]
     playlist = {"name": "Ключ 🔑", "id": "p", "fetched_at": "ignored"}
@@ -663,9 +671,9 @@ def test_a_database_before_community_styles_is_upgraded_and_keeps_its_votes(db_p
         storage.set_community_style("g", lora_path="/l/b.safetensors", base_model="embedded",
                                     set_by="admin2")  # fmt: skip
         style = storage.community_style("g")
-        assert (style["lora_path"], style["set_by"]) == ("/l/b.safetensors", "admin2")
-        [vote] = storage.closed_votes()
-        assert (vote["winner"], vote["tally"]) == (2, {1: 0, 2: 1})
+        assert (style.lora_path, style.set_by) == ("/l/b.safetensors", "admin2")
+        [vote], malformed = storage.closed_votes()
+        assert (vote.message.winner, vote.tally, malformed) == (2, {1: 0, 2: 1}, 0)
         assert storage.clear_community_style("g") and not storage.clear_community_style("g")
         with pytest.raises(ValueError, match="needs a guild_id"):
             storage.set_community_style("", lora_path="x", base_model="embedded", set_by="a")

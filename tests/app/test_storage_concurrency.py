@@ -12,10 +12,13 @@ import multiprocessing
 import random
 from pathlib import Path
 
+from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import Storage
 
 OPERATIONS = 1000
 MESSAGES = 8
+
+PARAMS = StoredParams(width=64, height=64, steps=4, guidance=1.0)
 
 
 def _seed(path: Path) -> list[str]:
@@ -28,7 +31,7 @@ def _seed(path: Path) -> list[str]:
                 playlist_id="p",
                 playlist_name="p",
                 model="embedded",
-                params={},
+                params=PARAMS,
                 prompts=[],
             )
             message_id = f"m{n}"
@@ -55,7 +58,7 @@ def _worker(path: str, seed: int, messages: list[str], failures) -> None:
                         playlist_id="p",
                         playlist_name="p",
                         model="embedded",
-                        params={},
+                        params=PARAMS,
                         prompts=[],
                     )
                     storage.finish_request(request_id, status="done", timings={})
@@ -68,8 +71,8 @@ def _worker(path: str, seed: int, messages: list[str], failures) -> None:
                 case 5:
                     storage.tally(message)
                     storage.add_candidates(
-                        storage.cover_message(message)["request_id"],
-                        [{"index": rng.randint(1, 4), "prompt": "x", "seed": n}],
+                        storage.cover_message(message).request_id,
+                        [CandidateRecord("", rng.randint(1, 4), "x", "", n, None, None)],
                     )
         except Exception as error:
             errors.append(f"{type(error).__name__}: {error}")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.prompts import Prompt
+from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import Storage, StorageUnavailable, _reason
 from tests.app.test_storage import Clock
 
@@ -82,7 +84,7 @@ def test_unlinked_tokens_leave_the_file_even_where_sqlite_keeps_deleted_rows(tmp
         assert TOKENS in file_bytes(path)
         assert storage.delete_spotify_account("111")
         assert TOKENS not in file_bytes(path)
-        assert bytes(storage.spotify_account("222")["tokens"]) == b"another-user"
+        assert bytes(storage.spotify_account("222").tokens) == b"another-user"
 
 
 def test_unlinking_drops_the_persons_pending_link_and_nobody_elses(storage: Storage):
@@ -94,7 +96,7 @@ def test_unlinking_drops_the_persons_pending_link_and_nobody_elses(storage: Stor
         )
     assert storage.delete_spotify_account("111")
     assert storage.take_link_state("h111") is None  # a link begun before the unlink is void
-    assert storage.take_link_state("h222")["discord_user_id"] == "222"
+    assert storage.take_link_state("h222").discord_user_id == "222"
 
 
 def test_a_context_manager_closes_the_connection(tmp_path: Path):
@@ -113,13 +115,14 @@ def request(storage: Storage) -> str:
         playlist_id="p",
         playlist_name="p",
         model="embedded",
-        params={"steps": 4},
-        prompts=[{"text": "t", "seed": 1}],
+        params=StoredParams(width=64, height=64, steps=4, guidance=1.0),
+        prompts=[Prompt("t", "", "seed", 1)],
     )
     storage.add_candidates(
         request_id,
         [
-            dict(
+            CandidateRecord(
+                request_id=request_id,
                 index=i,
                 prompt=f"prompt {i}",
                 negative="",
@@ -143,7 +146,7 @@ def closed_vote(storage: Storage, message_id: str, votes: dict[str, int], *, rea
     for user, choice in votes.items():
         storage.cast_vote(message_id=message_id, user_id=user, choice=choice)
     storage.close_vote(message_id, winner=max(votes.values()), reason=reason)
-    return storage.cover_message(message_id)["closed_at"]
+    return storage.cover_message(message_id).closed_at
 
 
 def test_the_vote_export_window_is_since_inclusive_until_exclusive(storage: Storage):
@@ -152,7 +155,7 @@ def test_the_vote_export_window_is_since_inclusive_until_exclusive(storage: Stor
     moments = [datetime.fromisoformat(stamp) for stamp in stamps]
 
     def window(**bounds) -> list[str]:
-        return [vote["message_id"] for vote in storage.closed_votes(**bounds)]
+        return [vote.message.message_id for vote in storage.closed_votes(**bounds)[0]]
 
     assert window() == ["m1", "m2", "m3"]
     assert window(until=moments[1]) == ["m1"]  # closed at `until`: left for the next export
@@ -162,17 +165,17 @@ def test_the_vote_export_window_is_since_inclusive_until_exclusive(storage: Stor
 
 
 def test_the_vote_export_carries_each_votes_tally(storage: Storage):
-    """Kills: deleting ``row["tally"] = self.tally(…)`` in ``closed_votes`` (and mutmut's
-    ``row["candidates"] = None``); every candidate
+    """Kills: building a ``ClosedVote`` in ``closed_votes`` without its ``tally`` (or with
+    ``candidates`` None); every candidate
     is present, unvoted ones with 0, and a vote closed because its post was deleted is left
     out."""
     closed_vote(storage, "m1", {"a": 2, "b": 2, "c": 3}, reason="timer")
     closed_vote(storage, "gone", {"a": 1}, reason="deleted")
-    [vote] = storage.closed_votes()
-    assert vote["message_id"] == "m1"
-    assert vote["tally"] == {1: 0, 2: 2, 3: 1}
-    assert vote["candidates"] == storage.candidates(vote["request_id"])  # mutmut: → None
-    assert [c["index"] for c in vote["candidates"]] == [1, 2, 3]
+    [vote], _ = storage.closed_votes()
+    assert vote.message.message_id == "m1"
+    assert vote.tally == {1: 0, 2: 2, 3: 1}
+    assert list(vote.candidates) == storage.candidates(vote.request.id)  # mutmut: → None
+    assert [c.index for c in vote.candidates] == [1, 2, 3]
 
 
 # -- found by the project's own sample (tests.mutation_sample, seed 15) ------------------------
@@ -208,7 +211,7 @@ def test_a_requests_cover_post_is_found_or_none(storage: Storage, clock: Clock):
     storage.register_cover_message(
         message_id="m1", channel_id="c", request_id=request_id, candidate_count=2
     )
-    assert storage.cover_message_of(request_id)["message_id"] == "m1"
+    assert storage.cover_message_of(request_id).message_id == "m1"
     assert storage.cover_message_of("unknown") is None
 
 

@@ -115,7 +115,7 @@ async def link(discord: FakeDiscord, user: FakeUser) -> str:
 def stored_tokens(settings: Settings, bot, user: FakeUser) -> dict:
     row = bot.storage.spotify_account(str(user.id))
     key = settings.token_key.get_secret_value().encode()
-    return json.loads(Fernet(key).decrypt(row["tokens"]))
+    return json.loads(Fernet(key).decrypt(row.tokens))
 
 
 def database_bytes(settings: Settings) -> bytes:
@@ -254,7 +254,7 @@ async def test_unlink_removes_the_tokens(discord, fake_spotify, tmp_path, cache_
     settings = link_settings(discord, fake_spotify, tmp_path, cache_dir)
     async with running_bot(settings, discord) as bot:
         await link(discord, ALICE)
-        blob = bot.storage.spotify_account(str(ALICE.id))["tokens"]
+        blob = bot.storage.spotify_account(str(ALICE.id)).tokens
         assert bytes(blob) in database_bytes(settings)
 
         reply = await ephemeral_reply(discord, await discord.slash(ALICE, "spotify unlink"))
@@ -367,16 +367,16 @@ async def test_apply_uploads_the_winner_and_refreshes_an_expired_token(
         grants = [r["grant_type"] for r in fake_spotify.token_requests]
         assert grants == ["authorization_code", "refresh_token"]
         [row] = bot.storage.uploads(str(post.id))
-        assert (row["status"], row["candidate"], row["error"]) == ("applied", 2, None)
-        assert row["jpeg_bytes"] == len(upload.jpeg) and row["spotify_user_id"] == "fakeowner"
-        assert bot.storage.spotify_account(str(ALICE.id))["refreshed_at"] is not None
+        assert (row.status, row.candidate, row.error) == ("applied", 2, None)
+        assert row.jpeg_bytes == len(upload.jpeg) and row.spotify_user_id == "fakeowner"
+        assert bot.storage.spotify_account(str(ALICE.id)).refreshed_at is not None
 
     # After a restart the same button still works (its custom_id carries the message).
     async with running_bot(settings, discord) as bot:
         await discord.press(ALICE, announcement.id, button["custom_id"])
         await discord.wait_for(lambda: len(reports(discord, announcement)) == 2)
         assert len(fake_spotify.uploads) == 2
-        assert [r["status"] for r in bot.storage.uploads(str(post.id))] == ["applied"] * 2
+        assert [r.status for r in bot.storage.uploads(str(post.id))] == ["applied"] * 2
 
 
 async def test_another_users_press_is_refused(
@@ -428,7 +428,7 @@ async def test_a_rate_limited_upload_is_reported_and_recorded(
             "The cover was not applied: Spotify is rate-limiting this bot; try again in 60 s."
         )
         [row] = bot.storage.uploads(str(post.id))
-        assert row["status"] == "rate_limited" and "60 s" in row["error"]
+        assert row.status == "rate_limited" and "60 s" in row.error
         assert fake_spotify.uploads == []
 
         # Spotify refuses the scope: reported with what to do, recorded as failed.
@@ -441,7 +441,7 @@ async def test_a_rate_limited_upload_is_reported_and_recorded(
         # Later it goes through.
         await discord.press(ALICE, announcement.id, button["custom_id"])
         await discord.wait_for(lambda: len(reports(discord, announcement)) == 3)
-        assert [r["status"] for r in bot.storage.uploads(str(post.id))] == [
+        assert [r.status for r in bot.storage.uploads(str(post.id))] == [
             "rate_limited",
             "failed",
             "applied",

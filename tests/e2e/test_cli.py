@@ -62,7 +62,7 @@ def test_cover_command_as_a_new_user(cli_env):
     storage = Storage(cli_env / "data" / "covers.db")
     try:
         request = storage.request(manifest["request_id"])
-        assert request["status"] == "done" and request["source"] == "cli"
+        assert request.status == "done" and request.source == "cli"
         assert len(storage.candidates(manifest["request_id"])) == 4
     finally:
         storage.close()
@@ -203,7 +203,7 @@ def test_cover_with_a_lora_file(cli_env, capsys, embedded_model_dir):
     assert manifest["lora"] == str(lora.resolve())
     storage = Storage(cli_env / "data" / "covers.db")
     try:
-        assert storage.request(manifest["request_id"])["params"]["lora"] == str(lora.resolve())
+        assert storage.request(manifest["request_id"]).params.lora == str(lora.resolve())
     finally:
         storage.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from models.registry import resolve_model
 from tests.fakes.discord import FakeDiscord, FakeUser, Interaction, Message
 from tests.fakes.harness import bot_settings, cover_post, running_bot
@@ -78,8 +78,8 @@ async def test_each_control_for_the_right_and_the_wrong_person(
         assert "Model **embedded**" in details and "20 steps" in details
         assert f"{native}×{native} px (posted at 512×512)" in details
         for candidate in asked:
-            assert f"{NUMBER_EMOJI[candidate['index'] - 1]} seed {candidate['seed']}:" in details
-            assert candidate["prompt"] in details
+            assert f"{NUMBER_EMOJI[candidate.index - 1]} seed {candidate.seed}:" in details
+            assert candidate.prompt in details
         assert "Negative prompt: `blurry" in details and "made in" in details
 
         # Reroll: the requester only. Bob is refused privately and nothing is queued.
@@ -90,16 +90,16 @@ async def test_each_control_for_the_right_and_the_wrong_person(
         rerolled = await cover_post(discord, reroll)
         assert reroll.original.edits[0].startswith("Making 4 cover(s) for **late night drive")
         second = bot.storage.cover_message(str(rerolled.id))
-        again = bot.storage.candidates(second["request_id"])
-        assert [c["prompt"] for c in again] == [c["prompt"] for c in asked]  # same options
-        assert {c["seed"] for c in again}.isdisjoint(c["seed"] for c in asked)  # new seeds
+        again = bot.storage.candidates(second.request_id)
+        assert [c.prompt for c in again] == [c.prompt for c in asked]  # same options
+        assert {c.seed for c in again}.isdisjoint(c.seed for c in asked)  # new seeds
 
         # Variations of 2: anyone; image-to-image from candidate 2, with its prompt.
         vary = await press(discord, BOB, post, "vary", 2)
         varied = await cover_post(discord, vary)
         assert vary.original.edits[0].startswith("Making 4 variation(s) for **late night drive")
-        third = bot.storage.request(bot.storage.cover_message(str(varied.id))["request_id"])
-        assert third["user_id"] == str(BOB.id) and third["params"]["strength"] == 0.4
+        third = bot.storage.request(bot.storage.cover_message(str(varied.id)).request_id)
+        assert third.user_id == str(BOB.id) and third.params.strength == 0.4
         source = pixels(covers(post)[1])
         from_source = [rms(pixels(a), source) for a in covers(varied)]
         from_reroll = [rms(pixels(a), source) for a in covers(rerolled)]
@@ -108,7 +108,7 @@ async def test_each_control_for_the_right_and_the_wrong_person(
         assert np.mean(from_source) < 0.8 * np.mean(from_reroll)
         assert max(from_source) < np.mean(from_reroll)
         # The variations' files say what they are.
-        [png] = [Path(c["png_path"]) for c in bot.storage.candidates(third["id"])][:1]
+        [png] = [Path(c.png_path) for c in bot.storage.candidates(third.id)][:1]
         assert "Denoising strength: 0.4" in Image.open(png).text["parameters"]
 
         # Delete: Bob may not; Alice may. The vote closes without a winner.
@@ -119,7 +119,7 @@ async def test_each_control_for_the_right_and_the_wrong_person(
         assert done == "Deleted; the vote closed without a winner."
         await discord.wait_for(lambda: post.deleted)
         vote = bot.storage.cover_message(str(post.id))
-        assert (vote["status"], vote["winner"], vote["close_reason"]) == ("closed", None, "deleted")
+        assert (vote.status, vote.winner, vote.close_reason) == ("closed", None, "deleted")
     assert discord.unknown == []
 
 
@@ -134,7 +134,7 @@ async def test_a_moderator_may_delete_anyones_post(
         assert [b["label"] for b in post.buttons()][-1] == "V1"  # one V per candidate
         await private_answer(discord, await press(discord, MODERATOR, post, "delete"))
         await discord.wait_for(lambda: post.deleted)
-        assert bot.storage.cover_message(str(post.id))["close_reason"] == "deleted"
+        assert bot.storage.cover_message(str(post.id)).close_reason == "deleted"
 
 
 async def test_rerolls_count_against_the_cooldown(
@@ -167,7 +167,7 @@ async def test_the_buttons_work_after_a_restart_and_say_when_files_are_gone(
         assert len(covers(varied)) == 2
 
         for candidate in bot.storage.candidates(request["id"]):
-            Path(candidate["png_path"]).unlink()
+            Path(candidate.png_path).unlink()
         gone = await private_answer(discord, await press(discord, BOB, post, "vary", 2))
         assert gone.startswith("The files of these covers are gone from the bot")
         assert "candidate-2.png" in gone and str(tmp_path) not in gone

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.app.prompts import Prompt
+from bot.app.records import StoredParams
 from bot.app.storage import Storage
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from models.runner import DiffusersRunner
 from tests.fakes.discord import FakeUser, Message
 from tests.fakes.harness import bot_settings, cover_post, gated_runner, running_bot
@@ -76,10 +78,10 @@ async def test_cover_happy_path(
         [row] = request_rows(bot)
         assert (row["user_id"], row["status"]) == (str(ALICE.id), "done")
         candidates = bot.storage.candidates(row["id"])
-        assert [c["index"] for c in candidates] == [1, 2, 3, 4]
-        assert all(Path(c["jpeg_path"]).stat().st_size <= 256 * 1024 for c in candidates)
+        assert [c.index for c in candidates] == [1, 2, 3, 4]
+        assert all(Path(c.jpeg_path).stat().st_size <= 256 * 1024 for c in candidates)
         message = bot.storage.cover_message(str(post.id))
-        assert message["status"] == "open" and message["candidate_count"] == 4
+        assert message.status == "open" and message.candidate_count == 4
         await asyncio.sleep(0.3)  # let the bot's own reaction events arrive
         assert sum(bot.storage.tally(str(post.id)).values()) == 0
     assert discord.unknown == []
@@ -219,7 +221,7 @@ async def test_votes_move_count_after_a_restart_and_close_with_a_winner(
         await discord.wait_for(lambda: bot.storage.tally(message_id) == {1: 1, 2: 2, 3: 0})
         await discord.react(BOB, post.id, "✅")  # only the requester closes the vote
         await asyncio.sleep(0.2)
-        assert bot.storage.cover_message(message_id)["status"] == "open"
+        assert bot.storage.cover_message(message_id).status == "open"
 
         await discord.react(ALICE, post.id, "✅")
         announcement = await discord.wait_for(
@@ -229,7 +231,7 @@ async def test_votes_move_count_after_a_restart_and_close_with_a_winner(
         png, jpeg = announcement.attachments
         assert (png.filename, jpeg.filename) == ("winner-2.png", "winner-2-spotify.jpg")
         assert Image.open(io.BytesIO(jpeg.data)).format == "JPEG" and len(jpeg.data) <= 256 * 1024
-        assert bot.storage.cover_message(message_id)["winner"] == 2
+        assert bot.storage.cover_message(message_id).winner == 2
         await discord.react(CAROL, post.id, "1️⃣")  # too late: the vote is closed
         await asyncio.sleep(0.2)
         assert bot.storage.tally(message_id)[1] == 1
@@ -252,7 +254,7 @@ async def test_an_open_vote_closes_itself(
             timeout=30,
         )
         assert "closed by the timer" in announcement.content
-        assert bot.storage.cover_message(str(post.id))["winner"] == 2
+        assert bot.storage.cover_message(str(post.id)).winner == 2
 
 
 # -- restarts ----------------------------------------------------------------------------------
@@ -290,7 +292,7 @@ async def test_a_queued_job_survives_a_restart(
         notices = [m.content for m in discord.channel_messages() if "restarted" in m.content]
         assert notices and f"<@{ALICE.id}>" in notices[0]
         assert [(r["id"], r["status"]) for r in request_rows(bot)] == [(row["id"], "done")]
-        assert bot.storage.cover_message(str(post.id))["request_id"] == row["id"]
+        assert bot.storage.cover_message(str(post.id)).request_id == row["id"]
 
 
 # -- /benchmark --------------------------------------------------------------------------------
@@ -387,7 +389,7 @@ async def test_work_that_outlives_the_interaction_token_is_posted_in_the_channel
         )
         assert post.interaction_id is None and f"<@{ALICE.id}>" in post.content
         await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣"])
-        assert running.storage.cover_message(str(post.id))["status"] == "open"
+        assert running.storage.cover_message(str(post.id)).status == "open"
         assert discord.followups(interaction) == []
 
 
@@ -475,7 +477,7 @@ async def test_the_model_option_names_presets_only_and_never_probes_the_disk(
 
 
 def test_folders_the_operator_lists_are_offered_by_name(tmp_path):
-    from bot.app.cover import people_model, people_models
+    from bot.app.request import people_model, people_models
     from bot.app.settings import Settings
 
     folder = tmp_path / "my-finetune"
@@ -499,8 +501,8 @@ async def test_a_request_resumed_too_often_fails_with_a_message(
             playlist_id="p",
             playlist_name="Night Drive",
             model="embedded",
-            params={"width": 64, "height": 64, "steps": 2, "guidance": 1.0},
-            prompts=[{"text": "x", "negative": "", "style": "seed", "seed": 1}],
+            params=StoredParams(width=64, height=64, steps=2, guidance=1.0),
+            prompts=[Prompt("x", "", "seed", 1)],
             channel_id=str(discord.channel_id),
         )
         storage.note_resume(request_id)
@@ -513,5 +515,5 @@ async def test_a_request_resumed_too_often_fails_with_a_message(
         )
         assert "could not be made" in notice.content and f"<@{ALICE.id}>" in notice.content
         row = bot.storage.request(request_id)
-        assert row["status"] == "failed" and "restarts" in row["error"]
+        assert row.status == "failed" and "restarts" in row.error
         assert bot.queue.pending_count == 0

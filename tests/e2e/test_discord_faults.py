@@ -134,7 +134,7 @@ async def test_a_vote_closed_while_votes_are_read_back_counts_the_votes_cast_whi
         result = await discord.wait_for(lambda: announcement(discord, second), timeout=30)
         assert result.content.startswith("Cover 2️⃣ wins with 2 votes (closed by the requester)")
         row = bot.storage.cover_message(str(second.id))
-        assert (row["winner"], row["close_reason"]) == (2, "requester")
+        assert (row.winner, row.close_reason) == (2, "requester")
     assert tracebacks(caplog) == []
 
 
@@ -152,7 +152,7 @@ async def test_stopping_while_votes_are_read_back_is_quiet(
             await discord.wait_for(lambda: discord.held_reads_waiting, timeout=30)
             await bot.close()
     with Storage(settings.db_path) as storage:
-        assert storage.cover_message(str(post.id))["status"] == "open"
+        assert storage.cover_message(str(post.id)).status == "open"
     assert tracebacks(caplog) == []
 
 
@@ -206,15 +206,15 @@ async def test_a_deleted_cover_post_closes_its_vote_without_a_winner(
         await discord.wait_for(lambda: bot.storage.tally(str(live.id))[2] == 1)
         await discord.delete_message(live.id)  # while the bot watches
         row = await discord.wait_for(
-            lambda: (r := bot.storage.cover_message(str(live.id)))["status"] == "closed" and r
+            lambda: (r := bot.storage.cover_message(str(live.id))).status == "closed" and r
         )
-        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+        assert (row.winner, row.close_reason) == (None, "deleted")
     await discord.delete_message(away.id)  # while it is away
     async with running_bot(settings, discord) as bot:
         row = await discord.wait_for(
-            lambda: (r := bot.storage.cover_message(str(away.id)))["status"] == "closed" and r
+            lambda: (r := bot.storage.cover_message(str(away.id))).status == "closed" and r
         )
-        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+        assert (row.winner, row.close_reason) == (None, "deleted")
     assert announcement(discord, live) is None and announcement(discord, away) is None
     assert tracebacks(caplog) == []
 
@@ -234,7 +234,7 @@ async def test_the_winner_is_announced_even_when_the_post_is_gone(
         text = next(m.content for m in discord.channel_messages() if m.content.startswith("Cover"))
         assert text.startswith("Cover 2️⃣ wins with 1 vote (closed by the timer)")
         row = bot.storage.cover_message(str(post.id))
-        assert (row["winner"], row["close_reason"]) == (2, "timer")
+        assert (row.winner, row.close_reason) == (2, "timer")
     assert tracebacks(caplog) == []
 
 
@@ -260,10 +260,10 @@ async def test_a_vote_closes_and_is_recorded_when_it_cannot_be_announced(
         # The timer closes both: the first failure must not stop the sweeper for the second.
         def closed() -> list[dict] | None:
             rows = [bot.storage.cover_message(str(p.id)) for p in posts]
-            return rows if all(r["status"] == "closed" for r in rows) else None
+            return rows if all(r.status == "closed" for r in rows) else None
 
         rows = await discord.wait_for(closed, timeout=30)
-        assert [(r["winner"], r["close_reason"]) for r in rows] == [(2, "timer"), (1, "timer")]
+        assert [(r.winner, r.close_reason) for r in rows] == [(2, "timer"), (1, "timer")]
 
         # The outcome is stored before the announcement is tried, so the last vote's refusal
         # can still be in flight here: wait for both lines before the bot stops.
@@ -332,7 +332,7 @@ async def test_covers_over_the_servers_upload_limit_go_up_smaller(
         assert "upload limit" in post.content
         assert any(": 413 40005" in r for r in discord.refused)
         await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣", "2️⃣"])
-        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        assert bot.storage.cover_message(str(post.id)).status == "open"
     assert tracebacks(caplog) == []
 
 
@@ -384,7 +384,7 @@ async def test_status_edits_and_the_post_keep_within_the_webhook_rate_limit(
     async with running_bot(settings, discord) as bot:
         interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
         post = await cover_post(discord, interaction)
-        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        assert bot.storage.cover_message(str(post.id)).status == "open"
         await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
     assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
@@ -431,7 +431,7 @@ async def test_status_edits_wait_out_429s_the_headers_did_not_announce(
     async with running_bot(settings, discord) as bot:
         interaction = await discord.slash(ALICE, "cover", playlist=playlist_link, count=2)
         post = await cover_post(discord, interaction)
-        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        assert bot.storage.cover_message(str(post.id)).status == "open"
         await discord.wait_for(lambda: interaction.original.edits[-1].startswith("Done in"))
     assert discord.rate_limited >= 1  # 429s were served, and waited out
     assert [r for r in discord.refused if ": 429" not in r] == []
@@ -456,7 +456,7 @@ async def test_a_token_that_expired_on_discords_clock_falls_back_to_the_channel(
         assert [a.filename for a in post.attachments] == ["cover-1.png", "cover-2.png", "sheet.png"]
         assert all(a.data for a in post.attachments)  # the files were opened anew, not empty
         await discord.wait_for(lambda: discord.bot_reactions(post.id) == ["1️⃣", "2️⃣"])
-        assert bot.storage.cover_message(str(post.id))["status"] == "open"
+        assert bot.storage.cover_message(str(post.id)).status == "open"
     assert tracebacks(caplog) == []
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from bot.client import NUMBER_EMOJI
+from bot.cogs.helpers import NUMBER_EMOJI
 from tests.fakes.discord import FakeUser
 from tests.fakes.harness import bot_settings, cover_post, running_bot
 
@@ -85,16 +85,16 @@ async def test_votes_become_a_community_lora_that_cover_uses(
         assert (await _reply(discord, allowed)).startswith(
             "Community style set: `our-server.safetensors` on embedded"
         )
-        assert bot.storage.community_style(str(discord.guild_id))["set_by"] == str(ADMIN.id)
+        assert bot.storage.community_style(str(discord.guild_id)).set_by == str(ADMIN.id)
 
         # 4. /cover community:True paints with it, records it, and the winner says so.
         interaction = await discord.slash(
             ALICE, "cover", playlist=playlist_link, count=2, community=True
         )
         post = await cover_post(discord, interaction)
-        request = bot.storage.request(bot.storage.cover_message(str(post.id))["request_id"])
-        assert request["params"]["community_style"] is True
-        assert request["params"]["lora"] == str((loras / "our-server.safetensors").resolve())
+        request = bot.storage.request(bot.storage.cover_message(str(post.id)).request_id)
+        assert request.params.community is True
+        assert request.params.lora == str((loras / "our-server.safetensors").resolve())
         assert discord.bot_reactions(post.id) == list(NUMBER_EMOJI[:2])
         await discord.react(BOB, post.id, "1️⃣")
         await discord.wait_for(lambda: bot.storage.tally(str(post.id)) == {1: 1, 2: 0})

@@ -88,6 +88,20 @@ async def test_only_the_events_of_the_intents_asked_for_arrive(
     assert tracebacks(caplog) == []
 
 
+async def test_a_message_that_mentions_the_bot_is_not_taken_for_a_command(
+    discord, tmp_path, cache_dir, caplog
+):
+    # Messages that mention the bot carry their content even without MESSAGE_CONTENT; the bot's
+    # mention is its command prefix, but it has no prefix commands to find.
+    settings = bot_settings(discord, None, tmp_path, cache_dir)
+    async with running_bot(settings, discord) as bot:
+        seen = watch_messages(bot)
+        await discord.say(BOB, f"<@{discord.bot_user.id}> hi, can you make me a cover?")
+        await discord.wait_for(lambda: len(seen) == 1, timeout=10)
+        await asyncio.sleep(0.2)  # what the bot does with it runs after the listeners
+    assert tracebacks(caplog) == []
+
+
 async def test_privileged_intents_must_be_switched_on(discord, tmp_path, cache_dir):
     """A client asking for MESSAGE_CONTENT where the application has not got it is closed with
     4014, which discord.py reports as PrivilegedIntentsRequired."""
@@ -187,8 +201,8 @@ async def test_a_purge_closes_the_vote_of_a_cover_post_it_takes(
         await discord.wait_for(lambda: bot.storage.tally(str(post.id))[2] == 1)
         await discord.delete_messages(chatter.id, post.id)
         row = await discord.wait_for(
-            lambda: (r := bot.storage.cover_message(str(post.id)))["status"] == "closed" and r
+            lambda: (r := bot.storage.cover_message(str(post.id))).status == "closed" and r
         )
-        assert (row["winner"], row["close_reason"]) == (None, "deleted")
+        assert (row.winner, row.close_reason) == (None, "deleted")
         assert "MESSAGE_DELETE_BULK" in discord.sent and "MESSAGE_DELETE" not in discord.sent
     assert tracebacks(caplog) == []

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from models.errors import ParametersUnreadable
 from models.parameters import (
     LIMITS,
     ImageParameters,
-    ParametersUnreadable,
     comment_overhead,
     parse_parameters,
     png_info,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import Storage
 from training.__main__ import main
 
@@ -76,17 +77,20 @@ def _clock(start: datetime):
     return lambda: start + timedelta(minutes=next(ticks))
 
 
+PARAMS = StoredParams(width=64, height=64, steps=4, guidance=1.0)
+
+
 def _cover(storage: Storage, folder: Path, name: str, prompts: list[str], guild: str = "g1") -> str:
     request_id = storage.record_request(
         source="discord", user_id="requester", playlist_id=f"pl-{name}", playlist_name=name,
-        model="embedded", params={"lora": None, "style": "seed"}, prompts=[], guild_id=guild,
+        model="embedded", params=PARAMS, prompts=[], guild_id=guild,
     )  # fmt: skip
     candidates = []
     for index, prompt in enumerate(prompts, 1):
         png = folder / f"{name}-{index}.png"
         Image.new("RGB", (16, 16), (index * 50, 10, 0)).save(png)
-        candidates.append({"index": index, "prompt": prompt, "seed": 100 + index,
-                           "png_path": str(png)})  # fmt: skip
+        candidates.append(CandidateRecord(request_id, index, prompt, "", 100 + index, str(png),
+                                          None))  # fmt: skip
     storage.add_candidates(request_id, candidates)
     storage.register_cover_message(message_id=f"m-{name}", channel_id="c", request_id=request_id,
                                    candidate_count=len(prompts))  # fmt: skip
@@ -165,8 +169,8 @@ def test_min_margin_and_the_date_range_select_votes(vote_db, tmp_path):
     assert strict.skipped == {"tie": 1, "margin": 2, "prompt": 1}
     # The clock moves a minute per stamp; find the closing times and cut between them.
     with Storage(vote_db) as storage:
-        closed = {v["message_id"]: datetime.fromisoformat(v["closed_at"])
-                  for v in storage.closed_votes()}  # fmt: skip
+        closed = {v.message.message_id: datetime.fromisoformat(v.message.closed_at)
+                  for v in storage.closed_votes()[0]}  # fmt: skip
     assert set(closed) == {"m-tied", "m-single", "m-mix", "m-elsewhere"}  # deleted: never
     window = export_pairs(vote_db, tmp_path / "window", since=closed["m-single"],
                           until=closed["m-mix"])  # fmt: skip
@@ -314,7 +318,8 @@ def test_top_light_is_the_top_halfs_luminance_minus_the_bottoms():
 
 
 def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
-    from training.dpo_miniature import choose, pick_winner, win_shares
+    from bot.app.votes import pick_winner
+    from training.dpo_miniature import choose, win_shares
 
     rng = np.random.default_rng(0)
     picks = [choose(np.array([0.0, 0.3, 0.1]), 0.1, rng) for _ in range(2000)]

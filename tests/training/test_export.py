@@ -6,6 +6,7 @@ import json
 
 from PIL import Image
 
+from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import Storage
 from training.__main__ import main
 from training.data import load_examples
@@ -18,7 +19,7 @@ def _request(storage: Storage, tmp_path, name: str, count: int = 3) -> str:
         playlist_id=f"pl-{name}",
         playlist_name=name,
         model="embedded",
-        params={},
+        params=StoredParams(width=16, height=16, steps=4, guidance=1.0),
         prompts=[],
     )
     candidates = []
@@ -26,7 +27,7 @@ def _request(storage: Storage, tmp_path, name: str, count: int = 3) -> str:
         png = tmp_path / f"{name}-{index}.png"
         Image.new("RGB", (16, 16), (index * 60, 0, 0)).save(png)
         prompt = f"{name} {index} playlist cover image"
-        candidates.append({"index": index, "prompt": prompt, "seed": index, "png_path": str(png)})
+        candidates.append(CandidateRecord(request_id, index, prompt, "", index, str(png), None))
     storage.add_candidates(request_id, candidates)
     return request_id
 
@@ -52,7 +53,7 @@ def test_export_votes_writes_the_winners_with_their_prompts(tmp_path, capsys):
         )
         storage.close_vote("m4", winner=1)
         (tmp_path / "deleted-1.png").unlink()
-        assert [w["prompt"] for w in storage.winning_covers()] == [
+        assert [w.candidate.prompt for w in storage.winning_covers()] == [
             "winner 2 playlist cover image",
             "deleted 1 playlist cover image",
         ]

@@ -32,7 +32,7 @@ def _one_vote(tmp_path: Path, name: str = "one") -> tuple[Path, str]:
         message = _cover(storage, tmp_path, name, [CAPTION] * 2)
         _votes(storage, message, [2, 2])
         storage.close_vote(message, winner=2, reason="requester")
-        request_id = storage.cover_message(message)["request_id"]
+        request_id = storage.cover_message(message).request_id
     return db, request_id
 
 
@@ -67,7 +67,7 @@ def test_two_posts_of_one_request_give_the_last_posts_pairs_only(tmp_path, capsy
     db = tmp_path / "bot.db"
     with Storage(db, now=_clock(datetime(2026, 3, 1, tzinfo=UTC))) as storage:
         first = _cover(storage, tmp_path, "twice", [CAPTION] * 2)
-        request_id = storage.cover_message(first)["request_id"]
+        request_id = storage.cover_message(first).request_id
         storage.register_cover_message(message_id="m-again", channel_id="c",
                                        request_id=request_id, candidate_count=2)  # fmt: skip
         _votes(storage, first, [1, 1])  # 1 > 2 on the first post
