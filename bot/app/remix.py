@@ -112,7 +112,8 @@ def written_prompts(
         negative_text = fit_tokens(negative_text, max_tokens)
     prompts = []
     for i, text in enumerate(each):
-        which = "prompt" if len(texts) == 1 else f"prompt of candidate {i + 1}"
+        # One text for all (or the same text in each) is "the prompt" to the person.
+        which = "prompt" if len(set(texts)) == 1 else f"prompt of candidate {i + 1}"
         cleaned = _clean(text, which)
         if not cleaned:
             raise InvalidOption(
