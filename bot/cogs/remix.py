@@ -6,8 +6,8 @@ The **Remix** button itself is one of the post's controls (bot/cogs/controls.py)
 the requester opens :class:`RemixModal`, prefilled with the prompts used. Its submit is
 checked in the core before anything is shown (a prompt with nothing left once cleaned, or too
 long, is refused privately with a sentence), then deferred and handed to the cover cog as any
-reroll is. A form open while the bot restarts is gone with it: its submit finds no form, and
-the requester presses Remix again.
+reroll is. A form is remembered for :data:`FORM_LIFETIME_S` and not across a restart: a
+submit after either finds no form, and the requester presses Remix again.
 """
 
 from __future__ import annotations
@@ -26,13 +26,17 @@ if TYPE_CHECKING:
     from bot.client import CoverBot
 
 TITLE = "Remix: edit the prompts"  # Discord shows at most 45 characters
+# How long an open form is kept in memory (discord.py's view store) waiting for its submit.
+FORM_LIFETIME_S = 30 * 60
 
 
 class RemixModal(discord.ui.Modal):
     """The form for one request's prompts, prefilled; its ``custom_id`` names the request."""
 
     def __init__(self, record: RequestRecord) -> None:
-        super().__init__(title=TITLE, custom_id=f"cover:remix-form:{record.id}", timeout=None)
+        super().__init__(
+            title=TITLE, custom_id=f"cover:remix-form:{record.id}", timeout=FORM_LIFETIME_S
+        )
         self.record = record
         self.fields = remix_form(record.prompts)
         self.inputs: dict[str, discord.ui.TextInput] = {}
