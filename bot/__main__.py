@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "that model is cached and mixes otherwise (default: seed)",
     )
     cover.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="paint with this prompt instead of one made from the playlist (every candidate; "
+        "cleaned like any prompt and cut to CLIP's 77 tokens, at most 4,000 characters)",
+    )
+    cover.add_argument(
         "--title", action="store_true", help="set the playlist title onto the covers"
     )
     cover.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
@@ -194,6 +200,7 @@ async def run_cover(args: argparse.Namespace) -> int:
         count=args.count,
         seed=args.seed,
         style=args.prompt_style,
+        prompts=(args.prompt,) if args.prompt is not None else (),
         title_overlay=args.title,
         steps=args.steps,
         guidance=args.guidance,

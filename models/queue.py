@@ -21,7 +21,8 @@ event.
 
 Its parts: models/handles.py (one job as its submitter sees it: status, events, handle),
 models/lanes.py (waiting jobs, and which go together), models/workers.py (the runner's side:
-workers, the control a call runs with, and how the worker threads meet the event loop).
+workers, the control a call runs with, and how the worker threads meet the event loop),
+models/snapshot.py (a read-only copy of the queue and its recent jobs' timings, for estimates).
 
 No exception ends a worker but :class:`~models.jobs.WorkerLost` (its device is gone) and its
 own cancellation, BaseExceptions included: runner errors fail the jobs of that call, out-of-memory
@@ -73,6 +74,7 @@ from models.jobs import (
     is_out_of_memory,
 )
 from models.lanes import Slot, Waiting, Work, companions
+from models.snapshot import JobSnapshot, JobTiming, QueueSnapshot, RecentTimings
 from models.workers import (
     MAX_WORKER_LOSSES,
     Call,
@@ -96,6 +98,7 @@ __all__ = [
     "Preview",
     "Progress",
     "QueueEvent",
+    "QueueSnapshot",
     "Queued",
     "Started",
 ]
@@ -156,6 +159,7 @@ class GenerationQueue:
             for worker_name, each in zip(worker_names(name, runners), runners, strict=True)
         ]
         self._waiting = Waiting()  # jobs not yet running, by priority and user
+        self._timings = RecentTimings()  # how long recent finished jobs ran, for estimates
         self._orphans: deque[Work] = deque()  # work whose worker was lost, oldest first
         self._no_workers: NoWorkers | None = None  # set once the last worker was lost
         self._closing = False  # no more submissions
@@ -255,6 +259,33 @@ class GenerationQueue:
     def closed(self) -> bool:
         return self._closing
 
+    def snapshot(self) -> QueueSnapshot:
+        """A read-only copy of what waits and runs now, with the recent jobs' timings (for
+        ``/queue``: models/snapshot.py). Call it on the queue's event loop."""
+
+        def copy(handle: JobHandle) -> JobSnapshot:
+            job = handle.job
+            return JobSnapshot(
+                job_id=handle.id,
+                user_id=job.user_id,
+                model=job.params.model,
+                images=len(job.images),
+                priority=job.priority,
+                submitted_at=handle._submitted_at,
+                position=self.position_of(handle),
+                started_at=handle._first_call_at,
+            )
+
+        # Work a lost worker left behind runs again on the next free worker: still running.
+        orphaned = [h for w in self._orphans for h in w.unit if h.status is JobStatus.RUNNING]
+        return QueueSnapshot(
+            taken_at=time.monotonic(),
+            workers=len(self.worker_names),
+            running=tuple(copy(h) for h in [*self.running, *orphaned]),
+            waiting=tuple(copy(h) for h in self._waiting.in_order()),
+            recent=self._timings.all(),
+        )
+
     def position_of(self, handle: JobHandle) -> int | None:
         """1 = runs next; None if the job is not waiting (running or ended)."""
         return handle._position if handle.status is JobStatus.QUEUED else None
@@ -325,6 +356,11 @@ class GenerationQueue:
             self._waiting.remove(handle)
         handle._settle(outcome)
         if isinstance(outcome, JobResult):
+            job = handle.job
+            timing = JobTiming(
+                job.params.model, len(job.images), job.priority, outcome.run_s, time.monotonic()
+            )
+            self._timings.add(timing)
             log.info(
                 "Queue %s: job %s done: %d image(s), waited %.2f s, ran %.2f s, calls %s",
                 self.name,

@@ -35,6 +35,7 @@ from bot.app.links import resolve_playlist_ref
 from bot.app.playlist import PlaylistFacts, load_snapshot
 from bot.app.prompts import Prompt, build_prompts
 from bot.app.records import CandidateRecord, RequestRecord, StoredParams
+from bot.app.remix import written_prompts
 from bot.app.request import CoverRequest, people_model
 from bot.app.settings import Settings
 from bot.app.storage import Storage
@@ -217,10 +218,14 @@ class CoverService:
             )
             read_s = time.perf_counter() - started
             seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-            # In a thread: the expand/auto styles run a language model.
-            prompts = await asyncio.to_thread(
-                build_prompts, facts, count=request.count, style=request.style, seed=seed
-            )
+            if request.prompts:  # the person's own words (Remix, --prompt), cleaned as any
+                prompts = written_prompts(
+                    request.prompts, request.negative, count=request.count, seed=seed
+                )
+            else:  # in a thread: the expand/auto styles run a language model
+                prompts = await asyncio.to_thread(
+                    build_prompts, facts, count=request.count, style=request.style, seed=seed
+                )
             steps = request.steps or spec.steps
             guidance = spec.guidance if request.guidance is None else request.guidance
             params = _params(spec, spec.native_size, steps, guidance)

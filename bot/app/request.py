@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.app.errors import InvalidOption
 from bot.app.prompts import MAX_CANDIDATES, STYLES
 from bot.app.records import RequestRecord
+from bot.app.remix import WRITTEN, written_prompts
 from bot.app.settings import Settings
 from models.parameters import out_of_range
 from models.registry import list_models
@@ -42,6 +43,11 @@ class CoverRequest:
     variations_of: str | None = None
     strength: float = VARIATION_STRENGTH
     community: bool = False  # use the server's community style (its LoRA on its base model)
+    # Prompts the person wrote instead of the playlist's (Remix, the CLI's --prompt): one for
+    # every candidate, or one each; ``negative`` None keeps the writer's negative prompt.
+    # Cleaned and checked as every prompt is (bot/app/remix.py).
+    prompts: tuple[str, ...] = ()
+    negative: str | None = None
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
@@ -64,6 +70,11 @@ class CoverRequest:
             raise InvalidOption(
                 "`community` brings its own model and LoRA; leave `model` out with it"
             )
+        if self.prompts:
+            if self.variations_of is not None:
+                raise InvalidOption("variations keep their candidate's prompt; leave `prompt` out")
+            # Raises the sentence for a text too long or with nothing left once cleaned.
+            written_prompts(self.prompts, self.negative, count=self.count, seed=0)
 
 
 def people_model(name: str | None, settings: Settings) -> str:
@@ -91,17 +102,31 @@ def people_models(settings: Settings) -> list[str]:
 
 
 def request_again(
-    record: RequestRecord, *, user_id: str, settings: Settings, variations_of: Path | None = None
+    record: RequestRecord,
+    *,
+    user_id: str,
+    settings: Settings,
+    variations_of: Path | None = None,
+    prompts: tuple[str, ...] = (),
+    negative: str | None = None,
 ) -> CoverRequest:
     """A stored request asked again by ``user_id``: the same playlist and options with new
     seeds (a reroll), or variations of the candidate PNG ``variations_of``. A reroll of
-    variations makes new variations of the same candidate."""
+    variations makes new variations of the same candidate.
+
+    ``prompts`` (and ``negative``): a remix – a reroll with the prompts the person edited, one
+    per candidate. A reroll of a remix keeps the remix's prompts."""
     stored = record.params
+    written = bool(record.prompts) and all(p.style == WRITTEN for p in record.prompts)
+    if not prompts and variations_of is None and written:
+        prompts = tuple(p.text for p in record.prompts)
+        negative = record.prompts[0].negative
     # An operator's folder is offered to people by its name (people_model); the row has its path.
     model = next(
         (f.name for f in settings.discord_model_folders if str(f) == record.model), record.model
     )
-    source = variations_of or stored.variations_of
+    # A remix paints the playlist anew with the edited prompts, even one of variations.
+    source = None if prompts else variations_of or stored.variations_of
     # The recorded model (the bot recorded it; a PNG's own claim is not trusted); a community
     # style: the server's again – except for variations, which keep the base it used.
     own_model = source is not None or not stored.community
@@ -113,11 +138,13 @@ def request_again(
         # Variations keep the LoRA that made the candidate (its PNG names the base model only).
         lora=stored.lora if own_model else None,
         community=stored.community and source is None,
-        count=stored.count or len(record.prompts) or MAX_CANDIDATES,
+        count=len(prompts) or stored.count or len(record.prompts) or MAX_CANDIDATES,
         style=stored.style,
         title_overlay=stored.title_overlay,
         guild_id=record.guild_id,
         channel_id=record.channel_id,
         variations_of=None if source is None else str(source),
         strength=stored.strength or VARIATION_STRENGTH,
+        prompts=prompts,
+        negative=negative,
     )

@@ -1,15 +1,18 @@
-"""The buttons under every cover post: reroll, variations of one candidate, details, delete.
+"""The buttons under every cover post: reroll, remix, variations of one candidate, details,
+delete.
 
 Votes stay the number reactions (bot/cogs/votes.py); these sit beside them:
 
 - **Reroll** (the requester): the same playlist and options with new seeds, posted as a new vote.
+- **Remix** (the requester): a form prefilled with the prompts used; the edited prompts are
+  queued as a reroll (bot/cogs/remix.py).
 - **V1…V4** (anyone): variations of that candidate – image-to-image from it, with its prompt and
   new seeds (:attr:`bot.app.cover.CoverRequest.variations_of`).
 - **Details** (anyone, shown only to them): model, prompts, seeds, steps, guidance, size, time.
 - **Delete** (the requester, or someone who may manage messages): removes the post; its vote
   closes without a winner, recorded as deleted.
 
-Rerolls and variations are requests like any ``/cover``: the same cooldown, per-person queue
+Rerolls, remixes and variations are requests like any ``/cover``: the same cooldown, per-person queue
 limit and queue. Each button is a :class:`discord.ui.DynamicItem` whose ``custom_id`` carries
 the action and the request id, so a press is understood after a restart too, with nothing kept
 in memory. A press by someone not allowed is refused privately.
@@ -31,6 +34,7 @@ from bot.app.prompts import MAX_CANDIDATES
 from bot.app.records import RequestRecord
 from bot.app.request import request_again
 from bot.cogs.helpers import NUMBER_EMOJI, count_as_command, error_text, reply
+from bot.cogs.remix import RemixModal
 
 if TYPE_CHECKING:
     from bot.client import CoverBot
@@ -38,15 +42,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "cover:"
-ACTIONS = ("reroll", "vary", "details", "delete")
+ACTIONS = ("reroll", "remix", "vary", "details", "delete")
 MESSAGE_LIMIT = 2000  # Discord's limit on a message's content
-_LABELS = {"reroll": "🔁 Reroll", "details": "ℹ️ Details", "delete": "🗑️ Delete"}
+_LABELS = {
+    "reroll": "🔁 Reroll",
+    "remix": "✏️ Remix",
+    "details": "ℹ️ Details",
+    "delete": "🗑️ Delete",
+}
 
 
 class ControlButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=PREFIX
-    + r"(?P<action>reroll|vary|details|delete):(?P<request_id>[0-9a-f]{32})(?::(?P<n>[1-9]))?",
+    + r"(?P<action>reroll|remix|vary|details|delete):(?P<request_id>[0-9a-f]{32})"
+    + r"(?::(?P<n>[1-9]))?",
 ):
     """One control under the cover post of request ``request_id`` (``n``: the candidate)."""
 
@@ -79,9 +89,10 @@ class ControlButton(
 
 
 def controls_view(request_id: str, candidates: int) -> discord.ui.View:
-    """The buttons of one cover post: reroll, details and delete, then one V per candidate."""
+    """The buttons of one cover post: reroll, remix, details and delete, then one V per
+    candidate."""
     view = discord.ui.View(timeout=None)
-    for action in ("reroll", "details", "delete"):
+    for action in ("reroll", "remix", "details", "delete"):
         view.add_item(ControlButton(action, request_id))
     for n in range(1, min(candidates, MAX_CANDIDATES) + 1):
         view.add_item(ControlButton("vary", request_id, n))
@@ -123,6 +134,8 @@ class Controls:
                 )
             elif action == "delete":
                 await self.delete(interaction, record)
+            elif action == "remix":
+                await self.remix(interaction, record)
             else:
                 await self.again(interaction, record, n)
         except Exception as error:
@@ -152,6 +165,14 @@ class Controls:
         # The cover cog takes it from here, as for /cover (CoverCog.on_cover_request).
         what = "Reroll" if n is None else f"Variations of {n}"
         self.bot.dispatch("cover_request", interaction, request, started, what)
+
+    async def remix(self, interaction: discord.Interaction, record: RequestRecord) -> None:
+        """The requester only: the form with the prompts used (its submit: RemixModal)."""
+        if str(interaction.user.id) != record.user_id:
+            raise NotAllowed("Only the person who asked for these covers can remix them.")
+        if not record.prompts:
+            raise FilesGone("its prompts")
+        await interaction.response.send_modal(RemixModal(record))
 
     # -- details -------------------------------------------------------------------------------
 

@@ -97,6 +97,27 @@ def test_same_seed_same_covers_and_options(cli_env, capsys):
     assert len({c["style"] for c in manifest["candidates"]}) == 2
 
 
+def test_a_prompt_of_ones_own(cli_env, capsys):
+    """``--prompt``: every candidate painted with the given words, cleaned as every prompt is,
+    kept in the manifest, the database and each PNG's parameters."""
+    args = ["cover", str(EXAMPLES[0]), "--seed", "3", "--count", "2", "--out", "w"]
+    code, out, err = _run([*args, "--prompt", "neon 🌃 city\tat night"], capsys)
+    assert code == 0, err
+    pngs = [Path(p) for p in out.split() if Path(p).name.startswith("candidate-")]
+    manifest = json.loads((pngs[0].parent / "cover.json").read_text())
+    assert [(c["prompt"], c["style"]) for c in manifest["candidates"]] == [
+        ("neon city at night", "written")
+    ] * 2
+    with Image.open(pngs[0]) as image:
+        assert image.text["parameters"].startswith("neon city at night\nNegative prompt: blurry")
+    storage = Storage(cli_env / "data" / "covers.db")
+    try:
+        stored = storage.request(manifest["request_id"])
+        assert [p.text for p in stored.prompts] == ["neon city at night"] * 2
+    finally:
+        storage.close()
+
+
 def test_title_overlay_option(cli_env, capsys):
     example = str(EXAMPLES[0])
     code, plain, err = _run(["cover", example, "--seed", "5", "--count", "1", "--out", "p"], capsys)
@@ -124,6 +145,8 @@ def test_title_overlay_option(cli_env, capsys):
         (["cover", "EXAMPLE", "--model", "no-such-model"], "embedded"),
         (["cover", "EXAMPLE", "--lora", "nowhere.safetensors"], "nowhere.safetensors"),
         (["cover", "EXAMPLE", "--steps", "0"], "steps"),
+        (["cover", "EXAMPLE", "--prompt", "🎵 🎵"], "The prompt has no words left"),
+        (["cover", "EXAMPLE", "--prompt", "x" * 4001], "at most 4,000 characters"),
     ],
 )
 def test_bad_input_is_one_clear_line(cli_env, capsys, argv, expected):

@@ -68,7 +68,7 @@ async def test_each_control_for_the_right_and_the_wrong_person(
         first = await discord.slash(ALICE, "cover", playlist=playlist_link)
         post = await cover_post(discord, first)
         labels = [b["label"] for b in post.buttons()]
-        assert labels == ["🔁 Reroll", "ℹ️ Details", "🗑️ Delete", "V1", "V2", "V3", "V4"]
+        assert labels == ["🔁 Reroll", "✏️ Remix", "ℹ️ Details", "🗑️ Delete", "V1", "V2", "V3", "V4"]
         [request] = bot.storage._rows("SELECT id FROM requests")
         asked = bot.storage.candidates(request["id"])
 

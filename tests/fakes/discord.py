@@ -11,7 +11,7 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
   roles, member count and the bot's own member, so discord.py's cache is filled as in
   production), then whatever a test makes people do – run a slash command
   (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
-  (:meth:`press`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
+  (:meth:`press`), fill in and submit a modal the bot opened (:meth:`submit`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
   message (:meth:`delete_message`) or several at once (:meth:`delete_messages`, one
   MESSAGE_DELETE_BULK), write (:meth:`say`), type (:meth:`type_`), come online
   (:meth:`go_online`). Reactions the bot adds come back to it as gateway events, as on
@@ -50,6 +50,16 @@ It fails the way Discord does, which is where a bot's real bugs hide:
 - message components are checked as Discord checks them (at most 5 action rows of at most 5
   buttons, labels up to 80 characters, ``custom_id`` 1-100 characters and unique in the
   message): anything else is 400 code 50035, Invalid Form Body;
+- a modal (callback type 9) answers only a slash command or a button press, never a modal
+  submit or an autocomplete, and is held to Discord's limits: a title of 1-45 characters, a
+  ``custom_id`` of 1-100, 1-5 rows each holding one text input (an action row whose input has
+  a label of 1-45 characters, or a Label component of 1-45 around it), every input's
+  ``custom_id`` 1-100 characters and unique, ``min_length`` 0-4,000, ``max_length`` 1-4,000
+  and not below ``min_length``, a prefilled ``value`` of at most 4,000 characters and at most
+  ``max_length``, a placeholder of at most 100 – anything else is 400 code 50035 (the fake
+  knows no modal component but the text input, and refuses the others too). What a person
+  submits (:meth:`FakeDiscord.submit`) is what Discord's client lets through: required inputs
+  filled, every value within its input's lengths;
 - with :attr:`FakeDiscord.reaction_interval_s` set, reactions on a channel are limited to one
   per interval, and a faster one gets 429 with ``retry_after`` (counted in
   :attr:`FakeDiscord.rate_limited`);
@@ -106,8 +116,17 @@ ATTACHMENTS_LIMIT = 10  # files on one message
 UPLOAD_LIMIT = 10 * 1024**2  # bytes per file in a server without boosts
 # Callback types each interaction type takes: a slash command (2) a message (4) or
 # "thinking…" (5), a button (3) also an update of its message (6, 7), autocomplete (4) only
-# its choices (8); 9 (a modal) for the first two.
-CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}}
+# its choices (8); 9 (a modal) for the first two. A modal submit (5) takes a message or
+# "thinking…", and an update of the message only when the modal was opened from a button.
+CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}
+# A modal's limits (discord-api-docs, Interactions: Modal; Components: Text Input), also in
+# discord/discord-api-spec's ModalInteractionCallbackRequestData and
+# TextInputComponentForModalRequest (tests/fakes/discord_openapi.json).
+MODAL_TITLE_LIMIT = 45
+MODAL_ROWS_LIMIT = 5  # top-level components, each holding one text input
+TEXT_INPUT_LABEL_LIMIT = 45
+TEXT_INPUT_LIMIT = 4000  # a text input's max_length, min_length and value
+PLACEHOLDER_LIMIT = 100
 ACK_DEADLINE_S = 3.0  # an interaction not acknowledged by then is gone
 TOKEN_LIFETIME_S = 15 * 60  # an interaction token's follow-ups and edits work this long
 # Gateway intents (discord-api-docs, API v10, Gateway: List of Intents) and the events each
@@ -315,6 +334,135 @@ def _components_refused(components: Any) -> web.Response | None:
     return _error(400, "Invalid Form Body", 50035, errors=errors)
 
 
+def _length_refused(where: str, value: Any, low: int, high: int) -> web.Response | None:
+    """Discord's refusal of a string outside ``low``-``high`` characters, None if within."""
+    if isinstance(value, str) and low <= len(value) <= high:
+        return None
+    if isinstance(value, str) and len(value) > high:
+        return _too_long(where, high)
+    return _invalid(
+        where, f"Must be between {low} and {high} in length.", code="BASE_TYPE_BAD_LENGTH"
+    )
+
+
+def _modal_refused(data: dict[str, Any]) -> web.Response | None:
+    """Discord's limits on a modal (callback type 9; see the module docstring), or None if
+    kept. Errors are nested along the body's path, as Discord nests them."""
+    refused = _length_refused("data.title", data.get("title"), 1, MODAL_TITLE_LIMIT)
+    refused = refused or _length_refused("data.custom_id", data.get("custom_id"), 1, 100)
+    if refused is not None:
+        return refused
+    rows = data.get("components")
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MODAL_ROWS_LIMIT:
+        return _invalid(
+            "data.components",
+            f"Must be between 1 and {MODAL_ROWS_LIMIT} in length.",
+            code="BASE_TYPE_BAD_LENGTH",
+        )
+    ids: list[str] = []
+    for n, row in enumerate(rows):
+        where = f"data.components.{n}"
+        if row.get("type") == 1:  # an action row: its one text input carries the label
+            inputs = list(row.get("components") or [])
+            if len(inputs) != 1:
+                return _invalid(
+                    f"{where}.components",
+                    "A modal's action row holds exactly one text input.",
+                    code="BASE_TYPE_BAD_LENGTH",
+                )
+            text_input, where = inputs[0], f"{where}.components.0"
+            refused = _text_input_refused(text_input, where, labelled=True)
+        elif row.get("type") == 18:  # a Label component around its one text input
+            refused = _length_refused(f"{where}.label", row.get("label"), 1, TEXT_INPUT_LABEL_LIMIT)
+            text_input, where = row.get("component") or {}, f"{where}.component"
+            refused = refused or _text_input_refused(text_input, where, labelled=False)
+        else:
+            return _invalid(
+                f"{where}.type",
+                f"Component type {row.get('type')!r} is not a text input's row or label "
+                "(the fake knows no other modal component).",
+                code="UNION_TYPE_CHOICES",
+            )
+        if refused is not None:
+            return refused
+        ids.append(text_input["custom_id"])
+    if len(ids) != len(set(ids)):
+        return _invalid(
+            "data.components",
+            "Component custom id cannot be duplicated",
+            code="COMPONENT_CUSTOM_ID_DUPLICATED",
+        )
+    return None
+
+
+def _text_input_refused(
+    text_input: dict[str, Any], where: str, *, labelled: bool
+) -> web.Response | None:
+    """One text input of a modal within Discord's limits, or its refusal; ``labelled``: it
+    carries its own label (in an action row), not a Label component around it."""
+    if text_input.get("type") != 4:
+        return _invalid(
+            f"{where}.type",
+            f"Component type {text_input.get('type')!r} is not a text input (4).",
+            code="UNION_TYPE_CHOICES",
+        )
+    if labelled:
+        label = text_input.get("label")
+        if (
+            refused := _length_refused(f"{where}.label", label, 1, TEXT_INPUT_LABEL_LIMIT)
+        ) is not None:
+            return refused
+    if text_input.get("style") not in (1, 2):
+        return _invalid(
+            f"{where}.style", f"Value {text_input.get('style')!r} is not a valid enum value."
+        )
+    refused = _length_refused(f"{where}.custom_id", text_input.get("custom_id"), 1, 100)
+    if refused is not None:
+        return refused
+    low, high = text_input.get("min_length"), text_input.get("max_length")
+    for name, value, floor in (("min_length", low, 0), ("max_length", high, 1)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or value < floor:
+            return _invalid(
+                f"{where}.{name}",
+                f"int value should be greater than or equal to {floor}.",
+                code="NUMBER_TYPE_MIN",
+            )
+        if value > TEXT_INPUT_LIMIT:
+            return _invalid(
+                f"{where}.{name}",
+                f"int value should be less than or equal to {TEXT_INPUT_LIMIT}.",
+                code="NUMBER_TYPE_MAX",
+            )
+    if low is not None and high is not None and low > high:
+        return _invalid(
+            f"{where}.min_length",
+            "min_length must be less than or equal to max_length.",
+            code="BASE_TYPE_BAD_LENGTH",
+        )
+    value = text_input.get("value")
+    if value is not None:
+        refused = _length_refused(f"{where}.value", value, 0, high or TEXT_INPUT_LIMIT)
+        if refused is not None:
+            return refused
+    placeholder = text_input.get("placeholder")
+    if placeholder is not None:
+        return _length_refused(f"{where}.placeholder", placeholder, 0, PLACEHOLDER_LIMIT)
+    return None
+
+
+def _text_inputs(modal: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """A kept modal's text inputs, in order, each with whether it sits in a Label (type 18)."""
+    found = []
+    for row in modal.get("components") or []:
+        if row.get("type") == 18:
+            found.append((row["component"], True))
+        else:
+            found.extend((c, False) for c in row.get("components") or [])
+    return found
+
+
 def _numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Components as Discord answers them: each with its numeric ``id`` (1, 2, … through the
     rows and their buttons, in order), unless the sender gave one."""
@@ -459,14 +607,24 @@ class Interaction:
     command: str
     options: dict[str, Any]
     sent_at: float
-    custom_id: str | None = None  # a button press: the button's custom_id
-    kind: int = 2  # Discord's interaction type: 2 a slash command, 3 a button, 4 autocomplete
-    message_id: int | None = None  # a button press: the message the button is on
+    # a button press: the button's custom_id; a modal submit: the modal's
+    custom_id: str | None = None
+    # Discord's interaction type: 2 a slash command, 3 a button, 4 autocomplete, 5 a modal submit
+    kind: int = 2
+    message_id: int | None = None  # a button press (or its modal's submit): the button's message
+    values: dict[str, str] = field(default_factory=dict)  # a modal submit: input id → text
     acked_at: float | None = None
-    # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result
+    # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result,
+    # 9 a modal (then ``response`` is the modal, as sent)
     response_type: int | None = None
     response: dict[str, Any] | None = None
     original: Message | None = None
+    submitted: bool = False  # its modal was submitted (a modal closes on submit)
+
+    @property
+    def modal(self) -> dict[str, Any] | None:
+        """The modal the bot answered with (callback type 9), None if it answered otherwise."""
+        return self.response if self.response_type == 9 else None
 
     @property
     def ack_latency_s(self) -> float | None:
@@ -608,6 +766,69 @@ class FakeDiscord:
         payload = self._interaction_payload(interaction, 3)
         payload["message"] = message.payload()
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def submit(self, user: FakeUser, opened: Interaction, **values: str) -> Interaction:
+        """``user`` fills in the modal the bot opened in answer to ``opened`` and submits it:
+        ``values`` by text input ``custom_id`` (an input not named keeps its prefilled value).
+
+        Only what Discord's client lets through can be sent: the modal is shown only to the
+        person whose interaction opened it and closes once submitted, a required input must
+        be filled, a value must be within its input's ``min_length``-``max_length``. Anything
+        else raises ValueError, as :meth:`press` does for a button the message lacks.
+        """
+        modal = opened.modal
+        if modal is None:
+            raise ValueError(f"interaction {opened.id} was not answered with a modal")
+        if user.id != opened.user.id:
+            raise ValueError(f"the modal was shown to {opened.user.name}, not {user.name}")
+        if opened.submitted:
+            raise ValueError(f"the modal of interaction {opened.id} was submitted already")
+        inputs = _text_inputs(modal)
+        unknown = set(values) - {t["custom_id"] for t, _ in inputs}
+        if unknown:
+            raise ValueError(f"the modal has no text input {sorted(unknown)}")
+        rows: list[dict[str, Any]] = []
+        sent: dict[str, str] = {}
+        ids = itertools.count(1)
+        for text_input, labelled in inputs:
+            custom_id = text_input["custom_id"]
+            value = values.get(custom_id, text_input.get("value") or "")
+            low = text_input.get("min_length") or 0
+            high = text_input.get("max_length") or TEXT_INPUT_LIMIT
+            if text_input.get("required", True) and not value:
+                raise ValueError(f"text input {custom_id!r} is required")
+            if value and not low <= len(value) <= high:
+                raise ValueError(
+                    f"text input {custom_id!r} takes {low}-{high} characters, not {len(value)}"
+                )
+            sent[custom_id] = value
+            answer = {"type": 4, "custom_id": custom_id, "value": value}
+            if labelled:
+                rows.append({"type": 18, "id": next(ids), "component": answer | {"id": next(ids)}})
+            else:
+                rows.append(
+                    {"type": 1, "id": next(ids), "components": [answer | {"id": next(ids)}]}
+                )
+        opened.submitted = True
+        interaction = Interaction(
+            snowflake(),
+            f"token-{snowflake()}",
+            user,
+            opened.command,
+            {},
+            time.monotonic(),
+            custom_id=modal["custom_id"],
+            kind=5,
+            message_id=opened.message_id,
+            values=sent,
+        )
+        self.interactions[interaction.id] = interaction
+        payload = self._interaction_payload(interaction, 5)
+        if opened.message_id is not None:  # opened from a button: Discord names its message
+            payload["message"] = self.messages[opened.message_id].payload()
+        payload["data"] = {"custom_id": modal["custom_id"], "components": rows}
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
@@ -1364,6 +1585,15 @@ class FakeDiscord:
             refused = _choices_refused(data)
         elif body["type"] == 4:
             refused = self._body_refused(data, files)
+        elif body["type"] == 9:
+            refused = _modal_refused(data)
+        elif body["type"] in (6, 7) and interaction.message_id is None:
+            # A modal submit updates a message only when a button on it opened the modal.
+            refused = _invalid(
+                "type",
+                "Interaction response type is only valid for a modal opened from a component",
+                code="INTERACTION_RESPONSE_TYPE_INVALID",
+            )
         else:
             refused = None
         if refused is not None:
@@ -1392,7 +1622,7 @@ class FakeDiscord:
             {
                 "interaction": {
                     "id": str(interaction.id),
-                    "type": 3 if interaction.custom_id else 2,
+                    "type": interaction.kind,
                     **(
                         {"response_message_id": str(interaction.original.id)}
                         if interaction.original
