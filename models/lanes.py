@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from models.handles import JobHandle
+from models.handles import JobHandle, Queued
 
 Slot = tuple[JobHandle, int]  # one image: its job and the index of its spec in the job
 
@@ -95,6 +95,13 @@ class Waiting:
         """Every waiting job in the order they would run if nothing else arrived."""
         for priority in sorted(self._lanes):
             yield from self._lanes[priority].fair_order()
+
+    def publish_positions(self) -> None:
+        """Tell each waiting job whose place changed its new position (1 runs next)."""
+        for position, handle in enumerate(self.in_order(), start=1):
+            if handle._position != position:
+                handle._position = position
+                handle._publish(Queued(position))
 
 
 @dataclass

@@ -38,7 +38,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from models.errors import (
     CoverError,
@@ -70,8 +69,6 @@ from models.jobs import (
     RunInterrupted,
     Runner,
     WorkerLost,
-    is_broken_device,
-    is_out_of_memory,
 )
 from models.lanes import Slot, Waiting, Work, companions
 from models.snapshot import JobSnapshot, JobTiming, QueueSnapshot, RecentTimings
@@ -80,6 +77,7 @@ from models.workers import (
     Call,
     Control,
     Worker,
+    device_failure,
     internal_error_message,
     is_own_cancellation,
     lost_too_often_message,
@@ -179,10 +177,7 @@ class GenerationQueue:
         self._started = True
         self._loop = asyncio.get_running_loop()
         for worker in self._workers:
-            worker.executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"gen-{worker.name}"
-            )
-            worker.task = self._loop.create_task(self._work(worker), name=f"queue-{worker.name}")
+            worker.start(self._loop, self._work(worker))
 
     async def close(self, *, drain: bool = True, timeout_s: float | None = None) -> None:
         """Stop accepting jobs and let the worker end. Idempotent.
@@ -215,8 +210,7 @@ class GenerationQueue:
                     task.cancel()
                 await asyncio.wait(pending)
         for worker in self._workers:
-            if worker.executor is not None:
-                worker.executor.shutdown(wait=False, cancel_futures=True)
+            worker.stop()
 
     async def __aenter__(self) -> GenerationQueue:
         await self.start()
@@ -262,27 +256,13 @@ class GenerationQueue:
     def snapshot(self) -> QueueSnapshot:
         """A read-only copy of what waits and runs now, with the recent jobs' timings (for
         ``/queue``: models/snapshot.py). Call it on the queue's event loop."""
-
-        def copy(handle: JobHandle) -> JobSnapshot:
-            job = handle.job
-            return JobSnapshot(
-                job_id=handle.id,
-                user_id=job.user_id,
-                model=job.params.model,
-                images=len(job.images),
-                priority=job.priority,
-                submitted_at=handle._submitted_at,
-                position=self.position_of(handle),
-                started_at=handle._first_call_at,
-            )
-
         # Work a lost worker left behind runs again on the next free worker: still running.
         orphaned = [h for w in self._orphans for h in w.unit if h.status is JobStatus.RUNNING]
         return QueueSnapshot(
             taken_at=time.monotonic(),
             workers=len(self.worker_names),
-            running=tuple(copy(h) for h in [*self.running, *orphaned]),
-            waiting=tuple(copy(h) for h in self._waiting.in_order()),
+            running=tuple(JobSnapshot.of(h, None) for h in [*self.running, *orphaned]),
+            waiting=tuple(JobSnapshot.of(h, h._position) for h in self._waiting.in_order()),
             recent=self._timings.all(),
         )
 
@@ -324,7 +304,7 @@ class GenerationQueue:
             job.priority,
             job.label or job.params.model,
         )
-        self._publish_positions()
+        self._waiting.publish_positions()
         self._wakeup.set()
         return handle
 
@@ -333,12 +313,6 @@ class GenerationQueue:
     def _active_jobs(self, user_id: str) -> int:
         waiting = sum(1 for h in self._waiting.in_order() if h.job.user_id == user_id)
         return waiting + sum(1 for h in self.running if h.job.user_id == user_id)
-
-    def _publish_positions(self) -> None:
-        for position, handle in enumerate(self._waiting.in_order(), start=1):
-            if handle._position != position:
-                handle._position = position
-                handle._publish(Queued(position))
 
     def _cancel(self, handle: JobHandle) -> bool:
         if handle.done:
@@ -356,11 +330,7 @@ class GenerationQueue:
             self._waiting.remove(handle)
         handle._settle(outcome)
         if isinstance(outcome, JobResult):
-            job = handle.job
-            timing = JobTiming(
-                job.params.model, len(job.images), job.priority, outcome.run_s, time.monotonic()
-            )
-            self._timings.add(timing)
+            self._timings.add(JobTiming.of(handle, outcome.run_s))
             log.info(
                 "Queue %s: job %s done: %d image(s), waited %.2f s, ran %.2f s, calls %s",
                 self.name,
@@ -377,7 +347,7 @@ class GenerationQueue:
             level = logging.WARNING if isinstance(outcome, GenerationFailed) else logging.INFO
             log.log(level, "Queue %s: job %s failed: %s", self.name, handle.id[:8], outcome)
         if was_waiting:
-            self._publish_positions()
+            self._waiting.publish_positions()
         return True
 
     def _abort(self) -> None:
@@ -457,7 +427,7 @@ class GenerationQueue:
             handle._deadline = time.monotonic() + self.job_timeout_s
             handle._timer = self._loop.call_later(self.job_timeout_s, self._time_out, handle)
             handle._publish(Started(first_call))
-        self._publish_positions()
+        self._waiting.publish_positions()
         return Work.of(unit, self.max_batch)
 
     async def _run_work(self, worker: Worker, work: Work) -> Call | None:
@@ -565,16 +535,8 @@ class GenerationQueue:
             # the worker. tests/models/test_queue.py raises each of them from a runner.
             if is_own_cancellation(error):
                 raise
-            if is_broken_device(error):
-                log.error(
-                    "Queue %s: its device failed (a sticky CUDA error)", worker.name, exc_info=error
-                )
-                return Call.BROKEN
-            if is_out_of_memory(error):
-                log.warning(
-                    "Queue %s: out of GPU memory at %d image(s): %s", worker.name, len(specs), error
-                )
-                return Call.OUT_OF_MEMORY
+            if (outcome := device_failure(error, worker.name, len(specs))) is not None:
+                return outcome
             log.error(
                 "Queue %s: the runner failed on jobs %s",
                 worker.name,

@@ -10,8 +10,11 @@ Times are on the queue's clock (``time.monotonic``), as in :class:`~models.jobs.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
+
+from models.handles import JobHandle
 
 RECENT_TIMINGS = 64  # finished jobs remembered, all models together (oldest dropped first)
 
@@ -29,6 +32,20 @@ class JobSnapshot:
     position: int | None  # 1 runs next; None once it runs
     started_at: float | None  # when its first pipeline call began; None while it waits
 
+    @classmethod
+    def of(cls, handle: JobHandle, position: int | None) -> JobSnapshot:
+        job = handle.job
+        return cls(
+            job_id=handle.id,
+            user_id=job.user_id,
+            model=job.params.model,
+            images=len(job.images),
+            priority=job.priority,
+            submitted_at=handle._submitted_at,
+            position=position,
+            started_at=handle._first_call_at,
+        )
+
 
 @dataclass(frozen=True)
 class JobTiming:
@@ -39,6 +56,11 @@ class JobTiming:
     priority: int
     run_s: float
     ended_at: float
+
+    @classmethod
+    def of(cls, handle: JobHandle, run_s: float) -> JobTiming:
+        job = handle.job
+        return cls(job.params.model, len(job.images), job.priority, run_s, time.monotonic())
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,18 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models.handles import JobHandle, JobStatus, Preview, Progress
-from models.jobs import GenerationParams, RunInterrupted, Runner
+from models.jobs import (
+    GenerationParams,
+    RunInterrupted,
+    Runner,
+    is_broken_device,
+    is_out_of_memory,
+)
 from models.lanes import Slot
 
 if TYPE_CHECKING:
@@ -94,6 +100,16 @@ class Worker:
         self.task: asyncio.Task[None] | None = None
         self.running: list[JobHandle] = []  # the jobs it took last (some may have ended)
         self.lost = False
+
+    def start(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        """Its thread, and the task that feeds it (``work``) on ``loop``."""
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gen-{self.name}")
+        self.task = loop.create_task(work, name=f"queue-{self.name}")
+
+    def stop(self) -> None:
+        """Its thread stops once the call it runs returns; calls not begun are dropped."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def restart(self, loop: asyncio.AbstractEventLoop) -> bool:
         """After a sticky CUDA error: a fresh runner in this worker's place, where its runner
@@ -176,3 +192,16 @@ def runner_failed_message(handle: JobHandle, error: BaseException) -> str:
 
 def pinned_to_lost_message(handle: JobHandle, worker: str) -> str:
     return f"Job {handle.id[:8]} was to run on worker {worker}, which was lost."
+
+
+def device_failure(error: BaseException, worker: str, images: int) -> Call | None:
+    """What a runner's exception says about its device, logged: :attr:`Call.BROKEN` for a
+    sticky CUDA error (the runner restarts), :attr:`Call.OUT_OF_MEMORY` (the caller splits the
+    call), or None: the jobs' own failure, which the caller ends."""
+    if is_broken_device(error):
+        log.error("Queue %s: its device failed (a sticky CUDA error)", worker, exc_info=error)
+        return Call.BROKEN
+    if is_out_of_memory(error):
+        log.warning("Queue %s: out of GPU memory at %d image(s): %s", worker, images, error)
+        return Call.OUT_OF_MEMORY
+    return None
