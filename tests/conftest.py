@@ -139,3 +139,8 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# -- a throw-away PostgreSQL server (tests/postgres.py) -----------------------------------------
+
+from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures)
