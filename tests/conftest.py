@@ -143,4 +143,14 @@ def ray_local():
 
 # -- a throw-away PostgreSQL server (tests/postgres.py) -----------------------------------------
 
-from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures)
+from tests.postgres import (  # noqa: E402,F401  (fixtures)
+    db_engine,
+    db_target,
+    parametrize_engines,
+    postgres_server,
+    postgres_url,
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_engines(metafunc)  # db_engine: sqlite and postgres

@@ -20,6 +20,7 @@ import itertools
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -124,3 +125,37 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # our own name, never input
     return postgres_server.url(name)
+
+
+# -- storage on both engines ----------------------------------------------------------------------
+
+ENGINES = ("sqlite", "postgres")
+try:  # a constraint the database itself enforces, as each engine's driver reports it
+    import psycopg
+
+    INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+except ImportError:
+    INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
+
+
+def parametrize_engines(metafunc: pytest.Metafunc) -> None:
+    """A test asking for ``db_engine`` runs once per engine; ``@pytest.mark.sqlite_only(reason)``
+    keeps it to SQLite (a promise about the file itself)."""
+    if "db_engine" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("sqlite_only")
+    metafunc.parametrize("db_engine", ENGINES[:1] if only else ENGINES, indirect=True)
+
+
+@pytest.fixture
+def db_engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_target(db_engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """What ``Storage`` opens: a new SQLite file (in folders that do not exist yet), or a new
+    database on the session's PostgreSQL."""
+    if db_engine == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return tmp_path / "nested" / "dir" / "cover.db"

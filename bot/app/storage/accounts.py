@@ -114,11 +114,17 @@ class AccountRows(Connection):
                 "DELETE FROM spotify_accounts WHERE discord_user_id = ?", [discord_user_id]
             )
             deleted = cursor.rowcount == 1
-        if deleted and not self.postgres:
-            # secure_delete zeroed the row in the main file's pages; the WAL still holds older
-            # copies of those pages until a checkpoint, so take it now and empty the WAL.
-            with self._lock:
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if deleted:
+            with self._lock, self._unavailable():
+                if self.postgres:
+                    # PostgreSQL leaves a deleted row's bytes in the table's pages until a
+                    # vacuum prunes them; prune now (a row another open transaction may still
+                    # see waits for the next vacuum; the WAL and backups keep their copies).
+                    self.db.execute("VACUUM spotify_accounts, link_states")
+                else:
+                    # secure_delete zeroed the row in the main file's pages; the WAL still
+                    # holds older copies of those pages until a checkpoint: take it now.
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
 
     def record_upload(
