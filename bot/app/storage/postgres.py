@@ -61,6 +61,12 @@ class PostgresDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         return self.conn.execute(to_pyformat(sql), list(params))
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row in one round trip; returns the rows it changed."""
+        with self.conn.cursor() as cursor:
+            cursor.executemany(to_pyformat(sql), rows)
+            return cursor.rowcount
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
         cursor = self.conn.cursor(row_factory=dict_row)
         yield from cursor.execute(to_pyformat(sql), list(params))
