@@ -96,14 +96,20 @@ def _start(bindir: Path) -> tuple[PostgresServer, Path]:
     return server, root
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def require_bindir() -> Path:
+    """The server binaries' folder; without them a skip with the reason, or in CI a failure."""
     bindir = find_bindir()
     if bindir is None:
         reason = "PostgreSQL's initdb and pg_ctl are not installed (apt install postgresql)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{reason}; CI runs the storage suite on PostgreSQL too", pytrace=False)
         pytest.skip(reason)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    bindir = require_bindir()
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[dev]'")
     server, root = _start(bindir)
     try:
