@@ -74,10 +74,11 @@ class Connection:
         self.postgres = is_postgres_url(path)
         if self.postgres:
             self.path: Path | None = None
-            self.url = mask_password(str(path))  # never the password: it ends up in messages
+            # never the password: the URL ends up in messages
+            self.url: str | None = mask_password(str(path))
             self._open_postgres(str(path))
             return
-        self.path = Path(path)
+        self.path, self.url = Path(path), None
         try:
             self._open()
         except (OSError, sqlite3.Error) as exc:
@@ -125,11 +126,12 @@ class Connection:
 
     def migrate(self) -> None:
         """Apply pending migrations; those already recorded are skipped."""
-        with self._lock, self._unavailable():
+        with self._lock:
             if self.postgres:
-                apply_postgres(self.db)
+                with self._unavailable():
+                    apply_postgres(self.db)
             else:
-                MIGRATIONS.apply(self.db)
+                MIGRATIONS.apply(self.db)  # __init__ names the file when this fails
 
     def close(self) -> None:
         with self._lock:
