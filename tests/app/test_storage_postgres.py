@@ -39,7 +39,7 @@ def columns(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
         return conn.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+            "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
         ).fetchall()
 
 
@@ -56,6 +56,9 @@ def message(storage: Storage, message_id: str = "m1") -> str:
 def test_opening_creates_the_tables_in_postgres_types_and_records_the_migrations(
     storage: Storage, postgres_url: str
 ):
+    # The URL's own options (the fixture's search_path) kept beside Storage's lock_timeout.
+    assert storage.db.execute("SELECT current_schema()").fetchone()[0].startswith("test_")
+    assert storage.db.execute("SHOW lock_timeout").fetchone()[0] == "30s"
     names = set(storage.db.table_names())
     assert {"requests", "candidates", "cover_messages", "votes", "spotify_accounts"} <= names
     types = {(table, column): kind for table, column, kind in columns(postgres_url)}

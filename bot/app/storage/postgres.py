@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from bot.app.errors import StorageUnavailable
@@ -45,11 +46,14 @@ class PostgresDatabase:
     def _connect(self) -> psycopg.Connection:
         # lock_timeout: a write waits this long for another process's row or advisory lock,
         # as SQLite's busy timeout; then the server raises LockNotAvailable.
+        # Added to the URL's own ``options`` (a search_path, say), which a keyword would replace.
+        options = conninfo_to_dict(self.url).get("options") or ""
+        options += f" -c lock_timeout={int(self.lock_timeout_s * 1000)} -c timezone=UTC"
         return psycopg.connect(
             self.url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
-            options=f"-c lock_timeout={int(self.lock_timeout_s * 1000)} -c timezone=UTC",
+            options=options.strip(),
         )
 
     @property
