@@ -36,7 +36,7 @@ COPY models/__init__.py models/
 COPY training/__init__.py training/
 COPY eval/__init__.py eval/
 RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 \
- && pip install '.[gen,bot,training,eval,ray]' && pip uninstall -y playlist-cover \
+ && pip install '.[gen,bot,training,eval,ray,postgres]' && pip uninstall -y playlist-cover \
  && python -c "import torch; assert torch.version.cuda, 'torch is a CPU build'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 COPY . .

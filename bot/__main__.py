@@ -1,4 +1,5 @@
-"""Command line: ``python -m bot cover <playlist>`` and ``python -m bot models``.
+"""Command line: ``python -m bot cover <playlist>``, ``python -m bot models`` and
+``python -m bot db copy``.
 
 Every :class:`~models.errors.CoverError` ends here as one line on stderr and exit status 1;
 anything else is a bug: logged with its traceback and an id to quote.
@@ -166,7 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up when under {STALL_BYTES} bytes arrive in this long (default {STALL_S:g})",
     )
+    db = commands.add_parser("db", help="the bot's database: `db copy` moves it to PostgreSQL")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="SUBCOMMAND")
+    copy = db_commands.add_parser(
+        "copy",
+        help="copy every table of a SQLite file into a PostgreSQL database",
+        description="Copy requests, candidates, snapshots, cover posts, votes, linked accounts "
+        "(their tokens still encrypted), uploads and community styles into PostgreSQL, then "
+        "check each table's row count and checksum on both sides. Rows the target already has "
+        "are kept, so running it again finishes a copy cut short. Then set COVER_DB_URL.",
+    )
+    copy.add_argument("sqlite_path", type=Path, help="the SQLite file, e.g. data/playlist-cover.db")
+    copy.add_argument("postgres_url", help="postgresql://user:password@host:5432/database")
     return parser
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from bot.app.storage.copy import copy_database
+    from bot.app.storage.dialect import mask_password
+
+    def progress(table: str, done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{table}: {done}/{total} rows", end=end, file=sys.stderr, flush=True)
+
+    tables = copy_database(args.sqlite_path, args.postgres_url, progress=progress)
+    rows, new = sum(t.rows for t in tables), sum(t.inserted for t in tables)
+    print(
+        f"Copied {len(tables)} tables, {rows} rows ({new} new) from {args.sqlite_path} to "
+        f"{mask_password(args.postgres_url)}; row counts and checksums match."
+    )
+    return 0
 
 
 def _seconds(text: str) -> float:
@@ -386,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_cover(args))
         if args.command == "run":
             return asyncio.run(run_bot())
+        if args.command == "db":
+            return run_db(args)
         return run_models(args)
     except CoverError as exc:
         print(f"error: {printable(str(exc), limit=_MAX_ERROR_CHARS)}", file=sys.stderr)

@@ -139,3 +139,18 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# -- a throw-away PostgreSQL server (tests/postgres.py) -----------------------------------------
+
+from tests.postgres import (  # noqa: E402,F401  (fixtures)
+    db_engine,
+    db_target,
+    parametrize_engines,
+    postgres_server,
+    postgres_url,
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_engines(metafunc)  # db_engine: sqlite and postgres

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
 
     # --- storage and output ---
     db_path: Path = Path("data/playlist-cover.db")
+    # A PostgreSQL server instead of the SQLite file (postgresql://user:password@host/db; needs
+    # the postgres extra): several bot processes or machines share one state. A SecretStr: the
+    # URL may hold a password.
+    db_url: SecretStr | None = None
     # How long a write waits for another process (the CLI beside the bot) to release the
     # database before the request fails with a message.
     db_busy_timeout_s: float = 30.0
@@ -154,6 +158,21 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError(f"must be more than 0, got {value}")
         return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("postgresql", "postgres"):  # the URL itself never echoed: a password
+            raise ValueError(f"must be a postgresql://… URL, got one starting {scheme!r}")
+        return value
+
+    def storage_target(self) -> str | Path:
+        """What :class:`~bot.app.storage.Storage` opens: ``COVER_DB_URL`` when set, else the
+        SQLite file ``COVER_DB_PATH``."""
+        return self.db_url.get_secret_value() if self.db_url is not None else self.db_path
 
     @field_validator("spotify_redirect_uri")
     @classmethod

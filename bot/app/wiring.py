@@ -48,14 +48,14 @@ def build_app(
 ) -> App:
     """Every part of the application, wired as ``settings`` say.
 
-    1. storage: the SQLite file (``COVER_DB_PATH``), migrated;
+    1. storage: the SQLite file (``COVER_DB_PATH``) or PostgreSQL (``COVER_DB_URL``), migrated;
     2. runners: diffusers on every local device (``COVER_DEVICES``) and on Ray workers
        (``COVER_RAY_ADDRESS``) – or ``runner`` (tests pass their own);
     3. the queue that feeds them, with the settings' limits;
     4. services: people's linked Spotify accounts (``linked_accounts``: the bot; the command
        line has nobody to link), the cover service, the vote rules.
     """
-    storage = Storage(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
+    storage = Storage(settings.storage_target(), busy_timeout_s=settings.db_busy_timeout_s)
     try:
         if runner is None:
             runner, release = build_runners(settings)

@@ -1,4 +1,5 @@
-"""Storage on real SQLite files: migrations, requests and candidates, snapshots and votes."""
+"""Storage on real SQLite files and a real PostgreSQL (every test asking for ``storage`` runs on
+both: tests/postgres.py): migrations, requests and candidates, snapshots and votes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from bot.app.prompts import Prompt
 from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import MIGRATIONS, SCHEMA_MAX_CANDIDATES, Storage
+from tests.postgres import INTEGRITY_ERRORS
 
 
 class Clock:
@@ -34,12 +36,12 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def open_storage(db_path: Path) -> Iterator[Callable[[], Storage]]:
-    """Opens Storage on the same file as often as a test likes; closes them all afterwards."""
+def open_storage(db_target: Path | str) -> Iterator[Callable[[], Storage]]:
+    """Opens Storage on the same database as often as a test likes; closes them all afterwards."""
     opened: list[Storage] = []
 
     def _open() -> Storage:
-        storage = Storage(db_path, now=Clock())
+        storage = Storage(db_target, now=Clock())
         opened.append(storage)
         return storage
 
@@ -99,6 +101,9 @@ def migration_rows(path: Path) -> list[tuple]:
 # --- migrations -----------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only(
+    "the file, WAL and PRAGMAs are SQLite's; test_storage_postgres.py checks its tables"
+)
 def test_opening_creates_the_file_the_tables_wal_and_foreign_keys(storage: Storage, db_path: Path):
     assert db_path.is_file()
     names = set(storage.db.table_names())
@@ -108,6 +113,7 @@ def test_opening_creates_the_file_the_tables_wal_and_foreign_keys(storage: Stora
     assert migration_rows(db_path) == ALL_MIGRATIONS
 
 
+@pytest.mark.sqlite_only("reads sqlite_master; test_storage_postgres.py has PostgreSQL's")
 def test_migrations_run_twice_safely(open_storage, db_path: Path):
     first = open_storage()
     before = schema(db_path)
@@ -355,7 +361,7 @@ def test_a_second_vote_by_the_same_user_replaces_the_first(storage: Storage, mes
 
 def test_the_database_itself_allows_one_vote_per_user(storage: Storage, message: str):
     storage.cast_vote(message_id=message, user_id="alice", choice=1)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         storage.db.execute(
             "INSERT INTO votes (message_id, user_id, choice, voted_at) VALUES (?, 'alice', 2, 'x')",
             [message],
@@ -507,6 +513,9 @@ def test_an_account_links_refreshes_relinks_and_unlinks(storage: Storage):
     assert not storage.update_spotify_tokens("111", tokens=b"t", expires_at=later, scopes="x")
 
 
+@pytest.mark.sqlite_only(
+    "secure_delete on the file's bytes; test_storage_postgres.py has PostgreSQL's"
+)
 def test_an_unlinked_accounts_tokens_leave_the_file(storage: Storage, db_path: Path):
     blob = b"sealed-token-blob-" + bytes(range(48, 122))
     link_account(storage, tokens=blob)
@@ -539,7 +548,7 @@ def test_uploads_are_recorded_in_order(storage: Storage, message: str):
     ]
     with pytest.raises(ValueError, match="status must be"):
         storage.record_upload(**common, status="maybe")
-    with pytest.raises(sqlite3.IntegrityError):  # a cover message of ours, or nothing
+    with pytest.raises(INTEGRITY_ERRORS):  # a cover message of ours, or nothing
         storage.record_upload(**{**common, "message_id": "999"}, status="applied")
 
 

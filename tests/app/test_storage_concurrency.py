@@ -1,7 +1,8 @@
-"""Two processes on one database file, as the CLI and the bot share ``data/playlist-cover.db``.
+"""Two processes on one database file, as the CLI and the bot share ``data/playlist-cover.db``
+(and on one PostgreSQL database, as several bot processes share ``COVER_DB_URL``).
 
 Each process runs 1,000 mixed read-then-write operations (requests, votes, closing votes,
-snapshots, account tokens) against the same real SQLite file at the same time. Every one must
+snapshots, account tokens) against the same real database at the same time. Every one must
 succeed: a transaction that reads first and writes later must take the write lock up front and
 wait for the other process, not fail with "database is locked".
 """
@@ -21,7 +22,7 @@ MESSAGES = 8
 PARAMS = StoredParams(width=64, height=64, steps=4, guidance=1.0)
 
 
-def _seed(path: Path) -> list[str]:
+def _seed(path: Path | str) -> list[str]:
     with Storage(path) as storage:
         messages = []
         for n in range(MESSAGES):
@@ -80,8 +81,8 @@ def _worker(path: str, seed: int, messages: list[str], failures) -> None:
     failures.put(errors)
 
 
-def test_two_processes_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
+def test_two_processes_lose_nothing(db_target: Path | str) -> None:
+    path = db_target
     messages = _seed(path)
     context = multiprocessing.get_context("spawn")
     failures = context.Queue()

@@ -27,8 +27,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
-    with Storage(tmp_path / "cover.db", now=clock) as storage:
+def storage(
+    db_engine: str, db_target: Path | str, tmp_path: Path, clock: Clock
+) -> Iterator[Storage]:
+    target = tmp_path / "cover.db" if db_engine == "sqlite" else db_target
+    with Storage(target, now=clock) as storage:
         yield storage
 
 
@@ -215,6 +218,7 @@ def test_a_requests_cover_post_is_found_or_none(storage: Storage, clock: Clock):
     assert storage.cover_message_of("unknown") is None
 
 
+@pytest.mark.sqlite_only("opens the file with the sqlite3 module")
 def test_a_snapshot_row_names_its_playlist_for_a_person_reading_the_file(
     storage: Storage, tmp_path: Path
 ):

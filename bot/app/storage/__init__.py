@@ -1,13 +1,17 @@
 """Every SQL statement of the project: requests, candidates, playlist snapshots and votes.
 
-One SQLite file, its tables and their numbered migrations in :mod:`.migrations`. Callers get the
-frozen records of :mod:`bot.app.records`, never rows; the ``params`` JSON is written and read
-there only.
+One SQLite file (the default) or one PostgreSQL database (``COVER_DB_URL``), its tables and
+their numbered migrations in :mod:`.migrations`; every statement is written once, for both.
+Callers get the frozen records of :mod:`bot.app.records`, never rows; the ``params`` JSON is
+written and read there only.
 
-    connection.py   the file, the lock, write transactions, SQLite's failures as one sentence
+    connection.py   the file or server, the lock, write transactions, failures as one sentence
+    dialect.py      the few places SQLite and PostgreSQL differ (types, row locks, placeholders)
+    postgres.py     the psycopg connection that stands where sqlite-utils' Database does
     requests.py     requests, candidates, playlist snapshots, community styles
     votes.py        cover posts, votes (one per person), closing, the closed votes for training
     accounts.py     linked Spotify accounts, pending authorisations, uploads
+    copy.py         a SQLite file's every table into PostgreSQL (``python -m bot db copy``)
 
 Timestamps are ISO 8601 strings in UTC with milliseconds, so they sort as text. JSON columns
 are TEXT holding JSON, decoded into the records on the way out.
@@ -34,7 +38,8 @@ __all__ = [
 
 
 class Storage(RequestRows, VoteRows, AccountRows):
-    """The project's SQLite database. Build one per process and pass it down; :meth:`close` it.
+    """The project's database: ``Storage(path)`` a SQLite file, ``Storage("postgresql://…")`` a
+    PostgreSQL one. Build one per process and pass it down; :meth:`close` it.
 
     Usable as a context manager. See :mod:`bot.app.storage.connection` for threads.
     """

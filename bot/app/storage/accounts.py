@@ -9,6 +9,7 @@ from datetime import datetime
 
 from bot.app.records import UPLOAD_STATUSES, LinkState, SpotifyAccount, Upload
 from bot.app.storage.connection import Connection, timestamp
+from bot.app.storage.dialect import lock_key
 
 
 class AccountRows(Connection):
@@ -23,6 +24,7 @@ class AccountRows(Connection):
         theirs; expired ones of anybody are swept out on the way."""
         now = self._stamp()
         with self._transaction() as db:
+            lock_key(db, "link_states", discord_user_id)  # one pending link, across processes
             db.execute("DELETE FROM link_states WHERE expires_at <= ?", [now])
             db.execute("DELETE FROM link_states WHERE discord_user_id = ?", [discord_user_id])
             db.execute(
@@ -39,11 +41,11 @@ class AccountRows(Connection):
         a state works once whatever happens next; None when unknown or already used. The
         caller checks ``expires_at`` (to tell an expired link from a forged one)."""
         with self._transaction() as db:
-            rows = list(db.query("SELECT * FROM link_states WHERE state_hash = ?", [state_hash]))
-            if not rows:
-                return None
-            db.execute("DELETE FROM link_states WHERE state_hash = ?", [state_hash])
-        return LinkState.from_row(rows[0])
+            # One statement takes and deletes: of two processes, only one gets the row.
+            rows = list(
+                db.query("DELETE FROM link_states WHERE state_hash = ? RETURNING *", [state_hash])
+            )
+        return LinkState.from_row(rows[0]) if rows else None
 
     def save_spotify_account(
         self,
@@ -113,10 +115,16 @@ class AccountRows(Connection):
             )
             deleted = cursor.rowcount == 1
         if deleted:
-            # secure_delete zeroed the row in the main file's pages; the WAL still holds older
-            # copies of those pages until a checkpoint, so take it now and empty the WAL.
-            with self._lock:
-                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self._lock, self._unavailable():
+                if self.postgres:
+                    # PostgreSQL leaves a deleted row's bytes in the table's pages until a
+                    # vacuum prunes them; prune now (a row another open transaction may still
+                    # see waits for the next vacuum; the WAL and backups keep their copies).
+                    self.db.execute("VACUUM spotify_accounts, link_states")
+                else:
+                    # secure_delete zeroed the row in the main file's pages; the WAL still
+                    # holds older copies of those pages until a checkpoint: take it now.
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
 
     def record_upload(
@@ -142,6 +150,7 @@ class AccountRows(Connection):
                     discord_user_id, spotify_user_id, candidate, jpeg_bytes, status, error,
                     created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                RETURNING id
                 """,
                 [
                     message_id,
@@ -156,7 +165,7 @@ class AccountRows(Connection):
                     self._stamp(),
                 ],
             )
-            return int(cursor.lastrowid)
+            return int(cursor.fetchone()[0])
 
     def uploads(self, message_id: str) -> list[Upload]:
         """The upload attempts for a cover message, oldest first."""

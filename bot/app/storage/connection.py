@@ -1,6 +1,7 @@
-"""The connection every part of :class:`~bot.app.storage.Storage` shares: one SQLite file, one
-lock, write transactions that take SQLite's write lock up front, and SQLite's failures turned
-into :class:`~bot.app.errors.StorageUnavailable`.
+"""The connection every part of :class:`~bot.app.storage.Storage` shares: one SQLite file (or
+one PostgreSQL server: :mod:`.postgres`), one lock, write transactions that take the database's
+write lock up front, and the database's failures turned into
+:class:`~bot.app.errors.StorageUnavailable`.
 
 Threads: a plain ``sqlite_utils.Database(path)`` is bound to the thread that opened it (STYLE
 §9). The connection is opened with ``check_same_thread=False`` and every call is serialised
@@ -24,7 +25,8 @@ from sqlite_utils import Database
 
 from bot.app.errors import StorageUnavailable
 from bot.app.records import CoverMessage
-from bot.app.storage.migrations import MIGRATIONS
+from bot.app.storage.dialect import for_update, is_postgres_url, mask_password
+from bot.app.storage.migrations import MIGRATIONS, apply_postgres
 
 BUSY_TIMEOUT_S = 30.0  # a write waits this long for another process's transaction to end
 
@@ -65,10 +67,18 @@ class Connection:
         now: Callable[[], datetime] = _utc_now,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
-        self.path = Path(path)
+        """``path``: the SQLite file, or a ``postgresql://`` URL (``COVER_DB_URL``)."""
         self._now = now  # injectable clock: tests need distinct, ordered timestamps
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
+        self.postgres = is_postgres_url(path)
+        if self.postgres:
+            self.path: Path | None = None
+            # never the password: the URL ends up in messages
+            self.url: str | None = mask_password(str(path))
+            self._open_postgres(str(path))
+            return
+        self.path, self.url = Path(path), None
         try:
             self._open()
         except (OSError, sqlite3.Error) as exc:
@@ -79,7 +89,23 @@ class Connection:
                 "check the file or point COVER_DB_PATH elsewhere."
             ) from None
 
+    def _open_postgres(self, url: str) -> None:
+        try:
+            from bot.app.storage import postgres  # psycopg: the optional postgres extra
+        except ImportError as exc:
+            raise StorageUnavailable(
+                f"COVER_DB_URL names PostgreSQL, which needs psycopg ({exc}): "
+                "pip install 'playlist-cover[postgres]'"
+            ) from None
+        self.db: Any = postgres.open_database(url, lock_timeout_s=self.busy_timeout_s)
+        try:
+            self.migrate()
+        except StorageUnavailable:
+            self.db.close()
+            raise
+
     def _open(self) -> None:
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: how long a write waits for another process's write lock (busy timeout).
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=self.busy_timeout_s)
@@ -101,7 +127,11 @@ class Connection:
     def migrate(self) -> None:
         """Apply pending migrations; those already recorded are skipped."""
         with self._lock:
-            MIGRATIONS.apply(self.db)
+            if self.postgres:
+                with self._unavailable():
+                    apply_postgres(self.db)
+            else:
+                MIGRATIONS.apply(self.db)  # __init__ names the file when this fails
 
     def close(self) -> None:
         with self._lock:
@@ -123,7 +153,15 @@ class Connection:
         wrote in between – the CLI and the bot share one file by default. ``BEGIN IMMEDIATE``
         takes the lock up front, waiting on the busy timeout; ``atomic()`` inside it then only
         adds a savepoint. tests/app/test_storage_concurrency.py runs two processes against it.
+
+        PostgreSQL has no lock on the whole database: a transaction there locks the rows it
+        reads ``FOR UPDATE`` (:func:`.dialect.for_update`: the cover post whose votes change)
+        or a key (:func:`.dialect.lock_key`), and its writes' rows, until it ends.
         """
+        if self.postgres:
+            with self._lock, self._unavailable(), self.db.transaction():
+                yield self.db
+            return
         with self._lock, self._unavailable():
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -147,6 +185,10 @@ class Connection:
         No path in the message: people on Discord read it (the operator finds the path in
         COVER_DB_PATH).
         """
+        if self.postgres:
+            with self.db.unavailable():
+                yield
+            return
         try:
             yield
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
@@ -169,8 +211,10 @@ class Connection:
     # --- helpers ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _message(db: Database, message_id: str) -> CoverMessage | None:
-        rows = list(db.query("SELECT * FROM cover_messages WHERE message_id = ?", [message_id]))
+    def _message(db: Database, message_id: str, *, lock: bool = False) -> CoverMessage | None:
+        """The cover post; with ``lock``, held until the transaction ends (its votes change)."""
+        sql = "SELECT * FROM cover_messages WHERE message_id = ?" + (for_update(db) if lock else "")
+        rows = list(db.query(sql, [message_id]))
         return CoverMessage.from_row(rows[0]) if rows else None
 
     @staticmethod

@@ -4,6 +4,10 @@ A migration is applied once, in a transaction with the row that records it in
 ``_sqlite_migrations``, so opening the same file again is harmless (:meth:`Storage.migrate`).
 A new column or table is a new function at the end; one already applied is never edited.
 
+On PostgreSQL the same functions run, in order, through :func:`apply_postgres` (recorded in
+``_migrations``): each statement is written once, in SQLite's words, and :func:`.dialect.ddl`
+spells the few type words that differ PostgreSQL's way on the way to the server.
+
     requests            one /cover or CLI run: who, which playlist, model, params, prompts, outcome
     candidates          its images: (request_id, idx) → prompt, seed, files
     playlist_snapshots  raw Spotify JSON, one row per distinct content of a playlist
@@ -17,15 +21,30 @@ A new column or table is a new function at the end; one already applied is never
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.app.storage.dialect import POSTGRES, ddl, dialect_of, lock_key
+
 MIGRATIONS = Migrations("playlist_cover")
+# The same functions in order, for apply_postgres (sqlite-utils keeps its list private).
+_STEPS: list[Callable[[Any], None]] = []
+
+
+def _migration(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    _STEPS.append(fn)
+    return MIGRATIONS()(fn)
+
+
 # What the table accepts (keycaps 1️⃣..🔟); the bot's own limit is bot.app.prompts'.
 SCHEMA_MAX_CANDIDATES = 10
 
 
-@MIGRATIONS()
+@_migration
 def m001_initial(db: Database) -> None:
     db.execute(
         """
@@ -107,7 +126,7 @@ def m001_initial(db: Database) -> None:
     )
 
 
-@MIGRATIONS()
+@_migration
 def m002_spotify_accounts(db: Database) -> None:
     db.execute(
         """
@@ -155,21 +174,21 @@ def m002_spotify_accounts(db: Database) -> None:
     db.execute("CREATE INDEX uploads_by_message ON spotify_uploads (message_id, created_at)")
 
 
-@MIGRATIONS()
+@_migration
 def m003_request_resumes(db: Database) -> None:
     # How often a restart queued the request again: resuming stops after a configured number
     # (Settings.resume_max_tries), so a request that kills the bot is not remade forever.
     db.execute("ALTER TABLE requests ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0")
 
 
-@MIGRATIONS()
+@_migration
 def m004_close_reasons(db: Database) -> None:
     # Why a vote closed: "requester", "timer", "deleted" (the post is gone) – a vote closed
     # without a winner because its post was deleted is not the same as one nobody voted in.
     db.execute("ALTER TABLE cover_messages ADD COLUMN close_reason TEXT")
 
 
-@MIGRATIONS()
+@_migration
 def m005_community_styles(db: Database) -> None:
     # A server's "community style": the LoRA an administrator pointed it at (typically trained
     # by `python -m training dpo` on the server's own votes) and the base model it was trained
@@ -188,17 +207,28 @@ def m005_community_styles(db: Database) -> None:
     )
 
 
-@MIGRATIONS()
+@_migration
 def m006_spotify_account_ids(db: Database) -> None:
     # Spotify's `account_id`: the immutable id its description says to link accounts by (the
     # user `id` may change). Rows linked before have none; `spotify_user_id` stands in for it.
     db.execute("ALTER TABLE spotify_accounts ADD COLUMN spotify_account_id TEXT")
 
 
-@MIGRATIONS()
+@_migration
 def m007_params_community(db: Database) -> None:
     # The request option is ``community`` (bot.app.cover.CoverRequest); its stored params said
     # ``community_style``. One name from here on (bot.app.records.StoredParams reads it).
+    if dialect_of(db) == POSTGRES:  # SQLite's JSON functions are jsonb operators there
+        db.execute(
+            """
+            UPDATE requests SET params = (
+                (params::jsonb - 'community_style') || jsonb_build_object('community',
+                    coalesce(params::jsonb -> 'community_style' IN ('true', '1'), false))
+            )::text
+            WHERE jsonb_typeof(params::jsonb -> 'community_style') IS NOT NULL
+            """
+        )
+        return
     db.execute(
         """
         UPDATE requests SET params = json_remove(
@@ -209,3 +239,48 @@ def m007_params_community(db: Database) -> None:
         WHERE json_type(params, '$.community_style') IS NOT NULL
         """
     )
+
+
+class _InPostgresWords:
+    """``db`` for a migration function on PostgreSQL: its statements through :func:`.ddl`."""
+
+    dialect = POSTGRES
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._db.execute(ddl(self, sql), params)
+
+
+def apply_postgres(db: Any) -> None:
+    """Apply the pending migrations to a PostgreSQL database, each in a transaction with the row
+    that records it. An advisory lock keeps two processes starting at once from both applying
+    one (SQLite's BEGIN IMMEDIATE does it there)."""
+    with db.transaction():
+        lock_key(db, "migrations", MIGRATIONS.name)
+        db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS _migrations (
+                migration_set TEXT NOT NULL,
+                name TEXT NOT NULL,
+                applied_at TEXT NOT NULL,
+                PRIMARY KEY (migration_set, name)
+            )
+            """
+        )
+        done = {
+            row["name"]
+            for row in db.query(
+                "SELECT name FROM _migrations WHERE migration_set = ?", [MIGRATIONS.name]
+            )
+        }
+        for step in _STEPS:
+            if step.__name__ in done:
+                continue
+            with db.transaction():  # a savepoint: the migration and its record, or neither
+                step(_InPostgresWords(db))
+                db.execute(
+                    "INSERT INTO _migrations (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                    [MIGRATIONS.name, step.__name__, datetime.now(UTC).isoformat()],
+                )

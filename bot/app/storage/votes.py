@@ -41,16 +41,19 @@ class VoteRows(Connection):
         with self._transaction() as db:
             if not self._exists(db, "requests", "id", request_id):
                 raise KeyError(f"no request {request_id!r}")
-            if self._exists(db, "cover_messages", "message_id", message_id):
-                raise ValueError(f"message {message_id} is already registered")
-            db.execute(
+            # ON CONFLICT, not a look first: a second process registering the same message
+            # at the same moment gets this ValueError too, not the unique index's error.
+            cursor = db.execute(
                 """
                 INSERT INTO cover_messages (message_id, channel_id, request_id,
                     candidate_count, created_at)
                 VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (message_id) DO NOTHING
                 """,
                 [message_id, channel_id, request_id, candidate_count, self._stamp()],
             )
+            if cursor.rowcount == 0:
+                raise ValueError(f"message {message_id} is already registered")
 
     def cover_message(self, message_id: str) -> CoverMessage | None:
         rows = self._rows("SELECT * FROM cover_messages WHERE message_id = ?", [message_id])
@@ -79,7 +82,7 @@ class VoteRows(Connection):
         ``ValueError`` naming ``choice`` when it is not a candidate of the message.
         """
         with self._transaction() as db:
-            message = self._message(db, message_id)
+            message = self._message(db, message_id, lock=True)
             if message is None or not message.open:
                 return False
             if not 1 <= choice <= message.candidate_count:
@@ -97,7 +100,7 @@ class VoteRows(Connection):
         closed message are kept as they were when it closed.
         """
         with self._transaction() as db:
-            message = self._message(db, message_id)
+            message = self._message(db, message_id, lock=True)
             if message is None or not message.open:
                 return False
             sql = "DELETE FROM votes WHERE message_id = ? AND user_id = ?"
@@ -139,7 +142,7 @@ class VoteRows(Connection):
         if reason is not None and reason not in CLOSE_REASONS:
             raise ValueError(f"reason must be one of {CLOSE_REASONS}, got {reason!r}")
         with self._transaction() as db:
-            message = self._message(db, message_id)
+            message = self._message(db, message_id, lock=True)
             if message is None:
                 raise KeyError(f"no cover message {message_id!r}")
             if winner is not None and not 1 <= winner <= message.candidate_count:
@@ -174,7 +177,7 @@ class VoteRows(Connection):
         """
         changed = 0
         with self._transaction() as db:
-            message = self._message(db, message_id)
+            message = self._message(db, message_id, lock=True)
             if message is None or not message.open:
                 return 0
             valid = range(1, message.candidate_count + 1)
