@@ -113,7 +113,7 @@ def playlist_link(fake_spotify) -> str:
     return f"<https://open.spotify.com/intl-de/playlist/{stored.meta['id']}?si=abc123>"
 
 
-# -- the local fake Discord (tests/fakes/discord.py) ---------------------------------------
+# -- the local fake Discord (tests/fakes/discord/) ---------------------------------------
 
 
 @pytest.fixture
