@@ -14,14 +14,8 @@ import time
 import pytest
 from PIL import Image
 
-from models.errors import (
-    PendingLimitReached,
-    QueueFull,
-)
-from models.jobs import (
-    GenerationJob,
-    RunControl,
-)
+from models.errors import PendingLimitReached, QueueFull
+from models.jobs import GenerationJob, RunControl
 from models.queue import Finished, GenerationQueue, JobHandle, Progress, Queued, Started
 from tests.models.queue_helpers import (
     GUARD_S,

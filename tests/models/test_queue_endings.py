@@ -13,16 +13,8 @@ import time
 import pytest
 from PIL import Image
 
-from models.errors import (
-    GenerationFailed,
-    JobCancelled,
-    JobTimedOut,
-    ModelUnavailable,
-    QueueClosed,
-)
-from models.jobs import (
-    GeneratedImage,
-)
+from models.errors import GenerationFailed, JobCancelled, JobTimedOut, ModelUnavailable, QueueClosed
+from models.jobs import GeneratedImage
 from models.queue import Failed, GenerationQueue, Queued
 from tests.models.queue_helpers import (
     GUARD_S,

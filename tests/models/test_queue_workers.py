@@ -11,15 +11,8 @@ import asyncio
 
 import pytest
 
-from models.errors import (
-    GenerationFailed,
-    NoWorkers,
-)
-from models.jobs import (
-    GenerationJob,
-    ImageSpec,
-    WorkerLost,
-)
+from models.errors import GenerationFailed, NoWorkers
+from models.jobs import GenerationJob, ImageSpec, WorkerLost
 from models.queue import GenerationQueue
 from tests.models.queue_helpers import (
     GUARD_S,

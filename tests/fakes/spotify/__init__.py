@@ -72,13 +72,7 @@ from tests.fakes.spotify.builders import (
     make_playlist,
     make_unavailable_item,
 )
-from tests.fakes.spotify.models import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    COVER_PAYLOAD_CUTOFF,
-    Grant,
-    Reply,
-)
+from tests.fakes.spotify.models import CLIENT_ID, CLIENT_SECRET, COVER_PAYLOAD_CUTOFF, Grant, Reply
 from tests.fakes.spotify.server import FakeSpotify, fake_spotify_fixture
 
 __all__ = [
