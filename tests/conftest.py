@@ -99,7 +99,7 @@ def tiny_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-# -- the local fake Spotify server (tests/fakes/spotify.py) -------------------------------
+# -- the local fake Spotify server (tests/fakes/spotify/) -------------------------------
 
 from tests.fakes.spotify import fake_spotify_fixture  # noqa: E402, F401  (registers `fake_spotify`)
 
@@ -113,7 +113,7 @@ def playlist_link(fake_spotify) -> str:
     return f"<https://open.spotify.com/intl-de/playlist/{stored.meta['id']}?si=abc123>"
 
 
-# -- the local fake Discord (tests/fakes/discord.py) ---------------------------------------
+# -- the local fake Discord (tests/fakes/discord/) ---------------------------------------
 
 
 @pytest.fixture

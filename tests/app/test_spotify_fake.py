@@ -1,4 +1,4 @@
-"""The fake Spotify (tests/fakes/spotify.py) against Spotify's own API description.
+"""The fake Spotify (tests/fakes/spotify/) against Spotify's own API description.
 
 Every test that uses the fake already fails when one of its answers does not fit the description
 (tests/fakes/spotify_schema.py); these tests make sure every kind of answer is given at least

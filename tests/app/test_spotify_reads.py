@@ -1,4 +1,4 @@
-"""bot.app.spotify: the real spotipy against the local fake Spotify (tests/fakes/spotify.py).
+"""bot.app.spotify: the real spotipy against the local fake Spotify (tests/fakes/spotify/).
 
 Waits are recorded through the injected ``sleep``, so no test sleeps for a Retry-After.
 """

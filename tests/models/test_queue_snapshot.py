@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from models.snapshot import JobTiming, RecentTimings
-from tests.models.test_queue import GUARD_S, B, FakeRunner, job, started_queue, wait_all
+from tests.models.queue_helpers import GUARD_S, B, FakeRunner, job, started_queue, wait_all
 
 
 async def until(condition) -> None:
