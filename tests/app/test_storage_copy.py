@@ -14,7 +14,8 @@ from bot.__main__ import main
 from bot.app.records import CandidateRecord
 from bot.app.storage import Storage
 from bot.app.storage.copy import TABLES
-from tests.app.test_storage import Clock, playlist_json, record
+from tests.app.storage_helpers import Clock, record
+from tests.app.test_storage import playlist_json
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 KEY = Fernet.generate_key()

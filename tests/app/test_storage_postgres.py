@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from bot.app.settings import Settings
 from bot.app.storage import Storage, StorageUnavailable
 from bot.app.storage.dialect import ddl, mask_password
-from tests.app.test_storage import ALL_MIGRATIONS, PARAMS, Clock, record
+from tests.app.storage_helpers import PARAMS, Clock, record
+from tests.app.test_storage import ALL_MIGRATIONS
 from tests.postgres import PostgresServer
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)

@@ -15,7 +15,7 @@ import pytest
 from bot.app.prompts import Prompt
 from bot.app.records import CandidateRecord, StoredParams
 from bot.app.storage import Storage, StorageUnavailable, _reason
-from tests.app.test_storage import Clock
+from tests.app.storage_helpers import Clock
 
 TOKENS = b"sealed-token-blob-" + bytes(range(48, 122))  # distinctive: found by a byte search
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
