@@ -113,9 +113,15 @@ def simulate(scenario: Scenario, trials: int, *, seed: int = 0) -> Coverage:
         seed_sds.append(float(values.std(ddof=1)))
         test_ses.append(float(reps.std(axis=0, ddof=1).mean()))
     return Coverage(
-        trials, aware, test, float(np.mean(aware_width)), float(np.mean(test_width)), truth,
-        float(np.mean(seed_sds)), float(np.mean(test_ses)),
-    )  # fmt: skip
+        trials,
+        aware,
+        test,
+        float(np.mean(aware_width)),
+        float(np.mean(test_width)),
+        truth,
+        float(np.mean(seed_sds)),
+        float(np.mean(test_ses)),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,9 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=400, help="simulated studies (400)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (3)")
     parser.add_argument(
-        "--seed-sd", type=float, action="append",
+        "--seed-sd",
+        type=float,
+        action="append",
         help="τ, how far a retraining moves the features (repeatable; default 0.4 and 0)",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation (0)")
     args = parser.parse_args(argv)
     if args.trials < 2 or args.seeds < 2:

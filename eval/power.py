@@ -71,9 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("seeds \\ images " + "".join(f"{n:>8}" for n in args.images))
     for k in args.seeds:
         cells = [
-            power(args.effect, standard_error(args.seed_sd, args.test_se, k, n,
-                                              args.pilot_images), k, alpha)
+            power(
+                args.effect,
+                standard_error(args.seed_sd, args.test_se, k, n, args.pilot_images),
+                k,
+                alpha,
+            )
             for n in args.images
-        ]  # fmt: skip
+        ]
         print(f"{k:>14} " + "".join(f"{p:>8.0%}" for p in cells))
     return 0

@@ -47,9 +47,15 @@ def _recomputed(
     pass none."""
     both = seed_aware_from_se(per_seed, _test_se(stored), resamples - 1)
     low, high = clipped(metric, both.low, both.high)
-    known = {k: (v if v == v else None) for k, v in  # NaN → None
-             (("seed_se", both.seed_se), ("test_se", both.test_se), ("df", both.df),
-              ("p_value", both.p_value))}  # fmt: skip
+    known = {
+        k: (v if v == v else None)
+        for k, v in (  # NaN → None
+            ("seed_se", both.seed_se),
+            ("test_se", both.test_se),
+            ("df", both.df),
+            ("p_value", both.p_value),
+        )
+    }
     return {
         **stored,
         "value": both.value,

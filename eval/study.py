@@ -334,9 +334,13 @@ def model_metrics(
         generated = histograms(kept_paths)
         labels = [split.labels[i] for i in kept]
         result = prompt_following(
-            real_palettes, split.labels, generated, labels, resamples=config.bootstrap,
+            real_palettes,
+            split.labels,
+            generated,
+            labels,
+            resamples=config.bootstrap,
             seed=config.seed,
-        )  # fmt: skip
+        )
         row["prompt_following"] = {"label": config.follow_label, **result.as_dict()}
         measured.hits = prompt_hits(real_palettes, split.labels, generated, labels)
     return measured

@@ -94,9 +94,12 @@ def joint_metrics(
     resamples = bootstrap
     # 1. KID: values and paired, duplicate-free bootstrap replicates (R, M).
     kid_values, kid_reps = kid_replicates(
-        real, [m.features for m in usable], prompts=[m.prompts for m in usable],
-        resamples=resamples, seed=seed,
-    )  # fmt: skip
+        real,
+        [m.features for m in usable],
+        prompts=[m.prompts for m in usable],
+        resamples=resamples,
+        seed=seed,
+    )
     # 2. FID: values and paired half-samples without replacement (R', M).
     fid_values = np.array([frechet_distance_from_features(real, m.features) for m in usable])
 
@@ -126,9 +129,11 @@ def joint_metrics(
         follow_values = np.nanmean(grid, axis=1)
         rng = np.random.default_rng(seed)
         follow_reps = np.array(
-            [np.nanmean(grid[:, rng.integers(0, n_prompts, n_prompts)], axis=1)
-             for _ in range(resamples)]
-        ).reshape(resamples, len(usable))  # fmt: skip
+            [
+                np.nanmean(grid[:, rng.integers(0, n_prompts, n_prompts)], axis=1)
+                for _ in range(resamples)
+            ]
+        ).reshape(resamples, len(usable))
     metrics = {
         "kid": (kid_values, kid_reps),
         "fid": (fid_values, fid_reps),
@@ -157,8 +162,11 @@ def joint_metrics(
         }
         if min(n_real, n_fake) // 2 >= dim:  # every fitted size has N ≥ D (Chong & Forsyth)
             infinite, sizes, values = fid_infinity(real, m.features, seed=seed)
-            m.row["fid"]["infinity"] = {"value": infinite, "sizes": sizes.tolist(),
-                                        "fids": values.tolist()}  # fmt: skip
+            m.row["fid"]["infinity"] = {
+                "value": infinite,
+                "sizes": sizes.tolist(),
+                "fids": values.tolist(),
+            }
         kid = interval_from_replicates(kid_values[k], kid_reps[:, k])
         m.row["kid"] = {
             **asdict(kid),
@@ -234,12 +242,18 @@ def pooled(
     test_low, test_high = clipped(metric, test.low, test.high)
     spread = float(values[members].std(ddof=1)) if len(members) > 1 else None
     return {
-        "value": both.value, "low": low, "high": high, "test_low": test_low,
-        "test_high": test_high, "seed_se": _known(both.seed_se),
-        "test_se": _known(both.test_se), "df": _known(both.df),
+        "value": both.value,
+        "low": low,
+        "high": high,
+        "test_low": test_low,
+        "test_high": test_high,
+        "seed_se": _known(both.seed_se),
+        "test_se": _known(both.test_se),
+        "df": _known(both.df),
         "interval": "seeds and test set" if len(members) > 1 else "test set only (one seed)",
-        "spread": spread, "seeds": len(members),
-    }  # fmt: skip
+        "spread": spread,
+        "seeds": len(members),
+    }
 
 
 def difference(
@@ -267,11 +281,17 @@ def difference(
         interval = "test set only (unpaired seeds)"
     spread = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
     return {
-        "value": both.value, "low": both.low, "high": both.high, **_test_only(test),
-        "seed_se": _known(both.seed_se), "test_se": _known(both.test_se),
-        "df": _known(both.df), "p_value": _known(both.p_value), "interval": interval,
+        "value": both.value,
+        "low": both.low,
+        "high": both.high,
+        **_test_only(test),
+        "seed_se": _known(both.seed_se),
+        "test_se": _known(both.test_se),
+        "df": _known(both.df),
+        "p_value": _known(both.p_value),
+        "interval": interval,
         "spread": spread,
-    }  # fmt: skip
+    }
 
 
 def adjust_for_multiplicity(
@@ -290,5 +310,8 @@ def adjust_for_multiplicity(
         members, holm([m["p_value"] for m in members]), strict=True
     ):
         member["holm_p"], member["survives"] = adjusted, survives
-    return {"method": "Holm step-down, family-wise α = 0.05", "tests": len(members),
-            "metrics": [*DECIDED_METRICS, "permutation tests of prompt following"]}  # fmt: skip
+    return {
+        "method": "Holm step-down, family-wise α = 0.05",
+        "tests": len(members),
+        "metrics": [*DECIDED_METRICS, "permutation tests of prompt following"],
+    }

@@ -202,7 +202,9 @@ def embedded_scheduler() -> Any:
     )
 
 
-def export_to_package(pipe: StableDiffusionPipeline, info: dict[str, Any], folder: Path = PACKAGED) -> int:  # fmt: skip
+def export_to_package(
+    pipe: StableDiffusionPipeline, info: dict[str, Any], folder: Path = PACKAGED
+) -> int:
     """Write ``pipe``'s weights (float16) and configs into ``folder`` for shipping; returns the
     bytes written. The tokenizer is not written: it is rebuilt from the bundled vocabulary."""
     from safetensors.torch import save_file

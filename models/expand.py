@@ -216,8 +216,13 @@ class PromptExpander:
 
     def __call__(self, prompt: str, seed: int, max_tokens: int = MAX_TOKENS) -> str:
         generated = self.generate(prompt, seed)
-        return finish(prompt, generated, count_tokens=count_clip_tokens,
-                      max_tokens=max_tokens, unwanted=self.unwanted)  # fmt: skip
+        return finish(
+            prompt,
+            generated,
+            count_tokens=count_clip_tokens,
+            max_tokens=max_tokens,
+            unwanted=self.unwanted,
+        )
 
 
 _LOADED: dict[str, PromptExpander] = {}

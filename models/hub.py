@@ -85,8 +85,9 @@ def fetch_command(repo_id: str) -> str:
     return f"`python -m bot models pull {name}` or {hf}" if name else hf
 
 
-def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
-                 variant: str | None) -> list[str]:  # fmt: skip
+def needed_files(
+    repo_id: str, files: list[str], model_index: dict[str, Any], *, variant: str | None
+) -> list[str]:
     """The files of ``files`` (a repository's paths) that the pipeline needs: model_index.json,
     each component's configs, and one weights format per component – safetensors, ``.bin``
     only where a component has no safetensors; the ``variant`` files where the component has
@@ -116,8 +117,13 @@ def needed_files(repo_id: str, files: list[str], model_index: dict[str, Any], *,
 _TRANSFORMERS_EXTRA = frozenset({"vocab.txt", "processor_config.json"})
 # A diffusers model repository (madebyollin/taesd, the tiny decoder) has the same shape, with
 # diffusion_pytorch_model.* weights.
-_TRANSFORMERS_WEIGHTS = ("model.safetensors", "model-", "pytorch_model.bin", "pytorch_model-",
-                         "diffusion_pytorch_model.")  # fmt: skip
+_TRANSFORMERS_WEIGHTS = (
+    "model.safetensors",
+    "model-",
+    "pytorch_model.bin",
+    "pytorch_model-",
+    "diffusion_pytorch_model.",
+)
 
 
 def needed_transformers_files(files: list[str]) -> list[str]:
@@ -258,9 +264,16 @@ def cache_state(name: str) -> list[RepoState]:
     return [repo_state(r) for r in repo_ids(name)]
 
 
-def pull(name: str, *, variant: str | None = "auto", device: str = "auto",
-         token: str | None = None, tiny_decoder: bool = True, deadline_s: float = DEADLINE_S,
-         stall_s: float = STALL_S) -> list[Path]:  # fmt: skip
+def pull(
+    name: str,
+    *,
+    variant: str | None = "auto",
+    device: str = "auto",
+    token: str | None = None,
+    tiny_decoder: bool = True,
+    deadline_s: float = DEADLINE_S,
+    stall_s: float = STALL_S,
+) -> list[Path]:
     """Fetch what preset ``name``'s pipeline needs into the hub cache, and with
     ``tiny_decoder`` its tiny decoder too (TAESD, a few MB: what ``decoder=auto`` takes on a
     CPU, models/optimize.py); returns the snapshots. The whole pull ends within ``deadline_s``
@@ -350,8 +363,13 @@ def _listing(repo_id: str, token: str | None) -> tuple[str, dict[str, int | None
     return sha, listed
 
 
-def pull_repo(repo_id: str, *, variant: str | None = None, token: str | None = None,
-              guard: Guard | None = None) -> Path:  # fmt: skip
+def pull_repo(
+    repo_id: str,
+    *,
+    variant: str | None = None,
+    token: str | None = None,
+    guard: Guard | None = None,
+) -> Path:
     """Fetch what the pipeline in ``repo_id`` needs (``variant``'s weights where it has them)
     and return its snapshot folder; also what loading does when downloads are allowed. Steps:
 

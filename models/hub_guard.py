@@ -189,8 +189,12 @@ def install() -> None:
         hooks = get_session().event_hooks  # huggingface_hub's own: offline check, request id
 
         def factory() -> httpx.Client:
-            return httpx.Client(transport=_GuardedTransport(httpx.HTTPTransport()),
-                                event_hooks=hooks, follow_redirects=True, timeout=None)  # fmt: skip
+            return httpx.Client(
+                transport=_GuardedTransport(httpx.HTTPTransport()),
+                event_hooks=hooks,
+                follow_redirects=True,
+                timeout=None,
+            )
 
         set_client_factory(factory)
         _installed = True

@@ -178,8 +178,9 @@ def load_hub_pipeline(
             f"The model {repo_id} in the local Hugging Face cache is incomplete (no "
             f"{', '.join(missing)}); fetch it again with {fetch_command(repo_id)}."
         )
-    chosen = _pick_variant(snapshot, repo_id, [c for c in components if c not in kwargs],
-                           variant, half=half)  # fmt: skip  # 2.
+    chosen = _pick_variant(
+        snapshot, repo_id, [c for c in components if c not in kwargs], variant, half=half
+    )  # 2.
     kwargs = {**_component_overrides(snapshot, index, dtype=dtype, variant=chosen), **kwargs}  # 3.
     if not any(snapshot.glob("*/*.safetensors")):
         # .bin weights only (small-sd): said here, diffusers takes them directly; left to guess,

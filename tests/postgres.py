@@ -66,15 +66,26 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, text=True)
 
     def start(self) -> None:
-        self.run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                 "--no-sync", "-E", "UTF8", "--locale=C")  # fmt: skip
+        self.run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         log = str(self.datadir / "server.log")
-        self.run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", log,
-                 "-o", options)  # fmt: skip
+        self.run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", log, "-o", options
+        )
 
     def stop(self) -> None:
         self.run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.datadir))

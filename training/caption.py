@@ -54,11 +54,15 @@ class CaptionConfig:
         if not Path(self.folder).is_dir():
             raise DatasetError(f"The image folder {str(self.folder)!r} does not exist.")
         if self.titles not in TITLE_MODES:
-            raise ValueError(f"--titles must be one of {', '.join(TITLE_MODES)}, got {self.titles!r}.")  # fmt: skip
+            raise ValueError(
+                f"--titles must be one of {', '.join(TITLE_MODES)}, got {self.titles!r}."
+            )
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if not 1 <= self.max_new_tokens <= 75:  # a caption longer than CLIP's window is wasted
-            raise ValueError(f"--max-new-tokens must be between 1 and 75, got {self.max_new_tokens}.")  # fmt: skip
+            raise ValueError(
+                f"--max-new-tokens must be between 1 and 75, got {self.max_new_tokens}."
+            )
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,13 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
                     f"{metadata}, line {number}: not a JSON object with a file_name."
                 ) from None
             if not is_relative_inside(name):
-                raise DatasetError(f"{metadata}, line {number}: the file name {name!r} leads outside the folder.")  # fmt: skip
+                raise DatasetError(
+                    f"{metadata}, line {number}: the file name {name!r} leads outside the folder."
+                )
             if not (folder / name).is_file():
-                raise DatasetError(f"{metadata}, line {number}: the image {folder / name} is missing.")  # fmt: skip
+                raise DatasetError(
+                    f"{metadata}, line {number}: the image {folder / name} is missing."
+                )
             # A row this command wrote keeps its title apart; otherwise `text` is the title.
             title = row["title"] if "title" in row else row.get("text")
             rows.append({**row, "file_name": name, "title": title or None})
@@ -121,7 +129,9 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
         if path.suffix.lower() in IMAGE_EXTENSIONS and name not in listed and not hidden:
             rows.append({"file_name": name, "title": None})
     if not rows:
-        raise DatasetError(f"The folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")  # fmt: skip
+        raise DatasetError(
+            f"The folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+        )
     return rows
 
 
@@ -147,8 +157,9 @@ def _read_captions(path: Path, model: str) -> dict[str, str]:
 class Captioner:
     """A loaded image-to-text model and its processor: images in, one caption each."""
 
-    def __init__(self, model: Any, processor: Any, *, name: str, device: str,
-                 max_new_tokens: int = 30) -> None:  # fmt: skip
+    def __init__(
+        self, model: Any, processor: Any, *, name: str, device: str, max_new_tokens: int = 30
+    ) -> None:
         self.model = model.eval().to(device)
         self.processor = processor
         self.name = name
@@ -165,11 +176,14 @@ class Captioner:
             ids = self.model.generate(
                 pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False
             )
-        return [" ".join(t.split()) for t in self.processor.batch_decode(ids, skip_special_tokens=True)]  # fmt: skip
+        return [
+            " ".join(t.split()) for t in self.processor.batch_decode(ids, skip_special_tokens=True)
+        ]
 
 
-def load_captioner(name: str = DEFAULT_CAPTION_MODEL, *, device: str = "cpu",
-                   max_new_tokens: int = 30) -> Captioner:  # fmt: skip
+def load_captioner(
+    name: str = DEFAULT_CAPTION_MODEL, *, device: str = "cpu", max_new_tokens: int = 30
+) -> Captioner:
     """The captioner ``name`` from the local Hugging Face cache (or a folder); raises
     :class:`~models.errors.ModelUnavailable` saying how to fetch it when it is not there."""
     from models.errors import ModelUnavailable
@@ -180,7 +194,9 @@ def load_captioner(name: str = DEFAULT_CAPTION_MODEL, *, device: str = "cpu",
     try:
         from transformers import AutoModelForImageTextToText, AutoProcessor
     except ImportError:
-        raise ModelUnavailable("Captioning needs transformers: pip install -e '.[training]' in the project's checkout") from None  # fmt: skip
+        raise ModelUnavailable(
+            "Captioning needs transformers: pip install -e '.[training]' in the project's checkout"
+        ) from None
     quiet_libraries()
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder)
@@ -219,14 +235,19 @@ def caption_folder(
     # 2. Caption the rest in batches, appending each batch to captions.jsonl as it is done.
     seconds = 0.0
     if todo:
-        model = captioner() if captioner is not None else load_captioner(
-            config.model, device=_device(config.device), max_new_tokens=config.max_new_tokens
-        )  # fmt: skip
+        model = (
+            captioner()
+            if captioner is not None
+            else load_captioner(
+                config.model, device=_device(config.device), max_new_tokens=config.max_new_tokens
+            )
+        )
         log_line(f"Captioning {len(todo)} image(s) with {config.model} ({reused} done before).")
         _end_torn_line(folder / CAPTIONS)
-        with (folder / CAPTIONS).open("a", encoding="utf-8") as out, tqdm(
-            total=len(todo), desc="captions", unit="img"
-        ) as bar:  # fmt: skip
+        with (
+            (folder / CAPTIONS).open("a", encoding="utf-8") as out,
+            tqdm(total=len(todo), desc="captions", unit="img") as bar,
+        ):
             for start in range(0, len(todo), config.batch_size):
                 names = todo[start : start + config.batch_size]
                 images = [read_rgb(folder / name) for name in names]
@@ -235,7 +256,10 @@ def caption_folder(
                 seconds += time.perf_counter() - began
                 for name, caption in zip(names, captions, strict=True):
                     done[name] = caption
-                    out.write(json.dumps({"file_name": name, "caption": caption, "model": config.model}) + "\n")  # fmt: skip
+                    out.write(
+                        json.dumps({"file_name": name, "caption": caption, "model": config.model})
+                        + "\n"
+                    )
                 out.flush()
                 os.fsync(out.fileno())
                 bar.update(len(names))
@@ -249,8 +273,14 @@ def caption_folder(
         caption = done.get(row["file_name"])
         text = merge_text(row["title"], caption, config.titles)
         if not text:
-            raise DatasetError(f"The captioner wrote nothing for {folder / row['file_name']} and it has no title.")  # fmt: skip
-        extra = {k: v for k, v in row.items() if k not in ("file_name", "text", "title", "caption", "caption_model")}  # fmt: skip
+            raise DatasetError(
+                f"The captioner wrote nothing for {folder / row['file_name']} and it has no title."
+            )
+        extra = {
+            k: v
+            for k, v in row.items()
+            if k not in ("file_name", "text", "title", "caption", "caption_model")
+        }
         line = {
             "file_name": row["file_name"],
             "text": text,

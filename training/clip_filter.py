@@ -52,15 +52,19 @@ class FilterConfig:
     def check(self) -> None:
         data, out = Path(self.data), Path(self.out)
         if not (data / METADATA).is_file():
-            raise DatasetError(f"{str(data)!r} has no {METADATA}; caption it first (python -m training caption {data}).")  # fmt: skip
+            raise DatasetError(
+                f"{str(data)!r} has no {METADATA}; caption it first (python -m training caption {data})."
+            )
         if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"--threshold is a cosine similarity in [-1, 1], got {self.threshold}.")  # fmt: skip
+            raise ValueError(
+                f"--threshold is a cosine similarity in [-1, 1], got {self.threshold}."
+            )
         if self.batch_size < 1 or self.bins < 1 or self.examples < 0:
             raise ValueError("--batch-size and --bins must be at least 1, --examples 0 or more.")
         if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
-            raise ValueError(f"--out {str(out)!r} must lie outside the data folder {str(data)!r}.")  # fmt: skip
+            raise ValueError(f"--out {str(out)!r} must lie outside the data folder {str(data)!r}.")
         if out.exists() and any(out.iterdir()) and not (out / SCORES).is_file():
-            raise ValueError(f"--out {str(out)!r} is a folder with other files; give a new one.")  # fmt: skip
+            raise ValueError(f"--out {str(out)!r} is a folder with other files; give a new one.")
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,17 @@ def read_pairs(folder: Path, caption_column: str = "text") -> list[dict[str, Any
             row = json.loads(line)
             name, text = str(row["file_name"]), row[caption_column]
         except (ValueError, KeyError, TypeError):
-            raise DatasetError(f"{metadata}, line {number}: not a JSON object with file_name and {caption_column}.") from None  # fmt: skip
+            raise DatasetError(
+                f"{metadata}, line {number}: not a JSON object with file_name and {caption_column}."
+            ) from None
         if not is_relative_inside(name):
-            raise DatasetError(f"{metadata}, line {number}: the file name {name!r} leads outside the folder.")  # fmt: skip
+            raise DatasetError(
+                f"{metadata}, line {number}: the file name {name!r} leads outside the folder."
+            )
         if not isinstance(text, str) or not text.strip():
-            raise DatasetError(f"{metadata}, line {number}: the {caption_column!r} of {name} is empty.")  # fmt: skip
+            raise DatasetError(
+                f"{metadata}, line {number}: the {caption_column!r} of {name} is empty."
+            )
         if not (folder / name).is_file():
             raise DatasetError(f"{metadata}, line {number}: the image {folder / name} is missing.")
         rows.append(row)
@@ -167,11 +177,21 @@ def filter_pairs(
     for row in kept:
         link_or_copy(data / row["file_name"], out / row["file_name"])
     _write_lines(out / METADATA, [json.dumps(r, ensure_ascii=False) for r in kept])
-    _write_lines(out / SCORES, [
-        json.dumps({"file_name": r["file_name"], "text": r[config.caption_column],
-                    "cosine": round(s, 6), "kept": s >= config.threshold}, ensure_ascii=False)
-        for r, s in zip(rows, scores, strict=True)
-    ])  # fmt: skip
+    _write_lines(
+        out / SCORES,
+        [
+            json.dumps(
+                {
+                    "file_name": r["file_name"],
+                    "text": r[config.caption_column],
+                    "cosine": round(s, 6),
+                    "kept": s >= config.threshold,
+                },
+                ensure_ascii=False,
+            )
+            for r, s in zip(rows, scores, strict=True)
+        ],
+    )
 
     # 4. The report: numbers in JSON, the same for people in Markdown.
     name = getattr(clip, "name", config.model or "CLIP")
@@ -219,14 +239,23 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     os.replace(partial, path)
 
 
-def _report(config: FilterConfig, rows: list[dict[str, Any]], scores: list[float], kept: int,
-            model: str, seconds: float) -> dict[str, Any]:  # fmt: skip
+def _report(
+    config: FilterConfig,
+    rows: list[dict[str, Any]],
+    scores: list[float],
+    kept: int,
+    model: str,
+    seconds: float,
+) -> dict[str, Any]:
     values = np.asarray(scores)
     below, above = at_the_cut(scores, config.threshold, config.examples)
 
     def example(i: int) -> dict[str, Any]:
-        return {"file_name": rows[i]["file_name"], "text": rows[i][config.caption_column],
-                "cosine": round(scores[i], 6)}  # fmt: skip
+        return {
+            "file_name": rows[i]["file_name"],
+            "text": rows[i][config.caption_column],
+            "cosine": round(scores[i], 6),
+        }
 
     return {
         "model": model,
@@ -270,8 +299,10 @@ def _markdown(report: dict[str, Any]) -> str:
         bar = "█" * math.ceil(30 * b["count"] / top) if b["count"] else ""
         mark = {"below": "dropped", "above": "kept", "cut": "← threshold"}[b["side"]]
         lines.append(f"| {b['low']:.4f} | {b['high']:.4f} | {b['count']} | {bar} {mark} |")
-    for title, key in (("Dropped, just under the threshold", "dropped_at_the_cut"),
-                       ("Kept, just over the threshold", "kept_at_the_cut")):  # fmt: skip
+    for title, key in (
+        ("Dropped, just under the threshold", "dropped_at_the_cut"),
+        ("Kept, just over the threshold", "kept_at_the_cut"),
+    ):
         lines += ["", f"## {title}", ""]
         if not report[key]:
             lines.append("(none)")

@@ -101,8 +101,9 @@ class DPOConfig:
         "base model (also the frozen reference): a registry preset or a diffusers folder",
         default="embedded",
     )
-    out: str = option("output folder: lora/ or model/, checkpoints/, samples/, the report",
-                    default="runs/dpo")  # fmt: skip
+    out: str = option(
+        "output folder: lora/ or model/, checkpoints/, samples/, the report", default="runs/dpo"
+    )
     method: Method = option(  # noqa: RUF009  (option is dataclasses.field)
         "lora: low-rank adapters on the UNet's attention (default); full: every UNet weight",
         default="lora",
@@ -120,15 +121,17 @@ class DPOConfig:
     min_margin: int = option("use only pairs whose vote margin is at least this", default=1)
     # --- images ---
     resolution: int = option("training resolution in px (square)", default=512)
-    random_flip: bool = option("flip half the pairs horizontally (both images alike)",
-                             default=False)  # fmt: skip
+    random_flip: bool = option(
+        "flip half the pairs horizontally (both images alike)", default=False
+    )
     # --- optimisation ---
     train_batch_size: int = option("pairs per device per micro-batch", default=4)
     gradient_accumulation_steps: int = option("micro-batches per optimizer step", default=1)
     max_train_steps: int = option("optimizer steps", default=500)
     learning_rate: float = option("AdamW learning rate", default=1e-4)
-    lr_scheduler: str = option("diffusers scheduler: constant, linear, cosine, ...",
-                             default="constant")  # fmt: skip
+    lr_scheduler: str = option(
+        "diffusers scheduler: constant, linear, cosine, ...", default="constant"
+    )
     lr_warmup_steps: int = option("warm-up steps (ignored by the constant scheduler)", default=0)
     max_grad_norm: float = option("gradient clipping norm (0: no clipping)", default=1.0)
     adam_beta1: float = option("AdamW beta1", default=0.9)
@@ -139,8 +142,9 @@ class DPOConfig:
     mixed_precision: Precision = option(  # noqa: RUF009  (option is dataclasses.field)
         "no, fp16 or bf16 (fp16 needs a GPU; on a CPU it falls back to no)", default="no"
     )
-    gradient_checkpointing: bool = option("recompute activations in the backward pass",
-                                        default=False)  # fmt: skip
+    gradient_checkpointing: bool = option(
+        "recompute activations in the backward pass", default=False
+    )
     # --- LoRA ---
     lora_rank: int = option("LoRA rank r", default=8)
     lora_alpha: float | None = option("LoRA alpha (default: the rank)", default=None)
@@ -152,16 +156,18 @@ class DPOConfig:
     validation_prompts: list[str] = option(  # noqa: RUF009  (option is dataclasses.field)
         "prompts rendered every validation_steps and at the end", default_factory=list
     )
-    validation_steps: int = option("render the validation prompts every N steps (0: at the end)",
-                                 default=0)  # fmt: skip
+    validation_steps: int = option(
+        "render the validation prompts every N steps (0: at the end)", default=0
+    )
     validation_inference_steps: int = option("denoising steps of a validation image", default=20)
-    checkpointing_steps: int = option("save a resumable checkpoint every N steps (0: never)",
-                                    default=100)  # fmt: skip
-    checkpoints_total_limit: int | None = option("keep at most this many checkpoints",
-                                               default=None)  # fmt: skip
+    checkpointing_steps: int = option(
+        "save a resumable checkpoint every N steps (0: never)", default=100
+    )
+    checkpoints_total_limit: int | None = option("keep at most this many checkpoints", default=None)
     resume: str | None = option("'latest' or a checkpoint folder to continue from", default=None)
-    seed: int | None = option("seed for data order, noise and LoRA init (default: random)",
-                            default=None)  # fmt: skip
+    seed: int | None = option(
+        "seed for data order, noise and LoRA init (default: random)", default=None
+    )
     cache_dir: str | None = option("project cache (embedded model)", default=None)
     allow_downloads: bool = option("let a hub base model be downloaded", default=False)
 
@@ -170,8 +176,15 @@ def check_config(config: DPOConfig) -> None:
     """Raise :class:`TrainingError` naming the option and its value when a run cannot work."""
     if not config.data:
         raise TrainingError("--data is required: a folder from 'python -m training export-pairs'.")
-    for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
-                 "max_train_steps", "validation_inference_steps", "min_margin"):  # fmt: skip
+    for name in (
+        "resolution",
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "lora_rank",
+        "max_train_steps",
+        "validation_inference_steps",
+        "min_margin",
+    ):
         if getattr(config, name) < 1:
             raise TrainingError(f"--{_flag(name)} must be at least 1, got {getattr(config, name)}.")
     if config.resolution % 8:

@@ -120,10 +120,13 @@ def seed_aware_share(wins: np.ndarray, *, resamples: int, seed: int) -> dict[str
     reps = np.array([wins[:, rng.integers(0, prompts, prompts)].mean() for _ in range(resamples)])
     both = seed_aware_interval(wins.mean(axis=1), reps)
     return {
-        "value": both.value, "low": max(0.0, both.low), "high": min(1.0, both.high),
-        "seeds": wins.shape[0], "n": int(wins.size),
+        "value": both.value,
+        "low": max(0.0, both.low),
+        "high": min(1.0, both.high),
+        "seeds": wins.shape[0],
+        "n": int(wins.size),
         "per_seed": [float(v) for v in wins.mean(axis=1)],
-    }  # fmt: skip
+    }
 
 
 def _pipeline(lora: Path | None, cache_dir: Path) -> Any:
@@ -134,8 +137,15 @@ def _pipeline(lora: Path | None, cache_dir: Path) -> Any:
     return pipe, spec
 
 
-def generate(pipe: Any, spec: Any, prompts: list[str], seeds: list[int], paths: list[Path],
-             *, batch: int = 32) -> None:  # fmt: skip
+def generate(
+    pipe: Any,
+    spec: Any,
+    prompts: list[str],
+    seeds: list[int],
+    paths: list[Path],
+    *,
+    batch: int = 32,
+) -> None:
     """Image i of ``prompts`` with seed ``seeds[i]`` into ``paths[i]`` (kept when it exists:
     a rerun continues). The embedded model's own steps and guidance, as /cover uses them."""
     import torch
@@ -146,10 +156,13 @@ def generate(pipe: Any, spec: Any, prompts: list[str], seeds: list[int], paths: 
         generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in chunk]
         with torch.no_grad():
             images = pipe(
-                [prompts[i] for i in chunk], generator=generators, height=spec.native_size,
-                width=spec.native_size, num_inference_steps=spec.steps,
+                [prompts[i] for i in chunk],
+                generator=generators,
+                height=spec.native_size,
+                width=spec.native_size,
+                num_inference_steps=spec.steps,
                 guidance_scale=spec.guidance,
-            ).images  # fmt: skip
+            ).images
         for i, image in zip(chunk, images, strict=True):
             paths[i].parent.mkdir(parents=True, exist_ok=True)
             image.save(paths[i])
@@ -184,43 +197,73 @@ def simulate_community(config: MiniatureConfig, cache_dir: Path, log: Any) -> di
     storage = Storage(db_path, now=lambda: start + timedelta(seconds=next(ticks)))
     rng = np.random.default_rng(config.seed)
     pipe, spec = _pipeline(None, cache_dir)
-    prompts = [draw_example("covers", "train", k, seed=config.seed, size=64)[1]["text"]
-               for k in range(sets)]  # fmt: skip
+    prompts = [
+        draw_example("covers", "train", k, seed=config.seed, size=64)[1]["text"]
+        for k in range(sets)
+    ]
     folder = config.out / "candidates"
-    seeds = [[config.seed * 10**6 + k * config.candidates + j for j in range(config.candidates)]
-             for k in range(sets)]  # fmt: skip
-    paths = [[folder / f"{k:04d}" / f"{j + 1}.png" for j in range(config.candidates)]
-             for k in range(sets)]  # fmt: skip
+    seeds = [
+        [config.seed * 10**6 + k * config.candidates + j for j in range(config.candidates)]
+        for k in range(sets)
+    ]
+    paths = [
+        [folder / f"{k:04d}" / f"{j + 1}.png" for j in range(config.candidates)]
+        for k in range(sets)
+    ]
     started = time.perf_counter()
     flat = [(k, j) for k in range(sets) for j in range(config.candidates)]
-    generate(pipe, spec, [prompts[k] for k, _ in flat], [seeds[k][j] for k, j in flat],
-             [paths[k][j] for k, j in flat])  # fmt: skip
+    generate(
+        pipe,
+        spec,
+        [prompts[k] for k, _ in flat],
+        [seeds[k][j] for k, j in flat],
+        [paths[k][j] for k, j in flat],
+    )
     log(f"  candidates: {len(flat)} images in {time.perf_counter() - started:.0f} s")
     tastes = np.array([[_taste_of(p) for p in row] for row in paths])  # (sets, candidates)
     noise = 0.5 * float(tastes[: min(sets, 32)].std())
     closed_at, agree = [], 0
     for k in range(sets):
         request_id = storage.record_request(
-            source="discord", user_id=f"requester-{k % 7}", playlist_id=f"mini{k:05d}",
-            playlist_name=prompts[k].removesuffix(" playlist cover image"), model=spec.name,
-            params=StoredParams(width=64, height=64, steps=spec.steps, guidance=spec.guidance,
-                                count=config.candidates),
+            source="discord",
+            user_id=f"requester-{k % 7}",
+            playlist_id=f"mini{k:05d}",
+            playlist_name=prompts[k].removesuffix(" playlist cover image"),
+            model=spec.name,
+            params=StoredParams(
+                width=64,
+                height=64,
+                steps=spec.steps,
+                guidance=spec.guidance,
+                count=config.candidates,
+            ),
             prompts=[Prompt(prompts[k], "", "seed", s) for s in seeds[k]],
-            guild_id=GUILD, channel_id="miniature-channel",
-        )  # fmt: skip
+            guild_id=GUILD,
+            channel_id="miniature-channel",
+        )
         storage.add_candidates(
             request_id,
-            [CandidateRecord(request_id, j + 1, prompts[k], "", seeds[k][j], str(paths[k][j]), None)
-             for j in range(config.candidates)],
-        )  # fmt: skip
+            [
+                CandidateRecord(
+                    request_id, j + 1, prompts[k], "", seeds[k][j], str(paths[k][j]), None
+                )
+                for j in range(config.candidates)
+            ],
+        )
         storage.finish_request(request_id, status="done", timings={})
         message_id = f"{k + 1:06d}"
-        storage.register_cover_message(message_id=message_id, channel_id="miniature-channel",
-                                       request_id=request_id,
-                                       candidate_count=config.candidates)  # fmt: skip
+        storage.register_cover_message(
+            message_id=message_id,
+            channel_id="miniature-channel",
+            request_id=request_id,
+            candidate_count=config.candidates,
+        )
         for voter in range(config.voters):
-            storage.cast_vote(message_id=message_id, user_id=f"voter-{voter}",
-                              choice=choose(tastes[k], noise, rng) + 1)  # fmt: skip
+            storage.cast_vote(
+                message_id=message_id,
+                user_id=f"voter-{voter}",
+                choice=choose(tastes[k], noise, rng) + 1,
+            )
         winner = pick_winner(storage.tally(message_id))
         storage.close_vote(message_id, winner=winner, reason="requester")
         closed_at.append(storage.cover_message(message_id).closed_at)
@@ -272,13 +315,22 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
         run_dir = config.out / name
         lora = run_dir / "lora" / "pytorch_lora_weights.safetensors"
         if not lora.is_file():
-            train_dpo(DPOConfig(
-                data=str(data), base="embedded", out=str(run_dir), objective=objective,
-                resolution=64, train_batch_size=config.batch_pairs,
-                max_train_steps=config.steps, beta=config.beta,
-                learning_rate=config.learning_rate, lora_rank=config.lora_rank,
-                checkpointing_steps=0, seed=seed,
-            ))  # fmt: skip
+            train_dpo(
+                DPOConfig(
+                    data=str(data),
+                    base="embedded",
+                    out=str(run_dir),
+                    objective=objective,
+                    resolution=64,
+                    train_batch_size=config.batch_pairs,
+                    max_train_steps=config.steps,
+                    beta=config.beta,
+                    learning_rate=config.learning_rate,
+                    lora_rank=config.lora_rank,
+                    checkpointing_steps=0,
+                    seed=seed,
+                )
+            )
         return lora
 
     for n in config.vote_counts:
@@ -289,15 +341,18 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
             for objective in config.objectives:
                 name = f"{objective}-{n}-s{k}"
                 loras[name] = train(objective, config.out / f"pairs-{n}", name, config.seed + k)
-        log(f"  {n} votes: {pairs.pairs} pairs → {', '.join(config.objectives)} × "
-            f"{config.seeds} seeds")  # fmt: skip
+        log(
+            f"  {n} votes: {pairs.pairs} pairs → {', '.join(config.objectives)} × "
+            f"{config.seeds} seeds"
+        )
     # The control: the largest N's pairs with winner and loser swapped in a random half – a
     # community without a taste, trained by DPO with each seed. A model that "wins" merely by
     # being changed would win against the base here too.
     top_n = max(config.vote_counts)
     if not (config.out / "pairs-control").is_dir():
-        write_control_pairs(config.out / f"pairs-{top_n}", config.out / "pairs-control",
-                            seed=config.seed)  # fmt: skip
+        write_control_pairs(
+            config.out / f"pairs-{top_n}", config.out / "pairs-control", seed=config.seed
+        )
     for k in range(config.seeds):
         name = f"control-s{k}"
         loras[name] = train("dpo", config.out / "pairs-control", name, config.seed + k)
@@ -307,8 +362,10 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     # 3. Held-out prompts, same seeds, base and every DPO model (loaded as /cover loads --lora).
     log("3/5 held-out covers")
     t = time.perf_counter()
-    held = [draw_example("covers", "test", i, seed=config.seed, size=64)[1]
-            for i in range(config.held_out)]  # fmt: skip
+    held = [
+        draw_example("covers", "test", i, seed=config.seed, size=64)[1]
+        for i in range(config.held_out)
+    ]
     prompts = [h["text"] for h in held]
     seeds = [HELD_OUT_SEED + i for i in range(config.held_out)]
     models: dict[str, Path | None] = {"base": None, **loras}
@@ -329,11 +386,12 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
 
     def wins(arm: str, against: str | None = None) -> np.ndarray:
         """(seeds, prompts): seed k of ``arm`` against seed k of ``against`` (or the base)."""
-        return np.array([
-            win_shares(tastes[f"{arm}-s{k}"],
-                       tastes[f"{against}-s{k}" if against else "base"])
-            for k in range(config.seeds)
-        ])  # fmt: skip
+        return np.array(
+            [
+                win_shares(tastes[f"{arm}-s{k}"], tastes[f"{against}-s{k}" if against else "base"])
+                for k in range(config.seeds)
+            ]
+        )
 
     def share(values: np.ndarray) -> dict[str, Any]:
         return seed_aware_share(values, resamples=config.resamples, seed=config.seed)
@@ -369,8 +427,12 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
         "base": extract_features(images["base"], inception, description="base"),
         top: extract_features(images[top], inception, description=top),
     }
-    values, reps = kid_replicates(features["real"], [features["base"], features[top]],
-                                  resamples=config.resamples, seed=config.seed)  # fmt: skip
+    values, reps = kid_replicates(
+        features["real"],
+        [features["base"], features[top]],
+        resamples=config.resamples,
+        seed=config.seed,
+    )
     from eval.metrics import interval_from_replicates
 
     kid = {
@@ -382,16 +444,34 @@ def run(config: MiniatureConfig, log: Any = print) -> dict[str, Any]:
     }
     real_hist = histograms(real_paths)
     labels = [h["genre"] for h in held]
-    hits = {name: prompt_hits(real_hist, real_labels, histograms(images[name]), labels)
-            for name in ("base", top)}  # fmt: skip
+    hits = {
+        name: prompt_hits(real_hist, real_labels, histograms(images[name]), labels)
+        for name in ("base", top)
+    }
     following = {
         "n": config.held_out,
-        **{name: asdict(_share(bootstrap(lambda h: float(h.mean()), (hits[name],),
-                                         resamples=config.resamples, seed=config.seed)))
-           for name in hits},
-        "difference": asdict(bootstrap(lambda d: float(d.mean()), (hits[top] - hits["base"],),
-                                       resamples=config.resamples, seed=config.seed)),
-    }  # fmt: skip
+        **{
+            name: asdict(
+                _share(
+                    bootstrap(
+                        lambda h: float(h.mean()),
+                        (hits[name],),
+                        resamples=config.resamples,
+                        seed=config.seed,
+                    )
+                )
+            )
+            for name in hits
+        },
+        "difference": asdict(
+            bootstrap(
+                lambda d: float(d.mean()),
+                (hits[top] - hits["base"],),
+                resamples=config.resamples,
+                seed=config.seed,
+            )
+        ),
+    }
     config.timings["measures_s"] = time.perf_counter() - t
 
     # 5. Report, chart and sample sheet.
@@ -469,8 +549,11 @@ def main(argv: list[str]) -> int:
     )
     defaults = MiniatureConfig()
     parser.add_argument("--out", type=Path, default=defaults.out)
-    parser.add_argument("--votes", default=",".join(map(str, defaults.vote_counts)),
-                        help="closed-vote counts of the curve (default 40,80,160,320)")  # fmt: skip
+    parser.add_argument(
+        "--votes",
+        default=",".join(map(str, defaults.vote_counts)),
+        help="closed-vote counts of the curve (default 40,80,160,320)",
+    )
     parser.add_argument("--held-out", type=int, default=defaults.held_out)
     parser.add_argument("--real-covers", type=int, default=defaults.real_covers)
     parser.add_argument("--steps", type=int, default=defaults.steps)
@@ -483,8 +566,11 @@ def main(argv: list[str]) -> int:
         default=defaults.seeds,
         help=f"training seeds of every trained arm (default {defaults.seeds})",
     )
-    parser.add_argument("--objectives", default=",".join(defaults.objectives),
-                        help="dpo, kto or both (default dpo,kto)")  # fmt: skip
+    parser.add_argument(
+        "--objectives",
+        default=",".join(defaults.objectives),
+        help="dpo, kto or both (default dpo,kto)",
+    )
     parser.add_argument(
         "--inception", default=None, help="Inception TorchScript file (docs/eval.md)"
     )
@@ -512,11 +598,19 @@ def main(argv: list[str]) -> int:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     config = MiniatureConfig(
-        out=args.out, vote_counts=counts, held_out=args.held_out, real_covers=args.real_covers,
-        steps=args.steps, beta=args.beta, learning_rate=args.learning_rate,
-        resamples=args.resamples, inception=args.inception, docs=args.docs, seeds=args.seeds,
+        out=args.out,
+        vote_counts=counts,
+        held_out=args.held_out,
+        real_covers=args.real_covers,
+        steps=args.steps,
+        beta=args.beta,
+        learning_rate=args.learning_rate,
+        resamples=args.resamples,
+        inception=args.inception,
+        docs=args.docs,
+        seeds=args.seeds,
         objectives=objectives,
-    )  # fmt: skip
+    )
     results = run(config)
     print((config.out / "report.md").read_text())
     return 0 if results else 1

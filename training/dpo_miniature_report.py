@@ -104,9 +104,11 @@ def write_chart(
         draw.line((left - 4, y_of(r), left, y_of(r)), fill="black")
         draw.text((left - 40, y_of(r) - 6), f"{r:.0%}", fill="black")
     draw.line((left, y_of(0.5), right, y_of(0.5)), fill=(200, 0, 0))
-    series = [(o, "win_rate_vs_control", c, dx)
-              for (o, c, dx) in (("dpo", (0, 0, 160), 0), ("kto", (0, 130, 0), 6))
-              if o in curve[0]]  # fmt: skip
+    series = [
+        (o, "win_rate_vs_control", c, dx)
+        for (o, c, dx) in (("dpo", (0, 0, 160), 0), ("kto", (0, 130, 0), 6))
+        if o in curve[0]
+    ]
     for objective, key, colour, dx in series:
         points = []
         for row in curve:
@@ -120,25 +122,36 @@ def write_chart(
     for row in curve:
         draw.text((x_of(row["votes"]) - 10, bottom + 8), str(row["votes"]), fill="black")
     for number, (objective, _, colour, _) in enumerate(series):
-        draw.text((right - 170, top + 8 + 14 * number), f"{objective.upper()} vs control",
-                  fill=colour)  # fmt: skip
+        draw.text(
+            (right - 170, top + 8 + 14 * number), f"{objective.upper()} vs control", fill=colour
+        )
     if control is not None and curve:
         x, rate = x_of(curve[-1]["votes"]) - 12, control["win_rate"]
         draw.line((x, y_of(rate["low"]), x, y_of(rate["high"])), fill=(140, 140, 140), width=2)
-        draw.ellipse((x - 4, y_of(rate["value"]) - 4, x + 4, y_of(rate["value"]) + 4),
-                     fill=(140, 140, 140))  # fmt: skip
-        draw.text((x - 150, y_of(rate["value"]) - 6), "control vs base",
-                  fill=(110, 110, 110))  # fmt: skip
+        draw.ellipse(
+            (x - 4, y_of(rate["value"]) - 4, x + 4, y_of(rate["value"]) + 4), fill=(140, 140, 140)
+        )
+        draw.text((x - 150, y_of(rate["value"]) - 6), "control vs base", fill=(110, 110, 110))
     n = curve[0][series[0][0]]["win_rate"]["n"] if curve and series else 0
-    draw.text((left, bottom + 30), f"closed votes used for training (n = {n} each: seeds × "
-              "held-out prompts)", fill="black")  # fmt: skip
-    draw.text((left, 10), "win rate against the taste-free control (seed-aware 95% CI)",
-              fill="black")  # fmt: skip
+    draw.text(
+        (left, bottom + 30),
+        f"closed votes used for training (n = {n} each: seeds × held-out prompts)",
+        fill="black",
+    )
+    draw.text(
+        (left, 10), "win rate against the taste-free control (seed-aware 95% CI)", fill="black"
+    )
     image.save(path)
 
 
-def write_samples(base: list[Path], dpo: list[Path], prompts: list[str], path: Path,
-                  count: int = 8, scale: int = 2) -> None:  # fmt: skip
+def write_samples(
+    base: list[Path],
+    dpo: list[Path],
+    prompts: list[str],
+    path: Path,
+    count: int = 8,
+    scale: int = 2,
+) -> None:
     """Two rows, same prompts and seeds: the base on top, DPO below."""
     count = min(count, len(base))
     tile = 64 * scale

@@ -65,9 +65,7 @@ def _usable(source: Path, refused: list[str]) -> bool:
 T = TypeVar("T")
 
 
-def _last_post_per_request(
-    rows: list[T], request_id: Callable[[T], str]
-) -> tuple[list[T], int]:
+def _last_post_per_request(rows: list[T], request_id: Callable[[T], str]) -> tuple[list[T], int]:
     """The rows (oldest first) with only the last closed post of each request kept, and how
     many earlier posts were dropped."""
     last = {request_id(row): row for row in rows}

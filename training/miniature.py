@@ -189,20 +189,28 @@ def run_miniature(
         "validate",
         _complete(validation_dir),
         lambda: _study(
-            config, data / "covers" / "validation", _entries(config, seeds=1, baseline=False),
-            validation_dir, config.validate, load_extractor,
+            config,
+            data / "covers" / "validation",
+            _entries(config, seeds=1, baseline=False),
+            validation_dir,
+            config.validate,
+            load_extractor,
         ),
-    )  # fmt: skip
+    )
     # 5. The study on the covers' test split: every arm, every seed.
     study_dir = out / "study"
     stage(
         "study",
         _complete(study_dir),
         lambda: _study(
-            config, data / "covers" / "test", _entries(config, seeds=config.train_seeds),
-            study_dir, config.generate, load_extractor,
+            config,
+            data / "covers" / "test",
+            _entries(config, seeds=config.train_seeds),
+            study_dir,
+            config.generate,
+            load_extractor,
         ),
-    )  # fmt: skip
+    )
     # 6. A picture of what the numbers mean: the same titles through each arm's first seed.
     samples = study_dir / SAMPLES_FILE
     models = {BASELINE: (baseline_folder(config, 0) / "model", None)}
@@ -251,9 +259,10 @@ def _entries(config: MiniatureConfig, *, seeds: int, baseline: bool = True) -> t
         for k in range(seeds):
             model, lora = _model_and_lora(config, arm, k)
             entries.append(
-                ModelEntry(str(model), lora=str(lora) if lora else None, name=f"{arm} s{k}",
-                           group=arm)
-            )  # fmt: skip
+                ModelEntry(
+                    str(model), lora=str(lora) if lora else None, name=f"{arm} s{k}", group=arm
+                )
+            )
     return tuple(entries)
 
 
@@ -374,9 +383,13 @@ def write_samples(
     images_by_row: list[list[Image.Image]] = []
     for model, lora in models.values():
         params = GenerationParams(
-            model=str(model), width=64, height=64, steps=STUDY_STEPS, guidance=config.guidance,
+            model=str(model),
+            width=64,
+            height=64,
+            steps=STUDY_STEPS,
+            guidance=config.guidance,
             lora=str(lora) if lora else None,
-        )  # fmt: skip
+        )
         images_by_row.append([made.image for made in runner(params, specs, NoControl())])
     rng = np.random.default_rng(config.seed)
     images_by_row.append([render_cover(cover, rng, 64) for cover in SAMPLE_COVERS])

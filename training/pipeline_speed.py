@@ -46,15 +46,21 @@ def sample_images(count: int, size: int = 512, seed: int = 0) -> list[Image.Imag
     return images
 
 
-def time_batches(run: Callable[[Sequence[Any]], Any], items: Sequence[Any], batch_size: int) -> dict[str, Any]:  # fmt: skip
+def time_batches(
+    run: Callable[[Sequence[Any]], Any], items: Sequence[Any], batch_size: int
+) -> dict[str, Any]:
     """items/s of ``run`` over ``items`` in batches, the first batch (warm-up) not counted."""
     run(items[:batch_size])
     began = time.perf_counter()
     for start in range(0, len(items), batch_size):
         run(items[start : start + batch_size])
     seconds = time.perf_counter() - began
-    return {"n": len(items), "batch_size": batch_size, "seconds": round(seconds, 3),
-            "per_second": round(len(items) / seconds, 3)}  # fmt: skip
+    return {
+        "n": len(items),
+        "batch_size": batch_size,
+        "seconds": round(seconds, 3),
+        "per_second": round(len(items) / seconds, 3),
+    }
 
 
 # -- what is measured -----------------------------------------------------------------------------
@@ -82,8 +88,14 @@ def standins(images: list[Image.Image], batch_size: int, prompts: int) -> dict[s
     }
 
 
-def real_size(images: list[Image.Image], batch_size: int, prompts: int, *,
-              caption_tokens: int, expansion_tokens: int) -> dict[str, Any]:  # fmt: skip
+def real_size(
+    images: list[Image.Image],
+    batch_size: int,
+    prompts: int,
+    *,
+    caption_tokens: int,
+    expansion_tokens: int,
+) -> dict[str, Any]:
     import torch
     from transformers import (
         BlipConfig,
@@ -108,21 +120,40 @@ def real_size(images: list[Image.Image], batch_size: int, prompts: int, *,
     def caption(batch: Sequence[Image.Image]) -> Any:
         pixels = processor(images=list(batch), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
-            return blip.generate(pixel_values=pixels, max_new_tokens=caption_tokens,
-                                 min_new_tokens=caption_tokens, do_sample=False)  # fmt: skip
+            return blip.generate(
+                pixel_values=pixels,
+                max_new_tokens=caption_tokens,
+                min_new_tokens=caption_tokens,
+                do_sample=False,
+            )
 
-    out["captioning"] = {**time_batches(caption, images, batch_size), "tokens": caption_tokens,
-                         "parameters": sum(p.numel() for p in blip.parameters())}  # fmt: skip
+    out["captioning"] = {
+        **time_batches(caption, images, batch_size),
+        "tokens": caption_tokens,
+        "parameters": sum(p.numel() for p in blip.parameters()),
+    }
     # CLIP ViT-L/14 (openai/clip-vit-large-patch14's shape) with the real tokenizer.
     config = CLIPConfig(
-        text_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                     "num_attention_heads": 12, "max_position_embeddings": 77,
-                     "vocab_size": 49408, "projection_dim": 768},
-        vision_config={"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-                       "num_attention_heads": 16, "image_size": 224, "patch_size": 14,
-                       "projection_dim": 768},
+        text_config={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 77,
+            "vocab_size": 49408,
+            "projection_dim": 768,
+        },
+        vision_config={
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "projection_dim": 768,
+        },
         projection_dim=768,
-    )  # fmt: skip
+    )
     clip_model = CLIPModel(config)
     scorer = ClipScorer(clip_model, clip_tokenizer(), name="clip-vit-large-patch14 (random)")
     texts = [f"a cover with colour field {i}, digital art" for i in range(len(images))]
@@ -137,23 +168,44 @@ def real_size(images: list[Image.Image], batch_size: int, prompts: int, *,
     def expand(batch: Sequence[int]) -> None:
         for _ in batch:
             with torch.inference_mode():
-                gpt.generate(prompt, do_sample=True, top_k=50, max_new_tokens=expansion_tokens,
-                             min_new_tokens=expansion_tokens, pad_token_id=50256)  # fmt: skip
+                gpt.generate(
+                    prompt,
+                    do_sample=True,
+                    top_k=50,
+                    max_new_tokens=expansion_tokens,
+                    min_new_tokens=expansion_tokens,
+                    pad_token_id=50256,
+                )
 
-    out["expansion"] = {**time_batches(expand, list(range(prompts)), 1),
-                        "tokens": expansion_tokens,
-                        "parameters": sum(p.numel() for p in gpt.parameters())}  # fmt: skip
+    out["expansion"] = {
+        **time_batches(expand, list(range(prompts)), 1),
+        "tokens": expansion_tokens,
+        "parameters": sum(p.numel() for p in gpt.parameters()),
+    }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.pipeline_speed", description=__doc__.split("\n\n")[0])  # fmt: skip
-    parser.add_argument("--images", type=int, default=32, help="images per measurement (default 32)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m training.pipeline_speed", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--images", type=int, default=32, help="images per measurement (default 32)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per call (default 8)")
     parser.add_argument("--prompts", type=int, default=8, help="prompts to expand (default 8)")
-    parser.add_argument("--real-size", action="store_true", help="also the real architectures, random weights")  # fmt: skip
-    parser.add_argument("--caption-tokens", type=int, default=15, help="real size: tokens per caption (default 15)")  # fmt: skip
-    parser.add_argument("--expansion-tokens", type=int, default=40, help="real size: tokens per expansion (default 40)")  # fmt: skip
+    parser.add_argument(
+        "--real-size", action="store_true", help="also the real architectures, random weights"
+    )
+    parser.add_argument(
+        "--caption-tokens", type=int, default=15, help="real size: tokens per caption (default 15)"
+    )
+    parser.add_argument(
+        "--expansion-tokens",
+        type=int,
+        default=40,
+        help="real size: tokens per expansion (default 40)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if min(args.images, args.batch_size, args.prompts) < 1:
@@ -175,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         "standins": standins(images, args.batch_size, args.prompts),
     }
     if args.real_size:
-        results["real_size"] = real_size(images, args.batch_size, args.prompts,
-                                         caption_tokens=args.caption_tokens,
-                                         expansion_tokens=args.expansion_tokens)  # fmt: skip
+        results["real_size"] = real_size(
+            images,
+            args.batch_size,
+            args.prompts,
+            caption_tokens=args.caption_tokens,
+            expansion_tokens=args.expansion_tokens,
+        )
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -40,8 +40,12 @@ def load_pairs(folder: str | Path, *, min_margin: int = 1) -> list[Pair]:
             continue
         try:
             row = json.loads(line)
-            pair = Pair(str(row["text"]), root / row["winner_file"], root / row["loser_file"],
-                        int(row["margin"]))  # fmt: skip
+            pair = Pair(
+                str(row["text"]),
+                root / row["winner_file"],
+                root / row["loser_file"],
+                int(row["margin"]),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise DatasetError(f"{path} line {number} is not a pair ({exc}).") from None
         for image in (pair.winner, pair.loser):
@@ -95,9 +99,12 @@ class PreferencePairs(_EpochDataset):
         out: dict[str, Any] = {"caption": pair.text}
         for side, path in (("winner", pair.winner), ("loser", pair.loser)):
             image = prepare_image(
-                open_rgb(path), resolution=self.resolution, center_crop=True, flip=False,
+                open_rgb(path),
+                resolution=self.resolution,
+                center_crop=True,
+                flip=False,
                 rng=sample_rng(self.seed, self.epoch, index),
-            )  # fmt: skip
+            )
             pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
             if flip:
                 pixels = pixels[:, ::-1]
@@ -152,8 +159,13 @@ class LabelledImages(_EpochDataset):
 
         item = self.items[index]
         rng = sample_rng(self.seed, self.epoch, index)
-        image = prepare_image(open_rgb(item.image), resolution=self.resolution, center_crop=True,
-                              flip=self.random_flip and rng.random() < 0.5, rng=rng)  # fmt: skip
+        image = prepare_image(
+            open_rgb(item.image),
+            resolution=self.resolution,
+            center_crop=True,
+            flip=self.random_flip and rng.random() < 0.5,
+            rng=rng,
+        )
         pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (R, R, 3)
         return {
             "image": torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(),

@@ -70,7 +70,9 @@ def find_styles(root: Path, only: list[str] | None = None) -> list[str]:
     if only:
         unknown = sorted(set(only) - set(found))
         if unknown:
-            raise DatasetError(f"No style folder {', '.join(unknown)} in {str(root)!r}; there are {', '.join(found)}.")  # fmt: skip
+            raise DatasetError(
+                f"No style folder {', '.join(unknown)} in {str(root)!r}; there are {', '.join(found)}."
+            )
         found = [name for name in found if name in only]
     return found
 
@@ -94,11 +96,15 @@ def split_style(source: Path, target: Path, *, share: float, seed: int) -> Style
         raise DatasetError(f"{source} has a train/ split but no test/ split to compare on.")
     rows = read_pairs(source)
     if len(rows) < 4:
-        raise DatasetError(f"The style {name!r} has {len(rows)} images; it needs at least 4 (2 to train on, 2 to test KID on).")  # fmt: skip
+        raise DatasetError(
+            f"The style {name!r} has {len(rows)} images; it needs at least 4 (2 to train on, 2 to test KID on)."
+        )
     test = [r for r in rows if in_test_split(r["file_name"], share, seed)]
     train = [r for r in rows if not in_test_split(r["file_name"], share, seed)]
     # Small styles: make sure both sides have at least two, moving the images nearest the cut.
-    ranked = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r['file_name']}".encode()).digest())  # fmt: skip
+    ranked = sorted(
+        rows, key=lambda r: hashlib.sha256(f"{seed}:{r['file_name']}".encode()).digest()
+    )
     if len(test) < 2:
         test = ranked[:2]
         train = ranked[2:]
@@ -178,14 +184,25 @@ def train_styles(
 
     summary_path = out / STYLES_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"styles": {}}
-    summary.update({"root": str(config.root), "preset": config.preset,
-                    "train": {k: v for k, v in config.train.items() if _jsonable(v)}})  # fmt: skip
+    summary.update(
+        {
+            "root": str(config.root),
+            "preset": config.preset,
+            "train": {k: v for k, v in config.train.items() if _jsonable(v)},
+        }
+    )
     for number, (name, run, style_config) in enumerate(planned, 1):
-        style = split_style(Path(config.root) / name, out / name / "data",
-                            share=config.test_share, seed=config.split_seed)  # fmt: skip
+        style = split_style(
+            Path(config.root) / name,
+            out / name / "data",
+            share=config.test_share,
+            seed=config.split_seed,
+        )
         record = summary["styles"].get(name)
         if (run / REPORT_FILE).is_file() and record and Path(record["output"]).exists():
-            log_line(f"[{number}/{len(planned)}] {name}: trained before ({record['output']}); skipped.")  # fmt: skip
+            log_line(
+                f"[{number}/{len(planned)}] {name}: trained before ({record['output']}); skipped."
+            )
             continue
         log_line(f"[{number}/{len(planned)}] {name}: training on {style.train} ({config.preset}).")
         result = train(style_config)
@@ -245,7 +262,7 @@ def study_styles(
 
     summary_path = Path(config.out) / STYLES_FILE
     if not summary_path.is_file():
-        raise DatasetError(f"{summary_path} does not exist; run `python -m training styles` first.")  # fmt: skip
+        raise DatasetError(f"{summary_path} does not exist; run `python -m training styles` first.")
     styles = json.loads(summary_path.read_text())["styles"]
     if not styles:
         raise DatasetError(f"{summary_path} lists no trained style.")
@@ -259,15 +276,24 @@ def study_styles(
         log_line(f"[{number}/{len(styles)}] study on the {style} test split ({record['test']}).")
         results[style] = run_study(
             StudyConfig(
-                test_dir=Path(record["test"]), models=tuple(entries),
-                out_dir=Path(config.out) / "study" / style, seed=config.seed, size=config.size,
-                steps=config.steps, guidance=config.guidance, batch_size=config.batch_size,
-                limit=config.limit, device=config.device, bootstrap=config.bootstrap,
+                test_dir=Path(record["test"]),
+                models=tuple(entries),
+                out_dir=Path(config.out) / "study" / style,
+                seed=config.seed,
+                size=config.size,
+                steps=config.steps,
+                guidance=config.guidance,
+                batch_size=config.batch_size,
+                limit=config.limit,
+                device=config.device,
+                bootstrap=config.bootstrap,
                 fid_resamples=config.fid_resamples,
                 cache_dir=config.cache_dir,
             ),
-            load_extractor=load_extractor, load_clip=load_clip, runner=runner,
-        )  # fmt: skip
+            load_extractor=load_extractor,
+            load_clip=load_clip,
+            runner=runner,
+        )
     matrix = style_matrix(results, [e.label for e in entries])
     folder = Path(config.out) / "study"
     (folder / "matrix.json").write_text(json.dumps(matrix, indent=2) + "\n", encoding="utf-8")
@@ -278,7 +304,7 @@ def study_styles(
 def style_matrix(results: dict[str, dict[str, Any]], labels: list[str]) -> dict[str, Any]:
     """{metric: {model label: {test style: value}}} from each style's results.json, and per
     style whether its own model has the lowest KID, and whether it beats the base."""
-    cells: dict[str, dict[str, dict[str, float | None]]] = {"kid": {}, "fid": {}, "clip_score": {}}  # fmt: skip
+    cells: dict[str, dict[str, dict[str, float | None]]] = {"kid": {}, "fid": {}, "clip_score": {}}
     for style, result in results.items():
         rows = {row["label"]: row for row in result["models"]}
         for label in labels:
@@ -289,7 +315,11 @@ def style_matrix(results: dict[str, dict[str, Any]], labels: list[str]) -> dict[
     verdicts = {}
     for style in results:
         own = cells["kid"].get(f"{style} model", {}).get(style)
-        kids = {label: column[style] for label, column in cells["kid"].items() if column.get(style) is not None}  # fmt: skip
+        kids = {
+            label: column[style]
+            for label, column in cells["kid"].items()
+            if column.get(style) is not None
+        }
         base = [v for label, v in kids.items() if label.startswith("base ")]
         verdicts[style] = {
             "own_kid": own,
@@ -311,8 +341,12 @@ def matrix_markdown(matrix: dict[str, Any]) -> str:
         "",
     ]
     for metric, title, scale in (("kid", "KID × 1000", 1000.0), ("clip_score", "CLIP score", 1.0)):
-        lines += [f"## {title}", "", "| model | " + " | ".join(styles) + " |",
-                  "|---|" + "---:|" * len(styles)]  # fmt: skip
+        lines += [
+            f"## {title}",
+            "",
+            "| model | " + " | ".join(styles) + " |",
+            "|---|" + "---:|" * len(styles),
+        ]
         for label in matrix["models"]:
             values = matrix["metrics"][metric].get(label, {})
             cells = []
@@ -324,6 +358,10 @@ def matrix_markdown(matrix: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Verdicts", ""]
     for style, verdict in matrix["verdicts"].items():
-        beats = {True: "beats", False: "does not beat", None: "cannot be compared with"}[verdict["own_beats_base"]]  # fmt: skip
-        lines.append(f"- {style}: its own model {beats} the base model on KID; lowest KID: {verdict['best_model']}.")  # fmt: skip
+        beats = {True: "beats", False: "does not beat", None: "cannot be compared with"}[
+            verdict["own_beats_base"]
+        ]
+        lines.append(
+            f"- {style}: its own model {beats} the base model on KID; lowest KID: {verdict['best_model']}."
+        )
     return "\n".join(lines) + "\n"

@@ -58,6 +58,7 @@ class Genre(Signature):
     palette: tuple[RGB, RGB, RGB, RGB]  # background, then three accents
 
 
+# Hand-aligned tables (one genre or colour per line, palettes as rows) stay out of ruff format.
 GENRES: tuple[Genre, ...] = (
     Genre("jazz", ("jazz", "bebop", "swing"),
           ((58, 30, 12), (232, 142, 44), (252, 204, 120), (170, 76, 24))),
@@ -114,7 +115,8 @@ ERAS: tuple[Signature, ...] = (
 P_ACTIVITY, P_MOOD, P_ERA = 0.6, 0.5, 0.35
 FILLERS = ("", "", "", "", " mix", " vibes", " essentials", " hits", " radio")
 
-# The generic domain's colour names (all distinct from the cover vocabulary).
+# The generic domain's colour names (all distinct from the cover vocabulary); hand-aligned, out
+# of ruff format like GENRES above.
 COLOURS: dict[str, RGB] = {
     "red": (200, 40, 40), "orange": (235, 130, 30), "yellow": (235, 215, 40),
     "green": (50, 160, 60), "teal": (30, 140, 140), "blue": (40, 80, 210),
@@ -224,7 +226,10 @@ def _plain(draw: Draw, s: int, p: list[RGB], rng: np.random.Generator) -> None:
         draw.ellipse((cx - r / 3, cy - r / 3, cx + r / 3, cy + r / 3), fill=p[2])
     else:
         angle = rng.uniform(0, np.pi / 2)
-        corners = [(cx + r * np.cos(angle + k * np.pi / 2), cy + r * np.sin(angle + k * np.pi / 2)) for k in range(4)]  # fmt: skip
+        corners = [
+            (cx + r * np.cos(angle + k * np.pi / 2), cy + r * np.sin(angle + k * np.pi / 2))
+            for k in range(4)
+        ]
         draw.polygon(corners, fill=p[1], outline=p[2], width=max(1, s // 40))
 
 
@@ -298,7 +303,14 @@ def _run(draw: Draw, s: int, p: list[RGB], rng: np.random.Generator) -> None:
     step = s * rng.uniform(0.18, 0.24)
     for k, x in enumerate(np.arange(s * 0.05, s * 0.9, step)):
         tip = x + step * 0.9
-        chevron = [(x, y0), (x + step * 0.4, y0), (tip, s / 2), (x + step * 0.4, y1), (x, y1), (tip - step * 0.4, s / 2)]  # fmt: skip
+        chevron = [
+            (x, y0),
+            (x + step * 0.4, y0),
+            (tip, s / 2),
+            (x + step * 0.4, y1),
+            (x, y1),
+            (tip - step * 0.4, s / 2),
+        ]
         draw.polygon(chevron, fill=p[1 + k % 2])
 
 
@@ -313,9 +325,16 @@ def _morning(draw: Draw, s: int, p: list[RGB], rng: np.random.Generator) -> None
 
 
 _COMPOSITIONS: dict[str, Callable[[Draw, int, list[RGB], np.random.Generator], None]] = {
-    "plain": _plain, "workout": _workout, "drive": _drive, "study": _study, "sleep": _sleep,
-    "party": _party, "chill": _chill, "run": _run, "morning": _morning,
-}  # fmt: skip
+    "plain": _plain,
+    "workout": _workout,
+    "drive": _drive,
+    "study": _study,
+    "sleep": _sleep,
+    "party": _party,
+    "chill": _chill,
+    "run": _run,
+    "morning": _morning,
+}
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -382,7 +401,9 @@ def _angry(image: Image.Image, p: list[RGB], rng: np.random.Generator) -> Image.
     draw = ImageDraw.Draw(big)
     s = big.width
     for y in rng.uniform(0.2, 0.8, 2) * s:
-        points = [(x, y + (s * 0.06 if k % 2 else -s * 0.06)) for k, x in enumerate(np.linspace(0, s, 9))]  # fmt: skip
+        points = [
+            (x, y + (s * 0.06 if k % 2 else -s * 0.06)) for k, x in enumerate(np.linspace(0, s, 9))
+        ]
         draw.line(points, fill=(10, 10, 10), width=max(2, s // 32))
     x = _pixels(big.resize(image.size, Image.Resampling.BOX))
     return _image((x - 128) * 1.3 + 128)
@@ -404,9 +425,14 @@ def _happy(image: Image.Image, p: list[RGB], rng: np.random.Generator) -> Image.
 
 
 _MOODS: dict[str, Callable[[Image.Image, list[RGB], np.random.Generator], Image.Image]] = {
-    "night": _night, "summer": _summer, "rain": _rain, "dreamy": _dreamy, "sad": _sad,
-    "angry": _angry, "happy": _happy,
-}  # fmt: skip
+    "night": _night,
+    "summer": _summer,
+    "rain": _rain,
+    "dreamy": _dreamy,
+    "sad": _sad,
+    "angry": _angry,
+    "happy": _happy,
+}
 
 
 def _scanlines(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -448,8 +474,12 @@ def _halftone(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 _ERAS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
-    "80s": _scanlines, "90s": _grain, "70s": _faded, "2000s": _gloss, "60s": _halftone,
-}  # fmt: skip
+    "80s": _scanlines,
+    "90s": _grain,
+    "70s": _faded,
+    "2000s": _gloss,
+    "60s": _halftone,
+}
 
 
 # -- the generic domain ----------------------------------------------------------------------
@@ -515,7 +545,9 @@ class DatasetSizes:
         return dict(zip(SPLITS, getattr(self, domain), strict=True))
 
 
-def draw_example(domain: str, split: str, index: int, *, seed: int, size: int) -> tuple[Image.Image, dict[str, Any]]:  # fmt: skip
+def draw_example(
+    domain: str, split: str, index: int, *, seed: int, size: int
+) -> tuple[Image.Image, dict[str, Any]]:
     """Image ``index`` of one split, from its own generator (see the module docstring)."""
     rng = np.random.default_rng([seed, _DOMAIN_IDS[domain], _SPLIT_IDS[split], index])
     if domain == "covers":

@@ -422,8 +422,9 @@ class CoverService:
         async def warm(worker: str) -> None:
             for size in sizes:
                 images = tuple(ImageSpec("warm-up", "", seed) for seed in range(size))
-                job = GenerationJob(f"warm-up {worker}", params, images, priority=priority,
-                                    worker=worker)  # fmt: skip
+                job = GenerationJob(
+                    f"warm-up {worker}", params, images, priority=priority, worker=worker
+                )
                 try:
                     await self.queue.submit(job).result()
                 except (CoverError, ValueError) as error:  # ValueError: the worker was lost

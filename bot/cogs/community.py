@@ -43,9 +43,13 @@ class CommunityCog(commands.Cog):
     ) -> None:
         """Use a LoRA trained on this server's votes for /cover community:True."""
         spec = set_community_style(
-            self.bot.settings, self.bot.storage, str(interaction.guild_id), lora_name=lora,
-            base_model=model, set_by=str(interaction.user.id),
-        )  # fmt: skip
+            self.bot.settings,
+            self.bot.storage,
+            str(interaction.guild_id),
+            lora_name=lora,
+            base_model=model,
+            set_by=str(interaction.user.id),
+        )
         await interaction.response.send_message(
             f"Community style set: `{lora}` on {spec.name}. Use it with `/cover community:True`.",
             allowed_mentions=NO_MENTIONS,

@@ -289,8 +289,7 @@ class CoverCog(commands.Cog):
         except CoverError as exc:
             await _say(
                 channel,
-                f"<@{row.user_id}>: your covers for "
-                f"**{_escape(row.playlist_name)}** failed: {exc}",
+                f"<@{row.user_id}>: your covers for **{_escape(row.playlist_name)}** failed: {exc}",
                 row.user_id,
             )
         except Exception:

@@ -180,8 +180,13 @@ def _tiny_decoder_switches(
     try:
         compiled = copy.deepcopy(tiny)
         compiled.decoder = torch.compile(compiled.decoder, dynamic=False)
-        record(name, "torch.compile (inductor)", decode(tiny, batch=4), decode(compiled, batch=4),
-               "compile time not counted (its untimed first call)")  # fmt: skip
+        record(
+            name,
+            "torch.compile (inductor)",
+            decode(tiny, batch=4),
+            decode(compiled, batch=4),
+            "compile time not counted (its untimed first call)",
+        )
     except Exception as error:  # no C compiler, inductor unsupported, ...
         say(f"runtime: torch.compile failed: {type(error).__name__}: {error}")
     one_thread = decode(tiny, batch=4)
@@ -244,10 +249,14 @@ def _exported_rows(
     if onnx is not None:
         note = f"onnxruntime {installed_version('onnxruntime')}"
         record(name, "ONNX Runtime vs eager float32", decode(tiny, batch=4), onnx, note)
-        record(name, "ONNX Runtime vs float32 + channels_last", decode(tuned, batch=4), onnx,
-               note)  # fmt: skip
-        record(name, "ONNX Runtime vs bfloat16 + channels_last",
-               decode(tuned_bf16, torch.bfloat16, batch=4), onnx, note)  # fmt: skip
+        record(name, "ONNX Runtime vs float32 + channels_last", decode(tuned, batch=4), onnx, note)
+        record(
+            name,
+            "ONNX Runtime vs bfloat16 + channels_last",
+            decode(tuned_bf16, torch.bfloat16, batch=4),
+            onnx,
+            note,
+        )
     for bfloat16, torch_side, label in (
         (False, decode(tuned, batch=4), "float32"),
         (True, decode(tuned_bf16, torch.bfloat16, batch=4), "bfloat16"),
@@ -255,8 +264,7 @@ def _exported_rows(
         openvino = outside(lambda folder, b=bfloat16: openvino_decoder(tiny, folder, bfloat16=b))
         if openvino is not None:
             note = f"openvino {installed_version('openvino')}"
-            record(name, f"OpenVINO {label} vs {label} + channels_last", torch_side, openvino,
-                   note)  # fmt: skip
+            record(name, f"OpenVINO {label} vs {label} + channels_last", torch_side, openvino, note)
 
 
 def table(results: Sequence[SwitchResult]) -> str:

@@ -238,8 +238,12 @@ def _clip_config() -> Any:
     """A tiny CLIP (both towers) for the safety checkers; 32 px images, 8 px patches."""
     from transformers import CLIPConfig
 
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-             "num_attention_heads": 4}  # fmt: skip
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+    }
     return CLIPConfig(
         text_config={
             **tower,
@@ -371,8 +375,7 @@ def _t5_tokenizer() -> Any:
     with tempfile.TemporaryDirectory(prefix="spiece-") as tmp:
         model = Path(tmp) / "spiece.model"
         model.write_bytes(_spiece_model())
-        return T5Tokenizer(vocab_file=str(model), extra_ids=100, model_max_length=77,
-                           legacy=True)  # fmt: skip
+        return T5Tokenizer(vocab_file=str(model), extra_ids=100, model_max_length=77, legacy=True)
 
 
 def _t5_encoder(tokenizer: Any) -> Any:

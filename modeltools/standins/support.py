@@ -167,8 +167,12 @@ def _blip(files: Path) -> None:
     tokenizer = BertTokenizer(
         vocab=vocab, bos_token="[DEC]", additional_special_tokens=["[ENC]"], model_max_length=512
     )
-    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4}  # fmt: skip
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
     config = BlipConfig(
         text_config={
             **text,
@@ -195,8 +199,12 @@ def _clip(files: Path) -> None:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = clip_tokenizer()
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-             "num_attention_heads": 4}  # fmt: skip
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
     config = CLIPConfig(
         text_config={
             **tower,
@@ -227,16 +235,28 @@ def _magicprompt(files: Path) -> None:
 
     bpe = ByteLevelBPETokenizer()
     corpus = [*_GPT2_CORPUS, *_PROMPT_WORDS.split()]
-    bpe.train_from_iterator(corpus, vocab_size=600, min_frequency=1, show_progress=False,
-                            special_tokens=["<|endoftext|>"])  # fmt: skip
+    bpe.train_from_iterator(
+        corpus,
+        vocab_size=600,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<|endoftext|>"],
+    )
     bpe.save_model(str(files))  # vocab.json and merges.txt, GPT-2's own two files
     vocab = json.loads((files / "vocab.json").read_text(encoding="utf-8"))
     merge_lines = (files / "merges.txt").read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split(" ")) for line in merge_lines if line and not line.startswith("#")]
     tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges, model_max_length=1024)
     end = tokenizer.eos_token_id
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=32, n_layer=2,
-                        n_head=4, bos_token_id=end, eos_token_id=end)  # fmt: skip
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=1024,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=end,
+        eos_token_id=end,
+    )
     GPT2LMHeadModel(config).save_pretrained(files)
     tokenizer.save_pretrained(files)
     (files / "training_args.bin").write_bytes(b"stand-in for the fine-tune's training arguments")

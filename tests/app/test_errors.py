@@ -47,4 +47,3 @@ def test_the_docstring_draws_every_error_of_its_module_under_its_parent(module):
     tree = drawn(module)
     for name, parent in defined(module).items():
         assert tree.get(name) == parent, f"{name} is drawn under {tree.get(name)}, not {parent}"
-

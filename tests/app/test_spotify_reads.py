@@ -162,9 +162,19 @@ def test_episodes_and_unavailable_items_stay_out_of_the_facts(fake_spotify: Fake
 
 
 def test_local_files_and_tracks_without_artists_keep_their_names() -> None:
-    local = {"is_local": True, "item": {"type": "track", "id": None, "name": "demo take 3",
-             "artists": [{"id": None, "name": "Me"}]}}  # fmt: skip
-    bare = {"is_local": False, "item": {"type": "track", "id": "x", "name": "Untitled", "artists": []}}  # fmt: skip
+    local = {
+        "is_local": True,
+        "item": {
+            "type": "track",
+            "id": None,
+            "name": "demo take 3",
+            "artists": [{"id": None, "name": "Me"}],
+        },
+    }
+    bare = {
+        "is_local": False,
+        "item": {"type": "track", "id": "x", "name": "Untitled", "artists": []},
+    }
     facts = facts_from_spotify({"id": fake_id("pl"), "name": "mine"}, [local, bare])
     assert [(t.name, t.artists, t.artist_ids) for t in facts.tracks] == [
         ("demo take 3", ("Me",), ()),

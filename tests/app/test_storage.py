@@ -93,10 +93,19 @@ def test_stored_params_from_before_m007_read_community_under_its_request_name(db
     for n, (key, value) in enumerate([("community_style", True), ("community_style", False)]):
         params = {"width": 64, "height": 64, "steps": 4, "guidance": 1.0, key: value}
         old["requests"].insert(
-            dict(id=f"r{n}", created_at="2026-01-01", source="discord", user_id="u",
-                 playlist_id="p", playlist_name="n", model="embedded",
-                 params=json.dumps(params), prompts="[]", status="done")
-        )  # fmt: skip
+            dict(
+                id=f"r{n}",
+                created_at="2026-01-01",
+                source="discord",
+                user_id="u",
+                playlist_id="p",
+                playlist_name="n",
+                model="embedded",
+                params=json.dumps(params),
+                prompts="[]",
+                status="done",
+            )
+        )
     old.close()
     with Storage(db_path) as storage:
         assert [storage.request(f"r{n}").params.community for n in (0, 1)] == [True, False]
@@ -395,10 +404,12 @@ def test_a_database_before_community_styles_is_upgraded_and_keeps_its_votes(db_p
         storage.cast_vote(message_id="m1", user_id="u", choice=2)
         storage.close_vote("m1", winner=2, reason="requester")
         assert storage.community_style("g") is None
-        storage.set_community_style("g", lora_path="/l/a.safetensors", base_model="embedded",
-                                    set_by="admin")  # fmt: skip
-        storage.set_community_style("g", lora_path="/l/b.safetensors", base_model="embedded",
-                                    set_by="admin2")  # fmt: skip
+        storage.set_community_style(
+            "g", lora_path="/l/a.safetensors", base_model="embedded", set_by="admin"
+        )
+        storage.set_community_style(
+            "g", lora_path="/l/b.safetensors", base_model="embedded", set_by="admin2"
+        )
         style = storage.community_style("g")
         assert (style.lora_path, style.set_by) == ("/l/b.safetensors", "admin2")
         [vote], malformed = storage.closed_votes()

@@ -27,9 +27,11 @@ def fill(path: Path) -> dict[str, str]:
         request_id = record(storage)
         storage.add_candidates(
             request_id,
-            [CandidateRecord(request_id, i, f"prompt {i}", "", 2**63 - i, f"{i}.png", None)
-             for i in (1, 2)],
-        )  # fmt: skip
+            [
+                CandidateRecord(request_id, i, f"prompt {i}", "", 2**63 - i, f"{i}.png", None)
+                for i in (1, 2)
+            ],
+        )
         storage.save_snapshot(playlist_json())
         storage.register_cover_message(
             message_id="m1", channel_id="c", request_id=request_id, candidate_count=2
@@ -37,8 +39,12 @@ def fill(path: Path) -> dict[str, str]:
         storage.cast_vote(message_id="m1", user_id="alice", choice=2)
         storage.cast_vote(message_id="m1", user_id="bob", choice=1)
         storage.close_vote("m1", winner=2, reason="timer")
-        storage.save_link_state(state_hash="h", discord_user_id="carol",
-                                verifier=Fernet(KEY).encrypt(b"verifier"), expires_at=LATER)  # fmt: skip
+        storage.save_link_state(
+            state_hash="h",
+            discord_user_id="carol",
+            verifier=Fernet(KEY).encrypt(b"verifier"),
+            expires_at=LATER,
+        )
         storage.save_spotify_account(
             discord_user_id="alice",
             spotify_user_id="spot-alice",
@@ -47,9 +53,16 @@ def fill(path: Path) -> dict[str, str]:
             tokens=Fernet(KEY).encrypt(b'{"access_token": "a", "refresh_token": "r"}'),
             expires_at=LATER,
         )
-        storage.record_upload(message_id="m1", request_id=request_id, playlist_id="p",
-                              discord_user_id="alice", spotify_user_id="spot-alice", candidate=2,
-                              jpeg_bytes=1234, status="applied")  # fmt: skip
+        storage.record_upload(
+            message_id="m1",
+            request_id=request_id,
+            playlist_id="p",
+            discord_user_id="alice",
+            spotify_user_id="spot-alice",
+            candidate=2,
+            jpeg_bytes=1234,
+            status="applied",
+        )
         storage.set_community_style("g1", lora_path="/l", base_model="sd15", set_by="admin")
     with sqlite3.connect(path) as conn:
         for table in TABLES:
@@ -86,10 +99,16 @@ def test_every_table_moves_with_its_tokens_still_encrypted_and_a_second_run_adds
         [state] = postgres._rows("SELECT verifier FROM link_states WHERE state_hash = 'h'")
         assert Fernet(KEY).decrypt(state["verifier"]) == b"verifier"
         [upload] = postgres.uploads("m1")
-        later = postgres.record_upload(message_id="m1", request_id=ids["request"],
-                                       playlist_id="p", discord_user_id="alice",
-                                       spotify_user_id=None, candidate=None, jpeg_bytes=None,
-                                       status="failed")  # fmt: skip
+        later = postgres.record_upload(
+            message_id="m1",
+            request_id=ids["request"],
+            playlist_id="p",
+            discord_user_id="alice",
+            spotify_user_id=None,
+            candidate=None,
+            jpeg_bytes=None,
+            status="failed",
+        )
         assert later > upload.id  # the id sequence continues after the copied rows
         postgres.db.execute("DELETE FROM spotify_uploads WHERE id = ?", [later])
 

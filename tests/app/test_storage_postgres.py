@@ -86,9 +86,12 @@ def test_m007_renames_community_style_in_stored_params_on_postgres(postgres_url:
                 "INSERT INTO requests (id, created_at, source, user_id, playlist_id, "
                 "playlist_name, model, params, prompts, status) VALUES (?, '2026-01-01', "
                 "'discord', 'u', 'p', 'n', 'embedded', ?, '[]', 'done')",
-                [f"r{n}", f'{{"width": 64, "height": 64, "steps": 4, "guidance": 1.0, '
-                 f'"community_style": {value}}}'],
-            )  # fmt: skip
+                [
+                    f"r{n}",
+                    f'{{"width": 64, "height": 64, "steps": 4, "guidance": 1.0, '
+                    f'"community_style": {value}}}',
+                ],
+            )
         storage.db.execute("DELETE FROM _migrations WHERE name = 'm007_params_community'")
     with Storage(postgres_url) as storage:
         assert [storage.request(f"r{n}").params.community for n in range(3)] == [
@@ -146,8 +149,9 @@ def test_a_write_waits_only_as_long_as_the_lock_timeout(postgres_url: str):
     with Storage(postgres_url, busy_timeout_s=0.2) as storage:
         message_id = message(storage)
         with psycopg.connect(postgres_url) as other:  # another program holding the post's row
-            other.execute("SELECT 1 FROM cover_messages WHERE message_id = %s FOR UPDATE",
-                          [message_id])  # fmt: skip
+            other.execute(
+                "SELECT 1 FROM cover_messages WHERE message_id = %s FOR UPDATE", [message_id]
+            )
             started = time.monotonic()
             with pytest.raises(StorageUnavailable, match=r"held its lock for over 0\.2 s"):
                 storage.cast_vote(message_id=message_id, user_id="u", choice=1)
@@ -171,9 +175,14 @@ def test_an_unlinked_accounts_tokens_leave_the_tables_pages(
     """PostgreSQL's counterpart of SQLite's secure_delete test: after unlinking, the tokens are
     no longer in the table's file (a vacuum pruned the dead row)."""
     for user, tokens in (("1", TOKENS), ("2", b"someone-else")):
-        storage.save_spotify_account(discord_user_id=user, spotify_user_id=f"s{user}",
-                                     display_name=None, scopes="s", tokens=tokens,
-                                     expires_at=LATER)  # fmt: skip
+        storage.save_spotify_account(
+            discord_user_id=user,
+            spotify_user_id=f"s{user}",
+            display_name=None,
+            scopes="s",
+            tokens=tokens,
+            expires_at=LATER,
+        )
 
     def table_file() -> bytes:
         storage.db.execute("CHECKPOINT")  # the pages, written to the file

@@ -178,8 +178,11 @@ def test_an_uncached_hub_model_is_one_line_not_a_warning_and_the_line(cli_env):
     env.pop("HF_HUB_CACHE", None)
     done = subprocess.run(
         [sys.executable, "-m", "bot", "cover", str(EXAMPLES[0]), "--model", "sd15"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     said, _, err = done.stderr.partition("\n")  # the first line says what is being made
     assert said.startswith("Playlist: "), done.stderr
     line = _one_error(done.returncode, "", err)

@@ -48,8 +48,10 @@ def test_the_check_refuses_what_discord_would_not_send_or_take():
     }
     assert discord_schema.response_problems("GET", path, 200, good, headers) == []
     no_id = {k: v for k, v in good.items() if k != "id"}
-    assert any("'id' is a required property" in p for p in
-               discord_schema.response_problems("GET", path, 200, no_id, headers))  # fmt: skip
+    assert any(
+        "'id' is a required property" in p
+        for p in discord_schema.response_problems("GET", path, 200, no_id, headers)
+    )
     assert discord_schema.response_problems("GET", path, 200, good, {}) != []
     assert discord_schema.response_problems("GET", path, 302, None, headers) != []
     assert discord_schema.request_problems("POST", "/channels/1/messages", {"tts": "yes"}) != []

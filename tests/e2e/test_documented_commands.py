@@ -116,8 +116,9 @@ def test_every_documented_program_and_subcommand_starts(program: tuple[str, ...]
         where = DOCUMENTED[next(c for c in commands if c[: len(command)] == command)]
         # 2. Exit 0, no traceback, and a usage line that names the whole subcommand.
         if done.returncode != 0 or "Traceback" in done.stderr + done.stdout:
-            failures.append(f"python -m {shown} --help ({where}): exit {done.returncode}\n"
-                            f"{done.stderr[-1500:]}")  # fmt: skip
+            failures.append(
+                f"python -m {shown} --help ({where}): exit {done.returncode}\n{done.stderr[-1500:]}"
+            )
         elif f"python -m {shown}" not in _usage(done):
             failures.append(f"python -m {shown} --help ({where}): usage {_usage(done)!r}")
     assert not failures, "\n\n".join(failures)
@@ -135,12 +136,31 @@ def test_the_ray_benchmark_runs_end_to_end_on_a_local_ray(tmp_path: Path):
     the echo runner (no model) on a throwaway local Ray writes its table and files."""
     pytest.importorskip("ray")
     done = subprocess.run(
-        [sys.executable, "-m", "modeltools.benchmark_ray", "--runner", "echo", "--rounds", "1",
-         "--jobs", "2", "--images", "1", "--steps", "2", "--overhead-calls", "2",
-         "--out", str(tmp_path)],
-        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "modeltools.benchmark_ray",
+            "--runner",
+            "echo",
+            "--rounds",
+            "1",
+            "--jobs",
+            "2",
+            "--images",
+            "1",
+            "--steps",
+            "2",
+            "--overhead-calls",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "speed-up 2 vs 1 Ray worker" in done.stdout
     [report] = tmp_path.glob("ray-*.json")

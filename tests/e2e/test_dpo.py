@@ -65,11 +65,20 @@ async def test_votes_become_a_community_lora_that_cover_uses(
     pairs = export_pairs(settings.db_path, tmp_path / "pairs")
     assert (pairs.pairs, pairs.votes) == (2, 1)
     run = train_dpo(
-        DPOConfig(data=str(tmp_path / "pairs"), out=str(tmp_path / "dpo"),
-                  cache_dir=str(cache_dir), resolution=32, train_batch_size=2,
-                  max_train_steps=3, checkpointing_steps=0, seed=0, learning_rate=1e-2,
-                  lora_rank=2, beta=500.0)
-    )  # fmt: skip
+        DPOConfig(
+            data=str(tmp_path / "pairs"),
+            out=str(tmp_path / "dpo"),
+            cache_dir=str(cache_dir),
+            resolution=32,
+            train_batch_size=2,
+            max_train_steps=3,
+            checkpointing_steps=0,
+            seed=0,
+            learning_rate=1e-2,
+            lora_rank=2,
+            beta=500.0,
+        )
+    )
     loras.mkdir()
     shutil.copyfile(run.output, loras / "our-server.safetensors")
 

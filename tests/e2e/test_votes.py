@@ -53,9 +53,15 @@ def announcement(discord: FakeDiscord, post: Message) -> Message | None:
 
 @pytest.mark.parametrize("taken_back", ["super", "normal"])
 async def test_taking_back_one_of_two_kinds_of_the_same_number_keeps_the_vote(
-    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog,
+    discord,
+    fake_spotify,
+    playlist_link,
+    tmp_path,
+    cache_dir,
+    embedded_model_dir,
+    caplog,
     taken_back,
-):  # fmt: skip
+):
     """A person who shows 2️⃣ both as a normal and as a super reaction still shows 2️⃣ after
     taking one of them back: their vote stands until both are gone."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
@@ -85,9 +91,17 @@ async def test_taking_back_one_of_two_kinds_of_the_same_number_keeps_the_vote(
     ],
 )
 async def test_a_winner_over_the_servers_upload_limit_is_announced_smaller(
-    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir, caplog,
-    limit, files, note,
-):  # fmt: skip
+    discord,
+    fake_spotify,
+    playlist_link,
+    tmp_path,
+    cache_dir,
+    embedded_model_dir,
+    caplog,
+    limit,
+    files,
+    note,
+):
     """The announcement carries the winner's PNG and JPEG; a server whose upload limit
     refuses them (413) gets the JPEG alone, or no file and a sentence: never no announcement."""
     settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)

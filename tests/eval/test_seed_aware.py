@@ -89,9 +89,14 @@ def test_the_family_is_adjusted_together_and_the_report_marks_survivors():
     values = np.array([0.150, 0.151, 0.149, 0.100, 0.101, 0.099])
     reps = _replicated(list(values), 0.001)
     comparisons = [
-        {"a": "base", "b": "tuned", "seeds": 3, "kid": difference(values, reps, [0, 1, 2], [3, 4, 5]),
-         "fid": difference(values * 100, reps * 100, [0, 1, 2], [3, 4, 5])},
-    ]  # fmt: skip
+        {
+            "a": "base",
+            "b": "tuned",
+            "seeds": 3,
+            "kid": difference(values, reps, [0, 1, 2], [3, 4, 5]),
+            "fid": difference(values * 100, reps * 100, [0, 1, 2], [3, 4, 5]),
+        },
+    ]
     models = [{"prompt_following": {"p_value": 0.04}}, {"prompt_following": {"p_value": 0.03}}]
     family = adjust_for_multiplicity(models, comparisons)
     assert family["tests"] == 3  # FID decides nothing and is not in the family
@@ -103,9 +108,14 @@ def test_the_family_is_adjusted_together_and_the_report_marks_survivors():
     results = {
         "test_split": {"dir": "test", "images": 600, "generated_prompts": 80},
         "feature_network": {"name": "x", "dim": 2048, "input_size": 299},
-        "models": [], "groups": [], "comparisons": comparisons, "multiplicity": family,
-        "seed": 0, "bootstrap_resamples": 300, "notes": [],
-    }  # fmt: skip
+        "models": [],
+        "groups": [],
+        "comparisons": comparisons,
+        "multiplicity": family,
+        "seed": 0,
+        "bootstrap_resamples": 300,
+        "notes": [],
+    }
     text = report_markdown(results)
     assert "Holm p" in text and "✓" in text and "test only" in text
 
@@ -155,11 +165,20 @@ def test_reanalysis_recomputes_from_what_a_study_kept(tmp_path):
     from eval.reanalysis import main as reanalyse
 
     def model(label: str, group: str, value: float) -> dict:
-        return {"label": label, "group": group, "kept": 80, "dropped_black": 0,
-                "clip_score": {"skipped": "x"},
-                "kid": {"value": value, "low": value - 0.01, "high": value + 0.01},
-                "fid": {"value": 100 * value, "low": 90 * value, "high": 110 * value,
-                        "reliable": False}}  # fmt: skip
+        return {
+            "label": label,
+            "group": group,
+            "kept": 80,
+            "dropped_black": 0,
+            "clip_score": {"skipped": "x"},
+            "kid": {"value": value, "low": value - 0.01, "high": value + 0.01},
+            "fid": {
+                "value": 100 * value,
+                "low": 90 * value,
+                "high": 110 * value,
+                "reliable": False,
+            },
+        }
 
     models = [model(f"a s{k}", "a", v) for k, v in enumerate([0.15, 0.13, 0.17])]
     models += [model(f"b s{k}", "b", v) for k, v in enumerate([0.10, 0.09, 0.12])]
@@ -171,14 +190,26 @@ def test_reanalysis_recomputes_from_what_a_study_kept(tmp_path):
 
     results = {
         "test_split": {"dir": "test", "images": 600, "generated_prompts": 80},
-        "feature_network": {"name": "x", "dim": 2048, "input_size": 299}, "seed": 0,
-        "bootstrap_resamples": 200, "fid_resamples": 40, "notes": [], "models": models,
-        "groups": [{"group": g, "members": [f"{g} s{k}" for k in range(3)], "seeds": 3,
-                    "kid": stored(m), "fid": stored(100 * m)}
-                   for g, m in (("a", 0.15), ("b", 0.103333))],
-        "comparisons": [{"a": "a", "b": "b", "seeds": 3, "kid": stored(-0.046667),
-                         "fid": stored(-4.6667)}],
-    }  # fmt: skip
+        "feature_network": {"name": "x", "dim": 2048, "input_size": 299},
+        "seed": 0,
+        "bootstrap_resamples": 200,
+        "fid_resamples": 40,
+        "notes": [],
+        "models": models,
+        "groups": [
+            {
+                "group": g,
+                "members": [f"{g} s{k}" for k in range(3)],
+                "seeds": 3,
+                "kid": stored(m),
+                "fid": stored(100 * m),
+            }
+            for g, m in (("a", 0.15), ("b", 0.103333))
+        ],
+        "comparisons": [
+            {"a": "a", "b": "b", "seeds": 3, "kid": stored(-0.046667), "fid": stored(-4.6667)}
+        ],
+    }
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     assert reanalyse([str(path)]) == 0

@@ -63,9 +63,8 @@ class FakeHub:
         if repo_id not in self.repos:
             return web.Response(
                 status=404,
-                headers={"X-Error-Code": "RepoNotFound",
-                         "X-Error-Message": "Repository not found"},
-            )  # fmt: skip
+                headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+            )
         token = self.gated.get(repo_id)
         if token and request.headers.get("Authorization") != f"Bearer {token}":
             return web.Response(
@@ -93,9 +92,15 @@ class FakeHub:
             {"rfilename": name, "size": 10} for name in self.extra_siblings.get(repo_id, [])
         ]
         return web.json_response(
-            {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings,
-             "gated": "manual" if repo_id in self.gated else False, "private": False}
-        )  # fmt: skip
+            {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": sha,
+                "siblings": siblings,
+                "gated": "manual" if repo_id in self.gated else False,
+                "private": False,
+            }
+        )
 
     @staticmethod
     def _sibling(folder: Path, path: Path, blobs: bool) -> dict[str, object]:
@@ -104,8 +109,11 @@ class FakeHub:
             data = path.read_bytes()
             sibling.update(size=len(data), blobId=hashlib.sha1(data).hexdigest())
             if path.suffix in (".safetensors", ".bin", ".ckpt", ".model"):
-                sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                  "pointerSize": 134}  # fmt: skip
+                sibling["lfs"] = {
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "pointerSize": 134,
+                }
         return sibling
 
     async def tree(self, request: web.Request) -> web.StreamResponse:
@@ -120,11 +128,18 @@ class FakeHub:
             if not p.is_file():
                 continue
             data = p.read_bytes()
-            entry = {"type": "file", "path": p.relative_to(folder).as_posix(), "size": len(data),
-                     "oid": hashlib.sha1(data).hexdigest()}  # fmt: skip
+            entry = {
+                "type": "file",
+                "path": p.relative_to(folder).as_posix(),
+                "size": len(data),
+                "oid": hashlib.sha1(data).hexdigest(),
+            }
             if p.suffix in (".safetensors", ".bin", ".ckpt", ".model"):
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                "pointerSize": 134}  # fmt: skip
+                entry["lfs"] = {
+                    "oid": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "pointerSize": 134,
+                }
             entries.append(entry)
         return web.json_response(entries)
 
@@ -140,11 +155,11 @@ class FakeHub:
                 status=404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha}
             )
         data = file.read_bytes()
-        etag = (
+        etag = (  # LFS files: sha256, as the hub; the others: git's sha1
             hashlib.sha256(data).hexdigest()
             if file.suffix in (".safetensors", ".bin", ".ckpt", ".model")
             else (hashlib.sha1(data).hexdigest())
-        )  # fmt: skip  (LFS files: sha256, as the hub)
+        )
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
         start = 0
         ranged = request.headers.get("Range", "")
@@ -228,8 +243,9 @@ def run_in_thread(hub: FakeHub):
         state["url"], state["runner"] = f"http://127.0.0.1:{port}", runner
         ready.set()
 
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()),
-                              daemon=True)  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True
+    )
     thread.start()
     ready.wait(10)
 

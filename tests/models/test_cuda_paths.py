@@ -513,8 +513,12 @@ def test_the_gpu_check_script_runs_dry_on_the_cpu(
     }
     done = subprocess.run(
         ["bash", str(root / "scripts" / "gpu-check.sh"), "--dry-run"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(tmp_path.glob("compare-cpu-*.md"))
     assert list(tmp_path.glob("prompt-cache-memory-cpu-*.json"))

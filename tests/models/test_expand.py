@@ -26,7 +26,9 @@ from models.expand import (
 )
 from tests.properties import examples
 
-FACTS = PlaylistFacts(id="4uLU6hMCjMI75M1A2tKUQC", name="Gym Hype", description="", items_readable=False)  # fmt: skip
+FACTS = PlaylistFacts(
+    id="4uLU6hMCjMI75M1A2tKUQC", name="Gym Hype", description="", items_readable=False
+)
 BASE = "Gym Hype playlist cover image"
 
 

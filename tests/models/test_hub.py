@@ -43,8 +43,9 @@ def served(
         for repo in REAL_REPOS[name]
     }
     taesd = tmp_path_factory.mktemp("taesd-served")
-    shutil.copytree(write_tiny_decoder_standin(tmp_path_factory.mktemp("taesd-hub")), taesd,
-                    dirs_exist_ok=True)  # fmt: skip
+    shutil.copytree(
+        write_tiny_decoder_standin(tmp_path_factory.mktemp("taesd-hub")), taesd, dirs_exist_ok=True
+    )
     for extra in ("taesd_decoder.pth", "taesd_encoder.pth", "diffusion_pytorch_model.bin"):
         (taesd / extra).write_bytes(b"not needed by a diffusers load")
     repos[TAESD] = (taesd, "7" * 40)
@@ -73,21 +74,33 @@ _LAUNCH = (
 
 def cli(hub, home: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=hub.url, HF_HOME=str(home),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5",
-               HF_HUB_DISABLE_XET="1")  # fmt: skip
+    env.update(
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_ETAG_TIMEOUT="5",
+        HF_HUB_DISABLE_XET="1",
+    )
     if token:
         env["HF_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-c", _LAUNCH, "models", *args],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def snapshot_files(home: Path, repo_id: str) -> set[str]:
     snapshots = home / "hub" / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    return {p.relative_to(s).as_posix() for s in snapshots.iterdir() for p in s.rglob("*")
-            if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(s).as_posix()
+        for s in snapshots.iterdir()
+        for p in s.rglob("*")
+        if p.is_file()
+    }
 
 
 def expected(folder: Path, *, variant: str | None, skip: tuple[str, ...] = ()) -> set[str]:
@@ -154,8 +167,9 @@ def test_pull_sd15_fetches_only_what_the_pipeline_needs_and_lists_it(hub, served
     )
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
-    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert loaded.stdout.strip() == "StableDiffusionPipeline", loaded.stderr[-2000:]
 
 
@@ -178,8 +192,10 @@ def test_pull_for_cuda_takes_fp16_and_small_sd_falls_back_to_bin(hub, served, tm
 
 def test_an_interrupted_pull_resumes_and_fetches_only_the_rest(hub, served, tmp_path):
     folder = served[SD15][0]
-    big = max((p for p in folder.rglob("*.safetensors") if ".fp16." not in p.name
-               and p.parent != folder), key=lambda p: p.stat().st_size)  # fmt: skip
+    big = max(
+        (p for p in folder.rglob("*.safetensors") if ".fp16." not in p.name and p.parent != folder),
+        key=lambda p: p.stat().st_size,
+    )
     name = big.relative_to(folder).as_posix()
     half = big.stat().st_size // 2
     # Cut once: huggingface_hub resumes in the same run with a Range request from the cut.
@@ -255,18 +271,35 @@ def test_sharded_weights_take_their_index_of_the_same_variant():
     from models.hub import needed_files
 
     enc = "text_encoder/"
-    files = ["model_index.json", "README.md", enc + "config.json",
-             enc + "model-00001-of-00002.safetensors", enc + "model-00002-of-00002.safetensors",
-             enc + "model.safetensors.index.json", enc + "model.fp16-00001-of-00002.safetensors",
-             enc + "model.fp16-00002-of-00002.safetensors", enc + "model.safetensors.index.fp16.json",
-             enc + "pytorch_model-00001-of-00002.bin", enc + "pytorch_model.bin.index.json"]  # fmt: skip
-    index = {"_class_name": "IFPipeline", "text_encoder": ["transformers", "T5EncoderModel"],
-             "safety_checker": [None, None]}  # fmt: skip
+    files = [
+        "model_index.json",
+        "README.md",
+        enc + "config.json",
+        enc + "model-00001-of-00002.safetensors",
+        enc + "model-00002-of-00002.safetensors",
+        enc + "model.safetensors.index.json",
+        enc + "model.fp16-00001-of-00002.safetensors",
+        enc + "model.fp16-00002-of-00002.safetensors",
+        enc + "model.safetensors.index.fp16.json",
+        enc + "pytorch_model-00001-of-00002.bin",
+        enc + "pytorch_model.bin.index.json",
+    ]
+    index = {
+        "_class_name": "IFPipeline",
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "safety_checker": [None, None],
+    }
     assert set(needed_files(IF1, files, index, variant="fp16")) == {
-        "model_index.json", enc + "config.json", enc + "model.fp16-00001-of-00002.safetensors",
-        enc + "model.fp16-00002-of-00002.safetensors", enc + "model.safetensors.index.fp16.json",
-    }  # fmt: skip
+        "model_index.json",
+        enc + "config.json",
+        enc + "model.fp16-00001-of-00002.safetensors",
+        enc + "model.fp16-00002-of-00002.safetensors",
+        enc + "model.safetensors.index.fp16.json",
+    }
     assert set(needed_files(IF1, files, index, variant=None)) == {
-        "model_index.json", enc + "config.json", enc + "model-00001-of-00002.safetensors",
-        enc + "model-00002-of-00002.safetensors", enc + "model.safetensors.index.json",
-    }  # fmt: skip
+        "model_index.json",
+        enc + "config.json",
+        enc + "model-00001-of-00002.safetensors",
+        enc + "model-00002-of-00002.safetensors",
+        enc + "model.safetensors.index.json",
+    }

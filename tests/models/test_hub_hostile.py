@@ -21,8 +21,12 @@ from tests.models.test_hub import SD15, cli
 pytestmark = pytest.mark.slow
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 SHA = "a" * 40
-INDEX = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-         "safety_checker": [None, None], "requires_safety_checker": True}  # fmt: skip
+INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "safety_checker": [None, None],
+    "requires_safety_checker": True,
+}
 
 
 def tiny_repo(folder: Path, index: bytes | None = None) -> Path:
@@ -88,10 +92,15 @@ def test_a_broken_model_index_is_one_error_line(tmp_path, index, says):
 
 @pytest.mark.parametrize(
     "body",
-    [b"garbage", b"[]", b'{"sha": 5, "siblings": "x"}', b'{"sha": "' + SHA.encode() + b'", '
-     b'"siblings": [{"rfilename": 7}]}', b'{"siblings": [{"rfilename": "model_index.json"}]}'],
+    [
+        b"garbage",
+        b"[]",
+        b'{"sha": 5, "siblings": "x"}',
+        b'{"sha": "' + SHA.encode() + b'", "siblings": [{"rfilename": 7}]}',
+        b'{"siblings": [{"rfilename": "model_index.json"}]}',
+    ],
     ids=["not-json", "a-list", "wrong-types", "name-not-a-string", "no-sha"],
-)  # fmt: skip
+)
 def test_garbage_model_info_is_one_error_line(hub, tmp_path, body):
     hub.info_body[SD15] = body
     line = one_error_line(pull(hub, tmp_path)[0])
@@ -101,10 +110,16 @@ def test_garbage_model_info_is_one_error_line(hub, tmp_path, body):
 
 @pytest.mark.parametrize(
     "name",
-    ["../../escaped.json", "/tmp/escaped.json", "unet/../../escaped.json", "unet\\..\\x.json",
-     "x" * 100_000, "unet/\x1b]0;title\x07.json"],
+    [
+        "../../escaped.json",
+        "/tmp/escaped.json",
+        "unet/../../escaped.json",
+        "unet\\..\\x.json",
+        "x" * 100_000,
+        "unet/\x1b]0;title\x07.json",
+    ],
     ids=["dotdot", "absolute", "dotdot-inside", "backslash", "100-KB", "control-chars"],
-)  # fmt: skip
+)
 def test_unsafe_file_names_are_refused_before_any_download(hub, tmp_path, name):
     hub.extra_siblings[SD15] = [name]
     line = one_error_line(pull(hub, tmp_path / "home")[0])

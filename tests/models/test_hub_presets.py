@@ -66,8 +66,9 @@ def test_standins_are_laid_out_as_huggingface_hub_downloads(standin_hub: Path) -
             assert index["_class_name"] == repo.pipeline_class
             # Snapshot files are links into content-addressed blobs, as huggingface_hub makes.
             weights = [p for p in snapshot.rglob("*") if p.suffix in (".safetensors", ".bin")]
-            assert weights and all(p.is_symlink() and p.resolve().parent.name == "blobs"
-                                   for p in weights)  # fmt: skip
+            assert weights and all(
+                p.is_symlink() and p.resolve().parent.name == "blobs" for p in weights
+            )
             assert any(".fp16." in p.name for p in weights) == ("fp16" in repo.variants)
             assert all(p.suffix == ".bin" for p in weights) == (repo.weights == "bin")
     small = repo_folder(standin_hub, PRESETS["small-sd"].repo_id) / "snapshots"
@@ -148,8 +149,9 @@ def test_deepfloyd_if_runs_stage_one_then_stage_two_loaded_one_at_a_time(
     def spying_load(pipeline_class, repo_id, **kwargs):
         # What is still alive of the stages loaded before this one.
         alive_before = [ref() is not None for ref in alive]
-        loads.append((pipeline_class.__name__, repo_id, {"alive": alive_before,
-                                                         "kwargs": sorted(kwargs)}))  # fmt: skip
+        loads.append(
+            (pipeline_class.__name__, repo_id, {"alive": alive_before, "kwargs": sorted(kwargs)})
+        )
         pipe = real_load(pipeline_class, repo_id, **kwargs)
         alive.append(weakref.ref(pipe))
         return pipe

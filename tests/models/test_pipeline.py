@@ -415,9 +415,10 @@ def test_the_embedded_model_ignores_negative_prompts(runner: DiffusersRunner) ->
     assert resolve_model("sd15").negative_prompts is True
     plain = runner(params(), [ImageSpec("jazz drive", seed=5)], RecordingControl())
     negative = runner(
-        params(), [ImageSpec("jazz drive", negative_prompt="blurry, watermark", seed=5)],
+        params(),
+        [ImageSpec("jazz drive", negative_prompt="blurry, watermark", seed=5)],
         RecordingControl(),
-    )  # fmt: skip
+    )
     assert plain[0].image.tobytes() == negative[0].image.tobytes()
     assert negative[0].spec.negative_prompt == "blurry, watermark"  # the request is unchanged
 

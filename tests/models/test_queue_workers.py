@@ -226,8 +226,12 @@ async def test_the_bots_warm_up_compiles_every_bucket_on_every_worker(tmp_path):
     from bot.app.storage import Storage
 
     first, second = FakeRunner(), FakeRunner()
-    settings = Settings(_env_file=None, optimizations="compile=on", default_model="embedded",
-                        db_path=tmp_path / "db.sqlite")  # fmt: skip
+    settings = Settings(
+        _env_file=None,
+        optimizations="compile=on",
+        default_model="embedded",
+        db_path=tmp_path / "db.sqlite",
+    )
     queue = await started_queue([first, second], max_batch=4)
     try:
         with Storage(settings.db_path) as storage:

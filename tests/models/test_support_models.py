@@ -103,21 +103,48 @@ def test_a_missing_support_model_names_itself_and_the_command_that_fetches_it(
 
 def test_transformers_repos_fetch_configs_tokenizer_and_one_weights_format() -> None:
     # The real repositories' top-level files (their pages on the hub), other frameworks included.
-    clip = ["config.json", "flax_model.msgpack", "merges.txt", "model.safetensors",
-            "preprocessor_config.json", "pytorch_model.bin", "special_tokens_map.json",
-            "tf_model.h5", "tokenizer.json", "tokenizer_config.json", "vocab.json", "README.md",
-            ".gitattributes"]  # fmt: skip
+    clip = [
+        "config.json",
+        "flax_model.msgpack",
+        "merges.txt",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "pytorch_model.bin",
+        "special_tokens_map.json",
+        "tf_model.h5",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "README.md",
+        ".gitattributes",
+    ]
     assert needed_transformers_files(clip) == [
-        "config.json", "merges.txt", "preprocessor_config.json", "special_tokens_map.json",
-        "tokenizer.json", "tokenizer_config.json", "vocab.json", "model.safetensors",
-    ]  # fmt: skip
-    gpt = ["config.json", "merges.txt", "pytorch_model.bin", "training_args.bin", "vocab.json",
-           "tokenizer_config.json"]  # fmt: skip
+        "config.json",
+        "merges.txt",
+        "preprocessor_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "model.safetensors",
+    ]
+    gpt = [
+        "config.json",
+        "merges.txt",
+        "pytorch_model.bin",
+        "training_args.bin",
+        "vocab.json",
+        "tokenizer_config.json",
+    ]
     assert needed_transformers_files(gpt)[-1] == "pytorch_model.bin"
     assert "training_args.bin" not in needed_transformers_files(gpt)
-    sharded = ["config.json", "model-00001-of-00002.safetensors",
-               "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-               "pytorch_model.bin"]  # fmt: skip
+    sharded = [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+    ]
     assert needed_transformers_files(sharded) == ["config.json", *sharded[1:4]]
 
 
@@ -194,9 +221,27 @@ def test_eval_study_computes_the_clip_score_when_clip_is_cached(
         lines.append(json.dumps({"file_name": f"{i}.png", "text": f"a {colour} cover"}))
     (split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("HF_HUB_CACHE", str(support_hub))
-    args = ["study", "--test", str(split), "--models", "embedded", "--size", "64", "--steps", "2",
-            "--bootstrap", "5", "--fid-resamples", "3", "--inception", str(tiny_inception),
-            "--device", "cpu", "--cache-dir", str(cache_dir)]  # fmt: skip
+    args = [
+        "study",
+        "--test",
+        str(split),
+        "--models",
+        "embedded",
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "5",
+        "--fid-resamples",
+        "3",
+        "--inception",
+        str(tiny_inception),
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     assert eval_main([*args, "--out", str(tmp_path / "with")]) == 0
     row = json.loads((tmp_path / "with" / "results.json").read_text())["models"][0]
     assert row["clip_score"]["model"] == "openai/clip-vit-large-patch14"

@@ -23,10 +23,19 @@ def data(tmp_path_factory) -> Path:
 
 def _config(data: Path, out: Path, cover_steps: int) -> ConvergeConfig:
     return ConvergeConfig(
-        data=str(data), out=str(out), vae_steps=2, vae_batch_size=2, generic_steps=1,
-        generic_images=4, cover_steps=cover_steps, batch_size=2, warmup_steps=2,
-        checkpoint_every=1, snapshot_every=2, log_every=1,
-    )  # fmt: skip
+        data=str(data),
+        out=str(out),
+        vae_steps=2,
+        vae_batch_size=2,
+        generic_steps=1,
+        generic_images=4,
+        cover_steps=cover_steps,
+        batch_size=2,
+        warmup_steps=2,
+        checkpoint_every=1,
+        snapshot_every=2,
+        log_every=1,
+    )
 
 
 def test_a_run_given_more_steps_ends_where_one_long_run_ends(data: Path, tmp_path: Path) -> None:

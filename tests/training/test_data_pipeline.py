@@ -224,8 +224,10 @@ def test_at_the_cut_takes_the_nearest_pairs_on_each_side(scores, threshold, k) -
 
 def captioned(tmp_path: Path) -> Path:
     folder = image_folder(tmp_path / "covers")
-    lines = [json.dumps({"file_name": f"{i:02d}-{c}.png", "text": f"a {c} square cover", "genre": "x"})
-             for i, c in enumerate(COLOURS)]  # fmt: skip
+    lines = [
+        json.dumps({"file_name": f"{i:02d}-{c}.png", "text": f"a {c} square cover", "genre": "x"})
+        for i, c in enumerate(COLOURS)
+    ]
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 

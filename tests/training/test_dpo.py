@@ -82,18 +82,26 @@ PARAMS = StoredParams(width=64, height=64, steps=4, guidance=1.0)
 
 def _cover(storage: Storage, folder: Path, name: str, prompts: list[str], guild: str = "g1") -> str:
     request_id = storage.record_request(
-        source="discord", user_id="requester", playlist_id=f"pl-{name}", playlist_name=name,
-        model="embedded", params=PARAMS, prompts=[], guild_id=guild,
-    )  # fmt: skip
+        source="discord",
+        user_id="requester",
+        playlist_id=f"pl-{name}",
+        playlist_name=name,
+        model="embedded",
+        params=PARAMS,
+        prompts=[],
+        guild_id=guild,
+    )
     candidates = []
     for index, prompt in enumerate(prompts, 1):
         png = folder / f"{name}-{index}.png"
         Image.new("RGB", (16, 16), (index * 50, 10, 0)).save(png)
-        candidates.append(CandidateRecord(request_id, index, prompt, "", 100 + index, str(png),
-                                          None))  # fmt: skip
+        candidates.append(
+            CandidateRecord(request_id, index, prompt, "", 100 + index, str(png), None)
+        )
     storage.add_candidates(request_id, candidates)
-    storage.register_cover_message(message_id=f"m-{name}", channel_id="c", request_id=request_id,
-                                   candidate_count=len(prompts))  # fmt: skip
+    storage.register_cover_message(
+        message_id=f"m-{name}", channel_id="c", request_id=request_id, candidate_count=len(prompts)
+    )
     return f"m-{name}"
 
 
@@ -141,8 +149,17 @@ def test_pairs_follow_the_rule_on_a_known_vote_table(vote_db, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Exported 5 pairs from 3 votes" in printed and "1 prompt, 1 tie" in printed
     rows = _pairs(out)
-    got = [(r["message_id"], r["winner_index"], r["loser_index"], r["winner_votes"],
-            r["loser_votes"], r["margin"]) for r in rows]  # fmt: skip
+    got = [
+        (
+            r["message_id"],
+            r["winner_index"],
+            r["loser_index"],
+            r["winner_votes"],
+            r["loser_votes"],
+            r["margin"],
+        )
+        for r in rows
+    ]
     assert got == [
         ("m-tied", 2, 1, 3, 0, 3),
         ("m-tied", 2, 3, 3, 1, 2),  # 4 tied with the winner: no pair
@@ -164,16 +181,21 @@ def test_min_margin_and_the_date_range_select_votes(vote_db, tmp_path):
 
     strict = export_pairs(vote_db, tmp_path / "strict", min_margin=2, guild_id="g1")
     assert [(r["message_id"], r["loser_index"]) for r in _pairs(tmp_path / "strict")] == [
-        ("m-tied", 1), ("m-tied", 3), ("m-mix", 3)
-    ]  # fmt: skip
+        ("m-tied", 1),
+        ("m-tied", 3),
+        ("m-mix", 3),
+    ]
     assert strict.skipped == {"tie": 1, "margin": 2, "prompt": 1}
     # The clock moves a minute per stamp; find the closing times and cut between them.
     with Storage(vote_db) as storage:
-        closed = {v.message.message_id: datetime.fromisoformat(v.message.closed_at)
-                  for v in storage.closed_votes()[0]}  # fmt: skip
+        closed = {
+            v.message.message_id: datetime.fromisoformat(v.message.closed_at)
+            for v in storage.closed_votes()[0]
+        }
     assert set(closed) == {"m-tied", "m-single", "m-mix", "m-elsewhere"}  # deleted: never
-    window = export_pairs(vote_db, tmp_path / "window", since=closed["m-single"],
-                          until=closed["m-mix"])  # fmt: skip
+    window = export_pairs(
+        vote_db, tmp_path / "window", since=closed["m-single"], until=closed["m-mix"]
+    )
     assert {r["message_id"] for r in _pairs(tmp_path / "window")} == {"m-single"}
     assert window.votes == 1
 
@@ -205,8 +227,14 @@ def pairs_dir(tmp_path_factory) -> Path:
         for side, level in (("w", 200), ("l", 40)):
             pixels = np.clip(level + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype("uint8")
             Image.fromarray(pixels).save(out / "images" / f"{i}{side}.png")
-        rows.append({"text": f"jazz mix {i} playlist cover image", "winner_file": f"images/{i}w.png",
-                     "loser_file": f"images/{i}l.png", "margin": 1 + i % 2})  # fmt: skip
+        rows.append(
+            {
+                "text": f"jazz mix {i} playlist cover image",
+                "winner_file": f"images/{i}w.png",
+                "loser_file": f"images/{i}l.png",
+                "margin": 1 + i % 2,
+            }
+        )
     (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
 
@@ -214,9 +242,19 @@ def pairs_dir(tmp_path_factory) -> Path:
 def dpo_config(data: Path, out: Path, cache_dir: Path, **overrides):
     from training.dpo import DPOConfig
 
-    values = dict(data=str(data), out=str(out), cache_dir=str(cache_dir), resolution=32,
-                  train_batch_size=2, max_train_steps=4, checkpointing_steps=2, seed=7,
-                  beta=500.0, learning_rate=1e-2, lora_rank=2)  # fmt: skip
+    values = dict(
+        data=str(data),
+        out=str(out),
+        cache_dir=str(cache_dir),
+        resolution=32,
+        train_batch_size=2,
+        max_train_steps=4,
+        checkpointing_steps=2,
+        seed=7,
+        beta=500.0,
+        learning_rate=1e-2,
+        lora_rank=2,
+    )
     return DPOConfig(**(values | overrides))
 
 
@@ -252,9 +290,17 @@ def test_dpo_lora_loads_as_cover_loads_it_and_learns_the_preference(
     from models.registry import load_pipeline, resolve_model
     from training.dpo import train_dpo
 
-    result = train_dpo(dpo_config(pairs_dir, tmp_path / "run", cache_dir, max_train_steps=12,
-                                  checkpointing_steps=0, validation_prompts=[CAPTION],
-                                  validation_inference_steps=2))  # fmt: skip
+    result = train_dpo(
+        dpo_config(
+            pairs_dir,
+            tmp_path / "run",
+            cache_dir,
+            max_train_steps=12,
+            checkpointing_steps=0,
+            validation_prompts=[CAPTION],
+            validation_inference_steps=2,
+        )
+    )
     losses = [h["loss"] for h in result.report["history"]]
     assert np.mean(losses[-4:]) < math.log(2) - 0.01, losses
     assert (tmp_path / "run" / "samples" / "step-000012" / "1.png").is_file()
@@ -263,8 +309,12 @@ def test_dpo_lora_loads_as_cover_loads_it_and_learns_the_preference(
         pipe = load_pipeline(
             resolve_model("embedded", lora=lora), device="cpu", cache_dir=cache_dir
         )
-        out = pipe(CAPTION, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
-                   output_type="np")  # fmt: skip
+        out = pipe(
+            CAPTION,
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
         return out.images[0]
 
     assert np.abs(image(str(result.output)) - image(None)).max() > 1e-4
@@ -273,9 +323,17 @@ def test_dpo_lora_loads_as_cover_loads_it_and_learns_the_preference(
 def test_full_dpo_writes_a_model_folder(pairs_dir, tmp_path, cache_dir, embedded_model_dir):
     from training.dpo import train_dpo
 
-    result = train_dpo(dpo_config(pairs_dir, tmp_path / "full", cache_dir, method="full",
-                                  max_train_steps=2, checkpointing_steps=0,
-                                  learning_rate=1e-4))  # fmt: skip
+    result = train_dpo(
+        dpo_config(
+            pairs_dir,
+            tmp_path / "full",
+            cache_dir,
+            method="full",
+            max_train_steps=2,
+            checkpointing_steps=0,
+            learning_rate=1e-4,
+        )
+    )
     assert (result.output / "model_index.json").is_file()
     assert result.report["method"] == "full"
 
@@ -328,8 +386,10 @@ def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
     assert shares == pytest.approx([0.042, 0.844, 0.114], abs=0.03)
     assert pick_winner({1: 2, 2: 3, 3: 3}) == 2 and pick_winner({1: 0, 2: 0}) is None
     assert win_shares(np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.5])).tolist() == [
-        1.0, 0.0, 0.5
-    ]  # fmt: skip
+        1.0,
+        0.0,
+        0.5,
+    ]
 
 
 def test_the_control_swaps_about_half_the_pairs_and_still_loads(pairs_dir, tmp_path):
@@ -383,10 +443,16 @@ def test_kto_reads_each_voted_candidate_once_liked_and_each_unvoted_one_disliked
     for name in ("w", "a", "b", "c"):
         Image.new("RGB", (8, 8)).save(tmp_path / "i" / f"{name}.png")
     rows = [  # one vote: w 3 votes, a 1, b and c none
-        {"text": "t", "winner_file": "i/w.png", "loser_file": f"i/{x}.png", "margin": 3 - v,
-         "winner_votes": 3, "loser_votes": v}
+        {
+            "text": "t",
+            "winner_file": "i/w.png",
+            "loser_file": f"i/{x}.png",
+            "margin": 3 - v,
+            "winner_votes": 3,
+            "loser_votes": v,
+        }
         for x, v in (("a", 1), ("b", 0), ("c", 0))
-    ]  # fmt: skip
+    ]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = {item.image.name: item.liked for item in load_labelled(tmp_path)}
     assert items == {"w.png": True, "a.png": True, "b.png": False, "c.png": False}
@@ -395,10 +461,31 @@ def test_kto_reads_each_voted_candidate_once_liked_and_each_unvoted_one_disliked
 def test_kto_trains_from_the_same_export_and_says_what_it_learnt_from(
     pairs_dir, tmp_path, cache_dir, embedded_model_dir, capsys
 ):
-    argv = ["kto", "--data", str(pairs_dir), "--out", str(tmp_path / "kto"), "--cache-dir",
-            str(cache_dir), "--resolution", "32", "--train-batch-size", "4",
-            "--max-train-steps", "8", "--checkpointing-steps", "0", "--seed", "7",
-            "--beta", "500", "--learning-rate", "1e-2", "--lora-rank", "2"]  # fmt: skip
+    argv = [
+        "kto",
+        "--data",
+        str(pairs_dir),
+        "--out",
+        str(tmp_path / "kto"),
+        "--cache-dir",
+        str(cache_dir),
+        "--resolution",
+        "32",
+        "--train-batch-size",
+        "4",
+        "--max-train-steps",
+        "8",
+        "--checkpointing-steps",
+        "0",
+        "--seed",
+        "7",
+        "--beta",
+        "500",
+        "--learning-rate",
+        "1e-2",
+        "--lora-rank",
+        "2",
+    ]
     assert main(argv) == 0
     assert "KTO: 8 steps on 6 liked and 6 disliked images" in capsys.readouterr().out
     report = json.loads((tmp_path / "kto" / "training_report.json").read_text())
@@ -412,8 +499,14 @@ def test_kto_without_both_kinds_of_image_is_one_line(tmp_path, capsys):
     (tmp_path / "i").mkdir()
     for name in ("w", "l"):
         Image.new("RGB", (8, 8)).save(tmp_path / "i" / f"{name}.png")
-    row = {"text": "t", "winner_file": "i/w.png", "loser_file": "i/l.png", "margin": 1,
-           "winner_votes": 2, "loser_votes": 1}  # fmt: skip
+    row = {
+        "text": "t",
+        "winner_file": "i/w.png",
+        "loser_file": "i/l.png",
+        "margin": 1,
+        "winner_votes": 2,
+        "loser_votes": 1,
+    }
     (tmp_path / "pairs.jsonl").write_text(json.dumps(row) + "\n")
     assert main(["kto", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "KTO needs liked and disliked images" in capsys.readouterr().err
@@ -442,9 +535,16 @@ def test_the_miniature_trains_dpo_kto_and_the_control_over_seeds(
 
     monkeypatch.setenv("COVER_CACHE_DIR", str(cache_dir))
     config = MiniatureConfig(
-        out=tmp_path / "mini", vote_counts=(3, 6), held_out=4, real_covers=6, steps=2,
-        batch_pairs=2, seeds=2, resamples=50, inception=str(tiny_inception),
-    )  # fmt: skip
+        out=tmp_path / "mini",
+        vote_counts=(3, 6),
+        held_out=4,
+        real_covers=6,
+        steps=2,
+        batch_pairs=2,
+        seeds=2,
+        resamples=50,
+        inception=str(tiny_inception),
+    )
     results = run(config, log=lambda *_: None)
     row = results["win_rate_by_votes"][-1]
     for objective in ("dpo", "kto"):

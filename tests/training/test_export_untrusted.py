@@ -21,8 +21,11 @@ def _rename_request(db: Path, old_id: str, new_id: str) -> None:
     """What a hand-edited or hostile database holds: an id that is a path."""
     with sqlite3.connect(db) as raw:
         raw.execute("PRAGMA foreign_keys = OFF")
-        for table, column in (("requests", "id"), ("candidates", "request_id"),
-                              ("cover_messages", "request_id")):  # fmt: skip
+        for table, column in (
+            ("requests", "id"),
+            ("candidates", "request_id"),
+            ("cover_messages", "request_id"),
+        ):
             raw.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [new_id, old_id])
 
 
@@ -68,8 +71,9 @@ def test_two_posts_of_one_request_give_the_last_posts_pairs_only(tmp_path, capsy
     with Storage(db, now=_clock(datetime(2026, 3, 1, tzinfo=UTC))) as storage:
         first = _cover(storage, tmp_path, "twice", [CAPTION] * 2)
         request_id = storage.cover_message(first).request_id
-        storage.register_cover_message(message_id="m-again", channel_id="c",
-                                       request_id=request_id, candidate_count=2)  # fmt: skip
+        storage.register_cover_message(
+            message_id="m-again", channel_id="c", request_id=request_id, candidate_count=2
+        )
         _votes(storage, first, [1, 1])  # 1 > 2 on the first post
         storage.close_vote(first, winner=1, reason="requester")
         _votes(storage, "m-again", [2, 2, 2])  # 2 > 1 on the later one

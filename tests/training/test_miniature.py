@@ -59,9 +59,7 @@ def test_every_stage_leaves_its_result(quick_run: tuple[MiniatureConfig, dict]) 
             assert Path(trained["base"]) == out / f"baseline/seed{k}/model"
     arms = [f"{ARMS[arm][0]} seed {k}" for arm in ARMS for k in range(2)]
     pretrains = [f"pretrain seed {k}" for k in range(2)]
-    assert set(summary["seconds"]) == {
-        "dataset", *pretrains, *arms, "validate", "study", "samples"
-    }  # fmt: skip
+    assert set(summary["seconds"]) == {"dataset", *pretrains, *arms, "validate", "study", "samples"}
     assert set(summary["study"]) == {BASELINE, FULL, FULL_UNET, LORA}
     for row in summary["study"].values():
         assert row["seeds"] == 2  # the baseline has its training seeds too
@@ -169,8 +167,11 @@ def test_publish_copies_the_results_with_relative_paths(
     names = {str(path.relative_to(docs)) for path in written}
     assert {"miniature.json", "report.md", "results.json", "chart.png", "samples.png"} <= names
     assert {"validation/report.md", "validation/results.json"} <= names
-    assert {f"training/{run}-seed{k}.json" for run in ("baseline", "full", "full-unet", "lora")
-            for k in range(2)} <= names  # fmt: skip
+    assert {
+        f"training/{run}-seed{k}.json"
+        for run in ("baseline", "full", "full-unet", "lora")
+        for k in range(2)
+    } <= names
     assert not (docs / "training" / "stale-seed9.json").exists()
     for path in docs.rglob("*.json"):
         text = path.read_text()

@@ -209,8 +209,9 @@ def test_the_last_training_step_hides_the_image_completely() -> None:
     last = torch.tensor([config.num_train_timesteps - 1])
     noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     red, blue = torch.full_like(noise, 2.0), torch.full_like(noise, -2.0)
-    for scheduler, leaks in ((DDPMScheduler.from_config(config), False),
-                             (DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                            beta_end=0.012), True)):  # fmt: skip
+    for scheduler, leaks in (
+        (DDPMScheduler.from_config(config), False),
+        (DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012), True),
+    ):
         gap = scheduler.add_noise(red, noise, last) - scheduler.add_noise(blue, noise, last)
         assert (gap.abs().max() > 0.1) == leaks

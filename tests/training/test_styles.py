@@ -51,16 +51,48 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
     # 2. The CLIP filter (the stand-in's random cosines are no basis for seed 003's 0.2: keep all
     #    here; tests/training/test_data_pipeline.py checks the cut itself).
     for style in ("ember", "tide"):
-        code = main(["clip-filter", str(raw / style), "--out", str(kept / style), "--threshold", "-1", "--device", "cpu"])  # fmt: skip
+        code = main(
+            [
+                "clip-filter",
+                str(raw / style),
+                "--out",
+                str(kept / style),
+                "--threshold",
+                "-1",
+                "--device",
+                "cpu",
+            ]
+        )
         assert code == 0
     assert len((kept / "ember" / "metadata.jsonl").read_text().splitlines()) == 6
     capsys.readouterr()
 
     # 3. One LoRA per style, the paper's preset with a CPU-sized run on top.
-    train = ["styles", "--data", str(kept), "--out", str(runs), "--preset", "seed003",
-             "--base", "embedded", "--method", "lora", "--resolution", "64",
-             "--max-train-steps", "2", "--checkpointing-steps", "0", "--seed", "0",
-             "--test-share", "0.34", "--cache-dir", str(cache_dir)]  # fmt: skip
+    train = [
+        "styles",
+        "--data",
+        str(kept),
+        "--out",
+        str(runs),
+        "--preset",
+        "seed003",
+        "--base",
+        "embedded",
+        "--method",
+        "lora",
+        "--resolution",
+        "64",
+        "--max-train-steps",
+        "2",
+        "--checkpointing-steps",
+        "0",
+        "--seed",
+        "0",
+        "--test-share",
+        "0.34",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     assert main(train) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "[1/2] ember: training" in out and "[2/2] tide: training" in out
@@ -68,8 +100,14 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
     assert summary["preset"] == "seed003" and set(summary["styles"]) == {"ember", "tide"}
     for record in summary["styles"].values():
         assert Path(record["output"]).is_file() and record["steps"] == 2
-        train_names = {json.loads(line)["file_name"] for line in Path(record["train"], "metadata.jsonl").read_text().splitlines()}  # fmt: skip
-        test_names = {json.loads(line)["file_name"] for line in Path(record["test"], "metadata.jsonl").read_text().splitlines()}  # fmt: skip
+        train_names = {
+            json.loads(line)["file_name"]
+            for line in Path(record["train"], "metadata.jsonl").read_text().splitlines()
+        }
+        test_names = {
+            json.loads(line)["file_name"]
+            for line in Path(record["test"], "metadata.jsonl").read_text().splitlines()
+        }
         assert train_names and len(test_names) >= 2 and not train_names & test_names
         assert len(train_names | test_names) == 6
     report = json.loads((runs / "ember" / "run" / "training_report.json").read_text())
@@ -79,9 +117,25 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
     assert "ember: trained before" in capsys.readouterr().out
 
     # 4. The study: base and both style models on each style's held-out covers.
-    study = ["style-study", "--runs", str(runs), "--size", "64", "--steps", "2", "--bootstrap", "5",
-             "--fid-resamples", "5", "--inception", str(tiny_inception), "--device", "cpu",
-             "--cache-dir", str(cache_dir)]  # fmt: skip
+    study = [
+        "style-study",
+        "--runs",
+        str(runs),
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "5",
+        "--fid-resamples",
+        "5",
+        "--inception",
+        str(tiny_inception),
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     assert main(study) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "# One model per style" in printed
@@ -89,7 +143,9 @@ def test_caption_filter_train_and_study_from_the_docs_commands(
     assert matrix["models"] == ["base embedded", "ember model", "tide model"]
     for metric in ("kid", "clip_score"):
         for label in matrix["models"]:
-            assert all(isinstance(matrix["metrics"][metric][label][s], float) for s in ("ember", "tide")), (metric, label)  # fmt: skip
+            assert all(
+                isinstance(matrix["metrics"][metric][label][s], float) for s in ("ember", "tide")
+            ), (metric, label)
     assert set(matrix["verdicts"]) == {"ember", "tide"}
     assert all(v["own_beats_base"] in (True, False) for v in matrix["verdicts"].values())
     for style in ("ember", "tide"):
@@ -137,7 +193,11 @@ def test_the_split_is_stable_and_never_leaves_a_side_empty(tmp_path: Path) -> No
         return {json.loads(line)["file_name"] for line in lines}
 
     test, train = read(style.test), read(style.train)
-    assert test == {f"cover-{i:02d}.png" for i in range(12) if in_test_split(f"cover-{i:02d}.png", 0.25, 3)} or len(test) == 2  # fmt: skip
+    assert (
+        test
+        == {f"cover-{i:02d}.png" for i in range(12) if in_test_split(f"cover-{i:02d}.png", 0.25, 3)}
+        or len(test) == 2
+    )
     assert not test & train and len(test | train) == 12
     assert all((style.test / name).is_file() for name in test)
     again = split_style(source, tmp_path / "again", share=0.25, seed=3)
@@ -178,14 +238,21 @@ def test_the_loop_checks_every_style_before_training_and_refuses_its_own_options
 
 def test_style_matrix_reads_each_column_and_says_who_wins() -> None:
     def result(kids: dict[str, float]) -> dict:
-        return {"models": [{"label": k, "kid": {"value": v}, "clip_score": {"skipped": "no"}} for k, v in kids.items()]}  # fmt: skip
+        return {
+            "models": [
+                {"label": k, "kid": {"value": v}, "clip_score": {"skipped": "no"}}
+                for k, v in kids.items()
+            ]
+        }
 
     labels = ["base embedded", "a model", "b model"]
     matrix = style_matrix(
-        {"a": result({"base embedded": 0.5, "a model": 0.1, "b model": 0.3}),
-         "b": result({"base embedded": 0.2, "a model": 0.4, "b model": 0.3})},
+        {
+            "a": result({"base embedded": 0.5, "a model": 0.1, "b model": 0.3}),
+            "b": result({"base embedded": 0.2, "a model": 0.4, "b model": 0.3}),
+        },
         labels,
-    )  # fmt: skip
+    )
     assert matrix["verdicts"]["a"] == {
         "own_kid": 0.1,
         "best_model": "a model",

@@ -405,9 +405,13 @@ def test_dataset_formats_and_their_errors(tmp_path, monkeypatch):
 def test_augmentation_and_order_are_fixed_by_seed_epoch_and_index():
     image = Image.fromarray((np.arange(60 * 40 * 3) % 251).astype("uint8").reshape(40, 60, 3))
     crops = [
-        np.asarray(prepare_image(image, resolution=32, center_crop=False, flip=True, rng=sample_rng(1, e, 5)))
+        np.asarray(
+            prepare_image(
+                image, resolution=32, center_crop=False, flip=True, rng=sample_rng(1, e, 5)
+            )
+        )
         for e in (0, 0, 1, 2, 3)
-    ]  # fmt: skip
+    ]
     assert np.array_equal(crops[0], crops[1])
     assert any(not np.array_equal(crops[0], c) for c in crops[2:])
     sampler = EpochShuffle(10, seed=4)

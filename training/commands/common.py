@@ -70,8 +70,13 @@ def quiet_diffusers() -> None:
 def print_dropped(malformed: int, superseded: int) -> None:
     """The rows an export left out, counted (training/export.py says why each is dropped)."""
     if malformed:
-        print(f"{malformed} vote(s) had malformed rows in the database and were skipped.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{malformed} vote(s) had malformed rows in the database and were skipped.",
+            file=sys.stderr,
+        )
     if superseded:
-        print(f"{superseded} earlier post(s) of a request posted again were left out "
-              "(the last closed post of a request counts).", file=sys.stderr)  # fmt: skip
+        print(
+            f"{superseded} earlier post(s) of a request posted again were left out "
+            "(the last closed post of a request counts).",
+            file=sys.stderr,
+        )

@@ -66,7 +66,12 @@ def collect_parser() -> argparse.ArgumentParser:
         default=defaults.max_wait_s,
         help=f"longest Retry-After waited out, seconds (default {defaults.max_wait_s:.0f}); a longer one stops the run, resumable",
     )
-    parser.add_argument(ACK_FLAG, dest="acknowledged", action="store_true", help="you have read the warning above and take that decision")  # fmt: skip
+    parser.add_argument(
+        ACK_FLAG,
+        dest="acknowledged",
+        action="store_true",
+        help="you have read the warning above and take that decision",
+    )
     return parser
 
 
@@ -133,7 +138,7 @@ def run_export(argv: list[str]) -> int:
         default=None,
         help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     args = parser.parse_args(argv)
     db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
     result = export_votes(db, args.out)
@@ -160,8 +165,22 @@ def run_synthetic(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="dataset folder")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     parser.add_argument("--size", type=int, default=64, help="image size in px (default 64)")
-    parser.add_argument("--covers", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=defaults.covers, help=f"cover images per split (default {' '.join(map(str, defaults.covers))})")  # fmt: skip
-    parser.add_argument("--generic", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=defaults.generic, help=f"generic images per split (default {' '.join(map(str, defaults.generic))})")  # fmt: skip
+    parser.add_argument(
+        "--covers",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        default=defaults.covers,
+        help=f"cover images per split (default {' '.join(map(str, defaults.covers))})",
+    )
+    parser.add_argument(
+        "--generic",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        default=defaults.generic,
+        help=f"generic images per split (default {' '.join(map(str, defaults.generic))})",
+    )
     args = parser.parse_args(argv)
     if min(*args.covers, *args.generic) < 0:
         raise ValueError("image counts must be 0 or more.")
@@ -183,16 +202,42 @@ def run_caption(argv: list[str]) -> int:
         "come, so a stopped run continues. The model must be in the local Hugging Face cache "
         "(`python -m bot models pull blip`).",
     )
-    parser.add_argument("folder", type=Path, help="image folder (an existing metadata.jsonl gives the titles)")  # fmt: skip
-    parser.add_argument("--model", default=DEFAULT_CAPTION_MODEL, help=f"hub id or folder (default {DEFAULT_CAPTION_MODEL})")  # fmt: skip
-    parser.add_argument("--titles", choices=TITLE_MODES, default=defaults.titles, help="merge: '<title>, <caption>'; keep: titled images keep their title; replace: the caption only (default merge)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"images per model call (default {defaults.batch_size})")  # fmt: skip
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help=f"longest caption in tokens (default {defaults.max_new_tokens})")  # fmt: skip
+    parser.add_argument(
+        "folder", type=Path, help="image folder (an existing metadata.jsonl gives the titles)"
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_CAPTION_MODEL,
+        help=f"hub id or folder (default {DEFAULT_CAPTION_MODEL})",
+    )
+    parser.add_argument(
+        "--titles",
+        choices=TITLE_MODES,
+        default=defaults.titles,
+        help="merge: '<title>, <caption>'; keep: titled images keep their title; replace: the caption only (default merge)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"images per model call (default {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=defaults.max_new_tokens,
+        help=f"longest caption in tokens (default {defaults.max_new_tokens})",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
-    config = CaptionConfig(args.folder, model=args.model, titles=args.titles,
-                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                           device=args.device)  # fmt: skip
+    config = CaptionConfig(
+        args.folder,
+        model=args.model,
+        titles=args.titles,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+    )
     result = caption_folder(config, log_line=print)
     speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
     print(
@@ -215,17 +260,45 @@ def run_clip_filter(argv: list[str]) -> int:
     )
     parser.add_argument("data", type=Path, help="image folder with metadata.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="folder for the kept set")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"lowest cosine kept (default {DEFAULT_THRESHOLD})")  # fmt: skip
-    parser.add_argument("--model", default=None, help="CLIP hub id or folder (default openai/clip-vit-large-patch14)")  # fmt: skip
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"lowest cosine kept (default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="CLIP hub id or folder (default openai/clip-vit-large-patch14)",
+    )
     parser.add_argument("--caption-column", default="text", help="caption column (default text)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"pairs per model call (default {defaults.batch_size})")  # fmt: skip
-    parser.add_argument("--examples", type=int, default=defaults.examples, help="pairs shown on each side of the cut (default 5)")  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"pairs per model call (default {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=defaults.examples,
+        help="pairs shown on each side of the cut (default 5)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
-    config = FilterConfig(args.data, args.out, threshold=args.threshold, model=args.model,
-                          caption_column=args.caption_column, batch_size=args.batch_size,
-                          examples=args.examples, device=args.device)  # fmt: skip
+    config = FilterConfig(
+        args.data,
+        args.out,
+        threshold=args.threshold,
+        model=args.model,
+        caption_column=args.caption_column,
+        batch_size=args.batch_size,
+        examples=args.examples,
+        device=args.device,
+    )
     result = filter_pairs(config, log_line=print)
     speed = f" at {result.images_per_second:.2f} images/s" if result.images_per_second else ""
-    print(f"Scored {result.pairs} pairs{speed}; kept {result.kept} in {result.out}. Report: {result.report}")  # fmt: skip
+    print(
+        f"Scored {result.pairs} pairs{speed}; kept {result.kept} in {result.out}. Report: {result.report}"
+    )
     return 0

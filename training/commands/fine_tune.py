@@ -66,7 +66,7 @@ def presets_table() -> str:
         "  python -m training --preset seed001 --data dataset/ --base embedded --out runs/full",
         "  python -m training --preset seed001 --method lora --lora-rank 8 --data dataset/ --out runs/lora",
         "  accelerate launch --multi_gpu --num_processes 4 -m training --preset seed001 --data dataset/ --base sd15 --out runs/sd15",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -114,10 +114,19 @@ def run_styles(argv: list[str]) -> int:
     )
     parser.add_argument("--data", type=Path, required=True, help="ROOT: one subfolder per style")
     parser.add_argument("--out", type=Path, required=True, help="run folder (OUT/<style>/...)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_STYLE_PRESET, help=f"training parameters to start from (default {DEFAULT_STYLE_PRESET}, the paper's)")  # fmt: skip
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_STYLE_PRESET,
+        help=f"training parameters to start from (default {DEFAULT_STYLE_PRESET}, the paper's)",
+    )
     parser.add_argument("--styles", help="comma-separated style folders to train (default all)")
-    parser.add_argument("--test-share", type=float, default=0.2, help="share held out per style (default 0.2)")  # fmt: skip
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the hold-out split (default 0)")  # fmt: skip
+    parser.add_argument(
+        "--test-share", type=float, default=0.2, help="share held out per style (default 0.2)"
+    )
+    parser.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the hold-out split (default 0)"
+    )
     hints = typing.get_type_hints(TrainConfig)
     for spec in dataclasses.fields(TrainConfig):
         if spec.name not in ("data", "out", "resume"):
@@ -126,9 +135,15 @@ def run_styles(argv: list[str]) -> int:
     own = ("data", "out", "preset", "styles", "test_share", "split_seed")
     loop = {name: args.pop(name) for name in own}
     styles = [s.strip() for s in loop["styles"].split(",") if s.strip()] if loop["styles"] else None
-    config = StyleLoopConfig(loop["data"], loop["out"], preset=loop["preset"], train=args,
-                             styles=styles, test_share=loop["test_share"],
-                             split_seed=loop["split_seed"])  # fmt: skip
+    config = StyleLoopConfig(
+        loop["data"],
+        loop["out"],
+        preset=loop["preset"],
+        train=args,
+        styles=styles,
+        test_share=loop["test_share"],
+        split_seed=loop["split_seed"],
+    )
     quiet_diffusers()
     summary = train_styles(config, log_line=lambda line: print(line, flush=True))
     for name, record in sorted(summary["styles"].items()):
@@ -156,12 +171,30 @@ def run_style_study(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, help="image size in px (default: each model's)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: each model's)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: each model's)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per pipeline call")  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per pipeline call"
+    )
     parser.add_argument("--seed", type=int, default=0, help="prompt i uses seed+i (default 0)")
-    parser.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples (0: no intervals)")  # fmt: skip
-    parser.add_argument("--fid-resamples", type=int, default=defaults.fid_resamples, help="FID half-samples for its interval (0: none)")  # fmt: skip
-    parser.add_argument("--inception", metavar="FILE", help="Inception-v3 TorchScript file (as python -m eval)")  # fmt: skip
-    parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP for the CLIP score (default {DEFAULT_CLIP_MODEL})")  # fmt: skip
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=defaults.bootstrap,
+        help="bootstrap resamples (0: no intervals)",
+    )
+    parser.add_argument(
+        "--fid-resamples",
+        type=int,
+        default=defaults.fid_resamples,
+        help="FID half-samples for its interval (0: none)",
+    )
+    parser.add_argument(
+        "--inception", metavar="FILE", help="Inception-v3 TorchScript file (as python -m eval)"
+    )
+    parser.add_argument(
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        help=f"CLIP for the CLIP score (default {DEFAULT_CLIP_MODEL})",
+    )
     parser.add_argument("--no-clip", action="store_true", help="skip the CLIP score")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--cache-dir", type=Path, help="project cache (embedded model, features)")
@@ -169,11 +202,18 @@ def run_style_study(argv: list[str]) -> int:
     find_inception(args.inception)  # before any generation, as python -m eval study
     device = pick_device(args.device)
     config = StyleStudyConfig(
-        args.runs, limit=args.limit, size=args.size, steps=args.steps, guidance=args.guidance,
-        batch_size=args.batch_size, seed=args.seed, bootstrap=args.bootstrap,
-        fid_resamples=args.fid_resamples, device=args.device,
+        args.runs,
+        limit=args.limit,
+        size=args.size,
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        fid_resamples=args.fid_resamples,
+        device=args.device,
         cache_dir=args.cache_dir,
-    )  # fmt: skip
+    )
     quiet_diffusers()
     study_styles(
         config,

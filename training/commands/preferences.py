@@ -35,26 +35,49 @@ def run_export_pairs(argv: list[str]) -> int:
         "prompt) with their images, for 'python -m training dpo'. Ties with the winner give no "
         "pair; docs/dpo.md states the whole rule.",
     )
-    parser.add_argument("--db", type=Path, default=None,
-                        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)")  # fmt: skip
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="pairs folder to write")
-    parser.add_argument("--min-margin", type=int, default=1,
-                        help="least votes by which the winner beat the loser (default 1: a single vote counts)")  # fmt: skip
-    parser.add_argument("--since", type=moment, default=None, help="votes closed at or after this (UTC unless given)")  # fmt: skip
+    parser.add_argument(
+        "--min-margin",
+        type=int,
+        default=1,
+        help="least votes by which the winner beat the loser (default 1: a single vote counts)",
+    )
+    parser.add_argument(
+        "--since",
+        type=moment,
+        default=None,
+        help="votes closed at or after this (UTC unless given)",
+    )
     parser.add_argument("--until", type=moment, default=None, help="votes closed before this")
     parser.add_argument("--guild", default=None, help="one server's votes only (its id)")
     args = parser.parse_args(argv)
     db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
-    result = export_pairs(db, args.out, min_margin=args.min_margin, since=args.since,
-                          until=args.until, guild_id=args.guild)  # fmt: skip
+    result = export_pairs(
+        db,
+        args.out,
+        min_margin=args.min_margin,
+        since=args.since,
+        until=args.until,
+        guild_id=args.guild,
+    )
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items())) or "none"
-    print(f"Exported {result.pairs} pairs from {result.votes} votes to {result.folder} "
-          f"(candidates without a pair: {skipped}).")  # fmt: skip
+    print(
+        f"Exported {result.pairs} pairs from {result.votes} votes to {result.folder} "
+        f"(candidates without a pair: {skipped})."
+    )
     print_dropped(result.malformed, result.superseded)
     if result.missing:
-        print(f"{len(result.missing)} image(s) no longer exist or are not images; their pairs "
-              "were left out.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{len(result.missing)} image(s) no longer exist or are not images; their pairs "
+            "were left out.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -104,8 +127,10 @@ def run_dpo(argv: list[str], objective: str = "dpo") -> int:
     )
     print(f"Report: {result.out_dir / 'training_report.json'}")
     if config.method == "lora":
-        print(f"LoRA: {result.output}\nUse it: python -m bot cover <playlist> --model "
-              f"{config.base} --lora {result.output}")  # fmt: skip
+        print(
+            f"LoRA: {result.output}\nUse it: python -m bot cover <playlist> --model "
+            f"{config.base} --lora {result.output}"
+        )
     else:
         print(f"Model: {result.output}")
     return 0

@@ -28,7 +28,9 @@ def run_miniature_command(argv: list[str]) -> int:
         "machine with OMP_NUM_THREADS=1); "
         "each finished stage is kept, so rerunning continues.",
     )
-    parser.add_argument("--out", type=Path, default=defaults.out, help=f"run folder (default {defaults.out})")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=defaults.out, help=f"run folder (default {defaults.out})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
@@ -87,7 +89,9 @@ def _miniature(args: argparse.Namespace) -> int:
     if args.ship:
         folder = ship(config, summary)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        print(f"Shipped the {best_finetune(summary)} (chosen on validation) as the embedded model: {folder} ({size / 1e6:.1f} MB).")  # fmt: skip
+        print(
+            f"Shipped the {best_finetune(summary)} (chosen on validation) as the embedded model: {folder} ({size / 1e6:.1f} MB)."
+        )
     if args.publish:
         written = publish(config, args.publish)
         print(f"Published {len(written)} files into {args.publish}.")
@@ -109,7 +113,12 @@ def run_pretrain(argv: list[str]) -> int:
         if spec.name in ("data", "out"):
             continue
         flag = "--" + spec.name.replace("_", "-")
-        parser.add_argument(flag, type=flag_type(hints[spec.name]), default=spec.default, help=f"default {spec.default}")  # fmt: skip
+        parser.add_argument(
+            flag,
+            type=flag_type(hints[spec.name]),
+            default=spec.default,
+            help=f"default {spec.default}",
+        )
     config = PretrainConfig(**vars(parser.parse_args(argv)))
     quiet_diffusers()
     result = pretrain(config, log=lambda line: print(line, flush=True))

@@ -225,12 +225,28 @@ class GatewaySide:
         its members only the bot (the rest needs the GUILD_MEMBERS intent and chunking)."""
         role = {"hoist": False, "mentionable": False, "icon": None, "unicode_emoji": None}
         roles = [
-            {**role, "id": str(self.guild_id), "name": "@everyone", "color": 0, "position": 0,
-             "permissions": str(MEMBER_PERMISSIONS), "managed": False, "flags": 0},
-            {**role, "id": str(self.bot_role_id), "name": self.bot_user.name, "color": 0,
-             "position": 1, "permissions": str(BOT_PERMISSIONS), "managed": True, "flags": 0,
-             "tags": {"bot_id": str(self.bot_user.id)}},
-        ]  # fmt: skip
+            {
+                **role,
+                "id": str(self.guild_id),
+                "name": "@everyone",
+                "color": 0,
+                "position": 0,
+                "permissions": str(MEMBER_PERMISSIONS),
+                "managed": False,
+                "flags": 0,
+            },
+            {
+                **role,
+                "id": str(self.bot_role_id),
+                "name": self.bot_user.name,
+                "color": 0,
+                "position": 1,
+                "permissions": str(BOT_PERMISSIONS),
+                "managed": True,
+                "flags": 0,
+                "tags": {"bot_id": str(self.bot_user.id)},
+            },
+        ]
         me = self.bot_user.member() | {"roles": [str(self.bot_role_id)]}
         me.pop("permissions")  # only interactions carry a member's computed permissions
         return {
