@@ -363,7 +363,7 @@ def test_a_folder_without_pairs_is_one_line(tmp_path, capsys):
 
 
 def test_top_light_is_the_top_halfs_luminance_minus_the_bottoms():
-    from training.dpo_miniature import top_light
+    from training.dpo_taste import top_light
 
     pixels = np.zeros((4, 2, 3), dtype=np.uint8)
     pixels[:2] = 255  # white above, black below
@@ -377,7 +377,7 @@ def test_top_light_is_the_top_halfs_luminance_minus_the_bottoms():
 
 def test_voters_mostly_pick_the_tastiest_and_the_bot_rule_breaks_ties():
     from bot.app.votes import pick_winner
-    from training.dpo_miniature import choose, win_shares
+    from training.dpo_taste import choose, win_shares
 
     rng = np.random.default_rng(0)
     picks = [choose(np.array([0.0, 0.3, 0.1]), 0.1, rng) for _ in range(2000)]
@@ -513,7 +513,7 @@ def test_kto_without_both_kinds_of_image_is_one_line(tmp_path, capsys):
 
 
 def test_a_seed_aware_share_counts_the_spread_over_seeds():
-    from training.dpo_miniature import seed_aware_share
+    from training.dpo_taste import seed_aware_share
 
     # Three seeds that disagree (0.9, 0.5, 0.7 of 10 prompts each): the seed-aware interval is
     # wider than the prompts-only view of the pooled 30 answers would be.
