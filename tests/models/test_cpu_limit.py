@@ -83,3 +83,33 @@ def test_the_unet_runtime_comparison_times_both_unets_in_turn(
     assert data["share_of_peak"]["torch"] == pytest.approx(
         result.achieved("torch") / peak.flops("float32")
     )
+
+
+def test_the_first_candidate_is_timed_both_ways(
+    turbo_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modeltools.benchmark.first_candidate import measure_first_candidate
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(turbo_hub))
+    said: list[str] = []
+    result = measure_first_candidate(
+        "sd-turbo",
+        steps=1,
+        repeats=2,
+        optimizations=Optimizations(decoder="tiny"),
+        cache_dir=tmp_path,
+        size=64,
+        say=said.append,
+    )
+    assert [line.split(": ")[2] for line in said] == [
+        "run 1/2 whole",
+        "run 1/2 split",
+        "run 2/2 whole",
+        "run 2/2 split",
+    ]
+    assert result.first_s["whole"] == result.cover_s["whole"]  # one call: all at once
+    assert all(
+        0 < first < cover
+        for first, cover in zip(result.first_s["split"], result.cover_s["split"], strict=True)
+    )
+    assert "| split (1 + 3) |" in result.table()
