@@ -182,19 +182,22 @@ class Optimizations:
             return True
         return self.decoder == "auto" and has_one and device == "cpu"
 
-    def wants_openvino_unet(self, *, device: str, installed: bool) -> bool:
-        """Whether to run the UNet in OpenVINO: asked for by name (where it is missing the
+    def wants_openvino_unet(self, unet: Any, *, device: str, installed: bool) -> bool:
+        """Whether to run ``unet`` in OpenVINO: asked for by name (where it is missing the
         loader raises with the install command), or ``auto`` on a CPU where OpenVINO is
-        ``installed`` and :data:`AUTO_UNET_OPENVINO` is set."""
+        ``installed``, :data:`AUTO_UNET_OPENVINO` is set and the UNet is real-size (at least
+        :data:`BFLOAT16_FROM` parameters, the size it was measured at)."""
         if self.unet_runtime == "openvino":
             return True
-        return (
+        if not (
             self.unet_runtime == "auto"
             and AUTO_UNET_OPENVINO
             and device == "cpu"
             and installed
             and not self.compile
-        )
+        ):
+            return False
+        return sum(p.numel() for p in unet.parameters()) >= BFLOAT16_FROM
 
     def bfloat16_on_cpu(self, unet: Any) -> bool:
         """Whether a pipeline with this UNet runs in bfloat16: on a CPU only, and for ``auto``

@@ -357,7 +357,9 @@ class DiffusersRunner:
         from models.openvino_unet import openvino_available, openvino_unet, supports
 
         options = self.optimizations
-        if not options.wants_openvino_unet(device=self.device, installed=openvino_available()):
+        if not options.wants_openvino_unet(
+            pipe.unet, device=self.device, installed=openvino_available()
+        ):
             return
         named = options.unet_runtime == "openvino"
         if self.device != "cpu":

@@ -31,18 +31,28 @@ def test_the_switch_parses_and_refuses_what_cannot_work() -> None:
 def test_auto_takes_openvino_only_where_it_won_and_is_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import torch
+
     import models.optimize
 
+    class Sized(torch.nn.Module):
+        def __init__(self, count: int) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(count, device="meta"))
+
+    real, tiny = Sized(models.optimize.BFLOAT16_FROM), Sized(1_500_000)
     auto = Optimizations()
     monkeypatch.setattr(models.optimize, "AUTO_UNET_OPENVINO", True)
-    assert auto.wants_openvino_unet(device="cpu", installed=True)
-    assert not auto.wants_openvino_unet(device="cpu", installed=False)
-    assert not auto.wants_openvino_unet(device="cuda:0", installed=True)
-    assert not Optimizations(unet_runtime="torch").wants_openvino_unet(device="cpu", installed=True)
+    assert auto.wants_openvino_unet(real, device="cpu", installed=True)
+    assert not auto.wants_openvino_unet(tiny, device="cpu", installed=True)  # not measured
+    assert not auto.wants_openvino_unet(real, device="cpu", installed=False)
+    assert not auto.wants_openvino_unet(real, device="cuda:0", installed=True)
+    torch_only = Optimizations(unet_runtime="torch")
+    assert not torch_only.wants_openvino_unet(real, device="cpu", installed=True)
     monkeypatch.setattr(models.optimize, "AUTO_UNET_OPENVINO", False)
-    assert not auto.wants_openvino_unet(device="cpu", installed=True)
+    assert not auto.wants_openvino_unet(real, device="cpu", installed=True)
     named = Optimizations(unet_runtime="openvino")
-    assert named.wants_openvino_unet(device="cpu", installed=False)  # the loader says why
+    assert named.wants_openvino_unet(tiny, device="cpu", installed=False)  # the loader says why
 
 
 def _unet_inputs(unet, batch: int):
@@ -177,6 +187,7 @@ def test_auto_falls_back_to_torch_without_openvino(
     import models.optimize
 
     monkeypatch.setattr(models.optimize, "AUTO_UNET_OPENVINO", True)
+    monkeypatch.setattr(models.optimize, "BFLOAT16_FROM", 1)  # the stand-in counts as real-size
     if not installed:
         request.getfixturevalue("without_openvino")
     runner = runner_for("unet_runtime=auto,channels_last=off")
