@@ -36,7 +36,7 @@ from typing import Any
 
 from models.registry import RANDOM_ARCHITECTURES
 from modeltools.benchmark.cli import default_cache_dir
-from modeltools.benchmark.cpu_peak import CpuPeak, cpu_peak, matmul_flops
+from modeltools.benchmark.cpu_peak import CpuPeak, beyond_peak, cpu_peak, matmul_flops
 from modeltools.benchmark.formatting import installed_version
 from modeltools.benchmark.stages import StageClock, StageTimes
 from modeltools.benchmark.workload import DEFAULT_PROMPT
@@ -336,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="time the first candidate and the cover as one batch of 4 and as 1 then 3 (ours)",
     )
+    parser.add_argument(
+        "--clock-ghz", type=float, help="the CPU's clock for its peak (default: what it reports)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.sd15_steps < 1:
@@ -365,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # 1. The limit: this CPU's peak from its flags and clock, and a large matrix product's
     #    FLOP/s as the practical ceiling, both before any model loads.
-    peak = cpu_peak()
+    peak = cpu_peak(clock_ghz=args.clock_ghz)
     matmul = {dtype: matmul_flops(dtype) for dtype in peak.per_cycle}
     load_before = load_average()
     limit = [
@@ -373,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "a 2048² matrix product here: "
         + ", ".join(f"{dtype} {flops / 1e9:.0f} GFLOP/s" for dtype, flops in matmul.items()),
     ]
+    warning = beyond_peak(peak, matmul)
+    if warning:
+        limit.append(warning)
     print("\n".join(limit), flush=True)
     results: list[Any] = []
     for name in filter(None, (n.strip() for n in args.models.split(","))):

@@ -6,8 +6,9 @@ takes it, which is OpenVINO's inference precision then too):
 
     load each (the OpenVINO side exports the UNet on its first load: its seconds are shown)
     one untimed cover each (OpenVINO compiles for the cover's static shapes there)
-    torch, openvino, torch, openvino, … --repeats covers each, alternating, so both sides
-        see the same drift of a shared machine; a StageClock (stages.py) on each cover
+    torch, openvino, openvino, torch, torch, openvino, … --repeats covers each, in pairs
+        whose order alternates, so both sides see the same drift of a shared machine and
+        neither always runs right after the other; a StageClock (stages.py) on each cover
     the UNet's FLOPs per cover (flops.py), its achieved FLOP/s on each side against this
         CPU's peak for the dtype (cpu_peak.py) and against a large matrix product's
 
@@ -188,7 +189,8 @@ def compare_unet_runtimes(
         say(f"cpu: {model}: warm-up {side}: {cover(side, f'{prompt} 0').total_s:.1f} s")
     runs: dict[str, list[StageTimes]] = {side: [] for side in SIDES}
     for attempt in range(1, repeats + 1):
-        for side in SIDES:
+        # Torch first in odd pairs, OpenVINO first in even ones: neither always follows the other.
+        for side in SIDES if attempt % 2 else SIDES[::-1]:
             runs[side].append(cover(side, f"{prompt} {attempt}"))
             times = runs[side][-1]
             say(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.optimize import Optimizations
-from modeltools.benchmark.cpu_peak import CpuPeak, cpu_peak, flops_per_cycle
+from modeltools.benchmark.cpu_peak import CpuPeak, beyond_peak, cpu_peak, flops_per_cycle
 
 ZEN4 = {"fma", "avx", "avx2", "avx512f", "avx512_bf16"}  # this development CPU's (AMD EPYC)
 SAPPHIRE_RAPIDS = ZEN4 | {"amx_bf16", "amx_tile"}
@@ -53,6 +53,10 @@ def test_the_peak_is_cores_times_clock_times_flops_per_cycle(tmp_path: Path) -> 
     assert read.model == "AMD EPYC" and read.per_cycle == {"float32": 32, "bfloat16": 64}
     assert read.flags == ("fma", "avx", "avx2", "avx512f", "avx512_bf16")
     assert read.clock_ghz > 0 and read.cores >= 1
+    assert cpu_peak(str(cpuinfo), clock_ghz=3.7).clock_ghz == 3.7
+    assert beyond_peak(peak, {"float32": 100e9, "bfloat16": 300e9}) is None
+    warning = beyond_peak(peak, {"float32": 100e9, "bfloat16": 343e9})
+    assert warning and "beat the computed bfloat16 peak" in warning
 
 
 def test_the_unet_runtime_comparison_times_both_unets_in_turn(
@@ -72,7 +76,7 @@ def test_the_unet_runtime_comparison_times_both_unets_in_turn(
         say=said.append,
     )
     runs = [line.split(": ", 2)[2].split(":")[0] for line in said if ": run " in line]
-    assert runs == ["run 1/2 torch", "run 1/2 openvino", "run 2/2 torch", "run 2/2 openvino"]
+    assert runs == ["run 1/2 torch", "run 1/2 openvino", "run 2/2 openvino", "run 2/2 torch"]
     assert result.export_ran and result.dtype == "float32"  # a tiny UNet: bfloat16 stays off
     assert all(run.calls["UNet"] == 1 for side in result.runs.values() for run in side)
     assert result.unet_flop_per_cover > 0 and len(result.pair_gains) == 2
