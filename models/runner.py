@@ -372,6 +372,9 @@ class DiffusersRunner:
         bfloat16 = options.bfloat16_on_cpu(pipe.unet)
         try:
             pipe.unet = openvino_unet(pipe.unet, self.cache_dir, bfloat16=bfloat16)
+            log.info(
+                "%s's UNet runs in OpenVINO (unet_runtime=%s)", model.name, options.unet_runtime
+            )
         except ModelUnavailable as error:
             if named:
                 raise

@@ -220,11 +220,10 @@ def compare_cover(
             tiny = ours.vae.decode((raw / ours.vae.config.scaling_factor).to(ours.vae.dtype))
             tiny = tiny.sample.float()
         mean_abs, psnr = pixel_distance(full, tiny)
-    flop = dtype = None
-    if type(ours.unet).__name__ == "UNet2DConditionModel":  # torch's: the one we can count
-        with torch.no_grad():
-            flop = unet_flop_per_image(ours, params) * CANDIDATES
-        dtype = str(ours.unet.dtype).removeprefix("torch.")
+    # Counted on plain's torch UNet: the same architecture as ours, which may run in OpenVINO.
+    with torch.no_grad():
+        flop = unet_flop_per_image(plain, params) * CANDIDATES
+    dtype = str(ours.unet.dtype).removeprefix("torch.")
     result = CoverComparison(
         model=model,
         steps=params.steps,
@@ -240,7 +239,7 @@ def compare_cover(
         decoder_mean_abs=mean_abs,
         decoder_psnr_db=psnr,
         unet_flop_per_cover=flop,
-        unet_dtype=dtype or "float32",
+        unet_dtype=dtype,
         peak_flops=peak.flops(dtype) if peak is not None and dtype in peak.per_cycle else None,
     )
     return result

@@ -54,6 +54,7 @@ class FirstCandidate:
             f"{self.model} · {self.size}x{self.size} px · {self.steps} step(s) · one cover of "
             f"{CANDIDATES} · n = {self.repeats} alternating covers per way, median [min–max]",
             f"ours: {self.optimizations}",
+            "",
             "| way | first candidate s | whole cover s |",
             "|---|---|---|",
             *(

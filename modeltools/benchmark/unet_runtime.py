@@ -103,6 +103,7 @@ class RuntimeComparison:
             f"{self.guidance:g} · one cover of {CANDIDATES} images · {self.dtype} · n = "
             f"{self.repeats} alternating covers per side, median [min–max]",
             f"both: {self.optimizations}",
+            "",
             "| UNet runtime | UNet s per cover | cover s | UNet GFLOP/s | of peak | of matmul |",
             "|---|---|---|---|---|---|",
         ]
