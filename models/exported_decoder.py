@@ -85,14 +85,14 @@ def _runtime(module: str, extra: str) -> Any:
 def exported(tiny: Any, cache_dir: Path) -> Path:
     """``tiny``'s decoder as an ONNX file in ``cache_dir/onnx/``: exported on first use, named
     by a hash of the decoder's weights, reused after."""
-    name = f"tiny-decoder-v{EXPORT_VERSION}-{_fingerprint(tiny.decoder)}.onnx"
+    name = f"tiny-decoder-v{EXPORT_VERSION}-{fingerprint(tiny.decoder)}.onnx"
     path = Path(cache_dir) / "onnx" / name
     if not path.is_file():
         _export(tiny.decoder, tiny.config.latent_channels, path)
     return path
 
 
-def _fingerprint(module: torch.nn.Module) -> str:
+def fingerprint(module: torch.nn.Module) -> str:
     """16 hex digits of SHA-256 over the module's tensors (names, shapes, float32 bytes)."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():

@@ -37,6 +37,14 @@ with is :meth:`Optimizations.plain`: a diffusers pipeline as loaded, in float32.
   the ``[openvino]`` and ``[onnx]`` extras, so off by default). Measured for a 4-candidate
   512 px batch (docs/benchmarks/cpu-onnx-notes-20261202.md): OpenVINO about 2× torch's tuned
   decoder in float32 and in bfloat16; ONNX Runtime about 1.9× in float32, no gain in bfloat16.
+- ``unet_runtime``: ``torch`` runs the UNet in torch; ``openvino`` runs it in OpenVINO on a
+  CPU, exported once per weights and compiled for each batch's static shapes
+  (models/openvino_unet.py; the ``[openvino]`` extra), in bfloat16 where ``cpu_bfloat16`` is on.
+  ``auto`` (the default) takes OpenVINO on a CPU where it is installed, for a real-size UNet
+  (:data:`BFLOAT16_FROM` parameters) of a kind it can run; torch elsewhere, and where
+  OpenVINO is missing or its export fails. Measured side by side on the development CPU
+  (docs/benchmarks/cpu-unet-runtime-20261207T180010Z.md, a busy machine, n = 3 pairs):
+  OpenVINO's UNet 1.47× torch's bfloat16 UNet for sd-turbo, 1.21× for SD 1.5 with guidance.
 - ``previews_every``: every N steps, rough pictures straight from the latents (a linear map of
   the 4 latent channels to RGB, no VAE), sent to the queue as :class:`~models.queue.Preview`
   events; the bot shows them in the status message. Off by default.
@@ -54,6 +62,10 @@ BFLOAT16_FROM = 100_000_000  # UNet parameters from which cpu_bfloat16=auto take
 ON_OFF_AUTO = ("auto", "on", "off")  # the ``cpu_bfloat16`` switch's values
 DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
 DECODER_RUNTIMES = ("torch", "openvino", "onnx")  # the ``decoder_runtime`` switch's values
+UNET_RUNTIMES = ("auto", "torch", "openvino")  # the ``unet_runtime`` switch's values
+# Whether ``unet_runtime=auto`` takes OpenVINO where it is installed: it beat the torch UNet
+# by at least 1.2x (the bar) in docs/benchmarks/cpu-unet-runtime-20261207T180010Z.md.
+AUTO_UNET_OPENVINO = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class Optimizations:
     previews_every: int = 0  # send a rough preview every N steps (0: none)
     decoder: str = "auto"  # one of DECODERS
     decoder_runtime: str = "torch"  # one of DECODER_RUNTIMES
+    unet_runtime: str = "auto"  # one of UNET_RUNTIMES
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -82,6 +95,10 @@ class Optimizations:
             raise ValueError(
                 f"decoder_runtime={self.decoder_runtime} runs the tiny decoder only; use "
                 "decoder=tiny or auto with it, or decoder_runtime=torch."
+            )
+        if self.unet_runtime == "openvino" and self.compile:
+            raise ValueError(
+                "unet_runtime=openvino and compile=on both replace the torch UNet; pick one."
             )
 
     @classmethod
@@ -99,6 +116,7 @@ class Optimizations:
             previews_every=0,
             decoder="full",
             decoder_runtime="torch",
+            unet_runtime="torch",
         )
 
     def replace(self, text: str) -> Optimizations:
@@ -152,6 +170,8 @@ class Optimizations:
             on.append(f"decoder={self.decoder}")
         if self.decoder_runtime != "torch":
             on.append(f"decoder_runtime={self.decoder_runtime}")
+        if self.unet_runtime == "openvino":  # auto depends on the machine: see the runner's log
+            on.append(f"unet_runtime={self.unet_runtime}")
         return ", ".join(on) or "none"
 
     # -- applying them ---------------------------------------------------------------------
@@ -163,6 +183,23 @@ class Optimizations:
         if self.decoder == "tiny":
             return True
         return self.decoder == "auto" and has_one and device == "cpu"
+
+    def wants_openvino_unet(self, unet: Any, *, device: str, installed: bool) -> bool:
+        """Whether to run ``unet`` in OpenVINO: asked for by name (where it is missing the
+        loader raises with the install command), or ``auto`` on a CPU where OpenVINO is
+        ``installed``, :data:`AUTO_UNET_OPENVINO` is set and the UNet is real-size (at least
+        :data:`BFLOAT16_FROM` parameters, the size it was measured at)."""
+        if self.unet_runtime == "openvino":
+            return True
+        if not (
+            self.unet_runtime == "auto"
+            and AUTO_UNET_OPENVINO
+            and device == "cpu"
+            and installed
+            and not self.compile
+        ):
+            return False
+        return sum(p.numel() for p in unet.parameters()) >= BFLOAT16_FROM
 
     def bfloat16_on_cpu(self, unet: Any) -> bool:
         """Whether a pipeline with this UNet runs in bfloat16: on a CPU only, and for ``auto``
@@ -241,7 +278,12 @@ class Optimizations:
             vae.disable_tiling()
 
 
-_CHOICES = {"decoder": DECODERS, "decoder_runtime": DECODER_RUNTIMES, "cpu_bfloat16": ON_OFF_AUTO}
+_CHOICES = {
+    "decoder": DECODERS,
+    "decoder_runtime": DECODER_RUNTIMES,
+    "unet_runtime": UNET_RUNTIMES,
+    "cpu_bfloat16": ON_OFF_AUTO,
+}
 
 
 def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:

@@ -158,7 +158,7 @@ def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     assert line.endswith(
         "Unknown optimisation 'turbo'; known: half_precision, cpu_bfloat16, sdpa, channels_last, "
         "compile, vae_slicing_from, vae_tiling_from, prompt_cache, previews_every, decoder, "
-        "decoder_runtime."
+        "decoder_runtime, unet_runtime."
     )
 
 
