@@ -122,10 +122,15 @@ def _export(decoder: torch.nn.Module, channels: int, path: Path) -> None:
     try:
         with torch.no_grad():
             torch.onnx.export(
-                module, (latents,), str(partial), dynamo=True, optimize=True,
-                external_data=False, dynamic_shapes=({0: batch, 2: height, 3: width},),
+                module,
+                (latents,),
+                str(partial),
+                dynamo=True,
+                optimize=True,
+                external_data=False,
+                dynamic_shapes=({0: batch, 2: height, 3: width},),
                 verbose=False,
-            )  # fmt: skip
+            )
         os.replace(partial, path)  # whole files only: a crash mid-export leaves no bad cache
     except Exception as error:  # the exporter raises many types; all mean "no ONNX file"
         partial.unlink(missing_ok=True)

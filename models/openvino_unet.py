@@ -40,6 +40,7 @@ import torch
 
 from models.errors import ModelUnavailable
 from models.exported_decoder import fingerprint, install_hint
+from models.optimize import Optimizations
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +274,29 @@ class OpenVinoUNet(torch.nn.Module):
         while len(self.compiled) > COMPILED_SHAPES:
             self.compiled.popitem(last=False)
         return compiled
+
+
+def use_openvino_unet(
+    pipe: Any, name: str, options: Optimizations, device: str, cache_dir: Path | None
+) -> None:
+    """Swap ``pipe``'s torch UNet for OpenVINO's where ``options.unet_runtime`` asks for it on a
+    CPU (models/runner.py calls it once a pipeline is set up). Asked for by name, a missing
+    OpenVINO or a UNet it cannot run is an error; under ``auto`` the torch UNet stays and the
+    log says why."""
+    if not options.wants_openvino_unet(pipe.unet, device=device, installed=openvino_available()):
+        return
+    named = options.unet_runtime == "openvino"
+    if device != "cpu":
+        log.warning("unet_runtime=openvino ignored for %s: not on a CPU", name)
+        return
+    why = supports(pipe.unet)
+    if why is not None and not named:
+        log.info("Keeping the torch UNet for %s: %s", name, why)
+        return
+    try:
+        pipe.unet = openvino_unet(pipe.unet, cache_dir, bfloat16=options.bfloat16_on_cpu(pipe.unet))
+        log.info("%s's UNet runs in OpenVINO (unet_runtime=%s)", name, options.unet_runtime)
+    except ModelUnavailable as error:
+        if named:
+            raise
+        log.warning("Keeping the torch UNet for %s: %s", name, error)

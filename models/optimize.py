@@ -63,9 +63,10 @@ ON_OFF_AUTO = ("auto", "on", "off")  # the ``cpu_bfloat16`` switch's values
 DECODERS = ("auto", "full", "tiny")  # the ``decoder`` switch's values
 DECODER_RUNTIMES = ("torch", "openvino", "onnx")  # the ``decoder_runtime`` switch's values
 UNET_RUNTIMES = ("auto", "torch", "openvino")  # the ``unet_runtime`` switch's values
-# Whether ``unet_runtime=auto`` takes OpenVINO where it is installed: it beat the torch UNet
-# by at least 1.2x (the bar) in docs/benchmarks/cpu-unet-runtime-20261207T180010Z.md.
-AUTO_UNET_OPENVINO = True
+# Whether ``unet_runtime=auto`` takes OpenVINO where it is installed. Not yet: its gain was
+# measured only on a busy machine (docs/performance.md, "The UNet in OpenVINO"), and the first
+# cover would convert the UNet unasked (about 2 minutes, 12.9 GB of memory at its peak).
+AUTO_UNET_OPENVINO = False
 
 
 @dataclass(frozen=True)

@@ -346,39 +346,10 @@ class DiffusersRunner:
         self.optimizations.allow_recompiles(devices=_cuda_devices(), models=self.max_loaded)
         pipe = self.optimizations.apply(pipe)
         # The UNet goes to OpenVINO last: it is exported from the UNet the optimisations set up.
-        self._unet_outside_torch(pipe, model)
+        from models.openvino_unet import use_openvino_unet  # torch and OpenVINO: loaded on use
+
+        use_openvino_unet(pipe, model.name, self.optimizations, self.device, self.cache_dir)
         return pipe
-
-    def _unet_outside_torch(self, pipe: Any, model: ModelSpec) -> None:
-        """The torch UNet swapped for OpenVINO's (models/openvino_unet.py) where
-        ``unet_runtime`` asks for it on a CPU. Asked for by name, a missing OpenVINO or a
-        UNet it cannot run is an error; under ``auto`` the torch UNet stays and the log says
-        why."""
-        from models.openvino_unet import openvino_available, openvino_unet, supports
-
-        options = self.optimizations
-        if not options.wants_openvino_unet(
-            pipe.unet, device=self.device, installed=openvino_available()
-        ):
-            return
-        named = options.unet_runtime == "openvino"
-        if self.device != "cpu":
-            log.warning("unet_runtime=openvino ignored for %s: not on a CPU", model.name)
-            return
-        why = supports(pipe.unet)
-        if why is not None and not named:
-            log.info("Keeping the torch UNet for %s: %s", model.name, why)
-            return
-        bfloat16 = options.bfloat16_on_cpu(pipe.unet)
-        try:
-            pipe.unet = openvino_unet(pipe.unet, self.cache_dir, bfloat16=bfloat16)
-            log.info(
-                "%s's UNet runs in OpenVINO (unet_runtime=%s)", model.name, options.unet_runtime
-            )
-        except ModelUnavailable as error:
-            if named:
-                raise
-            log.warning("Keeping the torch UNet for %s: %s", model.name, error)
 
     def _decode_outside_torch(self, pipe: Any, model: ModelSpec) -> None:
         """The tiny decoder's torch module swapped for OpenVINO's or ONNX Runtime's

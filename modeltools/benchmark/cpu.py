@@ -388,9 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from modeltools.benchmark.unet_runtime import compare_unet_runtimes
 
             result = compare_unet_runtimes(
-                name, steps=steps, repeats=repeats, optimizations=optimizations,
-                cache_dir=default_cache_dir(), say=say,
-            )  # fmt: skip
+                name,
+                steps=steps,
+                repeats=repeats,
+                optimizations=optimizations,
+                cache_dir=default_cache_dir(),
+                say=say,
+            )
             results.append(
                 (
                     result.table(peak, matmul[result.dtype]),
@@ -401,15 +405,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from modeltools.benchmark.first_candidate import measure_first_candidate
 
             result = measure_first_candidate(
-                name, steps=steps, repeats=repeats, optimizations=optimizations,
-                cache_dir=default_cache_dir(), say=say,
-            )  # fmt: skip
+                name,
+                steps=steps,
+                repeats=repeats,
+                optimizations=optimizations,
+                cache_dir=default_cache_dir(),
+                say=say,
+            )
             results.append((result.table(), result.to_json()))
         else:
             result = compare_cover(
-                name, steps=steps, repeats=repeats, optimizations=optimizations,
-                cache_dir=default_cache_dir(), say=say, peak=peak,
-            )  # fmt: skip
+                name,
+                steps=steps,
+                repeats=repeats,
+                optimizations=optimizations,
+                cache_dir=default_cache_dir(),
+                say=say,
+                peak=peak,
+            )
             results.append((f"```\n{result.table()}\n```", result.to_json()))
         text = "\n\n".join(table for table, _ in results)
         print(text, flush=True)

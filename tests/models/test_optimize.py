@@ -129,12 +129,29 @@ def test_compare_runs_the_baseline_and_ours_in_one_process(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [
-            sys.executable, "-m", "modeltools.benchmark", "--compare", "--steps", "2",
-            "--workloads", "1,2", "--images", "2", "--size", "64",
-            "--out", str(tmp_path), "--cache-dir", str(cache_dir),
+            sys.executable,
+            "-m",
+            "modeltools.benchmark",
+            "--compare",
+            "--steps",
+            "2",
+            "--workloads",
+            "1,2",
+            "--images",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(tmp_path),
+            "--cache-dir",
+            str(cache_dir),
         ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "speed-up" in done.stdout and "lone request" in done.stdout
     [compare_json] = tmp_path.glob("compare-*.json")
@@ -151,8 +168,11 @@ def test_compare_runs_the_baseline_and_ours_in_one_process(
 def test_unknown_switch_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "modeltools.benchmark", "--opt", "turbo=on"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.endswith(
