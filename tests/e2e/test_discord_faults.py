@@ -415,7 +415,11 @@ async def test_status_edits_with_no_interval_send_only_the_latest_and_the_post_l
     print(f"\nedits {len(edits)} (held: {edits_while_held}), post {posted_after:.2f} s after")
     assert edits_while_held <= 3  # "Making…", "Generating…", step 0 – not once per report
     assert all(a != b for a, b in itertools.pairwise(edits))
-    assert discord.rate_limited == 0 and post.attachments
+    # The edits learn the webhook's bucket from its headers and wait on it. Only a route's first
+    # request (the covers' follow-up shares the bucket unannounced) or a vote reaction may meet a
+    # 429 it could not foresee, and discord.py waits that out.
+    edit_429s = [r for r in discord.refused if r.startswith("PATCH /webhooks/") and ": 429" in r]
+    assert edit_429s == [] and post.attachments
     assert [r for r in discord.refused if ": 429" not in r] == []
     assert tracebacks(caplog) == []
 
