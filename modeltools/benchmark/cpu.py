@@ -39,7 +39,7 @@ from modeltools.benchmark.cli import default_cache_dir
 from modeltools.benchmark.cpu_peak import CpuPeak, beyond_peak, cpu_peak, matmul_flops
 from modeltools.benchmark.formatting import installed_version
 from modeltools.benchmark.stages import StageClock, StageTimes
-from modeltools.benchmark.workload import DEFAULT_PROMPT
+from modeltools.benchmark.workload import DEFAULT_PROMPT, preset_params
 
 CANDIDATES = 4  # images in one cover
 
@@ -161,19 +161,13 @@ def compare_cover(
     """Plain vs ours for one ``model`` (see the module docstring)."""
     import torch
 
-    from models.jobs import GenerationParams, ImageSpec, NoControl
+    from models.jobs import ImageSpec, NoControl
     from models.registry import load_pipeline, resolve_model
     from models.runner import DiffusersRunner
     from modeltools.benchmark.flops import unet_flop_per_image
 
+    params = preset_params(model, steps=steps, size=size)
     spec = resolve_model(model)
-    params = GenerationParams(
-        model=model,
-        width=size or spec.native_size,
-        height=size or spec.native_size,
-        steps=steps or spec.steps,
-        guidance=spec.guidance,
-    )
     cache = cache_dir  # the project cache (the embedded model lives there)
     say(f"cpu: {model}: building the plain pipeline")
     plain = load_pipeline(spec, device="cpu", cache_dir=cache, half_precision=False)

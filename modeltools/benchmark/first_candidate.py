@@ -14,14 +14,13 @@ image than single calls; whether that is worth a first candidate later is what t
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modeltools.benchmark.workload import DEFAULT_PROMPT
+from modeltools.benchmark.workload import DEFAULT_PROMPT, preset_params, spread
 
 CANDIDATES = 4
 WAYS = ("whole", "split")
@@ -58,16 +57,12 @@ class FirstCandidate:
             "| way | first candidate s | whole cover s |",
             "|---|---|---|",
             *(
-                f"| {way} ({'4' if way == 'whole' else '1 + 3'}) | {_spread(self.first_s[way])} "
-                f"| {_spread(self.cover_s[way])} |"
+                f"| {way} ({'4' if way == 'whole' else '1 + 3'}) | {spread(self.first_s[way])} "
+                f"| {spread(self.cover_s[way])} |"
                 for way in WAYS
             ),
         ]
         return "\n".join(lines)
-
-
-def _spread(values: Sequence[float]) -> str:
-    return f"{statistics.median(values):.1f} [{min(values):.1f}–{max(values):.1f}]"
 
 
 def measure_first_candidate(
@@ -82,18 +77,10 @@ def measure_first_candidate(
     say: Callable[[str], None] = print,
 ) -> FirstCandidate:
     """Both ways for one ``model`` (see the module docstring)."""
-    from models.jobs import GenerationParams, ImageSpec, NoControl
-    from models.registry import resolve_model
+    from models.jobs import ImageSpec, NoControl
     from models.runner import DiffusersRunner
 
-    spec = resolve_model(model)
-    params = GenerationParams(
-        model=model,
-        width=size or spec.native_size,
-        height=size or spec.native_size,
-        steps=steps or spec.steps,
-        guidance=spec.guidance,
-    )
+    params = preset_params(model, steps=steps, size=size)
     runner = DiffusersRunner(device="cpu", cache_dir=cache_dir, optimizations=optimizations)
     runner.pipeline(params)
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modeltools.benchmark.cpu_peak import CpuPeak
 from modeltools.benchmark.stages import StageClock, StageTimes
-from modeltools.benchmark.workload import DEFAULT_PROMPT
+from modeltools.benchmark.workload import DEFAULT_PROMPT, preset_params, spread
 
 CANDIDATES = 4  # images in one cover
 SIDES = ("torch", "openvino")
@@ -110,7 +110,7 @@ class RuntimeComparison:
         for side in SIDES:
             unet, cover, achieved = self.unet_s(side), self.cover_s(side), self.achieved(side)
             lines.append(
-                f"| {side} | {_spread(unet)} | {_spread(cover)} | {achieved / 1e9:.0f} | "
+                f"| {side} | {spread(unet)} | {spread(cover)} | {achieved / 1e9:.0f} | "
                 f"{achieved / top:.0%} | {achieved / matmul:.0%} |"
             )
         gains = self.pair_gains
@@ -127,10 +127,6 @@ class RuntimeComparison:
         return "\n".join(lines)
 
 
-def _spread(values: Sequence[float]) -> str:
-    return f"{statistics.median(values):.1f} [{min(values):.1f}–{max(values):.1f}]"
-
-
 def compare_unet_runtimes(
     model: str,
     *,
@@ -145,19 +141,13 @@ def compare_unet_runtimes(
     """Torch's UNet vs OpenVINO's for one ``model`` (see the module docstring)."""
     import torch
 
-    from models.jobs import GenerationParams, ImageSpec, NoControl
+    from models.jobs import ImageSpec, NoControl
     from models.registry import resolve_model
     from models.runner import DiffusersRunner
     from modeltools.benchmark.flops import unet_flop_per_image
 
+    params = preset_params(model, steps=steps, size=size)
     spec = resolve_model(model)
-    params = GenerationParams(
-        model=model,
-        width=size or spec.native_size,
-        height=size or spec.native_size,
-        steps=steps or spec.steps,
-        guidance=spec.guidance,
-    )
     runners: dict[str, Any] = {}
     pipes: dict[str, Any] = {}
     load_s: dict[str, float] = {}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.jobs import JobResult
+from models.jobs import GenerationParams, JobResult
+from models.registry import resolve_model
 
 DEFAULT_PROMPT = "Quiet Afternoon playlist cover image"  # the seed paper's prompt shape
 
@@ -154,3 +156,21 @@ def images_per_worker(results: Sequence[JobResult]) -> tuple[tuple[str, int], ..
         for worker, share in zip(result.workers, shares, strict=True):
             made[worker] = made.get(worker, 0.0) + share
     return tuple((worker, round(count)) for worker, count in made.items())
+
+
+def preset_params(model: str, *, steps: int | None, size: int | None) -> GenerationParams:
+    """One cover's parameters for ``model``: its preset's size, steps and guidance, unless
+    ``steps`` or ``size`` override them (the CPU benchmarks' side-by-side runs)."""
+    spec = resolve_model(model)
+    return GenerationParams(
+        model=model,
+        width=size or spec.native_size,
+        height=size or spec.native_size,
+        steps=steps or spec.steps,
+        guidance=spec.guidance,
+    )
+
+
+def spread(values: Sequence[float]) -> str:
+    """Seconds as "median [min–max]", one decimal."""
+    return f"{statistics.median(values):.1f} [{min(values):.1f}–{max(values):.1f}]"
