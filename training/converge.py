@@ -66,6 +66,9 @@ class ConvergeConfig:
     checkpoint_every: int = 100
     snapshot_every: int = 500
     log_every: int = 50
+    # A trained diffusers package (models/embedded.py's layout) to continue from instead of
+    # starting from nothing: its VAE is kept as it is and the run goes latents -> covers.
+    init_from: str | None = None
 
 
 def check_config(config: ConvergeConfig) -> None:
@@ -137,24 +140,27 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     data = Path(config.data)
     covers, cover_captions = _pixels(data / "covers")
+    # A continued model trains on the covers only: no generic latents to encode.
+    generic_images = 0 if config.init_from else config.generic_images
     generic, generic_captions = _pixels(data / "generic")
-    generic, generic_captions = (
-        generic[: config.generic_images],
-        generic_captions[: config.generic_images],
-    )
+    generic, generic_captions = generic[:generic_images], generic_captions[:generic_images]
     if covers.shape[1] != config.resolution:
         raise TrainingError(f"{data}: images are {covers.shape[1]} px, not {config.resolution}.")
     log(f"data: {len(covers)} covers, {len(generic)} generic images")
 
     pipe = build_architecture(seed=config.seed, native_size=config.resolution)
     vae, unet, text_encoder, tokenizer = pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer
+    path = out / STATE_FILE
+    state: dict[str, Any] = {"phase": "vae", "step": 0, "seconds": 0.0}
+    if config.init_from and not path.is_file():
+        _load_package(pipe, Path(config.init_from), config.resolution)
+        state["phase"] = "latents"
+        log(f"starting from {Path(config.init_from).name}: its VAE is kept")
     params = [*unet.parameters(), *text_encoder.parameters()]
     vae_optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     ema = EMAModel(params, decay=config.ema_decay)
     rng = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {"phase": "vae", "step": 0, "seconds": 0.0}
-    path = out / STATE_FILE
     if path.is_file():
         saved = torch.load(path, weights_only=False)
         vae.load_state_dict(saved["vae"])
@@ -230,7 +236,8 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
         mean, std = torch.cat(means), torch.cat(stds)
         torch.save({"mean": mean, "std": std, "scaling": 1.0 / mean.std().item()}, latents)
         if state["phase"] == "latents":
-            state.update(phase="generic", step=0)
+            # A continued model has had its generic pretraining: straight to the covers.
+            state.update(phase="covers" if config.init_from else "generic", step=0)
         save()
     cached = torch.load(latents)
     vae.register_to_config(scaling_factor=cached["scaling"])
@@ -285,6 +292,21 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
     return out
 
 
+def _load_package(pipe: Any, package: Path, resolution: int) -> None:
+    """Copy a packaged model's weights into ``pipe``'s architecture (same shapes or an error)."""
+    from models.embedded import from_package
+
+    if not (package / "unet" / "config.json").is_file():
+        raise TrainingError(f"{package}: not a packaged embedded model (no unet/config.json).")
+    trained = from_package(package)
+    size = trained.unet.config.sample_size * 2 ** (len(trained.vae.config.block_out_channels) - 1)
+    if size != resolution:
+        raise TrainingError(f"{package} draws at {size} px, the run at {resolution} px.")
+    for component in ("vae", "unet", "text_encoder"):
+        getattr(pipe, component).load_state_dict(getattr(trained, component).state_dict())
+    pipe.vae.register_to_config(scaling_factor=trained.vae.config.scaling_factor)
+
+
 def _checkpoint(
     state: dict[str, Any],
     config: ConvergeConfig,
@@ -324,13 +346,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cover-steps", type=int, default=ConvergeConfig.cover_steps)
     parser.add_argument("--generic-steps", type=int, default=ConvergeConfig.generic_steps)
     parser.add_argument("--vae-steps", type=int, default=ConvergeConfig.vae_steps)
+    parser.add_argument(
+        "--init-from",
+        help="continue a trained model: 'shipped' (the packaged default) or a package folder; "
+        "its VAE is kept and the run trains on the covers only",
+    )
     args = parser.parse_args(argv)
+    init_from = args.init_from
+    if init_from == "shipped":
+        from models.embedded import PACKAGED
+
+        init_from = str(PACKAGED)
     config = ConvergeConfig(
         data=args.data,
         out=args.out,
         cover_steps=args.cover_steps,
         generic_steps=args.generic_steps,
         vae_steps=args.vae_steps,
+        init_from=init_from,
     )
     converge(config, log=lambda line: print(line, flush=True))
     return 0
