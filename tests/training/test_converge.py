@@ -62,3 +62,90 @@ def test_the_edge_term_charges_a_blur() -> None:
     config.edge_weight = 0.0
     without = vae_loss(soft, sharp, kl, config) - vae_loss(sharp, sharp, kl, config)
     assert with_edges > without > 0
+
+
+def _package(tmp_path: Path) -> Path:
+    from models.embedded import build_architecture, export_to_package
+
+    pipe = build_architecture(seed=3, native_size=128)
+    folder = tmp_path / "package"
+    export_to_package(pipe, {"name": "embedded", "version": "test", "native_size": 128}, folder)
+    return folder
+
+
+def test_a_continued_run_starts_from_the_package_and_keeps_its_vae(
+    data: Path, tmp_path: Path
+) -> None:
+    from models.embedded import from_package
+
+    package = _package(tmp_path)
+    config = _config(data, tmp_path / "c", 2)
+    config.init_from = str(package)
+    out = converge(config, log=lambda _: None)
+    saved = torch.load(out / "state.pt", weights_only=False)
+    assert saved["state"] == {**saved["state"], "phase": "covers", "step": 2}
+    assert "generic" not in {p.name.split("-")[0] for p in (out / "snapshots").iterdir()}
+    trained = from_package(package)
+    for key, value in trained.vae.state_dict().items():  # the UNet learnt on these latents
+        assert torch.equal(value, saved["vae"][key]), f"vae.{key} moved"
+    moved = [
+        k for k, v in trained.unet.state_dict().items() if not torch.equal(v, saved["unet"][k])
+    ]
+    assert moved, "the UNet did not start from the package or did not train"
+
+
+def test_a_continued_run_refuses_a_package_of_another_size(data: Path, tmp_path: Path) -> None:
+    from models.embedded import build_architecture, export_to_package
+    from training.config import TrainingError
+
+    folder = tmp_path / "small"
+    export_to_package(build_architecture(seed=0, native_size=64), {"native_size": 64}, folder)
+    config = _config(data, tmp_path / "d", 1)
+    config.init_from = str(folder)
+    with pytest.raises(TrainingError, match="64 px"):
+        converge(config, log=lambda _: None)
+
+
+def test_the_decoder_learns_and_the_encoder_stays(data: Path, tmp_path: Path) -> None:
+    from models.embedded import from_package
+    from training.decoder import DecoderConfig, reconstruction_error, tune_decoder
+
+    package = _package(tmp_path)
+
+    def config(steps: int, out: str) -> DecoderConfig:
+        return DecoderConfig(
+            data=str(data),
+            out=str(tmp_path / out),
+            init_from=str(package),
+            steps=steps,
+            batch_size=2,
+            window=4,
+            learning_rate=1e-3,
+            checkpoint_every=1,
+            snapshot_every=4,
+            log_every=1,
+        )
+
+    straight = tune_decoder(config(4, "straight"), log=lambda _: None)
+    tune_decoder(config(2, "resumed"), log=lambda _: None)
+    resumed = tune_decoder(config(4, "resumed"), log=lambda _: None)
+    a = torch.load(straight / "decoder-state.pt", weights_only=False)["vae"]
+    b = torch.load(resumed / "decoder-state.pt", weights_only=False)["vae"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items()), "resuming changed the result"
+    before = from_package(package).vae.state_dict()
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and all(torch.equal(before[k], a[k]) for k in encoder)
+    assert any(not torch.equal(before[k], a[k]) for k in decoder)
+
+    from diffusers import AutoencoderKL
+
+    snapshot = AutoencoderKL.from_pretrained(straight / "decoder-000004")
+    import numpy as np
+
+    from training.converge import _pixels
+
+    covers, _ = _pixels(data / "covers")
+    error = reconstruction_error(snapshot, covers, factor=8)
+    assert error["n"] == len(covers) and 0 <= error["mae"] <= 255 and error["grid"] > 0
+    assert np.isfinite(error["mae"])
