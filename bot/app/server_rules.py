@@ -12,7 +12,7 @@
 Matching: the text and each banned word are normalised as prompts are (:func:`clean_text`:
 NFKC, so fullwidth and "𝓯𝓪𝓷𝓬𝔂" letters become plain ones; zero-width and other format
 characters, decorative combining marks and emoji removed), case-folded, and cut into words
-(letters and digits; anything else, the underscore included, separates them). A banned entry
+(letters, marks and digits; anything else, the underscore included, separates them). A banned entry
 matches a run of whole words: "ham" bans "HAM sandwich" and "ham_and_eggs", not "hamster". A
 zero-width space inside a word joins it again ("b\u200bad" is "bad"), as it does in the prompt the
 model would read.
@@ -23,7 +23,7 @@ Requests from the command line, and from outside a server (no ``guild_id``), hav
 from __future__ import annotations
 
 import dataclasses
-import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -43,8 +43,6 @@ BANNED_WORD_REFUSAL = (
     "Your request uses a word this server does not allow, so nothing was queued. "
     "Try another playlist or other words."
 )
-
-_WORD = re.compile(r"[^\W_]+")
 
 
 class ServerRefusal(CoverError):
@@ -72,10 +70,33 @@ class DailyLimitReached(ServerRefusal):
 
 
 def words_of(text: str) -> tuple[str, ...]:
-    """``text``'s words as the matcher sees them: cleaned as prompts are, case-folded, split on
-    anything not a letter or digit. Reads at most :data:`MAX_CHECKED_TEXT` characters."""
-    # casefold after NFKC: "ß" is "ss" and "ＳＴＲＡＳＳＥ" is "strasse" on both sides.
-    return tuple(_WORD.findall(clean_text(text[:MAX_CHECKED_TEXT]).casefold()))
+    """``text``'s words as the matcher sees them: cleaned as prompts are, case-folded, cut
+    where a character is neither a letter, a mark nor a digit (Unicode categories L, M, N: an
+    Indic vowel sign stays inside its word). Reads at most :data:`MAX_CHECKED_TEXT`
+    characters."""
+    folded = _fold(text[:MAX_CHECKED_TEXT])
+    words, word = [], []
+    for ch in folded:
+        if unicodedata.category(ch)[0] in "LMN":
+            word.append(ch)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return tuple(words)
+
+
+def _fold(text: str) -> str:
+    """Case-folded and cleaned until neither changes it: folding can make what cleaning
+    removes ("İ" folds to "i" and a combining dot) and cleaning's NFKC what folding changes
+    ("ℌ" is "H"), and a stored word must read the same when read again."""
+    for _ in range(4):
+        folded = clean_text(text.casefold())
+        if folded == text:
+            break
+        text = folded
+    return text
 
 
 def normalise_word(entry: str) -> str:
