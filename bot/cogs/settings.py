@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app.errors import NotAllowed
-from bot.app.records import NSFW_POLICIES, ServerSettings
+from bot.app.records import NSFW_POLICIES, ServerSettings, moment
 from bot.app.server_rules import (
     MAX_BANNED_WORDS,
     MAX_DAILY_LIMIT,
@@ -159,7 +159,11 @@ def describe(current: ServerSettings) -> str:
         f"• Flagged candidates: {_nsfw_words(current)}",
     ]
     if current.updated_by:
-        lines.append(f"Last changed by <@{current.updated_by}> at {current.updated_at} (UTC).")
+        # Discord shows <t:…:f> in each reader's own time zone.
+        when = int(moment(current.updated_at).timestamp()) if current.updated_at else None
+        lines.append(
+            f"Last changed by <@{current.updated_by}>" + (f" on <t:{when}:f>." if when else ".")
+        )
     return "\n".join(lines)
 
 

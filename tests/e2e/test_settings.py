@@ -76,6 +76,7 @@ async def test_managers_ban_words_and_requests_using_them_are_refused_privately(
         assert added.content.startswith("Banned `drive`")
         shown = await settings(discord, MIA, "show")
         assert "Banned words: 1 of 50" in shown.content and "Daily limit: none" in shown.content
+        assert shown.content.splitlines()[-1].startswith(f"Last changed by <@{MIA.id}> on <t:")
 
         # "late night drive 🌙" is refused, privately and without the word; nothing queued.
         asked = await discord.slash(ALICE, "cover", playlist=playlist_link, count=1)
