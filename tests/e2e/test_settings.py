@@ -14,6 +14,7 @@ from tests.fakes.discord import FakeDiscord, FakeUser, Interaction, Message
 from tests.fakes.harness import bot_settings, cover_post, running_bot
 
 ALICE = FakeUser(1001, "alice")  # asks for covers
+BOB = FakeUser(1002, "bob")
 MIA = FakeUser(1003, "mia", manager=True)  # may manage the server, is no administrator
 
 
@@ -49,6 +50,11 @@ def public_text(discord: FakeDiscord) -> str:
     return "\n".join(
         m.content.casefold() for m in discord.messages.values() if not m.ephemeral and not m.deleted
     )
+
+
+def button(post: Message, action: str) -> str:
+    """The custom_id of the post's first button for ``action`` (bot/cogs/controls.py)."""
+    return next(b["custom_id"] for b in post.buttons() if f":{action}:" in b["custom_id"])
 
 
 def request_count(bot) -> int:
@@ -94,15 +100,23 @@ async def test_managers_ban_words_and_requests_using_them_are_refused_privately(
 
         # Words a person writes in the Remix form are checked too.
         await settings(discord, MIA, "banned-words add", word="sunset")
-        [remix] = [b["custom_id"] for b in post.buttons() if ":remix:" in b["custom_id"]]
-        opened = await discord.press(ALICE, post.id, remix)
+        opened = await discord.press(ALICE, post.id, button(post, "remix"))
         await discord.wait_for(lambda: opened.modal is not None)
         underlined = "".join(ch + "\u035f" for ch in "SUNSET")  # S͟U͟N͟S͟E͟T͟
         submitted = await discord.submit(ALICE, opened, **{"prompt-1": f"{underlined} over a city"})
         assert await refused_privately(discord, submitted) == BANNED_WORD_REFUSAL
         assert "sunset" not in public_text(discord) and request_count(bot) == 1
+        # A reroll reads the playlist again: its description ("…empty highways…") is checked.
+        await settings(discord, MIA, "banned-words add", word="Highways")
+        reroll = await discord.press(ALICE, post.id, button(post, "reroll"))
+        assert await refused_privately(discord, reroll) == BANNED_WORD_REFUSAL
+        # Variations take their candidate's prompt ("late night drive playlist cover image").
+        await settings(discord, MIA, "banned-words add", word="cover image")
+        vary = await discord.press(BOB, post.id, button(post, "vary"))
+        assert await refused_privately(discord, vary) == BANNED_WORD_REFUSAL
+        assert "highways" not in public_text(discord) and request_count(bot) == 1
         listed = await settings(discord, MIA, "banned-words list")
-        assert listed.content == "Banned here (1 of 50): `sunset`"
+        assert listed.content == "Banned here (3 of 50): `cover image`, `highways`, `sunset`"
     assert discord.refused == []
 
 
