@@ -38,6 +38,7 @@ COGS = (
     "bot.cogs.benchmark",
     "bot.cogs.spotify",
     "bot.cogs.community",
+    "bot.cogs.settings",
     "bot.cogs.queue",
 )
 

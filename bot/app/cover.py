@@ -37,6 +37,7 @@ from bot.app.prompts import Prompt, build_prompts
 from bot.app.records import CandidateRecord, RequestRecord, StoredParams
 from bot.app.remix import written_prompts
 from bot.app.request import CoverRequest, people_model
+from bot.app.server_rules import admit, keeps_flagged
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError, FileRefused, QueueClosed
@@ -242,6 +243,9 @@ class CoverService:
     def _submit(self, plan: _Plan) -> CoverJob:
         """Queue the plan's job, then record the request (a refused job records nothing)."""
         request, params = plan.request, plan.job.params
+        # The server's rules (bot/app/server_rules.py), with nothing awaited before the row.
+        texts = (plan.facts.name, plan.facts.description, *request.prompts)
+        admit(self.storage, request, (*texts, *(p.text for p in plan.prompts)))
         handle = self.queue.submit(plan.job)
         stored = StoredParams(
             width=params.width,
@@ -449,11 +453,13 @@ class CoverService:
             )
             raise
         # A black image is never a candidate (the paper dropped them too, docs/miniature.md):
-        # keep the others, in order, or fail the request when none is left.
+        # keep the others, in order, or fail the request when none is left. A server may ask
+        # for flagged ones behind a spoiler in its NSFW channels (bot/app/server_rules.py).
+        spoil = keeps_flagged(self.storage, plan.request)
         kept = [
             (prompt, image)
             for prompt, image in zip(plan.prompts, result.images, strict=True)
-            if not image.blocked
+            if spoil or not image.blocked
         ]
         blocked = len(result.images) - len(kept)
         if not kept:
@@ -539,6 +545,7 @@ class CoverService:
             out_dir,
             timings,
             blocked=len(result.images) - len(kept),
+            flagged=tuple(n for n, (_, image) in enumerate(kept, 1) if image.blocked),
         )
         write_manifest(cover)
         return cover

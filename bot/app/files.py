@@ -43,18 +43,29 @@ class CoverResult:
     out_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     blocked: int = 0  # images the safety checker blacked out even after retries; dropped
+    # Candidates (their indices) the safety checker flagged, kept by the server's NSFW policy
+    # in an NSFW channel (bot/app/server_rules.py): posted behind a spoiler.
+    flagged: tuple[int, ...] = ()
 
     @property
     def notice(self) -> str | None:
-        """A sentence for the requester when fewer candidates came than were asked for."""
-        if not self.blocked:
-            return None
-        asked = self.blocked + len(self.candidates)
-        return (
-            f"{self.blocked} of {asked} candidates came out black (the model's safety checker "
-            f"flagged {'it' if self.blocked == 1 else 'them'}, also after retries with new "
-            f"seeds) and {'was' if self.blocked == 1 else 'were'} left out."
-        )
+        """A sentence for the requester when fewer candidates came than were asked for, or
+        some are behind a spoiler."""
+        notes = []
+        if self.blocked:
+            asked = self.blocked + len(self.candidates)
+            notes.append(
+                f"{self.blocked} of {asked} candidates came out black (the model's safety "
+                f"checker flagged {'it' if self.blocked == 1 else 'them'}, also after retries "
+                f"with new seeds) and {'was' if self.blocked == 1 else 'were'} left out."
+            )
+        if self.flagged:
+            numbers = ", ".join(map(str, self.flagged))
+            notes.append(
+                f"The safety checker flagged candidate(s) {numbers}: shown behind a spoiler, "
+                "as this server allows in NSFW channels."
+            )
+        return " ".join(notes) or None
 
 
 def check_output_folder(folder: Path) -> None:

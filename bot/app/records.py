@@ -306,3 +306,43 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     record: tuple(record.__dataclass_fields__)
     for record in (CoverMessage, LinkState, SpotifyAccount, Upload, CommunityStyle)
 }
+
+
+# What a server does with a candidate the safety checker flagged (bot/app/server_rules.py).
+NSFW_POLICIES = ("drop", "spoiler")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """A server's own rules (``/settings``, bot/app/server_rules.py). The defaults are the bot's
+    behaviour in a server that never set anything: no banned words, no daily limit, flagged
+    candidates dropped. The ``banned_words`` column's JSON is written and read here only."""
+
+    guild_id: str
+    banned_words: tuple[str, ...] = ()  # normalised (server_rules.normalise_word), sorted
+    daily_limit: int = 0  # requests per person per UTC day; 0: no limit
+    nsfw: str = "drop"  # one of NSFW_POLICIES
+    updated_by: str | None = None  # the Discord user who last changed them
+    updated_at: str | None = None
+
+    def banned_words_json(self) -> str:
+        """The ``banned_words`` column: a JSON list of strings."""
+        return json.dumps(list(self.banned_words), ensure_ascii=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ServerSettings:
+        """Raises :class:`MalformedRow` when ``banned_words`` is not the list written here."""
+        try:
+            words = json.loads(row["banned_words"])
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise TypeError("banned_words must be a list of strings")
+        except (TypeError, ValueError) as error:
+            raise MalformedRow(f"server settings {row['guild_id']!r}: {error!r}") from None
+        return cls(
+            guild_id=row["guild_id"],
+            banned_words=tuple(words),
+            daily_limit=int(row["daily_limit"]),
+            nsfw=row["nsfw"],
+            updated_by=row["updated_by"],
+            updated_at=row["updated_at"],
+        )

@@ -48,6 +48,9 @@ class CoverRequest:
     # Cleaned and checked as every prompt is (bot/app/remix.py).
     prompts: tuple[str, ...] = ()
     negative: str | None = None
+    # Discord marks the channel NSFW: the server's NSFW policy may then post flagged candidates
+    # behind a spoiler (bot/app/server_rules.py keeps_flagged).
+    nsfw_channel: bool = False
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import time
@@ -18,6 +19,7 @@ from bot.app.files import CoverResult
 from bot.app.prompts import MAX_CANDIDATES, STYLES
 from bot.app.records import RequestRecord
 from bot.app.request import CoverRequest, people_models
+from bot.app.server_rules import ServerRefusal
 from bot.cogs.controls import controls_view
 from bot.cogs.helpers import (
     CLOSE_EMOJI,
@@ -100,8 +102,13 @@ class CoverCog(commands.Cog):
     ) -> None:
         """Start ``request``, show its progress in the (deferred) reply, post the covers. The
         slash command and the controls under a cover post (``on_cover_request``) end here."""
+        request = dataclasses.replace(request, nsfw_channel=_is_nsfw(interaction.channel))
         # Every refusal is raised here: bad link, private playlist, cooldown, queue full…
-        job = await self.bot.service.start(request)
+        try:
+            job = await self.bot.service.start(request)
+        except ServerRefusal as refusal:  # the server's own rules: told to the person only
+            await _refuse_privately(interaction, str(refusal))
+            return
         chosen = job.model
         why = f" (auto: {chosen.auto_reason})" if chosen.auto_reason else ""
         what = "variation(s)" if request.variations_of else "cover(s)"
@@ -204,9 +211,20 @@ class CoverCog(commands.Cog):
         Through the interaction while its token lives; as a plain channel message otherwise
         (a job that outlived the token, or one resumed after a restart).
         """
-        sheet = (cover.sheet_path, "sheet.png")
-        files = [*((c.png_path, f"cover-{c.index}.png") for c in cover.candidates), sheet]
-        jpegs = [(c.jpeg_path, f"cover-{c.index}.jpg") for c in cover.candidates]
+        # Discord hides a file named SPOILER_… until clicked: flagged candidates kept by the
+        # server's NSFW policy, and the sheet, which shows them too.
+        sheet = (cover.sheet_path, _spoiler(bool(cover.flagged), "sheet.png"))
+        files = [
+            *(
+                (c.png_path, _spoiler(c.index in cover.flagged, f"cover-{c.index}.png"))
+                for c in cover.candidates
+            ),
+            sheet,
+        ]
+        jpegs = [
+            (c.jpeg_path, _spoiler(c.index in cover.flagged, f"cover-{c.index}.jpg"))
+            for c in cover.candidates
+        ]
         # Lighter posts for a server whose upload limit refuses the PNGs (it depends on boosts).
         limit = "(This server's upload limit refused the PNGs"
         smaller = [
@@ -329,6 +347,30 @@ class _StatusLine:
     def show(self, text: str, files: list[discord.File]) -> None:
         self.text, self.files = text, files
         self.changed.set()
+
+
+def _spoiler(hidden: bool, name: str) -> str:
+    return f"SPOILER_{name}" if hidden else name
+
+
+def _is_nsfw(channel: object) -> bool:
+    """Whether Discord marks the channel NSFW (a thread: its parent); False when unknown."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def _refuse_privately(interaction: discord.Interaction, text: str) -> None:
+    """Answer a deferred (public "thinking…") interaction with ``text`` only its person sees:
+    the public placeholder is deleted, the answer sent as an ephemeral follow-up."""
+    if not interaction.response.is_done():
+        await reply(interaction, text, ephemeral=True)
+        return
+    with contextlib.suppress(discord.HTTPException):
+        await interaction.delete_original_response()
+    try:
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    except discord.HTTPException:
+        log.warning("Could not refuse interaction %s privately", interaction.id, exc_info=True)
 
 
 def _preview_file(event: Preview) -> discord.File:

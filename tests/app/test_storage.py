@@ -30,6 +30,7 @@ ALL_MIGRATIONS = [
     ("playlist_cover", "m005_community_styles"),
     ("playlist_cover", "m006_spotify_account_ids"),
     ("playlist_cover", "m007_params_community"),
+    ("playlist_cover", "m008_server_settings"),
 ]
 
 

@@ -3,6 +3,7 @@ encrypted, moved into a real PostgreSQL (tests/postgres.py) and read back throug
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,11 @@ def fill(path: Path) -> dict[str, str]:
             status="applied",
         )
         storage.set_community_style("g1", lora_path="/l", base_model="sd15", set_by="admin")
+        storage.change_server_settings(
+            "g1",
+            lambda s: dataclasses.replace(s, banned_words=("drive", "日本"), daily_limit=2),
+            by="admin",
+        )
     with sqlite3.connect(path) as conn:
         for table in TABLES:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
@@ -79,7 +85,7 @@ def test_every_table_moves_with_its_tokens_still_encrypted_and_a_second_run_adds
 
     assert main(["db", "copy", str(source), url]) == 0
     out, err = capsys.readouterr()
-    assert "Copied 9 tables" in out and "(0 new)" not in out
+    assert "Copied 10 tables" in out and "(0 new)" not in out
     assert "spotify_accounts: 1/1 rows" in err  # the progress line
     assert "hunter2" not in out + err and "postgres:***@" in out
 
@@ -96,6 +102,8 @@ def test_every_table_moves_with_its_tokens_still_encrypted_and_a_second_run_adds
         assert Fernet(KEY).decrypt(account.tokens) == b'{"access_token": "a", "refresh_token": "r"}'
         assert postgres.uploads("m1") == sqlite.uploads("m1")
         assert postgres.community_style("g1") == sqlite.community_style("g1")
+        assert postgres.server_settings("g1") == sqlite.server_settings("g1")
+        assert postgres.server_settings("g1").banned_words == ("drive", "日本")
         [state] = postgres._rows("SELECT verifier FROM link_states WHERE state_hash = 'h'")
         assert Fernet(KEY).decrypt(state["verifier"]) == b"verifier"
         [upload] = postgres.uploads("m1")

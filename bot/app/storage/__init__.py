@@ -11,6 +11,7 @@ written and read there only.
     requests.py     requests, candidates, playlist snapshots, community styles
     votes.py        cover posts, votes (one per person), closing, the closed votes for training
     accounts.py     linked Spotify accounts, pending authorisations, uploads
+    server_settings.py  servers' own rules (/settings) and requests per person per day
     copy.py         a SQLite file's every table into PostgreSQL (``python -m bot db copy``)
 
 Timestamps are ISO 8601 strings in UTC with milliseconds, so they sort as text. JSON columns
@@ -24,6 +25,7 @@ from bot.app.storage.accounts import AccountRows
 from bot.app.storage.connection import BUSY_TIMEOUT_S, _reason, content_hash
 from bot.app.storage.migrations import MIGRATIONS, SCHEMA_MAX_CANDIDATES
 from bot.app.storage.requests import RequestRows
+from bot.app.storage.server_settings import ServerSettingsRows
 from bot.app.storage.votes import VoteRows
 
 __all__ = [
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class Storage(RequestRows, VoteRows, AccountRows):
+class Storage(RequestRows, VoteRows, AccountRows, ServerSettingsRows):
     """The project's database: ``Storage(path)`` a SQLite file, ``Storage("postgresql://…")`` a
     PostgreSQL one. Build one per process and pass it down; :meth:`close` it.
 

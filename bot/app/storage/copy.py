@@ -30,6 +30,7 @@ TABLES = (
     "spotify_accounts",
     "spotify_uploads",
     "community_styles",
+    "server_settings",
 )
 BATCH = 500  # rows per round trip, and how often the progress line moves
 

@@ -17,6 +17,7 @@ spells the few type words that differ PostgreSQL's way on the way to the server.
     spotify_accounts    a Discord user's linked Spotify account; its tokens encrypted (bot.app.accounts)
     spotify_uploads     every attempt to put a winning cover on a playlist, and how it ended
     community_styles    a server's own LoRA (preference-tuned from its votes, docs/dpo.md)
+    server_settings     a server's own rules (/settings): banned words, daily limit, NSFW policy
 """
 
 from __future__ import annotations
@@ -239,6 +240,26 @@ def m007_params_community(db: Database) -> None:
         WHERE json_type(params, '$.community_style') IS NOT NULL
         """
     )
+
+
+@_migration
+def m008_server_settings(db: Database) -> None:
+    # A server's own rules, set by its managers with /settings (bot/app/server_rules.py). A
+    # server without a row has the defaults: no banned words, no daily limit, flagged
+    # candidates dropped. Daily limits are counted from `requests` (user, server, UTC day).
+    db.execute(
+        """
+        CREATE TABLE server_settings (
+            guild_id TEXT PRIMARY KEY,
+            banned_words TEXT NOT NULL DEFAULT '[]',   -- JSON list of normalised words
+            daily_limit INTEGER NOT NULL DEFAULT 0 CHECK (daily_limit >= 0),  -- 0: none
+            nsfw TEXT NOT NULL DEFAULT 'drop' CHECK (nsfw IN ('drop', 'spoiler')),
+            updated_by TEXT,                     -- the Discord user who last changed them
+            updated_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX requests_by_guild_user ON requests (guild_id, user_id, created_at)")
 
 
 class _InPostgresWords:

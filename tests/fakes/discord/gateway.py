@@ -213,7 +213,7 @@ class GatewaySide:
             "name": "covers",
             "position": 0,
             "permission_overwrites": overwrites if denied else [],
-            "nsfw": False,
+            "nsfw": self.channel_nsfw,
             "topic": None,
             "last_message_id": None,
             "rate_limit_per_user": 0,
@@ -327,7 +327,9 @@ class GatewaySide:
         ]
         name, *subcommand = interaction.command.split() or [""]  # "": a button press
         if subcommand:  # "/spotify link": the subcommand is the group's one option
-            options = [{"name": subcommand[0], "type": 1, "options": options}]
+            options = [{"name": subcommand[-1], "type": 1, "options": options}]
+        if len(subcommand) == 2:  # "/settings banned-words add": a group within the group
+            options = [{"name": subcommand[0], "type": 2, "options": options}]
         command = next((c for c in self.commands if c["name"] == name), None)
         return {
             "id": str(interaction.id),
@@ -344,7 +346,7 @@ class GatewaySide:
                 "name": "covers",
                 "position": 0,
                 "permission_overwrites": [],
-                "nsfw": False,
+                "nsfw": self.channel_nsfw,
             },
             "member": interaction.user.member(),
             "app_permissions": str(self.bot_permissions),

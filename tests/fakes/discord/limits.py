@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 
 ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5  # "Manage Server"
 ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11

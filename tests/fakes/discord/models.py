@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.discord.limits import ADMINISTRATOR, MEMBER_PERMISSIONS
+from tests.fakes.discord.limits import ADMINISTRATOR, MANAGE_GUILD, MEMBER_PERMISSIONS
 
 
 def _numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,6 +38,7 @@ class FakeUser:
     name: str
     admin: bool = False
     bot: bool = False
+    manager: bool = False  # may manage the server ("Manage Server"), without being an admin
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -53,7 +54,11 @@ class FakeUser:
         }
 
     def member(self) -> dict[str, Any]:
-        permissions = MEMBER_PERMISSIONS | (ADMINISTRATOR if self.admin else 0)
+        permissions = (
+            MEMBER_PERMISSIONS
+            | (ADMINISTRATOR if self.admin else 0)
+            | (MANAGE_GUILD if self.manager else 0)
+        )
         return {
             "user": self.payload(),
             "roles": [],

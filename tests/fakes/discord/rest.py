@@ -427,6 +427,9 @@ class RestSide:
                 original.attachments = files
             if "components" in body:
                 original.components = body["components"] or []
+        elif request.method == "DELETE":  # the original response, deleted by the bot
+            original.deleted = True
+            return web.Response(status=204)
         elif request.method != "GET":
             return None
         return _json(original.payload())

@@ -51,6 +51,7 @@ class FakeDiscord(GatewaySide, RestSide):
         self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}  # everyone seen
         self.bot_permissions = BOT_PERMISSIONS  # in the one channel; see revoke()
         self.channel_deleted = False
+        self.channel_nsfw = False  # "age-restricted" in Discord's settings; see mark_nsfw()
         self.reaction_interval_s = 0.0  # 0: no rate limit on reactions
         self.rate_limited = 0  # requests answered 429
         self._last_reaction = 0.0
@@ -329,6 +330,12 @@ class FakeDiscord(GatewaySide, RestSide):
     def delete_channel(self) -> None:
         """The channel is deleted: everything addressed to it answers 404 Unknown Channel."""
         self.channel_deleted = True
+
+    async def mark_nsfw(self, nsfw: bool = True) -> None:
+        """A manager marks the channel NSFW (or not): Discord sends CHANNEL_UPDATE, and later
+        interactions carry the flag in their channel."""
+        self.channel_nsfw = nsfw
+        await self._dispatch_if_connected("CHANNEL_UPDATE", self._channel_payload())
 
     def revoke(self, permissions: int) -> None:
         """Take permissions (bits, as in :data:`SEND_MESSAGES`) away from the bot."""
