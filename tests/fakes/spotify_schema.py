@@ -36,6 +36,7 @@ OPERATIONS = (
     ("get", "/me"),
     ("get", "/playlists/{playlist_id}"),
     ("get", "/playlists/{playlist_id}/items"),
+    ("get", "/playlists/{playlist_id}/images"),
     ("put", "/playlists/{playlist_id}/images"),
     ("get", "/artists/{id}"),
     ("get", "/search"),

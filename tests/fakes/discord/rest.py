@@ -427,6 +427,9 @@ class RestSide:
                 original.attachments = files
             if "components" in body:
                 original.components = body["components"] or []
+        elif request.method == "DELETE":  # Discord: 204, and the message is gone
+            original.deleted = True
+            return web.Response(status=204)
         elif request.method != "GET":
             return None
         return _json(original.payload())
