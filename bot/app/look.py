@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,10 +155,17 @@ def read_start(path: str) -> bytes:
 
 
 def _is_jpeg_or_png(data: bytes) -> bool:
+    """Whether the header is a JPEG's or a PNG's. Pillow reads only the header here, but it
+    already raises for a huge declared size: such a file is a PNG or JPEG all the same, and
+    :func:`open_image` refuses it by its size."""
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data), formats=list(_FORMATS)):
-            return True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(_FORMATS)):
+                return True
+    except Image.DecompressionBombError:
+        return True
     except (OSError, ValueError, SyntaxError, EOFError):  # UnidentifiedImageError is an OSError
         return False
