@@ -8,12 +8,16 @@ stand-in), the embedded pipeline, a real SQLite file.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bot.__main__ import main
 from bot.app.look import LOOK_STRENGTH
+from bot.app.request import request_again
+from bot.app.storage import Storage
 from bot.cogs.spotify import HOW_TO_SET_BY_HAND
 from models.registry import resolve_model
 from tests.e2e.test_account_linking import (
@@ -177,3 +181,96 @@ async def test_development_mode_refusal_offers_the_jpeg_to_set_by_hand(
         await discord.wait_for(lambda: len(reports(discord, announcement)) == 2)
         other = reports(discord, announcement)[1]
         assert "HTTP 403" in other.content and other.attachments == []
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def spotify_env(monkeypatch, spotify: FakeSpotify) -> None:
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", spotify.client_id)
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", spotify.client_secret)
+    monkeypatch.setenv("SPOTIFY_API_BASE", spotify.api_base)
+    monkeypatch.setenv("SPOTIFY_TOKEN_URL", spotify.token_url)
+
+
+def cli_request(cli_env: Path, out: str):
+    manifest = json.loads((Path(out.split()[0]).parent / "cover.json").read_text())
+    storage = Storage(cli_env / "data" / "covers.db")
+    try:
+        return storage.request(manifest["request_id"])
+    finally:
+        storage.close()
+
+
+def test_cli_from_current_cover_and_from_image(cli_env, capsys, fake_spotify, monkeypatch):
+    spotify_env(monkeypatch, fake_spotify)
+    start = two_tone(300)
+    playlist_id = with_cover(fake_spotify, "orange and blue", start)
+    argv = ["cover", playlist_id, "--count", "1", "--seed", "5"]
+
+    code, out, err = run_cli([*argv, "--from-current-cover"], capsys)
+    assert code == 0, err
+    record = cli_request(cli_env, out)
+    assert (record.params.look, record.params.strength) == ("current", LOOK_STRENGTH)
+    png = Path(out.split()[0])
+    assert f"Denoising strength: {LOOK_STRENGTH:g}" in Image.open(png).text["parameters"]
+
+    picture = cli_env / "mine.png"
+    picture.write_bytes(two_tone(200, "PNG"))
+    code, out, err = run_cli([*argv, "--from-image", str(picture), "--strength", "0.3"], capsys)
+    assert code == 0, err
+    record = cli_request(cli_env, out)
+    assert (record.params.look, record.params.strength) == ("attachment", 0.3)
+    assert rms(pixels(Path(out.split()[0]).read_bytes()), pixels(start)) < 60
+
+    # Refusals are one line, before any work.
+    bare = with_cover(fake_spotify, "bare", None)
+    text = cli_env / "notes.png"
+    text.write_text("not a picture")
+    for args, expected in [
+        (["cover", bare, "--from-current-cover"], f"The playlist {bare} has no cover"),
+        (["cover", playlist_id, "--from-image", str(text)], "is not a JPEG or PNG image"),
+        (["cover", playlist_id, "--from-image", "/dev/zero"], "zero is not a regular file"),
+        (["cover", playlist_id, "--from-current-cover", "--strength", "0"], "`strength`"),
+    ]:
+        code, out, err = run_cli(args, capsys)
+        lines = err.strip().splitlines()
+        assert code == 1 and out == "" and len(lines) == 1, err
+        assert lines[0].startswith("error: ") and expected in lines[0], lines
+
+
+async def test_a_reroll_and_a_restart_start_from_the_same_picture(
+    discord, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    """A reroll of covers that kept the look starts from the picture saved the first time,
+    even when the playlist's cover changed since; so does a request resumed after a restart."""
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    playlist_id = with_cover(fake_spotify, "orange and blue", two_tone())
+    async with running_bot(settings, discord) as bot:
+        first = await discord.slash(ALICE, "cover", playlist=playlist_id, count=1, look="current")
+        post = await cover_post(discord, first)
+        [row] = bot.storage._rows("SELECT id FROM requests")
+        original = bot.storage.request(row["id"])
+
+        fake_spotify.images.clear()  # the cover is gone from the CDN now
+        stored = bot.storage.request(original.id)
+        again = request_again(stored, user_id=str(ALICE.id), settings=settings)
+        assert (again.look, again.start_image) == ("current", original.params.start_image)
+        assert again.strength == LOOK_STRENGTH
+        resumed = bot.service.resume(stored)  # as after a restart: no Spotify call at all
+        assert resumed.request.start_image == original.params.start_image
+        [spec] = resumed._plan.job.images
+        assert spec.init_image == Path(original.params.start_image).read_bytes()
+        assert resumed._plan.job.params.strength == LOOK_STRENGTH
+        reroll = [
+            b["custom_id"] for b in post.buttons() if b["custom_id"].split(":")[1] == "reroll"
+        ]
+        rerolled = await cover_post(discord, await discord.press(ALICE, post.id, reroll[0]))
+        assert rerolled.attachments
+        assert len(fake_spotify.requests_to(f"/v1/playlists/{playlist_id}/images")) == 1
