@@ -29,7 +29,7 @@ from tests.e2e.test_account_linking import (
     winner_announcement,
 )
 from tests.e2e.test_account_linking import own_playlist as own_playlist  # the fixture
-from tests.fakes.discord import FakeDiscord, Interaction
+from tests.fakes.discord import Attachment, FakeDiscord, Interaction
 from tests.fakes.harness import bot_settings, cover_post, running_bot
 from tests.fakes.spotify import FakeSpotify, Reply, make_playlist
 
@@ -274,3 +274,53 @@ async def test_a_reroll_and_a_restart_start_from_the_same_picture(
         rerolled = await cover_post(discord, await discord.press(ALICE, post.id, reroll[0]))
         assert rerolled.attachments
         assert len(fake_spotify.requests_to(f"/v1/playlists/{playlist_id}/images")) == 1
+
+
+async def test_an_attached_image_is_checked_then_painted_from(
+    discord, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    playlist_id = with_cover(fake_spotify, "orange and blue", None)  # no cover of its own
+    start = two_tone(256, "PNG")
+    async with running_bot(settings, discord) as bot:
+        mine = Attachment("mine.png", start, "image/png")
+        asked = await discord.slash(
+            ALICE, "cover", playlist=playlist_id, count=1, image=mine, strength=0.3
+        )
+        post = await cover_post(discord, asked)
+        [row] = bot.storage._rows("SELECT id FROM requests")
+        assert bot.storage.request(row["id"]).params.look == "attachment"
+        [cover] = [a for a in post.attachments if a.filename.startswith("cover-")]
+        assert rms(pixels(cover.data), pixels(start)) < 60
+        assert fake_spotify.requests_to(f"/v1/playlists/{playlist_id}/images") == []
+
+        # What Discord says of a file is checked before the reply is deferred: privately.
+        for attached, sentence in [
+            (
+                Attachment("notes.txt", b"hello", "text/plain"),
+                "The attached image is not a JPEG or PNG image (it came as text/plain).",
+            ),
+            (
+                Attachment("big.png", start, "image/png", claimed_size=9 * 1024 * 1024),
+                "The attached image is too large (9.0 MB; at most 5 MB).",
+            ),
+        ]:
+            refused = await discord.slash(BOB, "cover", playlist=playlist_id, image=attached)
+            await discord.wait_for(lambda: refused.response is not None)  # noqa: B023
+            assert refused.response_type == 4 and refused.response["flags"] & 64
+            assert refused.response["content"] == sentence
+        # … and what the bytes are, once read: Discord's claims came from the uploader.
+        for attached, sentence in [
+            (
+                Attachment("page.png", b"<html>" + bytes(100), "image/png"),
+                "The attached image is not a JPEG or PNG image.",
+            ),
+            (
+                Attachment("lie.png", start + bytes(6 * 1024 * 1024), "image/png", claimed_size=10),
+                "The attached image is too large (6.0 MB; at most 5 MB).",
+            ),
+        ]:
+            refused = await discord.slash(BOB, "cover", playlist=playlist_id, image=attached)
+            assert await private_refusal(discord, refused) == sentence
+        assert len(bot.storage._rows("SELECT id FROM requests")) == 1
+    assert discord.unknown == []
