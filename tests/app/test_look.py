@@ -22,6 +22,7 @@ from bot.app.look import (
     sniff_type,
     start_png,
 )
+from bot.app.records import MalformedRow, StoredParams
 from bot.app.spotify_images import allowed_host, cover_url, download_cover
 from tests.app.test_spotify_reads import make_reader
 from tests.fakes.spotify import (
@@ -206,3 +207,20 @@ def test_the_cdn_failing_is_unavailable_not_a_crash(fake_spotify):
     fake_spotify.script(f"/v1/playlists/{playlist['id']}/images", Reply(404))
     with pytest.raises(SpotifyUnavailable, match="HTTP 404 for the cover"):
         reader.current_cover(playlist["id"])
+
+
+def test_the_look_is_stored_typed_and_read_back():
+    stored = StoredParams(
+        width=64,
+        height=64,
+        steps=4,
+        guidance=1.0,
+        strength=0.6,
+        look="current",
+        start_image="covers/start-images/start-0123.png",
+    )
+    assert StoredParams.from_json(stored.to_json()) == stored
+    plain = StoredParams(width=64, height=64, steps=4, guidance=1.0)
+    assert "look" not in plain.to_json() and StoredParams.from_json(plain.to_json()) == plain
+    with pytest.raises(MalformedRow, match="look must be text"):
+        StoredParams.from_json(stored.to_json().replace('"current"', "[1]"))
