@@ -324,3 +324,25 @@ async def test_an_attached_image_is_checked_then_painted_from(
             assert await private_refusal(discord, refused) == sentence
         assert len(bot.storage._rows("SELECT id FROM requests")) == 1
     assert discord.unknown == []
+
+
+async def test_look_current_with_the_community_style(
+    discord, fake_spotify, tmp_path, cache_dir, embedded_model_dir
+):
+    from tests.models.test_pipeline import make_lora
+
+    settings = bot_settings(discord, fake_spotify, tmp_path, cache_dir)
+    lora = make_lora(embedded_model_dir, tmp_path / "lora")
+    playlist_id = with_cover(fake_spotify, "orange and blue", two_tone())
+    async with running_bot(settings, discord) as bot:
+        bot.storage.set_community_style(
+            str(discord.guild_id), lora_path=str(lora), base_model="embedded", set_by="admin"
+        )
+        asked = await discord.slash(
+            ALICE, "cover", playlist=playlist_id, count=1, look="current", community=True
+        )
+        await cover_post(discord, asked)
+        [row] = bot.storage._rows("SELECT id FROM requests")
+        params = bot.storage.request(row["id"]).params
+        assert (params.community, params.lora, params.look) == (True, str(lora), "current")
+        assert params.strength == LOOK_STRENGTH
