@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,8 @@ def check_type(content_type: str | None, what: str) -> None:
     ignored). ``what`` names the picture in the sentence."""
     declared = (content_type or "").split(";", 1)[0].strip().lower()
     if declared not in START_TYPES:
-        shown = declared[:40] or "no type at all"
+        # The type came from outside: only its harmless characters are shown back.
+        shown = re.sub(r"[^a-z0-9.+/-]", "", declared)[:40] or "no type at all"
         raise StartImageRefused(f"{what} is not a JPEG or PNG image (it came as {shown}).")
 
 

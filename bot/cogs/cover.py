@@ -87,7 +87,9 @@ class CoverCog(commands.Cog):
                 check_type(image.content_type, "The attached image")
                 check_size(image.size, "The attached image")
             except StartImageRefused as refused:
-                await interaction.response.send_message(str(refused), ephemeral=True)
+                await interaction.response.send_message(
+                    str(refused), ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
                 return
         await interaction.response.defer(thinking=True)  # before anything slow: 3 s budget
         request = CoverRequest(

@@ -113,6 +113,8 @@ def test_the_specific_refusals():
     with pytest.raises(StartImageRefused, match="is not a readable image"):
         start_png(VALID[0][:60], 64, "The cover")
     check_type("image/png; charset=binary", "The cover")  # parameters do not matter
+    with pytest.raises(StartImageRefused, match=r"\(it came as text/html1here\)\.$"):
+        check_type("text/html<@&1> **here**", "The cover")  # shown without markup
     assert sniff_type(VALID[0]) == "image/png" and sniff_type(VALID[1]) == "image/jpeg"
     assert sniff_type(encoded(fmt="GIF")) is None
 

@@ -90,6 +90,13 @@ async def test_look_current_starts_from_the_playlists_cover(
         # Read through the one Spotify module: the list, then the bytes from the CDN.
         assert len(fake_spotify.requests_to(f"/v1/playlists/{playlist_id}/images")) == 1
         assert len(fake_spotify.requests_to(f"/images/cover-{playlist_id}")) == 1
+        # The details button says what the covers started from.
+        details = [
+            b["custom_id"] for b in post.buttons() if b["custom_id"].split(":")[1] == "details"
+        ]
+        pressed = await discord.press(BOB, post.id, details[0])
+        await discord.wait_for(lambda: pressed.response is not None)
+        assert "from the playlist's cover at strength 0.3" in pressed.response["content"]
         # Recorded: the look, the strength asked for, the picture as saved.
         first, second = bot.storage._rows("SELECT id FROM requests ORDER BY created_at")
         record = bot.storage.request(first["id"])
