@@ -2,9 +2,9 @@
 
     look "current"     the playlist's cover on Spotify (bot/app/spotify_images.py fetches it)
     look "attachment"  a picture the person gives: a Discord attachment, the CLI's --from-image
-        → check_start_image: a JPEG or PNG, at most MAX_START_BYTES, at most MAX_START_PIXELS
-          (read from the header, before any pixel is decoded: models/safe_files.py)
-        → start_image: centre-cropped to a square, resized to the model's native size, as PNG
+        → start_image: a JPEG or PNG, at most MAX_START_BYTES, at most MAX_START_PIXELS
+          (read from the header, before any pixel is decoded: models/safe_files.py),
+          centre-cropped to a square, resized to the model's native size (start_png: as PNG)
         → saved under the output folder (a restart or a reroll reads it again) and handed to
           the queue as every spec's init_image, with ``strength``: the same image-to-image
           path as the variations under a cover post (models/img2img.py, models/runner.py)

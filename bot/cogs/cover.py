@@ -92,6 +92,11 @@ class CoverCog(commands.Cog):
                 )
                 return
         await interaction.response.defer(thinking=True)  # before anything slow: 3 s budget
+        try:
+            data = await _attachment_bytes(image) if image is not None else None
+        except StartImageRefused as refused:
+            await _private(interaction, str(refused))
+            return
         request = CoverRequest(
             playlist=playlist,
             user_id=str(interaction.user.id),
@@ -104,8 +109,8 @@ class CoverCog(commands.Cog):
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             channel_id=str(interaction.channel_id),
             look=look,
-            strength=strength if look else VARIATION_STRENGTH,
-            image=await _attachment_bytes(image) if image is not None else None,
+            strength=strength if look else VARIATION_STRENGTH,  # without a look: unused
+            image=data,
             image_type=image.content_type if image is not None else None,
         )
         try:
