@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bot.app.errors import InvalidOption
+from bot.app.look import LOOK_STRENGTH
 from bot.app.prompts import STYLES
 from bot.app.request import VARIATION_STRENGTH
 from models.errors import CoverError
@@ -110,10 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
         "the bot): its prompt and settings, new seeds, image-to-image from it",
     )
     cover.add_argument(
+        "--from-current-cover",
+        action="store_true",
+        help="keep the playlist's look: start from its current cover on Spotify "
+        "(image-to-image; needs a Spotify link)",
+    )
+    cover.add_argument(
+        "--from-image",
+        metavar="PATH",
+        help="start from this JPEG or PNG instead (image-to-image, at most 5 MB)",
+    )
+    cover.add_argument(
         "--strength",
         type=float,
-        default=VARIATION_STRENGTH,
-        help=f"with --variations-of: how far from it, 0.05-1 (default {VARIATION_STRENGTH})",
+        help=f"how far from the picture, 0.05-1 (default {VARIATION_STRENGTH} with "
+        f"--variations-of, {LOOK_STRENGTH} with --from-current-cover or --from-image)",
     )
 
     commands.add_parser(
@@ -211,20 +223,33 @@ def _seconds(text: str) -> float:
 
 async def run_cover(args: argparse.Namespace) -> int:
     from bot.app.files import check_output_folder
+    from bot.app.look import MAX_START_BYTES, sniff_type
     from bot.app.request import CoverRequest
     from bot.app.settings import Settings
     from bot.app.wiring import build_app
     from models.queue import Progress, Queued
+    from models.safe_files import read_bytes
 
     settings = Settings()
     if args.device:
         settings = settings.model_copy(update={"device": args.device})
     if args.playlist is None and args.variations_of is None:
         raise InvalidOption("give a playlist (or --variations-of a candidate PNG)")
+    look, image = None, None
+    if args.from_current_cover or args.from_image:
+        look = "current" if args.from_current_cover else "attachment"
+        image = (
+            None if args.from_image is None else read_bytes(args.from_image, limit=MAX_START_BYTES)
+        )
+    if args.strength is None:
+        args.strength = LOOK_STRENGTH if look else VARIATION_STRENGTH
     request = CoverRequest(
         playlist=args.playlist or "",
         variations_of=args.variations_of,
         strength=args.strength,
+        look=look,
+        image=image,
+        image_type=None if image is None else sniff_type(image),
         model=args.model,
         lora=args.lora,
         count=args.count,

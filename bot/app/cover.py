@@ -32,6 +32,7 @@ from bot.app.errors import (
 )
 from bot.app.files import CoverResult, manifest_label, slugify, write_candidates, write_manifest
 from bot.app.links import resolve_playlist_ref
+from bot.app.look import read_start, start_picture
 from bot.app.playlist import PlaylistFacts, load_snapshot
 from bot.app.prompts import Prompt, build_prompts
 from bot.app.records import CandidateRecord, RequestRecord, StoredParams
@@ -230,14 +231,15 @@ class CoverService:
             steps = request.steps or spec.steps
             guidance = spec.guidance if request.guidance is None else request.guidance
             params = _params(spec, spec.native_size, steps, guidance)
-            plan = _Plan(
-                request,
-                facts,
-                spec,
-                tuple(prompts),
-                _job(request, params, prompts, facts.name),
-                read_s,
-            )
+            init = None
+            if request.look is not None:  # from a picture: bot/app/look.py
+                init, saved = await start_picture(
+                    request, facts.id, spec.native_size, self._spotify_reader, self.settings
+                )
+                request = dataclasses.replace(request, start_image=saved, image=None)
+                params = dataclasses.replace(params, strength=request.strength)
+            job = _job(request, params, prompts, facts.name, init_image=init)
+            plan = _Plan(request, facts, spec, tuple(prompts), job, read_s)
             return self._submit(plan)
 
     def _submit(self, plan: _Plan) -> CoverJob:
@@ -258,7 +260,9 @@ class CoverService:
             title_overlay=request.title_overlay,
             community=request.community,
             variations_of=request.variations_of,
-            strength=None if request.variations_of is None else params.strength,
+            strength=params.strength,  # None unless image-to-image
+            look=request.look,
+            start_image=request.start_image,
         )
         request_id = self.storage.record_request(
             source=request.source,
@@ -379,6 +383,12 @@ class CoverService:
                 init = read_bytes(source)
             except FileRefused:
                 raise FilesGone(source.name) from None
+        elif stored.start_image:  # covers that kept the playlist's look: the same picture
+            request = dataclasses.replace(
+                request, look=stored.look, start_image=stored.start_image, strength=stored.strength
+            )
+            params = dataclasses.replace(params, strength=stored.strength)
+            init = read_start(stored.start_image)
         facts = PlaylistFacts(id=record.playlist_id, name=record.playlist_name, description="")
         job = _job(request, params, prompts, facts.name, init_image=init)
         plan = _Plan(request, facts, spec, prompts, job, 0.0)

@@ -17,6 +17,8 @@ person is shown (the root and the serving library's leaves: :mod:`models.errors`
     │   ├── LinkFailed          the OAuth callback refused: bad/used/expired state, declined…
     │   ├── NotLinked           no linked account, or its link no longer works (relink)
     │   └── UploadRefused       a cover upload refused: not the owner, missing scope, bad image
+    │       └── AppInDevelopmentMode  403: the app's development mode does not list the person
+    ├── StartImageRefused       look:current/attachment: no cover, too large, not an image
     ├── AllCandidatesBlocked    every image came out black (safety checker)
     ├── LinkingDisabled         account linking is not set up on this bot
     ├── NotRequester            only the requester may apply the winning cover
@@ -140,6 +142,22 @@ class NotRequester(CoverError):
 
 class UploadRefused(SpotifyError):
     """Spotify (or our own check before it) refused a cover upload; the message says why."""
+
+
+class AppInDevelopmentMode(UploadRefused):
+    """Spotify answered 403 "user not registered": the bot's Spotify app is in Development Mode
+    and its owner has not listed this person (docs/spotify.md, "Development Mode")."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Spotify refused the upload because the bot's Spotify app is in Development Mode "
+            "and your Spotify account is not one of the (at most 5) accounts its owner added."
+        )
+
+
+class StartImageRefused(CoverError):
+    """The picture a cover should start from (the playlist's current cover, an attachment, a
+    file) is missing, too large, or not an image; the message says which (bot/app/look.py)."""
 
 
 class OutputFailed(CoverError):

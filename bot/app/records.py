@@ -59,6 +59,8 @@ class StoredParams:
     community: bool = False  # made with the server's community style (its LoRA)
     variations_of: str | None = None  # the candidate PNG the variations were made from
     strength: float | None = None  # how far the variations could move from it
+    look: str | None = None  # "current" or "attachment": started from that picture (look.py)
+    start_image: str | None = None  # the picture as saved, for a reroll or a restart
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -74,6 +76,8 @@ class StoredParams:
         }
         if self.variations_of is not None:
             data |= {"variations_of": self.variations_of, "strength": self.strength}
+        if self.look is not None:
+            data |= {"look": self.look, "start_image": self.start_image, "strength": self.strength}
         return json.dumps(data, ensure_ascii=False)
 
     @classmethod
@@ -101,7 +105,15 @@ class StoredParams:
             community=bool(data.get("community")),
             variations_of=data.get("variations_of"),
             strength=data.get("strength"),
+            look=_text_or_none(data.get("look"), "look"),
+            start_image=_text_or_none(data.get("start_image"), "start_image"),
         )
+
+
+def _text_or_none(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be text, not {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ candidates)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.app.errors import InvalidOption
+from bot.app.look import LOOKS
 from bot.app.prompts import MAX_CANDIDATES, STYLES
 from bot.app.records import RequestRecord
 from bot.app.remix import WRITTEN, written_prompts
@@ -51,6 +52,14 @@ class CoverRequest:
     # Discord marks the channel NSFW: the server's NSFW policy may then post flagged candidates
     # behind a spoiler (bot/app/server_rules.py keeps_flagged).
     nsfw_channel: bool = False
+    # Keep the playlist's look (bot/app/look.py): image-to-image at ``strength`` from the
+    # playlist's current cover ("current") or from ``image`` ("attachment": bytes from outside,
+    # with the content type they came with). ``start_image``: that picture as saved once read,
+    # which a reroll or a restart starts from again.
+    look: str | None = None
+    image: bytes | None = field(default=None, repr=False)
+    image_type: str | None = None
+    start_image: str | None = None
 
     def check(self) -> None:
         """Reject bad values before any work is done (diffusers' ``check_inputs`` habit)."""
@@ -73,6 +82,15 @@ class CoverRequest:
             raise InvalidOption(
                 "`community` brings its own model and LoRA; leave `model` out with it"
             )
+        if self.look is not None:
+            if self.look not in LOOKS:
+                raise InvalidOption(f"`look` must be one of {', '.join(LOOKS)}, got {self.look!r}")
+            if self.variations_of is not None:
+                raise InvalidOption("variations start from their candidate; leave `look` out")
+            if self.look == "attachment" and self.image is None and self.start_image is None:
+                raise InvalidOption("`look:attachment` needs an `image` to start from")
+            if self.look == "current" and self.image is not None:
+                raise InvalidOption("give `look:current` or an `image`, not both")
         if self.prompts:
             if self.variations_of is not None:
                 raise InvalidOption("variations keep their candidate's prompt; leave `prompt` out")
@@ -133,6 +151,8 @@ def request_again(
     # The recorded model (the bot recorded it; a PNG's own claim is not trusted); a community
     # style: the server's again – except for variations, which keep the base it used.
     own_model = source is not None or not stored.community
+    # A reroll or remix of covers that kept the playlist's look starts from the same picture.
+    look = stored.look if source is None and stored.start_image else None
     return CoverRequest(
         playlist=record.playlist_id,
         user_id=user_id,
@@ -147,7 +167,9 @@ def request_again(
         guild_id=record.guild_id,
         channel_id=record.channel_id,
         variations_of=None if source is None else str(source),
-        strength=stored.strength or VARIATION_STRENGTH,
+        strength=(stored.strength if look or stored.variations_of else None) or VARIATION_STRENGTH,
         prompts=prompts,
         negative=negative,
+        look=look,
+        start_image=stored.start_image if look else None,
     )

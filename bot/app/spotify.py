@@ -6,6 +6,8 @@ With the app's own credentials (client credentials; :class:`SpotifyReader`, the 
     GET  v1/playlists/{id}/items         the tracks, paged; 403/404 means "metadata only" (bonus)
     GET  v1/artists/{id}                 genres of the most frequent artists            (bonus)
     GET  v1/search?type=playlist         playlists for ``python -m training collect``
+    GET  v1/playlists/{id}/images        the current cover's URL, then its bytes from the CDN
+                                         (bot/app/spotify_images.py; ``look:current``)
 
 With a person's own token (authorisation code with PKCE; :class:`SpotifyUserClient`)::
 
@@ -46,6 +48,7 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 
 from bot.app.errors import (
+    AppInDevelopmentMode,
     EditorialPlaylist,
     LinkFailed,
     NotLinked,
@@ -58,6 +61,7 @@ from bot.app.errors import (
 from bot.app.links import parse_playlist_ref
 from bot.app.playlist import PlaylistFacts, facts_from_spotify
 from bot.app.settings import Settings
+from bot.app.spotify_images import cover_url, download_cover
 from bot.app.spotify_oauth import SCOPES, TokenGrant, challenge_for
 from bot.app.spotify_retry import RetryPolicy, classify, oauth_code, retry_delay, tame_spotipy_logs
 from models.postprocess import SPOTIFY_JPEG_LIMIT
@@ -321,6 +325,19 @@ class SpotifyReader:
         # 2. items: only for playlists the app may read (Spotify 2026); None otherwise
         return self._with_items(playlist, self._read_items(playlist_id))
 
+    def current_cover(self, playlist_id: str) -> tuple[bytes, str]:
+        """The bytes and declared type of the playlist's cover, bounded and checked as
+        bot/app/spotify_images.py says; :class:`StartImageRefused` when it has none."""
+        try:
+            images = self._call(self._sp.playlist_cover_image, playlist_id)
+        except SpotifyException as exc:
+            raise SpotifyUnavailable(
+                f"Spotify answered HTTP {exc.http_status} for the cover of playlist "
+                f"{playlist_id}; try again later."
+            ) from None
+        url = cover_url(images, playlist_id)
+        return download_cover(url, api_base=self.api.api_base, timeout_s=self.api.timeout_s)
+
     def _with_items(
         self, playlist: dict[str, Any], items: list[dict[str, Any]] | None
     ) -> dict[str, Any]:
@@ -555,6 +572,8 @@ class SpotifyUserClient:
                 payload.decode("ascii"),
             )
         except SpotifyException as exc:
+            if exc.http_status == 403 and "not registered" in _api_error(exc).lower():
+                raise AppInDevelopmentMode() from None  # Spotify's words: tests/fakes/spotify
             if exc.http_status == 403:
                 raise UploadRefused(
                     "Spotify refused the cover (HTTP 403): your linked account does not own "

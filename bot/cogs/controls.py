@@ -182,7 +182,9 @@ class Controls:
         params, timings = record.params, record.timings
         candidates = self.bot.storage.candidates(record.id)
         made = f", made in {timings['generate_s']:.1f} s" if "generate_s" in timings else ""
-        strength = f", variations at strength {params.strength:g}" if params.strength else ""
+        kind = {"current": "from the playlist's cover", "attachment": "from an attached image"}
+        start = kind.get(params.look or "", "variations")
+        strength = f", {start} at strength {params.strength:g}" if params.strength else ""
         lines = [
             f"Model **{record.model}**, {params.steps} steps, CFG {params.guidance:g}, "
             f"{params.width}×{params.height} px (posted at 512×512){strength}{made}."

@@ -15,10 +15,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app.cover import CoverJob
+from bot.app.errors import StartImageRefused
 from bot.app.files import CoverResult
+from bot.app.look import LOOK_STRENGTH, LOOKS, MAX_START_BYTES, check_size, check_type
 from bot.app.prompts import MAX_CANDIDATES, STYLES
 from bot.app.records import RequestRecord
-from bot.app.request import CoverRequest, people_models
+from bot.app.request import VARIATION_STRENGTH, CoverRequest, people_models
 from bot.app.server_rules import ServerRefusal
 from bot.cogs.controls import controls_view
 from bot.cogs.helpers import (
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_MB = MAX_START_BYTES // 1024 // 1024
+ATTACHMENT_TIMEOUT_S = 20.0  # 5 MB from Discord's CDN: seconds even on a slow link
+
 
 class CoverCog(commands.Cog):
     token_lifetime_s = TOKEN_LIFETIME_S  # a class attribute so tests can pretend time passed
@@ -55,8 +60,14 @@ class CoverCog(commands.Cog):
         style="How the prompts are written ('seed' is the paper's '<title> playlist cover image')",
         title="Set the playlist's title onto the covers",
         community="Paint in this server's community style (its LoRA, learnt from its votes)",
+        look="Start from the playlist's current cover, or from an image you attach",
+        strength=f"With look: how far from the picture, 0.05-1 (default {LOOK_STRENGTH})",
+        image=f"With look:attachment: a JPEG or PNG to start from (at most {MAX_MB} MB)",
     )
-    @app_commands.choices(style=[app_commands.Choice(name=s, value=s) for s in STYLES])
+    @app_commands.choices(
+        style=[app_commands.Choice(name=s, value=s) for s in STYLES],
+        look=[app_commands.Choice(name=s, value=s) for s in LOOKS],
+    )
     async def cover(
         self,
         interaction: discord.Interaction,
@@ -66,10 +77,28 @@ class CoverCog(commands.Cog):
         style: str = "seed",
         title: bool = False,
         community: bool = False,
+        look: str | None = None,
+        strength: app_commands.Range[float, 0.05, 1.0] = LOOK_STRENGTH,
+        image: discord.Attachment | None = None,
     ) -> None:
         """Make candidate covers for a Spotify playlist and vote on them."""
         started = time.monotonic()
+        if image is not None:  # what Discord says of it, checked before the 3 s budget goes
+            look = look or "attachment"
+            try:
+                check_type(image.content_type, "The attached image")
+                check_size(image.size, "The attached image")
+            except StartImageRefused as refused:
+                await interaction.response.send_message(
+                    str(refused), ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
+                return
         await interaction.response.defer(thinking=True)  # before anything slow: 3 s budget
+        try:
+            data = await _attachment_bytes(image) if image is not None else None
+        except StartImageRefused as refused:
+            await _private(interaction, str(refused))
+            return
         request = CoverRequest(
             playlist=playlist,
             user_id=str(interaction.user.id),
@@ -81,8 +110,15 @@ class CoverCog(commands.Cog):
             community=community,
             guild_id=str(interaction.guild_id) if interaction.guild_id else None,
             channel_id=str(interaction.channel_id),
+            look=look,
+            strength=strength if look else VARIATION_STRENGTH,  # without a look: unused
+            image=data,
+            image_type=image.content_type if image is not None else None,
         )
-        await self.deliver(interaction, request, started)
+        try:
+            await self.deliver(interaction, request, started)
+        except StartImageRefused as refused:  # told to the requester alone, nothing queued
+            await _private(interaction, str(refused))
 
     @commands.Cog.listener()
     async def on_cover_request(
@@ -380,6 +416,26 @@ def _preview_file(event: Preview) -> discord.File:
     preview_strip(event.images).save(data, format="PNG")
     data.seek(0)
     return discord.File(data, filename="preview.png")
+
+
+async def _attachment_bytes(image: discord.Attachment) -> bytes:
+    """An attachment's bytes within the time limit; their size and kind are checked again
+    from the bytes themselves (bot/app/look.py), since what Discord said came from outside."""
+    try:
+        return await asyncio.wait_for(image.read(), ATTACHMENT_TIMEOUT_S)
+    except (TimeoutError, discord.HTTPException) as error:
+        raise StartImageRefused(
+            f"The attached image could not be read from Discord ({type(error).__name__})."
+        ) from None
+
+
+async def _private(interaction: discord.Interaction, text: str) -> None:
+    """Replace the deferred public reply with a message only the requester sees."""
+    try:
+        await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    except discord.HTTPException:
+        await reply(interaction, text)  # the public reply, then, rather than none
 
 
 def _escape(text: str) -> str:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -22,7 +23,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app.accounts import LinkedAccount
-from bot.app.errors import NotRequester
+from bot.app.errors import AppInDevelopmentMode, NotRequester
+from bot.app.records import CoverMessage
 from bot.cogs.helpers import NO_MENTIONS, TOKEN_LIFETIME_S, count_as_command, error_text
 from bot.oauth_callback import CallbackServer
 
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 APPLY_PREFIX = "spotify-apply:"
 MAX_LINK_BUTTON_URL = 512  # Discord's limit on a link button's URL
 SPOTIFY_APPS_PAGE = "https://www.spotify.com/account/apps/"  # where people revoke an app
+# When Development Mode refuses the upload (docs/spotify.md): the JPEG rides along with this.
+HOW_TO_SET_BY_HAND = (
+    "Set it yourself: save the JPEG below, then in the Spotify app open the playlist → Edit → "
+    "change the image."
+)
 
 
 class ApplyButton(
@@ -204,12 +211,15 @@ class SpotifyCog(
             )
             return
         await interaction.response.defer()  # an update of the button's message: nothing shown
+        files: list[discord.File] = []
         lock = self._uploading.setdefault(message_id, asyncio.Lock())
         async with lock:
             try:
                 applied = await self.accounts.apply_cover(
                     message_id=message_id, discord_user_id=str(interaction.user.id)
                 )
+            except AppInDevelopmentMode as exc:
+                text, files = f"{exc} {HOW_TO_SET_BY_HAND}", self._winner_jpeg(message)
             except Exception as exc:
                 text = f"The cover was not applied: {error_text(exc, 'Apply to Spotify')}"
             else:
@@ -223,9 +233,17 @@ class SpotifyCog(
         if interaction.message is not None:
             reference = discord.PartialMessage(channel=channel, id=interaction.message.id)
         try:
-            await channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS)
+            await channel.send(text, reference=reference, allowed_mentions=NO_MENTIONS, files=files)
         except discord.HTTPException:
             log.warning("Could not report the upload of %s", message_id, exc_info=True)
+
+    def _winner_jpeg(self, message: CoverMessage) -> list[discord.File]:
+        """The winner's upload-ready JPEG (the one Apply would have sent), to set by hand; none
+        when its file is gone."""
+        candidate = self.bot.storage.candidate(message.request_id, message.winner or 0)
+        if candidate is None or not candidate.jpeg_path or not Path(candidate.jpeg_path).is_file():
+            return []
+        return [discord.File(candidate.jpeg_path, filename=f"cover-{candidate.index}.jpg")]
 
 
 def _escape(text: str) -> str:

@@ -10,7 +10,8 @@ self-hosted server. The fake plays the part of Discord and of the people in one 
 - it sends gateway events: READY (the guild listed as unavailable), GUILD_CREATE (its channel,
   roles, member count and the bot's own member, so discord.py's cache is filled as in
   production), then whatever a test makes people do – run a slash command
-  (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand), press a message's button
+  (:meth:`FakeDiscord.slash`, ``"group sub"`` for a subcommand; an :class:`Attachment` as an
+  option's value is sent as an attachment option, resolved, its bytes served at its URL), press a message's button
   (:meth:`press`), fill in and submit a modal the bot opened (:meth:`submit`), react or take a reaction back (:meth:`react`, :meth:`unreact`), delete a
   message (:meth:`delete_message`) or several at once (:meth:`delete_messages`, one
   MESSAGE_DELETE_BULK), write (:meth:`say`), type (:meth:`type_`), come online
@@ -98,7 +99,7 @@ from tests.fakes.discord.limits import (
     SEND_MESSAGES,
     snowflake,
 )
-from tests.fakes.discord.models import FakeUser, Interaction, Message
+from tests.fakes.discord.models import Attachment, FakeUser, Interaction, Message
 from tests.fakes.discord.server import FakeDiscord
 
 __all__ = [
@@ -109,6 +110,7 @@ __all__ = [
     "MESSAGE_CONTENT",
     "PRIVILEGED_INTENTS",
     "SEND_MESSAGES",
+    "Attachment",
     "FakeDiscord",
     "FakeUser",
     "Interaction",

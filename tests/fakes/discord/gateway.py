@@ -22,7 +22,7 @@ from tests.fakes.discord.limits import (
     PRIVILEGED_INTENTS,
     snowflake,
 )
-from tests.fakes.discord.models import FakeUser, Interaction
+from tests.fakes.discord.models import Attachment, FakeUser, Interaction
 
 
 class GatewaySide:
@@ -320,11 +320,16 @@ class GatewaySide:
     def _interaction_payload(
         self, interaction: Interaction, kind: int, *, focused: str | None = None
     ) -> dict[str, Any]:
-        options = [
-            {"name": name, "type": _option_type(value), "value": value}
-            | ({"focused": True} if name == focused else {})
-            for name, value in interaction.options.items()
-        ]
+        resolved: dict[str, Any] = {}
+        options = []
+        for name, value in interaction.options.items():
+            option_type = _option_type(value)
+            if isinstance(value, Attachment):  # an attachment option: its id, resolved beside
+                option_type, value = 11, str(snowflake())
+                self.attached[value] = interaction.options[name]
+                resolved[value] = self._attachment_payload(value, interaction.options[name])
+            option = {"name": name, "type": option_type, "value": value}
+            options.append(option | ({"focused": True} if name == focused else {}))
         name, *subcommand = interaction.command.split() or [""]  # "": a button press
         if subcommand:  # "/spotify link": the subcommand is the group's one option
             options = [{"name": subcommand[-1], "type": 1, "options": options}]
@@ -361,8 +366,30 @@ class GatewaySide:
                 "name": name,
                 "type": 1,
                 "options": options,
-            },
+            }
+            | ({"resolved": {"attachments": resolved}} if resolved else {}),
         }
+
+    def _attachment_payload(self, key: str, attached: Attachment) -> dict[str, Any]:
+        """Discord's attachment object; its URL is this server's stand-in for Discord's CDN."""
+        url = f"{self.base_url}/attachments/{key}/{attached.filename}"
+        size = len(attached.data) if attached.claimed_size is None else attached.claimed_size
+        return {
+            "id": key,
+            "filename": attached.filename,
+            "size": size,
+            "url": url,
+            "proxy_url": url,
+            "ephemeral": True,
+        } | ({"content_type": attached.content_type} if attached.content_type else {})
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        attached = self.attached.get(request.match_info["id"])
+        if attached is None:
+            return web.Response(status=404, text="Not found")
+        return web.Response(
+            body=attached.data, content_type=attached.content_type or "application/octet-stream"
+        )
 
     def _reaction_payload(
         self, user: FakeUser, message_id: int, emoji: str, super_: bool = False

@@ -86,6 +86,10 @@ class Exchange:
 class Attachment:
     filename: str
     data: bytes
+    # A file a person attaches to a slash command's attachment option (type 11): the type
+    # Discord reports for it (from the upload, so it may be wrong) and the size it claims.
+    content_type: str | None = None
+    claimed_size: int | None = None
 
 
 @dataclass

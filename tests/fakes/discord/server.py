@@ -22,7 +22,7 @@ from tests.fakes.discord.limits import (
     UPLOAD_LIMIT,
     snowflake,
 )
-from tests.fakes.discord.models import Exchange, FakeUser, Interaction, Message
+from tests.fakes.discord.models import Attachment, Exchange, FakeUser, Interaction, Message
 from tests.fakes.discord.rest import RestSide
 from tests.fakes.discord.validation import _text_inputs
 
@@ -83,6 +83,7 @@ class FakeDiscord(GatewaySide, RestSide):
         self._unresponsive: web.WebSocketResponse | None = None  # see unresponsive()
         self._dropped: set[web.WebSocketResponse] = set()  # connections the fake closed
         self._changed = asyncio.Condition()
+        self.attached: dict[str, Attachment] = {}  # files people attached to commands, by id
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -91,6 +92,7 @@ class FakeDiscord(GatewaySide, RestSide):
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -104,6 +106,10 @@ class FakeDiscord(GatewaySide, RestSide):
             await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def api_base(self) -> str:

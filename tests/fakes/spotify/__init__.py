@@ -11,6 +11,7 @@ It serves what :mod:`bot.app.spotify` reads, shaped like Spotify's answers as of
     GET  /v1/playlists/{id}/items     paged items ``{"item": track or episode, ...}``, ``limit``
                                       1–50 (default 20), absolute ``next`` URLs; 403 to a token
                                       that may not read them
+    GET  /v1/playlists/{id}/images    the playlist's ``images`` (its cover), [] for one without
     GET  /v1/artists/{id}             full artist objects, genres included
     GET  /v1/search?type=playlist     playlists whose name contains ``q`` (case-insensitive), paged
                                       with ``limit`` 1–10, default 5 (Spotify's figures since
@@ -23,7 +24,8 @@ a user token of the owner or of one of ``server.collaborators[playlist_id]``. Ap
 other people get metadata only – unless ``server.extended_quota`` is True (an app Spotify granted
 extended quota: every token reads every playlist's items).
     GET  /images/{key}                image bytes stored with ``server.add_image`` (no token, like
-                                      Spotify's image CDN)
+                                      Spotify's image CDN), with the content type given there
+                                      (so also text, or an image too large), optionally chunked
 
 A person's own account (authorisation code with PKCE, as :mod:`bot.app.spotify` uses it)::
 

@@ -97,6 +97,14 @@ class _AccessToken:
     expires_at: float  # time.monotonic()
 
 
+class StoredImage(NamedTuple):
+    """Bytes served at ``/images/{key}``, the stand-in for Spotify's image CDN."""
+
+    data: bytes
+    content_type: str
+    chunked: bool = False  # True: sent without a Content-Length
+
+
 class Upload(NamedTuple):
     """A cover that arrived through ``PUT /v1/playlists/{id}/images``."""
 

@@ -377,8 +377,26 @@ class SpotifyRoutes:
         item["items"] = {"href": f"{self.api_base}/playlists/{meta['id']}/items", "total": total}
         return item
 
-    async def _image(self, request: web.Request) -> web.Response:
+    async def _playlist_images(self, request: web.Request) -> web.Response:
+        """The playlist's cover as a list of images: [] for a playlist without one (Spotify's
+        answer for a new, empty playlist), its ``images`` otherwise."""
+        stored = self.playlists.get(request.match_info["id"])
+        if stored is None:
+            return _json(error_body(404), 404)
+        return _json(copy.deepcopy(stored.meta.get("images") or []))
+
+    async def _image(self, request: web.Request) -> web.StreamResponse:
         stored = self.images.get(request.match_info["key"])
         if stored is None:
             return web.Response(status=404, text="Not found")
-        return web.Response(body=stored[0], content_type=stored[1])
+        if not stored.chunked:
+            return web.Response(body=stored.data, content_type=stored.content_type)
+        # No Content-Length: a client learns the size only by reading, as from a server that
+        # streams (or lies about) what it sends.
+        response = web.StreamResponse(headers={"Content-Type": stored.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(stored.data), 64 * 1024):
+            await response.write(stored.data[start : start + 64 * 1024])
+        await response.write_eof()
+        return response

@@ -25,6 +25,7 @@ from tests.fakes.spotify.models import (
     Grant,
     LoggedRequest,
     Reply,
+    StoredImage,
     Upload,
     _AccessToken,
     _Code,
@@ -52,7 +53,7 @@ class FakeSpotify(SpotifyRoutes):
         self.collaborators: dict[str, set[str]] = {}  # playlist id → user ids besides its owner
         self.registered_users: set[str] | None = None  # development mode's list; None: anyone
         self.schema_problems: list[str] = []
-        self.images: dict[str, tuple[bytes, str]] = {}
+        self.images: dict[str, StoredImage] = {}
         self.search_results: dict[str, list[Mapping[str, Any] | None]] = {}
         # -- a person's own account (see the package docstring) --
         self.account = FakeAccount()  # who is logged in at /authorize
@@ -153,9 +154,13 @@ class FakeSpotify(SpotifyRoutes):
         """Every access and refresh token handed to a user, valid or not (for leak checks)."""
         return [*self._all_user_tokens]
 
-    def add_image(self, key: str, data: bytes, content_type: str = "image/jpeg") -> str:
-        """Store image bytes; returns their absolute URL on this server (start it first)."""
-        self.images[key] = (data, content_type)
+    def add_image(
+        self, key: str, data: bytes, content_type: str = "image/jpeg", *, chunked: bool = False
+    ) -> str:
+        """Store image bytes; returns their absolute URL on this server (start it first).
+        ``content_type`` is sent as given (a test may serve text as an image, or an image as
+        text); ``chunked`` sends them without a Content-Length."""
+        self.images[key] = StoredImage(data, content_type, chunked)
         return f"{self.base_url}/images/{key}"
 
     # -- scripted failures and the log ---------------------------------------------------------
@@ -246,6 +251,7 @@ class FakeSpotify(SpotifyRoutes):
         app.router.add_get("/v1/me/", self._me)  # Spotify answers both; spotipy asks for "me/"
         app.router.add_get("/v1/playlists/{id}", self._playlist)
         app.router.add_get("/v1/playlists/{id}/items", self._items)
+        app.router.add_get("/v1/playlists/{id}/images", self._playlist_images)
         app.router.add_put("/v1/playlists/{id}/images", self._cover_upload)
         app.router.add_get("/v1/artists/{id}", self._artist)
         app.router.add_get("/v1/search", self._search)
