@@ -319,10 +319,15 @@ class CoverService:
         oldest first. One that restarts keep interrupting – more than
         ``settings.resume_max_tries`` times – is given up, and one that can no longer run (its
         model is gone, the queue is full) fails: both are recorded as failed with the reason,
-        so nothing is dropped silently and nothing is remade forever."""
+        so nothing is dropped silently and nothing is remade forever. Only the requests of the
+        servers on this process's shards (``settings.shards()``) are this process's."""
         resumptions = []
-        for record in self.storage.unfinished_requests(source):
-            tries = self.storage.note_resume(record.id)
+        # Only this process's servers (bot/app/shards.py); the claim lets one process through
+        # where two would take the same row.
+        for record in self.storage.unfinished_requests(source, self.settings.shards()):
+            tries = self.storage.note_resume(record.id, seen=record.resumes)
+            if tries is None:
+                continue  # another process claimed it first
             if tries > self.settings.resume_max_tries:
                 # Something in this request (or the machine) keeps stopping the bot before it
                 # ends: give up instead of regenerating it on every start.

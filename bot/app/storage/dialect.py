@@ -8,8 +8,11 @@ written once, in SQLite's words; these functions adapt the few that PostgreSQL s
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from bot.app.shards import Shards
 
 POSTGRES = "postgresql"
 SQLITE = "sqlite"
@@ -67,6 +70,18 @@ def for_update(db: Any) -> str:
     transaction there holds the whole file's write lock from BEGIN IMMEDIATE
     (bot/app/storage/connection.py); PostgreSQL locks the rows read ``FOR UPDATE``."""
     return " FOR UPDATE" if dialect_of(db) == POSTGRES else ""
+
+
+def shard_clause(column: str, shards: Shards | None) -> tuple[str, list[Any]]:
+    """``AND …`` keeping the rows whose server (the text id in ``column``) is on ``shards``, and
+    its parameters; nothing for None or a process that owns every shard. The formula is
+    :func:`bot.app.shards.shard_of`'s, the same in both engines (``>>`` and ``%`` on a 64-bit
+    integer): a row without a server is shard 0's."""
+    if shards is None or shards.everything:
+        return "", []
+    marks = ", ".join("?" for _ in shards.ids)
+    server = f"CAST(coalesce(nullif({column}, ''), '0') AS BIGINT)"
+    return f" AND (({server} >> 22) % ?) IN ({marks})", [shards.count, *shards.ids]
 
 
 def lock_key(db: Any, namespace: str, key: str) -> None:
