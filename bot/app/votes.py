@@ -161,7 +161,8 @@ class VoteService:
             if (now - moment(message.created_at)).total_seconds() >= self.close_after_s
         ]
 
-    def open_votes(self) -> list[CoverMessage]:
+    def open_votes(self, shard_id: int | None = None) -> list[CoverMessage]:
         """Every vote of this process's servers still open, oldest first (read back from
-        Discord at each connection)."""
-        return self.storage.open_cover_messages(self.shards)
+        Discord at each connection); with ``shard_id``, that one shard's only."""
+        shards = self.shards if shard_id is None else Shards((shard_id,), self.shards.count)
+        return self.storage.open_cover_messages(shards)
