@@ -80,3 +80,34 @@ def test_a_refused_database_url_never_shows_its_password() -> None:
             Settings(_env_file=None, db_url=url)  # type: ignore[call-arg]
         shown = str(caught.value) + repr(caught.value)
         assert "hunter2" not in shown and "db_url" in shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--shard-ids", "0,0", "--shard-count", "2"], "shard ids must be unique, got 0 twice"),
+        (["--shard-ids", "2", "--shard-count", "2"], "must be 0 to 1 with a shard count of 2"),
+        (["--shard-ids", "1"], "needs COVER_SHARD_COUNT (--shard-count)"),
+    ],
+)
+def test_run_refuses_a_bad_layout_in_one_line_before_connecting(
+    argv: list[str], says: str, monkeypatch, tmp_path, capsys
+) -> None:
+    from bot.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("DISCORD_TOKEN", "fake-token")
+    monkeypatch.delenv("COVER_SHARD_IDS", raising=False)
+    monkeypatch.delenv("COVER_SHARD_COUNT", raising=False)
+    assert main(["run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid setting") and says in err and err.count("\n") == 1
+
+
+def test_run_help_shows_the_shard_options(capsys) -> None:
+    from bot.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "--shard-ids" in out and "--shard-count" in out
