@@ -197,3 +197,8 @@ async def test_a_killed_shard_process_loses_nothing_and_posts_nothing_twice(
         assert interaction.acked_at is not None, logs
         assert interaction.acked_at - interaction.sent_at < 3.0
     assert "Traceback" not in logs, logs
+    slowest = max(i.acked_at - i.sent_at for i in asked.values())
+    print(  # shown with -rP: what the kill hit
+        f"{BURST} requests; {len(left)} still queued at the kill, {resumed} resumed; "
+        f"{sum(len(b) for b in expected.values())} votes; slowest ack {slowest:.3f} s"
+    )

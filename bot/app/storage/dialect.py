@@ -72,16 +72,30 @@ def for_update(db: Any) -> str:
     return " FOR UPDATE" if dialect_of(db) == POSTGRES else ""
 
 
-def shard_clause(column: str, shards: Shards | None) -> tuple[str, list[Any]]:
+def shard_clause(db: Any, column: str, shards: Shards | None) -> tuple[str, list[Any]]:
     """``AND …`` keeping the rows whose server (the text id in ``column``) is on ``shards``, and
-    its parameters; nothing for None or a process that owns every shard. The formula is
-    :func:`bot.app.shards.shard_of`'s, the same in both engines (``>>`` and ``%`` on a 64-bit
-    integer): a row without a server is shard 0's."""
+    its parameters; nothing for None or a process that owns every shard.
+
+    The formula is :func:`bot.app.shards.shard_of`'s, ``(id >> 22) % count``, written so that
+    a stored id of any length works in both engines: PostgreSQL divides a NUMERIC (a BIGINT
+    cast would fail the whole query on one id past 2**63), SQLite shifts its 64-bit integer. A
+    row without a server, or whose server column is not digits (a row this code did not
+    write), is shard 0's – it still has an owner, and the query never fails on it.
+    """
     if shards is None or shards.everything:
         return "", []
     marks = ", ".join("?" for _ in shards.ids)
-    server = f"CAST(coalesce(nullif({column}, ''), '0') AS BIGINT)"
-    return f" AND (({server} >> 22) % ?) IN ({marks})", [shards.count, *shards.ids]
+    if dialect_of(db) == POSTGRES:
+        shard = (
+            f"CASE WHEN {column} ~ '^[0-9]{{1,40}}$' "
+            f"THEN mod(div(CAST({column} AS NUMERIC), 4194304), ?) ELSE 0 END"
+        )
+    else:
+        shard = (
+            f"CASE WHEN {column} != '' AND {column} NOT GLOB '*[^0-9]*' "
+            f"THEN (CAST({column} AS INTEGER) >> 22) % ? ELSE 0 END"
+        )
+    return f" AND ({shard}) IN ({marks})", [shards.count, *shards.ids]
 
 
 def lock_key(db: Any, namespace: str, key: str) -> None:

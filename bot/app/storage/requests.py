@@ -132,7 +132,7 @@ class RequestRows(Connection):
     def unfinished_requests(self, source: str, shards: Shards | None = None) -> list[RequestRecord]:
         """Requests from ``source`` still ``queued`` (a restart interrupted them), oldest first;
         with ``shards``, only those of the servers on them (no server: shard 0)."""
-        where, params = shard_clause("guild_id", shards)
+        where, params = shard_clause(self.db, "guild_id", shards)
         rows = self._rows(
             f"SELECT * FROM requests WHERE source = ? AND status = 'queued'{where} "
             "ORDER BY created_at, rowid",

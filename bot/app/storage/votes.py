@@ -72,10 +72,10 @@ class VoteRows(Connection):
     def open_cover_messages(self, shards: Shards | None = None) -> list[CoverMessage]:
         """Messages still collecting votes, oldest first (for closing them after a restart);
         with ``shards``, only those of the servers on them (their request's ``guild_id``)."""
-        where, params = shard_clause("r.guild_id", shards)
+        where, params = shard_clause(self.db, "r.guild_id", shards)
         rows = self._rows(
             f"""
-            SELECT m.* FROM cover_messages AS m JOIN requests AS r ON r.id = m.request_id
+            SELECT m.* FROM cover_messages AS m LEFT JOIN requests AS r ON r.id = m.request_id
             WHERE m.status = 'open'{where} ORDER BY m.created_at, m.rowid
             """,
             params,
