@@ -325,12 +325,46 @@ async def run_bot(args: argparse.Namespace) -> int:
     settings = Settings(**layout)
     token = settings.require_discord_token()  # before anything heavy: a missing token is one line
 
+    import discord
+
     from bot.client import build_bot
 
     bot = build_bot(settings)
     async with bot:
-        await bot.start(token.get_secret_value())
+        try:
+            await bot.start(token.get_secret_value())
+        except discord.ConnectionClosed as closed:
+            if closed.code != SHARDING_REQUIRED:
+                raise
+            advice = await _sharding_required(token.get_secret_value())
+            print(f"error: {advice}", file=sys.stderr)
+            return 1
     return 0
+
+
+SHARDING_REQUIRED = 4011  # Discord's close code: too many servers on one connection
+
+
+async def _sharding_required(token: str) -> str:
+    """What to tell an operator whose bot Discord refused to serve on one connection, with
+    the shard count Discord advises (``GET /gateway/bot``) when it answers. The bot closed its
+    own HTTP session on the refusal: this asks with a new one."""
+    import discord
+
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    try:
+        await http.static_login(token)
+        advised, _, _ = await http.get_bot_gateway()
+        count = f"{int(advised)} (what Discord advises now)"
+    except (discord.DiscordException, OSError, RuntimeError, TypeError, ValueError):
+        count = "N (one per 1,000 servers or so)"
+    finally:
+        await http.close()
+    return (
+        "Discord requires sharding: this bot is in too many servers for one gateway "
+        f"connection. Run it with --shard-count {count}, in one process or spread over several "
+        "with --shard-ids (docs/deployment.md, Shard processes)."
+    )
 
 
 # What each preset practically needs to run (docs/models.md, "Presets"); IF's two XL stages on a CPU

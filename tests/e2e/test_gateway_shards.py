@@ -140,3 +140,33 @@ async def test_discord_py_shards_as_gateway_bot_advises(discord, tmp_path, cache
     finally:
         await client.close()
         await asyncio.wait_for(task, 10)
+
+
+async def test_run_says_to_shard_when_discord_requires_it(
+    discord, tmp_path, cache_dir, monkeypatch, capsys
+):
+    """An unsharded bot in too many servers: Discord closes its connection with 4011, and
+    ``python -m bot run`` says so in one line, with the shard count Discord advises."""
+    from bot.__main__ import main
+
+    discord.max_guilds_per_shard = 1
+    discord.add_guild(shard=1 - shard_of(discord.guild_id, 2), shard_count=2)
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name, value in {
+        "DISCORD_TOKEN": "fake-discord-token-do-not-print",
+        "COVER_DISCORD_API_BASE": discord.api_base,
+        "COVER_DISCORD_GATEWAY_URL": discord.gateway_url,
+        "COVER_DB_PATH": str(tmp_path / "bot.db"),
+        "COVER_OUTPUT_DIR": str(tmp_path / "covers"),
+        "COVER_CACHE_DIR": str(cache_dir),
+        "COVER_DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("COVER_SHARD_IDS", "COVER_SHARD_COUNT", "COVER_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert await asyncio.wait_for(asyncio.to_thread(main, ["run"]), 120) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Discord requires sharding"), err
+    assert "--shard-count 2 (what Discord advises now)" in err
+    assert "Traceback" not in err and "do-not-print" not in err
+    assert discord.refused[-1] == "IDENTIFY shard [0, 1]: 4011"
