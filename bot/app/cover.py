@@ -390,7 +390,9 @@ class CoverService:
         """People (not the CLI) wait ``cooldown_s`` between accepted requests, and have one
         request at a time in :meth:`start`: checked once, up front, so a refused request costs
         no Spotify call, and two sent at once cannot both get through while the first reads
-        its playlist (its row, recorded before the claim ends, carries the cooldown on)."""
+        its playlist (its row, recorded before the claim ends, carries the cooldown on) – not
+        even to two shard processes: the database's claim (Storage.claim) decides between
+        them, and the cooldown is read once it is held."""
         cooldown = self.settings.cooldown_s
         if request.source == "cli" or cooldown <= 0:
             yield
@@ -398,16 +400,19 @@ class CoverService:
         key = (request.source, request.user_id)
         if key in self._starting:
             raise CooldownActive(cooldown)
-        last = self.storage.last_request_at(request.user_id, request.source)
-        if last is not None:
-            waited = (datetime.now(UTC) - last).total_seconds()
-            if waited < cooldown:
-                raise CooldownActive(cooldown - waited)
-        self._starting.add(key)
-        try:
-            yield
-        finally:
-            self._starting.discard(key)
+        with self.storage.claim("cover-start", f"{request.source}:{request.user_id}") as free:
+            if not free:  # another process is starting one of this person's requests now
+                raise CooldownActive(cooldown)
+            last = self.storage.last_request_at(request.user_id, request.source)
+            if last is not None:
+                waited = (datetime.now(UTC) - last).total_seconds()
+                if waited < cooldown:
+                    raise CooldownActive(cooldown - waited)
+            self._starting.add(key)
+            try:
+                yield
+            finally:
+                self._starting.discard(key)
 
     async def warm_up(self, priority: int) -> None:
         """With a compiled UNet, compile each batch bucket of the default model now on every

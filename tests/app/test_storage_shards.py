@@ -123,3 +123,18 @@ def test_two_processes_closing_one_vote_close_it_once(db_target: Path | str) -> 
             )
             assert sorted(closed) == [False, True]
             assert second.cover_message(f"m{n}").winner == 2
+
+
+def test_a_claim_is_held_against_other_processes_until_released(db_target: Path | str) -> None:
+    postgres = isinstance(db_target, str)
+    with Storage(db_target) as first, Storage(db_target) as second:
+        with first.claim("cover-start", "discord:7") as free:
+            assert free
+            with second.claim("cover-start", "discord:7") as taken:
+                # PostgreSQL: the other process is refused. A SQLite file has no other
+                # machine; each process keeps its own claims apart in memory.
+                assert taken is not postgres
+            with second.claim("cover-start", "discord:8") as other_person:
+                assert other_person
+        with second.claim("cover-start", "discord:7") as released:
+            assert released

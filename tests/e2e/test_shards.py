@@ -8,6 +8,7 @@ The same with real processes, one killed mid-queue: tests/e2e/test_shard_kill.py
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from bot.client import ShardedCoverBot
 from models.runner import DiffusersRunner
 from tests.fakes.discord import FakeDiscord, FakeUser
 from tests.fakes.harness import bot_settings, cover_post, running_bot
+from tests.fakes.spotify.models import Reply
 
 ALICE = FakeUser(1001, "alice")
 BOB = FakeUser(1002, "bob")
@@ -131,3 +133,40 @@ async def test_two_shard_processes_share_one_database_and_serve_their_own_server
         assert one.storage.vote_of(str(posts[0].id), str(ALICE.id)) is None
     async with running_bot(settings[0], discord, runner=runner) as zero:
         await discord.wait_for(lambda: zero.storage.vote_of(str(posts[0].id), str(ALICE.id)) == 1)
+
+
+async def test_one_person_asking_on_both_shards_at_once_gets_one_request(
+    discord, fake_spotify, playlist_link, postgres_url, tmp_path, cache_dir, embedded_model_dir
+):
+    """The cooldown holds across processes even for two requests at the same moment: while
+    shard 0's process reads the playlist (held 1.5 s by Spotify), the same person's request on
+    shard 1 is refused by the database's claim, not let through because no row exists yet."""
+    servers = servers_on_both_shards(discord)
+    settings = [
+        shard_settings(
+            discord, fake_spotify, tmp_path, cache_dir, postgres_url, n, cooldown_s=600.0
+        )
+        for n in (0, 1)
+    ]
+    playlist = re.search(r"playlist/(\w+)", playlist_link).group(1)
+    runner = SharedRunner(cache_dir)
+    async with (
+        running_bot(settings[0], discord, runner=runner) as zero,
+        running_bot(settings[1], discord, runner=runner),
+    ):
+        fake_spotify.script(f"/v1/playlists/{playlist}", Reply(200, delay_s=1.5))
+        first = await discord.slash(
+            ALICE, "cover", channel_id=servers[0][1], playlist=playlist_link, count=1
+        )
+        await discord.wait_for(lambda: fake_spotify.requests_to(f"/v1/playlists/{playlist}"))
+        second = await discord.slash(
+            ALICE, "cover", channel_id=servers[1][1], playlist=playlist_link, count=1
+        )
+        await discord.wait_for(lambda: second.original and second.original.edits)
+        assert "try again in" in second.original.edits[0]
+        await cover_post(discord, first)
+        assert (
+            len(zero.storage.unfinished_requests("discord"))
+            + sum(1 for m in zero.storage.open_cover_messages())
+            == 1
+        )
