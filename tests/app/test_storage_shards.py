@@ -138,3 +138,23 @@ def test_a_claim_is_held_against_other_processes_until_released(db_target: Path 
                 assert other_person
         with second.claim("cover-start", "discord:7") as released:
             assert released
+
+
+def test_each_process_expires_and_reads_back_only_its_own_servers_votes(
+    db_target: Path | str,
+) -> None:
+    from bot.app.votes import VoteService
+
+    with Storage(db_target) as storage:
+        _post(storage, "zero", guild_on(0, 2))
+        _post(storage, "one", guild_on(1, 2))
+        _post(storage, "dm", None)
+        mine = {
+            shard: VoteService(storage, close_after_s=0, shards=Shards((shard,), 2))
+            for shard in (0, 1)
+        }
+        assert [m.message_id for m in mine[0].expired()] == ["zero", "dm"]
+        assert [m.message_id for m in mine[1].expired()] == ["one"]
+        assert [m.message_id for m in mine[1].open_votes()] == ["one"]
+        every = VoteService(storage, close_after_s=0)
+        assert [m.message_id for m in every.open_votes(shard_id=0)] == ["zero", "one", "dm"]
