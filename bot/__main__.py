@@ -128,12 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
         f"--variations-of, {LOOK_STRENGTH} with --from-current-cover or --from-image)",
     )
 
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         help="run the Discord bot (needs DISCORD_TOKEN)",
         description="Connect to Discord (or the server in COVER_DISCORD_API_BASE / "
         "COVER_DISCORD_GATEWAY_URL) and serve /cover until stopped; with COVER_TOKEN_KEY set, "
-        "also serve Spotify's OAuth callback for /spotify link.",
+        "also serve Spotify's OAuth callback for /spotify link. Without --shard-ids and "
+        "--shard-count: one process for every server. docs/deployment.md says when to shard.",
+    )
+    run.add_argument(
+        "--shard-ids",
+        type=_shard_ids,
+        help="connect only these shards, e.g. 0,1 (needs --shard-count; "
+        "default $COVER_SHARD_IDS, or every shard); the processes of one bot must share "
+        "one PostgreSQL database (COVER_DB_URL) and together run every shard exactly once",
+    )
+    run.add_argument(
+        "--shard-count",
+        type=int,
+        help="the bot's total number of shards across all its processes "
+        "(default $COVER_SHARD_COUNT; a server's shard is (server id >> 22) %% count)",
     )
     models = commands.add_parser(
         "models",
@@ -209,6 +223,15 @@ def run_db(args: argparse.Namespace) -> int:
         f"{mask_password(args.postgres_url)}; row counts and checksums match."
     )
     return 0
+
+
+def _shard_ids(text: str) -> tuple[int, ...]:
+    from bot.app.shards import parse_shard_ids
+
+    try:
+        return parse_shard_ids(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
@@ -315,18 +338,58 @@ async def _print_progress(job, queued_type, progress_type) -> None:
         print(file=sys.stderr)
 
 
-async def run_bot() -> int:
+async def run_bot(args: argparse.Namespace) -> int:
     from bot.app.settings import Settings
 
-    settings = Settings()
+    # The options stand in for COVER_SHARD_IDS / COVER_SHARD_COUNT (given ones only).
+    layout = {
+        name: getattr(args, name)
+        for name in ("shard_ids", "shard_count")
+        if getattr(args, name) is not None
+    }
+    settings = Settings(**layout)
     token = settings.require_discord_token()  # before anything heavy: a missing token is one line
+
+    import discord
 
     from bot.client import build_bot
 
     bot = build_bot(settings)
     async with bot:
-        await bot.start(token.get_secret_value())
+        try:
+            await bot.start(token.get_secret_value())
+        except discord.ConnectionClosed as closed:
+            if closed.code != SHARDING_REQUIRED:
+                raise
+            advice = await _sharding_required(token.get_secret_value())
+            print(f"error: {advice}", file=sys.stderr)
+            return 1
     return 0
+
+
+SHARDING_REQUIRED = 4011  # Discord's close code: too many servers on one connection
+
+
+async def _sharding_required(token: str) -> str:
+    """What to tell an operator whose bot Discord refused to serve on one connection, with
+    the shard count Discord advises (``GET /gateway/bot``) when it answers. The bot closed its
+    own HTTP session on the refusal: this asks with a new one."""
+    import discord
+
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    try:
+        await http.static_login(token)
+        advised, _, _ = await http.get_bot_gateway()
+        count = f"{int(advised)} (what Discord advises now)"
+    except (discord.DiscordException, OSError, RuntimeError, TypeError, ValueError):
+        count = "N (one per 1,000 servers or so)"
+    finally:
+        await http.close()
+    return (
+        "Discord requires sharding: this bot is in too many servers for one gateway "
+        f"connection. Run it with --shard-count {count}, in one process or spread over several "
+        "with --shard-ids (docs/deployment.md, Shard processes)."
+    )
 
 
 # What each preset practically needs to run (docs/models.md, "Presets"); IF's two XL stages on a CPU
@@ -440,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cover":
             return asyncio.run(run_cover(args))
         if args.command == "run":
-            return asyncio.run(run_bot())
+            return asyncio.run(run_bot(args))
         if args.command == "db":
             return run_db(args)
         return run_models(args)

@@ -48,10 +48,17 @@ def build_bot(
 ) -> CoverBot:
     """The bot with the application :func:`~bot.app.wiring.build_app` wires from ``settings``,
     pointed where they say. ``runner`` defaults to what the settings describe (released when
-    the bot closes); tests may pass their own runner or runners."""
+    the bot closes); tests may pass their own runner or runners.
+
+    With a shard layout (``COVER_SHARD_IDS``/``COVER_SHARD_COUNT``, ``run --shard-ids``) it is
+    a :class:`ShardedCoverBot` connecting those shards only; without one, one connection for
+    every server, as a bot below Discord's sharding threshold needs."""
     app = build_app(settings, runner=runner)
     point_discord_at(settings)
-    return CoverBot(app, **options)
+    if settings.shard_count is None:
+        return CoverBot(app, **options)
+    shards = settings.shards()
+    return ShardedCoverBot(app, shard_ids=list(shards.ids), shard_count=shards.count, **options)
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -134,9 +141,10 @@ class CoverBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info(
-            "Connected as %s (id %s); generating on %s with %r",
+            "Connected as %s (id %s), %s; generating on %s with %r",
             self.user,
             self.user.id if self.user else "?",
+            self.settings.shards().describe(),
             self.device,
             self.settings.default_model,
         )
@@ -156,3 +164,11 @@ class CoverBot(commands.Bot):
         await super().close()  # unloads the cogs: the Spotify callback server stops there
         await self.accounts.close()
         self.storage.close()
+
+
+class ShardedCoverBot(CoverBot, commands.AutoShardedBot):
+    """The same bot as one of several shard processes (docs/deployment.md): discord.py's
+    AutoShardedBot opens one gateway connection per shard in ``shard_ids`` (of
+    ``shard_count``), and Discord sends each only its servers' events. The votes, jobs and
+    cooldowns of every process meet in the shared database; what this process reads back,
+    resumes and closes is only its own servers' (bot/app/shards.py)."""

@@ -82,14 +82,28 @@ class ExportResult:
     superseded: int = 0  # earlier closed posts of a request that was posted again
 
 
+def database(db: str | Path) -> str | Path:
+    """What :class:`~bot.app.storage.Storage` opens for ``db``: a ``postgresql://`` URL as it
+    is (the bot's ``COVER_DB_URL``), else the SQLite file, which must exist."""
+    from bot.app.storage.dialect import is_postgres_url, mask_password
+
+    if is_postgres_url(str(db)):
+        return str(db)
+    path = Path(db)
+    if not path.is_file():
+        # Masked: a mistyped URL ("postgres-ql://user:password@…") lands here too.
+        shown = mask_password(str(db)) if "@" in str(db) else path
+        raise FileNotFoundError(f"There is no database at {shown} (COVER_DB_PATH).")
+    return path
+
+
 def export_votes(db_path: str | Path, out: str | Path) -> ExportResult:
-    """Copy each closed vote's winning image into ``out`` and write its ``metadata.jsonl``."""
+    """Copy each closed vote's winning image into ``out`` and write its ``metadata.jsonl``.
+    ``db_path``: the bot's SQLite file or its PostgreSQL URL."""
     from bot.app.storage import Storage
 
-    db_path, out = Path(db_path), Path(out)
-    if not db_path.is_file():
-        raise FileNotFoundError(f"There is no database at {db_path} (COVER_DB_PATH).")
-    with Storage(db_path) as storage:
+    target, out = database(db_path), Path(out)
+    with Storage(target) as storage:
         winners, superseded = _last_post_per_request(
             storage.winning_covers(), lambda w: w.request_id
         )
@@ -214,14 +228,12 @@ def export_pairs(
     (``since`` included, ``until`` not); ``guild_id``: one server's votes only."""
     from bot.app.storage import Storage
 
-    db_path, out = Path(db_path), Path(out)
-    if not db_path.is_file():
-        raise FileNotFoundError(f"There is no database at {db_path} (COVER_DB_PATH).")
+    target, out = database(db_path), Path(out)
     if min_margin < 1:  # here, not only in the rule: a bad option is not a malformed row
         raise ValueError(f"min_margin must be at least 1, got {min_margin}")
     if since is not None and until is not None and since >= until:
         raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
-    with Storage(db_path) as storage:
+    with Storage(target) as storage:
         votes, malformed = storage.closed_votes(since=since, until=until)
     if guild_id is not None:
         votes = [v for v in votes if v.request.guild_id == guild_id]

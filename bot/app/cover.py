@@ -16,13 +16,14 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.app.community import community_model
+from bot.app.cover_jobs import generation_job, generation_params
 from bot.app.errors import (
     AllCandidatesBlocked,
     CooldownActive,
@@ -42,7 +43,7 @@ from bot.app.server_rules import admit, keeps_flagged
 from bot.app.settings import Settings
 from bot.app.storage import Storage
 from models.errors import CoverError, FileRefused, QueueClosed
-from models.jobs import GeneratedImage, GenerationJob, GenerationParams, ImageSpec, JobResult
+from models.jobs import GeneratedImage, GenerationJob, ImageSpec, JobResult
 from models.parameters import read_png_parameters
 from models.queue import GenerationQueue, JobHandle, QueueEvent
 from models.registry import ModelSpec, list_models, resolve_model
@@ -230,7 +231,7 @@ class CoverService:
                 )
             steps = request.steps or spec.steps
             guidance = spec.guidance if request.guidance is None else request.guidance
-            params = _params(spec, spec.native_size, steps, guidance)
+            params = generation_params(spec, spec.native_size, steps, guidance)
             init = None
             if request.look is not None:  # from a picture: bot/app/look.py
                 init, saved = await start_picture(
@@ -238,7 +239,7 @@ class CoverService:
                 )
                 request = dataclasses.replace(request, start_image=saved, image=None)
                 params = dataclasses.replace(params, strength=request.strength)
-            job = _job(request, params, prompts, facts.name, init_image=init)
+            job = generation_job(request, params, prompts, facts.name, init_image=init)
             plan = _Plan(request, facts, spec, tuple(prompts), job, read_s)
             return self._submit(plan)
 
@@ -318,8 +319,8 @@ class CoverService:
         )
         steps = request.steps or found.steps
         guidance = found.cfg_scale if request.guidance is None else request.guidance
-        params = _params(spec, found.width, steps, guidance, strength=request.strength)
-        job = _job(request, params, prompts, label.name, init_image=init)
+        params = generation_params(spec, found.width, steps, guidance, strength=request.strength)
+        job = generation_job(request, params, prompts, label.name, init_image=init)
         return _Plan(request, label, spec, prompts, job, 0.0)
 
     def resume_unfinished(self, source: str) -> list[Resumption]:
@@ -327,10 +328,15 @@ class CoverService:
         oldest first. One that restarts keep interrupting – more than
         ``settings.resume_max_tries`` times – is given up, and one that can no longer run (its
         model is gone, the queue is full) fails: both are recorded as failed with the reason,
-        so nothing is dropped silently and nothing is remade forever."""
+        so nothing is dropped silently and nothing is remade forever. Only the requests of the
+        servers on this process's shards (``settings.shards()``) are this process's."""
         resumptions = []
-        for record in self.storage.unfinished_requests(source):
-            tries = self.storage.note_resume(record.id)
+        # Only this process's servers (bot/app/shards.py); the claim lets one process through
+        # where two would take the same row.
+        for record in self.storage.unfinished_requests(source, self.settings.shards()):
+            tries = self.storage.note_resume(record.id, seen=record.resumes)
+            if tries is None:
+                continue  # another process claimed it first
             if tries > self.settings.resume_max_tries:
                 # Something in this request (or the machine) keeps stopping the bot before it
                 # ends: give up instead of regenerating it on every start.
@@ -371,7 +377,7 @@ class CoverService:
             guild_id=record.guild_id,
             channel_id=record.channel_id,
         )
-        params = _params(spec, stored.width, stored.steps, stored.guidance)
+        params = generation_params(spec, stored.width, stored.steps, stored.guidance)
         init = None
         if stored.variations_of:
             source = Path(stored.variations_of)
@@ -390,7 +396,7 @@ class CoverService:
             params = dataclasses.replace(params, strength=stored.strength)
             init = read_start(stored.start_image)
         facts = PlaylistFacts(id=record.playlist_id, name=record.playlist_name, description="")
-        job = _job(request, params, prompts, facts.name, init_image=init)
+        job = generation_job(request, params, prompts, facts.name, init_image=init)
         plan = _Plan(request, facts, spec, prompts, job, 0.0)
         return CoverJob(self, plan, record.id, self.queue.submit(plan.job))
 
@@ -399,7 +405,9 @@ class CoverService:
         """People (not the CLI) wait ``cooldown_s`` between accepted requests, and have one
         request at a time in :meth:`start`: checked once, up front, so a refused request costs
         no Spotify call, and two sent at once cannot both get through while the first reads
-        its playlist (its row, recorded before the claim ends, carries the cooldown on)."""
+        its playlist (its row, recorded before the claim ends, carries the cooldown on) – not
+        even to two shard processes: the database's claim (Storage.claim) decides between
+        them, and the cooldown is read once it is held."""
         cooldown = self.settings.cooldown_s
         if request.source == "cli" or cooldown <= 0:
             yield
@@ -407,16 +415,19 @@ class CoverService:
         key = (request.source, request.user_id)
         if key in self._starting:
             raise CooldownActive(cooldown)
-        last = self.storage.last_request_at(request.user_id, request.source)
-        if last is not None:
-            waited = (datetime.now(UTC) - last).total_seconds()
-            if waited < cooldown:
-                raise CooldownActive(cooldown - waited)
-        self._starting.add(key)
-        try:
-            yield
-        finally:
-            self._starting.discard(key)
+        with self.storage.claim("cover-start", f"{request.source}:{request.user_id}") as free:
+            if not free:  # another process is starting one of this person's requests now
+                raise CooldownActive(cooldown)
+            last = self.storage.last_request_at(request.user_id, request.source)
+            if last is not None:
+                waited = (datetime.now(UTC) - last).total_seconds()
+                if waited < cooldown:
+                    raise CooldownActive(cooldown - waited)
+            self._starting.add(key)
+            try:
+                yield
+            finally:
+                self._starting.discard(key)
 
     async def warm_up(self, priority: int) -> None:
         """With a compiled UNet, compile each batch bucket of the default model now on every
@@ -430,7 +441,7 @@ class CoverService:
         if not optimizations.compile:
             return
         spec = resolve_model(self.settings.default_model)
-        params = _params(spec, spec.native_size, spec.steps, spec.guidance)
+        params = generation_params(spec, spec.native_size, spec.steps, spec.guidance)
         sizes = optimizations.warm_up_sizes(self.queue.max_batch)
 
         async def warm(worker: str) -> None:
@@ -559,36 +570,6 @@ class CoverService:
         )
         write_manifest(cover)
         return cover
-
-
-def _params(
-    spec: ModelSpec, size: int, steps: int, guidance: float, *, strength: float | None = None
-) -> GenerationParams:
-    return GenerationParams(
-        model=spec.name,
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=guidance,
-        lora=str(spec.lora) if spec.lora else None,  # params cross into JSON and SQL
-        strength=strength,
-    )
-
-
-def _job(
-    request: CoverRequest,
-    params: GenerationParams,
-    prompts: Sequence[Prompt],
-    label: str,
-    *,
-    init_image: bytes | None = None,
-) -> GenerationJob:
-    return GenerationJob(
-        user_id=request.user_id,
-        params=params,
-        images=tuple(ImageSpec(p.text, p.negative, p.seed, init_image) for p in prompts),
-        label=label,
-    )
 
 
 def _output_reason(exc: BaseException) -> str:

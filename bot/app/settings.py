@@ -7,12 +7,14 @@ nothing reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.app.errors import LinkingDisabled, MissingSetting
+from bot.app.shards import Shards, check_shards, parse_shard_ids
 
 GENERATE_KEY = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
@@ -23,8 +25,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # Spotify refuses the word "localhost" (d
 class Settings(BaseSettings):
     """Every knob of the bot and the CLI. Environment names are given beside each field."""
 
+    # hide_input_in_errors: a ValidationError's text otherwise quotes the value it refused
+    # (``input_value='postgresql://user:password@…'``) wherever it is printed or logged.
     model_config = SettingsConfigDict(
-        env_prefix="COVER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="COVER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     # --- secrets (never logged: SecretStr hides them in reprs) ---
@@ -50,6 +58,11 @@ class Settings(BaseSettings):
     cooldown_s: float = 30.0  # least time between one person's accepted /cover requests
     benchmark_steps: int | None = None  # /benchmark's denoising steps (None: the model preset's)
     benchmark_requests: tuple[int, ...] = (1, 4, 8)  # /benchmark's workloads: concurrent requests
+    # --- shard processes (docs/deployment.md, bot/app/shards.py) ---
+    # COVER_SHARD_IDS="0,1" with COVER_SHARD_COUNT=4: this process connects those shards only and
+    # owns only their servers' votes and jobs. Both unset: one process, every shard.
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
+    shard_count: int | None = None
 
     # --- Spotify endpoints (tests point these at a local fake server) ---
     spotify_api_base: str = Field(
@@ -152,6 +165,30 @@ class Settings(BaseSettings):
             raise ValueError(f"must be 0 or more, got {value}")
         return value
 
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_id_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_shard_ids(value) if value.strip() else None
+        return value
+
+    @model_validator(mode="after")
+    def _shard_layout(self) -> Settings:
+        if self.shard_ids is None and self.shard_count is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("COVER_SHARD_IDS needs COVER_SHARD_COUNT (--shard-count) beside it")
+        if self.shard_ids is None:  # a count alone: every shard of it in this one process
+            self.shard_ids = tuple(range(self.shard_count)) if self.shard_count >= 1 else ()
+        check_shards(self.shard_ids, self.shard_count)
+        return self
+
+    def shards(self) -> Shards:
+        """The shards this process serves (:class:`~bot.app.shards.Shards`)."""
+        if self.shard_ids is None or self.shard_count is None:
+            return Shards.every()
+        return Shards(self.shard_ids, self.shard_count)
+
     @field_validator("link_state_ttl_s", "db_busy_timeout_s")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
@@ -164,9 +201,14 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("postgresql", "postgres"):  # the URL itself never echoed: a password
-            raise ValueError(f"must be a postgresql://… URL, got one starting {scheme!r}")
+        # Nothing of the URL is echoed, not even its "scheme": in a URL typed without one
+        # (user:password@host) that is the part before the first colon.
+        try:
+            scheme = urlsplit(value.get_secret_value()).scheme
+        except ValueError:  # urlsplit's own messages name no part of it, but say nothing
+            raise ValueError("must be a postgresql://… URL; this one cannot be read") from None
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql://user:password@host/database URL")
         return value
 
     def storage_target(self) -> str | Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.app.records import CoverMessage, moment
+from bot.app.shards import Shards
 from bot.app.storage import Storage
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ class Announcement:
 
 class VoteService:
     """The vote rules over :class:`~bot.app.storage.Storage`. ``accounts`` (linked Spotify
-    accounts) decides whether an announcement offers "Apply to Spotify"."""
+    accounts) decides whether an announcement offers "Apply to Spotify". ``shards``: the
+    servers whose votes this process reads back and closes on its timer (bot/app/shards.py);
+    other processes own the rest."""
 
     def __init__(
         self,
@@ -64,10 +67,12 @@ class VoteService:
         *,
         close_after_s: float,
         accounts: SpotifyAccounts | None = None,
+        shards: Shards | None = None,
     ) -> None:
         self.storage = storage
         self.close_after_s = close_after_s
         self.accounts = accounts
+        self.shards = shards or Shards.every()
 
     def open_vote(self, message_id: str) -> CoverMessage | None:
         """The cover post ``message_id`` while it collects votes; None for any other message."""
@@ -147,14 +152,17 @@ class VoteService:
         return Announcement(message, winner, votes, closed_by, community, png, jpeg, apply_for)
 
     def expired(self, now: datetime | None = None) -> list[CoverMessage]:
-        """Open votes older than ``close_after_s`` (also those a restart left open)."""
+        """Open votes of this process's servers older than ``close_after_s`` (also those a
+        restart left open)."""
         now = now or datetime.now(UTC)
         return [
             message
-            for message in self.storage.open_cover_messages()
+            for message in self.storage.open_cover_messages(self.shards)
             if (now - moment(message.created_at)).total_seconds() >= self.close_after_s
         ]
 
-    def open_votes(self) -> list[CoverMessage]:
-        """Every vote still open, oldest first (read back from Discord at each connection)."""
-        return self.storage.open_cover_messages()
+    def open_votes(self, shard_id: int | None = None) -> list[CoverMessage]:
+        """Every vote of this process's servers still open, oldest first (read back from
+        Discord at each connection); with ``shard_id``, that one shard's only."""
+        shards = self.shards if shard_id is None else Shards((shard_id,), self.shards.count)
+        return self.storage.open_cover_messages(shards)

@@ -73,7 +73,12 @@ def build_app(
         raise
     accounts = SpotifyAccounts(settings, storage) if linked_accounts else None
     service = CoverService(settings, queue, storage, accounts=accounts)
-    votes = VoteService(storage, close_after_s=settings.vote_close_after_s, accounts=accounts)
+    votes = VoteService(
+        storage,
+        close_after_s=settings.vote_close_after_s,
+        accounts=accounts,
+        shards=settings.shards(),
+    )
     return App(settings, storage, queue, service, votes, accounts, release)
 
 

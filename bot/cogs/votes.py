@@ -135,7 +135,18 @@ class VotesCog(commands.Cog):
     async def on_ready(self) -> None:
         """READY comes at the start and after a reconnection that could not resume; reactions
         changed in between never arrive as events, so read every open vote back."""
-        for message in self.votes.open_votes():
+        await self._read_back_open_votes()
+
+    @commands.Cog.listener()
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """One shard of several in this process identified again (a new READY for it only):
+        discord.py then says ``shard_ready``, not ``ready``, so read back that shard's votes.
+        At the start every shard says it before ``ready``, which reads them all."""
+        if self.bot.is_ready():
+            await self._read_back_open_votes(shard_id)
+
+    async def _read_back_open_votes(self, shard_id: int | None = None) -> None:
+        for message in self.votes.open_votes(shard_id):
             if self.bot.is_closed():
                 return  # stopping: the rest are read back at the next start
             await self.reconcile(message)

@@ -32,8 +32,9 @@ def _request(storage: Storage, tmp_path, name: str, count: int = 3) -> str:
     return request_id
 
 
-def test_export_votes_writes_the_winners_with_their_prompts(tmp_path, capsys):
-    db = tmp_path / "bot.db"
+def test_export_votes_writes_the_winners_with_their_prompts(db_target, tmp_path, capsys):
+    """From the SQLite file, and from PostgreSQL by its URL (the bot's COVER_DB_URL)."""
+    db = db_target
     with Storage(db) as storage:
         won = _request(storage, tmp_path, "winner")
         storage.register_cover_message(
@@ -76,3 +77,37 @@ def test_export_votes_writes_the_winners_with_their_prompts(tmp_path, capsys):
 def test_export_votes_without_a_database_is_one_line(tmp_path, capsys):
     assert main(["export-votes", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith("error: There is no database")
+
+
+def test_export_reads_the_bots_postgresql_url_from_its_setting(
+    postgres_url, tmp_path, capsys, monkeypatch
+):
+    with Storage(postgres_url) as storage:
+        won = _request(storage, tmp_path, "winner")
+        storage.register_cover_message(
+            message_id="m1", channel_id="c", request_id=won, candidate_count=3
+        )
+        storage.cast_vote(message_id="m1", user_id="v1", choice=3)
+        storage.close_vote("m1", winner=3)
+    monkeypatch.setenv("COVER_DB_URL", postgres_url)
+    monkeypatch.setenv("COVER_DB_PATH", str(tmp_path / "not-this.db"))
+    assert main(["export-votes", "--out", str(tmp_path / "ds")]) == 0
+    assert "Exported 1 " in capsys.readouterr().out
+    # Its candidates' prompts differ, so no pair – but both were read from PostgreSQL.
+    assert main(["export-pairs", "--out", str(tmp_path / "pairs")]) == 0
+    assert "(candidates without a pair: 2 prompt)" in capsys.readouterr().out
+
+
+def test_an_unreachable_postgresql_url_never_shows_its_password(tmp_path, capsys):
+    url = "postgresql://cover:hunter2-secret@127.0.0.1:1/covers"
+    assert main(["export-votes", "--db", url, "--out", str(tmp_path / "ds")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cover:***@127.0.0.1:1" in err
+    assert "hunter2" not in err
+
+
+def test_a_mistyped_database_url_never_shows_its_password(tmp_path, capsys):
+    url = "postgresq://cover:hunter2-secret@db.example/covers"
+    assert main(["export-votes", "--db", url, "--out", str(tmp_path / "ds")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: There is no database") and "hunter2" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -80,3 +81,13 @@ def print_dropped(malformed: int, superseded: int) -> None:
             "(the last closed post of a request counts).",
             file=sys.stderr,
         )
+
+
+def bot_database() -> str:
+    """The bot's database as its settings name it: ``COVER_DB_URL`` (PostgreSQL) when set,
+    else ``COVER_DB_PATH`` or the default SQLite file."""
+    return (
+        os.environ.get("COVER_DB_URL")
+        or os.environ.get("COVER_DB_PATH")
+        or "data/playlist-cover.db"
+    )

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from training.commands.common import print_dropped
+from training.commands.common import bot_database, print_dropped
 
 
 def collect_parser() -> argparse.ArgumentParser:
@@ -134,13 +133,13 @@ def run_export(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)",
+        help="the bot's SQLite file or postgresql:// URL (default: $COVER_DB_URL, else "
+        "$COVER_DB_PATH or data/playlist-cover.db)",
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     args = parser.parse_args(argv)
-    db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
+    db = args.db or bot_database()
     result = export_votes(db, args.out)
     print(f"Exported {result.exported} winning covers to {result.folder}.")
     print_dropped(result.malformed, result.superseded)

@@ -10,7 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
-from training.commands.common import add_field, print_dropped, quiet_diffusers
+from training.commands.common import add_field, bot_database, print_dropped, quiet_diffusers
 
 
 def run_export_pairs(argv: list[str]) -> int:
@@ -37,9 +37,9 @@ def run_export_pairs(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help="the bot's SQLite file (default: $COVER_DB_PATH or data/playlist-cover.db)",
+        help="the bot's SQLite file or postgresql:// URL (default: $COVER_DB_URL, else "
+        "$COVER_DB_PATH or data/playlist-cover.db)",
     )
     parser.add_argument("--out", type=Path, required=True, help="pairs folder to write")
     parser.add_argument(
@@ -57,7 +57,7 @@ def run_export_pairs(argv: list[str]) -> int:
     parser.add_argument("--until", type=moment, default=None, help="votes closed before this")
     parser.add_argument("--guild", default=None, help="one server's votes only (its id)")
     args = parser.parse_args(argv)
-    db = args.db or Path(os.environ.get("COVER_DB_PATH") or "data/playlist-cover.db")
+    db = args.db or bot_database()
     result = export_pairs(
         db,
         args.out,

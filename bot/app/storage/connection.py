@@ -172,6 +172,31 @@ class Connection:
                 raise
             self.db.commit()
 
+    @contextmanager
+    def claim(self, namespace: str, key: str) -> Iterator[bool]:
+        """Hold ``key`` against every other process while the block runs; yields whether it
+        was free (False: another process holds it now – the caller refuses, it never waits).
+
+        On PostgreSQL a session-level advisory lock, taken with ``pg_try_advisory_lock`` and
+        released at the block's end (or with the connection, if the process dies). A SQLite
+        file has one writer machine; there the block always gets the key, and a process keeps
+        its own claims apart in memory (``CoverService._claim``).
+        """
+        if not self.postgres:
+            yield True
+            return
+        name = [f"{namespace}:{key}"]
+        with self._lock, self._unavailable():
+            row = self.db.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(?, 0))", name
+            ).fetchone()
+        try:
+            yield bool(row[0])
+        finally:
+            if row[0]:
+                with self._lock, self._unavailable():
+                    self.db.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", name)
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock, self._unavailable():
             return list(self.db.query(sql, params))

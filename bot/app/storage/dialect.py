@@ -8,8 +8,11 @@ written once, in SQLite's words; these functions adapt the few that PostgreSQL s
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from bot.app.shards import Shards
 
 POSTGRES = "postgresql"
 SQLITE = "sqlite"
@@ -67,6 +70,32 @@ def for_update(db: Any) -> str:
     transaction there holds the whole file's write lock from BEGIN IMMEDIATE
     (bot/app/storage/connection.py); PostgreSQL locks the rows read ``FOR UPDATE``."""
     return " FOR UPDATE" if dialect_of(db) == POSTGRES else ""
+
+
+def shard_clause(db: Any, column: str, shards: Shards | None) -> tuple[str, list[Any]]:
+    """``AND …`` keeping the rows whose server (the text id in ``column``) is on ``shards``, and
+    its parameters; nothing for None or a process that owns every shard.
+
+    The formula is :func:`bot.app.shards.shard_of`'s, ``(id >> 22) % count``, written so that
+    a stored id of any length works in both engines: PostgreSQL divides a NUMERIC (a BIGINT
+    cast would fail the whole query on one id past 2**63), SQLite shifts its 64-bit integer. A
+    row without a server, or whose server column is not digits (a row this code did not
+    write), is shard 0's – it still has an owner, and the query never fails on it.
+    """
+    if shards is None or shards.everything:
+        return "", []
+    marks = ", ".join("?" for _ in shards.ids)
+    if dialect_of(db) == POSTGRES:
+        shard = (
+            f"CASE WHEN {column} ~ '^[0-9]{{1,40}}$' "
+            f"THEN mod(div(CAST({column} AS NUMERIC), 4194304), ?) ELSE 0 END"
+        )
+    else:
+        shard = (
+            f"CASE WHEN {column} != '' AND {column} NOT GLOB '*[^0-9]*' "
+            f"THEN (CAST({column} AS INTEGER) >> 22) % ? ELSE 0 END"
+        )
+    return f" AND ({shard}) IN ({marks})", [shards.count, *shards.ids]
 
 
 def lock_key(db: Any, namespace: str, key: str) -> None:

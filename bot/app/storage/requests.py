@@ -16,7 +16,9 @@ from bot.app.records import (
     StoredParams,
     prompts_json,
 )
+from bot.app.shards import Shards
 from bot.app.storage.connection import Connection, content_hash, dumps
+from bot.app.storage.dialect import shard_clause
 
 _INT64 = (-(2**63), 2**63 - 1)  # SQLite INTEGER range
 
@@ -127,25 +129,37 @@ class RequestRows(Connection):
         rows = self._rows("SELECT * FROM requests WHERE id = ?", [request_id])
         return RequestRecord.from_row(rows[0]) if rows else None
 
-    def unfinished_requests(self, source: str) -> list[RequestRecord]:
-        """Requests from ``source`` still ``queued`` (a restart interrupted them), oldest first."""
+    def unfinished_requests(self, source: str, shards: Shards | None = None) -> list[RequestRecord]:
+        """Requests from ``source`` still ``queued`` (a restart interrupted them), oldest first;
+        with ``shards``, only those of the servers on them (no server: shard 0)."""
+        where, params = shard_clause(self.db, "guild_id", shards)
         rows = self._rows(
-            "SELECT * FROM requests WHERE source = ? AND status = 'queued' ORDER BY created_at",
-            [source],
+            f"SELECT * FROM requests WHERE source = ? AND status = 'queued'{where} "
+            "ORDER BY created_at, rowid",
+            [source, *params],
         )
         return [RequestRecord.from_row(row) for row in rows]
 
-    def note_resume(self, request_id: str) -> int:
-        """Count one more resumption of a request after a restart; returns the new count."""
+    def note_resume(self, request_id: str, *, seen: int | None = None) -> int | None:
+        """Count one more resumption of a request after a restart; returns the new count.
+
+        With ``seen`` (the count the caller read with the row) it is a claim: the count moves
+        only from ``seen`` and only while the request is still queued, in one conditional
+        UPDATE, so when two processes resume the same row at once the database lets exactly
+        one through; the other gets None and leaves the request alone.
+        """
+        sql = "UPDATE requests SET resumes = resumes + 1 WHERE id = ?"
+        params: list[Any] = [request_id]
+        if seen is not None:
+            sql += " AND status = 'queued' AND resumes = ?"
+            params.append(seen)
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE requests SET resumes = resumes + 1 WHERE id = ?", [request_id]
-            )
-            if cursor.rowcount == 0:
+            if db.execute(sql, params).rowcount == 0:
+                if seen is not None and self._exists(db, "requests", "id", request_id):
+                    return None
                 raise KeyError(f"no request {request_id!r}")
-            return db.execute("SELECT resumes FROM requests WHERE id = ?", [request_id]).fetchone()[
-                0
-            ]
+            row = db.execute("SELECT resumes FROM requests WHERE id = ?", [request_id]).fetchone()
+            return row[0]
 
     def last_request_at(self, user_id: str, source: str) -> datetime | None:
         """When ``user_id`` last had a request accepted from ``source`` (None: never)."""

@@ -14,7 +14,9 @@ from bot.app.records import (
     MalformedRow,
     WinningCover,
 )
+from bot.app.shards import Shards
 from bot.app.storage.connection import Connection, timestamp
+from bot.app.storage.dialect import shard_clause
 from bot.app.storage.migrations import SCHEMA_MAX_CANDIDATES
 
 # One row per (message, user) by the UNIQUE constraint: a later vote replaces the earlier one.
@@ -67,10 +69,16 @@ class VoteRows(Connection):
         )
         return CoverMessage.from_row(rows[0]) if rows else None
 
-    def open_cover_messages(self) -> list[CoverMessage]:
-        """Messages still collecting votes, oldest first (for closing them after a restart)."""
+    def open_cover_messages(self, shards: Shards | None = None) -> list[CoverMessage]:
+        """Messages still collecting votes, oldest first (for closing them after a restart);
+        with ``shards``, only those of the servers on them (their request's ``guild_id``)."""
+        where, params = shard_clause(self.db, "r.guild_id", shards)
         rows = self._rows(
-            "SELECT * FROM cover_messages WHERE status = 'open' ORDER BY created_at, rowid"
+            f"""
+            SELECT m.* FROM cover_messages AS m LEFT JOIN requests AS r ON r.id = m.request_id
+            WHERE m.status = 'open'{where} ORDER BY m.created_at, m.rowid
+            """,
+            params,
         )
         return [CoverMessage.from_row(row) for row in rows]
 

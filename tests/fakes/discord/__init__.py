@@ -27,6 +27,14 @@ Its gateway keeps Discord's rules (:data:`EVENT_INTENTS`):
   number the bot last saw, then RESUMED; :meth:`FakeDiscord.reconnecting` sends op 7,
   :meth:`offline` drops the connection (``resumable=False``: op 9, a new IDENTIFY),
   :meth:`unresponsive` makes it a zombie the bot must notice;
+- it shards as Discord does: IDENTIFY's ``shard: [id, count]`` makes a session of that shard,
+  whose READY (and GUILD_CREATEs) hold only the guilds with ``(guild_id >> 22) % count == id``
+  (:meth:`FakeDiscord.add_guild` adds a guild with a channel on a chosen shard; ``slash(...,
+  channel_id=…)`` runs a command there), and each guild's events go only to its shard's
+  session; an invalid shard is closed with 4010, a connection that would hold more than
+  :attr:`FakeDiscord.max_guilds_per_shard` guilds with 4011 (Sharding required), and
+  ``GET /gateway/bot`` answers the gateway URL, the shards to run and the session start
+  limit with :attr:`FakeDiscord.max_concurrency`;
 - a heartbeat later than the interval HELLO asked for plus a grace
   (:attr:`FakeDiscord.heartbeat_interval_s`, :attr:`heartbeat_grace_s`) closes the connection
   with 4009, Session timed out, and the session is gone.

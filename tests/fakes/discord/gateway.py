@@ -1,6 +1,14 @@
 """The fake Discord's gateway: the websocket discord.py connects to, its sessions (IDENTIFY,
 RESUME, READY, the backlog a resume replays), heartbeats and their deadline, the intents
-that decide which events are sent, and the payloads of those events.
+that decide which events are sent, sharding, and the payloads of those events.
+
+Sharding as Discord does it (discord-api-docs, Gateway: Sharding): IDENTIFY may carry
+``shard: [id, count]``; each shard is its own session whose READY lists only the guilds with
+``(guild_id >> 22) % count == id`` (then a GUILD_CREATE for each), and an event of a guild
+goes only to the session of its shard (a guild-less one to shard 0). An invalid shard (id not
+below count) is closed with 4010; identifying unsharded, or with too few shards, when a
+shard would hold more than :attr:`FakeDiscord.max_guilds_per_shard` guilds (Discord: 2,500)
+is closed with 4011, Sharding required.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from tests.fakes.discord.limits import (
     PRIVILEGED_INTENTS,
     snowflake,
 )
-from tests.fakes.discord.models import Attachment, FakeUser, Interaction
+from tests.fakes.discord.models import Attachment, FakeUser, GatewaySession, Interaction
 
 
 class GatewaySide:
@@ -33,8 +41,19 @@ class GatewaySide:
 
     @property
     def connected(self) -> bool:
-        """Whether the bot's gateway session has a live connection (identified or resumed)."""
-        return self._connection is not None
+        """Whether a gateway session of the bot has a live connection (identified or resumed)."""
+        return any(s.connection is not None for s in self._sessions.values())
+
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """``(shard, count)`` of every session with a live connection, in order."""
+        return sorted((s.shard, s.count) for s in self._sessions.values() if s.connection)
+
+    def _live_connections(self) -> list[web.WebSocketResponse]:
+        return [s.connection for s in self._sessions.values() if s.connection is not None]
+
+    def _owner(self, guild_id: int | None) -> GatewaySession | None:
+        """The session that gets ``guild_id``'s events (its shard's), if there is one."""
+        return next((s for s in self._sessions.values() if s.owns(guild_id)), None)
 
     @contextlib.asynccontextmanager
     async def offline(self, *, resumable: bool = False) -> AsyncIterator[None]:
@@ -47,7 +66,7 @@ class GatewaySide:
         """
         self._gateway_open.clear()
         if not resumable:
-            self._session = None
+            self._sessions.clear()
         for socket in list(self._sockets):
             await self._drop(socket, 4000, b"going offline")  # a code bots reconnect on
         try:
@@ -61,8 +80,8 @@ class GatewaySide:
         session) and hold its new connection until the block ends; the events of the block
         are replayed when it resumes."""
         self._gateway_open.clear()
-        if self._connection is not None:
-            await self._connection.send_str(json.dumps({"op": 7, "d": None}))
+        for connection in self._live_connections():
+            await connection.send_str(json.dumps({"op": 7, "d": None}))
         try:
             yield
         finally:
@@ -74,11 +93,11 @@ class GatewaySide:
         a zombie connection, as when a Discord node hangs. The bot must notice (discord.py:
         nothing received for ``heartbeat_timeout``), close it and resume; the events held
         back are replayed then. A new connection made inside the block answers normally."""
-        self._unresponsive = self._connection
+        self._unresponsive = set(self._live_connections())
         try:
             yield
         finally:
-            self._unresponsive = None
+            self._unresponsive = set()
 
     @contextlib.asynccontextmanager
     async def slow_reads(self, message_id: int) -> AsyncIterator[None]:
@@ -118,12 +137,14 @@ class GatewaySide:
         finally:
             watchdog.cancel()
             self._sockets.discard(socket)
-            if self._connection is socket:
-                self._connection = None
+            for session in list(self._sessions.values()):
+                if session.connection is not socket:
+                    continue
+                session.connection = None
                 # The bot closing with 1000 or 1001 ends its session (discord.py does on
                 # close()); any other code, or a close of the fake's, leaves it resumable.
                 if socket not in self._dropped and socket.close_code in (1000, 1001):
-                    self._session = None
+                    del self._sessions[session.id]
             self._dropped.discard(socket)
             await self._notify()
         return socket
@@ -137,33 +158,59 @@ class GatewaySide:
                 await self._time_out(socket)
                 return
             beat[0] = time.monotonic()
-            if socket is not self._unresponsive:
+            if socket not in self._unresponsive:
                 await socket.send_str(json.dumps({"op": 11}))
         elif op == 2:  # identify
-            intents = int(data.get("intents", 0))
-            if intents & PRIVILEGED_INTENTS & ~self.privileged_intents:
-                await self._drop(socket, 4014, b"Disallowed intent(s).")
-                return
-            self.identified += 1
-            self.intents = intents
-            self._session, self._seq, self._backlog = f"session-{snowflake()}", 0, []
-            self._connection = socket
-            await self._dispatch_if_connected("READY", self._ready_payload())
-            # Then each guild READY listed as unavailable, in full (discord.py fills its cache).
-            await self._dispatch_if_connected("GUILD_CREATE", self._guild_payload())
-            await self._notify()
+            await self._identify(socket, data)
         elif op == 6:  # resume
-            if self._session is None or data.get("session_id") != self._session:
+            session = self._sessions.get(str(data.get("session_id")))
+            if session is None:
                 # Not resumable: op 9, the bot must identify anew.
                 await socket.send_str(json.dumps({"op": 9, "d": False}))
                 return
             self.resumed += 1
-            self._connection = socket
+            session.connection = socket
             seen = int(data.get("seq") or 0)
-            for frame in [f for f in self._backlog if f["s"] > seen]:  # what it missed
+            for frame in [f for f in session.backlog if f["s"] > seen]:  # what it missed
                 await self._send(socket, frame)
-            await self._dispatch_if_connected("RESUMED", {})
+            await self._dispatch_to(session, "RESUMED", {})
             await self._notify()
+
+    async def _identify(self, socket: web.WebSocketResponse, data: dict[str, Any]) -> None:
+        intents = int(data.get("intents", 0))
+        if intents & PRIVILEGED_INTENTS & ~self.privileged_intents:
+            await self._drop(socket, 4014, b"Disallowed intent(s).")
+            return
+        shard = data.get("shard", [0, 1])
+        if (
+            not isinstance(shard, list)
+            or len(shard) != 2
+            or not all(type(n) is int for n in shard)
+            or not 0 <= shard[0] < shard[1]
+        ):
+            self.refused.append(f"IDENTIFY shard {shard!r}: 4010")
+            await self._drop(socket, 4010, b"Invalid shard.")
+            return
+        shard_id, count = shard
+        on_shard = [g for g in self.guild_channels if (g >> 22) % count == shard_id]
+        if len(on_shard) > self.max_guilds_per_shard:
+            self.refused.append(f"IDENTIFY shard {shard!r}: 4011")
+            await self._drop(socket, 4011, b"Sharding required.")
+            return
+        self.identified += 1
+        self.intents = intents
+        # A new session of a shard replaces its old one, as does a new shard count.
+        for old in list(self._sessions.values()):
+            if old.count != count or old.shard == shard_id:
+                del self._sessions[old.id]
+        session = GatewaySession(f"session-{snowflake()}", shard_id, count, intents)
+        session.connection = socket
+        self._sessions[session.id] = session
+        await self._dispatch_to(session, "READY", self._ready_payload(session, on_shard))
+        # Then each guild READY listed as unavailable, in full (discord.py fills its cache).
+        for guild_id in on_shard:
+            await self._dispatch_to(session, "GUILD_CREATE", self._guild_payload(guild_id))
+        await self._notify()
 
     def _beat_missed(self, last: float) -> bool:
         return time.monotonic() - last > self.heartbeat_interval_s + self.heartbeat_grace_s
@@ -180,8 +227,9 @@ class GatewaySide:
 
     async def _time_out(self, socket: web.WebSocketResponse) -> None:
         self.timed_out += 1
-        if self._connection is socket:
-            self._session = None
+        for session in list(self._sessions.values()):
+            if session.connection is socket:
+                del self._sessions[session.id]
         await self._drop(socket, 4009, b"Session timed out")
 
     async def _drop(self, socket: web.WebSocketResponse, code: int, reason: bytes) -> None:
@@ -192,24 +240,25 @@ class GatewaySide:
         async with self._changed:
             self._changed.notify_all()
 
-    def _ready_payload(self) -> dict[str, Any]:
+    def _ready_payload(self, session: GatewaySession, guilds: list[int]) -> dict[str, Any]:
         return {
             "v": 10,
             "user": self.bot_user.payload(),
             # Every guild starts unavailable; GUILD_CREATE follows for each, as on Discord.
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-            "session_id": self._session,
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+            "session_id": session.id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
+            **({"shard": [session.shard, session.count]} if session.count > 1 else {}),
         }
 
-    def _channel_payload(self) -> dict[str, Any]:
+    def _channel_payload(self, guild_id: int) -> dict[str, Any]:
         denied = BOT_PERMISSIONS & ~self.bot_permissions  # revoke(): the bot's role denied
         overwrites = [{"id": str(self.bot_role_id), "type": 0, "allow": "0", "deny": str(denied)}]
         return {
-            "id": str(self.channel_id),
+            "id": str(self.guild_channels[guild_id]),
             "type": 0,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id),
             "name": "covers",
             "position": 0,
             "permission_overwrites": overwrites if denied else [],
@@ -220,14 +269,14 @@ class GatewaySide:
             "parent_id": None,
         }
 
-    def _guild_payload(self) -> dict[str, Any]:
+    def _guild_payload(self, guild_id: int) -> dict[str, Any]:
         """The guild as GUILD_CREATE carries it: its channels, roles and member count, and of
         its members only the bot (the rest needs the GUILD_MEMBERS intent and chunking)."""
         role = {"hoist": False, "mentionable": False, "icon": None, "unicode_emoji": None}
         roles = [
             {
                 **role,
-                "id": str(self.guild_id),
+                "id": str(guild_id),
                 "name": "@everyone",
                 "color": 0,
                 "position": 0,
@@ -250,15 +299,17 @@ class GatewaySide:
         me = self.bot_user.member() | {"roles": [str(self.bot_role_id)]}
         me.pop("permissions")  # only interactions carry a member's computed permissions
         return {
-            "id": str(self.guild_id),
-            "name": "Cover Club",
+            "id": str(guild_id),
+            "name": "Cover Club" if guild_id == self.guild_id else f"Server {guild_id}",
             "icon": None,
             "owner_id": str(next(iter(self.users))),
             "unavailable": False,
             "large": False,
             "member_count": len(self.users),
             "joined_at": "2026-01-01T00:00:00+00:00",
-            "channels": [] if self.channel_deleted else [self._channel_payload()],
+            "channels": []
+            if self._gone(self.guild_channels[guild_id])
+            else [self._channel_payload(guild_id)],
             "threads": [],
             "roles": roles,
             "members": [me],
@@ -290,30 +341,38 @@ class GatewaySide:
             await socket.send_str(json.dumps(frame))
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
-        if self._session is None:
-            raise RuntimeError(f"no bot is connected to receive {event}")
-        await self._dispatch_if_connected(event, data)
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        session = self._owner(guild_id)
+        if session is None:
+            raise RuntimeError(f"no bot session has the shard of guild {guild_id} for {event}")
+        await self._dispatch_to(session, event, data)
 
     async def _dispatch_if_connected(self, event: str, data: dict[str, Any]) -> None:
-        """Send an event to the bot's session, if it has one and asked for the event's intent:
-        to its connection now, and kept for a resume either way."""
+        """Send an event to the session of its guild's shard, if there is one."""
+        session = self._owner(int(data["guild_id"]) if data.get("guild_id") else None)
+        if session is not None:
+            await self._dispatch_to(session, event, data)
+
+    async def _dispatch_to(self, session: GatewaySession, event: str, data: dict[str, Any]) -> None:
+        """Send an event to ``session`` if it asked for the event's intent: to its connection
+        now, and kept for a resume either way."""
         needs = EVENT_INTENTS.get(event, 0)
-        if self._session is None or (self.intents or 0) & needs != needs:
+        if session.intents & needs != needs:
             return
         if event.startswith("MESSAGE_") and "content" in data:
-            data = self._without_content(data)
-        self._seq += 1
-        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
-        self._backlog.append(frame)
-        if self._connection is not None and self._connection is not self._unresponsive:
-            await self._send(self._connection, frame)
+            data = self._without_content(data, session.intents)
+        session.seq += 1
+        frame = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.backlog.append(frame)
+        if session.connection is not None and session.connection not in self._unresponsive:
+            await self._send(session.connection, frame)
 
-    def _without_content(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _without_content(self, data: dict[str, Any], intents: int) -> dict[str, Any]:
         """A message as a bot without the MESSAGE_CONTENT intent sees it: empty, unless the
         bot wrote it or is mentioned in it (discord-api-docs, Message Content Intent)."""
         mentioned = any(int(u["id"]) == self.bot_user.id for u in data.get("mentions", ()))
         mine = int(data["author"]["id"]) == self.bot_user.id
-        if (self.intents or 0) & MESSAGE_CONTENT or mentioned or mine:
+        if intents & MESSAGE_CONTENT or mentioned or mine:
             return data
         return data | {"content": "", "embeds": [], "attachments": [], "components": []}
 
@@ -336,18 +395,20 @@ class GatewaySide:
         if len(subcommand) == 2:  # "/settings banned-words add": a group within the group
             options = [{"name": subcommand[0], "type": 2, "options": options}]
         command = next((c for c in self.commands if c["name"] == name), None)
+        channel_id = interaction.channel_id or self.channel_id
+        guild_id = self.channel_guild[channel_id]
         return {
             "id": str(interaction.id),
             "application_id": str(self.application_id),
             "type": kind,
             "token": interaction.token,
             "version": 1,
-            "guild_id": str(self.guild_id),
-            "channel_id": str(self.channel_id),
+            "guild_id": str(guild_id),
+            "channel_id": str(channel_id),
             "channel": {
-                "id": str(self.channel_id),
+                "id": str(channel_id),
                 "type": 0,
-                "guild_id": str(self.guild_id),
+                "guild_id": str(guild_id),
                 "name": "covers",
                 "position": 0,
                 "permission_overwrites": [],
@@ -358,7 +419,7 @@ class GatewaySide:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
             "attachment_size_limit": self.upload_limit,
             "data": {
@@ -399,7 +460,7 @@ class GatewaySide:
             "user_id": str(user.id),
             "channel_id": str(message.channel_id),
             "message_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.channel_guild.get(message.channel_id, self.guild_id)),
             "emoji": {"id": None, "name": emoji},
             "member": user.member(),
             "message_author_id": str(message.author.id),

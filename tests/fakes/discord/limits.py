@@ -64,6 +64,11 @@ EVENT_INTENTS = {
     "TYPING_START": GUILD_MESSAGE_TYPING,
 }
 HEARTBEAT_INTERVAL_S = 41.25  # what Discord's HELLO asks for
+# Sharding (discord-api-docs, Gateway: Sharding): a shard may hold 2,500 guilds, else IDENTIFY
+# is closed with 4011; /gateway/bot recommends about one shard per 1,000.
+MAX_GUILDS_PER_SHARD = 2500
+RECOMMENDED_GUILDS_PER_SHARD = 1000
+SESSION_STARTS_PER_DAY = 1000  # session_start_limit.total
 _snowflakes = itertools.count(1_300_000_000_000_000_000)
 
 

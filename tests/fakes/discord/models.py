@@ -172,6 +172,7 @@ class Interaction:
     # Discord's interaction type: 2 a slash command, 3 a button, 4 autocomplete, 5 a modal submit
     kind: int = 2
     message_id: int | None = None  # a button press (or its modal's submit): the button's message
+    channel_id: int | None = None  # where it was run; None: the first guild's channel
     values: dict[str, str] = field(default_factory=dict)  # a modal submit: input id → text
     acked_at: float | None = None
     # 4 message, 5 deferred, 6 deferred update (a button's message), 8 autocomplete result,
@@ -189,3 +190,23 @@ class Interaction:
     @property
     def ack_latency_s(self) -> float | None:
         return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+@dataclass
+class GatewaySession:
+    """One gateway session: the shard it identified as (``shard`` of ``count``; 0 of 1
+    unsharded), the intents it asked for, its events in order (replayed to a resume from the
+    sequence number the bot last saw) and the connection they go to, if live."""
+
+    id: str
+    shard: int
+    count: int
+    intents: int
+    seq: int = 0
+    backlog: list[dict[str, Any]] = field(default_factory=list)
+    connection: Any = None  # aiohttp's WebSocketResponse while connected
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether events of ``guild_id`` go to this session: Discord's formula, and a
+        guild-less event (a direct message) to shard 0."""
+        return (0 if guild_id is None else (guild_id >> 22) % self.count) == self.shard

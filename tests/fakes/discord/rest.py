@@ -20,6 +20,7 @@ from tests.fakes.discord.limits import (
     CALLBACK_TYPES,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
+    SESSION_STARTS_PER_DAY,
     TOKEN_LIFETIME_S,
     VIEW_CHANNEL,
     snowflake,
@@ -76,6 +77,8 @@ class RestSide:
         match parts:
             case ["users", "@me"] if method == "GET":
                 return _json(self.bot_user.payload() | {"mfa_enabled": False, "locale": "en-US"})
+            case ["gateway", "bot"] if method == "GET":
+                return _json(self._gateway_bot())
             case ["oauth2", "applications", "@me"] if method == "GET":
                 return _json(self._application())
             case ["applications", _, "commands"] if method == "PUT":
@@ -154,6 +157,20 @@ class RestSide:
             )
         hits.append(time.monotonic())
         return None
+
+    def _gateway_bot(self) -> dict[str, Any]:
+        """Where to connect, how many shards to run, and how many sessions may still start
+        (discord-api-docs, Gateway: Get Gateway Bot)."""
+        return {
+            "url": self.gateway_url,
+            "shards": self.recommended_shards(),
+            "session_start_limit": {
+                "total": SESSION_STARTS_PER_DAY,
+                "remaining": max(0, SESSION_STARTS_PER_DAY - self.identified),
+                "reset_after": 24 * 3600 * 1000,
+                "max_concurrency": self.max_concurrency,
+            },
+        }
 
     def _application(self) -> dict[str, Any]:
         return {
@@ -344,7 +361,7 @@ class RestSide:
         if body["type"] in (4, 5):
             data = interaction.response
             interaction.original = self._store(
-                self.channel_id,
+                interaction.channel_id or self.channel_id,
                 {
                     "content": data.get("content", ""),
                     "flags": data.get("flags", 0),
@@ -391,12 +408,13 @@ class RestSide:
             return expired
         if interaction.acked_at is None:  # its webhook exists once the interaction is answered
             return _error(404, "Unknown Webhook", 10015)
-        if self._gone(self.channel_id):
+        channel_id = interaction.channel_id or self.channel_id
+        if self._gone(channel_id):
             return _error(404, "Unknown Channel", 10003)
         body, files = await _read_body(request)
         if (refused := self._body_refused(body, files)) is not None:
             return refused
-        message = self._store(self.channel_id, body, files, interaction_id=interaction.id)
+        message = self._store(channel_id, body, files, interaction_id=interaction.id)
         return _json(message.payload())
 
     async def _original(self, request: web.Request, token: str) -> web.Response | None:

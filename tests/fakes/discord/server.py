@@ -18,17 +18,28 @@ from tests.fakes.discord.gateway import GatewaySide
 from tests.fakes.discord.limits import (
     BOT_PERMISSIONS,
     HEARTBEAT_INTERVAL_S,
+    MAX_GUILDS_PER_SHARD,
+    RECOMMENDED_GUILDS_PER_SHARD,
     TEXT_INPUT_LIMIT,
     UPLOAD_LIMIT,
     snowflake,
 )
-from tests.fakes.discord.models import Attachment, Exchange, FakeUser, Interaction, Message
+from tests.fakes.discord.models import (
+    Attachment,
+    Exchange,
+    FakeUser,
+    GatewaySession,
+    Interaction,
+    Message,
+)
 from tests.fakes.discord.rest import RestSide
 from tests.fakes.discord.validation import _text_inputs
 
 
 class FakeDiscord(GatewaySide, RestSide):
-    """Discord for one bot in one guild with one text channel. Use as an async context manager."""
+    """Discord for one bot in one guild with one text channel (:attr:`guild_id`,
+    :attr:`channel_id`), and more guilds of one channel each with :meth:`add_guild`, which the
+    bot may serve in shards. Use as an async context manager."""
 
     def __init__(self) -> None:
         self.bot_user = FakeUser(snowflake(), "CoverBot", bot=True)
@@ -36,6 +47,12 @@ class FakeDiscord(GatewaySide, RestSide):
         self.guild_id = snowflake()
         self.channel_id = snowflake()
         self.bot_role_id = snowflake()  # the role Discord makes for the bot at its invite
+        # Every guild the bot is in → its one text channel (the first: guild_id, channel_id).
+        self.guild_channels: dict[int, int] = {self.guild_id: self.channel_id}
+        # Sharding: a shard may hold this many guilds, else IDENTIFY is closed 4011 (Discord:
+        # 2,500); /gateway/bot recommends a shard per RECOMMENDED_GUILDS_PER_SHARD guilds.
+        self.max_guilds_per_shard = MAX_GUILDS_PER_SHARD
+        self.max_concurrency = 1  # shards that may IDENTIFY at once (session_start_limit)
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
         self.reactions: dict[int, list[tuple[int, str]]] = {}  # message → (user id, emoji)
@@ -67,8 +84,7 @@ class FakeDiscord(GatewaySide, RestSide):
         self._sockets: set[web.WebSocketResponse] = set()
         self._gateway_open = asyncio.Event()
         self._gateway_open.set()
-        # The gateway session: the intents it asked for, its events in order (replayed to a
-        # resume from the sequence number the bot last saw), the connection they go to.
+        # The gateway sessions, one per shard (tests/fakes/discord/models.py GatewaySession).
         self.intents: int | None = None  # as the bot last identified
         self.privileged_intents = 0  # switched on for the application in the developer portal
         self.heartbeat_interval_s = HEARTBEAT_INTERVAL_S
@@ -76,11 +92,8 @@ class FakeDiscord(GatewaySide, RestSide):
         self.resumed = 0  # sessions resumed (RESUME accepted)
         self.timed_out = 0  # connections closed for a missed heartbeat
         self.sent: list[str] = []  # the events sent to the bot, by name, in order
-        self._session: str | None = None
-        self._seq = 0
-        self._backlog: list[dict[str, Any]] = []  # every dispatch of the session, as sent
-        self._connection: web.WebSocketResponse | None = None  # the session's, if live
-        self._unresponsive: web.WebSocketResponse | None = None  # see unresponsive()
+        self._sessions: dict[str, GatewaySession] = {}  # by session id
+        self._unresponsive: set[web.WebSocketResponse] = set()  # see unresponsive()
         self._dropped: set[web.WebSocketResponse] = set()  # connections the fake closed
         self._changed = asyncio.Condition()
         self.attached: dict[str, Attachment] = {}  # files people attached to commands, by id
@@ -119,13 +132,59 @@ class FakeDiscord(GatewaySide, RestSide):
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    # -- guilds and shards -------------------------------------------------------------------
+
+    def add_guild(self, *, shard: int = 0, shard_count: int = 1) -> tuple[int, int]:
+        """The bot joins one more guild, with one text channel, whose id puts it on ``shard``
+        of ``shard_count`` (Discord's formula, ``(guild_id >> 22) % shard_count``); its id and
+        its channel's. A bot identifying later sees it; one connected now does not (Discord
+        would send GUILD_CREATE, which no test here needs)."""
+        if not 0 <= shard < shard_count:
+            raise ValueError(f"shard must be 0 to {shard_count - 1}, got {shard}")
+        base = snowflake()
+        # A timestamp part further on for each guild, so no two guilds share an id.
+        stamp = ((base >> 22) // shard_count + len(self.guild_channels)) * shard_count + shard
+        guild_id = stamp << 22 | (base & (1 << 22) - 1)
+        channel_id = snowflake()
+        self.guild_channels[guild_id] = channel_id
+        return guild_id, channel_id
+
+    @property
+    def channel_guild(self) -> dict[int, int]:
+        """Each channel → its guild."""
+        return {channel: guild for guild, channel in self.guild_channels.items()}
+
+    def recommended_shards(self) -> int:
+        """What ``GET /gateway/bot`` answers: a shard per
+        :data:`RECOMMENDED_GUILDS_PER_SHARD` guilds, more if a shard would hold more than
+        :attr:`max_guilds_per_shard`."""
+        count = max(1, -(-len(self.guild_channels) // RECOMMENDED_GUILDS_PER_SHARD))
+        while any(
+            sum((g >> 22) % count == shard for g in self.guild_channels) > self.max_guilds_per_shard
+            for shard in range(count)
+        ):
+            count += 1
+        return count
+
     # -- what people do ----------------------------------------------------------------------
 
-    async def slash(self, user: FakeUser, command: str, **options: Any) -> Interaction:
-        """``user`` runs ``/command`` with ``options`` (None values are left out, as Discord does)."""
+    async def slash(
+        self, user: FakeUser, command: str, *, channel_id: int | None = None, **options: Any
+    ) -> Interaction:
+        """``user`` runs ``/command`` with ``options`` (None values are left out, as Discord does)
+        in ``channel_id`` (default: the first guild's channel); the event goes to the gateway
+        session of that guild's shard."""
         given = {name: value for name, value in options.items() if value is not None}
+        if channel_id is not None and channel_id not in self.channel_guild:
+            raise ValueError(f"no channel {channel_id}: add_guild() makes one")
         interaction = Interaction(
-            snowflake(), f"token-{snowflake()}", user, command, given, time.monotonic()
+            snowflake(),
+            f"token-{snowflake()}",
+            user,
+            command,
+            given,
+            time.monotonic(),
+            channel_id=channel_id,
         )
         self.interactions[interaction.id] = interaction
         await self._dispatch("INTERACTION_CREATE", self._interaction_payload(interaction, 2))
@@ -164,6 +223,7 @@ class FakeDiscord(GatewaySide, RestSide):
             custom_id=custom_id,
             message_id=message_id,
             kind=3,
+            channel_id=message.channel_id,
         )
         self.interactions[interaction.id] = interaction
         payload = self._interaction_payload(interaction, 3)
@@ -226,6 +286,7 @@ class FakeDiscord(GatewaySide, RestSide):
             kind=5,
             message_id=opened.message_id,
             values=sent,
+            channel_id=opened.channel_id,
         )
         self.interactions[interaction.id] = interaction
         payload = self._interaction_payload(interaction, 5)
@@ -274,7 +335,7 @@ class FakeDiscord(GatewaySide, RestSide):
                 {
                     "id": str(message_id),
                     "channel_id": str(message.channel_id),
-                    "guild_id": str(self.guild_id),
+                    "guild_id": str(self.channel_guild.get(message.channel_id, self.guild_id)),
                 },
             )
         await self._notify()
