@@ -326,7 +326,9 @@ def run_finetunes(
     # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use.
     context = multiprocessing.get_context("spawn")
     finished = []
-    with ProcessPoolExecutor(min(workers, len(runs)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        min(workers, len(runs)), mp_context=context, initializer=_one_thread_worker
+    ) as pool:
         futures = {}
         for run in runs:
             log(f"[{run.name}] ... (in a worker process)")
@@ -336,11 +338,15 @@ def run_finetunes(
     return finished
 
 
-def _train_one_thread(config: TrainConfig) -> float:
-    """Train ``config`` with one torch thread; the seconds it took."""
+def _one_thread_worker() -> None:
+    """A fresh worker process: one thread for OpenMP, set before torch first loads."""
     import os
 
-    os.environ["OMP_NUM_THREADS"] = "1"  # before torch first loads in a fresh worker
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _train_one_thread(config: TrainConfig) -> float:
+    """Train ``config`` with one torch thread; the seconds it took."""
     import torch
 
     from training.train import train

@@ -137,7 +137,8 @@ def ship(config: MiniatureConfig, summary: dict[str, Any], *, folder: Path | Non
 def publish(config: MiniatureConfig, folder: Path) -> list[Path]:
     """Copy a finished run's results into ``folder`` (docs/miniature/ for the committed study):
     the summary, the test study's report, results, chart and samples, the validation's report
-    and results, and every training run's report as ``training/<run>-seed<k>.json``. Paths
+    and results, and every training run's report as ``training/<run>-seed<k>.json`` (the
+    learning-rate sweep's as ``training/sweep/<arm>-lr<rate>-seed0.json``). Paths
     inside the run folder are written relative to it, so nothing names the machine it ran on.
     Returns the files written."""
     out, folder = Path(config.out), Path(folder)
@@ -157,6 +158,8 @@ def publish(config: MiniatureConfig, folder: Path) -> list[Path]:
             copies[run / "training_report.json"] = (
                 folder / "training" / f"{run.parent.name}-seed{k}.json"
             )
+    for report in sorted((out / "sweep").glob("*/training_report.json")):
+        copies[report] = folder / "training" / "sweep" / f"{report.parent.name}-seed0.json"
     if (folder / "training").is_dir():  # runs of an earlier publish that this one lacks
         shutil.rmtree(folder / "training")
     written = []

@@ -179,6 +179,22 @@ def test_fine_tunes_in_worker_processes_equal_one_after_another(
             assert torch.equal(value, theirs[key]), f"{name}: {key} differs"
 
 
+def test_publish_keeps_the_sweeps_reports_and_no_pretraining(
+    fixed_run: tuple[MiniatureConfig, dict], tmp_path: Path
+) -> None:
+    from training.miniature import publish
+
+    config, _ = fixed_run
+    names = {str(path.relative_to(tmp_path)) for path in publish(config, tmp_path)}
+    assert {
+        "training/sweep/full-lr0.0002-seed0.json",
+        "training/sweep/lora-lr0.002-seed0.json",
+    } <= names
+    assert {f"training/{folder}-seed1.json" for folder in ("full", "full-unet", "lora")} <= names
+    assert not any(name.startswith("training/baseline") for name in names)
+    assert json.loads((tmp_path / "miniature.json").read_text())["primary"]["metric"] == "kid"
+
+
 def test_a_rerun_with_other_workers_continues(fixed_run: tuple[MiniatureConfig, dict]) -> None:
     config, summary = fixed_run
     config.workers = 1  # how, not what: the run folder is still this run's

@@ -18,15 +18,14 @@ def run_miniature_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training miniature",
         description="Reproduce the seeds' fine-tuning study in miniature, offline, on a CPU: a "
-        "synthetic cover dataset, a tiny Stable Diffusion pretrained from scratch on a generic "
-        "domain (the baseline), three fine-tunes on the covers (full with the text encoder, "
-        "full with it frozen, LoRA), the baseline and each arm trained --train-seeds times, "
-        "chosen between on the "
-        "validation split, then FID/KID/prompt-following of all of them on the test split with "
-        "paired differences and the spread over training seeds. docs/miniature.md has the "
-        "committed results and their wall time (46.0 min on one core of a shared 2-core "
-        "machine with OMP_NUM_THREADS=1); "
-        "each finished stage is kept, so rerunning continues.",
+        "synthetic cover dataset, a baseline (fixed with --baseline, else a tiny Stable "
+        "Diffusion pretrained here from scratch on a generic domain once per training seed), "
+        "three fine-tunes on the covers (full with the text encoder, full with it frozen, "
+        "LoRA; each arm's learning rate chosen on the validation split, EMA for all), each "
+        "trained --train-seeds times, then the declared primary test (baseline -> full "
+        "fine-tune, KID) and FID/KID/prompt-following of all of them on the test split with "
+        "paired differences under Holm. docs/miniature.md has the design, the budget and the "
+        "committed results; each finished stage is kept, so rerunning continues.",
     )
     parser.add_argument(
         "--out", type=Path, default=defaults.out, help=f"run folder (default {defaults.out})"
@@ -44,8 +43,8 @@ def run_miniature_command(argv: list[str]) -> int:
         "--train-seeds",
         type=int,
         default=None,
-        help=f"train the baseline and each fine-tune arm this many times (default {defaults.train_seeds}; "
-        "--quick: 2): the table shows the mean ± spread over them",
+        help=f"train each fine-tune arm (and a baseline pretrained here) this many times "
+        f"(default {defaults.train_seeds}; --quick: 2): the table shows the mean ± spread",
     )
     parser.add_argument(
         "--baseline",
