@@ -101,7 +101,11 @@ def reanalyse(results: dict[str, Any]) -> dict[str, Any]:
             stored = comparison["prompt_following" if metric == "prompt_gain" else metric]
             diffs = [_per_model(j, metric) - _per_model(i, metric) for i, j in pairs]
             comparison[metric] = _recomputed(stored, diffs, resamples)
-    results["multiplicity"] = adjust_for_multiplicity(list(rows.values()), results["comparisons"])
+    declared = results.get("primary")  # the declared primary test stays out of the family
+    primary = (declared["a"], declared["b"], declared["metric"]) if declared else None
+    results["multiplicity"] = adjust_for_multiplicity(
+        list(rows.values()), results["comparisons"], primary=primary
+    )
     results["reanalysed"] = (
         "groups and comparisons recomputed with seed-aware intervals, prompt following's gain "
         "over each model's null and Holm's adjustment (python -m eval reanalyse); the test-only "

@@ -57,6 +57,8 @@ def report_markdown(results: dict[str, Any]) -> str:
     n_gen = split.get("generated_prompts", split["images"])
     lines: list[str] = []
     comparisons = results.get("comparisons", [])
+    if results.get("primary"):
+        lines += _primary_lines(results["primary"])
     if comparisons:
         family = results.get("multiplicity", {})
         lines += [
@@ -178,7 +180,29 @@ def report_markdown(results: dict[str, Any]) -> str:
 SURVIVES = "✓"  # marks a test that survives the family's Holm adjustment
 
 
+def _primary_lines(primary: dict[str, Any]) -> list[str]:
+    """The declared primary test, first and on its own (it is outside the Holm family)."""
+    scale = KID_SCALE if primary["metric"] == "kid" else 1.0
+    name = "ΔKID ×10³" if primary["metric"] == "kid" else f"Δ{primary['metric']}"
+    verdict = (
+        "rejects no difference at α = 0.05"
+        if primary["rejects_no_difference"]
+        else "does not reject no difference at α = 0.05"
+    )
+    return [
+        f"**Primary test**, declared {primary['declared']} (the one test the study is run "
+        "for: its p-value is not adjusted, and it is not part of the Holm family below): "
+        f"{primary['b']} − {primary['a']}, {name} = "
+        f"{_with_interval(primary, scale)} (95% CI counting the seeds and the test set; "
+        f"{primary['seeds_a']} / {primary['seeds_b']} seeds), p = "
+        f"{_number(primary['p_value'], 3)}: {verdict}.",
+        "",
+    ]
+
+
 def _holm(metric: dict[str, Any]) -> str:
+    if metric.get("primary"):
+        return "primary"
     adjusted = metric.get("holm_p")
     if adjusted is None or not math.isfinite(adjusted):
         return "–"

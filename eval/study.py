@@ -35,6 +35,7 @@ from eval.images import TestSplit, read_split
 from eval.metrics import Estimate, bootstrap
 from eval.progress import progress
 from eval.study_stats import (
+    DECIDED_METRICS,
     Measured,
     adjust_for_multiplicity,
     clipped,
@@ -81,6 +82,9 @@ class ModelEntry:
     lora: str | None = None
     name: str | None = None  # the label in the report; default: derived from the paths
     group: str | None = None  # an arm trained with several seeds: rows of one group are pooled
+    # Added to every generation seed of this model: one model drawn with several sets of noise
+    # (a fixed baseline in a study whose training seeds each draw their own) is several rows.
+    noise_offset: int = 0
 
     @property
     def label(self) -> str:
@@ -127,6 +131,9 @@ class StudyConfig:
     cache_dir: Path | None = None  # the project cache (embedded model; features in eval/)
     allow_downloads: bool = False  # fetch hub models that are not cached
     follow_label: str | None = None  # a metadata field (e.g. "genre") for the palette test
+    # The one test declared before the run, (group a, group b, metric): b − a with its
+    # seed-aware interval and p-value, reported first and kept out of the Holm family.
+    primary: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,16 @@ def check_config(config: StudyConfig) -> None:
         raise ValueError(f"generate must be at least 4 prompts, got {config.generate}.")
     if not config.models:
         raise ValueError("models must name at least one model.")
+    if config.primary is not None:
+        a, b, metric = config.primary
+        groups = {entry.group or entry.label for entry in config.models}
+        if a == b or not {a, b} <= groups:
+            raise ValueError(
+                f"primary must name two different groups of the study's models, got {a!r} and "
+                f"{b!r} (groups: {', '.join(sorted(groups))})."
+            )
+        if metric not in DECIDED_METRICS:
+            raise ValueError(f"primary's metric must be one of {DECIDED_METRICS}, got {metric!r}.")
 
 
 # -- 1. generation ---------------------------------------------------------------------------
@@ -201,7 +218,8 @@ def generate_images(
     *,
     indices: Sequence[int] | None = None,
 ) -> ModelRun:
-    """Make one image per prompt (prompt i with seed ``config.seed + i``) into the model's folder,
+    """Make one image per prompt (prompt i with seed ``config.seed + entry.noise_offset + i``)
+    into the model's folder,
     skipping images already there, ``batch_size`` prompts per pipeline call. Black images are
     written too – the metrics step drops and counts them – so a resumed run never redoes them.
     ``indices`` limits this process to its share of the prompts."""
@@ -213,13 +231,14 @@ def generate_images(
     settings = {"model": entry.model, "lora": entry.lora, "params": asdict(params)}
     (folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     count = prompt_count(config, split)
-    paths = tuple(image_path(folder, i, config.seed + i) for i in range(count))
+    first = config.seed + entry.noise_offset
+    paths = tuple(image_path(folder, i, first + i) for i in range(count))
     mine = range(count) if indices is None else indices
     missing = [i for i in mine if not paths[i].is_file()]
     with progress(len(missing), f"generate {entry.label}", "img") as bar:
         for start in range(0, len(missing), config.batch_size):
             batch = missing[start : start + config.batch_size]
-            specs = [ImageSpec(prompt=split.prompts[i], seed=config.seed + i) for i in batch]
+            specs = [ImageSpec(prompt=split.prompts[i], seed=first + i) for i in batch]
             for i, made in zip(batch, runner(params, specs, NoControl()), strict=True):
                 partial = paths[i].with_suffix(".tmp.png")
                 made.image.save(partial)
@@ -440,6 +459,7 @@ def run_study(
         bootstrap=config.bootstrap,
         fid_resamples=config.fid_resamples,
         seed=config.seed,
+        primary=config.primary,
     )
     rows = [m.row for m in measured]
     results = {

@@ -76,9 +76,12 @@ def joint_metrics(
     bootstrap: int,
     fid_resamples: int,
     seed: int,
+    primary: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """FID and KID of every model with intervals, and the paired statistics: differences
-    between models and the pooled rows of arms trained with several seeds.
+    between models and the pooled rows of arms trained with several seeds; ``primary``
+    (group a, group b, metric), the one test declared before the run, comes out as
+    ``primary`` and stays out of the Holm family (:func:`adjust_for_multiplicity`).
 
     Every model is resampled with the same draws – the same real rows and the same prompts
     (:func:`~eval.metrics.kid_replicates`, :func:`~eval.metrics.half_sample_replicates`,
@@ -198,8 +201,41 @@ def joint_metrics(
                 }
             )
             comparisons.append(row)
-    family = adjust_for_multiplicity([m.row for m in usable], comparisons)
-    return {"groups": group_rows, "comparisons": comparisons, "multiplicity": family}
+    declared = primary_test(comparisons, primary) if primary is not None else None
+    family = adjust_for_multiplicity([m.row for m in usable], comparisons, primary=primary)
+    return {
+        **({"primary": declared} if declared is not None else {}),
+        "groups": group_rows,
+        "comparisons": comparisons,
+        "multiplicity": family,
+    }
+
+
+def primary_test(
+    comparisons: Sequence[dict[str, Any]], primary: tuple[str, str, str]
+) -> dict[str, Any]:
+    """The declared primary test's result: b − a on ``metric`` with its seed-aware interval
+    and unadjusted two-sided p-value (it is the only test at α = 0.05, so no adjustment), and
+    whether it rejects "no difference". Its comparison's metric is marked ``primary``."""
+    a, b, metric = primary
+    row = next((c for c in comparisons if (c["a"], c["b"]) == (a, b)), None)
+    if row is None or metric not in row:
+        raise ValueError(f"the primary test {a!r} → {b!r} on {metric} has no comparison here.")
+    row[metric]["primary"] = True
+    result = row[metric]
+    p_value = result.get("p_value")
+    return {
+        "a": a,
+        "b": b,
+        "metric": metric,
+        "declared": "before the run",
+        "seeds_a": row["seeds_a"],
+        "seeds_b": row["seeds_b"],
+        **{key: result[key] for key in ("value", "low", "high", "test_low", "test_high")},
+        **{key: result[key] for key in ("seed_se", "test_se", "df", "p_value", "interval")},
+        "alpha": 0.05,
+        "rejects_no_difference": p_value is not None and p_value <= 0.05,
+    }
 
 
 # The metrics whose paired comparisons and permutation tests make the family that decisions are
@@ -295,15 +331,21 @@ def difference(
 
 
 def adjust_for_multiplicity(
-    models: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]]
+    models: Sequence[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]],
+    *,
+    primary: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """Holm's step-down over one family: every paired comparison on the decided metrics and
-    every model's permutation test of prompt following. Each member gets ``holm_p`` and
+    every model's permutation test of prompt following, except the declared ``primary`` test
+    (group a, group b, metric), which is tested alone. Each member gets ``holm_p`` and
     ``survives`` (adjusted p ≤ 0.05) written into its own dict; returns the family's summary."""
     members: list[dict[str, Any]] = []
     for row in comparisons:
         members += [
-            row[m] for m in DECIDED_METRICS if m in row and row[m].get("p_value") is not None
+            row[m]
+            for m in DECIDED_METRICS
+            if m in row and row[m].get("p_value") is not None and (row["a"], row["b"], m) != primary
         ]
     members += [row["prompt_following"] for row in models if "prompt_following" in row]
     for member, (adjusted, survives) in zip(
@@ -314,4 +356,10 @@ def adjust_for_multiplicity(
         "method": "Holm step-down, family-wise α = 0.05",
         "tests": len(members),
         "metrics": [*DECIDED_METRICS, "permutation tests of prompt following"],
+        "excluded": (
+            f"the primary test ({primary[0]} → {primary[1]}, {primary[2]}), declared before "
+            "the run and tested alone"
+            if primary is not None
+            else None
+        ),
     }

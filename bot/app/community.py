@@ -1,5 +1,7 @@
-"""A server's community style: its own LoRA, preference-tuned from its votes (docs/dpo.md), on
-the base model it was trained on. ``/cover community:True`` paints with it."""
+"""A server's community style: its own LoRA, preference-tuned from its votes (docs/dpo.md:
+Diffusion-DPO on its pairs, or Diffusion-KTO on its liked and disliked candidates; both write
+the same LoRA file), on the base model it was trained on. ``/cover community:True`` paints
+with it."""
 
 from __future__ import annotations
 

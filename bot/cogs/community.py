@@ -1,7 +1,8 @@
 """``/community set|clear``: administrators point their server at its community style.
 
 A community style is a LoRA trained on the server's own votes (``python -m training
-export-pairs`` → ``python -m training dpo``, docs/dpo.md) and put by the operator into
+export-pairs`` → ``python -m training dpo`` on its pairs, or ``python -m training kto`` on the
+same folder's liked and disliked candidates; docs/dpo.md) and put by the operator into
 ``COVER_COMMUNITY_LORA_DIR``; ``/cover community:True`` then paints with it, and the request
 records that it did, so the votes on those covers say whether it helped.
 """
@@ -35,7 +36,7 @@ class CommunityCog(commands.Cog):
     @community.command(name="set")
     @app_commands.checks.has_permissions(administrator=True)  # Discord hides it; we check too
     @app_commands.describe(
-        lora="File name of the LoRA in the bot's community LoRA folder",
+        lora="File name of the LoRA (trained with DPO or KTO) in the bot's community LoRA folder",
         model="The model the LoRA was trained on (default: the bot's)",
     )
     async def set_style(

@@ -1,11 +1,14 @@
 """The whole loop through the real bot and the fake Discord: people vote on /cover posts, the
-votes become pairs (export-pairs), DPO trains a LoRA on them, an administrator makes it the
-server's community style, and /cover community:True paints with it and says so when it wins."""
+votes become pairs (export-pairs), DPO – or KTO, on the same folder's liked and disliked
+candidates – trains a LoRA on them, an administrator makes it the server's community style,
+and /cover community:True paints with it and says so when it wins."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+
+import pytest
 
 from bot.cogs.helpers import NUMBER_EMOJI
 from tests.fakes.discord import FakeUser
@@ -37,8 +40,9 @@ async def _reply(discord, interaction) -> str:
     return await discord.wait_for(answered)
 
 
+@pytest.mark.parametrize("objective", ["dpo", "kto"])
 async def test_votes_become_a_community_lora_that_cover_uses(
-    discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
+    objective, discord, fake_spotify, playlist_link, tmp_path, cache_dir, embedded_model_dir
 ):
     from training.dpo import DPOConfig, train_dpo
     from training.export import export_pairs
@@ -61,13 +65,15 @@ async def test_votes_become_a_community_lora_that_cover_uses(
         refused = await discord.slash(ALICE, "cover", playlist=playlist_link, community=True)
         assert "no community style yet" in await _reply(discord, refused)
 
-    # 2. The bot's database → pairs → DPO → a LoRA in the community folder.
+    # 2. The bot's database → pairs → DPO or KTO → a LoRA in the community folder. KTO reads
+    # the same folder as likes and dislikes: both candidates with votes liked, the third not.
     pairs = export_pairs(settings.db_path, tmp_path / "pairs")
     assert (pairs.pairs, pairs.votes) == (2, 1)
     run = train_dpo(
         DPOConfig(
+            objective=objective,
             data=str(tmp_path / "pairs"),
-            out=str(tmp_path / "dpo"),
+            out=str(tmp_path / objective),
             cache_dir=str(cache_dir),
             resolution=32,
             train_batch_size=2,
@@ -79,6 +85,9 @@ async def test_votes_become_a_community_lora_that_cover_uses(
             beta=500.0,
         )
     )
+    if objective == "kto":
+        assert (run.report["liked"], run.report["disliked"]) == (2, 1)
+    assert run.report["objective"] == f"diffusion-{objective}"
     loras.mkdir()
     shutil.copyfile(run.output, loras / "our-server.safetensors")
 

@@ -236,3 +236,98 @@ def test_power_against_the_normal_case_and_its_edges():
     assert standard_error(0.0, 1.0, 4, 320, 80) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="seeds"):
         power(1.0, 1.0, seeds=1, alpha=0.05)
+
+
+def _three_arms() -> list[dict]:
+    """base, full and lora, two seeds each (models 0-1, 2-3, 4-5), full clearly better."""
+    values = np.array([0.150, 0.152, 0.100, 0.101, 0.149, 0.152])
+    reps = _replicated(list(values), 0.001)
+    groups = {"base": [0, 1], "full": [2, 3], "lora": [4, 5]}
+    return [
+        {
+            "a": a,
+            "b": b,
+            "seeds": 2,
+            "seeds_a": 2,
+            "seeds_b": 2,
+            "kid": difference(values, reps, groups[a], groups[b]),
+        }
+        for a, b in (("base", "full"), ("base", "lora"), ("full", "lora"))
+    ]
+
+
+def test_the_declared_primary_test_is_tested_alone_and_reported_first():
+    from eval.study_stats import primary_test
+
+    comparisons = _three_arms()
+    primary = ("base", "full", "kid")
+    declared = primary_test(comparisons, primary)
+    family = adjust_for_multiplicity([], comparisons, primary=primary)
+    # Alone: its own p-value at α = 0.05, no Holm factor; the other two are the family.
+    assert family["tests"] == 2 and "base → full" in family["excluded"]
+    assert "holm_p" not in comparisons[0]["kid"] and comparisons[0]["kid"]["primary"] is True
+    assert declared["p_value"] == comparisons[0]["kid"]["p_value"] < 0.05
+    assert declared["rejects_no_difference"] is True and declared["value"] < 0
+    assert declared["low"] <= declared["value"] <= declared["high"]
+    assert all("holm_p" in c["kid"] for c in comparisons[1:])
+    without = _three_arms()
+    assert adjust_for_multiplicity([], without)["tests"] == 3  # undeclared: all in the family
+    results = {
+        "test_split": {"dir": "test", "images": 600, "generated_prompts": 80},
+        "feature_network": {"name": "x", "dim": 2048, "input_size": 299},
+        "models": [],
+        "groups": [],
+        "primary": declared,
+        "comparisons": [{**c, "fid": c["kid"]} for c in comparisons],
+        "multiplicity": family,
+        "seed": 0,
+        "bootstrap_resamples": 300,
+        "notes": [],
+    }
+    text = report_markdown(results)
+    assert text.index("**Primary test**, declared before the run") < text.index("**Paired")
+    assert "rejects no difference at α = 0.05" in text and "| primary |" in text
+    with pytest.raises(ValueError, match="no comparison here"):
+        primary_test(comparisons, ("full", "base", "kid"))
+
+
+def test_a_study_refuses_a_primary_test_it_cannot_run(tmp_path):
+    from eval.study import ModelEntry, StudyConfig, check_config
+
+    models = (ModelEntry("embedded", group="base"), ModelEntry("x", group="full"))
+    config = StudyConfig(tmp_path, models, tmp_path, primary=("base", "lora", "kid"))
+    with pytest.raises(ValueError, match="two different groups"):
+        check_config(config)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        check_config(StudyConfig(tmp_path, models, tmp_path, primary=("base", "full", "fid")))
+    check_config(StudyConfig(tmp_path, models, tmp_path, primary=("base", "full", "kid")))
+
+
+def test_a_models_noise_offset_moves_every_generation_seed(tmp_path):
+    """One checkpoint drawn with two sets of noise: the same prompts, other seeds, other files."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from eval.images import TestSplit
+    from eval.study import ModelEntry, StudyConfig, generate_images
+
+    split = TestSplit(tmp_path, (tmp_path / "a.png",) * 4, ("p0", "p1", "p2", "p3"))
+    asked: list[tuple[str, int]] = []
+
+    def runner(params, specs, control):  # records what it is asked for; draws nothing
+        asked.extend((spec.prompt, spec.seed) for spec in specs)
+        return [SimpleNamespace(image=Image.new("RGB", (8, 8))) for _ in specs]
+
+    entries = (
+        ModelEntry("embedded", name="base s0"),
+        ModelEntry("embedded", name="base s1", noise_offset=100_000),
+    )
+    config = StudyConfig(tmp_path, entries, tmp_path / "out", seed=5)
+    first, second = (generate_images(config, entry, split, runner) for entry in entries)
+    assert asked == [(f"p{i}", 5 + i) for i in range(4)] + [
+        (f"p{i}", 100_005 + i) for i in range(4)
+    ]
+    assert first.images[0].name == "00000-seed5.png"
+    assert second.images[0].name == "00000-seed100005.png"
+    assert first.folder != second.folder

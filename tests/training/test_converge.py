@@ -51,6 +51,22 @@ def test_a_run_given_more_steps_ends_where_one_long_run_ends(data: Path, tmp_pat
     assert (resumed / "snapshots" / "covers-000004" / "unet").is_dir()
 
 
+def test_no_cover_steps_stops_after_the_generic_phase(data: Path, tmp_path: Path) -> None:
+    """The miniature study's fixed baseline (`--cover-steps 0`): the generic snapshot is
+    written and the UNet and text encoder never train on a cover; a rerun changes nothing."""
+    out = converge(_config(data, tmp_path / "generic", 0), log=lambda _: None)
+    snapshots = sorted(path.name for path in (out / "snapshots").iterdir())
+    assert snapshots == ["generic-000001"]
+    assert (out / "snapshots/generic-000001/model_index.json").is_file()
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["state"] == {**state["state"], "phase": "covers", "step": 0}
+    again = converge(_config(data, tmp_path / "generic", 0), log=lambda _: None)
+    assert sorted(path.name for path in (again / "snapshots").iterdir()) == snapshots
+    resumed = torch.load(again / "state.pt", weights_only=False)
+    for key, value in state["unet"].items():
+        assert torch.equal(value, resumed["unet"][key])
+
+
 def test_the_edge_term_charges_a_blur() -> None:
     config = ConvergeConfig(data="", out="", kl_weight=0.0)
     sharp = torch.zeros(1, 3, 16, 16)
