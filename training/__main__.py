@@ -5,10 +5,14 @@
     python -m training export-votes --out DIR
     python -m training export-pairs --out DIR [--min-margin N] [--since DATE] [--until DATE]
     python -m training dpo --data PAIRS --base embedded --out runs/dpo [--beta B] [--method full]
-    python -m training dpo-miniature [--out runs/dpo-miniature]   (the DPO proof, ~20 min on 2 cores)
-    python -m training miniature [--out runs/miniature] [--ship] [--publish DIR]   (the whole study, 46 min on one core)
+    python -m training kto --data PAIRS --base embedded --out runs/kto   (likes and dislikes, no pairs)
+    python -m training dpo-miniature [--out runs/dpo-miniature] [--seeds 3]   (the DPO/KTO proof)
+    python -m training miniature [--out runs/miniature] [--baseline DIR] [--plan] [--ship]
+        (the whole study; --baseline: every arm fine-tunes one fixed checkpoint; --plan: minutes)
     python -m training synthetic --out DIR       (just the synthetic dataset)
     python -m training pretrain --data DIR --out DIR   (just the from-scratch base model)
+    python -m training.converge --data DIR --out DIR [--init-from shipped]   (the embedded default)
+    python -m training.decoder --data DIR --out DIR   (its decoder, the encoder frozen)
     python -m training caption DIR [--titles merge|keep|replace]   (BLIP captions → metadata.jsonl)
     python -m training clip-filter DIR --out DIR [--threshold 0.2] (drop pairs CLIP says don't match)
     python -m training styles --data ROOT --out runs/styles [train flags]  (one model per ROOT/<style>)
