@@ -39,6 +39,9 @@ from eval.metrics import bootstrap
 from eval.prompt_following import histograms, prompt_following
 from eval.upscale_check import grid_ratio
 
+# The embedded preset's own sampling (models/presets.py), what the bot paints with.
+STEPS = 20
+GUIDANCE = 4.0
 KID_SIZE = 64  # px: the size both sides of KID are compared at (see the module docstring)
 
 
@@ -67,23 +70,38 @@ def load_pipeline(model: str) -> Any:
     return pipe
 
 
-def render(pipe: Any, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+def render(
+    pipe: Any,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+) -> list[Image.Image]:
     """``prompts[i]`` with seed ``seeds[i]`` at the model's native size, as the embedded preset
-    paints: 20 steps, guidance 4."""
+    paints (its steps and guidance unless told otherwise)."""
     import torch
 
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     return pipe(
         prompts,
         generator=[torch.Generator().manual_seed(s) for s in seeds],
-        num_inference_steps=20,
-        guidance_scale=4.0,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
         height=size,
         width=size,
     ).images
 
 
-def generate(pipe: Any, prompts: list[str], folder: Path, *, batch: int = 8) -> list[Path]:
+def generate(
+    pipe: Any,
+    prompts: list[str],
+    folder: Path,
+    *,
+    batch: int = 8,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+) -> list[Path]:
     """Image i of ``prompts`` with seed i into ``folder`` (kept: a rerun skips it)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.png" for i in range(len(prompts))]
@@ -91,7 +109,7 @@ def generate(pipe: Any, prompts: list[str], folder: Path, *, batch: int = 8) -> 
     pipe.set_progress_bar_config(disable=True)
     for start in range(0, len(missing), batch):
         chunk = missing[start : start + batch]
-        images = render(pipe, [prompts[i] for i in chunk], chunk)
+        images = render(pipe, [prompts[i] for i in chunk], chunk, steps=steps, guidance=guidance)
         for i, image in zip(chunk, images, strict=True):
             image.save(paths[i])
     return paths
@@ -130,7 +148,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     count = min(args.count, len(rows))
     prompts = [row["text"] for row in rows[:count]]
     pipe = load_pipeline(args.model)
-    generated = generate(pipe, prompts, out / "images")
+    generated = generate(pipe, prompts, out / "images", steps=args.steps, guidance=args.guidance)
 
     real_hist = histograms(real_paths)
     genres = [row["genre"] for row in rows]
@@ -159,6 +177,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         "generated": count,
         "real": len(rows),
         "native_size": pipe.unet.config.sample_size * pipe.vae_scale_factor,
+        "steps": args.steps,
+        "guidance": args.guidance,
         "palette": palette.as_dict(),
         "composition": composition.as_dict(),
         "composition_ceiling": ceiling.as_dict(),
@@ -179,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier", default="runs/composition-classifier.json")
     parser.add_argument("--cache", default="runs/check-cache")
     parser.add_argument("--inception", default=None)
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"sampler steps (default {STEPS})")
+    parser.add_argument(
+        "--guidance", type=float, default=GUIDANCE, help=f"guidance scale (default {GUIDANCE})"
+    )
     args = parser.parse_args(argv)
     result = check(args)
 

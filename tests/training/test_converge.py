@@ -165,3 +165,41 @@ def test_the_decoder_learns_and_the_encoder_stays(data: Path, tmp_path: Path) ->
     error = reconstruction_error(snapshot, covers, factor=8)
     assert error["n"] == len(covers) and 0 <= error["mae"] <= 255 and error["grid"] > 0
     assert np.isfinite(error["mae"])
+
+
+def test_shipping_puts_the_sharper_decoder_in_the_package_and_refuses_a_foreign_one(
+    tmp_path: Path,
+) -> None:
+    from models.embedded import build_architecture, from_package, packaged_info
+    from training.config import TrainingError
+    from training.ship_embedded import ship
+
+    pipe = build_architecture(seed=0, native_size=128)
+    pipe.save_pretrained(tmp_path / "snapshot")
+    sharper = build_architecture(seed=0, native_size=128).vae
+    with torch.no_grad():
+        sharper.decoder.conv_out.bias.add_(0.25)  # a decoder that learnt, same encoder
+    sharper.save_pretrained(tmp_path / "decoder")
+    folder = tmp_path / "package"
+    ship(
+        tmp_path / "snapshot",
+        decoder=tmp_path / "decoder",
+        validation={"kid": {"value": 0.07}},
+        version="test-v9",
+        folder=folder,
+    )
+    shipped = from_package(folder)
+    expected = sharper.decoder.conv_out.bias.half().float()
+    assert torch.equal(shipped.vae.decoder.conv_out.bias, expected)
+    assert packaged_info(folder)["version"] == "test-v9"
+
+    foreign = build_architecture(seed=5, native_size=128).vae  # another encoder
+    foreign.save_pretrained(tmp_path / "foreign")
+    with pytest.raises(TrainingError, match="encoder"):
+        ship(
+            tmp_path / "snapshot",
+            decoder=tmp_path / "foreign",
+            validation={},
+            version="x",
+            folder=tmp_path / "other",
+        )
