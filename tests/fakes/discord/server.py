@@ -400,9 +400,11 @@ class FakeDiscord(GatewaySide, RestSide):
 
     async def mark_nsfw(self, nsfw: bool = True) -> None:
         """A manager marks the channel NSFW (or not): Discord sends CHANNEL_UPDATE, and later
-        interactions carry the flag in their channel."""
+        interactions carry the flag in their channel. The flag is the fake's, so every server's
+        channel changes, each told to its own shard."""
         self.channel_nsfw = nsfw
-        await self._dispatch_if_connected("CHANNEL_UPDATE", self._channel_payload())
+        for guild_id in self.guild_channels:
+            await self._dispatch_if_connected("CHANNEL_UPDATE", self._channel_payload(guild_id))
 
     def revoke(self, permissions: int) -> None:
         """Take permissions (bits, as in :data:`SEND_MESSAGES`) away from the bot."""
