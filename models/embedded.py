@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 PACKAGED = Path(__file__).parent / "assets" / "embedded"
-EMBEDDED_VERSION = "covers-mini-v3"
+EMBEDDED_VERSION = "covers-mini-v4"
 NATIVE_SIZE = 128  # px: unet sample_size 16 x vae_scale_factor 8
 INFO_FILE = "playlist_cover.json"
 WEIGHTS_FILE = "weights.fp16.safetensors"  # per component, in PACKAGED

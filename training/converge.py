@@ -234,7 +234,10 @@ def converge(config: ConvergeConfig, *, log: Callable[[str], None] = print) -> P
                 means.append(dist.mean)
                 stds.append(dist.std)
         mean, std = torch.cat(means), torch.cat(stds)
-        torch.save({"mean": mean, "std": std, "scaling": 1.0 / mean.std().item()}, latents)
+        # A continued model keeps the latent scale its UNet learnt; a new one sets it from
+        # the data (unit variance, as Stable Diffusion's 0.18215 was chosen).
+        scaling = vae.config.scaling_factor if config.init_from else 1.0 / mean.std().item()
+        torch.save({"mean": mean, "std": std, "scaling": scaling}, latents)
         if state["phase"] == "latents":
             # A continued model has had its generic pretraining: straight to the covers.
             state.update(phase="covers" if config.init_from else "generic", step=0)

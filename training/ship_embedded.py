@@ -46,6 +46,9 @@ def ship(
         pipe.vae.load_state_dict(theirs)
         method += f"; decoder {decoder.name} (python -m training.decoder, encoder frozen)"
     pipe.scheduler = embedded_scheduler()
+    # What StableDiffusionPipeline writes into every scheduler it loads (and the release before
+    # carried); "trailing" spacing never reads it, so the sampling is the same either way.
+    pipe.scheduler.register_to_config(steps_offset=1)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     info = {
         "name": "embedded",

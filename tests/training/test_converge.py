@@ -102,6 +102,8 @@ def test_a_continued_run_starts_from_the_package_and_keeps_its_vae(
     assert saved["state"] == {**saved["state"], "phase": "covers", "step": 2}
     assert "generic" not in {p.name.split("-")[0] for p in (out / "snapshots").iterdir()}
     trained = from_package(package)
+    latents = torch.load(out / "latents.pt")
+    assert latents["scaling"] == trained.vae.config.scaling_factor  # the UNet's latent scale
     for key, value in trained.vae.state_dict().items():  # the UNet learnt on these latents
         assert torch.equal(value, saved["vae"][key]), f"vae.{key} moved"
     moved = [
