@@ -97,6 +97,14 @@ def sheet(playlists: list[Path], models: dict[str, Any], seeds: list[int]) -> Im
     return canvas
 
 
+def _version(model: str) -> str:
+    """The release a package names in its info file, or the folder's name."""
+    from models.embedded import PACKAGED, packaged_info
+
+    info = packaged_info(PACKAGED if model == "shipped" else Path(model)) or {}
+    return str(info.get("version") or Path(model).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.embedded_sheet", description=__doc__)
     parser.add_argument("--old", required=True, help="'shipped' or a diffusers folder")
@@ -105,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", default="examples/playlists")
     args = parser.parse_args(argv)
     playlists = sorted(Path(args.examples).glob("*.json"))
-    models = {"old (64 px)": load_pipeline(args.old), "new (128 px)": load_pipeline(args.new)}
+    models = {}
+    for role, model in (("old", args.old), ("new", args.new)):
+        pipe = load_pipeline(model)
+        models[f"{role} ({_version(model)})"] = pipe
     for pipe in models.values():
         pipe.set_progress_bar_config(disable=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
