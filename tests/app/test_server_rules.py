@@ -128,7 +128,12 @@ def disguise(text: str, data: st.DataObject) -> str:
     for ch in text:
         if data.draw(st.booleans(), label="upper"):
             ch = ch.upper()
-        if "a" <= ch.lower() <= "z" and data.draw(st.booleans(), label="fullwidth"):
+        # ("ß".upper() is "SS": two letters, so only single ASCII letters get a fullwidth form)
+        if (
+            len(ch) == 1
+            and "a" <= ch.lower() <= "z"
+            and data.draw(st.booleans(), label="fullwidth")
+        ):
             ch = chr(ord(ch) - ord("!") + 0xFF01)
         out.append(ch + data.draw(st.sampled_from(["", "\u200b", "\u2060", "\u0336"])))
     return "".join(out)
