@@ -21,15 +21,14 @@ import numpy as np
 
 from eval.composition import CompositionClassifier, activity_labels, features_of
 from eval.embedded_check import at_kid_size, read_rows
-from eval.metrics import interval_from_replicates, kid_replicates
+from eval.metrics import bootstrap, interval_from_replicates, kid_replicates
 from eval.prompt_following import histograms, prompt_hits
 
 
 def _paired_accuracy(a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(a), (resamples, len(a)))
-    reps = (b[draws] - a[draws]).mean(axis=1)
-    estimate = interval_from_replicates(float((b - a).mean()), reps)
+    """B − A of per-prompt hits: the bootstrap of the per-prompt differences, which draws the
+    same prompts for both models."""
+    estimate = bootstrap(lambda d: float(d.mean()), (b - a,), resamples=resamples, seed=seed)
     return {
         "a": float(a.mean()),
         "b": float(b.mean()),
